@@ -1,0 +1,149 @@
+"""Shared bits of the benchmarks: percentiles, tables, --json, the paced provider."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from chatui.providers.base import ModelRequest, StreamEvent, TextDelta  # noqa: E402
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0..100) by linear interpolation."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    rank = (len(ordered) - 1) * q / 100
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    cells = [[str(h) for h in headers]] + [[_fmt(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    print(title)
+    for n, row in enumerate(cells):
+        print("  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)))
+        if n == 0:
+            print("  ".join("-" * w for w in widths))
+    print()
+
+
+def _fmt(value: object) -> str:
+    return f"{value:.2f}" if isinstance(value, float) else str(value)
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    return p
+
+
+def write_json(path: Path | None, figures: dict) -> None:
+    if path is not None:
+        path.write_text(json.dumps(figures, indent=2) + "\n")
+
+
+PROSE = [
+    "Streaming",
+    "a",
+    "reply",
+    "into",
+    "the",
+    "terminal",
+    "means",
+    "appending",
+    "a",
+    "few",
+    "characters",
+    "at",
+    "a",
+    "time,",
+    "while",
+    "the",
+    "user",
+    "reads,",
+    "scrolls,",
+    "or",
+    "changes",
+    "their",
+    "mind",
+    "and",
+    "presses",
+    "Escape.",
+    "Each",
+    "fragment",
+    "is",
+    "untrusted",
+    "text",
+    "from",
+    "a",
+    "model:",
+    "it",
+    "may",
+    "hold",
+    "**bold",
+    "words**,",
+    "`code`,",
+    "or",
+    "[bracketed",
+    "text]",
+    "that",
+    "must",
+    "be",
+    "shown",
+    "as",
+    "typed.",
+]
+
+
+def prose_tokens():
+    """Model-like tokens for ever: words of prose, a paragraph break every ~60."""
+    n = 0
+    while True:
+        for word in PROSE:
+            n += 1
+            yield f"{word} " if n % 60 else f"{word}\n\n"
+
+
+class PacedProvider:
+    """Streams prose tokens at `rate` tokens/s for ever, until the stream is closed."""
+
+    name = "paced"
+    model = "bench"
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.started = asyncio.Event()
+        self.sent = 0
+
+    @asynccontextmanager
+    async def stream(self, request: ModelRequest) -> AsyncIterator[AsyncIterator[StreamEvent]]:
+        events = self._events()
+        try:
+            yield events
+        finally:
+            await events.aclose()
+
+    async def _events(self) -> AsyncIterator[StreamEvent]:
+        start = time.perf_counter()
+        self.started.set()
+        tokens = prose_tokens()
+        n = 0
+        while True:
+            due = start + n / self.rate
+            delay = due - time.perf_counter()
+            await asyncio.sleep(delay if delay > 0 else 0)
+            n += 1
+            self.sent += 1
+            yield TextDelta(next(tokens))

@@ -1,0 +1,153 @@
+"""Stream rendering throughput into one message, and last-token-to-screen delay.
+
+A provider emits N prose tokens as fast as the app takes them, then goes
+silent (the reply stays open). The benchmark measures the sustained rate
+(tokens / time from the first token emitted to the last token's text being
+in the Markdown widget) and the delay from the last token's emission to the
+first screen refresh that includes it. It runs with 1 and with 200 earlier
+messages in the conversation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from itertools import islice
+from pathlib import Path
+
+from _common import parser, percentile, print_table, prose_tokens, write_json
+from textual.screen import Screen
+from textual.widgets import Markdown
+
+from chatui.app import ChatApp
+from chatui.config import Config
+from chatui.messages import ModelResponse, ResponseState, UserPrompt
+from chatui.providers.base import ModelRequest, StreamEvent, TextDelta
+from chatui.store import Store
+from chatui.widgets.chat_message import AssistantMessage
+
+refreshes: list[float] = []
+_refresh = Screen._compositor_refresh
+
+
+def _recording_refresh(self: Screen) -> None:
+    _refresh(self)
+    refreshes.append(time.perf_counter())
+
+
+Screen._compositor_refresh = _recording_refresh  # type: ignore[method-assign]
+
+
+class BurstProvider:
+    """Emits `count` tokens as fast as they are taken, then stays silent."""
+
+    name = "burst"
+    model = "bench"
+
+    def __init__(self, count: int) -> None:
+        self.tokens = list(islice(prose_tokens(), count))
+        self.first_at = self.last_at = 0.0
+        self.done = asyncio.Event()
+
+    @asynccontextmanager
+    async def stream(self, request: ModelRequest) -> AsyncIterator[AsyncIterator[StreamEvent]]:
+        events = self._events()
+        try:
+            yield events
+        finally:
+            await events.aclose()
+
+    async def _events(self) -> AsyncIterator[StreamEvent]:
+        self.first_at = time.perf_counter()
+        for token in self.tokens:
+            yield TextDelta(token)
+        self.last_at = time.perf_counter()
+        self.done.set()
+        await asyncio.Event().wait()
+
+
+def seed_conversation(store: Store, messages: int) -> str:
+    conversation = store.create_conversation(f"{messages} earlier messages")
+    text = " ".join(islice(prose_tokens(), 120))
+    for n in range(messages // 2):
+        store.save_item(conversation.id, UserPrompt(f"Question {n}?"))
+        response = ModelResponse("burst", "bench", state=ResponseState.COMPLETE)
+        response.append_text(f"## Answer {n}\n\n{text}\n\n- one\n- two\n")
+        store.save_item(conversation.id, response)
+    return conversation.id
+
+
+async def run(count: int, earlier: int) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store(Path(tmp) / "bench.sqlite3")
+        conversation_id = seed_conversation(store, earlier - 1) if earlier > 1 else None
+        provider = BurstProvider(count)
+        app = ChatApp(Config(system_prompt=""), store, provider)
+        async with app.run_test(size=(100, 40)) as pilot:
+            if conversation_id is not None:
+                await app.open_conversation(conversation_id)
+            app.screen.query_one("#composer").text = "Write at length."
+            await pilot.press("enter")
+            await provider.done.wait()
+            expected = "".join(provider.tokens).rstrip()
+            view = app.screen.query(AssistantMessage).last()
+            while True:
+                shown = "".join(m.source for m in view.query(Markdown)).rstrip()
+                if shown == expected:
+                    in_widget = time.perf_counter()
+                    break
+                await asyncio.sleep(0.0002)
+            while not refreshes or refreshes[-1] < in_widget:
+                await asyncio.sleep(0.0002)
+            on_screen = next(t for t in refreshes if t >= in_widget)
+            app.chat.turn.cancel()
+            await app.action_quit()
+        store.close()
+    return {
+        "earlier_messages": earlier,
+        "tokens": count,
+        "tokens_per_s": count / (in_widget - provider.first_at),
+        "last_token_to_screen_ms": (on_screen - provider.last_at) * 1000,
+        "emit_tokens_per_s": count / (provider.last_at - provider.first_at),
+    }
+
+
+def main() -> int:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--tokens", type=int, default=5000)
+    p.add_argument("--repeat", type=int, default=3, help="runs per case (median reported)")
+    args = p.parse_args()
+    results = []
+    for earlier in (1, 200):
+        runs = [asyncio.run(run(args.tokens, earlier)) for _ in range(args.repeat)]
+        results.append(
+            {
+                "earlier_messages": earlier,
+                "tokens": args.tokens,
+                "runs": runs,
+                "tokens_per_s": percentile([r["tokens_per_s"] for r in runs], 50),
+                "last_token_to_screen_ms": percentile(
+                    [r["last_token_to_screen_ms"] for r in runs], 50
+                ),
+            }
+        )
+    print_table(
+        "Stream rendering into one message (goal: ≥ 2,500 tokens/s, ≤ 10 ms to screen)",
+        ["earlier messages", "tokens", "tokens/s", "last token → screen ms"],
+        [
+            [r["earlier_messages"], r["tokens"], r["tokens_per_s"], r["last_token_to_screen_ms"]]
+            for r in results
+        ],
+    )
+    print(f"Median of {args.repeat} runs; 100×40 headless terminal; prose with a paragraph")
+    print("break every 60 tokens.")
+    write_json(args.json, {"benchmark": "render_throughput", "results": results})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""Esc → stop acknowledged, at several streaming rates, inside App.run_test().
+
+For each rate, a provider streams tokens for ever; after a random delay the
+benchmark presses Esc and measures the time until the reply is marked
+interrupted on screen (the acknowledgement), and until the turn's work has
+stopped (stream closed, partial stored). It then counts the tokens that
+reached the widget after the acknowledgement, and checks that the text on
+screen is exactly the text stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _common import PacedProvider, parser, percentile, print_table, write_json
+from textual.widgets import Markdown
+
+from chatui.app import ChatApp
+from chatui.config import Config
+from chatui.store import Store
+from chatui.widgets.chat_message import AssistantMessage
+
+
+async def wait_for_outcome(app: ChatApp, turn) -> None:  # type: ignore[no-untyped-def]
+    while app.last_outcome is None or app.last_outcome.turn_id != turn.id:
+        await asyncio.sleep(0.001)
+
+
+async def measure_rate(rate: int, trials: int, seed: int) -> dict:
+    rng = random.Random(seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store(Path(tmp) / "bench.sqlite3")
+        provider = PacedProvider(rate)
+        app = ChatApp(Config(system_prompt=""), store, provider)
+        acked: list[float] = []
+        stopped: list[float] = []
+        late = mismatches = 0
+        async with app.run_test(size=(100, 40)) as pilot:
+            for trial in range(trials):
+                if trial % 20 == 0:
+                    await app.open_conversation(None)
+                provider.started = asyncio.Event()
+                app.screen.query_one("#composer").text = f"trial {trial}"
+                await pilot.press("enter")
+                await provider.started.wait()
+                await asyncio.sleep(rng.uniform(0.005, 0.060))
+                turn = app.chat.turn
+                pressed = time.perf_counter()
+                await pilot.press("escape")
+                while turn.running:
+                    await asyncio.sleep(0.0005)
+                ended = time.perf_counter()
+                view = app.screen.query(AssistantMessage).last()
+                acked.append((view.stopped_at - pressed) * 1000)
+                stopped.append((ended - pressed) * 1000)
+                await wait_for_outcome(app, turn)
+                await pilot.pause(0.02)  # Anything late would arrive now.
+                late += view.late_writes
+                shown = "".join(m.source for m in view.query(Markdown))
+                mismatches += int(shown != view.response.text)
+            await app.action_quit()
+        store.close()
+    return {
+        "rate_tokens_per_s": rate,
+        "trials": trials,
+        "ack_p50_ms": percentile(acked, 50),
+        "ack_p95_ms": percentile(acked, 95),
+        "ack_p99_ms": percentile(acked, 99),
+        "ack_max_ms": max(acked),
+        "work_stopped_p50_ms": percentile(stopped, 50),
+        "work_stopped_p99_ms": percentile(stopped, 99),
+        "tokens_after_ack": late,
+        "screen_store_mismatches": mismatches,
+    }
+
+
+def main() -> int:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--trials", type=int, default=200, help="Esc presses per rate")
+    p.add_argument("--rates", type=int, nargs="+", default=[100, 1000, 5000])
+    p.add_argument("--seed", type=int, default=1)
+    args = p.parse_args()
+    results = [asyncio.run(measure_rate(r, args.trials, args.seed)) for r in args.rates]
+    print_table(
+        "Esc → stop acknowledged on screen (goal: p99 ≤ 10 ms, 0 tokens after acknowledgement)",
+        [
+            "tokens/s",
+            "trials",
+            "ack p50",
+            "ack p95",
+            "ack p99",
+            "ack max",
+            "stopped p50",
+            "stopped p99",
+            "tokens after ack",
+            "screen≠store",
+        ],
+        [
+            [
+                r["rate_tokens_per_s"],
+                r["trials"],
+                r["ack_p50_ms"],
+                r["ack_p95_ms"],
+                r["ack_p99_ms"],
+                r["ack_max_ms"],
+                r["work_stopped_p50_ms"],
+                r["work_stopped_p99_ms"],
+                r["tokens_after_ack"],
+                r["screen_store_mismatches"],
+            ]
+            for r in results
+        ],
+    )
+    print("Times in ms from the Esc key event. 'stopped': the turn's task has ended (stream")
+    print("closed, partial reply stored). A real Linux terminal adds its Esc delay (~100 ms")
+    print("without the kitty keyboard protocol) before the key event exists.")
+    write_json(args.json, {"benchmark": "stop_latency", "results": results})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

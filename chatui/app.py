@@ -1,0 +1,142 @@
+"""The Textual application: wiring of config, store, provider and screens."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from textual.app import App
+from textual.binding import Binding
+
+from chatui.config import Config
+from chatui.messages import Conversation, ResponseState
+from chatui.providers.base import Provider
+from chatui.screens.chat import ChatScreen
+from chatui.screens.conversations import NEW, ConversationList
+from chatui.store import Store
+from chatui.turn import Turn, TurnOutcome, TurnSettings
+
+TITLE_LENGTH = 48
+
+
+class ChatApp(App[None]):
+    """chatui's app. Give it a provider, or the reason there is none."""
+
+    CSS_PATH = Path(__file__).with_name("app.tcss")
+    TITLE = "chatui"
+    BINDINGS = [
+        Binding("ctrl+q", "quit", "Quit", priority=True),
+        Binding("ctrl+c", "quit", "Quit", show=False),
+    ]
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        provider: Provider | None,
+        *,
+        provider_error: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.store = store
+        self.provider = provider
+        self.provider_error = provider_error
+        self.clock = clock
+        self.last_outcome: TurnOutcome | None = None
+        self._quitting = False
+
+    @property
+    def startup_notice(self) -> str | None:
+        return None if self.provider is not None else self.provider_problem()
+
+    def provider_problem(self) -> str:
+        return self.provider_error or "No model provider is configured."
+
+    def provider_label(self) -> tuple[str, str]:
+        if self.provider is None:
+            return self.config.provider, "not available"
+        return self.provider.name, self.provider.model
+
+    def turn_settings(self) -> TurnSettings:
+        return TurnSettings(
+            system_prompt=self.config.system_prompt,
+            interrupted_note=self.config.interrupted_note,
+            idle_timeout=self.config.idle_timeout,
+            secrets=self.config.secrets(),
+        )
+
+    @property
+    def chat(self) -> ChatScreen:
+        screen = self.get_screen("chat")
+        assert isinstance(screen, ChatScreen)
+        return screen
+
+    async def on_mount(self) -> None:
+        try:
+            self.theme = self.config.theme
+        except Exception:
+            self.notify(
+                f"Unknown theme {self.config.theme!r}; using the default.", severity="warning"
+            )
+        recent = self.store.list_conversations()
+        conversation: Conversation | None = None
+        if recent:
+            latest = self.store.load_conversation(recent[0][0])
+            conversation = latest if not latest.items else None
+        conversation = conversation or self.store.create_conversation()
+        self.install_screen(ChatScreen(conversation), "chat")
+        await self.push_screen("chat")
+        try:
+            loop = asyncio.get_running_loop()
+            loop.add_signal_handler(signal.SIGTERM, lambda: self.call_later(self.action_quit))
+        except (NotImplementedError, RuntimeError):
+            pass  # Not on the main thread (tests) or not supported (Windows).
+
+    async def action_quit(self) -> None:
+        """Quit: stop the running turn the same way Esc does, store it, then exit."""
+        if self._quitting:
+            return
+        self._quitting = True
+        if self.is_screen_installed("chat"):
+            await self.chat.stop_and_wait()
+        self.exit()
+
+    async def open_conversation(self, conversation_id: str | None) -> None:
+        """Switch to a stored conversation, or to a new one for None."""
+        chat = self.chat
+        await chat.stop_and_wait()
+        if conversation_id is None:
+            current = chat.conversation
+            conversation = current if not current.items else self.store.create_conversation()
+        else:
+            conversation = self.store.load_conversation(conversation_id)
+        await chat.show_conversation(conversation)
+
+    def show_conversation_list(self) -> None:
+        async def chosen(conversation_id: str | None) -> None:
+            current = self.chat.conversation.id
+            if conversation_id == NEW:
+                await self.open_conversation(None)
+            elif conversation_id is not None and conversation_id != current:
+                await self.open_conversation(conversation_id)
+            elif current not in dict(self.store.list_conversations()):
+                await self.open_conversation(None)  # The open one was deleted.
+
+        self.push_screen(ConversationList(self.store, self.chat.conversation.id), chosen)
+
+    def turn_finished(self, turn: Turn, outcome: TurnOutcome) -> None:
+        """Called by the chat screen once a turn's outcome is on screen."""
+        self.last_outcome = outcome
+        conversation = turn.conversation
+        if conversation.title == "New conversation" and outcome.state is not ResponseState.FAILED:
+            title = " ".join(outcome.prompt.text.split())
+            if len(title) > TITLE_LENGTH:
+                title = title[: TITLE_LENGTH - 1] + "…"
+            conversation.title = title
+            self.store.rename_conversation(conversation.id, title)
+            self.chat.sub_title = title

@@ -1,0 +1,177 @@
+"""Configuration: TOML file, environment, command-line flags.
+
+Precedence: flags > environment variables > config file > defaults. Every key
+is declared once, in the dataclasses below, with its type; an unknown key or
+a value of the wrong type is a `ConfigError` naming the file, the key and the
+problem. `config.example.toml` at the top of the repository documents them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import platformdirs
+
+from chatui.history import DEFAULT_INTERRUPTED_NOTE
+
+PROVIDERS = ("local", "openai", "anthropic")
+CONFIG_ENV = "CHATUI_CONFIG"
+
+
+class ConfigError(Exception):
+    """A problem with the configuration, phrased for the user."""
+
+    def __init__(self, source: str, key: str, problem: str) -> None:
+        self.source, self.key, self.problem = source, key, problem
+        where = f"{source}: " if source else ""
+        super().__init__(f"{where}{key}: {problem}" if key else f"{where}{problem}")
+
+
+@dataclass
+class LocalConfig:
+    """The in-process llama.cpp model."""
+
+    model_path: str = ""  # Empty: the bundled default model.
+    n_ctx: int = 4096
+    n_threads: int = 0  # 0: llama.cpp's choice.
+    n_batch: int = 128
+    n_ubatch: int = 128
+    temperature: float = 0.7
+    top_p: float = 0.95
+    top_k: int = 40
+    repeat_penalty: float = 1.1
+    max_tokens: int = 1024
+    seed: int = -1
+    chat_template: str = ""  # Empty: the GGUF's own template, else the Gemma format.
+
+
+@dataclass
+class OpenAIConfig:
+    api_key: str = ""
+    base_url: str = ""
+    model: str = "gpt-4o-mini"
+    max_tokens: int = 2048
+    temperature: float = 0.7
+
+
+@dataclass
+class AnthropicConfig:
+    api_key: str = ""
+    base_url: str = ""
+    model: str = "claude-sonnet-4-5"
+    max_tokens: int = 2048
+    temperature: float = 0.7
+
+
+@dataclass
+class Config:
+    provider: str = "local"
+    model: str = ""  # Overrides the provider section's model when set.
+    system_prompt: str = "You are a helpful assistant."
+    theme: str = "textual-dark"
+    interrupted_note: str = DEFAULT_INTERRUPTED_NOTE
+    idle_timeout: float = 60.0
+    db_path: str = ""  # Empty: the platform's user data dir.
+    local: LocalConfig = field(default_factory=LocalConfig)
+    openai: OpenAIConfig = field(default_factory=OpenAIConfig)
+    anthropic: AnthropicConfig = field(default_factory=AnthropicConfig)
+
+    def secrets(self) -> list[str]:
+        """Values that must never be shown, logged or stored."""
+        return [s for s in (self.openai.api_key, self.anthropic.api_key) if s]
+
+
+def default_config_path() -> Path:
+    return Path(platformdirs.user_config_dir("chatui", appauthor=False)) / "config.toml"
+
+
+def load_config(
+    path: Path | None = None,
+    *,
+    env: dict[str, str] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> Config:
+    """Load the config file (if any), then apply environment variables and flags.
+
+    `path` None means `$CHATUI_CONFIG` or the default location, where a missing
+    file is fine; an explicitly given file must exist.
+    """
+    env = dict(os.environ) if env is None else env
+    explicit = path is not None or bool(env.get(CONFIG_ENV))
+    path = path or Path(env.get(CONFIG_ENV) or default_config_path())
+    config = Config()
+    source = str(path)
+    if path.exists() or explicit:
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(source, "", "no such file") from None
+        except (OSError, UnicodeDecodeError) as error:
+            raise ConfigError(source, "", f"cannot read it ({error})") from None
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError(source, "", f"not valid TOML: {error}") from None
+        _apply(config, data, source, "")
+    _apply_env(config, env)
+    if overrides:
+        _apply(config, {k: v for k, v in overrides.items() if v is not None}, "command line", "")
+    _validate(config, source)
+    return config
+
+
+def _apply(target: Any, data: dict[str, Any], source: str, prefix: str) -> None:
+    hints = get_type_hints(type(target))
+    names = {f.name for f in dataclasses.fields(target)}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if key not in names:
+            raise ConfigError(source, dotted, f"unknown key (known: {', '.join(sorted(names))})")
+        expected = hints[key]
+        current = getattr(target, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(source, dotted, "expected a table, like [" + dotted + "]")
+            _apply(current, value, source, dotted + ".")
+            continue
+        setattr(target, key, _coerce(value, expected, source, dotted))
+
+
+def _coerce(value: Any, expected: Any, source: str, key: str) -> Any:
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if expected is int and isinstance(value, bool):
+        raise ConfigError(source, key, f"expected an integer, got {value!r}")
+    if not isinstance(value, expected):
+        kind = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+        raise ConfigError(source, key, f"expected {kind.get(expected, expected)}, got {value!r}")
+    return value
+
+
+def _apply_env(config: Config, env: dict[str, str]) -> None:
+    if key := env.get("OPENAI_API_KEY"):
+        config.openai.api_key = key
+    if url := env.get("OPENAI_BASE_URL"):
+        config.openai.base_url = url
+    if key := env.get("ANTHROPIC_API_KEY"):
+        config.anthropic.api_key = key
+    if url := env.get("ANTHROPIC_BASE_URL"):
+        config.anthropic.base_url = url
+
+
+def _validate(config: Config, source: str) -> None:
+    if config.provider not in PROVIDERS:
+        raise ConfigError(source, "provider", f"must be one of {', '.join(PROVIDERS)}")
+    if config.idle_timeout <= 0:
+        raise ConfigError(source, "idle_timeout", "must be more than 0 seconds")
+    local = config.local
+    for key in ("n_ctx", "n_batch", "n_ubatch", "max_tokens"):
+        if getattr(local, key) <= 0:
+            raise ConfigError(source, f"local.{key}", "must be more than 0")
+    if local.n_threads < 0:
+        raise ConfigError(source, "local.n_threads", "must be 0 (automatic) or more")
+    if local.n_ubatch > local.n_batch:
+        raise ConfigError(source, "local.n_ubatch", "must not be larger than local.n_batch")

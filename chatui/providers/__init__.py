@@ -1,0 +1,1 @@
+"""Model providers: each turns a request into the common stream of events."""

@@ -1,0 +1,94 @@
+"""The streaming protocol every provider speaks.
+
+A provider turns one `ModelRequest` into a stream of a few event types and
+knows nothing of the UI. The turn runner reads the stream inside
+``async with provider.stream(request) as events``; on a stop it cancels the
+task doing that read, and the provider closes its underlying stream (the HTTP
+response, the llama.cpp job) in the context manager's exit, shielded from the
+cancellation so that the cleanup really runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from chatui.cancel import CancelToken
+from chatui.history import ChatMessage
+from chatui.messages import FinishReason
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(frozen=True)
+class ToolCallStart:
+    index: int
+    id: str
+    name: str
+
+
+@dataclass(frozen=True)
+class ToolCallDelta:
+    index: int
+    arguments: str
+
+
+@dataclass(frozen=True)
+class ToolCallEnd:
+    index: int
+
+
+@dataclass(frozen=True)
+class UsageUpdate:
+    """Token counts so far; later updates replace earlier ones."""
+
+    input_tokens: int
+    output_tokens: int
+
+
+@dataclass(frozen=True)
+class StreamEnd:
+    reason: FinishReason
+
+
+StreamEvent = TextDelta | ToolCallStart | ToolCallDelta | ToolCallEnd | UsageUpdate | StreamEnd
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """A tool offered to the model: a name, a description and a JSON schema."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ModelRequest:
+    """One request: the repaired history, the tools, and the turn's cancel token."""
+
+    messages: list[ChatMessage]
+    cancel: CancelToken
+    tools: list[ToolSpec] = field(default_factory=list)
+
+
+class ProviderError(Exception):
+    """A provider failure with a message fit to show the user (no secrets)."""
+
+
+class Provider(Protocol):
+    """A model behind a streaming API."""
+
+    name: str
+    model: str
+
+    def stream(
+        self, request: ModelRequest
+    ) -> AbstractAsyncContextManager[AsyncIterator[StreamEvent]]:
+        """Open a stream for `request`; leaving the context closes it for real."""
+        ...

@@ -1,0 +1,273 @@
+"""The chat screen: the conversation, the composer, the status bar, and Esc."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Static
+
+from chatui.messages import Conversation, ModelResponse, ResponseState, ToolResult, UserPrompt
+from chatui.providers.base import (
+    StreamEnd,
+    TextDelta,
+    ToolCallDelta,
+    ToolCallEnd,
+    ToolCallStart,
+    UsageUpdate,
+)
+from chatui.turn import ResponseStarted, ToolResultAdded, Turn, TurnEvent, TurnOutcome
+from chatui.widgets.chat_message import AssistantMessage, ErrorNotice, UserMessage
+from chatui.widgets.composer import Composer
+from chatui.widgets.status_bar import StatusBar
+
+if TYPE_CHECKING:
+    from chatui.app import ChatApp
+
+
+SHOWN_ITEMS = 40
+
+
+class ChatScreen(Screen[None]):
+    """One conversation at a time; Esc stops the running turn."""
+
+    BINDINGS = [
+        Binding("escape", "stop", "Stop"),
+        Binding("ctrl+r", "recall", "Recall prompt"),
+        Binding("ctrl+n", "new_conversation", "New"),
+        Binding("ctrl+o", "conversations", "Conversations"),
+        Binding("ctrl+u", "show_earlier", "Earlier", show=False),
+    ]
+
+    app: ChatApp
+
+    def __init__(self, conversation: Conversation) -> None:
+        super().__init__()
+        self.conversation = conversation
+        self.turn: Turn | None = None
+        self._turn_task: asyncio.Task[None] | None = None
+        self._view: AssistantMessage | None = None
+        self._stop_requested_at: float | None = None
+        self._stopped_at = 0.0
+        self.recallable: str | None = None
+        self.hidden_items = 0
+
+    def compose(self) -> ComposeResult:
+        yield VerticalScroll(id="messages")
+        yield Composer()
+        yield StatusBar(id="status")
+        yield Footer()
+
+    async def on_mount(self) -> None:
+        self._status = self.query_one(StatusBar)
+        self._messages = self.query_one("#messages", VerticalScroll)
+        self._status.provider, self._status.model = self.app.provider_label()
+        await self.show_conversation(self.conversation)
+        self.query_one(Composer).focus()
+
+    def on_unmount(self) -> None:
+        if self.turn is not None:
+            self.turn.cancel()  # However the app ends, a running turn stops the same way.
+
+    # Conversation display
+
+    async def show_conversation(
+        self, conversation: Conversation, *, everything: bool = False
+    ) -> None:
+        """Replace the message list with `conversation`'s items.
+
+        Only the last `SHOWN_ITEMS` items are mounted unless `everything`: the
+        layout cost of every frame grows with the number of mounted widgets,
+        and a long history must not slow down the reply that is streaming.
+        """
+        self.conversation = conversation
+        self.sub_title = conversation.title
+        messages = self._messages
+        await messages.remove_children()
+        items = conversation.items
+        hidden = 0 if everything else max(0, len(items) - SHOWN_ITEMS)
+        widgets: list[Static | AssistantMessage] = []
+        if hidden:
+            notice = Static(f"▲ {hidden} earlier items (Ctrl+U shows them)", id="earlier")
+            widgets.append(notice)
+        self.hidden_items = hidden
+        views: dict[str, AssistantMessage] = {}
+        for item in items[hidden:]:
+            if isinstance(item, UserPrompt):
+                widgets.append(UserMessage(item.text))
+            elif isinstance(item, ModelResponse):
+                view = AssistantMessage(item, streaming=False)
+                views.update({call.id: view for call in item.tool_calls})
+                widgets.append(view)
+                if item.state is ResponseState.FAILED and item.error:
+                    widgets.append(ErrorNotice(item.error))
+        if notice := self.app.startup_notice:
+            widgets.append(ErrorNotice(notice))
+        await messages.mount_all(widgets)
+        for item in items[hidden:]:
+            if isinstance(item, ToolResult) and item.call_id in views:
+                views[item.call_id].show_tool_result(item)
+        messages.anchor()
+        self.recallable = _recallable_prompt(conversation)
+        self.refresh_bindings()
+
+    # Sending and streaming
+
+    async def on_composer_submitted(self, message: Composer.Submitted) -> None:
+        if self.turn is not None and self.turn.running:
+            self.notify("A reply is streaming: press Esc to stop it first.", severity="warning")
+            return
+        provider = self.app.provider
+        if provider is None:
+            await self._mount(ErrorNotice(self.app.provider_problem()))
+            return
+        self.query_one(Composer).clear()
+        await self._mount(UserMessage(message.text))
+        turn = Turn(
+            conversation=self.conversation,
+            prompt=message.text,
+            provider=provider,
+            store=self.app.store,
+            sink=self._on_turn_event,
+            settings=self.app.turn_settings(),
+            clock=self.app.clock,
+        )
+        self.turn, self._view, self._stop_requested_at = turn, None, None
+        self.recallable = None
+        self._set_status("waiting", response=None, stop_ms=None, detail="")
+        self._turn_task = asyncio.create_task(self._run_turn(turn))
+        self.refresh_bindings()
+
+    async def _run_turn(self, turn: Turn) -> None:
+        outcome = await turn.run()
+        self._stopped_at = self.app.clock()
+        await self._show_outcome(turn, outcome)
+
+    async def _on_turn_event(self, event: TurnEvent) -> None:
+        if self.turn is None or event.turn_id != self.turn.id:
+            return  # A late event from an older turn.
+        payload = event.payload
+        view = self._view
+        if isinstance(payload, ResponseStarted):
+            self._view = AssistantMessage(payload.response)
+            await self._mount(self._view)
+            self._set_status("waiting", response=payload.response)
+        elif view is None:
+            return
+        elif isinstance(payload, TextDelta):
+            await view.write(payload.text)
+        elif isinstance(payload, ToolCallStart):
+            await view.start_tool_call(payload.index, view.response.tool_calls[-1])
+        elif isinstance(payload, ToolCallDelta | ToolCallEnd):
+            view.update_tool_call(payload.index)
+        elif isinstance(payload, ToolResultAdded):
+            view.show_tool_result(payload.result)
+            return
+        elif isinstance(payload, UsageUpdate | StreamEnd):
+            pass
+        status = self._status
+        status.state = "streaming"
+        status.refresh()
+
+    async def _show_outcome(self, turn: Turn, outcome: TurnOutcome) -> None:
+        if self._view is not None:
+            await self._view.finish()
+        last = outcome.responses[-1] if outcome.responses else None
+        if outcome.state is ResponseState.INTERRUPTED:
+            if last is None:
+                notice = AssistantMessage(
+                    ModelResponse(self.app.provider_label()[0], ""), streaming=False
+                )
+                notice.response.state = ResponseState.INTERRUPTED
+                await self._mount(notice)
+            stop_ms = None
+            if self._stop_requested_at is not None:  # Esc to the work having stopped.
+                stop_ms = (self._stopped_at - self._stop_requested_at) * 1000
+            self._set_status("stopped", stop_ms=stop_ms)
+            self.recallable = outcome.prompt.text
+        elif outcome.state is ResponseState.FAILED:
+            await self._mount(ErrorNotice(outcome.error or "The request failed."))
+            self._set_status("failed")
+            self.recallable = outcome.prompt.text
+        else:
+            self._set_status("idle")
+        self._status.response = last
+        if len(self._messages.children) > 2 * SHOWN_ITEMS:
+            await self.show_conversation(self.conversation)  # Keep the layout small.
+        self.refresh_bindings()
+        self.app.turn_finished(turn, outcome)
+
+    # Actions
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "stop":
+            return self.turn is not None and self.turn.running and not self.turn.token.cancelled
+        if action == "recall":
+            return self.recallable is not None
+        return True
+
+    def action_stop(self) -> None:
+        """Esc: stop the running turn, and acknowledge it on screen at once."""
+        if self.turn is not None and self.turn.cancel():
+            self._stop_requested_at = self.app.clock()
+            if self._view is not None:
+                self._view.mark_stopped()
+            self._set_status("stopping")
+            self.refresh_bindings()
+
+    def action_recall(self) -> None:
+        """Put the last interrupted or failed prompt back in the composer."""
+        if self.recallable is None:
+            return
+        composer = self.query_one(Composer)
+        composer.text = self.recallable
+        composer.move_cursor(composer.document.end)
+        composer.focus()
+        self.recallable = None
+        self.refresh_bindings()
+
+    async def action_show_earlier(self) -> None:
+        """Mount the whole conversation, however long."""
+        if self.hidden_items and not (self.turn is not None and self.turn.running):
+            await self.show_conversation(self.conversation, everything=True)
+            self._messages.scroll_home(animate=False)
+
+    async def action_new_conversation(self) -> None:
+        await self.app.open_conversation(None)
+
+    def action_conversations(self) -> None:
+        self.app.show_conversation_list()
+
+    async def stop_and_wait(self) -> None:
+        """Cancel the running turn, if any, and wait until it has stored its outcome."""
+        if self.turn is not None:
+            self.action_stop()
+        if self._turn_task is not None:
+            await asyncio.shield(self._turn_task)
+
+    # Helpers
+
+    async def _mount(self, widget: Static | AssistantMessage) -> None:
+        await self._messages.mount(widget)
+
+    def _set_status(self, state: str, **values: object) -> None:
+        status = self._status
+        status.state = state
+        for name, value in values.items():
+            setattr(status, name, value)
+
+
+def _recallable_prompt(conversation: Conversation) -> str | None:
+    """The last prompt, if the reply to it did not complete."""
+    last_prompt: str | None = None
+    ended = ResponseState.COMPLETE
+    for item in conversation.items:
+        if isinstance(item, UserPrompt):
+            last_prompt, ended = item.text, ResponseState.INTERRUPTED
+        elif isinstance(item, ModelResponse):
+            ended = item.state
+    return last_prompt if ended is not ResponseState.COMPLETE else None

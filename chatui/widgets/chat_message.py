@@ -1,0 +1,173 @@
+"""The widgets of the conversation: user prompts, model replies, tool calls, errors.
+
+Model text is untrusted: replies go to a `Markdown` widget (Markdown is
+rendered, Rich markup is not), everything else is shown as plain `Text`; all
+of it passes through `visible()` first so terminal control sequences are
+shown, never acted on.
+"""
+
+from __future__ import annotations
+
+import time
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import Markdown, Static
+from textual.widgets.markdown import MarkdownStream
+
+from chatui.messages import ModelResponse, ResponseState, ToolCallPart, ToolResult
+from chatui.sanitize import visible
+
+
+class UserMessage(Static):
+    """A prompt the user sent."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(Text(visible(text)), classes="user-message")
+        self.border_title = "You"
+
+
+class ErrorNotice(Static):
+    """An error shown inline in the conversation."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(Text(visible(text)), classes="error-notice")
+        self.border_title = "Error"
+
+
+class ToolCallView(Static):
+    """One tool call: its name, its (possibly partial) arguments, its result."""
+
+    def __init__(self, call: ToolCallPart) -> None:
+        super().__init__(classes="tool-call")
+        self.call = call
+        self.result: ToolResult | None = None
+        self.show()
+
+    def show(self, cut_off: bool = False) -> None:
+        text = Text()
+        text.append("⚙ ", style="bold")
+        text.append(visible(self.call.name), style="bold")
+        text.append(f"({visible(self.call.arguments)}")
+        text.append(")" if self.call.complete else "…")
+        if cut_off and not self.call.complete:
+            text.append("  arguments cut off, not run", style="italic")
+        if self.result is not None:
+            style = {"ok": "green", "error": "red", "cancelled": "yellow"}[self.result.state]
+            text.append(f"\n→ {visible(self.result.content)}", style=style)
+        self.update(text)
+
+
+class AssistantMessage(Vertical):
+    """A model reply, streamed into Markdown, with a marker when it did not complete.
+
+    Text goes through one `MarkdownStream` per text run (a tool call starts a
+    new run). `mark_stopped()` is the acknowledgement of a stop: synchronous,
+    it shows the marker and closes the view, so nothing written afterwards is
+    shown; `late_writes` counts such writes, which the turn runner guarantees
+    never happen. `finish()` then flushes the text that arrived before the stop.
+    """
+
+    def __init__(self, response: ModelResponse, *, streaming: bool = True) -> None:
+        super().__init__(classes="assistant-message")
+        self.response = response
+        self.border_title = visible(response.model or response.provider)
+        self._streaming = streaming
+        self._stream: MarkdownStream | None = None
+        self._calls: dict[int, ToolCallView] = {}
+        self._views_by_id: dict[str, ToolCallView] = {}
+        self._marker = Static(classes="marker")
+        self._marker.display = False
+        self.closed = not streaming
+        self.stopped_at: float | None = None
+        self.late_writes = 0
+        self.written = 0
+
+    def compose(self) -> ComposeResult:
+        if not self._streaming:
+            for part in self.response.parts:
+                if isinstance(part, ToolCallPart):
+                    view = ToolCallView(part)
+                    self._views_by_id[part.id] = view
+                    yield view
+                elif part.text:
+                    yield Markdown(visible(part.text))
+        yield self._marker
+
+    def on_mount(self) -> None:
+        if not self._streaming:
+            for view in self._views_by_id.values():
+                view.show(cut_off=True)
+            self._show_marker()
+
+    async def write(self, text: str) -> None:
+        """Append streamed reply text."""
+        if self.closed:
+            self.late_writes += 1
+            return
+        self.written += 1
+        if self._stream is None:
+            markdown = Markdown()
+            await self.mount(markdown, before=self._marker)
+            self._stream = Markdown.get_stream(markdown)
+        await self._stream.write(visible(text))
+
+    async def start_tool_call(self, index: int, call: ToolCallPart) -> None:
+        if self.closed:
+            self.late_writes += 1
+            return
+        await self._end_text_run()
+        view = ToolCallView(call)
+        self._calls[index] = view
+        self._views_by_id[call.id] = view
+        await self.mount(view, before=self._marker)
+
+    def update_tool_call(self, index: int) -> None:
+        if self.closed:
+            self.late_writes += 1
+        elif index in self._calls:
+            self._calls[index].show()
+
+    def show_tool_result(self, result: ToolResult) -> None:
+        view = self._views_by_id.get(result.call_id)
+        if view is not None:
+            view.result = result
+            view.show(cut_off=self.closed)
+
+    def mark_stopped(self) -> None:
+        """Acknowledge a stop at once: close the view and show the marker."""
+        self.closed = True
+        self.stopped_at = time.perf_counter()
+        self._show_marker(ResponseState.INTERRUPTED)
+
+    async def finish(self) -> None:
+        """The response ended: flush the text received before, then show how it ended."""
+        self.closed = True
+        await self._end_text_run()
+        for view in self._views_by_id.values():
+            view.show(cut_off=True)
+        self._show_marker()
+
+    async def _end_text_run(self) -> None:
+        if self._stream is not None:
+            stream, self._stream = self._stream, None
+            await stream.stop()
+
+    def _show_marker(self, state: ResponseState | None = None) -> None:
+        state = state or self.response.state
+        self.set_class(state is ResponseState.INTERRUPTED, "-interrupted")
+        self.set_class(state is ResponseState.FAILED, "-failed")
+        marker = self._marker
+        marker.display = True
+        if state is ResponseState.INTERRUPTED:
+            words = "■ interrupted"
+            if not self.response.parts:
+                words += " before the first token"
+            marker.update(Text(words, style="bold"))
+        elif state is ResponseState.FAILED:
+            marker.update(Text("✗ failed", style="bold"))
+        elif self.response.finish_reason == "length":
+            marker.update(Text("… stopped at the token limit", style="italic"))
+        else:
+            marker.display = False

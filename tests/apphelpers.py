@@ -1,0 +1,42 @@
+"""Helpers for driving the app with Pilot."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from textual.pilot import Pilot
+
+from chatui.app import ChatApp
+from chatui.config import Config
+from chatui.store import Store
+
+
+def make_app(store: Store, provider, *, clock: Callable[[], float] | None = None, **kw) -> ChatApp:
+    config = Config(system_prompt="", db_path=str(store.path))
+    if clock is None:
+        return ChatApp(config, store, provider, **kw)
+    return ChatApp(config, store, provider, clock=clock, **kw)
+
+
+async def wait_until(pilot: Pilot, condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    """Let the app run until `condition()` holds (fails after `timeout` seconds)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        await pilot.pause(0.005)
+
+
+async def send(pilot: Pilot, text: str) -> None:
+    composer = pilot.app.screen.query_one("#composer")
+    composer.text = text
+    await pilot.press("enter")
+
+
+def settled(app: ChatApp) -> Callable[[], bool]:
+    """True once the running turn's outcome is on screen."""
+    return lambda: (
+        app.chat.turn is not None
+        and not app.chat.turn.running
+        and (app.last_outcome is not None and app.last_outcome.turn_id == app.chat.turn.id)
+    )

@@ -1,0 +1,238 @@
+"""UI behaviour with Pilot: Esc, the marker, recall, quitting, conversations, errors."""
+
+from __future__ import annotations
+
+from apphelpers import make_app, send, settled, wait_until
+from scripted import RAISE, STALL, ScriptedProvider, words
+
+from chatui.messages import ModelResponse, ResponseState, UserPrompt
+from chatui.screens.conversations import ConversationList, TextPrompt
+from chatui.store import Store
+from chatui.widgets.chat_message import AssistantMessage, ErrorNotice, UserMessage
+from chatui.widgets.composer import Composer
+from chatui.widgets.status_bar import StatusBar
+
+
+async def test_reply_streams_into_one_markdown_widget_and_completes(store: Store) -> None:
+    provider = ScriptedProvider(words("Hello **there** friend"))
+    app = make_app(store, provider)
+    async with app.run_test() as pilot:
+        await send(pilot, "hi")
+        await wait_until(pilot, settled(app))
+
+        (view,) = app.screen.query(AssistantMessage)
+        assert view.response.state is ResponseState.COMPLETE
+        assert view.written == 3 and view.late_writes == 0
+        assert len(view.query("Markdown")) == 1
+        assert "-interrupted" not in view.classes
+        assert app.screen.query_one(StatusBar).state == "idle"
+        assert app.screen.query_one(Composer).text == ""
+
+
+async def test_ten_escapes_give_one_interrupted_marker(store: Store) -> None:
+    provider = ScriptedProvider([*words("some partial", end=None), STALL])
+    app = make_app(store, provider)
+    async with app.run_test() as pilot:
+        await send(pilot, "go")
+        await provider.started.wait()
+        await provider.last.stalled.wait()
+        await wait_until(pilot, lambda: app.chat.query(AssistantMessage).first().written == 2)
+
+        await pilot.press(*["escape"] * 10)
+        await wait_until(pilot, settled(app))
+
+        views = app.screen.query(AssistantMessage)
+        assert len(views) == 1
+        assert "-interrupted" in views.first().classes
+        markers = [m for m in app.screen.query(".marker") if m.display]
+        assert len(markers) == 1
+        assert app.screen.query_one(StatusBar).state == "stopped"
+        assert app.screen.query_one(StatusBar).stop_ms is not None
+        assert provider.last.closed
+        assert views.first().late_writes == 0
+        stored = store.load_conversation(app.chat.conversation.id).items
+        assert [i.state for i in stored if isinstance(i, ModelResponse)] == [
+            ResponseState.INTERRUPTED
+        ]
+
+
+async def test_escape_when_idle_changes_nothing(store: Store) -> None:
+    app = make_app(store, ScriptedProvider())
+    async with app.run_test() as pilot:
+        app.screen.query_one(Composer).text = "draft"
+        await pilot.press("escape")
+        await pilot.pause()
+
+        assert app.screen.query_one(Composer).text == "draft"
+        assert app.screen.query_one(StatusBar).state == "idle"
+        assert store.load_conversation(app.chat.conversation.id).items == []
+
+
+async def test_escape_closes_the_conversation_list_not_a_turn(store: Store) -> None:
+    provider = ScriptedProvider([*words("long reply", end=None), STALL])
+    app = make_app(store, provider)
+    async with app.run_test() as pilot:
+        await send(pilot, "go")
+        await provider.started.wait()
+        await provider.last.stalled.wait()
+        await pilot.press("ctrl+o")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConversationList))
+
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: not isinstance(app.screen, ConversationList))
+
+        assert app.chat.turn is not None and app.chat.turn.running
+        await pilot.press("escape")
+        await wait_until(pilot, settled(app))
+        assert app.last_outcome.state is ResponseState.INTERRUPTED
+
+
+async def test_recall_puts_the_interrupted_prompt_back_for_editing(store: Store) -> None:
+    provider = ScriptedProvider([STALL], words("second answer"))
+    app = make_app(store, provider)
+    async with app.run_test() as pilot:
+        await send(pilot, "my long\nprompt")
+        await provider.started.wait()
+        await provider.last.stalled.wait()
+        await pilot.press("escape")
+        await wait_until(pilot, settled(app))
+        assert app.screen.query_one(Composer).text == ""
+
+        await pilot.press("ctrl+r")
+        assert app.screen.query_one(Composer).text == "my long\nprompt"
+        await pilot.press("!", "enter")
+        await wait_until(pilot, settled(app))
+
+        items = store.load_conversation(app.chat.conversation.id).items
+        prompts = [i.text for i in items if isinstance(i, UserPrompt)]
+        assert prompts == ["my long\nprompt", "my long\nprompt!"]
+        # The resent prompt's history carries no trace of the empty interrupted reply.
+        assert provider.records[1].request.messages[-1].content.endswith("my long\nprompt!")
+
+
+async def test_quitting_stops_the_turn_and_stores_the_partial(store: Store) -> None:
+    provider = ScriptedProvider([*words("half of it", end=None), STALL])
+    app = make_app(store, provider)
+    async with app.run_test() as pilot:
+        await send(pilot, "go")
+        await provider.started.wait()
+        await provider.last.stalled.wait()
+        conversation_id = app.chat.conversation.id
+        await pilot.press("ctrl+q")
+        await wait_until(pilot, lambda: not app.is_running)
+
+    assert provider.last.closed
+    prompt, response = store.load_conversation(conversation_id).items
+    assert prompt.text == "go"
+    assert response.state is ResponseState.INTERRUPTED and response.text == "half of it"
+
+
+async def test_ctrl_c_quits_the_same_way(store: Store) -> None:
+    provider = ScriptedProvider([*words("partial", end=None), STALL])
+    app = make_app(store, provider)
+    async with app.run_test() as pilot:
+        await send(pilot, "go")
+        await provider.started.wait()
+        await provider.last.stalled.wait()
+        conversation_id = app.chat.conversation.id
+        await pilot.press("ctrl+c")
+        await wait_until(pilot, lambda: not app.is_running)
+
+    response = store.load_conversation(conversation_id).items[1]
+    assert response.state is ResponseState.INTERRUPTED and response.text == "partial"
+
+
+async def test_errors_show_inline_and_keep_the_partial(store: Store) -> None:
+    provider = ScriptedProvider(
+        [*words("started ", end=None), RAISE], error=ConnectionError("connection reset by peer")
+    )
+    app = make_app(store, provider)
+    async with app.run_test() as pilot:
+        await send(pilot, "go")
+        await wait_until(pilot, settled(app))
+
+        (notice,) = app.screen.query(ErrorNotice)
+        assert "connection reset by peer" in str(notice.render())
+        (view,) = app.screen.query(AssistantMessage)
+        assert "-failed" in view.classes and view.response.text == "started "
+        assert app.screen.query_one(StatusBar).state == "failed"
+
+
+async def test_without_a_provider_the_screen_says_how_to_configure_one(store: Store) -> None:
+    app = make_app(store, None, provider_error="No provider: set `provider` in config.toml.")
+    async with app.run_test() as pilot:
+        (notice,) = app.screen.query(ErrorNotice)
+        assert "set `provider`" in str(notice.render())
+        await send(pilot, "hello?")
+        await pilot.pause()
+        assert len(app.screen.query(ErrorNotice)) == 2
+        assert store.load_conversation(app.chat.conversation.id).items == []
+        assert app.screen.query_one(Composer).text == "hello?"  # Nothing lost.
+
+
+async def test_conversation_list_new_switch_rename_delete(store: Store) -> None:
+    provider = ScriptedProvider(words("first answer"), words("second answer"))
+    app = make_app(store, provider)
+    async with app.run_test() as pilot:
+        await send(pilot, "first question")
+        await wait_until(pilot, settled(app))
+        first_id = app.chat.conversation.id
+
+        await pilot.press("ctrl+n")
+        await wait_until(pilot, lambda: app.chat.conversation.id != first_id)
+        assert not app.screen.query(UserMessage)
+        await send(pilot, "second question")
+        await wait_until(pilot, settled(app))
+        second_id = app.chat.conversation.id
+
+        # Switch back to the first: it is listed second (older).
+        await pilot.press("ctrl+o")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConversationList))
+        await pilot.press("down", "enter")
+        await wait_until(pilot, lambda: app.chat.conversation.id == first_id)
+        assert [str(m.render()) for m in app.screen.query(UserMessage)] == ["first question"]
+
+        # Rename it.
+        await pilot.press("ctrl+o")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConversationList))
+        await pilot.press("r")
+        await wait_until(pilot, lambda: isinstance(app.screen, TextPrompt))
+        app.screen.query_one("Input").value = "Renamed"
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConversationList))
+        assert dict(store.list_conversations())[first_id] == "Renamed"
+
+        # Delete the other one.
+        await pilot.press("down", "d")
+        await wait_until(pilot, lambda: isinstance(app.screen, TextPrompt))
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConversationList))
+        assert [cid for cid, _ in store.list_conversations()] == [first_id]
+        assert second_id not in dict(store.list_conversations())
+        await pilot.press("escape")
+
+
+async def test_first_prompt_titles_the_conversation(store: Store) -> None:
+    app = make_app(store, ScriptedProvider(words("ok")))
+    async with app.run_test() as pilot:
+        await send(pilot, "How do   I bake bread at home without yeast or any special tools?")
+        await wait_until(pilot, settled(app))
+
+    ((_, title),) = store.list_conversations()
+    assert title.startswith("How do I bake bread") and title.endswith("…")
+
+
+async def test_stored_conversation_shows_interrupted_marker_after_reload(store: Store) -> None:
+    conversation = store.create_conversation("old")
+    store.save_item(conversation.id, UserPrompt("q"))
+    response = ModelResponse("scripted", "script-1", state=ResponseState.INTERRUPTED)
+    response.append_text("cut short")
+    store.save_item(conversation.id, response)
+    app = make_app(store, ScriptedProvider())
+    async with app.run_test() as pilot:
+        await app.open_conversation(conversation.id)
+        await pilot.pause()
+
+        (view,) = app.screen.query(AssistantMessage)
+        assert "-interrupted" in view.classes
+        assert app.chat.recallable == "q"

@@ -1,0 +1,146 @@
+"""Config: precedence, validation messages, and the CLI's exit code 2."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from chatui.config import Config, ConfigError, load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_defaults_without_a_file(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    config = load_config(None, env={})
+
+    assert config == Config()
+
+
+def test_missing_default_file_is_fine_but_a_named_one_is_not(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    assert load_config(None, env={}).provider == "local"
+    with pytest.raises(ConfigError, match="no such file"):
+        load_config(tmp_path / "nope.toml", env={})
+
+
+def test_precedence_flags_over_env_over_file_over_defaults(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        provider = "openai"
+        system_prompt = "from file"
+        [openai]
+        base_url = "http://file.example/v1"
+        api_key = "file-key"
+        model = "file-model"
+        """,
+    )
+    env = {"OPENAI_BASE_URL": "http://env.example/v1", "OPENAI_API_KEY": "env-key"}
+
+    config = load_config(path, env=env, overrides={"provider": "anthropic", "model": None})
+
+    assert config.provider == "anthropic"  # flag beats file
+    assert config.openai.base_url == "http://env.example/v1"  # env beats file
+    assert config.openai.api_key == "env-key"
+    assert config.openai.model == "file-model"  # file beats default
+    assert config.system_prompt == "from file"
+    assert config.local.n_ctx == Config().local.n_ctx  # default
+    assert config.secrets() == ["env-key"]
+
+
+def test_config_path_from_environment(tmp_path: Path) -> None:
+    path = write(tmp_path, 'theme = "nord"\n')
+
+    assert load_config(None, env={"CHATUI_CONFIG": str(path)}).theme == "nord"
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "problem"),
+    [
+        ("colour = 1\n", "colour", "unknown key"),
+        ("[local]\nn_ctxx = 5\n", "local.n_ctxx", "unknown key"),
+        ("[local]\nn_ctx = 'big'\n", "local.n_ctx", "expected an integer"),
+        ("idle_timeout = true\n", "idle_timeout", "expected a number"),
+        ("provider = 'gemini'\n", "provider", "must be one of"),
+        ("local = 3\n", "local", "expected a table"),
+        ("[local]\nn_batch = 64\nn_ubatch = 128\n", "local.n_ubatch", "must not be larger"),
+    ],
+)
+def test_bad_keys_name_the_file_the_key_and_the_problem(
+    tmp_path: Path, text: str, key: str, problem: str
+) -> None:
+    path = write(tmp_path, text)
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env={})
+
+    assert caught.value.source == str(path)
+    assert caught.value.key == key
+    assert problem in caught.value.problem
+    assert str(path) in str(caught.value) and key in str(caught.value)
+
+
+def test_malformed_toml_is_reported_with_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "provider = \n")
+
+    with pytest.raises(ConfigError, match="not valid TOML") as caught:
+        load_config(path, env={})
+
+    assert str(path) in str(caught.value)
+
+
+def test_example_config_is_valid_and_documents_every_key() -> None:
+    example = ROOT / "config.example.toml"
+    load_config(example, env={})  # Every key in it is known and well typed.
+    text = example.read_text()
+    config = Config()
+    for name, value in vars(config).items():
+        if hasattr(value, "__dataclass_fields__"):
+            assert f"[{name}]" in text
+            for sub in vars(value):
+                assert f"{sub} =" in text, f"{name}.{sub} is not documented"
+        else:
+            assert f"{name} =" in text, f"{name} is not documented"
+
+
+def run_cli(*args: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CHATUI_DB": str(tmp_path / "db.sqlite3")}
+    return subprocess.run(
+        [sys.executable, "-m", "chatui", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_cli_exits_2_with_a_message_and_no_traceback(tmp_path: Path) -> None:
+    path = write(tmp_path, "[openai]\ntemperature = 'hot'\n")
+
+    result = run_cli("--config", str(path), tmp_path=tmp_path)
+
+    assert result.returncode == 2
+    assert str(path) in result.stderr
+    assert "openai.temperature" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_exits_2_on_malformed_toml(tmp_path: Path) -> None:
+    path = write(tmp_path, "[[[\n")
+
+    result = run_cli("--config", str(path), tmp_path=tmp_path)
+
+    assert result.returncode == 2
+    assert "not valid TOML" in result.stderr and "Traceback" not in result.stderr

@@ -1,0 +1,199 @@
+"""History repair: interrupted responses never reach a model as if complete."""
+
+from __future__ import annotations
+
+import itertools
+
+from chatui.history import (
+    CANCELLED_TOOL_RESULT,
+    ChatMessage,
+    ToolCall,
+    build_history,
+    history_bytes,
+)
+from chatui.messages import (
+    ModelResponse,
+    ResponseState,
+    TextPart,
+    ToolCallPart,
+    ToolResult,
+    UserPrompt,
+)
+
+NOTE = "[interrupted]"
+
+
+def reply(text: str = "", *calls: ToolCallPart, state=ResponseState.COMPLETE) -> ModelResponse:
+    parts = ([TextPart(text)] if text else []) + list(calls)
+    return ModelResponse("p", "m", parts=parts, state=state)
+
+
+def build(items, system: str = "") -> list[ChatMessage]:
+    return build_history(items, system_prompt=system, interrupted_note=NOTE)
+
+
+def assert_api_shape(messages: list[ChatMessage]) -> None:
+    """What both APIs demand: alternation, and every tool call answered at once."""
+    body = [m for m in messages if m.role != "system"]
+    assert body[0].role == "user"
+    for previous, current in itertools.pairwise(body):
+        assert not (previous.role == current.role == "user"), "consecutive user messages"
+        assert not (previous.role == current.role == "assistant"), "consecutive assistant messages"
+    for i, message in enumerate(body):
+        if message.role == "assistant":
+            assert message.content or message.tool_calls, "empty assistant message"
+            ids = [c.id for c in message.tool_calls]
+            following = [m.tool_call_id for m in body[i + 1 : i + 1 + len(ids)]]
+            assert following == ids, "tool calls not followed by their results"
+        if message.role == "tool":
+            previous_calls = [c.id for m in body[:i] if m.role == "assistant" for c in m.tool_calls]
+            assert message.tool_call_id in previous_calls, "result without a call"
+
+
+def test_complete_conversation_passes_through() -> None:
+    items = [UserPrompt("hi"), reply("hello"), UserPrompt("bye")]
+
+    messages = build(items, system="be brief")
+
+    assert messages == [
+        ChatMessage("system", "be brief"),
+        ChatMessage("user", "hi"),
+        ChatMessage("assistant", "hello"),
+        ChatMessage("user", "bye"),
+    ]
+
+
+def test_interrupted_text_reply_is_dropped_and_the_model_is_told() -> None:
+    items = [
+        UserPrompt("write a poem"),
+        reply("Roses are", state=ResponseState.INTERRUPTED),
+        UserPrompt("shorter please"),
+    ]
+
+    messages = build(items)
+
+    assert messages == [ChatMessage("user", f"write a poem\n\n{NOTE}\n\nshorter please")]
+    assert all("Roses" not in m.content for m in messages)
+    assert_api_shape(messages)
+
+
+def test_reply_cut_off_inside_tool_call_arguments() -> None:
+    cut = ToolCallPart("c1", "search", '{"query": "wea', complete=False)
+    items = [
+        UserPrompt("weather?"),
+        reply("Let me look.", cut, state=ResponseState.INTERRUPTED),
+        UserPrompt("never mind"),
+    ]
+
+    messages = build(items)
+
+    assert not any(m.tool_calls for m in messages)
+    assert not any(m.role == "tool" for m in messages)
+    assert messages[-1].content.endswith(f"{NOTE}\n\nnever mind")
+    assert_api_shape(messages)
+
+
+def test_completed_tool_call_whose_run_was_cancelled_gets_a_cancelled_result() -> None:
+    done = ToolCallPart("c1", "echo", "{}", complete=True)
+    stopped = ToolCallPart("c2", "slow", "{}", complete=True)
+    items = [
+        UserPrompt("go"),
+        reply("", done, stopped),
+        ToolResult("c1", "echo", "echoed"),
+        UserPrompt("what happened?"),
+    ]
+
+    messages = build(items)
+
+    assert messages[1] == ChatMessage(
+        "assistant", "", tool_calls=(ToolCall("c1", "echo", "{}"), ToolCall("c2", "slow", "{}"))
+    )
+    assert messages[2] == ChatMessage("tool", "echoed", tool_call_id="c1", name="echo")
+    assert messages[3] == ChatMessage("tool", CANCELLED_TOOL_RESULT, tool_call_id="c2", name="slow")
+    assert messages[4] == ChatMessage("user", "what happened?")
+    assert_api_shape(messages)
+
+
+def test_stored_cancelled_result_is_used_as_is() -> None:
+    call = ToolCallPart("c1", "slow", "{}", complete=True)
+    items = [
+        UserPrompt("go"),
+        reply("", call),
+        ToolResult("c1", "slow", "cancelled by the user", state="cancelled"),
+        UserPrompt("again"),
+    ]
+
+    assert build(items)[2].content == "cancelled by the user"
+
+
+def test_tool_result_without_a_call_is_dropped() -> None:
+    items = [
+        UserPrompt("hi"),
+        ToolResult("ghost", "echo", "orphan"),
+        reply("hello"),
+        UserPrompt("and?"),
+    ]
+
+    messages = build(items)
+
+    assert [m.role for m in messages] == ["user", "assistant", "user"]
+    assert_api_shape(messages)
+
+
+def test_results_of_an_interrupted_response_are_dropped_with_it() -> None:
+    call = ToolCallPart("c1", "echo", "{}", complete=True)
+    items = [
+        UserPrompt("hi"),
+        reply("", call, state=ResponseState.INTERRUPTED),
+        ToolResult("c1", "echo", "late"),
+        UserPrompt("again"),
+    ]
+
+    messages = build(items)
+
+    assert [m.role for m in messages] == ["user"]
+    assert_api_shape(messages)
+
+
+def test_several_interruptions_in_a_row_give_one_note_and_valid_shape() -> None:
+    items = [
+        UserPrompt("one"),
+        reply("o", state=ResponseState.INTERRUPTED),
+        UserPrompt("two"),
+        reply("t", state=ResponseState.INTERRUPTED),
+        UserPrompt("three"),
+        reply("", ToolCallPart("c9", "x", "{", complete=False), state=ResponseState.INTERRUPTED),
+        UserPrompt("four"),
+        reply("finally"),
+        UserPrompt("five"),
+    ]
+
+    messages = build(items)
+
+    assert [m.role for m in messages] == ["user", "assistant", "user"]
+    assert messages[0].content == (f"one\n\n{NOTE}\n\ntwo\n\n{NOTE}\n\nthree\n\n{NOTE}\n\nfour")
+    assert_api_shape(messages)
+
+
+def test_failed_response_is_dropped_without_a_note() -> None:
+    items = [UserPrompt("a"), reply("par", state=ResponseState.FAILED), UserPrompt("b")]
+
+    assert build(items) == [ChatMessage("user", "a\n\nb")]
+
+
+def test_repair_is_deterministic() -> None:
+    def conversation():
+        call = ToolCallPart("c1", "echo", '{"a": 1}', complete=True)
+        return [
+            UserPrompt("x", id="1"),
+            reply("par", state=ResponseState.INTERRUPTED),
+            UserPrompt("y", id="2"),
+            reply("ok", call),
+            UserPrompt("z", id="3"),
+        ]
+
+    first = history_bytes(build(conversation(), system="s"))
+    second = history_bytes(build(conversation(), system="s"))
+
+    assert first == second
+    assert b"par" not in first

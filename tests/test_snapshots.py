@@ -1,0 +1,139 @@
+"""Snapshots of the main screens (stored in snapshots/test_snapshots/).
+
+The app gets a fake clock, so the status bar's figures are the same on every
+run; the scripted provider stalls where a frame is taken mid-stream.
+"""
+
+from __future__ import annotations
+
+from apphelpers import make_app, send, settled, wait_until
+from conftest import FakeClock
+from scripted import RAISE, STALL, ScriptedProvider, words
+
+from chatui.messages import ModelResponse, ResponseState, UserPrompt
+from chatui.screens.conversations import ConversationList
+from chatui.store import Store
+from chatui.widgets.chat_message import AssistantMessage
+
+SIZE = (80, 24)
+
+REPLY = """\
+## Bread without yeast
+
+Soda bread needs only:
+
+- flour
+- baking soda
+- buttermilk
+
+```python
+bake(minutes=40)
+```
+"""
+
+
+def written(app, count: int):
+    return lambda: (views := app.screen.query(AssistantMessage)) and views.last().written >= count
+
+
+def test_empty_app(snap_compare, store: Store) -> None:
+    app = make_app(store, ScriptedProvider(), clock=FakeClock())
+    assert snap_compare(app, terminal_size=SIZE)
+
+
+def test_reply_mid_stream(snap_compare, store: Store) -> None:
+    script = [*words("Soda bread is a quick bread made with", end=None), STALL]
+    provider = ScriptedProvider(script)
+    app = make_app(store, provider, clock=FakeClock())
+
+    async def run_before(pilot) -> None:
+        await send(pilot, "How do I bake bread without yeast?")
+        await provider.started.wait()
+        await provider.last.stalled.wait()
+        await wait_until(pilot, written(app, 8))
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_completed_reply(snap_compare, store: Store) -> None:
+    provider = ScriptedProvider(words(REPLY, usage=(20, 31)))
+    app = make_app(store, provider, clock=FakeClock())
+
+    async def run_before(pilot) -> None:
+        await send(pilot, "How do I bake bread without yeast?")
+        await wait_until(pilot, settled(app))
+
+    assert snap_compare(app, terminal_size=(80, 30), run_before=run_before)
+
+
+def test_interrupted_reply(snap_compare, store: Store) -> None:
+    script = [*words("Soda bread is a quick bread made with", end=None), STALL]
+    provider = ScriptedProvider(script)
+    app = make_app(store, provider, clock=FakeClock())
+
+    async def run_before(pilot) -> None:
+        await send(pilot, "How do I bake bread without yeast?")
+        await provider.started.wait()
+        await provider.last.stalled.wait()
+        await wait_until(pilot, written(app, 8))
+        await pilot.press("escape")
+        await wait_until(pilot, settled(app))
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_inline_error(snap_compare, store: Store) -> None:
+    provider = ScriptedProvider(
+        [*words("Soda bread is", end=None), RAISE],
+        error=ConnectionError("connection reset by peer"),
+    )
+    app = make_app(store, provider, clock=FakeClock())
+
+    async def run_before(pilot) -> None:
+        await send(pilot, "How do I bake bread without yeast?")
+        await wait_until(pilot, settled(app))
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_conversation_list(snap_compare, store: Store) -> None:
+    for title in ("Soda bread", "Rust lifetimes", "A [bold]markup[/] title"):
+        conversation = store.create_conversation(title)
+        store.save_item(conversation.id, UserPrompt(title))
+        response = ModelResponse("scripted", "script-1", state=ResponseState.COMPLETE)
+        store.save_item(conversation.id, response)
+    app = make_app(store, ScriptedProvider(), clock=FakeClock())
+
+    async def run_before(pilot) -> None:
+        await pilot.press("ctrl+o")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConversationList))
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+UNTRUSTED = (
+    "Markdown is **rendered**, but [bold red]x[/] and [link=https://evil.example]click[/link] "
+    "are shown as typed.\n\nControl sequences: \x1b[2J and \x1b]0;title\x07 stay visible."
+)
+
+
+def test_markup_and_control_sequences_appear_literally(snap_compare, store: Store) -> None:
+    provider = ScriptedProvider(words(UNTRUSTED))
+    app = make_app(store, provider, clock=FakeClock())
+
+    async def run_before(pilot) -> None:
+        await send(pilot, "Say [b]hi[/b] \x1b[31mred")
+        await wait_until(pilot, settled(app))
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_no_provider_configured(snap_compare, store: Store) -> None:
+    app = make_app(
+        store,
+        None,
+        clock=FakeClock(),
+        provider_error="The local model could not be loaded: no such file /models/missing.gguf. "
+        "Set local.model_path in the config file (see config.example.toml).",
+    )
+    assert snap_compare(app, terminal_size=SIZE)

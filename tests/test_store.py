@@ -1,0 +1,175 @@
+"""The SQLite store: round trips, schema versions, crash recovery."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from chatui.messages import (
+    ModelResponse,
+    ResponseState,
+    TextPart,
+    ToolCallPart,
+    ToolResult,
+    Usage,
+    UserPrompt,
+)
+from chatui.store import CRASH_NOTE, SCHEMA_VERSION, Store, StoreError, default_db_path
+
+TESTS = Path(__file__).parent
+
+
+def test_items_round_trip_in_order(store: Store) -> None:
+    conversation = store.create_conversation("first")
+    prompt = UserPrompt("hi")
+    response = ModelResponse(
+        "p",
+        "m",
+        parts=[TextPart("x"), ToolCallPart("c1", "t", '{"a"', complete=False)],
+        state=ResponseState.INTERRUPTED,
+        finish_reason="cancelled",
+        usage=Usage(3, 4, estimated=True),
+    )
+    result = ToolResult("c1", "t", "r", state="cancelled")
+    for item in (prompt, response, result):
+        store.save_item(conversation.id, item)
+
+    loaded = store.load_conversation(conversation.id)
+
+    assert loaded.title == "first"
+    assert loaded.items == [prompt, response, result]
+
+
+def test_rewriting_an_item_keeps_its_place(store: Store) -> None:
+    conversation = store.create_conversation()
+    response = ModelResponse("p", "m")
+    store.save_item(conversation.id, UserPrompt("a"))
+    store.save_item(conversation.id, response)
+    store.save_item(conversation.id, UserPrompt("b"))
+    response.append_text("grown")
+    store.save_item(conversation.id, response)
+
+    items = store.load_conversation(conversation.id).items
+
+    assert [getattr(i, "text", None) for i in items] == ["a", "grown", "b"]
+
+
+def test_conversations_list_rename_delete(store: Store) -> None:
+    a = store.create_conversation("a")
+    b = store.create_conversation("b")
+    store.save_item(a.id, UserPrompt("newest activity"))
+
+    assert [title for _, title in store.list_conversations()] == ["a", "b"]
+    store.rename_conversation(b.id, "bee")
+    assert dict(store.list_conversations())[b.id] == "bee"
+    store.delete_conversation(a.id)
+    assert [cid for cid, _ in store.list_conversations()] == [b.id]
+    with pytest.raises(KeyError):
+        store.load_conversation(a.id)
+    rows = store._db.execute("SELECT COUNT(*) FROM items").fetchone()[0]
+    assert rows == 0  # Items go with their conversation.
+
+
+def test_wal_mode_and_schema_version(store: Store) -> None:
+    assert store._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_database_from_a_newer_chatui_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "new.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+
+    with pytest.raises(StoreError, match="newer chatui"):
+        Store(path)
+
+
+def test_a_file_that_is_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "junk.sqlite3"
+    path.write_bytes(b"this is not sqlite" * 100)
+
+    with pytest.raises(StoreError, match="cannot open the conversation store"):
+        Store(path)
+
+
+def test_db_path_comes_from_the_environment(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("CHATUI_DB", str(tmp_path / "env.sqlite3"))
+
+    assert default_db_path() == tmp_path / "env.sqlite3"
+
+
+def test_streaming_reply_of_a_dead_writer_becomes_interrupted(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite3"
+    store = Store(path)
+    conversation = store.create_conversation()
+    response = ModelResponse("p", "m", parts=[TextPart("half")])
+    store.save_item(conversation.id, response)
+    store._db.execute("UPDATE items SET writer_pid = 2147483646")  # A pid that is not running.
+    store.close()
+
+    reopened = Store(path)
+    (loaded,) = reopened.load_conversation(conversation.id).items
+    reopened.close()
+
+    assert loaded.state is ResponseState.INTERRUPTED
+    assert loaded.error == CRASH_NOTE
+    assert loaded.text == "half"
+
+
+def test_streaming_reply_of_a_live_writer_is_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite3"
+    writer = Store(path)
+    conversation = writer.create_conversation()
+    writer.save_item(conversation.id, ModelResponse("p", "m", parts=[TextPart("live")]))
+
+    reader = Store(path)  # A second chatui opening the same database.
+
+    assert reader.load_conversation(conversation.id).items[0].state is ResponseState.STREAMING
+    reader.close()
+    writer.close()
+
+
+def _partial_reply(path: Path) -> str:
+    """The streamed reply text as another process sees it ('' before it exists)."""
+    try:
+        with sqlite3.connect(path) as db:
+            row = db.execute("SELECT data FROM items WHERE kind = 'response'").fetchone()
+    except sqlite3.OperationalError:
+        return ""  # The schema is not written yet.
+    parts = json.loads(row[0])["parts"] if row else []
+    return "".join(p["text"] for p in parts if p["kind"] == "text")
+
+
+def test_sigkill_mid_stream_keeps_prompt_and_partial_reply(tmp_path: Path) -> None:
+    path = tmp_path / "crash.sqlite3"
+    env = {**os.environ, "PYTHONPATH": f"{TESTS}{os.pathsep}{TESTS.parent}"}
+    process = subprocess.Popen([sys.executable, str(TESTS / "crash_target.py"), str(path)], env=env)
+    try:
+        deadline = time.monotonic() + 60
+        text = ""
+        while not text.startswith("word0 word1 "):  # The first flush after a second of streaming.
+            assert process.poll() is None, "the streaming process ended on its own"
+            assert time.monotonic() < deadline, "no partial reply was flushed"
+            time.sleep(0.05)
+            text = _partial_reply(path) if path.exists() else ""
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+
+    store = Store(path)
+    ((conversation_id, _),) = store.list_conversations()
+    prompt, response = store.load_conversation(conversation_id).items
+    store.close()
+
+    assert isinstance(prompt, UserPrompt) and prompt.text == "tell me a long story"
+    assert isinstance(response, ModelResponse)
+    assert response.state is ResponseState.INTERRUPTED
+    assert response.text.startswith(text)
