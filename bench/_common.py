@@ -54,57 +54,13 @@ def write_json(path: Path | None, figures: dict) -> None:
         path.write_text(json.dumps(figures, indent=2) + "\n")
 
 
-PROSE = [
-    "Streaming",
-    "a",
-    "reply",
-    "into",
-    "the",
-    "terminal",
-    "means",
-    "appending",
-    "a",
-    "few",
-    "characters",
-    "at",
-    "a",
-    "time,",
-    "while",
-    "the",
-    "user",
-    "reads,",
-    "scrolls,",
-    "or",
-    "changes",
-    "their",
-    "mind",
-    "and",
-    "presses",
-    "Escape.",
-    "Each",
-    "fragment",
-    "is",
-    "untrusted",
-    "text",
-    "from",
-    "a",
-    "model:",
-    "it",
-    "may",
-    "hold",
-    "**bold",
-    "words**,",
-    "`code`,",
-    "or",
-    "[bracketed",
-    "text]",
-    "that",
-    "must",
-    "be",
-    "shown",
-    "as",
-    "typed.",
-]
+PROSE_TEXT = (
+    "Streaming a reply into the terminal means appending a few characters at a time, "
+    "while the user reads, scrolls, or changes their mind and presses Escape. "
+    "Each fragment is untrusted text from a model: it may hold **bold words**, `code`, "
+    "or [bracketed text] that must be shown as typed."
+)
+PROSE = PROSE_TEXT.split()
 
 
 def prose_tokens():
