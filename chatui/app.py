@@ -13,7 +13,7 @@ from textual.binding import Binding
 
 from chatui.config import Config
 from chatui.messages import Conversation, ResponseState
-from chatui.providers.base import Provider
+from chatui.providers.base import Provider, ProviderError
 from chatui.screens.chat import ChatScreen
 from chatui.screens.conversations import NEW, ConversationList
 from chatui.store import Store
@@ -91,11 +91,24 @@ class ChatApp(App[None]):
         conversation = conversation or self.store.create_conversation()
         self.install_screen(ChatScreen(conversation), "chat")
         await self.push_screen("chat")
+        if hasattr(self.provider, "prepare"):
+            self.run_worker(self._prepare_provider(), group="prepare")
         try:
             loop = asyncio.get_running_loop()
             loop.add_signal_handler(signal.SIGTERM, lambda: self.call_later(self.action_quit))
         except (NotImplementedError, RuntimeError):
             pass  # Not on the main thread (tests) or not supported (Windows).
+
+    async def _prepare_provider(self) -> None:
+        """Load the model in the background, with progress in the status bar."""
+        chat = self.chat
+        chat.show_loading("loading model")
+        try:
+            await self.provider.prepare(chat.show_loading)  # type: ignore[union-attr]
+        except ProviderError as error:
+            await chat.show_error(str(error))
+        finally:
+            chat.show_loading(None)
 
     async def action_quit(self) -> None:
         """Quit: stop the running turn the same way Esc does, store it, then exit."""
@@ -104,6 +117,8 @@ class ChatApp(App[None]):
         self._quitting = True
         if self.is_screen_installed("chat"):
             await self.chat.stop_and_wait()
+        if hasattr(self.provider, "close"):
+            await self.provider.close()  # type: ignore[union-attr]
         self.exit()
 
     async def open_conversation(self, conversation_id: str | None) -> None:

@@ -236,7 +236,7 @@ class Turn:
         self.store.save_item(self.conversation.id, response)
         await self._emit(ResponseStarted(response))
 
-        request = ModelRequest(messages, self.token, tools)
+        request = ModelRequest(messages, self.token, tools, self.conversation.id)
         last_flush = self.clock()
         loop, idle = asyncio.get_running_loop(), self.settings.idle_timeout
         async with (

@@ -75,6 +75,7 @@ class ModelRequest:
     messages: list[ChatMessage]
     cancel: CancelToken
     tools: list[ToolSpec] = field(default_factory=list)
+    conversation_id: str = ""
 
 
 class ProviderError(Exception):

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from chatui.config import Config
 from chatui.providers.base import Provider, ProviderError
 
 
 def create_provider(config: Config) -> Provider:
     """The provider `config` selects; raises ProviderError with a message for the user."""
+    if config.provider == "local":
+        from chatui.providers.local import LocalProvider
+
+        local = config.local
+        if config.model:
+            local = dataclasses.replace(local, model_path=config.model)
+        return LocalProvider(local)
     raise ProviderError(
         f"The {config.provider} provider is not available in this version of chatui. "
-        "Set `provider` in the config file (see config.example.toml) once it is."
+        'Use provider = "local" in the config file (see config.example.toml).'
     )

@@ -115,6 +115,17 @@ class ChatScreen(Screen[None]):
         self.recallable = _recallable_prompt(conversation)
         self.refresh_bindings()
 
+    def show_loading(self, detail: str | None) -> None:
+        """Show model preparation progress (None: done) while the user can type."""
+        status = self._status
+        if detail is not None:
+            status.state, status.detail = "loading", detail
+        elif status.state == "loading":
+            status.state, status.detail = "idle", ""
+
+    async def show_error(self, text: str) -> None:
+        await self._mount(ErrorNotice(text))
+
     # Sending and streaming
 
     async def on_composer_submitted(self, message: Composer.Submitted) -> None:

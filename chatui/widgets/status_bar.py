@@ -41,8 +41,8 @@ class StatusBar(Static):
             text.append(f" · {self.model}")
         text.append(" │ ")
         style = STATE_STYLES.get(self.state, "")
-        text.append(self.state, style=style)
-        if self.detail:
+        text.append(self.detail if self.state == "loading" and self.detail else self.state, style)
+        if self.detail and self.state != "loading":
             text.append(f" {self.detail}", style=style)
         if self.state == "stopped" and self.stop_ms is not None:
             text.append(f" in {self.stop_ms:.1f} ms", style=style)

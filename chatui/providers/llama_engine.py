@@ -1,0 +1,278 @@
+"""One llama.cpp model on one dedicated thread.
+
+`Llama` is not thread-safe, so exactly one thread (the engine's) ever calls
+it: loading, every generation, KV-cache rollback, state save and load. Work
+is queued to that thread; a cancelled turn's job finishes (its decode
+aborted within one micro-batch, its KV transaction rolled back) before the
+next job starts. Results travel back through a thread-safe `emit` callable.
+"""
+
+from __future__ import annotations
+
+import codecs
+import concurrent.futures
+import contextlib
+import hashlib
+import io
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import llama_cpp
+
+from chatui.cancel import CancelToken
+from chatui.config import LocalConfig
+from chatui.kv_cache import KVCache
+from chatui.providers.base import ProviderError, StreamEnd, StreamEvent, TextDelta, UsageUpdate
+from chatui.providers.llama_runtime import AbortFlag, silence_llama_logs
+from chatui.providers.tool_markup import ToolCallMarkupParser
+
+T = TypeVar("T")
+Emit = Callable[[StreamEvent], None]
+
+
+class Aborted(Exception):
+    """The job was stopped by its cancel token."""
+
+
+class CountingLlama(llama_cpp.Llama):
+    """`Llama` that counts the tokens it evaluates (what prefix reuse saves)."""
+
+    evaluated = 0
+
+    def eval(self, tokens: Any) -> None:
+        self.evaluated += len(tokens)
+        super().eval(tokens)
+
+
+@dataclass
+class GenerationJob:
+    """One model request for the engine thread."""
+
+    conversation_id: str
+    prompt_text: str
+    cancel: CancelToken
+    emit: Emit
+    parse_tools: bool = False
+    # Filled in by the engine:
+    prompt_tokens: int = 0
+    prompt_ids: list[int] = field(default_factory=list)
+    reused: int = 0  # Prompt tokens found in the KV cache.
+    prompt_evaluated: int = 0  # Prompt tokens evaluated (what reuse saves shows here).
+    evaluated: int = 0  # All tokens evaluated, prompt and reply.
+    reply_tokens: list[int] = field(default_factory=list)
+    finish: str | None = None
+    stopped: str | None = None  # "before start", "in decode" or "between tokens".
+
+
+def model_identity(path: Path) -> str:
+    """A cheap fingerprint of a model file: name, size and a hash of its first MiB."""
+    with path.open("rb") as file:
+        head = file.read(1 << 20)
+    return f"{path.name}:{path.stat().st_size}:{hashlib.sha256(head).hexdigest()[:16]}"
+
+
+class LlamaEngine:
+    """Owns the model thread. Create, then `load()`; submit jobs with `submit()`."""
+
+    def __init__(self, config: LocalConfig, model_path: Path, state_dir: Path | None) -> None:
+        self.config = config
+        self.model_path = model_path
+        self.state_dir = state_dir
+        self.llm: CountingLlama | None = None
+        self.kv: KVCache | None = None
+        self.abort = AbortFlag()
+        self.model_id = ""
+        self.conversation_id: str | None = None
+        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._work, name="llama", daemon=True)
+        self._thread.start()
+
+    # The thread
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            job()
+
+    def call(self, fn: Callable[[], T]) -> concurrent.futures.Future[T]:
+        """Run `fn` on the engine thread, after the jobs already queued."""
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def run() -> None:
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                future.set_result(fn())
+            except BaseException as error:
+                future.set_exception(error)
+
+        self._jobs.put(run)
+        return future
+
+    def close(self) -> concurrent.futures.Future[None]:
+        """Save the open conversation's KV state, free the model, end the thread."""
+
+        def shut() -> None:
+            with contextlib.suppress(Exception):
+                self._save_state()
+            if self.llm is not None:
+                self.llm.close()
+                self.llm = self.kv = None
+
+        future = self.call(shut)
+        self._jobs.put(None)
+        return future
+
+    # Jobs (these run on the engine thread)
+
+    def load(self) -> None:
+        """Load the model; raises with a readable message if it cannot."""
+        silence_llama_logs()
+        self.model_id = model_identity(self.model_path)
+        c = self.config
+        # With verbose=False, Llama() points fds 1 and 2 at /dev/null while it loads, which
+        # would swallow the UI's own output; logs go to the silent callback instead.
+        with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+            llm = CountingLlama(
+                model_path=str(self.model_path),
+                n_ctx=c.n_ctx,
+                n_batch=c.n_batch,
+                n_ubatch=c.n_ubatch,
+                n_threads=c.n_threads or None,
+                seed=c.seed if c.seed >= 0 else llama_cpp.LLAMA_DEFAULT_SEED,
+                verbose=True,
+            )
+        llm.verbose = False  # No per-request chatter on stderr.
+        self.abort.install(llm.ctx)
+        self.llm, self.kv = llm, KVCache(llm)
+
+    def metadata(self) -> dict[str, str]:
+        assert self.llm is not None
+        return dict(self.llm.metadata)
+
+    def special_token(self, which: str) -> str:
+        """The text of the model's BOS or EOS token ("" if it has none)."""
+        assert self.llm is not None
+        model = self.llm._model
+        token = model.token_bos() if which == "bos" else model.token_eos()
+        return "" if token < 0 else model.token_get_text(token)
+
+    def generate(self, job: GenerationJob) -> None:
+        """Stream one reply for `job`, inside a KV transaction; runs on the thread."""
+        llm, kv = self.llm, self.kv
+        assert llm is not None and kv is not None
+        self._switch_conversation(job.conversation_id)
+        self.abort.clear()
+        unregister = job.cancel.on_cancel(self.abort.set)
+        evaluated_before = llm.evaluated
+        try:
+            with kv.begin() as transaction:
+                base_mark, pieces = self._generate(job, llm, kv)
+                transaction.commit(job.prompt_text, job.prompt_tokens, base_mark, pieces)
+        except Aborted as stop:
+            job.stopped = str(stop)
+        except RuntimeError:
+            if not self.abort.is_set():
+                raise
+            job.stopped = "in decode"  # llama_decode returned 2: stopped between graph nodes.
+        finally:
+            unregister()
+            self.abort.clear()
+            job.evaluated = llm.evaluated - evaluated_before
+            if not job.prompt_evaluated and not job.reply_tokens:
+                job.prompt_evaluated = job.evaluated
+
+    def _generate(
+        self, job: GenerationJob, llm: CountingLlama, kv: KVCache
+    ) -> tuple[int, list[str] | None]:
+        """Returns the mark the prompt was built on and the evaluated reply tokens' texts."""
+        c = self.config
+        if job.cancel.cancelled:
+            raise Aborted("before start")
+        tokens, base_mark = kv.tokens_for(job.prompt_text)
+        job.prompt_tokens, job.prompt_ids = len(tokens), list(tokens)
+        room = llm.n_ctx() - len(tokens)
+        if room <= 1:
+            raise ProviderError(
+                f"the conversation ({len(tokens)} tokens) no longer fits the model's context "
+                f"({llm.n_ctx()} tokens): start a new conversation or raise local.n_ctx"
+            )
+        job.reused = kv.prepare(tokens)
+        job.emit(UsageUpdate(len(tokens), 0))
+        evaluated_before = llm.evaluated
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        parser = ToolCallMarkupParser() if job.parse_tools else None
+        evaluated_text: list[str] = []  # Text of the reply tokens that are in the cache.
+        last_piece = ""
+        limit = min(c.max_tokens, room - 1)
+        finish = "length"
+        context = list(tokens)  # generate() may modify the list it is given.
+        for token in llm.generate(
+            list(tokens),
+            temp=c.temperature,
+            top_k=c.top_k,
+            top_p=c.top_p,
+            repeat_penalty=c.repeat_penalty,
+            reset=True,
+        ):
+            if self.abort.is_set():
+                raise Aborted("between tokens")
+            if not job.reply_tokens and not evaluated_text:
+                job.prompt_evaluated = llm.evaluated - evaluated_before
+            evaluated_text.append(last_piece)  # generate() evaluated the previous token.
+            if llama_cpp.llama_vocab_is_eog(llm._model.vocab, token):
+                finish, last_piece = "stop", ""
+                break
+            job.reply_tokens.append(token)
+            last_piece = decoder.decode(llm.detokenize([token], prev_tokens=context))
+            context.append(token)
+            if last_piece:
+                self._emit_text(job, parser, last_piece)
+            if len(job.reply_tokens) >= limit:
+                break
+        tail = decoder.decode(b"", final=True)
+        if tail:
+            self._emit_text(job, parser, tail)
+        if parser is not None:
+            for event in parser.finish():
+                job.emit(event)
+        job.finish = finish
+        job.emit(UsageUpdate(job.prompt_tokens, len(job.reply_tokens)))
+        job.emit(StreamEnd("stop" if finish == "stop" else "length"))  # type: ignore[arg-type]
+        return base_mark, evaluated_text[1:]
+
+    @staticmethod
+    def _emit_text(job: GenerationJob, parser: ToolCallMarkupParser | None, text: str) -> None:
+        if parser is None:
+            job.emit(TextDelta(text))
+        else:
+            for event in parser.feed(text):
+                job.emit(event)
+
+    # Persisted KV state
+
+    def _state_path(self, conversation_id: str) -> Path | None:
+        if self.state_dir is None or not conversation_id:
+            return None
+        return self.state_dir / f"{conversation_id}.kv"
+
+    def _switch_conversation(self, conversation_id: str) -> None:
+        """Save the open conversation's state and load the next one's, if saved."""
+        if conversation_id == self.conversation_id:
+            return
+        self._save_state()
+        self.conversation_id = conversation_id
+        path = self._state_path(conversation_id)
+        assert self.kv is not None
+        if path is not None and path.exists() and not self.kv.load(path, self.model_id):
+            path.unlink(missing_ok=True)  # Stale or corrupt: re-process instead.
+
+    def _save_state(self) -> None:
+        if self.kv is None or self.conversation_id is None:
+            return
+        path = self._state_path(self.conversation_id)
+        if path is not None:
+            self.kv.save(path, self.model_id)

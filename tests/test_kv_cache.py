@@ -1,0 +1,135 @@
+"""The KV-cache transaction on a real llama.cpp context (tiny model)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import llama_cpp
+import pytest
+from tiny_gguf import write_tiny_model
+
+from chatui.kv_cache import KVCache
+from chatui.providers.llama_runtime import silence_llama_logs
+
+
+@pytest.fixture(scope="module")
+def llm(tmp_path_factory: pytest.TempPathFactory) -> llama_cpp.Llama:
+    silence_llama_logs()
+    path = write_tiny_model(tmp_path_factory.mktemp("kv") / "tiny.gguf")
+    model = llama_cpp.Llama(model_path=str(path), n_ctx=512, n_batch=64, verbose=False)
+    yield model
+    model.close()
+
+
+def top(llm: llama_cpp.Llama) -> int:
+    """One past the last position held in the KV cache (0 when empty)."""
+    return llama_cpp.llama_memory_seq_pos_max(llama_cpp.llama_get_memory(llm.ctx), 0) + 1
+
+
+@pytest.fixture
+def cache(llm: llama_cpp.Llama) -> KVCache:
+    kv = KVCache(llm)
+    kv.truncate(0)
+    return kv
+
+
+def tokens(llm: llama_cpp.Llama, text: str) -> list[int]:
+    return llm.tokenize(text.encode(), add_bos=False, special=True)
+
+
+def test_commit_keeps_the_reply_and_marks_its_text(cache: KVCache, llm) -> None:
+    prompt = tokens(llm, "<start_of_turn>user\nhi<end_of_turn>\n")
+    with cache.begin() as tx:
+        llm.eval(prompt)
+        llm.eval(tokens(llm, "ab"))
+        tx.commit("P" * 10, len(prompt), 0, ["a", "b"])
+
+    assert len(cache.committed) == llm.n_tokens == top(llm) == len(prompt) + 2
+    assert cache.marks[-1] == (len(prompt) + 2, 12)
+    assert tx.state == "committed"
+
+
+def test_rollback_is_idempotent_and_restores_the_committed_state(cache: KVCache, llm) -> None:
+    first = tokens(llm, "committed part")
+    with cache.begin() as tx:
+        llm.eval(first)
+        tx.commit("committed part", len(first))
+    before = (llm.n_tokens, top(llm), list(cache.committed))
+
+    tx = cache.begin()
+    llm.eval(tokens(llm, " and a reply that is stopped"))
+    assert llm.n_tokens > before[0]
+    tx.rollback()
+    tx.rollback()
+
+    assert (llm.n_tokens, top(llm), list(cache.committed)) == before
+    assert tx.state == "rolled back"
+
+
+def test_rollback_after_commit_is_a_no_op(cache: KVCache, llm) -> None:
+    with cache.begin() as tx:
+        llm.eval(tokens(llm, "kept"))
+        tx.commit("kept", 4)
+    state = (llm.n_tokens, top(llm))
+    tx.rollback()
+
+    assert (llm.n_tokens, top(llm)) == state
+    with pytest.raises(RuntimeError):
+        tx.commit("again", 5)
+
+
+def test_an_exception_rolls_back(cache: KVCache, llm) -> None:
+    with pytest.raises(ValueError), cache.begin():
+        llm.eval(tokens(llm, "half a turn"))
+        raise ValueError("the turn failed")
+
+    assert llm.n_tokens == top(llm) == 0
+    assert cache._open is None
+
+
+def test_tokens_for_reuses_ids_up_to_the_last_mark(cache: KVCache, llm) -> None:
+    prompt_text = "<start_of_turn>user\nhi<end_of_turn>\n<start_of_turn>model\n"
+    prompt = tokens(llm, prompt_text)
+    generated = [ord("t"), ord("h"), ord("e")]  # Three byte tokens, though "the" is one token.
+    with cache.begin() as tx:
+        llm.eval(prompt + generated)
+        tx.commit(prompt_text, len(prompt), 0, ["t", "h", "e"])
+
+    next_text = prompt_text + "the<end_of_turn>\n"
+    ids, mark = cache.tokens_for(next_text)
+
+    assert ids[: len(prompt) + 3] == prompt + generated  # Generated ids, not re-tokenized.
+    assert cache.marks[mark] == (len(prompt) + 3, len(prompt_text) + 3)
+    assert cache.prepare(ids) == len(prompt) + 3
+
+
+def test_prepare_never_reuses_the_whole_prompt(cache: KVCache, llm) -> None:
+    text = "exactly cached"
+    ids = tokens(llm, text)
+    with cache.begin() as tx:
+        llm.eval(ids)
+        tx.commit(text, len(ids))
+
+    assert cache.prepare(ids) == len(ids) - 1  # One token is evaluated: fresh logits.
+    assert llm.n_tokens == len(ids) - 1
+
+
+def test_save_and_load_round_trip_and_refusals(cache: KVCache, llm, tmp_path: Path) -> None:
+    text = "a conversation worth keeping"
+    ids = tokens(llm, text)
+    with cache.begin() as tx:
+        llm.eval(ids)
+        tx.commit(text, len(ids))
+    path = tmp_path / "c.kv"
+    assert cache.save(path, "model-a")
+    assert not list(tmp_path.glob("*.tmp"))  # Written atomically.
+
+    cache.truncate(0)
+    assert cache.load(path, "model-a")
+    assert cache.committed == ids and llm.n_tokens == top(llm) == len(ids)
+    assert cache.committed_text == text
+
+    assert not cache.load(path, "model-b")  # Another model's state.
+    path.write_bytes(path.read_bytes()[:-10])
+    assert not cache.load(path, "model-a")  # Truncated.
+    assert not cache.load(tmp_path / "missing.kv", "model-a")

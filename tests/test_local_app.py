@@ -1,0 +1,142 @@
+"""The local provider in the app: loading progress, a stop during prefill, and the
+real default model end to end."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+import pytest
+from apphelpers import make_app, send, settled, wait_until
+from conftest import FakeClock
+from test_local import cache_state, local_config
+from tiny_gguf import write_tiny_model
+
+from chatui.config import LocalConfig
+from chatui.messages import ModelResponse, ResponseState
+from chatui.providers import local as local_module
+from chatui.providers.local import LocalProvider
+from chatui.store import Store
+from chatui.widgets.chat_message import AssistantMessage
+from chatui.widgets.status_bar import StatusBar
+
+SIZE = (80, 24)
+
+
+class GatedProvider(LocalProvider):
+    """Reports some progress, then waits for the test before really loading."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.gate = asyncio.Event()
+        self.waiting = asyncio.Event()
+
+    async def _prepare(self, progress) -> None:
+        progress("preparing model 42%")
+        self.waiting.set()
+        await self.gate.wait()
+        await super()._prepare(progress)
+
+
+@pytest.fixture(scope="module")
+def slow_tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("models") / "slow.gguf"
+    return write_tiny_model(path, dim=512, n_layers=8, suppress_eog=True)
+
+
+def test_model_loading_progress_while_the_user_types(
+    snap_compare, store: Store, slow_tiny: Path, tmp_path: Path
+) -> None:
+    provider = GatedProvider(local_config(slow_tiny), state_dir=tmp_path)
+    app = make_app(store, provider, clock=FakeClock())
+
+    async def run_before(pilot) -> None:
+        await provider.waiting.wait()
+        await pilot.press(*"Hello while it loads")
+        await pilot.pause()
+        status = app.screen.query_one(StatusBar)
+        assert (status.state, status.detail) == ("loading", "preparing model 42%")
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_local_reply_interrupted_during_prefill(
+    snap_compare, store: Store, slow_tiny: Path, tmp_path: Path
+) -> None:
+    provider = LocalProvider(local_config(slow_tiny, max_tokens=8), state_dir=tmp_path)
+    app = make_app(store, provider, clock=FakeClock())
+
+    async def run_before(pilot) -> None:
+        await provider.prepare()
+        await wait_until(pilot, lambda: app.screen.query_one(StatusBar).state == "idle")
+        llm = provider.engine.llm
+        started = threading.Event()
+        original = llm.eval
+        llm.eval = lambda tokens: (len(tokens) > 100 and started.set(), original(tokens))[1]
+        # Pilot's press returns once the app is idle: too late to catch the prefill.
+        sending = asyncio.create_task(send(pilot, "Summarize this: " + "lorem ipsum " * 150))
+        assert await asyncio.to_thread(started.wait, 60)
+        await pilot.press("escape")
+        await sending
+        await wait_until(pilot, settled(app))
+        assert provider.last_job.stopped == "in decode"
+        assert cache_state(provider)[0] == 0  # Nothing of the stopped prompt stays cached.
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+@pytest.fixture(scope="module")
+def default_model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Assemble the bundled default model once, into a temporary cache dir."""
+    target = tmp_path_factory.mktemp("cache") / "models" / "gemma.gguf"
+    messages: list[str] = []
+    local_module.assemble_default_model(target, messages.append)
+    assert messages[-1] == "preparing model 100%"
+    return target
+
+
+async def test_real_default_model_exchange_stop_and_cache_reuse(
+    store: Store, default_model_cache: Path, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setattr(local_module, "default_model_path", lambda: default_model_cache)
+    config = LocalConfig(n_threads=2, temperature=0.0, max_tokens=48)
+    provider = LocalProvider(config, state_dir=tmp_path / "kv")
+    app = make_app(store, provider)
+    async with app.run_test() as pilot:
+        await provider.prepare()
+        await send(pilot, "What is the capital of France?")
+        await wait_until(pilot, settled(app), timeout=120)
+        first = provider.last_job
+        assert app.last_outcome.state is ResponseState.COMPLETE
+        assert app.last_outcome.responses[0].text.strip()  # A base model: no content checks.
+        committed = cache_state(provider)[1]
+
+        provider.config.max_tokens = 1000
+        await send(pilot, "Tell me a very long story about Paris.")
+        view = lambda: app.screen.query(AssistantMessage).last()  # noqa: E731
+        await wait_until(
+            pilot,
+            lambda: view().response.state is not ResponseState.COMPLETE and view().written >= 5,
+            timeout=120,
+        )
+        await pilot.press("escape")
+        await wait_until(pilot, settled(app), timeout=60)
+        assert app.last_outcome.state is ResponseState.INTERRUPTED
+        assert cache_state(provider)[1] == committed  # Rolled back to the first exchange.
+
+        provider.config.max_tokens = 16
+        await send(pilot, "And of Italy?")
+        await wait_until(pilot, settled(app), timeout=120)
+        follow_up = provider.last_job
+        assert app.last_outcome.state is ResponseState.COMPLETE
+        assert follow_up.reused == committed  # The first exchange was not re-processed.
+        assert follow_up.prompt_evaluated == follow_up.prompt_tokens - committed
+        assert follow_up.prompt_evaluated < follow_up.prompt_tokens - first.prompt_tokens
+        conversation_id = app.chat.conversation.id
+        await pilot.press("ctrl+q")
+
+    assert list((tmp_path / "kv").glob("*.kv"))  # Quitting saved the KV state.
+    items = store.load_conversation(conversation_id).items
+    states = [i.state for i in items if isinstance(i, ModelResponse)]
+    assert states == [ResponseState.COMPLETE, ResponseState.INTERRUPTED, ResponseState.COMPLETE]

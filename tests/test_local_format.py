@@ -1,0 +1,114 @@
+"""Prompt rendering for local models and incremental tool-call markup parsing."""
+
+from __future__ import annotations
+
+import pytest
+
+from chatui.history import ChatMessage, ToolCall
+from chatui.providers.base import (
+    ProviderError,
+    TextDelta,
+    ToolCallDelta,
+    ToolCallEnd,
+    ToolCallStart,
+    ToolSpec,
+)
+from chatui.providers.chat_format import GEMMA_TEMPLATE, ChatFormat
+from chatui.providers.tool_markup import ToolCallMarkupParser
+
+GEMMA = ChatFormat(GEMMA_TEMPLATE, bos_token="<bos>", eos_token="<eos>")
+
+
+def test_gemma_format_with_system_prompt_and_generation_prompt() -> None:
+    text = GEMMA.render(
+        [
+            ChatMessage("system", "Be brief."),
+            ChatMessage("user", "Hi"),
+            ChatMessage("assistant", " Hello!\n"),
+            ChatMessage("user", "Bye"),
+        ]
+    )
+
+    assert text == (
+        "<bos><start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n"
+        "<start_of_turn>model\n Hello!\n<end_of_turn>\n"
+        "<start_of_turn>user\nBye<end_of_turn>\n<start_of_turn>model\n"
+    )
+
+
+def test_a_prompt_extends_the_previous_prompt_and_reply() -> None:
+    history = [ChatMessage("user", "one")]
+    first = GEMMA.render(history)
+    second = GEMMA.render([*history, ChatMessage("assistant", "reply"), ChatMessage("user", "two")])
+
+    assert second.startswith(first + "reply")
+
+
+def test_tool_calls_and_results_are_rendered() -> None:
+    text = GEMMA.render(
+        [
+            ChatMessage("user", "weather?"),
+            ChatMessage("assistant", tool_calls=(ToolCall("c1", "weather", '{"city": "Oslo"}'),)),
+            ChatMessage("tool", "-3 C", tool_call_id="c1", name="weather"),
+        ],
+        [ToolSpec("weather", "Weather now", {"type": "object"})],
+    )
+
+    assert '<tool_call>\n{"name": "weather", "arguments": {"city": "Oslo"}}\n</tool_call>' in text
+    assert "<tool_response>\n-3 C\n</tool_response>" in text
+
+
+def test_a_gguf_template_is_rendered_in_a_sandbox() -> None:
+    chat_format = ChatFormat(
+        "{% for m in messages %}[{{ m.role }}]{{ m.content }}{% endfor %}"
+        "{{ ''.__class__.__mro__ }}",
+        bos_token="",
+        eos_token="",
+    )
+    with pytest.raises(ProviderError, match="chat template failed"):
+        chat_format.render([ChatMessage("user", "x")])
+
+
+def test_a_broken_template_is_a_clear_error() -> None:
+    with pytest.raises(ProviderError, match="does not compile"):
+        ChatFormat("{% for %}", bos_token="", eos_token="")
+
+
+CALL_TEXT = (
+    'Let me check. <tool_call>\n{"name": "weather", "arguments": {"city": "Oslo"}}\n'
+    "</tool_call> Done."
+)
+
+
+@pytest.mark.parametrize("step", [1, 2, 5, 13, len(CALL_TEXT)])
+def test_tool_call_markup_is_parsed_whatever_the_token_boundaries(step: int) -> None:
+    parser = ToolCallMarkupParser()
+    events = []
+    for i in range(0, len(CALL_TEXT), step):
+        events += parser.feed(CALL_TEXT[i : i + step])
+    events += parser.finish()
+
+    text = "".join(e.text for e in events if isinstance(e, TextDelta))
+    arguments = "".join(e.arguments for e in events if isinstance(e, ToolCallDelta))
+    assert text == "Let me check.  Done."
+    assert "<" not in text  # No partial tag ever shown.
+    assert arguments == '{"city": "Oslo"}'
+    starts = [e for e in events if isinstance(e, ToolCallStart)]
+    assert [(s.index, s.name) for s in starts] == [(0, "weather")]
+    assert [e.index for e in events if isinstance(e, ToolCallEnd)] == [0]
+
+
+def test_a_call_cut_off_by_the_end_of_the_stream_stays_incomplete() -> None:
+    parser = ToolCallMarkupParser()
+    events = parser.feed('<tool_call>{"name": "search", "arguments": {"q": "wea')
+    events += parser.finish()
+
+    assert [type(e) for e in events] == [ToolCallStart, ToolCallDelta]
+    assert events[1].arguments == '{"q": "wea'
+
+
+def test_text_that_only_looks_like_a_tag_is_released() -> None:
+    parser = ToolCallMarkupParser()
+    events = parser.feed("a <tool") + parser.feed("box> b <to") + parser.finish()
+
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "a <toolbox> b <to"
