@@ -16,6 +16,7 @@ import hashlib
 import io
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,6 +67,7 @@ class GenerationJob:
     reply_tokens: list[int] = field(default_factory=list)
     finish: str | None = None
     stopped: str | None = None  # "before start", "in decode" or "between tokens".
+    ended_at: float = 0.0  # perf_counter() when the engine let go of the model.
 
 
 def model_identity(path: Path) -> str:
@@ -184,6 +186,7 @@ class LlamaEngine:
             job.evaluated = llm.evaluated - evaluated_before
             if not job.prompt_evaluated and not job.reply_tokens:
                 job.prompt_evaluated = job.evaluated
+            job.ended_at = time.perf_counter()
 
     def _generate(
         self, job: GenerationJob, llm: CountingLlama, kv: KVCache
