@@ -24,6 +24,7 @@ from chatui.app import ChatApp
 from chatui.config import Config
 from chatui.store import Store
 from chatui.widgets.chat_message import AssistantMessage
+from chatui.widgets.composer import Composer
 
 
 async def wait_for_outcome(app: ChatApp, turn) -> None:  # type: ignore[no-untyped-def]
@@ -36,7 +37,7 @@ async def measure_rate(rate: int, trials: int, seed: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(Path(tmp) / "bench.sqlite3")
         provider = PacedProvider(rate)
-        app = ChatApp(Config(system_prompt=""), store, provider)
+        app = ChatApp(Config(system_prompt=""), store, provider, clock=time.perf_counter)
         acked: list[float] = []
         stopped: list[float] = []
         late = mismatches = 0
@@ -45,16 +46,18 @@ async def measure_rate(rate: int, trials: int, seed: int) -> dict:
                 if trial % 20 == 0:
                     await app.open_conversation(None)
                 provider.started = asyncio.Event()
-                app.screen.query_one("#composer").text = f"trial {trial}"
-                await pilot.press("enter")
-                await provider.started.wait()
+                # Not pilot.press: it waits for an idle app, which a fast stream never is.
+                app.chat.post_message(Composer.Submitted(f"trial {trial}"))
+                await asyncio.wait_for(provider.started.wait(), 30)
                 await asyncio.sleep(rng.uniform(0.005, 0.060))
                 turn = app.chat.turn
                 pressed = time.perf_counter()
                 await pilot.press("escape")
+                deadline = time.monotonic() + 30
                 while turn.running:
+                    assert time.monotonic() < deadline, f"trial {trial}: the turn did not stop"
                     await asyncio.sleep(0.0005)
-                ended = time.perf_counter()
+                ended = app.chat.stopped_at
                 view = app.screen.query(AssistantMessage).last()
                 acked.append((view.stopped_at - pressed) * 1000)
                 stopped.append((ended - pressed) * 1000)
@@ -63,6 +66,8 @@ async def measure_rate(rate: int, trials: int, seed: int) -> dict:
                 late += view.late_writes
                 shown = "".join(m.source for m in view.query(Markdown))
                 mismatches += int(shown != view.response.text)
+                if trial % 50 == 49:
+                    print(f"  {rate} tokens/s: {trial + 1} trials", file=sys.stderr, flush=True)
             await app.action_quit()
         store.close()
     return {

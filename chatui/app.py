@@ -125,6 +125,8 @@ class ChatApp(App[None]):
         """Switch to a stored conversation, or to a new one for None."""
         chat = self.chat
         await chat.stop_and_wait()
+        if hasattr(self.provider, "conversation_left"):
+            await self.provider.conversation_left()  # type: ignore[union-attr]
         if conversation_id is None:
             current = chat.conversation
             conversation = current if not current.items else self.store.create_conversation()

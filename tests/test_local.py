@@ -321,3 +321,44 @@ async def test_template_that_rewrites_replies_still_reuses_the_prompts(
     assert second.prompt_tokens > first.prompt_tokens
     assert second.reused >= first.prompt_tokens
     assert second.prompt_evaluated == second.prompt_tokens - second.reused
+
+
+async def test_leaving_a_conversation_saves_its_state(provider, store: Store) -> None:
+    conversation = store.create_conversation()
+    await run_turn(provider, store, conversation, "hello")
+    await provider.conversation_left()
+
+    (saved,) = provider.state_dir.glob("*.kv")
+    assert saved.name == f"{conversation.id}.kv"
+
+
+LOG_CHECK = """
+import sys
+from pathlib import Path
+from chatui.cancel import CancelToken
+from chatui.config import LocalConfig
+from chatui.providers.llama_engine import GenerationJob, LlamaEngine
+model = Path(sys.argv[1])
+engine = LlamaEngine(LocalConfig(model_path=str(model), max_tokens=400), model, None)
+engine.call(engine.load).result()
+job = GenerationJob("c", "hello " * 50, CancelToken(), lambda e: job.cancel.cancel())
+engine.call(lambda: engine.generate(job)).result()
+assert job.stopped, job
+engine.close().result()
+print("ok")
+"""
+
+
+def test_llama_cpp_writes_nothing_to_the_terminal(tiny_model: Path) -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", LOG_CHECK, str(tiny_model)],
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert result.stdout == b"ok\n"
+    assert result.stderr == b""

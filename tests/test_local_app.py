@@ -140,3 +140,19 @@ async def test_real_default_model_exchange_stop_and_cache_reuse(
     items = store.load_conversation(conversation_id).items
     states = [i.state for i in items if isinstance(i, ModelResponse)]
     assert states == [ResponseState.COMPLETE, ResponseState.INTERRUPTED, ResponseState.COMPLETE]
+
+
+async def test_missing_model_file_is_reported_in_the_conversation(
+    store: Store, tmp_path: Path
+) -> None:
+    from chatui.widgets.chat_message import ErrorNotice
+
+    provider = LocalProvider(LocalConfig(model_path=str(tmp_path / "gone.gguf")), state_dir=None)
+    app = make_app(store, provider)
+    async with app.run_test() as pilot:
+        await wait_until(pilot, lambda: bool(app.screen.query(ErrorNotice)))
+        assert "gone.gguf does not exist" in str(app.screen.query_one(ErrorNotice).render())
+        await send(pilot, "still there?")
+        await wait_until(pilot, settled(app))
+        assert app.last_outcome.state is ResponseState.FAILED
+        assert "does not exist" in app.last_outcome.error

@@ -119,7 +119,7 @@ class LlamaEngine:
 
         def shut() -> None:
             with contextlib.suppress(Exception):
-                self._save_state()
+                self.save_state()
             if self.llm is not None:
                 self.llm.close()
                 self.llm = self.kv = None
@@ -145,6 +145,7 @@ class LlamaEngine:
                 n_ubatch=c.n_ubatch,
                 n_threads=c.n_threads or None,
                 seed=c.seed if c.seed >= 0 else llama_cpp.LLAMA_DEFAULT_SEED,
+                swa_full=True,  # Gemma 3: range removal is only correct with the full SWA cache.
                 verbose=True,
             )
         llm.verbose = False  # No per-request chatter on stderr.
@@ -266,14 +267,15 @@ class LlamaEngine:
         """Save the open conversation's state and load the next one's, if saved."""
         if conversation_id == self.conversation_id:
             return
-        self._save_state()
+        self.save_state()
         self.conversation_id = conversation_id
         path = self._state_path(conversation_id)
         assert self.kv is not None
         if path is not None and path.exists() and not self.kv.load(path, self.model_id):
             path.unlink(missing_ok=True)  # Stale or corrupt: re-process instead.
 
-    def _save_state(self) -> None:
+    def save_state(self) -> None:
+        """Save the open conversation's committed KV state (engine thread only)."""
         if self.kv is None or self.conversation_id is None:
             return
         path = self._state_path(self.conversation_id)

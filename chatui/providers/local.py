@@ -182,6 +182,11 @@ class LocalProvider:
             await _released(done)
             await reader.aclose()
 
+    async def conversation_left(self) -> None:
+        """Save the KV state of the conversation the cache holds (the user moved on)."""
+        if self.engine is not None:
+            await asyncio.wrap_future(self.engine.call(self.engine.save_state))
+
     async def close(self) -> None:
         """Save the conversation's KV state and stop the engine thread."""
         if self._ready is not None and not self._ready.done():

@@ -51,8 +51,8 @@ class ChatScreen(Screen[None]):
         self.turn: Turn | None = None
         self._turn_task: asyncio.Task[None] | None = None
         self._view: AssistantMessage | None = None
-        self._stop_requested_at: float | None = None
-        self._stopped_at = 0.0
+        self.stop_requested_at: float | None = None
+        self.stopped_at = 0.0
         self.recallable: str | None = None
         self.hidden_items = 0
 
@@ -147,7 +147,7 @@ class ChatScreen(Screen[None]):
             settings=self.app.turn_settings(),
             clock=self.app.clock,
         )
-        self.turn, self._view, self._stop_requested_at = turn, None, None
+        self.turn, self._view, self.stop_requested_at = turn, None, None
         self.recallable = None
         self._set_status("waiting", response=None, stop_ms=None, detail="")
         self._turn_task = asyncio.create_task(self._run_turn(turn))
@@ -155,7 +155,7 @@ class ChatScreen(Screen[None]):
 
     async def _run_turn(self, turn: Turn) -> None:
         outcome = await turn.run()
-        self._stopped_at = self.app.clock()
+        self.stopped_at = self.app.clock()
         await self._show_outcome(turn, outcome)
 
     async def _on_turn_event(self, event: TurnEvent) -> None:
@@ -196,8 +196,8 @@ class ChatScreen(Screen[None]):
                 notice.response.state = ResponseState.INTERRUPTED
                 await self._mount(notice)
             stop_ms = None
-            if self._stop_requested_at is not None:  # Esc to the work having stopped.
-                stop_ms = (self._stopped_at - self._stop_requested_at) * 1000
+            if self.stop_requested_at is not None:  # Esc to the work having stopped.
+                stop_ms = (self.stopped_at - self.stop_requested_at) * 1000
             self._set_status("stopped", stop_ms=stop_ms)
             self.recallable = outcome.prompt.text
         elif outcome.state is ResponseState.FAILED:
@@ -224,7 +224,7 @@ class ChatScreen(Screen[None]):
     def action_stop(self) -> None:
         """Esc: stop the running turn, and acknowledge it on screen at once."""
         if self.turn is not None and self.turn.cancel():
-            self._stop_requested_at = self.app.clock()
+            self.stop_requested_at = self.app.clock()
             if self._view is not None:
                 self._view.mark_stopped()
             self._set_status("stopping")
