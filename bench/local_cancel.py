@@ -210,14 +210,19 @@ async def main_async(args) -> dict:
     rng = random.Random(args.seed)
     engine = LlamaEngine(config(model_path=str(model)), model, None)
     engine.call(engine.load).result()
-    stops = {
-        phase: stop_latencies(engine, phase, args.stops, rng) for phase in ("prefill", "generation")
-    }
-    prefill = await prefill_under_ui(engine, args.rounds)
+    figures: dict = {}
+    if "stops" in args.parts:
+        figures["stops"] = {
+            phase: stop_latencies(engine, phase, args.stops, rng)
+            for phase in ("prefill", "generation")
+        }
+    if "prefill" in args.parts:
+        figures["prefill_tokens_per_s"] = await prefill_under_ui(engine, args.rounds)
     engine.close().result()
-    with tempfile.TemporaryDirectory() as tmp:
-        reuse = [await reuse_after_cancel(model, n, Path(tmp)) for n in (1000, 3000)]
-    return {"stops": stops, "prefill_tokens_per_s": prefill, "reuse": reuse}
+    if "reuse" in args.parts:
+        with tempfile.TemporaryDirectory() as tmp:
+            figures["reuse"] = [await reuse_after_cancel(model, n, Path(tmp)) for n in (1000, 3000)]
+    return figures
 
 
 def main() -> int:
@@ -225,9 +230,22 @@ def main() -> int:
     p.add_argument("--stops", type=int, default=50, help="stops per phase")
     p.add_argument("--rounds", type=int, default=3, help="prefill runs per callback kind")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument(
+        "--parts", nargs="+", default=["stops", "prefill", "reuse"], help="what to measure"
+    )
     args = p.parse_args()
     figures = asyncio.run(main_async(args))
+    if "stops" in figures:
+        print_stops(figures)
+    if "prefill_tokens_per_s" in figures:
+        print_prefill(figures)
+    if "reuse" in figures:
+        print_reuse(figures)
+    write_json(args.json, {"benchmark": "local_cancel", **figures})
+    return 0
 
+
+def print_stops(figures: dict) -> None:
     stops = figures["stops"]
     print_table(
         "Esc → decode returned, default model, 2 threads (goal: p99 ≤ 10 ms)",
@@ -237,6 +255,13 @@ def main() -> int:
             for phase, v in stops.items()
         ],
     )
+    figures["stops"] = {
+        phase: {"p50_ms": percentile(v, 50), "p99_ms": percentile(v, 99), "all_ms": v}
+        for phase, v in stops.items()
+    }
+
+
+def print_prefill(figures: dict) -> None:
     pre = figures["prefill_tokens_per_s"]
     print_table(
         "Prefill tokens/s (2,000 tokens) while the UI streams 1,000 tokens/s (goal: ≥ 0.95)",
@@ -247,6 +272,9 @@ def main() -> int:
             ["Python function", pre["python"], pre["python"] / pre["none"]],
         ],
     )
+
+
+def print_reuse(figures: dict) -> None:
     print_table(
         "Turn after a cancel vs a cold context (goal: only new tokens; TTFT ratio ≥ 20× at 1,000)",
         [
@@ -285,12 +313,6 @@ def main() -> int:
             for r in figures["reuse"]
         ],
     )
-    figures["stops"] = {
-        phase: {"p50_ms": percentile(v, 50), "p99_ms": percentile(v, 99), "all_ms": v}
-        for phase, v in stops.items()
-    }
-    write_json(args.json, {"benchmark": "local_cancel", **figures})
-    return 0
 
 
 if __name__ == "__main__":

@@ -22,9 +22,7 @@ from typing import Literal
 
 from chatui.messages import Item, ModelResponse, ResponseState, ToolResult, UserPrompt
 
-DEFAULT_INTERRUPTED_NOTE = (
-    "[The user interrupted your previous reply before it was finished. It is not shown here.]"
-)
+DEFAULT_INTERRUPTED_NOTE = "[The user interrupted your previous reply; it is not shown.]"
 CANCELLED_TOOL_RESULT = "The tool call was cancelled by the user before it finished."
 
 

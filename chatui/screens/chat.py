@@ -51,6 +51,7 @@ class ChatScreen(Screen[None]):
         self.turn: Turn | None = None
         self._turn_task: asyncio.Task[None] | None = None
         self._view: AssistantMessage | None = None
+        self._turn_views: list[AssistantMessage] = []
         self.stop_requested_at: float | None = None
         self.stopped_at = 0.0
         self.recallable: str | None = None
@@ -148,6 +149,7 @@ class ChatScreen(Screen[None]):
             clock=self.app.clock,
         )
         self.turn, self._view, self.stop_requested_at = turn, None, None
+        self._turn_views = []
         self.recallable = None
         self._set_status("waiting", response=None, stop_ms=None, detail="")
         self._turn_task = asyncio.create_task(self._run_turn(turn))
@@ -164,7 +166,10 @@ class ChatScreen(Screen[None]):
         payload = event.payload
         view = self._view
         if isinstance(payload, ResponseStarted):
+            if view is not None:
+                await view.finish()  # The previous request of this turn (a tool call's).
             self._view = AssistantMessage(payload.response)
+            self._turn_views.append(self._view)
             await self._mount(self._view)
             self._set_status("waiting", response=payload.response)
         elif view is None:
@@ -187,6 +192,10 @@ class ChatScreen(Screen[None]):
     async def _show_outcome(self, turn: Turn, outcome: TurnOutcome) -> None:
         if self._view is not None:
             await self._view.finish()
+        for item in turn.conversation.items:  # Results stored after the stop, if any.
+            if isinstance(item, ToolResult):
+                for view in self._turn_views:
+                    view.show_tool_result(item)
         last = outcome.responses[-1] if outcome.responses else None
         if outcome.state is ResponseState.INTERRUPTED:
             if last is None:
