@@ -46,7 +46,19 @@ def _fmt(value: object) -> str:
 def parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    p.add_argument(
+        "--sizes",
+        type=_size,
+        nargs="+",
+        default=[(80, 24), (100, 40)],
+        help="terminal sizes, as WxH (default: 80x24 100x40)",
+    )
     return p
+
+
+def _size(text: str) -> tuple[int, int]:
+    width, height = text.lower().split("x")
+    return int(width), int(height)
 
 
 def write_json(path: Path | None, figures: dict) -> None:

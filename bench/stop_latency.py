@@ -11,6 +11,7 @@ screen is exactly the text stored.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import sys
 import tempfile
@@ -32,7 +33,7 @@ async def wait_for_outcome(app: ChatApp, turn) -> None:  # type: ignore[no-untyp
         await asyncio.sleep(0.001)
 
 
-async def measure_rate(rate: int, trials: int, seed: int) -> dict:
+async def measure_rate(rate: int, trials: int, seed: int, size: tuple[int, int]) -> dict:
     rng = random.Random(seed)
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(Path(tmp) / "bench.sqlite3")
@@ -41,7 +42,7 @@ async def measure_rate(rate: int, trials: int, seed: int) -> dict:
         acked: list[float] = []
         stopped: list[float] = []
         late = mismatches = 0
-        async with app.run_test(size=(100, 40)) as pilot:
+        async with app.run_test(size=size) as pilot:
             for trial in range(trials):
                 if trial % 20 == 0:
                     await app.open_conversation(None)
@@ -71,6 +72,7 @@ async def measure_rate(rate: int, trials: int, seed: int) -> dict:
             await app.action_quit()
         store.close()
     return {
+        "size": f"{size[0]}x{size[1]}",
         "rate_tokens_per_s": rate,
         "trials": trials,
         "ack_p50_ms": percentile(acked, 50),
@@ -90,10 +92,14 @@ def main() -> int:
     p.add_argument("--rates", type=int, nargs="+", default=[100, 1000, 5000])
     p.add_argument("--seed", type=int, default=1)
     args = p.parse_args()
-    results = [asyncio.run(measure_rate(r, args.trials, args.seed)) for r in args.rates]
+    results = [
+        asyncio.run(measure_rate(rate, args.trials, args.seed, size))
+        for size, rate in itertools.product(args.sizes, args.rates)
+    ]
     print_table(
         "Esc → stop acknowledged on screen (goal: p99 ≤ 10 ms, 0 tokens after acknowledgement)",
         [
+            "terminal",
             "tokens/s",
             "trials",
             "ack p50",
@@ -107,6 +113,7 @@ def main() -> int:
         ],
         [
             [
+                r["size"],
                 r["rate_tokens_per_s"],
                 r["trials"],
                 r["ack_p50_ms"],
