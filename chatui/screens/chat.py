@@ -186,8 +186,9 @@ class ChatScreen(Screen[None]):
         elif isinstance(payload, UsageUpdate | StreamEnd):
             pass
         status = self._status
-        status.state = "streaming"
-        status.refresh()
+        if status.state != "streaming":
+            status.state = "streaming"
+        status.touch()
 
     async def _show_outcome(self, turn: Turn, outcome: TurnOutcome) -> None:
         if self._view is not None:

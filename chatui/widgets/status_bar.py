@@ -23,7 +23,7 @@ class StatusBar(Static):
     """One line under the composer.
 
     Token figures are read from `response` when the line is drawn, so a
-    streaming reply costs one `refresh()` per token, coalesced per frame.
+    streaming reply costs one `refresh()` per frame (see `touch()`).
     All times come from the turn's clock.
     """
 
@@ -33,8 +33,16 @@ class StatusBar(Static):
     detail: reactive[str] = reactive("")
     stop_ms: reactive[float | None] = reactive(None)
     response: reactive[ModelResponse | None] = reactive(None, always_update=True)
+    _stale = False
+
+    def touch(self) -> None:
+        """Redraw at the next frame. Cheap enough to call for every token."""
+        if not self._stale:
+            self._stale = True
+            self.refresh()
 
     def render(self) -> Text:
+        self._stale = False
         text = Text(no_wrap=True, overflow="ellipsis")
         text.append(f" {self.provider}", style="bold")
         if self.model:
