@@ -362,3 +362,22 @@ def test_llama_cpp_writes_nothing_to_the_terminal(tiny_model: Path) -> None:
 
     assert result.stdout == b"ok\n"
     assert result.stderr == b""
+
+
+async def test_broken_model_or_template_is_a_clear_error(tiny_model: Path, tmp_path: Path) -> None:
+    provider = LocalProvider(local_config(tiny_model, chat_template="{% for %}"), state_dir=None)
+    with pytest.raises(ProviderError, match="chat template does not compile"):
+        await provider.prepare()
+    assert provider.engine is None
+
+    # llama-cpp-python itself compiles a GGUF's embedded template while loading.
+    broken_template = write_tiny_model(tmp_path / "tpl.gguf", chat_template="{% for %}")
+    provider = LocalProvider(local_config(broken_template), state_dir=None)
+    with pytest.raises(ProviderError, match="could not be loaded"):
+        await provider.prepare()
+
+    truncated = tmp_path / "cut.gguf"
+    truncated.write_bytes(write_tiny_model(tmp_path / "whole.gguf").read_bytes()[:4096])
+    provider = LocalProvider(local_config(truncated), state_dir=tmp_path / "b")
+    with pytest.raises(ProviderError, match="could not be loaded"):
+        await provider.prepare()

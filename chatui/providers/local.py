@@ -119,12 +119,17 @@ class LocalProvider:
         progress("loading model")
         engine = LlamaEngine(self.config, path, self.state_dir)
         try:
-            await asyncio.wrap_future(engine.call(engine.load))
-        except Exception as error:
+            try:
+                await asyncio.wrap_future(engine.call(engine.load))
+            except Exception as error:
+                raise ProviderError(f"the model {path} could not be loaded: {error}") from None
+            # Even reading the vocabulary happens on the model's own thread.
+            chat_format = engine.call(lambda: self._chat_format(engine))
+            self.format = await asyncio.wrap_future(chat_format)
+        except BaseException:
             engine.close()
-            raise ProviderError(f"the model {path} could not be loaded: {error}") from None
+            raise
         self.engine = engine
-        self.format = self._chat_format(engine)
 
     def _chat_format(self, engine: LlamaEngine) -> ChatFormat:
         template = (
