@@ -381,3 +381,16 @@ async def test_broken_model_or_template_is_a_clear_error(tiny_model: Path, tmp_p
     provider = LocalProvider(local_config(truncated), state_dir=tmp_path / "b")
     with pytest.raises(ProviderError, match="could not be loaded"):
         await provider.prepare()
+
+
+def test_registry_builds_the_configured_provider(tmp_path: Path, monkeypatch) -> None:
+    from chatui.config import Config
+    from chatui.providers.registry import create_provider
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    local = create_provider(Config(model=str(tmp_path / "m.gguf")))
+    assert isinstance(local, LocalProvider)
+    assert local.model_path == tmp_path / "m.gguf"
+    assert local.state_dir == tmp_path / "chatui" / "kv"
+    with pytest.raises(ProviderError, match="openai provider is not available"):
+        create_provider(Config(provider="openai"))

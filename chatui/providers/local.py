@@ -94,10 +94,11 @@ class LocalProvider:
     name = "local"
 
     def __init__(self, config: LocalConfig, *, state_dir: Path | None = None) -> None:
+        """`state_dir` holds each conversation's saved KV state (None: nothing is saved)."""
         self.config = config
         self.model_path = Path(config.model_path).expanduser() if config.model_path else None
         self.model = self.model_path.name if self.model_path else "gemma-3-270m (default)"
-        self.state_dir = state_dir if state_dir is not None else cache_dir() / "kv"
+        self.state_dir = state_dir
         self.engine: LlamaEngine | None = None
         self.format: ChatFormat | None = None
         self._ready: asyncio.Future[None] | None = None

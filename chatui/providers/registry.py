@@ -11,12 +11,12 @@ from chatui.providers.base import Provider, ProviderError
 def create_provider(config: Config) -> Provider:
     """The provider `config` selects; raises ProviderError with a message for the user."""
     if config.provider == "local":
-        from chatui.providers.local import LocalProvider
+        from chatui.providers.local import LocalProvider, cache_dir
 
         local = config.local
         if config.model:
             local = dataclasses.replace(local, model_path=config.model)
-        return LocalProvider(local)
+        return LocalProvider(local, state_dir=cache_dir() / "kv")
     raise ProviderError(
         f"The {config.provider} provider is not available in this version of chatui. "
         'Use provider = "local" in the config file (see config.example.toml).'
