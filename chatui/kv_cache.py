@@ -74,7 +74,7 @@ class KVCache:
         generated, so keeping the generated ids is what lets the next prompt
         match the cache exactly.
         """
-        shared = _common_prefix(self.committed_text, prompt_text)
+        shared = len(os.path.commonprefix((self.committed_text, prompt_text)))
         tokens, chars = max((m for m in self.marks if m[1] <= shared), default=(0, 0))
         ids = self.committed[:tokens] + self._tokenize(prompt_text[chars:], add_bos=False)
         return ids, self.marks.index((tokens, chars))
@@ -268,20 +268,6 @@ def _parse_state(data: bytes) -> tuple[dict[str, Any], bytes]:
     if not isinstance(header, dict):
         raise ValueError("bad KV state header")
     return header, data[head + length :]
-
-
-def _common_prefix(a: str, b: str) -> int:
-    n = min(len(a), len(b))
-    if a[:n] == b[:n]:
-        return n
-    low, high = 0, n  # a[:low] == b[:low] and a[:high] != b[:high]
-    while high - low > 1:
-        mid = (low + high) // 2
-        if a[:mid] == b[:mid]:
-            low = mid
-        else:
-            high = mid
-    return low
 
 
 def _valid_marks(marks: Any, tokens: int, chars: int) -> bool:

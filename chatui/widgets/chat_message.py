@@ -8,13 +8,13 @@ shown, never acted on.
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Markdown, Static
+from textual.widgets.markdown import MarkdownStream
 
 from chatui.messages import ModelResponse, ResponseState, ToolCallPart, ToolResult
 from chatui.sanitize import visible
@@ -59,49 +59,10 @@ class ToolCallView(Static):
         self.update(text)
 
 
-class MarkdownFeed:
-    """Streams text into a `Markdown` widget: one append in flight, the rest batched.
-
-    Textual's `MarkdownStream` does the same, but its `stop()` cancels its task
-    while an append may be in flight and then appends the rest: two appends
-    at once, which can duplicate or reorder text. `stop()` here lets the
-    append in flight finish, then appends what is pending.
-    """
-
-    def __init__(self, markdown: Markdown) -> None:
-        self.markdown = markdown
-        self._pending: list[str] = []
-        self._wake = asyncio.Event()
-        self._closing = False
-        self._task = asyncio.create_task(self._run())
-
-    async def write(self, text: str) -> None:
-        self._pending.append(text)
-        self._wake.set()
-        await asyncio.sleep(0)  # Let an idle feed start appending.
-
-    async def stop(self) -> None:
-        """Append everything written, then end."""
-        self._closing = True
-        self._wake.set()
-        await self._task
-
-    async def _run(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            if self._pending:
-                text = "".join(self._pending)
-                self._pending.clear()
-                await self.markdown.append(text)
-            if self._closing and not self._pending:
-                return
-
-
 class AssistantMessage(Vertical):
     """A model reply, streamed into Markdown, with a marker when it did not complete.
 
-    Text goes through one `MarkdownFeed` per text run (a tool call starts a
+    Text goes through one `MarkdownStream` per text run (a tool call starts a
     new run). `mark_stopped()` is the acknowledgement of a stop: synchronous,
     it shows the marker and closes the view, so nothing written afterwards is
     shown; `late_writes` counts such writes, which the turn runner guarantees
@@ -113,7 +74,7 @@ class AssistantMessage(Vertical):
         self.response = response
         self.border_title = visible(response.model or response.provider)
         self._streaming = streaming
-        self._stream: MarkdownFeed | None = None
+        self._stream: MarkdownStream | None = None
         self._calls: dict[int, ToolCallView] = {}
         self._views_by_id: dict[str, ToolCallView] = {}
         self._marker = Static(classes="marker")
@@ -152,7 +113,7 @@ class AssistantMessage(Vertical):
         if self._stream is None:
             # The widget is already mounted: nothing here awaits before the text is
             # queued, so a stop cannot come between storing a token and showing it.
-            self._stream = MarkdownFeed(self._next_markdown)
+            self._stream = Markdown.get_stream(self._next_markdown)
         await self._stream.write(visible(text))
 
     async def start_tool_call(self, index: int, call: ToolCallPart) -> None:
