@@ -74,7 +74,8 @@ class KVCache:
         generated, so keeping the generated ids is what lets the next prompt
         match the cache exactly.
         """
-        shared = len(os.path.commonprefix((self.committed_text, prompt_text)))
+        # Character by character is what is wanted here, not path components.
+        shared = len(os.path.commonprefix((self.committed_text, prompt_text)))  # noqa: RUF071
         tokens, chars = max((m for m in self.marks if m[1] <= shared), default=(0, 0))
         ids = self.committed[:tokens] + self._tokenize(prompt_text[chars:], add_bos=False)
         return ids, self.marks.index((tokens, chars))
