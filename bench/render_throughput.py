@@ -2,9 +2,9 @@
 
 A provider emits N prose tokens as fast as the app takes them, then goes
 silent (the reply stays open). The benchmark measures the sustained rate
-(tokens / time from the first token emitted to the last token's text being
-in the Markdown widget) and the delay from the last token's emission to the
-first screen refresh that includes it. It runs with 1 and with 200 earlier
+(tokens / time from the first token emitted to the Markdown widget having
+laid out the last token's text) and the delay from the last token's emission
+to the end of the first screen refresh that includes it. It runs with 1 and with 200 earlier
 messages in the conversation.
 """
 
@@ -21,6 +21,7 @@ from itertools import islice
 from pathlib import Path
 
 from _common import parser, percentile, print_table, prose_tokens, write_json
+from textual.await_complete import AwaitComplete
 from textual.screen import Screen
 from textual.widgets import Markdown
 
@@ -31,16 +32,31 @@ from chatui.providers.base import ModelRequest, StreamEvent, TextDelta
 from chatui.store import Store
 from chatui.widgets.chat_message import AssistantMessage
 
-refreshes: list[float] = []
+refreshes: list[tuple[float, float]] = []  # (start, end) of each screen refresh
+appends: list[tuple[float, int]] = []  # (time, source length) as each append completes
 _refresh = Screen._compositor_refresh
+_append = Markdown.append
 
 
 def _recording_refresh(self: Screen) -> None:
+    start = time.perf_counter()
     _refresh(self)
-    refreshes.append(time.perf_counter())
+    refreshes.append((start, time.perf_counter()))
+
+
+def _recording_append(self: Markdown, markdown: str) -> AwaitComplete:
+    blocks_updated = _append(self, markdown)
+    length = len(self.source)
+
+    async def record() -> None:
+        await blocks_updated
+        appends.append((time.perf_counter(), length))
+
+    return AwaitComplete(record())
 
 
 Screen._compositor_refresh = _recording_refresh  # type: ignore[method-assign]
+Markdown.append = _recording_append  # type: ignore[method-assign]
 
 
 class BurstProvider:
@@ -82,29 +98,35 @@ def seed_conversation(store: Store, messages: int) -> str:
     return conversation.id
 
 
+async def _first(candidates, timeout: float = 10.0) -> float:  # type: ignore[no-untyped-def]
+    """The first value `candidates()` yields, waiting for one; fails after `timeout` s."""
+    deadline = time.perf_counter() + timeout
+    while (found := next(candidates(), None)) is None:
+        if time.perf_counter() > deadline:
+            raise RuntimeError("the reply's last text never reached the screen")
+        await asyncio.sleep(0.0002)
+    return found
+
+
 async def run(count: int, earlier: int, size: tuple[int, int]) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(Path(tmp) / "bench.sqlite3")
         conversation_id = seed_conversation(store, earlier - 1) if earlier > 1 else None
         provider = BurstProvider(count)
         app = ChatApp(Config(system_prompt=""), store, provider)
+        refreshes.clear()
+        appends.clear()
         async with app.run_test(size=size) as pilot:
             if conversation_id is not None:
                 await app.open_conversation(conversation_id)
             app.screen.query_one("#composer").text = "Write at length."
             await pilot.press("enter")
             await provider.done.wait()
-            expected = "".join(provider.tokens).rstrip()
+            length = len("".join(provider.tokens))
+            in_widget = await _first(lambda: (t for t, n in appends if n >= length))
+            shown_by = await _first(lambda: (r for r in refreshes if r[0] >= in_widget))
             view = app.screen.query(AssistantMessage).last()
-            while True:
-                shown = "".join(m.source for m in view.query(Markdown)).rstrip()
-                if shown == expected:
-                    in_widget = time.perf_counter()
-                    break
-                await asyncio.sleep(0.0002)
-            while not refreshes or refreshes[-1] < in_widget:
-                await asyncio.sleep(0.0002)
-            on_screen = next(t for t in refreshes if t >= in_widget)
+            assert "".join(m.source for m in view.query(Markdown)) == "".join(provider.tokens)
             app.chat.turn.cancel()
             await app.action_quit()
         store.close()
@@ -112,7 +134,12 @@ async def run(count: int, earlier: int, size: tuple[int, int]) -> dict:
         "earlier_messages": earlier,
         "tokens": count,
         "tokens_per_s": count / (in_widget - provider.first_at),
-        "last_token_to_screen_ms": (on_screen - provider.last_at) * 1000,
+        "last_token_to_screen_ms": (shown_by[1] - provider.last_at) * 1000,
+        # Where that time goes: the last text being laid out, waiting for the next
+        # frame, and the frame's refresh.
+        "last_token_to_widget_ms": (in_widget - provider.last_at) * 1000,
+        "widget_to_refresh_start_ms": (shown_by[0] - in_widget) * 1000,
+        "refresh_ms": (shown_by[1] - shown_by[0]) * 1000,
         "emit_tokens_per_s": count / (provider.last_at - provider.first_at),
     }
 

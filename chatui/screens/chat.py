@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING
 
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
@@ -23,6 +22,7 @@ from chatui.providers.base import (
 from chatui.turn import ResponseStarted, ToolResultAdded, Turn, TurnEvent, TurnOutcome
 from chatui.widgets.chat_message import AssistantMessage, ErrorNotice, UserMessage
 from chatui.widgets.composer import Composer
+from chatui.widgets.message_list import MessageList
 from chatui.widgets.status_bar import StatusBar
 
 if TYPE_CHECKING:
@@ -58,14 +58,14 @@ class ChatScreen(Screen[None]):
         self.hidden_items = 0
 
     def compose(self) -> ComposeResult:
-        yield VerticalScroll(id="messages")
+        yield MessageList(id="messages")
         yield Composer()
         yield StatusBar(id="status")
         yield Footer()
 
     async def on_mount(self) -> None:
         self._status = self.query_one(StatusBar)
-        self._messages = self.query_one("#messages", VerticalScroll)
+        self._messages = self.query_one(MessageList)
         self._status.provider, self._status.model = self.app.provider_label()
         await self.show_conversation(self.conversation)
         self.query_one(Composer).focus()
@@ -88,7 +88,6 @@ class ChatScreen(Screen[None]):
         self.conversation = conversation
         self.sub_title = conversation.title
         messages = self._messages
-        await messages.remove_children()
         items = conversation.items
         hidden = 0 if everything else max(0, len(items) - SHOWN_ITEMS)
         widgets: list[Static | AssistantMessage] = []
@@ -108,7 +107,7 @@ class ChatScreen(Screen[None]):
                     widgets.append(ErrorNotice(item.error))
         if notice := self.app.startup_notice:
             widgets.append(ErrorNotice(notice))
-        await messages.mount_all(widgets)
+        await messages.replace_items(widgets)
         for item in items[hidden:]:
             if isinstance(item, ToolResult) and item.call_id in views:
                 views[item.call_id].show_tool_result(item)
@@ -138,6 +137,7 @@ class ChatScreen(Screen[None]):
             await self._mount(ErrorNotice(self.app.provider_problem()))
             return
         self.query_one(Composer).clear()
+        self._messages.fold_above_view()  # Out of sight, out of every frame's layout.
         await self._mount(UserMessage(message.text))
         turn = Turn(
             conversation=self.conversation,
@@ -217,7 +217,7 @@ class ChatScreen(Screen[None]):
         else:
             self._set_status("idle")
         self._status.response = last
-        if len(self._messages.children) > 2 * SHOWN_ITEMS:
+        if len(self._messages.items) > 2 * SHOWN_ITEMS:
             await self.show_conversation(self.conversation)  # Keep the layout small.
         self.refresh_bindings()
         self.app.turn_finished(turn, outcome)
