@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import Footer, Static
+from textual.widgets import Static
 
 from chatui.messages import Conversation, ModelResponse, ResponseState, ToolResult, UserPrompt
 from chatui.providers.base import (
@@ -22,6 +22,7 @@ from chatui.providers.base import (
 from chatui.turn import ResponseStarted, ToolResultAdded, Turn, TurnEvent, TurnOutcome
 from chatui.widgets.chat_message import AssistantMessage, ErrorNotice, UserMessage
 from chatui.widgets.composer import Composer
+from chatui.widgets.footer import KeyFooter
 from chatui.widgets.message_list import MessageList
 from chatui.widgets.status_bar import StatusBar
 
@@ -61,7 +62,7 @@ class ChatScreen(Screen[None]):
         yield MessageList(id="messages")
         yield Composer()
         yield StatusBar(id="status")
-        yield Footer()
+        yield KeyFooter()
 
     async def on_mount(self) -> None:
         self._status = self.query_one(StatusBar)
@@ -225,10 +226,13 @@ class ChatScreen(Screen[None]):
     # Actions
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # None, not False: the key stays in the footer, dimmed, so the footer keeps
+        # the same keys from turn to turn (and Esc still reaches popups and inputs).
         if action == "stop":
-            return self.turn is not None and self.turn.running and not self.turn.token.cancelled
+            running = self.turn is not None and self.turn.running
+            return True if running and not self.turn.token.cancelled else None
         if action == "recall":
-            return self.recallable is not None
+            return True if self.recallable is not None else None
         return True
 
     def action_stop(self) -> None:

@@ -7,11 +7,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Footer, Input, Label, OptionList
+from textual.widgets import Input, Label, OptionList
 from textual.widgets.option_list import Option
 
 from chatui.sanitize import visible
 from chatui.store import Store
+from chatui.widgets.footer import KeyFooter
 
 NEW = "__new__"
 
@@ -35,7 +36,7 @@ class ConversationList(ModalScreen[str | None]):
         with Vertical(id="conversation-dialog") as dialog:
             dialog.border_title = "Conversations"
             yield OptionList(id="conversation-options")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self._reload(select=self.current_id)

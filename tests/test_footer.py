@@ -1,0 +1,59 @@
+"""The key footer: the same keys from turn to turn, dimmed when unavailable, nothing leaked."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+
+from apphelpers import make_app, send, settled, wait_until
+from scripted import STALL, ScriptedProvider, words
+from textual.widgets._footer import FooterKey
+
+from chatui.app import ChatApp
+from chatui.store import Store
+from chatui.widgets.chat_message import AssistantMessage
+from chatui.widgets.footer import KeyFooter
+
+
+def footer_keys(app: ChatApp) -> dict[str, FooterKey]:
+    return {key.key: key for key in app.screen.query_one(KeyFooter).query(FooterKey)}
+
+
+async def test_a_turn_restyles_the_stop_key_without_rebuilding_the_footer(store: Store) -> None:
+    provider = ScriptedProvider([*words("partial reply", end=None), STALL])
+    app = make_app(store, provider)
+    async with app.run_test() as pilot:
+        await pilot.pause()
+        idle = footer_keys(app)
+        assert "-disabled" in idle["escape"].classes
+        assert "-disabled" in idle["ctrl+r"].classes
+        assert "-disabled" not in idle["ctrl+n"].classes
+
+        await send(pilot, "go")
+        await provider.started.wait()
+        await wait_until(pilot, lambda: app.chat.query(AssistantMessage).last().written == 2)
+        await pilot.pause()
+        streaming = footer_keys(app)
+        assert "-disabled" not in streaming["escape"].classes
+
+        await pilot.press("escape")
+        await wait_until(pilot, settled(app))
+        await pilot.pause()
+        stopped = footer_keys(app)
+        assert "-disabled" in stopped["escape"].classes
+        assert "-disabled" not in stopped["ctrl+r"].classes  # The prompt can be recalled.
+        assert all(stopped[k] is idle[k] is streaming[k] for k in idle)
+
+
+async def test_keys_removed_by_a_rebuild_are_freed(store: Store) -> None:
+    app = make_app(store, ScriptedProvider())
+    async with app.run_test() as pilot:
+        await pilot.pause()
+        footer = app.screen.query_one(KeyFooter)
+        old = [weakref.ref(key) for key in footer.query(FooterKey)]
+        for _ in range(3):
+            footer.call_later(footer.recompose)  # As a change of the keys shown does.
+            await pilot.pause()
+        gc.collect()
+        assert old and all(ref() is None for ref in old)
+        assert len(footer.query(FooterKey)) == len(old)
