@@ -10,6 +10,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Static
 
+from chatui.gc_pause import no_full_collections
 from chatui.messages import Conversation, ModelResponse, ResponseState, ToolResult, UserPrompt
 from chatui.providers.base import (
     StreamEnd,
@@ -157,7 +158,8 @@ class ChatScreen(Screen[None]):
         self.refresh_bindings()
 
     async def _run_turn(self, turn: Turn) -> None:
-        outcome = await turn.run()
+        with no_full_collections():
+            outcome = await turn.run()
         self.stopped_at = self.app.clock()
         await self._show_outcome(turn, outcome)
 
