@@ -1,0 +1,153 @@
+"""The floor under chatui's stop latency: Esc in a bare Textual app streaming Markdown.
+
+The same harness as `stop_latency.py` (a stream at a set rate, Esc pressed
+after a random 5 to 60 ms, 20 replies per conversation) around the least a
+Textual app can do: one anchored `VerticalScroll`, one `Markdown` widget per
+reply fed through `MarkdownStream`, and an Esc binding that stops the stream.
+No chatui code runs. Esc waits for whatever the event loop is doing when it
+arrives, mostly a screen refresh, so this measures what the stack itself costs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+import sys
+import time
+
+from _common import parser, percentile, print_table, prose_tokens, write_json
+from markdown_it import MarkdownIt
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Markdown
+
+frame_ms: list[float] = []
+_update = Screen._on_timer_update
+
+
+def _timed_update(self: Screen) -> None:
+    start = time.perf_counter()
+    _update(self)
+    frame_ms.append((time.perf_counter() - start) * 1000)
+
+
+Screen._on_timer_update = _timed_update  # type: ignore[method-assign]
+PARSER = MarkdownIt("gfm-like")
+
+
+class FloorApp(App[None]):
+    """Streams prose into a Markdown widget until Esc."""
+
+    BINDINGS = [Binding("escape", "stop", "Stop")]
+
+    def __init__(self, rate: int) -> None:
+        super().__init__()
+        self.rate = rate
+        self.stream_task: asyncio.Task[None] | None = None
+        self.stopped_at = 0.0
+
+    def compose(self) -> ComposeResult:
+        yield VerticalScroll(id="messages")
+
+    async def start_reply(self) -> None:
+        messages = self.query_one("#messages", VerticalScroll)
+        markdown = Markdown(parser_factory=lambda: PARSER)
+        await messages.mount(markdown)
+        messages.anchor()
+        self.stream_task = asyncio.create_task(self._stream(Markdown.get_stream(markdown)))
+
+    async def _stream(self, stream) -> None:  # type: ignore[no-untyped-def]
+        start = time.perf_counter()
+        try:
+            for n, token in enumerate(prose_tokens()):
+                delay = start + n / self.rate - time.perf_counter()
+                await asyncio.sleep(max(delay, 0))
+                await stream.write(token)
+        finally:
+            await stream.stop()
+
+    def action_stop(self) -> None:
+        if self.stream_task is not None:
+            self.stream_task.cancel()
+            self.stopped_at = time.perf_counter()
+
+
+async def measure(rate: int, trials: int, seed: int, size: tuple[int, int]) -> dict:
+    rng = random.Random(seed)
+    app = FloorApp(rate)
+    acked: list[float] = []
+    async with app.run_test(size=size) as pilot:
+        frame_ms.clear()
+        for trial in range(trials):
+            if trial % 20 == 0:
+                await app.query_one("#messages").remove_children()
+            await app.start_reply()
+            await asyncio.sleep(rng.uniform(0.005, 0.060))
+            pressed = time.perf_counter()
+            await pilot.press("escape")
+            assert app.stream_task is not None
+            await asyncio.wait([app.stream_task])
+            acked.append((app.stopped_at - pressed) * 1000)
+            await pilot.pause(0.02)
+        frames = list(frame_ms)
+    return {
+        "size": f"{size[0]}x{size[1]}",
+        "rate_tokens_per_s": rate,
+        "trials": trials,
+        "ack_p50_ms": percentile(acked, 50),
+        "ack_p95_ms": percentile(acked, 95),
+        "ack_p99_ms": percentile(acked, 99),
+        "ack_max_ms": max(acked),
+        "frame_p50_ms": percentile(frames, 50),
+        "frame_p99_ms": percentile(frames, 99),
+    }
+
+
+def main() -> int:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--trials", type=int, default=200, help="Esc presses per rate")
+    p.add_argument("--rates", type=int, nargs="+", default=[100, 1000, 5000])
+    p.add_argument("--seed", type=int, default=1)
+    args = p.parse_args()
+    results = [
+        asyncio.run(measure(rate, args.trials, args.seed, size))
+        for size, rate in itertools.product(args.sizes, args.rates)
+    ]
+    print_table(
+        "Bare Textual: Esc → handler, and screen refresh times (ms)",
+        [
+            "terminal",
+            "tokens/s",
+            "trials",
+            "ack p50",
+            "ack p95",
+            "ack p99",
+            "ack max",
+            "frame p50",
+            "frame p99",
+        ],
+        [
+            [
+                r["size"],
+                r["rate_tokens_per_s"],
+                r["trials"],
+                r["ack_p50_ms"],
+                r["ack_p95_ms"],
+                r["ack_p99_ms"],
+                r["ack_max_ms"],
+                r["frame_p50_ms"],
+                r["frame_p99_ms"],
+            ]
+            for r in results
+        ],
+    )
+    print("No chatui code: one Markdown widget per reply in an anchored VerticalScroll.")
+    write_json(args.json, {"benchmark": "textual_floor", "results": results})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
