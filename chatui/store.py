@@ -77,9 +77,9 @@ class Store:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._migrate()
+            self.recover_unfinished()  # Also the first query: a schema that is not ours fails here.
         except sqlite3.Error as error:
             raise StoreError(f"cannot open the conversation store {self.path}: {error}") from None
-        self.recover_unfinished()
 
     def close(self) -> None:
         self._db.close()

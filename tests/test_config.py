@@ -144,3 +144,13 @@ def test_cli_exits_2_on_malformed_toml(tmp_path: Path) -> None:
 
     assert result.returncode == 2
     assert "not valid TOML" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_cli_exits_2_when_the_store_cannot_be_used(tmp_path: Path) -> None:
+    db = tmp_path / "junk.sqlite3"
+    db.write_bytes(b"this is not sqlite" * 100)
+
+    result = run_cli("--db", str(db), tmp_path=tmp_path)
+
+    assert result.returncode == 2
+    assert str(db) in result.stderr and "Traceback" not in result.stderr

@@ -100,6 +100,16 @@ def test_a_file_that_is_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
         Store(path)
 
 
+def test_a_database_with_a_foreign_schema_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "other.sqlite3"
+    with sqlite3.connect(path) as db:  # Our schema version, but not our tables' columns.
+        db.execute("CREATE TABLE items (id TEXT PRIMARY KEY, state TEXT)")
+        db.execute("PRAGMA user_version = 1")
+
+    with pytest.raises(StoreError, match=f"cannot open the conversation store {path}"):
+        Store(path)
+
+
 def test_db_path_comes_from_the_environment(monkeypatch, tmp_path: Path) -> None:
     monkeypatch.setenv("CHATUI_DB", str(tmp_path / "env.sqlite3"))
 
