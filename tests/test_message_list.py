@@ -116,3 +116,15 @@ async def test_sending_a_prompt_folds_the_history_and_the_reply_streams_below_it
         messages.scroll_home(animate=False, immediate=True)
         await pilot.pause()
         assert messages.folded == []
+
+
+async def test_the_spacer_stays_before_every_item_when_conversations_change(
+    store: Store,
+) -> None:
+    first, second = seed(store, 10), seed(store, 3)
+    app = make_app(store, ScriptedProvider())
+    async with app.run_test(size=(80, 24)) as pilot:
+        for conversation_id, items in ((first, 20), (second, 6), (first, 20)):
+            messages = await open_long(app, pilot, conversation_id)
+            assert len(messages.items) == items
+            assert messages.children[0] not in messages.items

@@ -22,9 +22,9 @@ class MessageList(VerticalScroll):
     """
 
     def __init__(self, *, id: str | None = None) -> None:
-        super().__init__(id=id)
         self._spacer = Static(classes="fold-spacer")
         self._spacer.display = False
+        super().__init__(self._spacer, id=id)  # Composed first, so always the first child.
         self._folded: list[Widget] = []
         self._spacer_height = 0
 
@@ -37,9 +37,6 @@ class MessageList(VerticalScroll):
     def items(self) -> list[Widget]:
         """The conversation's widgets, folded or not."""
         return [child for child in self.children if child is not self._spacer]
-
-    async def on_mount(self) -> None:
-        await self.mount(self._spacer)
 
     async def replace_items(self, widgets: Iterable[Widget]) -> None:
         """Show `widgets` instead of the current items."""
