@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import sys
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -39,6 +40,11 @@ def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[obje
     print()
 
 
+def print_results(title: str, columns: Sequence[tuple[str, str]], results: list[dict]) -> None:
+    """A table of `results`, one row each; `columns` are (header, key) pairs."""
+    print_table(title, [h for h, _ in columns], [[r[k] for _, k in columns] for r in results])
+
+
 def _fmt(value: object) -> str:
     return f"{value:.2f}" if isinstance(value, float) else str(value)
 
@@ -54,6 +60,22 @@ def parser(description: str) -> argparse.ArgumentParser:
         help="terminal sizes, as WxH (default: 80x24 100x40)",
     )
     return p
+
+
+def run_esc_trials(
+    description: str, measure: Callable[[int, int, int, tuple[int, int]], Awaitable[dict]]
+) -> tuple[argparse.Namespace, list[dict]]:
+    """Parse the Esc benchmarks' flags; run `measure(rate, trials, seed, size)` for each case."""
+    p = parser(description)
+    p.add_argument("--trials", type=int, default=200, help="Esc presses per rate")
+    p.add_argument("--rates", type=int, nargs="+", default=[100, 1000, 5000])
+    p.add_argument("--seed", type=int, default=1)
+    args = p.parse_args()
+    results = [
+        asyncio.run(measure(rate, args.trials, args.seed, size))
+        for size, rate in itertools.product(args.sizes, args.rates)
+    ]
+    return args, results
 
 
 def _size(text: str) -> tuple[int, int]:

@@ -11,14 +11,13 @@ screen is exactly the text stored.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import random
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from _common import PacedProvider, parser, percentile, print_table, write_json
+from _common import PacedProvider, percentile, print_results, run_esc_trials, write_json
 from textual.widgets import Markdown
 
 from chatui.app import ChatApp
@@ -87,46 +86,23 @@ async def measure_rate(rate: int, trials: int, seed: int, size: tuple[int, int])
 
 
 def main() -> int:
-    p = parser(__doc__.splitlines()[0])
-    p.add_argument("--trials", type=int, default=200, help="Esc presses per rate")
-    p.add_argument("--rates", type=int, nargs="+", default=[100, 1000, 5000])
-    p.add_argument("--seed", type=int, default=1)
-    args = p.parse_args()
-    results = [
-        asyncio.run(measure_rate(rate, args.trials, args.seed, size))
-        for size, rate in itertools.product(args.sizes, args.rates)
-    ]
-    print_table(
+    args, results = run_esc_trials(__doc__.splitlines()[0], measure_rate)
+    print_results(
         "Esc → stop acknowledged on screen (goal: p99 ≤ 10 ms, 0 tokens after acknowledgement)",
         [
-            "terminal",
-            "tokens/s",
-            "trials",
-            "ack p50",
-            "ack p95",
-            "ack p99",
-            "ack max",
-            "stopped p50",
-            "stopped p99",
-            "tokens after ack",
-            "screen≠store",
+            ("terminal", "size"),
+            ("tokens/s", "rate_tokens_per_s"),
+            ("trials", "trials"),
+            ("ack p50", "ack_p50_ms"),
+            ("ack p95", "ack_p95_ms"),
+            ("ack p99", "ack_p99_ms"),
+            ("ack max", "ack_max_ms"),
+            ("stopped p50", "work_stopped_p50_ms"),
+            ("stopped p99", "work_stopped_p99_ms"),
+            ("tokens after ack", "tokens_after_ack"),
+            ("screen≠store", "screen_store_mismatches"),
         ],
-        [
-            [
-                r["size"],
-                r["rate_tokens_per_s"],
-                r["trials"],
-                r["ack_p50_ms"],
-                r["ack_p95_ms"],
-                r["ack_p99_ms"],
-                r["ack_max_ms"],
-                r["work_stopped_p50_ms"],
-                r["work_stopped_p99_ms"],
-                r["tokens_after_ack"],
-                r["screen_store_mismatches"],
-            ]
-            for r in results
-        ],
+        results,
     )
     print("Times in ms from the Esc key event. 'stopped': the turn's task has ended (stream")
     print("closed, partial reply stored). A real Linux terminal adds its Esc delay (~100 ms")

@@ -11,12 +11,11 @@ arrives, mostly a screen refresh, so this measures what the stack itself costs.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import random
 import sys
 import time
 
-from _common import parser, percentile, print_table, prose_tokens, write_json
+from _common import percentile, print_results, prose_tokens, run_esc_trials, write_json
 from markdown_it import MarkdownIt
 from textual.app import App, ComposeResult
 from textual.binding import Binding
@@ -107,42 +106,21 @@ async def measure(rate: int, trials: int, seed: int, size: tuple[int, int]) -> d
 
 
 def main() -> int:
-    p = parser(__doc__.splitlines()[0])
-    p.add_argument("--trials", type=int, default=200, help="Esc presses per rate")
-    p.add_argument("--rates", type=int, nargs="+", default=[100, 1000, 5000])
-    p.add_argument("--seed", type=int, default=1)
-    args = p.parse_args()
-    results = [
-        asyncio.run(measure(rate, args.trials, args.seed, size))
-        for size, rate in itertools.product(args.sizes, args.rates)
-    ]
-    print_table(
+    args, results = run_esc_trials(__doc__.splitlines()[0], measure)
+    print_results(
         "Bare Textual: Esc → handler, and screen refresh times (ms)",
         [
-            "terminal",
-            "tokens/s",
-            "trials",
-            "ack p50",
-            "ack p95",
-            "ack p99",
-            "ack max",
-            "frame p50",
-            "frame p99",
+            ("terminal", "size"),
+            ("tokens/s", "rate_tokens_per_s"),
+            ("trials", "trials"),
+            ("ack p50", "ack_p50_ms"),
+            ("ack p95", "ack_p95_ms"),
+            ("ack p99", "ack_p99_ms"),
+            ("ack max", "ack_max_ms"),
+            ("frame p50", "frame_p50_ms"),
+            ("frame p99", "frame_p99_ms"),
         ],
-        [
-            [
-                r["size"],
-                r["rate_tokens_per_s"],
-                r["trials"],
-                r["ack_p50_ms"],
-                r["ack_p95_ms"],
-                r["ack_p99_ms"],
-                r["ack_max_ms"],
-                r["frame_p50_ms"],
-                r["frame_p99_ms"],
-            ]
-            for r in results
-        ],
+        results,
     )
     print("No chatui code: one Markdown widget per reply in an anchored VerticalScroll.")
     write_json(args.json, {"benchmark": "textual_floor", "results": results})
