@@ -62,6 +62,30 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
+ESC_COLUMNS = [
+    ("terminal", "size"),
+    ("tokens/s", "rate_tokens_per_s"),
+    ("trials", "trials"),
+    ("ack p50", "ack_p50_ms"),
+    ("ack p95", "ack_p95_ms"),
+    ("ack p99", "ack_p99_ms"),
+    ("ack max", "ack_max_ms"),
+]
+
+
+def esc_figures(size: tuple[int, int], rate: int, acked: list[float]) -> dict:
+    """The figures every Esc benchmark reports for one case (`acked`: ms per trial)."""
+    return {
+        "size": f"{size[0]}x{size[1]}",
+        "rate_tokens_per_s": rate,
+        "trials": len(acked),
+        "ack_p50_ms": percentile(acked, 50),
+        "ack_p95_ms": percentile(acked, 95),
+        "ack_p99_ms": percentile(acked, 99),
+        "ack_max_ms": max(acked),
+    }
+
+
 def run_esc_trials(
     description: str, measure: Callable[[int, int, int, tuple[int, int]], Awaitable[dict]]
 ) -> tuple[argparse.Namespace, list[dict]]:

@@ -17,7 +17,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import PacedProvider, percentile, print_results, run_esc_trials, write_json
+from _common import (
+    ESC_COLUMNS,
+    PacedProvider,
+    esc_figures,
+    percentile,
+    print_results,
+    run_esc_trials,
+    write_json,
+)
 from textual.widgets import Markdown
 
 from chatui.app import ChatApp
@@ -71,13 +79,7 @@ async def measure_rate(rate: int, trials: int, seed: int, size: tuple[int, int])
             await app.action_quit()
         store.close()
     return {
-        "size": f"{size[0]}x{size[1]}",
-        "rate_tokens_per_s": rate,
-        "trials": trials,
-        "ack_p50_ms": percentile(acked, 50),
-        "ack_p95_ms": percentile(acked, 95),
-        "ack_p99_ms": percentile(acked, 99),
-        "ack_max_ms": max(acked),
+        **esc_figures(size, rate, acked),
         "work_stopped_p50_ms": percentile(stopped, 50),
         "work_stopped_p99_ms": percentile(stopped, 99),
         "tokens_after_ack": late,
@@ -90,13 +92,7 @@ def main() -> int:
     print_results(
         "Esc → stop acknowledged on screen (goal: p99 ≤ 10 ms, 0 tokens after acknowledgement)",
         [
-            ("terminal", "size"),
-            ("tokens/s", "rate_tokens_per_s"),
-            ("trials", "trials"),
-            ("ack p50", "ack_p50_ms"),
-            ("ack p95", "ack_p95_ms"),
-            ("ack p99", "ack_p99_ms"),
-            ("ack max", "ack_max_ms"),
+            *ESC_COLUMNS,
             ("stopped p50", "work_stopped_p50_ms"),
             ("stopped p99", "work_stopped_p99_ms"),
             ("tokens after ack", "tokens_after_ack"),

@@ -15,7 +15,15 @@ import random
 import sys
 import time
 
-from _common import percentile, print_results, prose_tokens, run_esc_trials, write_json
+from _common import (
+    ESC_COLUMNS,
+    esc_figures,
+    percentile,
+    print_results,
+    prose_tokens,
+    run_esc_trials,
+    write_json,
+)
 from markdown_it import MarkdownIt
 from textual.app import App, ComposeResult
 from textual.binding import Binding
@@ -93,13 +101,7 @@ async def measure(rate: int, trials: int, seed: int, size: tuple[int, int]) -> d
             await pilot.pause(0.02)
         frames = list(frame_ms)
     return {
-        "size": f"{size[0]}x{size[1]}",
-        "rate_tokens_per_s": rate,
-        "trials": trials,
-        "ack_p50_ms": percentile(acked, 50),
-        "ack_p95_ms": percentile(acked, 95),
-        "ack_p99_ms": percentile(acked, 99),
-        "ack_max_ms": max(acked),
+        **esc_figures(size, rate, acked),
         "frame_p50_ms": percentile(frames, 50),
         "frame_p99_ms": percentile(frames, 99),
     }
@@ -110,13 +112,7 @@ def main() -> int:
     print_results(
         "Bare Textual: Esc → handler, and screen refresh times (ms)",
         [
-            ("terminal", "size"),
-            ("tokens/s", "rate_tokens_per_s"),
-            ("trials", "trials"),
-            ("ack p50", "ack_p50_ms"),
-            ("ack p95", "ack_p95_ms"),
-            ("ack p99", "ack_p99_ms"),
-            ("ack max", "ack_max_ms"),
+            *ESC_COLUMNS,
             ("frame p50", "frame_p50_ms"),
             ("frame p99", "frame_p99_ms"),
         ],
