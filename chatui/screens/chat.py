@@ -231,8 +231,8 @@ class ChatScreen(Screen[None]):
         # None, not False: the key stays in the footer, dimmed, so the footer keeps
         # the same keys from turn to turn (and Esc still reaches popups and inputs).
         if action == "stop":
-            running = self.turn is not None and self.turn.running
-            return True if running and not self.turn.token.cancelled else None
+            turn = self.turn
+            return True if turn and turn.running and not turn.token.cancelled else None
         if action == "recall":
             return True if self.recallable is not None else None
         return True
