@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from apphelpers import make_app, send, settled, wait_until
 from scripted import RAISE, STALL, ScriptedProvider, words
+from textual import events
+from textual.binding import Binding
+from textual.command import CommandPalette
+from textual.widget import Widget
 
 from chatui.messages import ModelResponse, ResponseState, UserPrompt
 from chatui.screens.conversations import ConversationList, TextPrompt
@@ -82,6 +86,81 @@ async def test_escape_closes_the_conversation_list_not_a_turn(store: Store) -> N
         await wait_until(pilot, lambda: not isinstance(app.screen, ConversationList))
 
         assert app.chat.turn is not None and app.chat.turn.running
+        await pilot.press("escape")
+        await wait_until(pilot, settled(app))
+        assert app.last_outcome.state is ResponseState.INTERRUPTED
+
+
+async def test_escape_is_taken_before_it_reaches_the_composer(store: Store) -> None:
+    # One trip through the event loop, not four: the key must not visit the composer.
+    provider = ScriptedProvider([*words("partial", end=None), STALL])
+    app = make_app(store, provider)
+    async with app.run_test() as pilot:
+        composer = app.screen.query_one(Composer)
+        seen: list[str] = []
+        composer.message_signal.subscribe(
+            composer,
+            lambda m: seen.append(m.key) if isinstance(m, events.Key) else None,
+            immediate=True,
+        )
+        await pilot.press("x")
+        assert seen == ["x"]  # The probe sees keys that do reach the composer.
+        await send(pilot, "go")
+        await provider.last.stalled.wait()
+        seen.clear()
+
+        await pilot.press("escape")
+        await wait_until(pilot, settled(app))
+
+        assert app.last_outcome.state is ResponseState.INTERRUPTED
+        assert seen == []
+
+
+class EscapeMenu(Widget, can_focus=True):
+    """A stand-in for a dropdown on the chat screen: it binds Esc itself."""
+
+    BINDINGS = [Binding("escape", "close", "Close")]
+    closed = 0
+
+    def action_close(self) -> None:
+        self.closed += 1
+
+
+async def test_a_focused_widget_that_binds_escape_gets_it_first(store: Store) -> None:
+    provider = ScriptedProvider([*words("partial", end=None), STALL])
+    app = make_app(store, provider)
+    async with app.run_test() as pilot:
+        await send(pilot, "go")
+        await provider.last.stalled.wait()
+        menu = EscapeMenu()
+        await app.chat.mount(menu)
+        menu.focus()
+        await pilot.pause()
+
+        await pilot.press("escape")
+        assert menu.closed == 1
+        assert app.chat.turn.running
+
+        app.screen.query_one(Composer).focus()
+        await pilot.press("escape")
+        await wait_until(pilot, settled(app))
+        assert menu.closed == 1
+        assert app.last_outcome.state is ResponseState.INTERRUPTED
+
+
+async def test_escape_closes_the_command_palette_not_a_turn(store: Store) -> None:
+    provider = ScriptedProvider([*words("partial", end=None), STALL])
+    app = make_app(store, provider)
+    async with app.run_test() as pilot:
+        await send(pilot, "go")
+        await provider.last.stalled.wait()
+        await pilot.press("ctrl+p")
+        await wait_until(pilot, lambda: isinstance(app.screen, CommandPalette))
+
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: not isinstance(app.screen, CommandPalette))
+        assert app.chat.turn.running
+
         await pilot.press("escape")
         await wait_until(pilot, settled(app))
         assert app.last_outcome.state is ResponseState.INTERRUPTED

@@ -38,7 +38,11 @@ class ChatScreen(Screen[None]):
     """One conversation at a time; Esc stops the running turn."""
 
     BINDINGS = [
-        Binding("escape", "stop", "Stop"),
+        # Priority: taken when the key arrives, before it visits the focused widget
+        # and bubbles back (three more trips through the event loop, each of which
+        # can wait behind a frame). check_action lets Esc through to a focused
+        # widget that binds Esc itself, and to anything when no turn runs.
+        Binding("escape", "stop", "Stop", priority=True),
         Binding("ctrl+r", "recall", "Recall prompt"),
         Binding("ctrl+n", "new_conversation", "New"),
         Binding("ctrl+o", "conversations", "Conversations"),
@@ -232,7 +236,8 @@ class ChatScreen(Screen[None]):
         # the same keys from turn to turn (and Esc still reaches popups and inputs).
         if action == "stop":
             turn = self.turn
-            return True if turn and turn.running and not turn.token.cancelled else None
+            running = turn is not None and turn.running and not turn.token.cancelled
+            return True if running and not self._focus_binds_escape() else None
         if action == "recall":
             return True if self.recallable is not None else None
         return True
@@ -277,6 +282,15 @@ class ChatScreen(Screen[None]):
             await asyncio.shield(self._turn_task)
 
     # Helpers
+
+    def _focus_binds_escape(self) -> bool:
+        """Whether the focused widget or a container of it binds Esc (a dropdown, say)."""
+        node = self.focused
+        while node is not None and node is not self:
+            if node._bindings.key_to_bindings.get("escape"):
+                return True
+            node = node.parent
+        return False
 
     async def _mount(self, widget: Static | AssistantMessage) -> None:
         await self._messages.mount(widget)
