@@ -14,6 +14,7 @@ from markdown_it import MarkdownIt
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
+from textual.strip import Strip
 from textual.widgets import Markdown, Static
 from textual.widgets.markdown import MarkdownStream
 
@@ -33,9 +34,21 @@ def _shared_parser() -> MarkdownIt:
     return _PARSER
 
 
+class ReplyMarkdown(Markdown):
+    """Markdown for (a text run of) a reply.
+
+    `BLANK`: the widget itself draws nothing (no border, padding or background
+    of its own; its blocks draw the text), so Textual gives it blank lines
+    instead of rendering its whole height, as long as the reply, each time it
+    grows.
+    """
+
+    BLANK = True
+
+
 def reply_markdown(text: str | None = None) -> Markdown:
     """A Markdown widget for (a text run of) a reply."""
-    return Markdown(text, parser_factory=_shared_parser)
+    return ReplyMarkdown(text, parser_factory=_shared_parser)
 
 
 class UserMessage(Static):
@@ -102,6 +115,11 @@ class AssistantMessage(Vertical):
         self.stopped_at: float | None = None
         self.late_writes = 0
         self.written = 0
+
+    def render_line(self, y: int) -> Strip:
+        # A container's content is blank: its children are drawn over it. Textual
+        # would otherwise render the whole height of the reply whenever it grows.
+        return Strip.blank(self.size.width, self.visual_style.rich_style)
 
     def compose(self) -> ComposeResult:
         if self._streaming:
