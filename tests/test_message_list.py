@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import re
+
+import pytest
 from apphelpers import make_app, send, settled, wait_until
 from scripted import STALL, ScriptedProvider, words
 from textual.pilot import Pilot
+from textual.widgets.markdown import MarkdownBlock
 
 from chatui.app import ChatApp
 from chatui.messages import ModelResponse, ResponseState, UserPrompt
+from chatui.providers.base import TextDelta
 from chatui.store import Store
 from chatui.widgets.chat_message import AssistantMessage
 from chatui.widgets.message_list import MessageList
@@ -29,6 +34,7 @@ def seed(store: Store, pairs: int) -> str:
 
 
 async def open_long(app: ChatApp, pilot: Pilot, conversation_id: str) -> MessageList:
+    """Open a conversation at its end."""
     await app.open_conversation(conversation_id)
     await pilot.pause()
     messages = app.screen.query_one(MessageList)
@@ -37,8 +43,25 @@ async def open_long(app: ChatApp, pilot: Pilot, conversation_id: str) -> Message
     return messages
 
 
+@pytest.fixture
+def no_auto_fold(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing folds unless the test asks: the reference screens."""
+    monkeypatch.setattr(MessageList, "_after_layout", lambda self, screen: None)
+
+
+async def plain_screen(store: Store, conversation_id: str, size: tuple[int, int]) -> str:
+    """The screen at the end of a conversation, never folded."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(MessageList, "_after_layout", lambda self, screen: None)
+        app = make_app(store, ScriptedProvider())
+        async with app.run_test(size=size) as pilot:
+            messages = await open_long(app, pilot, conversation_id)
+            assert messages.folded == []
+            return screenshot(app)
+
+
 async def test_folding_hides_the_items_above_the_view_and_nothing_on_screen_changes(
-    store: Store,
+    store: Store, no_auto_fold: None
 ) -> None:
     conversation_id = seed(store, 10)
     app = make_app(store, ScriptedProvider())
@@ -70,7 +93,7 @@ async def test_scrolling_up_to_the_folded_items_shows_them_as_before(store: Stor
         top_before = app.export_screenshot()
         messages.scroll_end(animate=False, immediate=True)
         await pilot.pause()
-        assert messages.fold_above_view() > 0
+        assert len(messages.folded) >= 12  # What went a view or more out of sight folds.
 
         messages.scroll_home(animate=False, immediate=True)
         await pilot.pause()
@@ -80,7 +103,7 @@ async def test_scrolling_up_to_the_folded_items_shows_them_as_before(store: Stor
         assert app.export_screenshot() == top_before
 
 
-async def test_a_resize_shows_the_folded_items_again(store: Store) -> None:
+async def test_after_a_resize_the_screen_is_as_if_nothing_had_folded(store: Store) -> None:
     conversation_id = seed(store, 10)
     app = make_app(store, ScriptedProvider())
     async with app.run_test(size=(80, 24)) as pilot:
@@ -88,10 +111,11 @@ async def test_a_resize_shows_the_folded_items_again(store: Store) -> None:
         assert messages.fold_above_view() > 0
 
         await pilot.resize_terminal(60, 24)
+        messages.scroll_end(animate=False, immediate=True)
         await pilot.pause()
 
-        assert messages.folded == []
-        assert all(item.display for item in messages.items)
+        assert messages.folded  # Unfolded for the new widths, then folded again.
+        assert screenshot(app) == await plain_screen(store, conversation_id, (60, 24))
 
 
 async def test_sending_a_prompt_folds_the_history_and_the_reply_streams_below_it(
@@ -106,13 +130,13 @@ async def test_sending_a_prompt_folds_the_history_and_the_reply_streams_below_it
         await provider.started.wait()
         await wait_until(pilot, lambda: app.chat.query(AssistantMessage).last().written == 5)
 
-        assert len(messages.folded) >= 17
+        assert len(messages.folded) >= 12
         assert messages.items[-1] is app.chat.query(AssistantMessage).last()
         assert messages.items[-1].display and messages.items[-2].display
 
         await pilot.press("escape")
         await wait_until(pilot, settled(app))
-        assert len(messages.folded) >= 17  # Still folded until the user scrolls up.
+        assert len(messages.folded) >= 12  # Still folded until the user scrolls up.
         messages.scroll_home(animate=False, immediate=True)
         await pilot.pause()
         assert messages.folded == []
@@ -128,3 +152,81 @@ async def test_the_spacer_stays_before_every_item_when_conversations_change(
             messages = await open_long(app, pilot, conversation_id)
             assert len(messages.items) == items
             assert messages.children[0] not in messages.items
+
+
+LONG_REPLY = "\n\n".join(f"Paragraph {n}: some prose that fills most of a line." for n in range(40))
+
+
+def seed_long_reply(store: Store) -> str:
+    conversation = store.create_conversation("one long reply")
+    store.save_item(conversation.id, UserPrompt("Tell me everything."))
+    response = ModelResponse("scripted", "script-1", state=ResponseState.COMPLETE)
+    response.append_text(LONG_REPLY)
+    store.save_item(conversation.id, response)
+    return conversation.id
+
+
+def screenshot(app: ChatApp) -> str:
+    """The screen as SVG, its segments joined and without the export's id (a hash of them)."""
+    return re.sub(r"terminal-\d+", "terminal", app.export_screenshot(simplify=True))
+
+
+def shown_blocks(view: AssistantMessage) -> int:
+    return sum(1 for block in view.query(MarkdownBlock) if block.display)
+
+
+async def test_a_long_reply_folds_its_own_blocks_above_the_view(
+    store: Store, no_auto_fold: None
+) -> None:
+    app = make_app(store, ScriptedProvider())
+    async with app.run_test(size=(80, 24)) as pilot:
+        messages = await open_long(app, pilot, seed_long_reply(store))
+        (view,) = app.screen.query(AssistantMessage)
+        assert shown_blocks(view) == 40
+        screen_before = screenshot(app)
+        scroll, height = messages.scroll_y, messages.virtual_size.height
+
+        messages.fold_above_view()
+        await pilot.pause()
+
+        # The prompt is folded, and all but the blocks in (or just above) the view.
+        assert messages.folded == messages.items[:1]
+        assert shown_blocks(view) <= 10
+        assert (messages.scroll_y, messages.virtual_size.height) == (scroll, height)
+        assert screenshot(app) == screen_before
+
+        messages.scroll_relative(y=-1, animate=False, immediate=True)
+        await pilot.pause()
+        assert shown_blocks(view) == 40 and messages.folded == []
+        messages.scroll_relative(y=1, animate=False, immediate=True)
+        await pilot.pause()
+        assert screenshot(app) == screen_before
+
+
+async def test_a_streaming_reply_folds_its_early_blocks_as_it_grows(store: Store) -> None:
+    paragraphs = [
+        TextDelta(f"Paragraph {n}: some prose that fills most of a line.\n\n") for n in range(60)
+    ]
+    provider = ScriptedProvider([*paragraphs, STALL])
+    app = make_app(store, provider)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await send(pilot, "go on")
+        await provider.started.wait()
+        await provider.last.stalled.wait()
+        view = app.chat.query(AssistantMessage).last()
+        await wait_until(pilot, lambda: len(view.query(MarkdownBlock)) == 60, timeout=5)
+        await pilot.pause()
+
+        # Of 60 blocks, those in the view and in the view's height above it.
+        assert shown_blocks(view) <= 20
+        folded_screen = screenshot(app)
+        messages = app.screen.query_one(MessageList)
+        app.screen.screen_layout_refresh_signal.unsubscribe(messages)
+        messages.unfold()
+        await pilot.pause()
+        assert shown_blocks(view) == 60
+        assert screenshot(app) == folded_screen
+
+        await pilot.press("escape")
+        await wait_until(pilot, settled(app))
+        assert "Paragraph 59" in view.response.text

@@ -20,6 +20,7 @@ from textual.widgets.markdown import MarkdownStream
 
 from chatui.messages import ModelResponse, ResponseState, ToolCallPart, ToolResult
 from chatui.sanitize import visible
+from chatui.widgets.fold import Fold
 
 _PARSER = MarkdownIt("gfm-like")  # Textual's default preset.
 
@@ -35,7 +36,7 @@ def _shared_parser() -> MarkdownIt:
 
 
 class ReplyMarkdown(Markdown):
-    """Markdown for (a text run of) a reply.
+    """Markdown for (a text run of) a reply, which can fold its blocks above the view.
 
     `BLANK`: the widget itself draws nothing (no border, padding or background
     of its own; its blocks draw the text), so Textual gives it blank lines
@@ -45,10 +46,25 @@ class ReplyMarkdown(Markdown):
 
     BLANK = True
 
+    def __init__(self, markdown: str | None = None) -> None:
+        super().__init__(markdown, parser_factory=_shared_parser)
+        self._fold = Fold()
+
+    def compose(self) -> ComposeResult:
+        yield self._fold.spacer  # Blocks are mounted after it.
+
+    def fold_above(self, screen_y: int) -> int:
+        """Fold the blocks that end above `screen_y`, a screen row."""
+        blocks = [child for child in self.children if child is not self._fold.spacer]
+        return self._fold.fold(blocks, screen_y - self.content_region.y)
+
+    def unfold(self) -> None:
+        self._fold.unfold()
+
 
 def reply_markdown(text: str | None = None) -> Markdown:
     """A Markdown widget for (a text run of) a reply."""
-    return ReplyMarkdown(text, parser_factory=_shared_parser)
+    return ReplyMarkdown(text)
 
 
 class UserMessage(Static):
@@ -115,6 +131,14 @@ class AssistantMessage(Vertical):
         self.stopped_at: float | None = None
         self.late_writes = 0
         self.written = 0
+
+    def fold_above(self, screen_y: int) -> int:
+        """Fold the early blocks of the text runs that start above `screen_y`."""
+        return sum(md.fold_above(screen_y) for md in self.query_children(ReplyMarkdown))
+
+    def unfold(self) -> None:
+        for markdown in self.query_children(ReplyMarkdown):
+            markdown.unfold()
 
     def render_line(self, y: int) -> Strip:
         # A container's content is blank: its children are drawn over it. Textual

@@ -1,4 +1,4 @@
-"""The scrolling list of a conversation's items, which can fold what is out of sight."""
+"""The scrolling list of a conversation's items, which folds what is out of sight."""
 
 from __future__ import annotations
 
@@ -6,37 +6,46 @@ from collections.abc import Iterable
 
 from textual import events
 from textual.containers import VerticalScroll
+from textual.screen import Screen
 from textual.widget import Widget
-from textual.widgets import Static
+
+from chatui.widgets.fold import Fold, FoldsInside
 
 
 class MessageList(VerticalScroll):
     """A conversation's items, oldest first, anchored to the newest.
 
-    Every screen refresh lays out every displayed widget, so the history above
-    the view would cost time on each frame of a streaming reply without being
-    seen. `fold_above_view()` hides the items that are entirely above the view
-    behind one blank spacer of the same height, so the screen and the scroll
-    position do not change. Scrolling up to the spacer, a resize, or
-    `unfold()` shows the items again.
+    What has gone out of sight above the view is folded (see `Fold`) after
+    each layout, and by `fold_above_view()`. A long reply that starts above the
+    view folds its own early blocks the same way, so a frame of a streaming
+    reply costs about the same at its thousandth line as at its tenth.
+    Scrolling up, a resize, or `unfold()` shows everything again, before the
+    next frame: no blank is ever shown.
     """
 
     def __init__(self, *, id: str | None = None) -> None:
-        self._spacer = Static(classes="fold-spacer")
-        self._spacer.display = False
-        super().__init__(self._spacer, id=id)  # Composed first, so always the first child.
-        self._folded: list[Widget] = []
-        self._spacer_height = 0
+        self._fold = Fold()
+        super().__init__(self._fold.spacer, id=id)  # Composed first: always the first child.
+        self._folded_inside: set[FoldsInside] = set()
+
+    def on_mount(self) -> None:
+        self.screen.screen_layout_refresh_signal.subscribe(self, self._after_layout)
+
+    def _after_layout(self, screen: Screen) -> None:
+        # Anchored growth scrolls without calling the scroll watchers. Fold only what
+        # ends a whole view above it, so a reply that shrinks a little (a re-parsed
+        # last block) never brings a fold into sight.
+        self.fold_above_view(margin=self.scrollable_content_region.height)
 
     @property
     def folded(self) -> list[Widget]:
         """The items hidden behind the spacer, oldest first."""
-        return list(self._folded)
+        return self._fold.folded
 
     @property
     def items(self) -> list[Widget]:
         """The conversation's widgets, folded or not."""
-        return [child for child in self.children if child is not self._spacer]
+        return [child for child in self.children if child is not self._fold.spacer]
 
     async def replace_items(self, widgets: Iterable[Widget]) -> None:
         """Show `widgets` instead of the current items."""
@@ -44,46 +53,31 @@ class MessageList(VerticalScroll):
         await self.remove_children(self.items)
         await self.mount_all(widgets)
 
-    def fold_above_view(self) -> int:
-        """Fold the items entirely above the view; return how many were folded.
+    def fold_above_view(self, margin: int = 0) -> int:
+        """Fold what ends `margin` lines or more above the view; return how many items folded.
 
         Measures the layout of the last screen refresh, so call it when that is
         current (not between mounting a widget and the next refresh).
         """
-        top = round(self.scroll_y)
-        newly: list[Widget] = []
-        for item in self.items[len(self._folded) :]:
-            region = item.virtual_region_with_margin
-            if not item.display or region.bottom > top:
-                break
-            newly.append(item)
-        if not newly:
-            return 0
-        last = newly[-1]
-        # The spacer ends where the last folded item's margin ends: the next item's
-        # top margin then collapses against the same bottom margin as before.
-        self._spacer_height = last.virtual_region.bottom
-        self._spacer.styles.height = self._spacer_height
-        self._spacer.styles.margin = (0, 0, last.styles.margin.bottom, 0)
-        for item in newly:
-            item.display = False
-        self._spacer.display = True
-        self._folded.extend(newly)
-        return len(newly)
+        items = self.items
+        folded = self._fold.fold(items, round(self.scroll_y) - margin)
+        rest = items[len(self._fold.folded) :]
+        first = rest[0] if rest else None  # It may start above the view: a long reply, say.
+        if isinstance(first, FoldsInside) and first.fold_above(self.content_region.y - margin):
+            self._folded_inside.add(first)
+        return folded
 
     def unfold(self) -> None:
-        """Show every folded item again."""
-        if not self._folded:
-            return
-        for item in self._folded:
-            item.display = True
-        self._folded.clear()
-        self._spacer.display = False
+        """Show everything folded again."""
+        self._fold.unfold()
+        for item in self._folded_inside:
+            item.unfold()
+        self._folded_inside.clear()
 
     def watch_scroll_y(self, old_value: float, new_value: float) -> None:
         super().watch_scroll_y(old_value, new_value)
-        if self._folded and new_value < self._spacer_height:
-            self.unfold()  # Laid out again before the next frame: no blank is ever shown.
+        if new_value < old_value:
+            self.unfold()  # Laid out again before the next frame.
 
     def on_resize(self, event: events.Resize) -> None:
         self.unfold()  # The items' heights change with the width.

@@ -1,0 +1,79 @@
+"""Folding: hide a container's leading children that are out of sight, with nothing moving.
+
+Every screen refresh lays out every displayed widget, so content above the
+view costs time on each frame of a streaming reply without being seen. A
+`Fold` hides such children behind one blank spacer of the same height (the
+container's first child), so the screen and the scroll position stay the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+from textual.widget import Widget
+from textual.widgets import Static
+
+
+class Fold:
+    """The folded leading children of one container, and the spacer that stands in for them."""
+
+    def __init__(self) -> None:
+        self.spacer = Static(classes="fold-spacer")
+        self.spacer.display = False
+        self._folded: list[Widget] = []
+        self.height = 0  # Where the spacer ends, in the container's coordinates.
+
+    @property
+    def folded(self) -> list[Widget]:
+        """The hidden children, in order."""
+        return list(self._folded)
+
+    def fold(self, children: Sequence[Widget], top: int) -> int:
+        """Hide the leading `children` (the spacer not among them) that end at or above `top`.
+
+        `top` is in the container's virtual coordinates, and the measure is the
+        last layout: call this when that is current. Returns how many were hidden.
+        """
+        newly: list[Widget] = []
+        for child in children[len(self._folded) :]:
+            region = child.virtual_region_with_margin
+            if not (child.display and region) or region.bottom > top:
+                break  # Shown, or hidden, or not laid out yet: this one and the rest stay.
+            newly.append(child)
+        if not newly:
+            return 0
+        last = newly[-1]
+        # The spacer ends where the last folded child's margin ends: the next child's
+        # top margin then collapses against the same bottom margin as before.
+        self.height = last.virtual_region.bottom
+        self.spacer.styles.height = self.height
+        self.spacer.styles.margin = (0, 0, last.styles.margin.bottom, 0)
+        for child in newly:
+            child.display = False
+        self.spacer.display = True
+        self._folded.extend(newly)
+        return len(newly)
+
+    def unfold(self) -> None:
+        """Show every folded child again."""
+        if not self._folded:
+            return
+        for child in self._folded:
+            child.display = True
+        self._folded.clear()
+        self.spacer.display = False
+        self.height = 0
+
+
+@runtime_checkable
+class FoldsInside(Protocol):
+    """A widget that can fold its own content above a line of the screen."""
+
+    def fold_above(self, screen_y: int) -> int:
+        """Fold what ends above `screen_y` (a screen row); return how much was folded."""
+        ...
+
+    def unfold(self) -> None:
+        """Show everything folded again."""
+        ...
