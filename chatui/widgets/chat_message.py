@@ -8,6 +8,7 @@ shown, never acted on.
 
 from __future__ import annotations
 
+import threading
 import time
 
 from markdown_it import MarkdownIt
@@ -22,17 +23,21 @@ from chatui.messages import ModelResponse, ResponseState, ToolCallPart, ToolResu
 from chatui.sanitize import visible
 from chatui.widgets.fold import Fold
 
-_PARSER = MarkdownIt("gfm-like")  # Textual's default preset.
+_parsers = threading.local()
 
 
 def _shared_parser() -> MarkdownIt:
-    """The one Markdown parser every reply uses.
+    """The Markdown parser of this thread, shared by every reply.
 
     Without a factory, Textual builds a new parser (and compiles its linkify
-    patterns) on every append: a third of the streaming cost. Sharing one is
-    safe because parsing is synchronous and on the event loop only.
+    patterns) on every append: a third of the streaming cost. One per thread,
+    not one in all: `Markdown.update()` parses in a worker thread, and the
+    linkify matcher keeps state between calls.
     """
-    return _PARSER
+    parser = getattr(_parsers, "parser", None)
+    if parser is None:
+        parser = _parsers.parser = MarkdownIt("gfm-like")  # Textual's default preset.
+    return parser
 
 
 class ReplyMarkdown(Markdown):
