@@ -23,6 +23,8 @@ class MessageList(VerticalScroll):
     next frame: no blank is ever shown.
     """
 
+    BLANK = True  # It draws nothing itself (its items and scrollbar do): no lines to render.
+
     def __init__(self, *, id: str | None = None) -> None:
         self._fold = Fold()
         super().__init__(self._fold.spacer, id=id)  # Composed first: always the first child.
