@@ -43,16 +43,20 @@ async def open_long(app: ChatApp, pilot: Pilot, conversation_id: str) -> Message
     return messages
 
 
+def never_fold_by_itself(patch: pytest.MonkeyPatch) -> None:
+    patch.setattr(MessageList, "_after_layout", lambda self, screen: None)
+
+
 @pytest.fixture
 def no_auto_fold(monkeypatch: pytest.MonkeyPatch) -> None:
     """Nothing folds unless the test asks: the reference screens."""
-    monkeypatch.setattr(MessageList, "_after_layout", lambda self, screen: None)
+    never_fold_by_itself(monkeypatch)
 
 
 async def plain_screen(store: Store, conversation_id: str, size: tuple[int, int]) -> str:
     """The screen at the end of a conversation, never folded."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(MessageList, "_after_layout", lambda self, screen: None)
+        never_fold_by_itself(patch)
         app = make_app(store, ScriptedProvider())
         async with app.run_test(size=size) as pilot:
             messages = await open_long(app, pilot, conversation_id)

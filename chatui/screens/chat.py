@@ -143,7 +143,6 @@ class ChatScreen(Screen[None]):
             await self._mount(ErrorNotice(self.app.provider_problem()))
             return
         self.query_one(Composer).clear()
-        self._messages.fold_above_view()  # Out of sight, out of every frame's layout.
         await self._mount(UserMessage(message.text))
         turn = Turn(
             conversation=self.conversation,

@@ -139,11 +139,15 @@ class AssistantMessage(Vertical):
 
     def fold_above(self, screen_y: int) -> int:
         """Fold the early blocks of the text runs that start above `screen_y`."""
-        return sum(md.fold_above(screen_y) for md in self.query_children(ReplyMarkdown))
+        return sum(run.fold_above(screen_y) for run in self._text_runs())
 
     def unfold(self) -> None:
-        for markdown in self.query_children(ReplyMarkdown):
-            markdown.unfold()
+        for run in self._text_runs():
+            run.unfold()
+
+    def _text_runs(self) -> list[ReplyMarkdown]:
+        # Children, not a DOM query: this runs after every layout of a streaming frame.
+        return [child for child in self.children if isinstance(child, ReplyMarkdown)]
 
     def render_line(self, y: int) -> Strip:
         # A container's content is blank: its children are drawn over it. Textual

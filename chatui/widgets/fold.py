@@ -22,12 +22,14 @@ class Fold:
         self.spacer = Static(classes="fold-spacer")
         self.spacer.display = False
         self._folded: list[Widget] = []
-        self.height = 0  # Where the spacer ends, in the container's coordinates.
 
     @property
     def folded(self) -> list[Widget]:
         """The hidden children, in order."""
         return list(self._folded)
+
+    def __len__(self) -> int:
+        return len(self._folded)
 
     def fold(self, children: Sequence[Widget], top: int) -> int:
         """Hide the leading `children` (the spacer not among them) that end at or above `top`.
@@ -46,8 +48,7 @@ class Fold:
         last = newly[-1]
         # The spacer ends where the last folded child's margin ends: the next child's
         # top margin then collapses against the same bottom margin as before.
-        self.height = last.virtual_region.bottom
-        self.spacer.styles.height = self.height
+        self.spacer.styles.height = last.virtual_region.bottom
         self.spacer.styles.margin = (0, 0, last.styles.margin.bottom, 0)
         for child in newly:
             child.display = False
@@ -63,7 +64,6 @@ class Fold:
             child.display = True
         self._folded.clear()
         self.spacer.display = False
-        self.height = 0
 
 
 @runtime_checkable

@@ -63,8 +63,8 @@ class MessageList(VerticalScroll):
         """
         items = self.items
         folded = self._fold.fold(items, round(self.scroll_y) - margin)
-        rest = items[len(self._fold.folded) :]
-        first = rest[0] if rest else None  # It may start above the view: a long reply, say.
+        shown = len(self._fold)
+        first = items[shown] if shown < len(items) else None  # Maybe a long reply, above.
         if isinstance(first, FoldsInside) and first.fold_above(self.content_region.y - margin):
             self._folded_inside.add(first)
         return folded
