@@ -20,6 +20,7 @@ from chatui.providers.base import (
     ToolCallStart,
     UsageUpdate,
 )
+from chatui.screens.frame_clock import draw_soon
 from chatui.turn import ResponseStarted, ToolResultAdded, Turn, TurnEvent, TurnOutcome
 from chatui.widgets.chat_message import AssistantMessage, ErrorNotice, UserMessage
 from chatui.widgets.composer import Composer
@@ -189,7 +190,10 @@ class ChatScreen(Screen[None]):
         elif isinstance(payload, ToolResultAdded):
             view.show_tool_result(payload.result)
             return
-        elif isinstance(payload, UsageUpdate | StreamEnd):
+        elif isinstance(payload, StreamEnd):
+            await view.finish()  # The rest of the text, then the reply's end, on screen
+            draw_soon(self)  # at once rather than at the frame clock's next tick.
+        elif isinstance(payload, UsageUpdate):
             pass
         status = self._status
         if status.state != "streaming":

@@ -15,6 +15,7 @@ from markdown_it import MarkdownIt
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
+from textual.geometry import Region
 from textual.strip import Strip
 from textual.widgets import Markdown, Static
 from textual.widgets.markdown import MarkdownStream
@@ -150,9 +151,22 @@ class AssistantMessage(Vertical):
         return [child for child in self.children if isinstance(child, ReplyMarkdown)]
 
     def render_line(self, y: int) -> Strip:
-        # A container's content is blank: its children are drawn over it. Textual
-        # would otherwise render the whole height of the reply whenever it grows.
+        # A container's content is blank: its children are drawn over it.
         return Strip.blank(self.size.width, self.visual_style.rich_style)
+
+    def render_lines(self, crop: Region) -> list[Strip]:
+        # Between its top and bottom borders every line of the box is the same:
+        # render one and repeat it. Textual would render each line in sight, on
+        # every frame in which the reply grows.
+        first, last = crop.y, crop.bottom - 1
+        middle_first, middle_last = max(first, 1), min(last, self.outer_size.height - 2)
+        if middle_last - middle_first < 2:
+            return super().render_lines(crop)
+        x, width = crop.x, crop.width
+        above = super().render_lines(Region(x, first, width, middle_first - first))
+        middle = super().render_lines(Region(x, middle_first, width, 1))
+        below = super().render_lines(Region(x, middle_last + 1, width, last - middle_last))
+        return above + middle * (middle_last - middle_first + 1) + below
 
     def compose(self) -> ComposeResult:
         if self._streaming:

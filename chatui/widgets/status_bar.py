@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rich.text import Text
+from textual.content import Content
 from textual.reactive import reactive
 from textual.widgets import Static
 
@@ -10,19 +10,20 @@ from chatui.messages import ModelResponse
 
 STATE_STYLES = {
     "idle": "dim",
-    "loading": "yellow",
-    "waiting": "yellow",
-    "streaming": "green",
-    "stopping": "bold yellow",
-    "stopped": "bold yellow",
-    "failed": "bold red",
+    "loading": "ansi_yellow",
+    "waiting": "ansi_yellow",
+    "streaming": "ansi_green",
+    "stopping": "bold ansi_yellow",
+    "stopped": "bold ansi_yellow",
+    "failed": "bold ansi_red",
 }
 
 
 class StatusBar(Static):
     """One line under the composer.
 
-    Token figures are read from `response` when the line is drawn, so a
+    Text from a provider (its name, the model's) is plain `Content`: never
+    parsed as markup. Token figures are read from `response` when the line is drawn, so a
     streaming reply costs one `refresh()` per frame (see `touch()`).
     All times come from the turn's clock.
     """
@@ -41,28 +42,29 @@ class StatusBar(Static):
             self._stale = True
             self.refresh()
 
-    def render(self) -> Text:
+    def render(self) -> Content:
+        # Textual's Content, not Rich Text: this line is drawn on every frame of a
+        # stream, and Content renders without Rich's console pipeline.
         self._stale = False
-        text = Text(no_wrap=True, overflow="ellipsis")
-        text.append(f" {self.provider}", style="bold")
-        if self.model:
-            text.append(f" · {self.model}")
-        text.append(" │ ")
         style = STATE_STYLES.get(self.state, "")
-        text.append(self.detail if self.state == "loading" and self.detail else self.state, style)
+        parts: list[str | tuple[str, str]] = [(f" {self.provider}", "bold")]
+        if self.model:
+            parts.append(f" · {self.model}")
+        parts += [
+            " │ ",
+            (self.detail if self.state == "loading" and self.detail else self.state, style),
+        ]
         if self.detail and self.state != "loading":
-            text.append(f" {self.detail}", style=style)
+            parts.append((f" {self.detail}", style))
         if self.state == "stopped" and self.stop_ms is not None:
-            text.append(f" in {self.stop_ms:.1f} ms", style=style)
-        response = self.response
-        if response is None:
-            return text
-        usage, timings = response.usage, response.timings
-        tokens = max(usage.output_tokens, response.received)
-        estimated = usage.estimated or (response.received and not usage.output_tokens)
-        text.append(f" │ {'~' if estimated else ''}{tokens} tok")
-        if (speed := timings.tokens_per_second(response.received)) is not None:
-            text.append(f" │ {speed:.0f} tok/s")
-        if (first := timings.time_to_first_token) is not None:
-            text.append(f" │ TTFT {first * 1000:.0f} ms")
-        return text
+            parts.append((f" in {self.stop_ms:.1f} ms", style))
+        if (response := self.response) is not None:
+            usage, timings = response.usage, response.timings
+            tokens = max(usage.output_tokens, response.received)
+            estimated = usage.estimated or (response.received and not usage.output_tokens)
+            parts.append(f" │ {'~' if estimated else ''}{tokens} tok")
+            if (speed := timings.tokens_per_second(response.received)) is not None:
+                parts.append(f" │ {speed:.0f} tok/s")
+            if (first := timings.time_to_first_token) is not None:
+                parts.append(f" │ TTFT {first * 1000:.0f} ms")
+        return Content.assemble(*parts)

@@ -1,0 +1,103 @@
+"""The end of a reply is drawn at once, not at the frame clock's next tick.
+
+Also: a reply's box renders one middle line and repeats it, with the same
+result as rendering every line.
+"""
+
+from __future__ import annotations
+
+import pytest
+from apphelpers import make_app, send, settled, wait_until
+from scripted import ScriptedProvider, words
+from textual.app import App, ComposeResult
+from textual.geometry import Region
+from textual.screen import Screen
+from textual.widget import Widget
+from textual.widgets import Markdown, Static
+
+from chatui.messages import ModelResponse, ResponseState
+from chatui.screens import frame_clock
+from chatui.screens.frame_clock import draw_now
+from chatui.store import Store
+from chatui.widgets.chat_message import AssistantMessage
+
+
+class OneLine(App[None]):
+    def compose(self) -> ComposeResult:
+        yield Static("one line")
+
+
+async def test_draw_now_draws_at_once_and_only_what_changed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Fails if Textual's private frame callback is gone or no longer draws.
+    frames: list[Screen] = []
+    refresh = Screen._compositor_refresh
+
+    def counting_refresh(screen: Screen) -> None:
+        frames.append(screen)
+        refresh(screen)
+
+    monkeypatch.setattr(Screen, "_compositor_refresh", counting_refresh)
+    app = OneLine()
+    async with app.run_test(size=(40, 10)) as pilot:
+        await pilot.pause()
+        screen, drawn = app.screen, len(frames)
+        screen.refresh(layout=True)  # No await from here on: the clock cannot tick.
+        assert draw_now(screen)
+        assert len(frames) > drawn
+        drawn = len(frames)
+        assert draw_now(screen)  # Nothing changed since: nothing to draw.
+        assert len(frames) == drawn
+
+
+async def test_a_reply_is_drawn_as_its_stream_ends(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reply = "The whole reply, every word of it."
+    drawn: list[str] = []  # The text in the reply's widget at each early draw.
+
+    def recording_draw_now(screen: Screen) -> bool:
+        view = screen.query(AssistantMessage).last()
+        drawn.append("".join(m.source for m in view.query(Markdown)))
+        return draw_now(screen)
+
+    monkeypatch.setattr(frame_clock, "draw_now", recording_draw_now)
+    app = make_app(store, ScriptedProvider(words(reply)))
+    async with app.run_test(size=(60, 20)) as pilot:
+        await send(pilot, "Say it.")
+        await wait_until(pilot, settled(app))
+        await wait_until(pilot, lambda: bool(drawn))
+    assert drawn == [reply]  # Once, with all the text.
+
+
+class TallReply(App[None]):
+    CSS_PATH = "../chatui/app.tcss"
+
+    def compose(self) -> ComposeResult:
+        response = ModelResponse("scripted", "script-1", state=ResponseState.INTERRUPTED)
+        response.append_text("\n\n".join(f"Paragraph {n}." for n in range(30)))
+        yield AssistantMessage(response, streaming=False)
+
+
+async def test_reply_box_renders_like_every_line_rendered() -> None:
+    app = TallReply()
+    async with app.run_test(size=(50, 20)) as pilot:
+        await pilot.pause()
+        box = app.query_one(AssistantMessage)
+        width, height = box.outer_size
+        assert height > 50
+        crops = [
+            Region(0, 0, width, height),  # Both borders.
+            Region(0, 10, width, 20),  # Middle lines only.
+            Region(0, 0, width, 3),  # The top border and two lines.
+            Region(0, height - 25, width, 25),  # The bottom border.
+            Region(2, 5, width - 4, 30),  # Cut at both sides.
+        ]
+        for crop in crops:
+            box.refresh()
+            fast = box.render_lines(crop)
+            box.refresh()
+            every = Widget.render_lines(box, crop)
+            assert len(fast) == crop.height
+            assert fast == every
