@@ -3,25 +3,38 @@
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 NO_FULL_PASS = 1_000_000_000  # A threshold the oldest generation never reaches.
 
 
-@contextmanager
-def no_full_collections() -> Iterator[None]:
-    """Keep the collector from scanning the oldest generation inside the block.
+class FullCollectionHold:
+    """Keeps the collector from scanning the oldest generation until `release()`.
 
     A full pass walks every live object: tens to hundreds of milliseconds in a
     long session, which would stall a frame or delay an Esc. Young objects are
     still collected as usual (most of a stream's garbage dies young), and the
-    full pass the block held off runs soon after it, when the reply is over.
-    Textual pauses the collector during smooth scrolling for the same reason.
+    full pass held off runs soon after the release. Textual pauses the
+    collector during smooth scrolling for the same reason. Holds nest: the
+    thresholds come back when the last one is released.
     """
-    thresholds = gc.get_threshold()
-    gc.set_threshold(thresholds[0], thresholds[1], NO_FULL_PASS)
-    try:
-        yield
-    finally:
-        gc.set_threshold(*thresholds)
+
+    _held = 0
+    _thresholds = gc.get_threshold()
+
+    def __init__(self) -> None:
+        cls = FullCollectionHold
+        if cls._held == 0:
+            cls._thresholds = gc.get_threshold()
+            gc.set_threshold(*cls._thresholds[:2], NO_FULL_PASS)
+        cls._held += 1
+        self.released = False
+
+    def release(self) -> None:
+        """Let full passes run again (once; later calls do nothing)."""
+        if self.released:
+            return
+        self.released = True
+        cls = FullCollectionHold
+        cls._held -= 1
+        if cls._held == 0:
+            gc.set_threshold(*cls._thresholds)

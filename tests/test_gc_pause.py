@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import gc
 
+import pytest
 from apphelpers import make_app, send, settled, wait_until
 from scripted import STALL, ScriptedProvider, words
 
-from chatui.gc_pause import NO_FULL_PASS, no_full_collections
+from chatui.app import ChatApp
+from chatui.gc_pause import NO_FULL_PASS, FullCollectionHold
 from chatui.store import Store
+from chatui.turn import Turn, TurnOutcome
 
 
 def full_passes() -> int:
@@ -19,16 +22,21 @@ def allocate_long_lived(count: int = 300_000) -> list[list[int]]:
     return [[n] for n in range(count)]  # Survives young collections into the oldest.
 
 
-def test_no_full_pass_inside_the_block_and_the_thresholds_come_back() -> None:
+def test_no_full_pass_while_held_and_the_thresholds_come_back() -> None:
     thresholds = gc.get_threshold()
     before = full_passes()
     kept = allocate_long_lived()
-    assert full_passes() > before  # Without the block, this allocation triggers full passes.
+    assert full_passes() > before  # Without a hold, this allocation triggers full passes.
 
     before = full_passes()
-    with no_full_collections():
-        kept += allocate_long_lived()
-        assert full_passes() == before
+    outer, inner = FullCollectionHold(), FullCollectionHold()
+    kept += allocate_long_lived()
+    inner.release()
+    inner.release()  # Twice: still one release.
+    kept += allocate_long_lived()
+    assert full_passes() == before
+    assert gc.get_threshold()[2] == NO_FULL_PASS  # The outer hold still holds.
+    outer.release()
     assert gc.get_threshold() == thresholds
 
 
@@ -43,4 +51,26 @@ async def test_full_passes_wait_while_a_turn_runs(store: Store) -> None:
 
         await pilot.press("escape")
         await wait_until(pilot, settled(app))
+        await pilot.pause()  # The turn's last frame: then full passes may run.
         assert gc.get_threshold() == thresholds
+
+
+async def test_full_passes_wait_until_the_turn_is_on_screen(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    thresholds = gc.get_threshold()
+    app = make_app(store, ScriptedProvider(words("a short reply")))
+    when_shown: list[int] = []  # The oldest generation's threshold as the outcome shows.
+    finished = ChatApp.turn_finished
+
+    def recording_turn_finished(self: ChatApp, turn: Turn, outcome: TurnOutcome) -> None:
+        when_shown.append(gc.get_threshold()[2])
+        finished(self, turn, outcome)
+
+    monkeypatch.setattr(ChatApp, "turn_finished", recording_turn_finished)
+    async with app.run_test() as pilot:
+        await send(pilot, "go")
+        await wait_until(pilot, settled(app))
+        await pilot.pause()
+        assert when_shown == [NO_FULL_PASS]
+        assert gc.get_threshold() == thresholds  # Released after the next refresh.

@@ -10,7 +10,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Static
 
-from chatui.gc_pause import no_full_collections
+from chatui.gc_pause import FullCollectionHold
 from chatui.messages import Conversation, ModelResponse, ResponseState, ToolResult, UserPrompt
 from chatui.providers.base import (
     StreamEnd,
@@ -63,6 +63,7 @@ class ChatScreen(Screen[None]):
         self.stopped_at = 0.0
         self.recallable: str | None = None
         self.hidden_items = 0
+        self._gc_hold: FullCollectionHold | None = None
 
     def compose(self) -> ComposeResult:
         yield MessageList(id="messages")
@@ -80,6 +81,8 @@ class ChatScreen(Screen[None]):
     def on_unmount(self) -> None:
         if self.turn is not None:
             self.turn.cancel()  # However the app ends, a running turn stops the same way.
+        if self._gc_hold is not None:
+            self._gc_hold.release()  # No refresh comes any more.
 
     # Conversation display
 
@@ -162,10 +165,15 @@ class ChatScreen(Screen[None]):
         self.refresh_bindings()
 
     async def _run_turn(self, turn: Turn) -> None:
-        with no_full_collections():
+        # The full pass held off during the turn waits for the turn's last frame:
+        # run at the reply's end, it would hold that frame back by up to 0.4 s.
+        self._gc_hold = hold = FullCollectionHold()
+        try:
             outcome = await turn.run()
-        self.stopped_at = self.app.clock()
-        await self._show_outcome(turn, outcome)
+            self.stopped_at = self.app.clock()
+            await self._show_outcome(turn, outcome)
+        finally:
+            self.call_after_refresh(hold.release)
 
     async def _on_turn_event(self, event: TurnEvent) -> None:
         if self.turn is None or event.turn_id != self.turn.id:
