@@ -23,9 +23,9 @@ class StatusBar(Static):
     """One line under the composer.
 
     Text from a provider (its name, the model's) is plain `Content`: never
-    parsed as markup. Token figures are read from `response` when the line is drawn, so a
-    streaming reply costs one `refresh()` per frame (see `touch()`).
-    All times come from the turn's clock.
+    parsed as markup. Token figures are read from `response` when the line is
+    drawn, so a streaming reply costs one `refresh()` per frame (see
+    `touch()`). All times come from the turn's clock.
     """
 
     provider: reactive[str] = reactive("")
