@@ -8,8 +8,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from textual import events
 from textual.app import App
 from textual.binding import Binding
+from textual.message import Message
 
 from chatui.config import Config
 from chatui.messages import Conversation, ResponseState
@@ -49,6 +51,20 @@ class ChatApp(App[None]):
         self.clock = clock
         self.last_outcome: TurnOutcome | None = None
         self._quitting = False
+
+    def post_message(self, message: Message) -> bool:
+        """Queue `message`; but an Esc that stops a running turn acts as it arrives.
+
+        A key waits in the app's queue, then visits the screen's bindings, one
+        trip through the event loop each; after a frame those trips also wait
+        behind every widget the frame resized. Taken here, the stop is
+        acknowledged the moment the terminal's key reaches the app.
+        """
+        if isinstance(message, events.Key) and message.key == "escape" and _on_event_loop():
+            stack = self.screen_stack
+            if stack and isinstance(stack[-1], ChatScreen) and stack[-1].stop_for_escape():
+                return True
+        return super().post_message(message)
 
     @property
     def startup_notice(self) -> str | None:
@@ -156,4 +172,12 @@ class ChatApp(App[None]):
                 title = title[: TITLE_LENGTH - 1] + "…"
             conversation.title = title
             self.store.rename_conversation(conversation.id, title)
-            self.chat.sub_title = title
+
+
+def _on_event_loop() -> bool:
+    """Whether this runs in the event loop's thread (keys can be posted from others)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from apphelpers import make_app, send, settled, wait_until
 from scripted import RAISE, STALL, ScriptedProvider, words
 from textual import events
@@ -114,6 +116,37 @@ async def test_escape_is_taken_before_it_reaches_the_composer(store: Store) -> N
 
         assert app.last_outcome.state is ResponseState.INTERRUPTED
         assert seen == []
+
+
+async def test_escape_is_acknowledged_as_it_reaches_the_app(store: Store) -> None:
+    provider = ScriptedProvider([*words("partial", end=None), STALL])
+    app = make_app(store, provider)
+    async with app.run_test() as pilot:
+        await send(pilot, "go")
+        await provider.last.stalled.wait()
+        view = app.chat.query(AssistantMessage).last()
+
+        # No await from here: nothing else runs before the checks.
+        assert app.post_message(events.Key("escape", None))
+        assert app.chat.turn.token.cancelled
+        assert view.closed and view.stopped_at is not None
+        assert app.screen.query_one(StatusBar).state == "stopping"
+
+        await wait_until(pilot, settled(app))
+        assert app.last_outcome.state is ResponseState.INTERRUPTED
+        assert view.late_writes == 0
+
+
+async def test_escape_posted_from_another_thread_stops_through_the_queue(store: Store) -> None:
+    provider = ScriptedProvider([*words("partial", end=None), STALL])
+    app = make_app(store, provider)
+    async with app.run_test() as pilot:
+        await send(pilot, "go")
+        await provider.last.stalled.wait()
+
+        await asyncio.to_thread(app.post_message, events.Key("escape", None))
+        await wait_until(pilot, settled(app))
+        assert app.last_outcome.state is ResponseState.INTERRUPTED
 
 
 class EscapeMenu(Widget, can_focus=True):

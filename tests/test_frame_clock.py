@@ -56,10 +56,12 @@ async def test_a_reply_is_drawn_as_its_stream_ends(
 ) -> None:
     reply = "The whole reply, every word of it."
     drawn: list[str] = []  # The text in the reply's widget at each early draw.
+    wrapped_up: list[bool] = []  # Whether the turn had already stored and ended by then.
 
     def recording_draw_now(screen: Screen) -> bool:
         view = screen.query(AssistantMessage).last()
         drawn.append("".join(m.source for m in view.query(Markdown)))
+        wrapped_up.append(view.response.state is not ResponseState.STREAMING)
         return draw_now(screen)
 
     monkeypatch.setattr(frame_clock, "draw_now", recording_draw_now)
@@ -68,7 +70,8 @@ async def test_a_reply_is_drawn_as_its_stream_ends(
         await send(pilot, "Say it.")
         await wait_until(pilot, settled(app))
         await wait_until(pilot, lambda: bool(drawn))
-    assert drawn == [reply]  # Once, with all the text.
+    assert drawn == [reply]  # Once, with all the text,
+    assert wrapped_up == [False]  # before the turn's bookkeeping.
 
 
 class TallReply(App[None]):

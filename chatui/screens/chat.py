@@ -20,7 +20,8 @@ from chatui.providers.base import (
     ToolCallStart,
     UsageUpdate,
 )
-from chatui.screens.frame_clock import draw_soon
+from chatui.screens.frame_clock import draw_when_settled
+from chatui.screens.fresh_compositor import use_fresh_compositor
 from chatui.turn import ResponseStarted, ToolResultAdded, Turn, TurnEvent, TurnOutcome
 from chatui.widgets.chat_message import AssistantMessage, ErrorNotice, UserMessage
 from chatui.widgets.composer import Composer
@@ -39,10 +40,11 @@ class ChatScreen(Screen[None]):
     """One conversation at a time; Esc stops the running turn."""
 
     BINDINGS = [
-        # Priority: taken when the key arrives, before it visits the focused widget
-        # and bubbles back (three more trips through the event loop, each of which
-        # can wait behind a frame). check_action lets Esc through to a focused
-        # widget that binds Esc itself, and to anything when no turn runs.
+        # Esc usually stops a turn before it is even queued (ChatApp.post_message,
+        # through stop_for_escape). This binding shows it in the footer, and takes a
+        # key posted from another thread: priority, so that the key stops the turn
+        # before visiting the focused widget and bubbling back. check_action lets Esc
+        # through to a focused widget that binds Esc itself, and when no turn runs.
         Binding("escape", "stop", "Stop", priority=True),
         Binding("ctrl+r", "recall", "Recall prompt"),
         Binding("ctrl+n", "new_conversation", "New"),
@@ -54,6 +56,7 @@ class ChatScreen(Screen[None]):
 
     def __init__(self, conversation: Conversation) -> None:
         super().__init__()
+        use_fresh_compositor(self)
         self.conversation = conversation
         self.turn: Turn | None = None
         self._turn_task: asyncio.Task[None] | None = None
@@ -96,7 +99,6 @@ class ChatScreen(Screen[None]):
         and a long history must not slow down the reply that is streaming.
         """
         self.conversation = conversation
-        self.sub_title = conversation.title
         messages = self._messages
         items = conversation.items
         hidden = 0 if everything else max(0, len(items) - SHOWN_ITEMS)
@@ -199,8 +201,8 @@ class ChatScreen(Screen[None]):
             view.show_tool_result(payload.result)
             return
         elif isinstance(payload, StreamEnd):
-            await view.finish()  # The rest of the text, then the reply's end, on screen
-            draw_soon(self)  # at once rather than at the frame clock's next tick.
+            await view.finish()  # The rest of the text, then the reply's end, on screen at
+            await draw_when_settled(self)  # once, before the turn stores and wraps up.
         elif isinstance(payload, UsageUpdate):
             pass
         status = self._status
@@ -261,6 +263,17 @@ class ChatScreen(Screen[None]):
                 self._view.mark_stopped()
             self._set_status("stopping")
             self.refresh_bindings()
+
+    def stop_for_escape(self) -> bool:
+        """Stop the running turn for an Esc that has just reached the app, as the binding would.
+
+        Returns False, doing nothing, whenever the binding would not act: the
+        key then goes its usual way (to a dialog, a dropdown, an input).
+        """
+        if self.is_current and self.check_action("stop", ()) is True:
+            self.action_stop()
+            return True
+        return False
 
     def action_recall(self) -> None:
         """Put the last interrupted or failed prompt back in the composer."""

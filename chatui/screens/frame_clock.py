@@ -31,10 +31,12 @@ def draw_now(screen: Screen) -> bool:
     return True
 
 
-def draw_soon(screen: Screen) -> None:
+async def draw_when_settled(screen: Screen) -> None:
     """`draw_now(screen)` once the changes just made have reached the screen.
 
     A widget's refresh reaches its screen through a few messages, so drawing
-    synchronously would leave the newest change to the clock.
+    synchronously would leave the newest change to the clock. The caller waits
+    for the draw: whatever it does next (storing, bookkeeping) comes after.
     """
-    asyncio.get_running_loop().call_later(SETTLE_S, draw_now, screen)
+    await asyncio.sleep(SETTLE_S)
+    draw_now(screen)

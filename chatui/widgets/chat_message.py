@@ -17,6 +17,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.geometry import Region
 from textual.strip import Strip
+from textual.visual import VisualType
 from textual.widgets import Markdown, Static
 from textual.widgets.markdown import MarkdownStream
 
@@ -41,6 +42,22 @@ def _shared_parser() -> MarkdownIt:
     return parser
 
 
+class ReplyParagraph(Markdown.BLOCKS["paragraph_open"]):  # Textual's paragraph (not exported).
+    """A paragraph of a reply, which asks for a layout only when its height changes.
+
+    The streaming paragraph is updated on every frame, and an update asks
+    Textual to lay out the whole screen again, though many updates only add
+    words to the paragraph's last line. This one measures its new text at its
+    width: when the height is the same, only the paragraph is redrawn.
+    """
+
+    def update(self, content: VisualType = "", *, layout: bool = True) -> None:
+        width, height = self.size
+        super().update(content, layout=False)
+        if layout and (not width or self.get_content_height(self.size, self.size, width) != height):
+            self.refresh(layout=True)
+
+
 class ReplyMarkdown(Markdown):
     """Markdown for (a text run of) a reply, which can fold its blocks above the view.
 
@@ -51,6 +68,7 @@ class ReplyMarkdown(Markdown):
     """
 
     BLANK = True
+    BLOCKS = {**Markdown.BLOCKS, "paragraph_open": ReplyParagraph}
 
     def __init__(self, markdown: str | None = None) -> None:
         super().__init__(markdown, parser_factory=_shared_parser)

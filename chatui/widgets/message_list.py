@@ -7,9 +7,11 @@ from collections.abc import Iterable
 from textual import events
 from textual.containers import VerticalScroll
 from textual.screen import Screen
+from textual.scrollbar import ScrollBar
 from textual.widget import Widget
 
 from chatui.widgets.fold import Fold, FoldsInside
+from chatui.widgets.light_scrollbar import LightScrollBar
 
 
 class MessageList(VerticalScroll):
@@ -29,6 +31,19 @@ class MessageList(VerticalScroll):
         self._fold = Fold()
         super().__init__(self._fold.spacer, id=id)  # Composed first: always the first child.
         self._folded_inside: set[FoldsInside] = set()
+
+    @property
+    def vertical_scrollbar(self) -> ScrollBar:
+        """The vertical scrollbar: a `LightScrollBar`, created as Textual creates its own."""
+        bar = self._vertical_scrollbar
+        if bar is None:
+            bar = LightScrollBar(
+                vertical=True, name="vertical", thickness=self.scrollbar_size_vertical
+            )
+            bar.display = False
+            self._vertical_scrollbar = bar
+            self.app._start_widget(self, bar)
+        return bar
 
     def on_mount(self) -> None:
         self.screen.screen_layout_refresh_signal.subscribe(self, self._after_layout)
