@@ -8,6 +8,7 @@ import pytest
 from apphelpers import make_app, send, settled, wait_until
 from scripted import STALL, ScriptedProvider, words
 from textual.pilot import Pilot
+from textual.widgets import Static
 from textual.widgets.markdown import MarkdownBlock
 
 from chatui.app import ChatApp
@@ -15,6 +16,7 @@ from chatui.messages import ModelResponse, ResponseState, UserPrompt
 from chatui.providers.base import TextDelta
 from chatui.store import Store
 from chatui.widgets.chat_message import AssistantMessage
+from chatui.widgets.fold import Fold
 from chatui.widgets.message_list import MessageList
 
 REPLY = (
@@ -112,7 +114,8 @@ async def test_after_a_resize_the_screen_is_as_if_nothing_had_folded(store: Stor
     app = make_app(store, ScriptedProvider())
     async with app.run_test(size=(80, 24)) as pilot:
         messages = await open_long(app, pilot, conversation_id)
-        assert messages.fold_above_view() > 0
+        messages.fold_above_view()
+        assert messages.folded
 
         await pilot.resize_terminal(60, 24)
         messages.scroll_end(animate=False, immediate=True)
@@ -234,3 +237,60 @@ async def test_a_streaming_reply_folds_its_early_blocks_as_it_grows(store: Store
         await pilot.press("escape")
         await wait_until(pilot, settled(app))
         assert "Paragraph 59" in view.response.text
+
+
+def test_a_child_not_laid_out_yet_is_never_folded() -> None:
+    # Textual gives a widget it has not placed an empty region; grown by its margin,
+    # that region is not empty, and once passed for a place above the view.
+    fold = Fold()
+    child = Static("mounted after the last layout")
+    child.styles.margin = (1, 0, 0, 8)
+    assert fold.fold([child], top=100) == 0
+    assert child.display and fold.folded == []
+
+
+@pytest.mark.parametrize("change", ["last block re-parsed away", "composer shrinks"])
+async def test_what_folds_cannot_come_back_into_sight_before_the_next_layout(
+    store: Store, change: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The view's top moves up when the reply's last block comes out shorter (here:
+    # gone, the most a re-parse can take) or when the view grows taller (the composer
+    # shrinks). A resize unfolds, but a frame later; here it does not, so a fold that
+    # came into sight would stay blank.
+    monkeypatch.setattr(MessageList, "on_resize", lambda self, event: None)
+    paragraphs = [
+        TextDelta(f"Paragraph {n}: prose that fills most of a line.\n\n") for n in range(40)
+    ]
+    if change == "composer shrinks":
+        last = "A short last paragraph."  # Little to re-parse: the view's growth must count.
+    else:
+        last = "A last paragraph, long enough to wrap over a dozen lines or so. " * 10
+    provider = ScriptedProvider([*paragraphs, TextDelta(last), STALL])
+    app = make_app(store, provider)
+    async with app.run_test(size=(60, 24)) as pilot:
+        composer = app.screen.query_one("#composer")
+        await send(pilot, "go on")
+        await provider.last.stalled.wait()
+        view = app.chat.query(AssistantMessage).last()
+        await wait_until(pilot, lambda: len(view.query(MarkdownBlock)) == 41, timeout=5)
+        if change == "composer shrinks":
+            composer.text = "\n".join("line" for _ in range(8))  # Taller: the view shrinks.
+        await pilot.pause()
+        await pilot.pause()
+        assert shown_blocks(view) < 41  # Something is folded.
+
+        if change == "composer shrinks":
+            composer.text = ""
+        else:
+            await view.query(MarkdownBlock).last().remove()
+        await pilot.pause()
+        await pilot.pause()
+        changed = screenshot(app)
+
+        app.screen.screen_layout_refresh_signal.unsubscribe(app.screen.query_one(MessageList))
+        app.screen.query_one(MessageList).unfold()
+        await pilot.pause()
+        assert screenshot(app) == changed  # No blank where folded content belongs.
+
+        await pilot.press("escape")
+        await wait_until(pilot, settled(app))

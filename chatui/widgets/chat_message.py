@@ -52,9 +52,12 @@ class ReplyParagraph(Markdown.BLOCKS["paragraph_open"]):  # Textual's paragraph 
     """
 
     def update(self, content: VisualType = "", *, layout: bool = True) -> None:
-        width, height = self.size
+        # The size from the last layout: `self.size` would ask the compositor, which
+        # lays out the whole screen to answer for a block it has not placed yet.
+        outer, gutter = self.outer_size, self.styles.gutter
+        width, height = outer.width - gutter.width, outer.height - gutter.height
         super().update(content, layout=False)
-        if layout and (not width or self.get_content_height(self.size, self.size, width) != height):
+        if layout and (width <= 0 or self.get_content_height(outer, outer, width) != height):
             self.refresh(layout=True)
 
 
@@ -84,6 +87,14 @@ class ReplyMarkdown(Markdown):
 
     def unfold(self) -> None:
         self._fold.unfold()
+
+    def tail_height(self) -> int:
+        """The height of the last block, with its margins."""
+        last = self.children[-1] if self.children else None
+        if last is None or last is self._fold.spacer:
+            return 0
+        margin = last.styles.margin
+        return last.outer_size.height + margin.top + margin.bottom
 
 
 def reply_markdown(text: str | None = None) -> Markdown:
@@ -163,6 +174,10 @@ class AssistantMessage(Vertical):
     def unfold(self) -> None:
         for run in self._text_runs():
             run.unfold()
+
+    def tail_height(self) -> int:
+        runs = self._text_runs()  # Only the last can still grow (or shrink).
+        return runs[-1].tail_height() if runs else 0
 
     def _text_runs(self) -> list[ReplyMarkdown]:
         # Children, not a DOM query: this runs after every layout of a streaming frame.

@@ -39,9 +39,10 @@ class Fold:
         """
         newly: list[Widget] = []
         for child in children[len(self._folded) :]:
-            region = child.virtual_region_with_margin
-            if not (child.display and region) or region.bottom > top:
-                break  # Shown, or hidden, or not laid out yet: this one and the rest stay.
+            if not (child.display and child.virtual_region):
+                break  # Hidden, or not laid out yet: this one and the rest stay.
+            if child.virtual_region_with_margin.bottom > top:
+                break  # Not far enough above: this one and the rest stay.
             newly.append(child)
         if not newly:
             return 0
@@ -76,4 +77,12 @@ class FoldsInside(Protocol):
 
     def unfold(self) -> None:
         """Show everything folded again."""
+        ...
+
+    def tail_height(self) -> int:
+        """The most its content can shrink as it grows: the height of its last block.
+
+        A streamed reply re-parses only its last block, which can come out
+        shorter (a paragraph that turns into a table, say).
+        """
         ...

@@ -22,7 +22,9 @@ class MessageList(VerticalScroll):
     view folds its own early blocks the same way, so a frame of a streaming
     reply costs about the same at its thousandth line as at its tenth.
     Scrolling up, a resize, or `unfold()` shows everything again, before the
-    next frame: no blank is ever shown.
+    next frame: no blank is ever shown. So does a change of the width inside
+    the list (its scrollbar appearing, say): the folds' heights were measured
+    at the old width, where text wrapped differently.
     """
 
     BLANK = True  # It draws nothing itself (its items and scrollbar do): no lines to render.
@@ -31,6 +33,7 @@ class MessageList(VerticalScroll):
         self._fold = Fold()
         super().__init__(self._fold.spacer, id=id)  # Composed first: always the first child.
         self._folded_inside: set[FoldsInside] = set()
+        self._folded_at_width = 0
 
     @property
     def vertical_scrollbar(self) -> ScrollBar:
@@ -50,9 +53,19 @@ class MessageList(VerticalScroll):
 
     def _after_layout(self, screen: Screen) -> None:
         # Anchored growth scrolls without calling the scroll watchers. Fold only what
-        # ends a whole view above it, so a reply that shrinks a little (a re-parsed
-        # last block) never brings a fold into sight.
-        self.fold_above_view(margin=self.scrollable_content_region.height)
+        # cannot come back into sight before the next layout, where a fold would show
+        # as blank lines: the view's top moves up when the view grows taller (by at
+        # most what else the screen holds) and when the newest content shrinks (by
+        # at most the height of the newest reply's last block, when re-parsed).
+        width = self.scrollable_content_region.width
+        if width != self._folded_at_width:
+            self._folded_at_width = width
+            self.unfold()  # Laid out again at the new width, then folded.
+            return
+        items = self.items
+        last = items[-1] if items else None
+        shrink = last.tail_height() if isinstance(last, FoldsInside) else 0
+        self.fold_above_view(margin=screen.size.height - self.outer_size.height + shrink)
 
     @property
     def folded(self) -> list[Widget]:
