@@ -38,19 +38,21 @@ class Fold:
         last layout: call this when that is current. Returns how many were hidden.
         """
         newly: list[Widget] = []
+        bottom = 0  # Of the last child to fold, without its margin.
         for child in children[len(self._folded) :]:
-            if not (child.display and child.virtual_region):
+            region = child.virtual_region  # Empty when not laid out yet.
+            if not (child.display and region):
                 break  # Hidden, or not laid out yet: this one and the rest stay.
-            if child.virtual_region_with_margin.bottom > top:
+            if region.bottom + child.styles.margin.bottom > top:
                 break  # Not far enough above: this one and the rest stay.
             newly.append(child)
+            bottom = region.bottom
         if not newly:
             return 0
-        last = newly[-1]
         # The spacer ends where the last folded child's margin ends: the next child's
         # top margin then collapses against the same bottom margin as before.
-        self.spacer.styles.height = last.virtual_region.bottom
-        self.spacer.styles.margin = (0, 0, last.styles.margin.bottom, 0)
+        self.spacer.styles.height = bottom
+        self.spacer.styles.margin = (0, 0, newly[-1].styles.margin.bottom, 0)
         for child in newly:
             child.display = False
         self.spacer.display = True

@@ -110,4 +110,4 @@ class MessageList(VerticalScroll):
             self.unfold()  # Laid out again before the next frame.
 
     def on_resize(self, event: events.Resize) -> None:
-        self.unfold()  # The items' heights change with the width.
+        self.unfold()  # A new width re-wraps the items; a taller view can reach a fold.
