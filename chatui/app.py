@@ -7,10 +7,12 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from textual import events
 from textual.app import App
 from textual.binding import Binding
+from textual.driver import Driver
 from textual.message import Message
 
 from chatui.config import Config
@@ -58,13 +60,45 @@ class ChatApp(App[None]):
         A key waits in the app's queue, then visits the screen's bindings, one
         trip through the event loop each; after a frame those trips also wait
         behind every widget the frame resized. Taken here, the stop is
-        acknowledged the moment the terminal's key reaches the app.
+        acknowledged the moment the key reaches the app.
         """
-        if isinstance(message, events.Key) and message.key == "escape" and _on_event_loop():
-            stack = self.screen_stack
-            if stack and isinstance(stack[-1], ChatScreen) and stack[-1].stop_for_escape():
-                return True
+        if _on_event_loop() and self._stop_for_escape(message):
+            return True
         return super().post_message(message)
+
+    def _build_driver(self, *args: Any, **kwargs: Any) -> Driver:
+        """Textual's driver, but the terminal's Esc reaches the loop in one trip.
+
+        The driver hands each key to the loop as a coroutine, which takes two
+        trips through the loop before the app sees the key; a frame that falls
+        due in between holds the key back by its whole length. An Esc is
+        handed over as a plain callback instead. When it stops nothing, it is
+        posted one trip later, so it keeps its place among the keys before and
+        after it (each of those also reaches the app on its second trip).
+        """
+        driver = super()._build_driver(*args, **kwargs)
+        send_message = driver.send_message
+        loop = asyncio.get_running_loop()
+
+        def send_escape_at_once(message: Message) -> None:
+            if isinstance(message, events.Key) and message.key == "escape":
+                loop.call_soon_threadsafe(self._escape_from_terminal, message)
+            else:
+                send_message(message)
+
+        driver.send_message = send_escape_at_once  # type: ignore[method-assign]
+        return driver
+
+    def _escape_from_terminal(self, message: events.Key) -> None:
+        if not self._stop_for_escape(message):
+            asyncio.get_running_loop().call_soon(super().post_message, message)
+
+    def _stop_for_escape(self, message: Message) -> bool:
+        """Stop the running turn if `message` is an Esc the chat screen acts on now."""
+        if not (isinstance(message, events.Key) and message.key == "escape"):
+            return False
+        stack = self.screen_stack
+        return bool(stack) and isinstance(stack[-1], ChatScreen) and stack[-1].stop_for_escape()
 
     @property
     def startup_notice(self) -> str | None:

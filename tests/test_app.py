@@ -149,6 +149,47 @@ async def test_escape_posted_from_another_thread_stops_through_the_queue(store: 
         assert app.last_outcome.state is ResponseState.INTERRUPTED
 
 
+async def test_the_terminals_escape_stops_on_its_first_trip_through_the_loop(
+    store: Store,
+) -> None:
+    provider = ScriptedProvider([*words("partial", end=None), STALL])
+    app = make_app(store, provider)
+    async with app.run_test() as pilot:
+        await send(pilot, "go")
+        await provider.last.stalled.wait()
+
+        app._driver.send_message(events.Key("escape", None))  # As the terminal's reader does.
+        await asyncio.sleep(0)  # One trip: callbacks queued before this task's next step run.
+        assert app.chat.turn.token.cancelled
+        await wait_until(pilot, settled(app))
+        assert app.last_outcome.state is ResponseState.INTERRUPTED
+
+
+class KeyRecorder(Widget, can_focus=True):
+    """Records the keys it receives, in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.keys: list[str] = []
+
+    def on_key(self, event: events.Key) -> None:
+        self.keys.append(event.key)
+
+
+async def test_an_escape_that_stops_nothing_keeps_its_place_among_the_keys(store: Store) -> None:
+    app = make_app(store, ScriptedProvider())
+    async with app.run_test() as pilot:
+        recorder = KeyRecorder()
+        await app.chat.mount(recorder)
+        recorder.focus()
+        await pilot.pause()
+
+        for key in ["a", "escape", "b", "escape", "c"]:
+            app._driver.send_message(events.Key(key, key if len(key) == 1 else None))
+        await wait_until(pilot, lambda: len(recorder.keys) == 5)
+        assert recorder.keys == ["a", "escape", "b", "escape", "c"]
+
+
 class EscapeMenu(Widget, can_focus=True):
     """A stand-in for a dropdown on the chat screen: it binds Esc itself."""
 

@@ -17,7 +17,7 @@ from textual.widgets import Markdown, Static
 
 from chatui.messages import ModelResponse, ResponseState
 from chatui.screens import frame_clock
-from chatui.screens.frame_clock import draw_now
+from chatui.screens.frame_clock import draw_now, refresh_pending
 from chatui.store import Store
 from chatui.widgets.chat_message import AssistantMessage
 
@@ -57,21 +57,42 @@ async def test_a_reply_is_drawn_as_its_stream_ends(
     reply = "The whole reply, every word of it."
     drawn: list[str] = []  # The text in the reply's widget at each early draw.
     wrapped_up: list[bool] = []  # Whether the turn had already stored and ended by then.
+    pending: list[bool] = []  # Whether a change to the reply had yet to reach the screen.
+    left: list[bool] = []  # Whether the draw left anything for the frame clock.
 
     def recording_draw_now(screen: Screen) -> bool:
         view = screen.query(AssistantMessage).last()
         drawn.append("".join(m.source for m in view.query(Markdown)))
         wrapped_up.append(view.response.state is not ResponseState.STREAMING)
-        return draw_now(screen)
+        pending.append(refresh_pending(screen, view))
+        result = draw_now(screen)
+        left.append(screen._layout_required or bool(screen._dirty_widgets))
+        return result
 
     monkeypatch.setattr(frame_clock, "draw_now", recording_draw_now)
+    monkeypatch.setattr(frame_clock, "SETTLE_LIMIT_S", 5.0)  # Never cut short here.
     app = make_app(store, ScriptedProvider(words(reply)))
     async with app.run_test(size=(60, 20)) as pilot:
         await send(pilot, "Say it.")
         await wait_until(pilot, settled(app))
         await wait_until(pilot, lambda: bool(drawn))
     assert drawn == [reply]  # Once, with all the text,
-    assert wrapped_up == [False]  # before the turn's bookkeeping.
+    assert wrapped_up == [False]  # before the turn's bookkeeping,
+    assert pending == [False]  # with every change to it on its way to the screen,
+    assert left == [False]  # and all of it drawn.
+
+
+async def test_a_refresh_is_pending_until_it_reaches_the_screen() -> None:
+    app = OneLine()
+    async with app.run_test(size=(40, 10)) as pilot:
+        await pilot.pause()
+        screen, line = app.screen, app.query_one(Static)
+        assert not refresh_pending(screen, screen)
+        line.update("another line")
+        assert refresh_pending(screen, screen)
+        assert refresh_pending(screen, line)
+        await pilot.pause()
+        assert not refresh_pending(screen, screen)
 
 
 class TallReply(App[None]):

@@ -202,7 +202,7 @@ class ChatScreen(Screen[None]):
             return
         elif isinstance(payload, StreamEnd):
             await view.finish()  # The rest of the text, then the reply's end, on screen at
-            await draw_when_settled(self)  # once, before the turn stores and wraps up.
+            await draw_when_settled(self, view)  # once, before the turn stores and wraps up.
         elif isinstance(payload, UsageUpdate):
             pass
         status = self._status

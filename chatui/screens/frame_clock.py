@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 from textual.screen import Screen
+from textual.widget import Widget
 
-SETTLE_S = 0.001
-"""Time for widgets' refresh requests to reach their screen (a few loop turns)."""
+SETTLE_LIMIT_S = 0.002
+"""The longest wait for a widget's changes to reach its screen before drawing anyway."""
 
 
 def draw_now(screen: Screen) -> bool:
@@ -31,12 +33,32 @@ def draw_now(screen: Screen) -> bool:
     return True
 
 
-async def draw_when_settled(screen: Screen) -> None:
-    """`draw_now(screen)` once the changes just made have reached the screen.
+def refresh_pending(screen: Screen, widget: Widget) -> bool:
+    """Whether a change to `widget` or its descendants has yet to reach `screen`.
 
-    A widget's refresh reaches its screen through a few messages, so drawing
-    synchronously would leave the newest change to the clock. The caller waits
-    for the draw: whatever it does next (storing, bookkeeping) comes after.
+    A widget's refresh request travels through its own message queue and then
+    the screen's before the screen knows what to draw. This reads Textual's
+    private flags and queue; should they go, it answers True (still pending).
     """
-    await asyncio.sleep(SETTLE_S)
+    queue = getattr(screen, "_message_queue", None)
+    if queue is None or not queue.empty():
+        return True
+    return any(
+        getattr(node, "_repaint_required", True) or getattr(node, "_layout_required", True)
+        for node in widget.walk_children(with_self=True)
+    )
+
+
+async def draw_when_settled(screen: Screen, widget: Widget) -> None:
+    """`draw_now(screen)` once the changes just made to `widget` have reached the screen.
+
+    Drawing synchronously would leave the newest change to the frame clock, so
+    this lets the event loop turn until no refresh of `widget` is pending (a
+    few turns, a fraction of a millisecond), or for at most `SETTLE_LIMIT_S`.
+    The caller waits for the draw: whatever it does next (storing,
+    bookkeeping) comes after.
+    """
+    deadline = time.perf_counter() + SETTLE_LIMIT_S
+    while refresh_pending(screen, widget) and time.perf_counter() < deadline:
+        await asyncio.sleep(0)
     draw_now(screen)
