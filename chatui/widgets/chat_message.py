@@ -10,20 +10,25 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from markdown_it import MarkdownIt
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
-from textual.geometry import Region
+from textual.geometry import Region, Size
 from textual.strip import Strip
 from textual.visual import VisualType
+from textual.widget import Widget
 from textual.widgets import Markdown, Static
 from textual.widgets.markdown import MarkdownStream
 
 from chatui.messages import ModelResponse, ResponseState, ToolCallPart, ToolResult
 from chatui.sanitize import visible
 from chatui.widgets.fold import Fold
+
+if TYPE_CHECKING:
+    from textual._arrange import DockArrangeResult
 
 _parsers = threading.local()
 
@@ -40,6 +45,21 @@ def _shared_parser() -> MarkdownIt:
     if parser is None:
         parser = _parsers.parser = MarkdownIt("gfm-like")  # Textual's default preset.
     return parser
+
+
+class TopDownStack(Widget):
+    """A vertical stack of auto- and fixed-height children, top-aligned: a reply's parts.
+
+    Laying such a stack out does not depend on its own height, but Textual
+    keys its arrangements by the full size: measuring the stack's height and
+    then placing it at that height arranged its children twice in every
+    layout, three times for a reply's blocks. This arranges at height 0, so
+    each layout does it once. Give it as the second base: Textual takes a
+    widget's CSS type names (`Markdown`, `Vertical`) from its first bases.
+    """
+
+    def arrange(self, size: Size, optimal: bool = False) -> DockArrangeResult:
+        return super().arrange(Size(size.width, 0), optimal)
 
 
 class ReplyParagraph(Markdown.BLOCKS["paragraph_open"]):  # Textual's paragraph (not exported).
@@ -61,7 +81,7 @@ class ReplyParagraph(Markdown.BLOCKS["paragraph_open"]):  # Textual's paragraph 
             self.refresh(layout=True)
 
 
-class ReplyMarkdown(Markdown):
+class ReplyMarkdown(Markdown, TopDownStack):
     """Markdown for (a text run of) a reply, which can fold its blocks above the view.
 
     `BLANK`: the widget itself draws nothing (no border, padding or background
@@ -141,7 +161,7 @@ class ToolCallView(Static):
         self.update(text)
 
 
-class AssistantMessage(Vertical):
+class AssistantMessage(Vertical, TopDownStack):
     """A model reply, streamed into Markdown, with a marker when it did not complete.
 
     Text goes through one `MarkdownStream` per text run (a tool call starts a
