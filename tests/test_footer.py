@@ -10,6 +10,7 @@ from scripted import STALL, ScriptedProvider, words
 from textual.widgets._footer import FooterKey
 
 from chatui.app import ChatApp
+from chatui.messages import ResponseState
 from chatui.store import Store
 from chatui.widgets.chat_message import AssistantMessage
 from chatui.widgets.footer import KeyFooter
@@ -57,3 +58,19 @@ async def test_keys_removed_by_a_rebuild_are_freed(store: Store) -> None:
         gc.collect()
         assert old and all(ref() is None for ref in old)
         assert len(footer.query(FooterKey)) == len(old)
+
+
+async def test_clicking_a_key_runs_its_binding(store: Store) -> None:
+    provider = ScriptedProvider([*words("partial", end=None), STALL])
+    app = make_app(store, provider)
+    async with app.run_test() as pilot:
+        await send(pilot, "go")
+        await provider.last.stalled.wait()
+        await wait_until(pilot, lambda: not footer_keys(app)["escape"]._disabled)
+        await pilot.click(footer_keys(app)["escape"])
+        await wait_until(pilot, settled(app))
+        assert app.last_outcome.state is ResponseState.INTERRUPTED
+
+        conversations = app.screen
+        await pilot.click(footer_keys(app)["ctrl+o"])
+        await wait_until(pilot, lambda: app.screen is not conversations)
