@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,7 @@ class ChatApp(App[None]):
         self.clock = clock
         self.last_outcome: TurnOutcome | None = None
         self._quitting = False
+        self._waiting_escapes: deque[events.Key] = deque()  # From the terminal, not yet taken.
 
     def post_message(self, message: Message) -> bool:
         """Queue `message`; but an Esc that stops a running turn acts as it arrives.
@@ -72,7 +74,9 @@ class ChatApp(App[None]):
         The driver hands each key to the loop as a coroutine, which takes two
         trips through the loop before the app sees the key; a frame that falls
         due in between holds the key back by its whole length. An Esc is
-        handed over as a plain callback instead. When it stops nothing, it is
+        handed over as a plain callback instead, and is also left where the
+        chat screen's next frame looks first (`stop_for_waiting_escape`), in
+        case that frame runs before the callback. When it stops nothing, it is
         posted one trip later, so it keeps its place among the keys before and
         after it (each of those also reaches the app on its second trip).
         """
@@ -80,8 +84,9 @@ class ChatApp(App[None]):
         send_message = driver.send_message
         loop = asyncio.get_running_loop()
 
-        def send_escape_at_once(message: Message) -> None:
+        def send_escape_at_once(message: Message) -> None:  # In the terminal's input thread.
             if isinstance(message, events.Key) and message.key == "escape":
+                self._waiting_escapes.append(message)
                 loop.call_soon_threadsafe(self._escape_from_terminal, message)
             else:
                 send_message(message)
@@ -90,8 +95,22 @@ class ChatApp(App[None]):
         return driver
 
     def _escape_from_terminal(self, message: events.Key) -> None:
+        try:
+            self._waiting_escapes.remove(message)
+        except ValueError:
+            return  # A frame has taken it: it stopped the turn.
         if not self._stop_for_escape(message):
             asyncio.get_running_loop().call_soon(super().post_message, message)
+
+    def stop_for_waiting_escape(self) -> None:
+        """Let an Esc still on its way from the terminal stop the turn now, if it would.
+
+        The chat screen calls this as each frame starts, so the stop comes
+        before the frame (which then shows it), not after.
+        """
+        waiting = self._waiting_escapes
+        if waiting and self._stop_for_escape(waiting[0]):
+            waiting.popleft()  # Only this thread takes from it.
 
     def _stop_for_escape(self, message: Message) -> bool:
         """Stop the running turn if `message` is an Esc the chat screen acts on now."""

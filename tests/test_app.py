@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from apphelpers import make_app, send, settled, wait_until
 from scripted import RAISE, STALL, ScriptedProvider, words
 from textual import events
 from textual.binding import Binding
 from textual.command import CommandPalette
+from textual.screen import Screen
 from textual.widget import Widget
 
 from chatui.messages import ModelResponse, ResponseState, UserPrompt
+from chatui.screens import frame_clock
 from chatui.screens.conversations import ConversationList, TextPrompt
+from chatui.screens.frame_clock import draw_now, refresh_pending
 from chatui.store import Store
 from chatui.widgets.chat_message import AssistantMessage, ErrorNotice, UserMessage
 from chatui.widgets.composer import Composer
@@ -174,6 +178,56 @@ class KeyRecorder(Widget, can_focus=True):
 
     def on_key(self, event: events.Key) -> None:
         self.keys.append(event.key)
+
+
+async def test_a_frame_due_before_the_terminals_escape_runs_after_the_stop(
+    store: Store,
+) -> None:
+    provider = ScriptedProvider([*words("partial", end=None), STALL])
+    app = make_app(store, provider)
+    async with app.run_test() as pilot:
+        await send(pilot, "go")
+        await provider.last.stalled.wait()
+        recorder = KeyRecorder()
+        await app.chat.mount(recorder)
+        recorder.focus()
+        await pilot.pause()
+
+        app._driver.send_message(events.Key("escape", None))
+        # No await from here: a frame that was already due runs before the key's callback.
+        draw_now(app.screen)
+        assert app.chat.turn.token.cancelled
+
+        await wait_until(pilot, settled(app))
+        await pilot.pause()
+        assert recorder.keys == []  # Taken once: not also passed on as a key.
+        assert app.last_outcome.state is ResponseState.INTERRUPTED
+
+
+async def test_the_stop_is_drawn_as_soon_as_it_reaches_the_screen(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    provider = ScriptedProvider([*words("partial", end=None), STALL])
+    app = make_app(store, provider)
+    draws: list[tuple[bool, bool, int]] = []  # Marked, still pending, marker height after.
+
+    def recording_draw_now(screen: Screen) -> bool:
+        view = screen.query(AssistantMessage).last()
+        marked, pending = view.stopped_at is not None, refresh_pending(screen, view)
+        result = draw_now(screen)
+        draws.append((marked, pending, view.query_one(".marker").region.height))
+        return result
+
+    monkeypatch.setattr(frame_clock, "draw_now", recording_draw_now)
+    async with app.run_test() as pilot:
+        await send(pilot, "go")
+        await provider.last.stalled.wait()
+        await pilot.pause()
+
+        assert app.post_message(events.Key("escape", None))
+        await wait_until(pilot, lambda: bool(draws))
+        assert draws[0] == (True, False, 1)  # The marker, laid out and drawn.
+        await wait_until(pilot, settled(app))
 
 
 async def test_an_escape_that_stops_nothing_keeps_its_place_among_the_keys(store: Store) -> None:

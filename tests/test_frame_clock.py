@@ -70,7 +70,6 @@ async def test_a_reply_is_drawn_as_its_stream_ends(
         return result
 
     monkeypatch.setattr(frame_clock, "draw_now", recording_draw_now)
-    monkeypatch.setattr(frame_clock, "SETTLE_LIMIT_S", 5.0)  # Never cut short here.
     app = make_app(store, ScriptedProvider(words(reply)))
     async with app.run_test(size=(60, 20)) as pilot:
         await send(pilot, "Say it.")

@@ -67,6 +67,7 @@ class ChatScreen(Screen[None]):
         self.recallable: str | None = None
         self.hidden_items = 0
         self._gc_hold: FullCollectionHold | None = None
+        self._stop_drawn: asyncio.Task[None] | None = None
 
     def compose(self) -> ComposeResult:
         yield MessageList(id="messages")
@@ -80,6 +81,12 @@ class ChatScreen(Screen[None]):
         self._status.provider, self._status.model = self.app.provider_label()
         await self.show_conversation(self.conversation)
         self.query_one(Composer).focus()
+
+    def _on_timer_update(self) -> None:
+        # Textual's frame callback. An Esc on its way from the terminal stops the turn
+        # first, so this frame already shows the stop.
+        self.app.stop_for_waiting_escape()
+        super()._on_timer_update()
 
     def on_unmount(self) -> None:
         if self.turn is not None:
@@ -259,10 +266,12 @@ class ChatScreen(Screen[None]):
         """Esc: stop the running turn, and acknowledge it on screen at once."""
         if self.turn is not None and self.turn.cancel():
             self.stop_requested_at = self.app.clock()
-            if self._view is not None:
-                self._view.mark_stopped()
             self._set_status("stopping")
             self.refresh_bindings()
+            if (view := self._view) is not None:
+                view.mark_stopped()
+                # Drawn as soon as it reaches the screen, not at the frame clock's next tick.
+                self._stop_drawn = asyncio.create_task(draw_when_settled(self, view))
 
     def stop_for_escape(self) -> bool:
         """Stop the running turn for an Esc that has just reached the app, as the binding would.

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 from textual.screen import Screen
 from textual.widget import Widget
 
-SETTLE_LIMIT_S = 0.002
-"""The longest wait for a widget's changes to reach its screen before drawing anyway."""
+SETTLE_TURNS = 20
+"""The most turns of the event loop to wait for a widget's changes to reach its screen.
+
+A change takes a few turns: through the widget's message queue, then the
+screen's. Turns, not time: other work that runs in between (storing a reply,
+say) holds up the changes just as long as it holds up the loop."""
 
 
 def draw_now(screen: Screen) -> bool:
@@ -53,12 +56,12 @@ async def draw_when_settled(screen: Screen, widget: Widget) -> None:
     """`draw_now(screen)` once the changes just made to `widget` have reached the screen.
 
     Drawing synchronously would leave the newest change to the frame clock, so
-    this lets the event loop turn until no refresh of `widget` is pending (a
-    few turns, a fraction of a millisecond), or for at most `SETTLE_LIMIT_S`.
-    The caller waits for the draw: whatever it does next (storing,
-    bookkeeping) comes after.
+    this lets the event loop turn until no refresh of `widget` is pending, for
+    at most `SETTLE_TURNS` turns. A caller that awaits the draw does whatever
+    it does next (storing, bookkeeping) after it.
     """
-    deadline = time.perf_counter() + SETTLE_LIMIT_S
-    while refresh_pending(screen, widget) and time.perf_counter() < deadline:
+    for _ in range(SETTLE_TURNS):
+        if not refresh_pending(screen, widget):
+            break
         await asyncio.sleep(0)
     draw_now(screen)
