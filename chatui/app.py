@@ -64,7 +64,7 @@ class ChatApp(App[None]):
         behind every widget the frame resized. Taken here, the stop is
         acknowledged the moment the key reaches the app.
         """
-        if _on_event_loop() and self._stop_for_escape(message):
+        if _is_escape(message) and _on_event_loop() and self._stop_for_escape():
             return True
         return super().post_message(message)
 
@@ -85,7 +85,7 @@ class ChatApp(App[None]):
         loop = asyncio.get_running_loop()
 
         def send_escape_at_once(message: Message) -> None:  # In the terminal's input thread.
-            if isinstance(message, events.Key) and message.key == "escape":
+            if _is_escape(message):
                 self._waiting_escapes.append(message)
                 loop.call_soon_threadsafe(self._escape_from_terminal, message)
             else:
@@ -99,23 +99,21 @@ class ChatApp(App[None]):
             self._waiting_escapes.remove(message)
         except ValueError:
             return  # A frame has taken it: it stopped the turn.
-        if not self._stop_for_escape(message):
+        if not self._stop_for_escape():
             asyncio.get_running_loop().call_soon(super().post_message, message)
 
     def stop_for_waiting_escape(self) -> None:
         """Let an Esc still on its way from the terminal stop the turn now, if it would.
 
         The chat screen calls this as each frame starts, so the stop comes
-        before the frame (which then shows it), not after.
+        before that frame, not after it; the stop's own early draw shows it.
         """
         waiting = self._waiting_escapes
-        if waiting and self._stop_for_escape(waiting[0]):
+        if waiting and self._stop_for_escape():
             waiting.popleft()  # Only this thread takes from it.
 
-    def _stop_for_escape(self, message: Message) -> bool:
-        """Stop the running turn if `message` is an Esc the chat screen acts on now."""
-        if not (isinstance(message, events.Key) and message.key == "escape"):
-            return False
+    def _stop_for_escape(self) -> bool:
+        """Stop the running turn for an Esc, if the chat screen acts on one now."""
         stack = self.screen_stack
         return bool(stack) and isinstance(stack[-1], ChatScreen) and stack[-1].stop_for_escape()
 
@@ -225,6 +223,10 @@ class ChatApp(App[None]):
                 title = title[: TITLE_LENGTH - 1] + "…"
             conversation.title = title
             self.store.rename_conversation(conversation.id, title)
+
+
+def _is_escape(message: Message) -> bool:
+    return isinstance(message, events.Key) and message.key == "escape"
 
 
 def _on_event_loop() -> bool:

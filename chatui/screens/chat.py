@@ -84,7 +84,7 @@ class ChatScreen(Screen[None]):
 
     def _on_timer_update(self) -> None:
         # Textual's frame callback. An Esc on its way from the terminal stops the turn
-        # first, so this frame already shows the stop.
+        # before this frame rather than after it (the stop's early draw shows it).
         self.app.stop_for_waiting_escape()
         super()._on_timer_update()
 
@@ -270,7 +270,8 @@ class ChatScreen(Screen[None]):
             self.refresh_bindings()
             if (view := self._view) is not None:
                 view.mark_stopped()
-                # Drawn as soon as it reaches the screen, not at the frame clock's next tick.
+                # Drawn as soon as it reaches the screen, not at the frame clock's next tick
+                # (the task is kept: the event loop holds tasks only weakly).
                 self._stop_drawn = asyncio.create_task(draw_when_settled(self, view))
 
     def stop_for_escape(self) -> bool:
