@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sqlite3
 import time
 from collections import deque
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from textual.driver import Driver
 from textual.message import Message
 
 from chatui.config import Config
-from chatui.messages import Conversation, ResponseState
+from chatui.messages import ResponseState
 from chatui.providers.base import Provider, ProviderError
 from chatui.screens.chat import ChatScreen
 from chatui.screens.conversations import NEW, ConversationList
@@ -25,6 +26,7 @@ from chatui.store import Store
 from chatui.turn import Turn, TurnOutcome, TurnSettings
 
 TITLE_LENGTH = 48
+PLAIN_ERROR: dict[str, Any] = {"severity": "error", "markup": False}
 
 
 class ChatApp(App[None]):
@@ -64,7 +66,7 @@ class ChatApp(App[None]):
         behind every widget the frame resized. Taken here, the stop is
         acknowledged the moment the key reaches the app.
         """
-        if _is_escape(message) and _on_event_loop() and self._stop_for_escape():
+        if _is_escape(message) and _on_event_loop() and self._stop_for_escape(message):
             return True
         return super().post_message(message)
 
@@ -99,7 +101,7 @@ class ChatApp(App[None]):
             self._waiting_escapes.remove(message)
         except ValueError:
             return  # A frame has taken it: it stopped the turn.
-        if not self._stop_for_escape():
+        if not self._stop_for_escape(message):
             asyncio.get_running_loop().call_soon(super().post_message, message)
 
     def stop_for_waiting_escape(self) -> None:
@@ -109,13 +111,17 @@ class ChatApp(App[None]):
         before that frame, not after it; the stop's own early draw shows it.
         """
         waiting = self._waiting_escapes
-        if waiting and self._stop_for_escape():
+        if waiting and self._stop_for_escape(waiting[0]):
             waiting.popleft()  # Only this thread takes from it.
 
-    def _stop_for_escape(self) -> bool:
+    def _stop_for_escape(self, key: Message) -> bool:
         """Stop the running turn for an Esc, if the chat screen acts on one now."""
         stack = self.screen_stack
-        return bool(stack) and isinstance(stack[-1], ChatScreen) and stack[-1].stop_for_escape()
+        return (
+            bool(stack)
+            and isinstance(stack[-1], ChatScreen)
+            and stack[-1].stop_for_escape(key.time)
+        )
 
     @property
     def startup_notice(self) -> str | None:
@@ -148,16 +154,16 @@ class ChatApp(App[None]):
             self.theme = self.config.theme
         except Exception:
             self.notify(
-                f"Unknown theme {self.config.theme!r}; using the default.", severity="warning"
+                f"Unknown theme {self.config.theme!r}; using the default.",
+                severity="warning",
+                markup=False,
             )
-        recent = self.store.list_conversations()
-        conversation: Conversation | None = None
-        if recent:
-            latest = self.store.load_conversation(recent[0][0])
-            conversation = latest if not latest.items else None
-        conversation = conversation or self.store.create_conversation()
+        # The latest conversation if it is empty and no other chatui has it, else a new one.
+        conversation = self.store.open_startup_conversation()
         self.install_screen(ChatScreen(conversation), "chat")
         await self.push_screen("chat")
+        if hasattr(self.provider, "on_notice"):
+            self.provider.on_notice = self.show_notice  # type: ignore[union-attr]
         if hasattr(self.provider, "prepare"):
             self.run_worker(self._prepare_provider(), group="prepare")
         try:
@@ -165,6 +171,10 @@ class ChatApp(App[None]):
             loop.add_signal_handler(signal.SIGTERM, lambda: self.call_later(self.action_quit))
         except (NotImplementedError, RuntimeError):
             pass  # Not on the main thread (tests) or not supported (Windows).
+
+    def show_notice(self, text: str) -> None:
+        """A warning from the provider (untrusted text, shown literally)."""
+        self.notify(text, severity="warning", markup=False, timeout=8)
 
     async def _prepare_provider(self) -> None:
         """Load the model in the background, with progress in the status bar."""
@@ -182,23 +192,45 @@ class ChatApp(App[None]):
         if self._quitting:
             return
         self._quitting = True
-        if self.is_screen_installed("chat"):
-            await self.chat.stop_and_wait()
-        if hasattr(self.provider, "close"):
-            await self.provider.close()  # type: ignore[union-attr]
-        self.exit()
+        try:
+            if self.is_screen_installed("chat"):
+                await self.chat.stop_and_wait()
+            if hasattr(self.provider, "close"):
+                await self.provider.close()  # type: ignore[union-attr]
+        finally:
+            self.exit()
 
     async def open_conversation(self, conversation_id: str | None) -> None:
-        """Switch to a stored conversation, or to a new one for None."""
+        """Switch to a stored conversation, or to a new one for None.
+
+        Each running chatui writes only into conversations it owns: one that
+        another chatui has open is refused with a message.
+        """
         chat = self.chat
         await chat.stop_and_wait()
+        current = chat.conversation
+        try:
+            if conversation_id is None:
+                conversation = current if not current.items else self.store.create_conversation()
+            elif not self.store.claim_conversation(conversation_id):
+                gone = conversation_id not in dict(self.store.list_conversations())
+                self.notify(
+                    "That conversation no longer exists."
+                    if gone
+                    else "That conversation is open in another chatui; close it there first.",
+                    severity="warning",
+                    markup=False,
+                )
+                return
+            else:
+                conversation = self.store.load_conversation(conversation_id)
+            if conversation.id != current.id:
+                self.store.release_conversation(current.id)
+        except (sqlite3.Error, KeyError) as error:
+            self.notify(f"The conversation could not be opened: {error}", **PLAIN_ERROR)
+            return
         if hasattr(self.provider, "conversation_left"):
             await self.provider.conversation_left()  # type: ignore[union-attr]
-        if conversation_id is None:
-            current = chat.conversation
-            conversation = current if not current.items else self.store.create_conversation()
-        else:
-            conversation = self.store.load_conversation(conversation_id)
         await chat.show_conversation(conversation)
 
     def show_conversation_list(self) -> None:
@@ -211,7 +243,26 @@ class ChatApp(App[None]):
             elif current not in dict(self.store.list_conversations()):
                 await self.open_conversation(None)  # The open one was deleted.
 
-        self.push_screen(ConversationList(self.store, self.chat.conversation.id), chosen)
+        self.push_screen(
+            ConversationList(self.store, self.chat.conversation.id, self.delete_conversation),
+            chosen,
+        )
+
+    async def delete_conversation(self, conversation_id: str) -> None:
+        """Delete a stored conversation; the open one's turn is stopped and stored first."""
+        if conversation_id == self.chat.conversation.id:
+            await self.chat.stop_and_wait()
+        try:
+            if self.store.owned_by_other(conversation_id):
+                self.notify(
+                    "That conversation is open in another chatui; close it there first.",
+                    severity="warning",
+                    markup=False,
+                )
+                return
+            self.store.delete_conversation(conversation_id)
+        except sqlite3.Error as error:
+            self.notify(f"The conversation could not be deleted: {error}", **PLAIN_ERROR)
 
     def turn_finished(self, turn: Turn, outcome: TurnOutcome) -> None:
         """Called by the chat screen once a turn's outcome is on screen."""
@@ -222,7 +273,10 @@ class ChatApp(App[None]):
             if len(title) > TITLE_LENGTH:
                 title = title[: TITLE_LENGTH - 1] + "…"
             conversation.title = title
-            self.store.rename_conversation(conversation.id, title)
+            try:
+                self.store.rename_conversation(conversation.id, title)
+            except sqlite3.Error as error:
+                self.notify(f"The conversation's title could not be saved: {error}", **PLAIN_ERROR)
 
 
 def _is_escape(message: Message) -> bool:

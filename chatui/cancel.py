@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import threading
 from collections.abc import Callable
@@ -10,31 +11,72 @@ from collections.abc import Callable
 class CancelToken:
     """Says whether a turn was asked to stop; `cancel()` may be called from any thread.
 
-    The first `cancel()` wins: it sets the flag and runs the registered
-    callbacks once, in the calling thread. Later calls do nothing. A callback
-    registered after the cancellation runs at once, so a cancel that arrives
-    before the work began is never lost.
+    The first `cancel()` wins: later calls do nothing and return False. Once
+    the token is cancelled its callbacks run once; a callback registered after
+    that runs at once, so a cancel that arrives before the work began is never
+    lost.
+
+    A token bound to an event loop (`bind()`) changes state only on that
+    loop's thread. `cancel()` from another thread marks the stop `requested`
+    and schedules the change there, so code running on the loop between two
+    awaits sees one value of `cancelled`: a turn's check, its store write and
+    the UI event that follows cannot be split by a stop from another thread.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._requested = False
         self._cancelled = False
         self._callbacks: list[Callable[[], None]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
 
     @property
     def cancelled(self) -> bool:
+        """Whether the stop has taken effect (on the bound loop's thread, if bound)."""
         return self._cancelled
 
+    @property
+    def requested(self) -> bool:
+        """Whether `cancel()` was called, even if the stop has not taken effect yet."""
+        return self._requested
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Apply stops on `loop`'s thread from now on. Call it from that thread."""
+        with self._lock:
+            self._loop, self._loop_thread = loop, threading.get_ident()
+
+    def unbind(self) -> None:
+        """Apply later stops in the calling thread again (the loop may be gone)."""
+        with self._lock:
+            self._loop = self._loop_thread = None
+
     def cancel(self) -> bool:
-        """Request the stop. Returns True only for the call that cancelled."""
+        """Request the stop. Returns True only for the first call."""
+        with self._lock:
+            if self._requested:
+                return False
+            self._requested = True
+            loop = self._loop
+            elsewhere = loop is not None and threading.get_ident() != self._loop_thread
+        if elsewhere:
+            assert loop is not None
+            try:
+                loop.call_soon_threadsafe(self._apply)
+                return True
+            except RuntimeError:
+                pass  # The loop is closed: nothing runs there any more.
+        self._apply()
+        return True
+
+    def _apply(self) -> None:
         with self._lock:
             if self._cancelled:
-                return False
+                return
             self._cancelled = True
             callbacks, self._callbacks = self._callbacks, []
         for callback in callbacks:
             callback()
-        return True
 
     def on_cancel(self, callback: Callable[[], None]) -> Callable[[], None]:
         """Run `callback` on cancellation (now, if already cancelled).

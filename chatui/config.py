@@ -9,6 +9,7 @@ problem. `config.example.toml` at the top of the repository documents them.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -143,6 +144,8 @@ def _apply(target: Any, data: dict[str, Any], source: str, prefix: str) -> None:
 def _coerce(value: Any, expected: Any, source: str, key: str) -> Any:
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if expected is float and isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(source, key, f"expected a finite number, got {value!r}")
     if expected is int and isinstance(value, bool):
         raise ConfigError(source, key, f"expected an integer, got {value!r}")
     if not isinstance(value, expected):

@@ -8,7 +8,12 @@ The rules (design contract point 7), applied in one deterministic pass:
 - A completed tool call is always followed by its result. A call whose result
   is missing (its run was stopped) gets a synthesized "cancelled by the user"
   result.
-- A tool result whose call is not in the history is left out.
+- A tool result whose call is not in the history is left out. Each result is
+  paired with the nearest earlier call of its id that has no result yet, so an
+  id used again later (by another request) never takes an older call's result.
+- Tool-call ids are unique in the history: a repeated id gets a suffix (`_2`,
+  `_3`, ...), on the call and on its result, and characters that the Anthropic
+  API refuses (outside `[a-zA-Z0-9_-]`) become `_`.
 - Consecutive user messages are merged into one, and an assistant message
   with neither text nor tool calls is left out, so both the OpenAI and the
   Anthropic APIs accept the result.
@@ -17,6 +22,7 @@ The rules (design contract point 7), applied in one deterministic pass:
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -24,6 +30,9 @@ from chatui.messages import Item, ModelResponse, ResponseState, ToolResult, User
 
 DEFAULT_INTERRUPTED_NOTE = "[The user interrupted your previous reply; it is not shown.]"
 CANCELLED_TOOL_RESULT = "The tool call was cancelled by the user before it finished."
+_UNSAFE_ID = re.compile(r"[^a-zA-Z0-9_-]")
+
+CallRef = tuple[int, int]  # (index of the response in the items, index of the call in it)
 
 
 @dataclass(frozen=True)
@@ -51,16 +60,13 @@ def build_history(
     interrupted_note: str = DEFAULT_INTERRUPTED_NOTE,
 ) -> list[ChatMessage]:
     """Return the repaired history for `items` (oldest first)."""
-    results: dict[str, ToolResult] = {}
-    for item in items:
-        if isinstance(item, ToolResult):
-            results.setdefault(item.call_id, item)
-
+    results = _pair_results(items)
+    used_ids: set[str] = set()
     messages: list[ChatMessage] = []
     if system_prompt:
         messages.append(ChatMessage("system", system_prompt))
     note_pending = False
-    for item in items:
+    for n, item in enumerate(items):
         if isinstance(item, UserPrompt):
             text = f"{interrupted_note}\n\n{item.text}" if note_pending else item.text
             note_pending = False
@@ -69,7 +75,7 @@ def build_history(
             if item.state is not ResponseState.COMPLETE:
                 note_pending = note_pending or item.state is not ResponseState.FAILED
                 continue
-            messages.extend(_response_messages(item, results))
+            messages.extend(_response_messages(n, item, results, used_ids))
     return messages
 
 
@@ -85,16 +91,49 @@ def _append_user(messages: list[ChatMessage], text: str) -> None:
         messages.append(ChatMessage("user", text))
 
 
+def _pair_results(items: list[Item]) -> dict[CallRef, ToolResult]:
+    """Pair each result with the nearest earlier call of its id that has no result yet.
+
+    The calls of every response count, also of one left out of the history, so
+    a result is never given to an older call of the same id. Within one
+    response, calls sharing an id are answered in order.
+    """
+    waiting: dict[str, list[CallRef]] = {}
+    paired: dict[CallRef, ToolResult] = {}
+    for n, item in enumerate(items):
+        if isinstance(item, ModelResponse):
+            for k, call in enumerate(item.tool_calls):
+                waiting.setdefault(call.id, []).append((n, k))
+        elif isinstance(item, ToolResult) and (refs := waiting.get(item.call_id)):
+            ref = next(r for r in refs if r[0] == refs[-1][0])  # First of the latest response.
+            refs.remove(ref)
+            paired[ref] = item
+    return paired
+
+
+def _unique_id(call_id: str, used: set[str]) -> str:
+    """`call_id` made API-safe and unique among `used` (which it joins)."""
+    base = _UNSAFE_ID.sub("_", call_id) or "call"
+    unique, n = base, 1
+    while unique in used:
+        n += 1
+        unique = f"{base}_{n}"
+    used.add(unique)
+    return unique
+
+
 def _response_messages(
-    response: ModelResponse, results: dict[str, ToolResult]
+    n: int, response: ModelResponse, results: dict[CallRef, ToolResult], used_ids: set[str]
 ) -> list[ChatMessage]:
-    calls = tuple(ToolCall(c.id, c.name, c.arguments) for c in response.tool_calls if c.complete)
+    calls = [(k, c) for k, c in enumerate(response.tool_calls) if c.complete]
     text = response.text
     if not text and not calls:
         return []
-    out = [ChatMessage("assistant", text, tool_calls=calls)]
-    for call in calls:
-        result = results.get(call.id)
+    named = [(_unique_id(c.id, used_ids), k, c) for k, c in calls]
+    tool_calls = tuple(ToolCall(call_id, c.name, c.arguments) for call_id, _, c in named)
+    out = [ChatMessage("assistant", text, tool_calls=tool_calls)]
+    for call_id, k, call in named:
+        result = results.get((n, k))
         content = result.content if result is not None else CANCELLED_TOOL_RESULT
-        out.append(ChatMessage("tool", content, tool_call_id=call.id, name=call.name))
+        out.append(ChatMessage("tool", content, tool_call_id=call_id, name=call.name))
     return out

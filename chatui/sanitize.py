@@ -4,8 +4,9 @@ Widgets never parse this text as Rich or Textual markup (they are given
 `Text`/`Content` objects or Markdown). Terminal control characters are the
 other danger: Rich passes ESC through, so `\\x1b[2J` in a reply would reach the
 terminal. `visible()` maps every control character except newline and tab to
-a visible stand-in (ESC becomes ␛, BEL becomes ␇), so the sequence is shown
-literally and never acted on.
+a visible stand-in (ESC becomes ␛, BEL becomes ␇, C1 controls and the
+bidirectional-text controls become their escape code, like `\\u202e`), so the
+sequence is shown literally and never acted on.
 """
 
 from __future__ import annotations
@@ -13,6 +14,10 @@ from __future__ import annotations
 _TABLE: dict[int, str] = {code: chr(0x2400 + code) for code in range(0x20) if code not in (9, 10)}
 _TABLE[0x7F] = "\u2421"  # ␡
 _TABLE.update({code: f"\\x{code:02x}" for code in range(0x80, 0xA0)})
+# Bidirectional-text controls make displayed text read differently from what it
+# is (U+202E turns the rest of a line around): shown as their code, like C1.
+BIDI_CONTROLS = (0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A))
+_TABLE.update({code: f"\\u{code:04x}" for code in BIDI_CONTROLS})
 
 
 def visible(text: str) -> str:

@@ -3,7 +3,17 @@
 Each conversation item is one row holding its JSON. The user's prompt is
 written before a request starts and a streaming reply is rewritten as it
 grows, so a crash loses at most the last second of a reply; on opening, any
-reply still marked `streaming` (its writer died) becomes `interrupted`.
+reply still marked `streaming` whose writer is dead becomes `interrupted`.
+
+Liveness: every open `Store` (one per running chatui) has a random instance id
+and holds an exclusive `flock` on `<db name>.writers/<instance id>.lock` for its
+whole life. Streaming replies record their writer's instance id and each
+conversation its owner's; an instance is alive only if its lock file exists and
+we cannot lock it. The kernel drops the lock when a process dies however it
+dies, and unlike a PID a random id is never reused. Replies with no writer id
+(from schema 1) count as dead. Without `fcntl` (Windows) the recorded PID is
+checked instead. Each instance writes only into conversations it owns: see
+`claim_conversation` and `open_startup_conversation`.
 """
 
 from __future__ import annotations
@@ -13,6 +23,11 @@ import os
 import sqlite3
 import time
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows: liveness falls back to PIDs.
+    fcntl = None  # type: ignore[assignment]
 
 import platformdirs
 
@@ -49,6 +64,11 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX items_by_conversation ON items (conversation_id, seq);
     """,
+    """
+    ALTER TABLE items ADD COLUMN writer TEXT;
+    ALTER TABLE conversations ADD COLUMN owner TEXT;
+    ALTER TABLE conversations ADD COLUMN owner_pid INTEGER;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -69,20 +89,40 @@ class Store:
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
-        if str(path) != ":memory:":
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.instance_id = new_id()
+        memory = str(path) == ":memory:"
+        # No other instance can share an in-memory database, so it needs no lock file.
+        self._writers = None if memory else self.path.with_name(self.path.name + ".writers")
+        self._lock: int | None = None  # The descriptor holding our lock file's flock.
+        self._closed = False
         try:
+            if not memory:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._migrate()
+            self._hold_lock()
             self.recover_unfinished()  # Also the first query: a schema that is not ours fails here.
-        except sqlite3.Error as error:
+            self._remove_stale_locks()
+        except (sqlite3.Error, OSError) as error:
+            self._drop_lock()
             raise StoreError(f"cannot open the conversation store {self.path}: {error}") from None
 
     def close(self) -> None:
-        self._db.close()
+        """Give up this instance's conversations, close the database and drop our lock."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._db.execute(
+                "UPDATE conversations SET owner = NULL, owner_pid = NULL WHERE owner = ?",
+                (self.instance_id,),
+            )
+        finally:
+            self._db.close()
+            self._drop_lock()
 
     def _migrate(self) -> None:
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
@@ -100,13 +140,68 @@ class Store:
                     self._db.execute("ROLLBACK")
                 raise
 
+    # Liveness of instances
+
+    def _lock_path(self, instance_id: str) -> Path:
+        assert self._writers is not None
+        return self._writers / f"{instance_id}.lock"
+
+    def _hold_lock(self) -> None:
+        """Take our lock file; it is locked before it gets its name, so no one sees it free."""
+        if self._writers is None or fcntl is None:
+            return
+        self._writers.mkdir(exist_ok=True)
+        unnamed = self._writers / f"{self.instance_id}.new"
+        self._lock = os.open(unnamed, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.replace(unnamed, self._lock_path(self.instance_id))
+
+    def _drop_lock(self) -> None:
+        if self._lock is None:
+            return
+        self._lock_path(self.instance_id).unlink(missing_ok=True)
+        os.close(self._lock)  # This releases the flock.
+        self._lock = None
+
+    def _remove_stale_locks(self) -> None:
+        """Delete the lock files of instances that died without closing."""
+        if self._lock is None or self._writers is None:
+            return
+        for lock in self._writers.glob("*.lock"):
+            if not self._instance_alive(lock.stem, None):
+                lock.unlink(missing_ok=True)
+
+    def _instance_alive(self, instance_id: str | None, pid: int | None) -> bool:
+        """Whether chatui instance `instance_id` (which ran as process `pid`) is still open."""
+        if instance_id is None:
+            return False  # Written before instances had ids: its writer is gone by now.
+        if instance_id == self.instance_id:
+            return True
+        if fcntl is None:
+            return _pid_alive(pid)
+        if self._writers is None:
+            return False
+        try:
+            descriptor = os.open(self._lock_path(instance_id), os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        except OSError:
+            return True  # Not ours to inspect: assume it runs, as for a foreign PID.
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True  # Its owner holds the lock.
+        finally:
+            os.close(descriptor)  # Also drops the lock if we just took it.
+        return False
+
     def recover_unfinished(self) -> int:
-        """Mark replies left `streaming` by a process that has died as interrupted."""
+        """Mark replies left `streaming` by an instance that has died as interrupted."""
         rows = self._db.execute(
-            "SELECT data, writer_pid FROM items WHERE kind = 'response' AND state = ?",
+            "SELECT data, writer, writer_pid FROM items WHERE kind = 'response' AND state = ?",
             (ResponseState.STREAMING.value,),
         ).fetchall()
-        dead = [data for data, pid in rows if not _alive(pid)]
+        dead = [data for data, writer, pid in rows if not self._instance_alive(writer, pid)]
         for data in dead:
             response = item_from_dict(json.loads(data))
             assert isinstance(response, ModelResponse)
@@ -116,16 +211,59 @@ class Store:
             self._write_item(response)
         return len(dead)
 
-    # Conversations
+    # Conversations and who owns them
 
     def create_conversation(self, title: str = "New conversation") -> Conversation:
+        """A new conversation, owned by this instance."""
         conversation = Conversation(id=new_id(), title=title)
         now = time.time()
         self._db.execute(
-            "INSERT INTO conversations (id, title, created, updated) VALUES (?, ?, ?, ?)",
-            (conversation.id, title, now, now),
+            "INSERT INTO conversations (id, title, created, updated, owner, owner_pid)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (conversation.id, title, now, now, self.instance_id, os.getpid()),
         )
         return conversation
+
+    def claim_conversation(self, conversation_id: str) -> bool:
+        """Own the conversation unless a live other instance does; True if we own it now."""
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")  # Other claims wait, so only one can win.
+            row = self._db.execute(
+                "SELECT owner, owner_pid FROM conversations WHERE id = ?", (conversation_id,)
+            ).fetchone()
+            if row is None:
+                return False
+            if row[0] != self.instance_id and self._instance_alive(*row):
+                return False
+            self._db.execute(
+                "UPDATE conversations SET owner = ?, owner_pid = ? WHERE id = ?",
+                (self.instance_id, os.getpid(), conversation_id),
+            )
+        return True
+
+    def release_conversation(self, conversation_id: str) -> None:
+        """Give up the conversation if this instance owns it."""
+        self._db.execute(
+            "UPDATE conversations SET owner = NULL, owner_pid = NULL WHERE id = ? AND owner = ?",
+            (conversation_id, self.instance_id),
+        )
+
+    def owned_by_other(self, conversation_id: str) -> bool:
+        """Whether another chatui instance that is still running owns the conversation."""
+        row = self._db.execute(
+            "SELECT owner, owner_pid FROM conversations WHERE id = ?", (conversation_id,)
+        ).fetchone()
+        return row is not None and row[0] != self.instance_id and self._instance_alive(*row)
+
+    def open_startup_conversation(self) -> Conversation:
+        """The latest conversation if it is empty and we can claim it, else a new one."""
+        recent = self.list_conversations()
+        if recent and self.claim_conversation(recent[0][0]):
+            latest = self.load_conversation(recent[0][0])  # Loaded once it is ours: it is final.
+            if not latest.items:
+                return latest
+            self.release_conversation(latest.id)
+        return self.create_conversation()
 
     def list_conversations(self) -> list[tuple[str, str]]:
         """(id, title) pairs, most recently updated first."""
@@ -173,22 +311,24 @@ class Store:
     def _write_item(self, item: Item, conversation_id: str | None = None) -> None:
         data = json.dumps(item_to_dict(item))
         state = item.state.value if isinstance(item, ModelResponse) else None
-        writer = os.getpid() if state == ResponseState.STREAMING.value else None
+        streaming = state == ResponseState.STREAMING.value
+        writer, pid = (self.instance_id, os.getpid()) if streaming else (None, None)
         updated = self._db.execute(
-            "UPDATE items SET data = ?, state = ?, writer_pid = ? WHERE id = ?",
-            (data, state, writer, item.id),
+            "UPDATE items SET data = ?, state = ?, writer = ?, writer_pid = ? WHERE id = ?",
+            (data, state, writer, pid, item.id),
         )
         if updated.rowcount == 0 and conversation_id is not None:
             self._db.execute(
-                "INSERT INTO items (id, conversation_id, seq, kind, state, writer_pid, data) "
-                "VALUES (?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM items"
-                " WHERE conversation_id = ?), ?, ?, ?, ?)",
-                (item.id, conversation_id, conversation_id, item.kind, state, writer, data),
+                "INSERT INTO items"
+                " (id, conversation_id, seq, kind, state, writer, writer_pid, data)"
+                " VALUES (?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM items"
+                " WHERE conversation_id = ?), ?, ?, ?, ?, ?)",
+                (item.id, conversation_id, conversation_id, item.kind, state, writer, pid, data),
             )
 
 
-def _alive(pid: int | None) -> bool:
-    """Whether process `pid` still runs (so its streaming reply is not abandoned)."""
+def _pid_alive(pid: int | None) -> bool:
+    """Whether process `pid` still runs: the liveness test where `fcntl` is missing."""
     if not pid:
         return False
     try:

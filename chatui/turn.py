@@ -1,18 +1,25 @@
 """Run one user turn: the request/tool loop, the cancel token, the typed outcome.
 
 A `Turn` owns a `CancelToken` that exists before any provider work starts.
-`Turn.cancel()` (Esc, or the app quitting) sets the token and cancels the task
-running `Turn.run()`; the provider's stream is closed by the `async with` that
-reads it, in that same task. From the moment the token is set, no event of
+`Turn.cancel()` (Esc, or the app quitting) sets the token and cancels the
+turn's own task, which runs the model requests; the provider's stream is
+closed by the `async with` that reads it, in that task. The token takes
+effect on the event loop's thread, so from the moment it is set no event of
 this turn reaches the sink (the UI) and no further part reaches the store:
 the only write left is the partial reply marked `interrupted`.
+
+`run()` always returns one outcome: a provider error, an idle stream or a
+store that cannot be written (a full disk) make it `failed` with a message,
+and a stop the user asked for is `interrupted` even if closing the stream
+raised.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-import threading
+import math
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +29,7 @@ from chatui.cancel import CancelToken
 from chatui.history import CANCELLED_TOOL_RESULT, DEFAULT_INTERRUPTED_NOTE, build_history
 from chatui.messages import (
     Conversation,
+    Item,
     ModelResponse,
     ResponseState,
     ToolCallPart,
@@ -31,6 +39,7 @@ from chatui.messages import (
 )
 from chatui.providers.base import (
     ModelRequest,
+    PromptProgress,
     Provider,
     ProviderError,
     StreamEnd,
@@ -103,8 +112,17 @@ Sink = Callable[[TurnEvent], Awaitable[None]]
 _turn_ids = itertools.count(1)
 
 
+class StorageError(Exception):
+    """The conversation could not be written (a full disk, a deleted conversation)."""
+
+
 class Turn:
-    """One user turn. Create it, keep it where Esc can reach it, then await `run()`."""
+    """One user turn. Create it, keep it where Esc can reach it, then await `run()`.
+
+    The model requests run in a task of the turn's own, which a stop cancels:
+    once `run()` has returned, that task is done, so a late `cancel()` touches
+    nothing (not the caller's task, not the next turn's).
+    """
 
     def __init__(
         self,
@@ -128,77 +146,138 @@ class Turn:
         self.tools = tools
         self.clock = clock
         self._sink = sink
-        self._task: asyncio.Task[TurnOutcome] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._loop_thread: int | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._started = self._ended = False
         self._responses: list[ModelResponse] = []
         # Per-request bookkeeping, reset by _request().
         self._calls: dict[int, ToolCallPart] = {}
         self._input_chars = 0
         self._got_usage = False
-        self._ending = False
         self.token.on_cancel(self._cancel_task)
 
     @property
     def running(self) -> bool:
-        return self._task is not None and not self._task.done()
+        """Whether `run()` has started and not yet returned."""
+        return self._started and not self._ended
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
+
+    @property
+    def stoppable(self) -> bool:
+        """Whether a stop would still change this turn: not asked for, requests not over."""
+        if self._ended or self.token.requested:
+            return False
+        return self._task is None or not self._task.done()
 
     def cancel(self) -> bool:
         """Stop this turn (any thread, any number of times). True for the first call."""
         return self.token.cancel()
 
     def _cancel_task(self) -> None:
-        task, loop = self._task, self._loop
-        if task is None or loop is None or self._ending:
-            return  # Not started (run() checks the token first), or already ending.
-        if threading.get_ident() == self._loop_thread:
-            task.cancel()
-        else:
-            loop.call_soon_threadsafe(task.cancel)
+        # On the loop's thread once run() has bound the token; before that there is
+        # no task, and run() checks the token first.
+        if self._task is not None:
+            self._task.cancel()  # A no-op once the requests are over.
 
     async def run(self) -> TurnOutcome:
-        """Run the turn to its one outcome. Stores the prompt before anything else."""
-        task = asyncio.current_task()
-        assert task is not None
-        self._loop, self._loop_thread = asyncio.get_running_loop(), threading.get_ident()
-        self._task = task
-        self.conversation.items.append(self.prompt)
-        self.store.save_item(self.conversation.id, self.prompt)
+        """Run the turn to its one outcome. Stores the prompt before anything else.
+
+        Never raises but for the caller's own cancellation (the app quitting),
+        which stops the turn the way Esc does and is re-raised once the partial
+        reply is stored.
+        """
+        if self._started:
+            raise RuntimeError("a turn runs once")
+        self._started = True
+        self.token.bind(asyncio.get_running_loop())
         outcome = TurnOutcome(self.id, ResponseState.COMPLETE, self.prompt, self._responses)
+        outside_cancel = False
         try:
-            self._raise_if_cancelled()
-            await self._request_loop()
-        except asyncio.CancelledError:
-            self._ending = True
-            ours = not self.token.cancel()  # Sets the token if the cancel came from outside.
-            self._end_current(ResponseState.INTERRUPTED, "cancelled")
-            outcome.state = ResponseState.INTERRUPTED
-            if not ours:
-                raise
-            if task.cancelling():
-                task.uncancel()
-        except TimeoutError:
-            outcome.error = (
+            self.conversation.items.append(self.prompt)
+            try:
+                self._save(self.prompt)
+            except StorageError as error:
+                outcome.state, outcome.error = ResponseState.FAILED, str(error)
+                return outcome
+            if self.token.cancelled:
+                outcome.state = ResponseState.INTERRUPTED
+                return outcome
+            task = self._task = asyncio.create_task(self._request_loop())
+            while not task.done():
+                try:
+                    await asyncio.shield(task)
+                except asyncio.CancelledError:
+                    if not task.done():  # The caller's task was cancelled, not ours.
+                        outside_cancel = True
+                        self.token.cancel()  # Stop the same way Esc does, then wait.
+                except BaseException:
+                    pass  # Read from the task below.
+            self._finish(outcome, task)
+        finally:
+            self._ended = True
+            self.token.unbind()
+        if outside_cancel:
+            raise asyncio.CancelledError
+        return outcome
+
+    def _finish(self, outcome: TurnOutcome, task: asyncio.Task[None]) -> None:
+        """Give the turn its one state from how its requests ended, and store that."""
+        error = None if task.cancelled() else task.exception()
+        if isinstance(error, StorageError):
+            state, reason = ResponseState.FAILED, "error"
+            outcome.error = str(error)
+        elif task.cancelled() or self.token.requested:
+            # A stop the user asked for is interrupted, whatever the cleanup raised.
+            state, reason = ResponseState.INTERRUPTED, "cancelled"
+        elif error is None:
+            state, reason = ResponseState.COMPLETE, "stop"
+        else:
+            state, reason = ResponseState.FAILED, "error"
+            outcome.error = self._explain(error)
+        outcome.state = state
+        if state is ResponseState.COMPLETE:
+            return
+        try:
+            self._end_current(state, reason, outcome.error)
+        except StorageError as store_error:
+            outcome.state, outcome.error = ResponseState.FAILED, str(store_error)
+        if isinstance(error, StorageError) or outcome.state is not state:
+            self._mark_unsaved(outcome.error or "")
+
+    def _explain(self, error: BaseException) -> str:
+        if isinstance(error, TimeoutError):
+            return (
                 f"{self.provider.name} sent nothing for {self.settings.idle_timeout:g} s, "
                 "so the request was stopped."
             )
-            self._fail(outcome)
-        except Exception as error:  # A provider or tool failure becomes a failed outcome.
-            outcome.error = self._describe(error)
-            self._fail(outcome)
-        return outcome
+        if isinstance(error, StorageError):
+            return str(error)
+        return self._describe(error)
+
+    def _mark_unsaved(self, error: str) -> None:
+        """The last response could not be stored: it is failed, in memory too."""
+        if self._responses:
+            response = self._responses[-1]
+            if response.state is not ResponseState.INTERRUPTED:
+                response.state, response.finish_reason = ResponseState.FAILED, "error"
+            response.error = error
+
+    def _save(self, item: Item) -> None:
+        try:
+            self.store.save_item(self.conversation.id, item)
+        except (sqlite3.Error, OSError) as error:
+            raise StorageError(
+                f"The conversation could not be saved ({error}). "
+                "What is on screen is kept; free some disk space, then send again."
+            ) from None
 
     def _raise_if_cancelled(self) -> None:
         if self.token.cancelled:
             raise asyncio.CancelledError
 
-    def _fail(self, outcome: TurnOutcome) -> None:
-        self._ending = True
-        self.token.cancel()  # Nothing of this turn may render after it ended.
-        self._end_current(ResponseState.FAILED, "error", outcome.error)
-        outcome.state = ResponseState.FAILED
-
-    def _describe(self, error: Exception) -> str:
+    def _describe(self, error: BaseException) -> str:
         text = (
             str(error) if isinstance(error, ProviderError) else f"{type(error).__name__}: {error}"
         )
@@ -233,7 +312,7 @@ class Turn:
         self._calls, self._got_usage = {}, False
         self._input_chars = sum(len(m.content) for m in messages)
         self.conversation.items.append(response)
-        self.store.save_item(self.conversation.id, response)
+        self._save(response)
         await self._emit(ResponseStarted(response))
 
         request = ModelRequest(messages, self.token, tools, self.conversation.id)
@@ -245,9 +324,16 @@ class Turn:
         ):
             pushed = loop.time()
             async for event in events:
-                if (now := loop.time()) - pushed > idle / 20:  # Cheap enough per token.
+                if isinstance(event, PromptProgress) and event.done < event.total:
+                    # The provider is computing, not silent: the next event comes when the
+                    # next part of the prompt is done, however long a part takes.
+                    deadline.reschedule(None)
+                    pushed = -math.inf
+                elif (now := loop.time()) - pushed > idle / 20:  # Cheap enough per token.
                     deadline.reschedule(now + idle)
                     pushed = now
+                # No await from the check to the sink: a stop (which takes effect on this
+                # thread) cannot come between storing an event and showing it.
                 self._raise_if_cancelled()
                 self._apply(response, event)
                 await self._emit(event)
@@ -255,7 +341,7 @@ class Turn:
                     break
                 if self.clock() - last_flush >= FLUSH_INTERVAL:
                     last_flush = self.clock()
-                    self.store.save_item(self.conversation.id, response)
+                    self._save(response)
         if response.finish_reason is None:
             raise ProviderError(f"{self.provider.name} closed the stream before the reply ended")
         self._end(response, ResponseState.COMPLETE, response.finish_reason)
@@ -308,7 +394,7 @@ class Turn:
 
     def _add_result(self, result: ToolResult) -> None:
         self.conversation.items.append(result)
-        self.store.save_item(self.conversation.id, result)
+        self._save(result)
 
     def _end_current(self, state: ResponseState, reason: str, error: str | None = None) -> None:
         if self._responses and not self._responses[-1].state.ended:
@@ -331,4 +417,4 @@ class Turn:
             response.usage = Usage(self._input_chars // 4, response.received, estimated=True)
         elif usage.output_tokens < response.received:
             response.usage = Usage(usage.input_tokens, response.received, estimated=True)
-        self.store.save_item(self.conversation.id, response)
+        self._save(response)

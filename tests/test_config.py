@@ -154,3 +154,35 @@ def test_cli_exits_2_when_the_store_cannot_be_used(tmp_path: Path) -> None:
 
     assert result.returncode == 2
     assert str(db) in result.stderr and "Traceback" not in result.stderr
+
+
+def _float_keys() -> list[str]:
+    """Every float key of the config, dotted (`local.temperature`)."""
+    import dataclasses
+
+    keys: list[str] = []
+    for section in dataclasses.fields(Config):
+        value = getattr(Config(), section.name)
+        if dataclasses.is_dataclass(value):
+            keys += [
+                f"{section.name}.{f.name}"
+                for f in dataclasses.fields(value)
+                if f.type in (float, "float")
+            ]
+        elif section.type in (float, "float"):
+            keys.append(section.name)
+    return keys
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_not_a_number_and_infinities_are_rejected_for_every_float_key(
+    tmp_path: Path, value: str
+) -> None:
+    keys = _float_keys()
+    assert "idle_timeout" in keys and "local.temperature" in keys and len(keys) >= 5
+    for dotted in keys:
+        section, _, name = dotted.rpartition(".")
+        text = f"[{section}]\n{name} = {value}\n" if section else f"{name} = {value}\n"
+        with pytest.raises(ConfigError, match="finite number") as caught:
+            load_config(write(tmp_path, text), env={})
+        assert caught.value.key == dotted

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 
 from chatui.history import (
     CANCELLED_TOOL_RESULT,
@@ -36,6 +37,8 @@ def assert_api_shape(messages: list[ChatMessage]) -> None:
     """What both APIs demand: alternation, and every tool call answered at once."""
     body = [m for m in messages if m.role != "system"]
     assert body[0].role == "user"
+    call_ids = [c.id for m in body for c in m.tool_calls]
+    assert len(set(call_ids)) == len(call_ids), "duplicate tool-call ids"
     for previous, current in itertools.pairwise(body):
         assert not (previous.role == current.role == "user"), "consecutive user messages"
         assert not (previous.role == current.role == "assistant"), "consecutive assistant messages"
@@ -197,3 +200,101 @@ def test_repair_is_deterministic() -> None:
 
     assert first == second
     assert b"par" not in first
+
+
+def test_an_id_used_again_by_a_later_response_gets_its_own_result_and_a_unique_id() -> None:
+    """Local ids once restarted at call_0 for each request: each result must stay with
+    its own call, and the history must not carry the id twice."""
+    items = [
+        UserPrompt("first"),
+        reply("", ToolCallPart("call_0", "echo", '{"n": 1}', complete=True)),
+        ToolResult("call_0", "echo", "one"),
+        reply("then", ToolCallPart("call_0", "echo", '{"n": 2}', complete=True)),
+        ToolResult("call_0", "echo", "two"),
+        reply("done"),
+        UserPrompt("second"),
+    ]
+
+    messages = build(items)
+
+    calls = [c for m in messages for c in m.tool_calls]
+    results = {m.tool_call_id: m.content for m in messages if m.role == "tool"}
+    assert [c.id for c in calls] == ["call_0", "call_0_2"]
+    assert results == {"call_0": "one", "call_0_2": "two"}
+    assert_api_shape(messages)
+
+
+def test_a_repeated_id_whose_run_was_stopped_does_not_take_the_earlier_result() -> None:
+    items = [
+        UserPrompt("go"),
+        reply("", ToolCallPart("call_0", "echo", "{}", complete=True)),
+        ToolResult("call_0", "echo", "first result"),
+        reply("", ToolCallPart("call_0", "slow", "{}", complete=True)),  # Stopped: no result.
+        UserPrompt("what happened?"),
+    ]
+
+    messages = build(items)
+
+    tool_messages = [m for m in messages if m.role == "tool"]
+    assert [(m.tool_call_id, m.content) for m in tool_messages] == [
+        ("call_0", "first result"),
+        ("call_0_2", CANCELLED_TOOL_RESULT),
+    ]
+    assert_api_shape(messages)
+
+
+def test_a_late_result_goes_to_the_nearest_call_without_one() -> None:
+    """A result pairs with the nearest earlier call of its id that has no result yet,
+    also when that call's response was left out, and calls of one response in order."""
+    items = [
+        UserPrompt("go"),
+        reply("", ToolCallPart("x", "a", "{}", complete=True)),  # Stopped: no result.
+        reply("", ToolCallPart("x", "b", "{}", complete=True), state=ResponseState.INTERRUPTED),
+        ToolResult("x", "b", "for the interrupted call"),
+        reply("", ToolCallPart("x", "c", "{}", complete=True), ToolCallPart("x", "d", "{}", True)),
+        ToolResult("x", "c", "for c"),
+        ToolResult("x", "d", "for d"),
+        UserPrompt("and?"),
+    ]
+
+    messages = build(items)
+
+    tool_messages = [(m.tool_call_id, m.name, m.content) for m in messages if m.role == "tool"]
+    assert tool_messages == [
+        ("x", "a", CANCELLED_TOOL_RESULT),
+        ("x_2", "c", "for c"),
+        ("x_3", "d", "for d"),
+    ]
+    assert_api_shape(messages)
+
+
+def test_unique_ids_are_api_safe_and_never_collide_with_an_existing_id() -> None:
+    items = [
+        UserPrompt("go"),
+        reply("", ToolCallPart("x", "a", "{}", True), ToolCallPart("x_2", "b", "{}", True)),
+        reply("", ToolCallPart("x", "c", "{}", True), ToolCallPart("tool.call:1", "d", "{}", True)),
+        reply("", ToolCallPart("", "e", "{}", True)),
+        UserPrompt("and?"),
+    ]
+
+    messages = build(items)
+
+    ids = [c.id for m in messages for c in m.tool_calls]
+    assert ids == ["x", "x_2", "x_3", "tool_call_1", "call"]
+    assert all(re.fullmatch(r"[a-zA-Z0-9_-]+", i) for i in ids)
+    assert_api_shape(messages)
+
+
+def test_repair_of_repeated_ids_is_deterministic() -> None:
+    def conversation():
+        return [
+            UserPrompt("a", id="1"),
+            reply("", ToolCallPart("call_0", "echo", "{}", complete=True)),
+            ToolResult("call_0", "echo", "r1", id="r1"),
+            reply("", ToolCallPart("call_0", "echo", "{}", complete=True)),
+            ToolResult("call_0", "echo", "r2", id="r2"),
+            UserPrompt("b", id="2"),
+        ]
+
+    assert history_bytes(build(conversation())) == history_bytes(build(conversation()))
+    assert b"call_0_2" in history_bytes(build(conversation()))

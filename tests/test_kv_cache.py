@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
 import llama_cpp
@@ -133,3 +135,32 @@ def test_save_and_load_round_trip_and_refusals(cache: KVCache, llm, tmp_path: Pa
     path.write_bytes(path.read_bytes()[:-10])
     assert not cache.load(path, "model-a")  # Truncated.
     assert not cache.load(tmp_path / "missing.kv", "model-a")
+
+
+@pytest.mark.parametrize("failing", ["fsync", "replace"])
+def test_a_save_that_fails_leaves_the_old_state_and_no_temp_file(
+    cache: KVCache, llm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str
+) -> None:
+    text = "a conversation"
+    with cache.begin() as tx:
+        llm.eval(tokens(llm, text))
+        tx.commit(text, llm.n_tokens)
+    path = tmp_path / "c.kv"
+    assert cache.save(path, "model-a")
+    old = path.read_bytes()
+    with cache.begin() as tx:
+        llm.eval(tokens(llm, " that went on"))
+        tx.commit(text + " that went on", llm.n_tokens)
+
+    def no_space(*args: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, failing, no_space)
+    with pytest.raises(OSError, match="No space left"):
+        cache.save(path, "model-a")
+    monkeypatch.undo()
+
+    assert path.read_bytes() == old
+    assert [p.name for p in tmp_path.iterdir()] == ["c.kv"]
+    cache.truncate(0)
+    assert cache.load(path, "model-a") and cache.committed_text == text

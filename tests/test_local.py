@@ -7,7 +7,9 @@ turn can be compared token for token with a cold context.
 from __future__ import annotations
 
 import asyncio
+import errno
 import itertools
+import os
 import threading
 from pathlib import Path
 
@@ -15,10 +17,13 @@ import llama_cpp
 import pytest
 from tiny_gguf import write_tiny_model
 
+from chatui.cancel import CancelToken
 from chatui.config import LocalConfig
+from chatui.history import ChatMessage
 from chatui.messages import ResponseState
 from chatui.providers.base import ProviderError, TextDelta
 from chatui.providers.chat_format import GEMMA_TEMPLATE
+from chatui.providers.llama_engine import model_identity
 from chatui.providers.llama_runtime import AbortFlag
 from chatui.providers.local import LocalProvider, check_gguf
 from chatui.store import Store
@@ -69,7 +74,9 @@ class Recorder:
                 self.turn.cancel()
 
 
-async def run_turn(provider, store, conversation, prompt, *, stop_after=None, start=True):
+async def run_turn(
+    provider, store, conversation, prompt, *, stop_after=None, start=True, idle_timeout=60.0
+):
     recorder = Recorder()
     recorder.stop_after = stop_after
     turn = Turn(
@@ -78,7 +85,7 @@ async def run_turn(provider, store, conversation, prompt, *, stop_after=None, st
         provider=provider,
         store=store,
         sink=recorder,
-        settings=TurnSettings(system_prompt="Be brief."),
+        settings=TurnSettings(system_prompt="Be brief.", idle_timeout=idle_timeout),
     )
     recorder.turn = turn
     if not start:
@@ -394,3 +401,298 @@ def test_registry_builds_the_configured_provider(tmp_path: Path, monkeypatch) ->
     assert local.state_dir == tmp_path / "chatui" / "kv"
     with pytest.raises(ProviderError, match="openai provider is not available"):
         create_provider(Config(provider="openai"))
+
+
+# A KV state that cannot be saved (defect 4)
+
+
+class Notices:
+    """Records `on_notice` calls and the thread each arrived on."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+        self.threads: set[int] = set()
+
+    def __call__(self, message: str) -> None:
+        self.messages.append(message)
+        self.threads.add(threading.get_ident())
+
+
+async def test_an_uncreatable_state_dir_is_reported_once_and_fails_no_turn(
+    tiny_model: Path, tmp_path: Path, store: Store
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    state_dir = blocker / "kv"  # mkdir fails: its parent is a regular file.
+    provider = LocalProvider(local_config(tiny_model, max_tokens=4), state_dir=state_dir)
+    notices = Notices()
+    provider.on_notice = notices
+    await provider.prepare()
+    try:
+        first, second = store.create_conversation(), store.create_conversation()
+        outcomes = []
+        for conversation in (first, second, first, second):  # Each switch saves, and fails.
+            outcome, _ = await run_turn(provider, store, conversation, "hello")
+            outcomes.append(outcome.state)
+        await provider.conversation_left()  # Ctrl+N: must not raise.
+        await provider.conversation_left()
+        outcome, _ = await run_turn(provider, store, store.create_conversation(), "new one")
+        outcomes.append(outcome.state)
+    finally:
+        await provider.close()
+
+    assert outcomes == [ResponseState.COMPLETE] * 5
+    assert len(notices.messages) == 1  # One failure, reported once.
+    assert str(state_dir) in notices.messages[0]
+    assert "Not a directory" in notices.messages[0]
+    assert notices.threads == {threading.get_ident()}  # On the event loop's thread.
+
+
+@pytest.mark.parametrize("failing", ["fsync", "replace"])
+async def test_a_full_disk_keeps_the_old_state_file_and_leaves_no_temp_file(
+    tiny_model: Path, tmp_path: Path, store: Store, monkeypatch, failing: str
+) -> None:
+    state_dir = tmp_path / "kv"
+    provider = LocalProvider(local_config(tiny_model, max_tokens=4), state_dir=state_dir)
+    notices = Notices()
+    provider.on_notice = notices
+    await provider.prepare()
+    try:
+        first, second = store.create_conversation(), store.create_conversation()
+        await run_turn(provider, store, first, "remember this")
+        await provider.conversation_left()
+        saved = state_dir / f"{first.id}.kv"
+        old_state = saved.read_bytes()
+        await run_turn(provider, store, first, "and this too")  # State to save on leaving.
+
+        def no_space(*args: object) -> None:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        monkeypatch.setattr(os, failing, no_space)
+        outcome, _ = await run_turn(provider, store, second, "another conversation")
+        await provider.conversation_left()
+        still_saved = saved.read_bytes()
+        leftovers = sorted(p.name for p in state_dir.iterdir())
+        monkeypatch.undo()
+
+        reopened = store.load_conversation(first.id)
+        back, _ = await run_turn(provider, store, reopened, "back again")
+        resumed = provider.last_job
+    finally:
+        await provider.close()
+
+    assert outcome.state is ResponseState.COMPLETE
+    assert still_saved == old_state  # The valid old state, not a half-written one.
+    assert leftovers == [saved.name]  # No temp file, and nothing saved for `second`.
+    assert len(notices.messages) == 1
+    assert notices.messages[0] == (
+        f"Could not save the model's cache for this conversation in {state_dir}: "
+        "No space left on device. The next visit re-reads it."
+    )
+    assert back.state is ResponseState.COMPLETE
+    assert 0 < resumed.reused < resumed.prompt_tokens  # The old state was still usable.
+
+
+# Tool-call ids (defect 5)
+
+
+async def test_two_requests_never_repeat_a_tool_call_id(
+    provider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from chatui.providers import llama_engine
+    from chatui.providers.base import ModelRequest, ToolCallStart, ToolSpec
+    from chatui.providers.tool_markup import ID_PATTERN, ToolCallMarkupParser
+
+    parsers: list[ToolCallMarkupParser] = []
+
+    class Recording(ToolCallMarkupParser):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+            parsers.append(self)
+
+    monkeypatch.setattr(llama_engine, "ToolCallMarkupParser", Recording)
+    tools = [ToolSpec("echo", "Echo the text", {"type": "object"})]
+    for prompt in ("one", "two"):
+        request = ModelRequest([ChatMessage("user", prompt)], CancelToken(), tools, "c")
+        async with provider.stream(request) as events:
+            async for _ in events:
+                pass
+
+    markup = '<tool_call>{"name": "echo", "arguments": {}}</tool_call>' * 2
+    ids = [e.id for p in parsers for e in p.feed(markup) if isinstance(e, ToolCallStart)]
+    assert len(parsers) == 2
+    assert len(ids) == 4 and len(set(ids)) == 4
+    assert all(ID_PATTERN.fullmatch(i) for i in ids)
+
+
+# Saved state and a replaced model file (defect 6)
+
+
+def mixed_model(a: bytes, b: bytes, keep: int) -> bytes:
+    """Model B's weights behind model A's first `keep` bytes: the same size and header."""
+    assert len(a) == len(b)
+    return a[:keep] + b[keep:]
+
+
+@pytest.mark.parametrize("replace", ["new file", "in place, old mtime"])
+async def test_state_saved_with_a_replaced_model_file_is_not_resumed(
+    tmp_path: Path, store: Store, replace: str
+) -> None:
+    """Model B differs from A only after the first MiB, the part the old identity hashed."""
+    model = write_tiny_model(tmp_path / "model.gguf", dim=256, suppress_eog=True)
+    a = model.read_bytes()
+    other = write_tiny_model(tmp_path / "b.gguf", dim=256, seed=7, suppress_eog=True)
+    b = mixed_model(a, other.read_bytes(), 1 << 20)
+    assert len(a) > 2 << 20 and a[: 1 << 20] == b[: 1 << 20] and a != b
+    first = LocalProvider(local_config(model, max_tokens=8), state_dir=tmp_path / "kv")
+    await first.prepare()
+    conversation = store.create_conversation()
+    await run_turn(first, store, conversation, "remember this")
+    await first.close()  # Saves the conversation's state for model A.
+    before = os.stat(model)
+    if replace == "new file":
+        (tmp_path / "new.gguf").write_bytes(b)
+        os.replace(tmp_path / "new.gguf", model)
+    else:
+        with model.open("r+b") as file:
+            file.write(b)
+        os.utime(model, ns=(before.st_atime_ns, before.st_mtime_ns))
+        after = os.stat(model)
+        assert (after.st_ino, after.st_size, after.st_mtime_ns) == (
+            before.st_ino,
+            before.st_size,
+            before.st_mtime_ns,
+        )
+
+    second = LocalProvider(local_config(model, max_tokens=8), state_dir=tmp_path / "kv")
+    await second.prepare()
+    outcome, _ = await run_turn(second, store, store.load_conversation(conversation.id), "more")
+    job = second.last_job
+    await second.close()
+    cold = llama_cpp.Llama(model_path=str(model), n_ctx=4096, n_threads=2, verbose=False)
+    cold_tokens = list(itertools.islice(cold.generate(job.prompt_ids, temp=0.0), 8))
+    cold.close()
+
+    assert outcome.state is ResponseState.COMPLETE
+    assert job.reused == 0  # Model A's cached tokens are not reused by model B.
+    assert job.reply_tokens == cold_tokens
+
+
+def test_model_identity_follows_the_file_not_just_its_name_and_size(tmp_path: Path) -> None:
+    path = write_tiny_model(tmp_path / "m.gguf")
+    same = model_identity(path)
+    assert model_identity(path) == same
+
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1  # One bit near the end of the file.
+    stamp = os.stat(path)
+    with path.open("r+b") as file:
+        file.write(data)
+    os.utime(path, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    assert model_identity(path) != same
+
+    data[-1] ^= 1  # The original bytes again, but a new mtime.
+    path.write_bytes(data)
+    os.utime(path, ns=(stamp.st_atime_ns, stamp.st_mtime_ns + 1))
+    assert model_identity(path) != same
+
+
+# Progress while the prompt is processed (defect 15)
+
+
+async def test_prompt_processing_reports_progress_every_batch_before_the_first_text(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    from chatui.providers.base import ModelRequest, PromptProgress
+
+    provider = LocalProvider(
+        local_config(tiny_model, n_batch=32, n_ubatch=32, max_tokens=3), state_dir=tmp_path
+    )
+    await provider.prepare()
+    try:
+        runs = []
+        for prompt in ("word " * 200, "word " * 200 + "and more " * 20):  # Cold, then warm.
+            history = [ChatMessage("user", prompt)]
+            request = ModelRequest(history, CancelToken(), conversation_id="c")
+            async with provider.stream(request) as events:
+                runs.append(([e async for e in events], provider.last_job))
+    finally:
+        await provider.close()
+
+    for events, job in runs:
+        first_text = next(i for i, e in enumerate(events) if isinstance(e, TextDelta))
+        progress = [(i, e) for i, e in enumerate(events) if isinstance(e, PromptProgress)]
+        done = [e.done for _, e in progress]
+        assert all(i < first_text for i, _ in progress)
+        assert all(e.total == job.prompt_tokens for _, e in progress)
+        assert done[0] == job.reused and done[-1] == job.prompt_tokens
+        assert all(0 < b - a <= 32 for a, b in itertools.pairwise(done))
+    assert runs[0][1].reused == 0 and runs[1][1].reused > 32  # The warm prompt reused the cache.
+
+
+async def test_a_long_prefill_is_not_an_idle_stream(
+    slow_model: Path, tmp_path: Path, store: Store
+) -> None:
+    """About 600 prompt tokens take 1 to 2 s here, in batches of about 0.1 s each."""
+    config = local_config(slow_model, n_batch=32, n_ubatch=32, max_tokens=2)
+    provider = LocalProvider(config, state_dir=tmp_path)
+    await provider.prepare()
+    try:
+        conversation = store.create_conversation()
+        started = asyncio.get_running_loop().time()
+        outcome, _ = await run_turn(provider, store, conversation, "long " * 150, idle_timeout=0.5)
+        elapsed = asyncio.get_running_loop().time() - started
+    finally:
+        await provider.close()
+
+    assert elapsed > 0.5  # The prefill took longer than the idle timeout ...
+    assert outcome.state is ResponseState.COMPLETE, outcome.error  # ... yet it was not idle.
+
+
+# Nearby disk errors
+
+
+async def test_a_stale_state_file_that_cannot_be_deleted_fails_no_turn(
+    tiny_model: Path, tmp_path: Path, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conversation = store.create_conversation()
+    state_dir = tmp_path / "kv"
+    state_dir.mkdir()
+    (state_dir / f"{conversation.id}.kv").write_bytes(b"garbage")
+
+    def read_only(self: Path, missing_ok: bool = False) -> None:
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+
+    monkeypatch.setattr(Path, "unlink", read_only)
+    provider = LocalProvider(local_config(tiny_model, max_tokens=4), state_dir=state_dir)
+    await provider.prepare()
+    try:
+        outcome, _ = await run_turn(provider, store, conversation, "hello")
+    finally:
+        await provider.close()
+
+    assert outcome.state is ResponseState.COMPLETE, outcome.error
+    assert provider.last_job.reused == 0
+
+
+async def test_a_default_model_that_cannot_be_written_is_a_clear_error_and_is_retried(
+    tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from chatui.providers import local
+
+    attempts = []
+
+    def assemble(target: Path, progress: object) -> Path:
+        attempts.append(target)
+        if len(attempts) == 1:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return tiny_model  # The disk was freed.
+
+    monkeypatch.setattr(local, "assemble_default_model", assemble)
+    provider = LocalProvider(local_config(tiny_model, model_path=""), state_dir=None)
+    with pytest.raises(ProviderError, match=r"could not be written to .*No space left on device"):
+        await provider.prepare()
+    await provider.prepare()
+    await provider.close()
+
+    assert len(attempts) == 2

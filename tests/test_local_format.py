@@ -14,7 +14,7 @@ from chatui.providers.base import (
     ToolSpec,
 )
 from chatui.providers.chat_format import GEMMA_TEMPLATE, ChatFormat
-from chatui.providers.tool_markup import ToolCallMarkupParser
+from chatui.providers.tool_markup import ID_PATTERN, ToolCallMarkupParser
 
 GEMMA = ChatFormat(GEMMA_TEMPLATE, bos_token="<bos>", eos_token="<eos>")
 
@@ -112,3 +112,25 @@ def test_text_that_only_looks_like_a_tag_is_released() -> None:
     events = parser.feed("a <tool") + parser.feed("box> b <to") + parser.finish()
 
     assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "a <toolbox> b <to"
+
+
+def test_tool_call_ids_never_repeat_across_requests() -> None:
+    """One parser per request: ids stay unique within a conversation, and API-safe."""
+    markup = '<tool_call>{"name": "a", "arguments": {}}</tool_call>' * 2
+    ids = [
+        event.id
+        for _ in range(50)
+        for event in ToolCallMarkupParser().feed(markup)
+        if isinstance(event, ToolCallStart)
+    ]
+
+    assert len(ids) == 100 and len(set(ids)) == 100
+    assert all(ID_PATTERN.fullmatch(i) for i in ids)
+
+
+def test_an_explicit_id_prefix_is_used_and_checked() -> None:
+    events = ToolCallMarkupParser(id_prefix="call_abc").feed(CALL_TEXT)
+
+    assert [e.id for e in events if isinstance(e, ToolCallStart)] == ["call_abc_0"]
+    with pytest.raises(ValueError):
+        ToolCallMarkupParser(id_prefix="call.1")

@@ -21,8 +21,16 @@ from chatui.messages import (
     ToolResult,
     Usage,
     UserPrompt,
+    item_to_dict,
 )
-from chatui.store import CRASH_NOTE, SCHEMA_VERSION, Store, StoreError, default_db_path
+from chatui.store import (
+    CRASH_NOTE,
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    Store,
+    StoreError,
+    default_db_path,
+)
 
 TESTS = Path(__file__).parent
 
@@ -145,6 +153,107 @@ def test_streaming_reply_of_a_live_writer_is_left_alone(tmp_path: Path) -> None:
     assert reader.load_conversation(conversation.id).items[0].state is ResponseState.STREAMING
     reader.close()
     writer.close()
+
+
+def _die(store: Store) -> None:
+    """What a crash does to an instance: its lock is released, its lock file stays behind."""
+    os.close(store._lock)
+    store._lock = None
+
+
+@pytest.mark.parametrize("writer_pid", [os.getpid(), 1], ids=["our-pid", "pid-1"])
+def test_streaming_reply_of_a_closed_instance_with_a_live_pid_is_recovered(
+    tmp_path: Path, writer_pid: int
+) -> None:
+    path = tmp_path / "db.sqlite3"
+    writer = Store(path)
+    conversation = writer.create_conversation()
+    writer.save_item(conversation.id, ModelResponse("p", "m", parts=[TextPart("half")]))
+    writer._db.execute("UPDATE items SET writer_pid = ?", (writer_pid,))  # Running, or reused.
+    writer.close()
+
+    reopened = Store(path)
+    (loaded,) = reopened.load_conversation(conversation.id).items
+    reopened.close()
+
+    assert loaded.state is ResponseState.INTERRUPTED
+    assert loaded.error == CRASH_NOTE
+
+
+def test_streaming_reply_of_a_crashed_instance_in_a_live_process_is_recovered(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "db.sqlite3"
+    writer = Store(path)
+    conversation = writer.create_conversation()
+    writer.save_item(conversation.id, ModelResponse("p", "m", parts=[TextPart("half")]))
+    _die(writer)  # Its lock file is still there, but nobody holds the lock.
+
+    reopened = Store(path)
+    (loaded,) = reopened.load_conversation(conversation.id).items
+    reopened.close()
+
+    assert loaded.state is ResponseState.INTERRUPTED
+
+
+def test_streaming_reply_from_schema_1_with_a_live_pid_is_recovered(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    reply = ModelResponse("p", "m", parts=[TextPart("old")])
+    with sqlite3.connect(path) as db:
+        db.executescript(f"{MIGRATIONS[0]}; PRAGMA user_version = 1;")
+        db.execute("INSERT INTO conversations VALUES ('c', 'old', 0, 0)")
+        db.execute(
+            "INSERT INTO items (id, conversation_id, seq, kind, state, writer_pid, data)"
+            " VALUES (?, 'c', 1, 'response', 'streaming', ?, ?)",
+            (reply.id, os.getpid(), json.dumps(item_to_dict(reply))),
+        )
+
+    store = Store(path)
+    (loaded,) = store.load_conversation("c").items
+    version = store._db.execute("PRAGMA user_version").fetchone()[0]
+    store.close()
+
+    assert version == SCHEMA_VERSION
+    assert loaded.state is ResponseState.INTERRUPTED
+    assert loaded.text == "old"
+
+
+def test_each_open_store_holds_its_own_lock_file_until_closed(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite3"
+    writers = tmp_path / "db.sqlite3.writers"
+    first, second = Store(path), Store(path)
+
+    assert sorted(writers.iterdir()) == sorted(
+        writers / f"{s.instance_id}.lock" for s in (first, second)
+    )
+    first.close()
+    assert list(writers.iterdir()) == [writers / f"{second.instance_id}.lock"]
+    second.close()
+    assert list(writers.iterdir()) == []
+
+
+def test_lock_files_of_crashed_instances_are_removed_on_open(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite3"
+    crashed, running = Store(path), Store(path)
+    _die(crashed)
+
+    Store(path).close()
+
+    assert list((tmp_path / "db.sqlite3.writers").iterdir()) == [
+        tmp_path / "db.sqlite3.writers" / f"{running.instance_id}.lock"
+    ]
+    running.close()
+
+
+def test_an_in_memory_store_writes_no_lock_files(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    store = Store(":memory:")
+    conversation = store.create_conversation()
+    store.save_item(conversation.id, ModelResponse("p", "m"))
+
+    assert store.load_conversation(conversation.id).items[0].state is ResponseState.STREAMING
+    assert list(tmp_path.iterdir()) == []
+    store.close()
 
 
 def _partial_reply(path: Path) -> str:

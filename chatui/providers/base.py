@@ -52,11 +52,31 @@ class UsageUpdate:
 
 
 @dataclass(frozen=True)
+class PromptProgress:
+    """Work without output: `done` of `total` prompt tokens processed so far.
+
+    Not content: it reaches no message, but it shows the stream is alive (a
+    long local prefill is not an idle stream) and can be shown as progress.
+    """
+
+    done: int
+    total: int
+
+
+@dataclass(frozen=True)
 class StreamEnd:
     reason: FinishReason
 
 
-StreamEvent = TextDelta | ToolCallStart | ToolCallDelta | ToolCallEnd | UsageUpdate | StreamEnd
+StreamEvent = (
+    TextDelta
+    | ToolCallStart
+    | ToolCallDelta
+    | ToolCallEnd
+    | UsageUpdate
+    | PromptProgress
+    | StreamEnd
+)
 
 
 @dataclass(frozen=True)

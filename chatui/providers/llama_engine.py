@@ -4,7 +4,11 @@
 it: loading, every generation, KV-cache rollback, state save and load. Work
 is queued to that thread; a cancelled turn's job finishes (its decode
 aborted within one micro-batch, its KV transaction rolled back) before the
-next job starts. Results travel back through a thread-safe `emit` callable.
+next job starts. Results travel back through a thread-safe `emit` callable;
+while the prompt is processed, a `PromptProgress` event follows every batch.
+
+A disk error while saving KV state never fails a job: it is reported through
+`on_notice` (called on the engine thread) and the state is simply not saved.
 """
 
 from __future__ import annotations
@@ -14,25 +18,36 @@ import concurrent.futures
 import contextlib
 import hashlib
 import io
+import os
 import queue
+import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import llama_cpp
 
 from chatui.cancel import CancelToken
 from chatui.config import LocalConfig
 from chatui.kv_cache import KVCache
-from chatui.providers.base import ProviderError, StreamEnd, StreamEvent, TextDelta, UsageUpdate
+from chatui.providers.base import (
+    PromptProgress,
+    ProviderError,
+    StreamEnd,
+    StreamEvent,
+    TextDelta,
+    UsageUpdate,
+)
 from chatui.providers.llama_runtime import AbortFlag, silence_llama_logs
-from chatui.providers.tool_markup import ToolCallMarkupParser
+from chatui.providers.tool_markup import ToolCallMarkupParser, new_call_prefix
 
 T = TypeVar("T")
 Emit = Callable[[StreamEvent], None]
+Notice = Callable[[str], None]
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_-]+")
 
 
 class Aborted(Exception):
@@ -40,13 +55,25 @@ class Aborted(Exception):
 
 
 class CountingLlama(llama_cpp.Llama):
-    """`Llama` that counts the tokens it evaluates (what prefix reuse saves)."""
+    """`Llama` that counts the tokens it evaluates (what prefix reuse saves).
+
+    It evaluates in batches of `n_batch` (as `Llama.eval` does) and calls
+    `on_batch(n_tokens)`, when set, after each one: progress during a prefill.
+    """
 
     evaluated = 0
+    on_batch: Callable[[int], None] | None = None
 
-    def eval(self, tokens: Any) -> None:
-        self.evaluated += len(tokens)
-        super().eval(tokens)
+    def eval(self, tokens: Sequence[int]) -> None:
+        if not tokens:
+            super().eval(tokens)  # Only trims the cache to n_tokens.
+            return
+        for start in range(0, len(tokens), self.n_batch):
+            batch = tokens[start : start + self.n_batch]
+            self.evaluated += len(batch)
+            super().eval(batch)  # Raises RuntimeError if the abort flag stopped the decode.
+            if self.on_batch is not None:
+                self.on_batch(self.n_tokens)
 
 
 @dataclass
@@ -70,20 +97,53 @@ class GenerationJob:
     ended_at: float = 0.0  # perf_counter() when the engine let go of the model.
 
 
+IDENTITY_EDGE = 1 << 20  # Hashed at each end of a model file.
+IDENTITY_SAMPLES = 64  # Evenly spaced samples in between ...
+IDENTITY_SAMPLE = 1 << 16  # ... of this many bytes.
+IDENTITY_WHOLE = 8 << 20  # A file up to this size is hashed whole.
+
+
 def model_identity(path: Path) -> str:
-    """A cheap fingerprint of a model file: name, size and a hash of its first MiB."""
+    """A fingerprint of a model file that changes when its weights do.
+
+    Name, size, mtime, inode and device, and a SHA-256 of the whole file when
+    it is small, else of its first and last MiB and 64 evenly spaced 64 KiB
+    samples (6 MiB read, whatever the size). Saved KV state is only trusted
+    for the same fingerprint.
+    """
+    digest = hashlib.sha256()
     with path.open("rb") as file:
-        head = file.read(1 << 20)
-    return f"{path.name}:{path.stat().st_size}:{hashlib.sha256(head).hexdigest()[:16]}"
+        info = os.fstat(file.fileno())
+        size = info.st_size
+        if size <= IDENTITY_WHOLE:
+            spans = [(0, size)]
+        else:
+            step = size // (IDENTITY_SAMPLES + 1)
+            middle = [(step * i, IDENTITY_SAMPLE) for i in range(1, IDENTITY_SAMPLES + 1)]
+            spans = [(0, IDENTITY_EDGE), *middle, (size - IDENTITY_EDGE, IDENTITY_EDGE)]
+        for offset, length in spans:
+            file.seek(offset)
+            digest.update(file.read(length))
+    stamp = f"{size}:{info.st_mtime_ns}:{info.st_ino}:{info.st_dev}"
+    return f"{path.name}:{stamp}:{digest.hexdigest()[:32]}"
 
 
 class LlamaEngine:
     """Owns the model thread. Create, then `load()`; submit jobs with `submit()`."""
 
-    def __init__(self, config: LocalConfig, model_path: Path, state_dir: Path | None) -> None:
+    def __init__(
+        self,
+        config: LocalConfig,
+        model_path: Path,
+        state_dir: Path | None,
+        on_notice: Notice | None = None,
+    ) -> None:
+        """`on_notice(message)` is called on the engine thread with news for the user."""
         self.config = config
         self.model_path = model_path
         self.state_dir = state_dir
+        self.on_notice: Notice = on_notice or (lambda _message: None)
+        self._save_error: str | None = None  # The last save failure reported.
         self.llm: CountingLlama | None = None
         self.kv: KVCache | None = None
         self.abort = AbortFlag()
@@ -119,7 +179,7 @@ class LlamaEngine:
 
         def shut() -> None:
             with contextlib.suppress(Exception):
-                self.save_state()
+                self.save_state()  # Reports a disk error itself; nothing else may stop the close.
             if self.llm is not None:
                 self.llm.close()
                 self.llm = self.kv = None
@@ -133,7 +193,7 @@ class LlamaEngine:
     def load(self) -> None:
         """Load the model; raises with a readable message if it cannot."""
         silence_llama_logs()
-        self.model_id = model_identity(self.model_path)
+        model_id = model_identity(self.model_path)
         c = self.config
         # With verbose=False, Llama() points fds 1 and 2 at /dev/null while it loads, which
         # would swallow the UI's own output; logs go to the silent callback instead.
@@ -149,6 +209,9 @@ class LlamaEngine:
                 verbose=True,
             )
         llm.verbose = False  # No per-request chatter on stderr.
+        if model_identity(self.model_path) != model_id:
+            model_id = f"changed while loading {os.urandom(8).hex()}"  # Trust no saved state.
+        self.model_id = model_id
         self.abort.install(llm.ctx)
         self.llm, self.kv = llm, KVCache(llm)
 
@@ -182,6 +245,7 @@ class LlamaEngine:
                 raise
             job.stopped = "in decode"  # llama_decode returned 2: stopped between graph nodes.
         finally:
+            llm.on_batch = None
             unregister()
             self.abort.clear()
             job.evaluated = llm.evaluated - evaluated_before
@@ -206,9 +270,11 @@ class LlamaEngine:
             )
         job.reused = kv.prepare(tokens)
         job.emit(UsageUpdate(len(tokens), 0))
+        job.emit(PromptProgress(job.reused, len(tokens)))
+        llm.on_batch = lambda done: job.emit(PromptProgress(done, len(tokens)))
         evaluated_before = llm.evaluated
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        parser = ToolCallMarkupParser() if job.parse_tools else None
+        parser = ToolCallMarkupParser(id_prefix=new_call_prefix()) if job.parse_tools else None
         evaluated_text: list[str] = []  # Text of the reply tokens that are in the cache.
         last_piece = ""
         limit = min(c.max_tokens, room - 1)
@@ -224,7 +290,8 @@ class LlamaEngine:
         ):
             if self.abort.is_set():
                 raise Aborted("between tokens")
-            if not job.reply_tokens and not evaluated_text:
+            if not job.reply_tokens and not evaluated_text:  # The prompt is processed.
+                llm.on_batch = None
                 job.prompt_evaluated = llm.evaluated - evaluated_before
             evaluated_text.append(last_piece)  # generate() evaluated the previous token.
             if llama_cpp.llama_vocab_is_eog(llm._model.vocab, token):
@@ -259,25 +326,57 @@ class LlamaEngine:
     # Persisted KV state
 
     def _state_path(self, conversation_id: str) -> Path | None:
-        if self.state_dir is None or not conversation_id:
+        if self.state_dir is None or not _SAFE_NAME.fullmatch(conversation_id):
             return None
         return self.state_dir / f"{conversation_id}.kv"
 
     def _switch_conversation(self, conversation_id: str) -> None:
-        """Save the open conversation's state and load the next one's, if saved."""
+        """Save the open conversation's state and load the next one's, if saved.
+
+        Neither a failed save nor an unreadable state file stops the switch:
+        the cache then simply has less to reuse.
+        """
         if conversation_id == self.conversation_id:
             return
         self.save_state()
         self.conversation_id = conversation_id
         path = self._state_path(conversation_id)
+        if path is not None:
+            self._resume(path)
+
+    def _resume(self, path: Path) -> None:
+        """Load the state saved at `path`, if any; delete it if it is stale or corrupt."""
         assert self.kv is not None
-        if path is not None and path.exists() and not self.kv.load(path, self.model_id):
-            path.unlink(missing_ok=True)  # Stale or corrupt: re-process instead.
+        try:
+            if not path.exists():
+                return
+        except OSError:  # An unreadable state dir: nothing to resume.
+            return
+        if not self.kv.load(path, self.model_id):
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)
 
     def save_state(self) -> None:
-        """Save the open conversation's committed KV state (engine thread only)."""
+        """Save the open conversation's committed KV state (engine thread only).
+
+        Never raises for a disk error (a full disk, an unwritable dir): the
+        state is not saved, and the failure is reported through `on_notice`
+        once, until a save succeeds again.
+        """
         if self.kv is None or self.conversation_id is None:
             return
         path = self._state_path(self.conversation_id)
-        if path is not None:
+        if path is None:
+            return
+        try:
             self.kv.save(path, self.model_id)
+        except OSError as error:
+            message = (
+                f"Could not save the model's cache for this conversation in {path.parent}: "
+                f"{error.strerror or error}. The next visit re-reads it."
+            )
+            if message != self._save_error:
+                self._save_error = message
+                self.on_notice(message)
+        else:
+            self._save_error = None

@@ -5,11 +5,15 @@ With no model configured it uses Gemma 3 270M from the PyPI package
 dir (verified against the package's SHA-256, written to a temp file and
 renamed, so a half-written file is never used). The model loads on the
 engine thread in the background; a request sent meanwhile waits for it.
+
+Problems that do not stop a turn (a KV state that could not be saved) are
+passed to `LocalProvider.on_notice` on the event loop's thread.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import tempfile
@@ -26,6 +30,7 @@ from chatui.providers.chat_format import GEMMA_TEMPLATE, ChatFormat
 from chatui.providers.llama_engine import GenerationJob, LlamaEngine
 
 Progress = Callable[[str], None]
+Notice = Callable[[str], None]
 GGUF_MAGIC = b"GGUF"
 
 
@@ -89,7 +94,11 @@ def check_gguf(path: Path) -> None:
 
 
 class LocalProvider:
-    """llama.cpp in-process. Call `prepare()` once (in the background) before use."""
+    """llama.cpp in-process. Call `prepare()` once (in the background) before use.
+
+    `on_notice(message)` shows the user a problem that did not stop the turn
+    (e.g. as a toast); it is called on the event loop that ran `prepare()`.
+    """
 
     name = "local"
 
@@ -104,10 +113,17 @@ class LocalProvider:
         self._ready: asyncio.Future[None] | None = None
         self.last_job: GenerationJob | None = None
         self.last_request: ModelRequest | None = None
+        self.on_notice: Notice = lambda _message: None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def prepare(self, progress: Progress = lambda _: None) -> None:
-        """Find (or assemble) the model and load it; raises ProviderError if impossible."""
-        if self._ready is None:
+        """Find (or assemble) the model and load it; raises ProviderError if impossible.
+
+        After a failure, the next call tries again (the disk may have been freed).
+        """
+        ready = self._ready
+        if ready is None or (ready.done() and not ready.cancelled() and ready.exception()):
+            self._loop = asyncio.get_running_loop()
             self._ready = asyncio.ensure_future(self._prepare(progress))
         await asyncio.shield(self._ready)
 
@@ -115,10 +131,17 @@ class LocalProvider:
         path = self.model_path
         if path is None:
             progress("preparing model")
-            path = await asyncio.to_thread(assemble_default_model, default_model_path(), progress)
+            target = default_model_path()
+            try:
+                path = await asyncio.to_thread(assemble_default_model, target, progress)
+            except OSError as error:
+                raise ProviderError(
+                    f"the default model could not be written to {target.parent}: "
+                    f"{error.strerror or error}"
+                ) from None
         check_gguf(path)
         progress("loading model")
-        engine = LlamaEngine(self.config, path, self.state_dir)
+        engine = LlamaEngine(self.config, path, self.state_dir, self._notice_from_engine)
         try:
             try:
                 await asyncio.wrap_future(engine.call(engine.load))
@@ -131,6 +154,12 @@ class LocalProvider:
             engine.close()
             raise
         self.engine = engine
+
+    def _notice_from_engine(self, message: str) -> None:
+        """Engine thread: hand `message` to `on_notice` on the event loop's thread."""
+        if self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # The loop is closed: nobody to tell.
+                self._loop.call_soon_threadsafe(self.on_notice, message)
 
     def _chat_format(self, engine: LlamaEngine) -> ChatFormat:
         template = (
@@ -189,7 +218,10 @@ class LocalProvider:
             await reader.aclose()
 
     async def conversation_left(self) -> None:
-        """Save the KV state of the conversation the cache holds (the user moved on)."""
+        """Save the KV state of the conversation the cache holds (the user moved on).
+
+        A failed save is reported through `on_notice`, never raised.
+        """
         if self.engine is not None:
             await asyncio.wrap_future(self.engine.call(self.engine.save_state))
 

@@ -6,23 +6,31 @@ tool call's start (once its name is known), argument deltas and end. A tag
 split across tokens is held back until it is complete, so no partial
 `<tool_ca` ever reaches the screen. A call still open when the stream stops
 has no end event: it stays incomplete and is never run.
+
+Call ids are `<id_prefix>_<n>`; the default prefix is fresh and random for
+each parser (one per request), so ids never repeat within a conversation.
 """
 
 from __future__ import annotations
 
 import re
+import secrets
 
 from chatui.providers.base import StreamEvent, TextDelta, ToolCallDelta, ToolCallEnd, ToolCallStart
 
 OPEN, CLOSE = "<tool_call>", "</tool_call>"
+ID_PATTERN = re.compile(r"^[a-zA-Z0-9_-]+$")  # What the Anthropic API accepts.
 _HEAD = re.compile(r'\s*\{\s*"name"\s*:\s*"((?:[^"\\]|\\.)*)"\s*,\s*"arguments"\s*:\s*')
 
 
 class ToolCallMarkupParser:
     """Feed text in; get text and tool-call events out."""
 
-    def __init__(self, id_prefix: str = "call") -> None:
-        self.id_prefix = id_prefix
+    def __init__(self, id_prefix: str | None = None) -> None:
+        """`id_prefix` must match `ID_PATTERN`; None: a fresh `call_<12 hex digits>`."""
+        self.id_prefix = id_prefix if id_prefix is not None else new_call_prefix()
+        if not ID_PATTERN.fullmatch(self.id_prefix):
+            raise ValueError(f"bad tool-call id prefix {self.id_prefix!r}")
         self._buffer = ""
         self._in_call = False
         self._started = False
@@ -98,6 +106,11 @@ class ToolCallMarkupParser:
         if final:
             events.append(ToolCallEnd(self._index))
         return events
+
+
+def new_call_prefix() -> str:
+    """A random tool-call id prefix, unique in practice (48 random bits)."""
+    return f"call_{secrets.token_hex(6)}"
 
 
 def _partial_suffix(text: str, tag: str) -> int:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import math
 from typing import TYPE_CHECKING
 
 from textual.app import ComposeResult
@@ -13,6 +15,7 @@ from textual.widgets import Static
 from chatui.gc_pause import FullCollectionHold
 from chatui.messages import Conversation, ModelResponse, ResponseState, ToolResult, UserPrompt
 from chatui.providers.base import (
+    PromptProgress,
     StreamEnd,
     TextDelta,
     ToolCallDelta,
@@ -24,7 +27,7 @@ from chatui.screens.frame_clock import draw_when_settled
 from chatui.screens.fresh_compositor import use_fresh_compositor
 from chatui.turn import ResponseStarted, ToolResultAdded, Turn, TurnEvent, TurnOutcome
 from chatui.widgets.chat_message import AssistantMessage, ErrorNotice, UserMessage
-from chatui.widgets.composer import Composer
+from chatui.widgets.composer import BUSY_NOTICE, Composer
 from chatui.widgets.footer import KeyFooter
 from chatui.widgets.message_list import MessageList
 from chatui.widgets.status_bar import StatusBar
@@ -49,7 +52,9 @@ class ChatScreen(Screen[None]):
         Binding("ctrl+r", "recall", "Recall prompt"),
         Binding("ctrl+n", "new_conversation", "New"),
         Binding("ctrl+o", "conversations", "Conversations"),
-        Binding("ctrl+u", "show_earlier", "Earlier", show=False),
+        # Priority, or the composer takes Ctrl+U (delete to the line's start); it only
+        # acts while earlier items are hidden (check_action), else the composer has it.
+        Binding("ctrl+u", "show_earlier", "Earlier", show=False, priority=True),
     ]
 
     app: ChatApp
@@ -68,6 +73,7 @@ class ChatScreen(Screen[None]):
         self.hidden_items = 0
         self._gc_hold: FullCollectionHold | None = None
         self._stop_drawn: asyncio.Task[None] | None = None
+        self._idle_escape_at = -math.inf  # When an Esc last found no turn to stop.
 
     def compose(self) -> ComposeResult:
         yield MessageList(id="messages")
@@ -78,6 +84,7 @@ class ChatScreen(Screen[None]):
     async def on_mount(self) -> None:
         self._status = self.query_one(StatusBar)
         self._messages = self.query_one(MessageList)
+        self._composer = self.query_one(Composer)
         self._status.provider, self._status.model = self.app.provider_label()
         await self.show_conversation(self.conversation)
         self.query_one(Composer).focus()
@@ -147,16 +154,25 @@ class ChatScreen(Screen[None]):
 
     # Sending and streaming
 
+    @property
+    def busy(self) -> bool:
+        """Whether a prompt was accepted and its turn has not finished wrapping up."""
+        return self._turn_task is not None and not self._turn_task.done()
+
     async def on_composer_submitted(self, message: Composer.Submitted) -> None:
-        if self.turn is not None and self.turn.running:
-            self.notify("A reply is streaming: press Esc to stop it first.", severity="warning")
+        composer = self._composer
+        if self.busy:  # The composer locks itself, so this is a second line of defence.
+            composer.restore(message.text)
+            self.notify(BUSY_NOTICE, severity="warning", markup=False)
             return
         provider = self.app.provider
         if provider is None:
+            composer.restore(message.text)
+            composer.unlock()
             await self._mount(ErrorNotice(self.app.provider_problem()))
             return
-        self.query_one(Composer).clear()
-        await self._mount(UserMessage(message.text))
+        # The turn exists from the moment the prompt is accepted, before any await:
+        # an Esc from here on stops it, even before it runs.
         turn = Turn(
             conversation=self.conversation,
             prompt=message.text,
@@ -169,9 +185,13 @@ class ChatScreen(Screen[None]):
         self.turn, self._view, self.stop_requested_at = turn, None, None
         self._turn_views = []
         self.recallable = None
-        self._set_status("waiting", response=None, stop_ms=None, detail="")
+        prompt_shown = self._messages.mount(UserMessage(message.text))  # Placed before the reply.
         self._turn_task = asyncio.create_task(self._run_turn(turn))
+        self._set_status("waiting", response=None, stop_ms=None, detail="")
+        if message.key_time <= self._idle_escape_at:
+            self.action_stop()  # An Esc that came after this Enter, before the turn existed.
         self.refresh_bindings()
+        await prompt_shown
 
     async def _run_turn(self, turn: Turn) -> None:
         # The full pass held off during the turn waits for the turn's last frame:
@@ -180,9 +200,15 @@ class ChatScreen(Screen[None]):
         try:
             outcome = await turn.run()
             self.stopped_at = self.app.clock()
-            await self._show_outcome(turn, outcome)
+            try:
+                await self._show_outcome(turn, outcome)
+            except Exception as error:  # A bug of ours: say so, and keep the app usable.
+                await self.show_error(f"chatui could not show how the reply ended: {error!r}")
+                self._set_status("failed")
         finally:
             self.call_after_refresh(hold.release)
+            if self.turn is turn:
+                self._composer.unlock()
 
     async def _on_turn_event(self, event: TurnEvent) -> None:
         if self.turn is None or event.turn_id != self.turn.id:
@@ -212,9 +238,15 @@ class ChatScreen(Screen[None]):
             await draw_when_settled(self, view)  # once, before the turn stores and wraps up.
         elif isinstance(payload, UsageUpdate):
             pass
+        elif isinstance(payload, PromptProgress):
+            if payload.total and payload.done < payload.total:
+                self._status.detail = f"reading the prompt {100 * payload.done // payload.total}%"
+            else:
+                self._status.detail = ""
+            return
         status = self._status
         if status.state != "streaming":
-            status.state = "streaming"
+            status.state, status.detail = "streaming", ""
         status.touch()
 
     async def _show_outcome(self, turn: Turn, outcome: TurnOutcome) -> None:
@@ -235,14 +267,14 @@ class ChatScreen(Screen[None]):
             stop_ms = None
             if self.stop_requested_at is not None:  # Esc to the work having stopped.
                 stop_ms = (self.stopped_at - self.stop_requested_at) * 1000
-            self._set_status("stopped", stop_ms=stop_ms)
+            self._set_status("stopped", stop_ms=stop_ms, detail="")
             self.recallable = outcome.prompt.text
         elif outcome.state is ResponseState.FAILED:
             await self._mount(ErrorNotice(outcome.error or "The request failed."))
-            self._set_status("failed")
+            self._set_status("failed", detail="")
             self.recallable = outcome.prompt.text
         else:
-            self._set_status("idle")
+            self._set_status("idle", detail="")
         self._status.response = last
         if len(self._messages.items) > 2 * SHOWN_ITEMS:
             await self.show_conversation(self.conversation)  # Keep the layout small.
@@ -255,16 +287,18 @@ class ChatScreen(Screen[None]):
         # None, not False: the key stays in the footer, dimmed, so the footer keeps
         # the same keys from turn to turn (and Esc still reaches popups and inputs).
         if action == "stop":
-            turn = self.turn
-            running = turn is not None and turn.running and not turn.token.cancelled
-            return True if running and not self._focus_binds_escape() else None
+            stoppable = self.turn is not None and self.turn.stoppable
+            return True if stoppable and not self._focus_binds_escape() else None
         if action == "recall":
             return True if self.recallable is not None else None
+        if action == "show_earlier":
+            return bool(self.hidden_items) and not self.busy
         return True
 
     def action_stop(self) -> None:
         """Esc: stop the running turn, and acknowledge it on screen at once."""
-        if self.turn is not None and self.turn.cancel():
+        turn = self.turn
+        if turn is not None and turn.stoppable and turn.cancel():
             self.stop_requested_at = self.app.clock()
             self._set_status("stopping")
             self.refresh_bindings()
@@ -274,15 +308,22 @@ class ChatScreen(Screen[None]):
                 # (the task is kept: the event loop holds tasks only weakly).
                 self._stop_drawn = asyncio.create_task(draw_when_settled(self, view))
 
-    def stop_for_escape(self) -> bool:
+    def stop_for_escape(self, key_time: float) -> bool:
         """Stop the running turn for an Esc that has just reached the app, as the binding would.
 
         Returns False, doing nothing, whenever the binding would not act: the
-        key then goes its usual way (to a dialog, a dropdown, an input).
+        key then goes its usual way (to a dialog, a dropdown, an input). An Esc
+        that finds no turn to stop while this screen has it is remembered: a
+        turn started by an Enter that came before it (in the same read from
+        the terminal, say) is stopped as it starts.
         """
-        if self.is_current and self.check_action("stop", ()) is True:
+        if not self.is_current:
+            return False
+        if self.check_action("stop", ()) is True:
             self.action_stop()
             return True
+        if not self._focus_binds_escape():
+            self._idle_escape_at = max(self._idle_escape_at, key_time)
         return False
 
     def action_recall(self) -> None:
@@ -298,7 +339,7 @@ class ChatScreen(Screen[None]):
 
     async def action_show_earlier(self) -> None:
         """Mount the whole conversation, however long."""
-        if self.hidden_items and not (self.turn is not None and self.turn.running):
+        if self.hidden_items and not self.busy:
             await self.show_conversation(self.conversation, everything=True)
             self._messages.scroll_home(animate=False)
 
@@ -313,7 +354,8 @@ class ChatScreen(Screen[None]):
         if self.turn is not None:
             self.action_stop()
         if self._turn_task is not None:
-            await asyncio.shield(self._turn_task)
+            with contextlib.suppress(Exception):  # Its failure was shown where it happened.
+                await asyncio.shield(self._turn_task)
 
     # Helpers
 

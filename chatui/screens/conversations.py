@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Awaitable, Callable
+
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -27,10 +30,14 @@ class ConversationList(ModalScreen[str | None]):
         Binding("d", "delete", "Delete"),
     ]
 
-    def __init__(self, store: Store, current_id: str) -> None:
+    def __init__(
+        self, store: Store, current_id: str, delete: Callable[[str], Awaitable[None]]
+    ) -> None:
+        """`delete` removes a conversation (stopping its turn first, if one runs)."""
         super().__init__()
         self.store = store
         self.current_id = current_id
+        self._delete = delete
 
     def compose(self) -> ComposeResult:
         with Vertical(id="conversation-dialog") as dialog:
@@ -49,6 +56,8 @@ class ConversationList(ModalScreen[str | None]):
             label = Text(visible(title))
             if conversation_id == self.current_id:
                 label.append("  (open)", style="dim")
+            elif self.store.owned_by_other(conversation_id):
+                label.append("  (open in another chatui)", style="dim")
             options.add_option(Option(label, id=conversation_id))
         ids = [row[0] for row in rows]
         if select in ids:
@@ -78,7 +87,11 @@ class ConversationList(ModalScreen[str | None]):
 
         def renamed(new_title: str | None) -> None:
             if new_title:
-                self.store.rename_conversation(conversation_id, new_title)
+                try:
+                    self.store.rename_conversation(conversation_id, new_title)
+                except sqlite3.Error as error:
+                    message = f"The conversation could not be renamed: {error}"
+                    self.notify(message, severity="error", markup=False)
                 self._reload(select=conversation_id)
 
         self.app.push_screen(TextPrompt("Rename conversation", title), renamed)
@@ -88,9 +101,9 @@ class ConversationList(ModalScreen[str | None]):
             return
         conversation_id, title = chosen
 
-        def confirmed(answer: str | None) -> None:
+        async def confirmed(answer: str | None) -> None:
             if answer is not None:
-                self.store.delete_conversation(conversation_id)
+                await self._delete(conversation_id)
                 self._reload()
 
         self.app.push_screen(

@@ -16,6 +16,7 @@ from markdown_it import MarkdownIt
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
+from textual.content import Content
 from textual.geometry import Region, Size
 from textual.strip import Strip
 from textual.visual import VisualType
@@ -174,7 +175,9 @@ class AssistantMessage(Vertical, TopDownStack):
     def __init__(self, response: ModelResponse, *, streaming: bool = True) -> None:
         super().__init__(classes="assistant-message")
         self.response = response
-        self.border_title = visible(response.model or response.provider)
+        # Content, not a str: a str title is parsed as markup, and a model's file name
+        # is not ours (`m[@click=app.quit]x.gguf`).
+        self.border_title = Content(visible(response.model or response.provider))
         self._streaming = streaming
         self._stream: MarkdownStream | None = None
         self._calls: dict[int, ToolCallView] = {}
@@ -307,6 +310,9 @@ class AssistantMessage(Vertical, TopDownStack):
             marker.update(Text(words, style="bold"))
         elif state is ResponseState.FAILED:
             marker.update(Text("✗ failed", style="bold"))
+        elif state is ResponseState.STREAMING and not self._streaming:
+            # Loaded while its writer (another chatui) still runs: never shown as complete.
+            marker.update(Text("… unfinished: another chatui is still writing it", style="italic"))
         elif self.response.finish_reason == "length":
             marker.update(Text("… stopped at the token limit", style="italic"))
         else:

@@ -7,6 +7,7 @@ from textual.reactive import reactive
 from textual.widgets import Static
 
 from chatui.messages import ModelResponse
+from chatui.sanitize import visible
 
 STATE_STYLES = {
     "idle": "dim",
@@ -47,9 +48,9 @@ class StatusBar(Static):
         # stream, and Content renders without Rich's console pipeline.
         self._stale = False
         style = STATE_STYLES.get(self.state, "")
-        parts: list[str | tuple[str, str]] = [(f" {self.provider}", "bold")]
+        parts: list[str | tuple[str, str]] = [(f" {visible(self.provider)}", "bold")]
         if self.model:
-            parts.append(f" · {self.model}")
+            parts.append(f" · {visible(self.model)}")
         parts += [
             " │ ",
             (self.detail if self.state == "loading" and self.detail else self.state, style),

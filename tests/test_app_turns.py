@@ -1,0 +1,233 @@
+"""One turn per conversation, Esc in every window of a turn, and failures that stay on screen."""
+
+from __future__ import annotations
+
+import html
+import re
+
+from apphelpers import make_app, send, settled, wait_until
+from scripted import STALL, ScriptedProvider, words
+from textual import events
+
+from chatui.messages import ModelResponse, ResponseState, UserPrompt
+from chatui.screens.conversations import ConversationList, TextPrompt
+from chatui.store import Store
+from chatui.widgets.chat_message import AssistantMessage, ErrorNotice, UserMessage
+from chatui.widgets.composer import Composer
+from chatui.widgets.status_bar import StatusBar
+
+
+def key(name: str) -> events.Key:
+    return events.Key(name, name if len(name) == 1 else None)
+
+
+def type_keys(app, text: str) -> None:
+    """Post keys as one read from a terminal delivers them: all at once, no await between."""
+    for char in text:
+        app.post_message(key("enter" if char == "\r" else "space" if char == " " else char))
+
+
+def screen_text(app) -> str:
+    """The text on screen, from the app's own screenshot."""
+    svg = app.export_screenshot()
+    return html.unescape(re.sub(r"<[^>]+>", "", svg)).replace("\xa0", " ")
+
+
+def prompts(store: Store, app) -> list[str]:
+    items = store.load_conversation(app.chat.conversation.id).items
+    return [i.text for i in items if isinstance(i, UserPrompt)]
+
+
+async def test_enter_twice_in_one_read_starts_one_turn(store: Store) -> None:
+    provider = ScriptedProvider([*words("only one", end=None), STALL], words("never"))
+    app = make_app(store, provider)
+    async with app.run_test() as pilot:
+        app.screen.query_one(Composer).text = "hello"
+        type_keys(app, "\r\r")
+        await provider.started.wait()
+        await provider.last.stalled.wait()
+        await pilot.pause()
+
+        assert len(provider.records) == 1
+        assert prompts(store, app) == ["hello"]
+        await pilot.press("escape")
+        await wait_until(pilot, settled(app))
+        assert len(provider.records) == 1
+        assert provider.last.closed
+
+
+async def test_a_two_line_paste_without_bracketed_paste_sends_one_prompt_and_keeps_the_rest(
+    store: Store,
+) -> None:
+    provider = ScriptedProvider([*words("reply", end=None), STALL], words("second"))
+    app = make_app(store, provider)
+    async with app.run_test() as pilot:
+        await pilot.click(Composer)
+        type_keys(app, "one\rtwo\r")
+        await provider.started.wait()
+        await provider.last.stalled.wait()
+        await wait_until(pilot, lambda: app.screen.query_one(Composer).text == "two")
+        await pilot.pause()
+
+        assert len(provider.records) == 1
+        assert provider.last.request.messages[-1].content == "one"
+        assert prompts(store, app) == ["one"]
+
+        await pilot.press("escape")
+        await wait_until(pilot, settled(app))
+        composer = app.screen.query_one(Composer)
+        assert composer.text == "two" and not composer.locked  # Kept, and can be sent now.
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: len(provider.records) == 2)
+        await wait_until(pilot, settled(app))
+        assert provider.last.request.messages[-1].content.endswith("\n\ntwo")
+        assert prompts(store, app) == ["one", "two"]
+
+
+async def test_enter_then_escape_in_one_read_stops_the_turn_the_enter_started(
+    store: Store,
+) -> None:
+    provider = ScriptedProvider(words("this reply must never run to its end " * 20))
+    app = make_app(store, provider)
+    async with app.run_test() as pilot:
+        app.screen.query_one(Composer).text = "stop me"
+        type_keys(app, "\r")
+        app.post_message(key("escape"))
+        await wait_until(pilot, settled(app))
+
+        assert app.last_outcome.state is ResponseState.INTERRUPTED
+        assert all(r.yielded == 0 for r in provider.records)
+        assert app.screen.query_one(StatusBar).state == "stopped"
+        assert prompts(store, app) == ["stop me"]  # The prompt is never lost...
+        assert app.chat.recallable == "stop me"  # ...and Ctrl+R brings it back.
+
+
+async def test_an_escape_before_the_enter_does_not_stop_the_turn(store: Store) -> None:
+    provider = ScriptedProvider(words("a whole reply"))
+    app = make_app(store, provider)
+    async with app.run_test() as pilot:
+        app.screen.query_one(Composer).text = "go"
+        app.post_message(key("escape"))
+        type_keys(app, "\r")
+        await wait_until(pilot, settled(app))
+
+        assert app.last_outcome.state is ResponseState.COMPLETE
+
+
+async def test_escape_while_a_finished_turn_wraps_up_changes_nothing(store: Store) -> None:
+    conversation = store.create_conversation()
+    for n in range(45):
+        store.save_item(conversation.id, UserPrompt(f"old prompt {n}"))
+        response = ModelResponse("scripted", "script-1", state=ResponseState.COMPLETE)
+        response.append_text(f"old reply {n}")
+        store.save_item(conversation.id, response)
+    provider = ScriptedProvider(words("the last reply"))
+    closed: list[bool] = []
+
+    async def close() -> None:
+        closed.append(True)
+
+    provider.close = close  # type: ignore[attr-defined]
+    app = make_app(store, provider)
+    async with app.run_test() as pilot:
+        await app.open_conversation(conversation.id)
+        await pilot.press("ctrl+u")  # All 90 items mounted: the wrap-up re-mounts the list.
+        await wait_until(pilot, lambda: len(app.chat.query(UserMessage)) == 45)
+        show = app.chat._show_outcome
+        pressed: list[str] = []
+
+        async def esc_during_wrap_up(turn, outcome) -> None:
+            pressed.append("escape")
+            app.post_message(key("escape"))  # Esc the moment the reply has ended.
+            await show(turn, outcome)
+
+        app.chat._show_outcome = esc_during_wrap_up  # type: ignore[method-assign]
+        await send(pilot, "one more")
+        await wait_until(pilot, settled(app))
+
+        assert pressed == ["escape"]
+        assert app.last_outcome.state is ResponseState.COMPLETE
+        view = app.chat.query(AssistantMessage).last()
+        assert view.response.text == "the last reply"
+        assert "-interrupted" not in view.classes
+        assert app.screen.query_one(StatusBar).state == "idle"
+        items = store.load_conversation(conversation.id).items
+        assert items[-1].state is ResponseState.COMPLETE
+        assert not app.screen.query_one(Composer).locked
+
+        await pilot.press("ctrl+q")
+    assert closed == [True]
+
+
+async def test_deleting_the_streaming_conversation_stops_its_turn_first(store: Store) -> None:
+    provider = ScriptedProvider([*words("streaming on", end=None), STALL])
+    app = make_app(store, provider)
+    async with app.run_test() as pilot:
+        await send(pilot, "a prompt")
+        await provider.last.stalled.wait()
+        doomed = app.chat.conversation.id
+
+        await pilot.press("ctrl+o")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConversationList))
+        await pilot.press("d")
+        await wait_until(pilot, lambda: isinstance(app.screen, TextPrompt))
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConversationList))
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: app.chat.conversation.id != doomed)
+
+        assert app.is_running
+        assert provider.last.closed
+        assert app.last_outcome.state is ResponseState.INTERRUPTED
+        assert doomed not in dict(store.list_conversations())
+
+
+async def test_a_full_disk_mid_reply_is_shown_and_the_app_keeps_running(store: Store) -> None:
+    partial = "the partial reply " + "y" * 8000  # Storing it needs new pages.
+    provider = ScriptedProvider([*words(partial, end=None), STALL])
+    app = make_app(store, provider)
+    async with app.run_test() as pilot:
+        await send(pilot, "hi")
+        await provider.last.stalled.wait()
+        pages = store._db.execute("PRAGMA page_count").fetchone()[0]
+        store._db.execute(f"PRAGMA max_page_count = {pages}")  # The disk is full now.
+        await pilot.press("escape")  # Storing the partial reply fails.
+        await wait_until(pilot, settled(app))
+
+        assert app.is_running
+        assert app.last_outcome.state is ResponseState.FAILED
+        (notice,) = app.chat.query(ErrorNotice)
+        assert "could not be saved" in str(notice.render())
+        view = app.chat.query(AssistantMessage).last()
+        assert view.response.text == partial  # Still on screen.
+        assert app.screen.query_one(StatusBar).state == "failed"
+        assert app.chat.recallable == "hi"
+
+
+HOSTILE_MODELS = ["tiny-[Q4_K_M].gguf", "m[@click=app.quit]x.gguf", 'm[x="]y.gguf']
+
+
+async def test_model_names_are_shown_literally_never_as_markup(store: Store) -> None:
+    for name in HOSTILE_MODELS:
+        provider = ScriptedProvider(words("fine"), model=name)
+        app = make_app(store, provider)
+        async with app.run_test() as pilot:
+            await send(pilot, "hi")
+            await wait_until(pilot, settled(app))
+
+            assert app.last_outcome.state is ResponseState.COMPLETE
+            assert name in screen_text(app)  # In the reply's border and in the status bar.
+            assert str(app.screen.query_one(StatusBar).render()).count(name) == 1
+
+
+async def test_bidirectional_controls_are_shown_not_obeyed(store: Store) -> None:
+    provider = ScriptedProvider(words("abc\u202edef"))
+    app = make_app(store, provider)
+    async with app.run_test() as pilot:
+        await send(pilot, "x\u2066y")
+        await wait_until(pilot, settled(app))
+
+        user = app.chat.query(UserMessage).last()
+        assert user.render().plain == "x\\u2066y"
+        assert "\u202e" not in screen_text(app) and "\u2066" not in screen_text(app)
+        assert "abc\\u202edef" in screen_text(app)

@@ -1,0 +1,26 @@
+"""Untrusted text is shown literally: control characters and bidi controls made visible."""
+
+from __future__ import annotations
+
+import pytest
+
+from chatui.sanitize import visible
+
+BIDI = [0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
+
+
+@pytest.mark.parametrize("code", BIDI)
+def test_bidirectional_controls_are_shown_as_their_code(code: int) -> None:
+    shown = visible(f"abc{chr(code)}def")
+
+    assert shown == f"abc\\u{code:04x}def"
+    assert chr(code) not in shown
+
+
+def test_c0_and_c1_controls_are_visible_but_newline_and_tab_stay() -> None:
+    assert visible("a\x1b[2Jb\x07\x9b\n\t") == "a␛[2Jb␇\\x9b\n\t"
+
+
+def test_ordinary_text_is_unchanged() -> None:
+    text = "Grüße, 世界, emoji 👩‍💻 and arabic مرحبا"
+    assert visible(text) == text

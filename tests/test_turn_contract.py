@@ -1,0 +1,244 @@
+"""Edges of the turn runner's contract: late cancels, full disks, failing cleanups, threads."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sqlite3
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+from scripted import STALL, ScriptedProvider, words
+from test_turn import Sink, make_turn, stored
+
+from chatui.messages import ModelResponse, ResponseState, UserPrompt
+from chatui.providers.base import (
+    ModelRequest,
+    PromptProgress,
+    StreamEnd,
+    StreamEvent,
+    TextDelta,
+)
+from chatui.store import Store
+from chatui.turn import Turn, TurnSettings
+
+
+async def test_a_late_cancel_of_a_finished_turn_cancels_nothing(store: Store) -> None:
+    first, _ = make_turn(store, ScriptedProvider(words("one")))
+    assert (await first.run()).state is ResponseState.COMPLETE
+
+    assert first.cancel()  # Esc as the reply ends: the turn is already over.
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # The caller's own task goes on...
+
+    second, _ = make_turn(store, ScriptedProvider(words("two")), conversation=first.conversation)
+    outcome = await second.run()  # ...and so does the next turn, run by the same task.
+
+    assert outcome.state is ResponseState.COMPLETE
+    assert not first.stoppable and first.ended
+    assert [i.state for i in stored(store, first) if isinstance(i, ModelResponse)] == [
+        ResponseState.COMPLETE,
+        ResponseState.COMPLETE,
+    ]
+
+
+async def test_a_cancel_from_another_thread_after_the_turn_ended_is_a_no_op(
+    store: Store,
+) -> None:
+    turn, _ = make_turn(store, ScriptedProvider(words("done")))
+    await turn.run()
+
+    thread = threading.Thread(target=turn.cancel)
+    thread.start()
+    thread.join()
+    for _ in range(3):
+        await asyncio.sleep(0)
+
+    assert stored(store, turn)[-1].state is ResponseState.COMPLETE
+
+
+def _fill_the_disk(store: Store) -> None:
+    """From now on the database cannot grow: SQLite's own 'database or disk is full'."""
+    pages = store._db.execute("PRAGMA page_count").fetchone()[0]
+    store._db.execute(f"PRAGMA max_page_count = {pages}")
+
+
+async def test_a_full_disk_mid_reply_fails_the_turn_with_the_partial_kept(store: Store) -> None:
+    chunk = "x" * 3000  # Each flush needs new pages.
+    provider = ScriptedProvider([TextDelta(chunk) for _ in range(40)] + [StreamEnd("stop")])
+    conversation = store.create_conversation()
+    sink = Sink()
+    ticks = iter(range(100_000))
+    turn = Turn(
+        conversation=conversation,
+        prompt="write a lot",
+        provider=provider,
+        store=store,
+        sink=sink,
+        clock=lambda: next(ticks) * 2.0,  # Every token is a flush.
+    )
+    sink.turn = turn
+    sink.on_event = lambda event: len(sink.texts) == 3 and _fill_the_disk(store)
+
+    outcome = await turn.run()  # Returns: a storage failure never escapes.
+
+    assert outcome.state is ResponseState.FAILED
+    assert "could not be saved" in (outcome.error or "")
+    assert "full" in (outcome.error or "")
+    (response,) = outcome.responses
+    assert response.state is ResponseState.FAILED and response.error == outcome.error
+    assert response.text.startswith(chunk * 3)  # The partial reply is kept in memory.
+    assert provider.last.closed
+    assert stored(store, turn)[0].text == "write a lot"  # Written before the disk filled.
+
+
+async def test_a_prompt_that_cannot_be_stored_fails_before_any_request(store: Store) -> None:
+    conversation = store.create_conversation()
+    _fill_the_disk(store)
+    provider = ScriptedProvider(words("never"))
+    turn, sink = make_turn(store, provider, conversation=conversation, prompt="y" * 20_000)
+
+    outcome = await turn.run()
+
+    assert outcome.state is ResponseState.FAILED
+    assert "could not be saved" in (outcome.error or "")
+    assert provider.records == [] and sink.events == []
+
+
+async def test_a_deleted_conversation_fails_the_turn_instead_of_raising(store: Store) -> None:
+    provider = ScriptedProvider([*words("half ", end=None), STALL])
+    turn, _ = make_turn(store, provider)
+    task = asyncio.create_task(turn.run())
+    await provider.started.wait()
+    await provider.last.stalled.wait()
+
+    store.delete_conversation(turn.conversation.id)  # Another window deleted it.
+    turn.cancel()
+    outcome = await task
+
+    assert outcome.state is ResponseState.FAILED
+    assert "could not be saved" in (outcome.error or "")
+    assert outcome.responses[0].text == "half "
+
+
+class ClosingFails:
+    """A provider whose stream raises while it is being closed (a reset connection)."""
+
+    name, model = "flaky", "f-1"
+
+    def __init__(self) -> None:
+        self.stalled = asyncio.Event()
+
+    @asynccontextmanager
+    async def stream(self, request: ModelRequest) -> AsyncIterator[AsyncIterator[StreamEvent]]:
+        async def events() -> AsyncIterator[StreamEvent]:
+            yield TextDelta("partial")
+            self.stalled.set()
+            await asyncio.Event().wait()
+
+        try:
+            yield events()
+        finally:
+            raise ConnectionResetError("connection reset by peer")
+
+
+async def test_a_stop_is_interrupted_even_if_closing_the_stream_raises(store: Store) -> None:
+    provider = ClosingFails()
+    turn, _ = make_turn(store, provider)
+    task = asyncio.create_task(turn.run())
+    await provider.stalled.wait()
+
+    turn.cancel()
+    outcome = await task
+
+    assert outcome.state is ResponseState.INTERRUPTED
+    (response,) = [i for i in stored(store, turn) if isinstance(i, ModelResponse)]
+    assert response.state is ResponseState.INTERRUPTED and response.text == "partial"
+
+
+async def test_screen_and_store_agree_whichever_thread_cancels(store: Store) -> None:
+    rng = random.Random(7)
+    for _ in range(30):
+        tokens = [TextDelta(f"{i},") for i in range(3000)]
+        provider = ScriptedProvider([*tokens, STALL], busy=True)
+        turn, sink = make_turn(store, provider)
+        at = rng.randrange(5, 400)
+        reached = threading.Event()
+        sink.on_event = lambda _, sink=sink, at=at, reached=reached: (
+            len(sink.events) >= at and reached.set()
+        )
+
+        def esc_from_thread(turn: Turn, reached: threading.Event, delay: float) -> None:
+            reached.wait(10)
+            threading.Event().wait(delay)  # A random moment after the at-th event.
+            turn.cancel()
+
+        thread = threading.Thread(target=esc_from_thread, args=(turn, reached, rng.random() / 1000))
+        thread.start()
+        outcome = await turn.run()
+        thread.join()
+
+        assert outcome.state is ResponseState.INTERRUPTED
+        assert sink.after_stop == 0  # Nothing reached the 'UI' once the stop took effect.
+        (response,) = [i for i in stored(store, turn) if isinstance(i, ModelResponse)]
+        assert response.text == "".join(sink.texts)
+        assert response.text == outcome.responses[0].text
+
+
+class Prefill:
+    """A provider that reports prompt progress, then computes longer than the idle timeout."""
+
+    name, model = "prefill", "p-1"
+
+    def __init__(self, pause: float) -> None:
+        self.pause = pause
+
+    @asynccontextmanager
+    async def stream(self, request: ModelRequest) -> AsyncIterator[AsyncIterator[StreamEvent]]:
+        async def events() -> AsyncIterator[StreamEvent]:
+            for done in (0, 128, 256):
+                yield PromptProgress(done, 300)
+                await asyncio.sleep(self.pause)  # One micro-batch of a slow prefill.
+            yield PromptProgress(300, 300)
+            yield TextDelta("ready")
+            yield StreamEnd("stop")
+
+        yield events()
+
+
+async def test_prompt_processing_that_makes_progress_is_not_an_idle_stream(store: Store) -> None:
+    turn, sink = make_turn(store, Prefill(pause=0.3), settings=TurnSettings(idle_timeout=0.05))
+
+    outcome = await turn.run()
+
+    assert outcome.state is ResponseState.COMPLETE, outcome.error
+    assert sink.texts == ["ready"]
+    progress = [e.payload.done for e in sink.events if isinstance(e.payload, PromptProgress)]
+    assert progress == [0, 128, 256, 300]
+
+
+async def test_silence_after_the_prompt_is_processed_still_times_out(store: Store) -> None:
+    script = [PromptProgress(0, 10), PromptProgress(10, 10), STALL]
+    turn, _ = make_turn(store, ScriptedProvider(script), settings=TurnSettings(idle_timeout=0.05))
+
+    outcome = await turn.run()
+
+    assert outcome.state is ResponseState.FAILED
+    assert "sent nothing for 0.05 s" in (outcome.error or "")
+
+
+async def test_a_turn_runs_once(store: Store) -> None:
+    turn, _ = make_turn(store, ScriptedProvider(words("ok")))
+    await turn.run()
+    with pytest.raises(RuntimeError):
+        await turn.run()
+    assert [i for i in stored(store, turn) if isinstance(i, UserPrompt)] == [turn.prompt]
+
+
+def test_sqlite_error_class_is_what_a_full_disk_raises(store: Store) -> None:
+    conversation = store.create_conversation()
+    _fill_the_disk(store)
+    with pytest.raises(sqlite3.OperationalError, match="full"):
+        store.save_item(conversation.id, UserPrompt("z" * 50_000))
