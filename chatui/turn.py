@@ -17,6 +17,7 @@ raised.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import math
 import sqlite3
@@ -193,7 +194,6 @@ class Turn:
         self._started = True
         self.token.bind(asyncio.get_running_loop())
         outcome = TurnOutcome(self.id, ResponseState.COMPLETE, self.prompt, self._responses)
-        outside_cancel = False
         try:
             self.conversation.items.append(self.prompt)
             try:
@@ -205,15 +205,14 @@ class Turn:
                 outcome.state = ResponseState.INTERRUPTED
                 return outcome
             task = self._task = asyncio.create_task(self._request_loop())
-            while not task.done():
-                try:
-                    await asyncio.shield(task)
-                except asyncio.CancelledError:
-                    if not task.done():  # The caller's task was cancelled, not ours.
-                        outside_cancel = True
-                        self.token.cancel()  # Stop the same way Esc does, then wait.
-                except BaseException:
-                    pass  # Read from the task below.
+            # Awaited directly: a cancel of the caller's task (the app quitting) reaches
+            # the requests' task too, and this one goes on once that one has cleaned up.
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await task  # Its result, error or cancellation is read from it below.
+            caller = asyncio.current_task()
+            outside_cancel = caller is not None and caller.cancelling() > 0
+            if outside_cancel:
+                self.token.cancel()  # A stop all the same: interrupted, as with Esc.
             self._finish(outcome, task)
         finally:
             self._ended = True

@@ -231,3 +231,52 @@ async def test_bidirectional_controls_are_shown_not_obeyed(store: Store) -> None
         assert user.render().plain == "x\\u2066y"
         assert "\u202e" not in screen_text(app) and "\u2066" not in screen_text(app)
         assert "abc\\u202edef" in screen_text(app)
+
+
+async def test_two_chatuis_on_one_database_each_write_their_own_conversation(
+    store: Store,
+) -> None:
+    other = Store(store.path)  # A second chatui, in another terminal.
+    try:
+        first = make_app(store, ScriptedProvider(words("from one")))
+        second = make_app(other, ScriptedProvider(words("from two")))
+        async with first.run_test() as one, second.run_test() as two:
+            assert first.chat.conversation.id != second.chat.conversation.id
+            await send(one, "hello from one")
+            await send(two, "hello from two")
+            await wait_until(one, settled(first))
+            await wait_until(two, settled(second))
+
+            # The second cannot open the first's conversation while the first has it.
+            await second.open_conversation(first.chat.conversation.id)
+            assert second.chat.conversation.id != first.chat.conversation.id
+            await wait_until(
+                two,
+                lambda: any("open in another chatui" in n.message for n in second._notifications),
+            )
+
+            for app, text in ((first, "hello from one"), (second, "hello from two")):
+                assert prompts(store, app) == [text]
+    finally:
+        other.close()
+
+
+async def test_a_reply_still_being_written_elsewhere_never_looks_complete(store: Store) -> None:
+    other = Store(store.path)  # Another chatui, streaming into its conversation.
+    try:
+        conversation = other.create_conversation("theirs")
+        other.save_item(conversation.id, UserPrompt("their prompt"))
+        response = ModelResponse("scripted", "script-1")
+        response.append_text("half of their reply")
+        other.save_item(conversation.id, response)
+        other.release_conversation(conversation.id)  # Even if its claim is gone.
+
+        app = make_app(store, ScriptedProvider())
+        async with app.run_test() as pilot:
+            await app.open_conversation(conversation.id)
+            await pilot.pause()
+            view = app.chat.query(AssistantMessage).last()
+            assert view.response.state is ResponseState.STREAMING
+            assert "another chatui is still writing it" in screen_text(app)
+    finally:
+        other.close()

@@ -156,3 +156,33 @@ async def test_missing_model_file_is_reported_in_the_conversation(
         await wait_until(pilot, settled(app))
         assert app.last_outcome.state is ResponseState.FAILED
         assert "does not exist" in app.last_outcome.error
+
+
+async def test_a_cache_that_cannot_be_saved_is_a_notice_and_ctrl_n_still_works(
+    store: Store, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the cache dir should be")
+    model = write_tiny_model(tmp_path / "tiny.gguf", suppress_eog=True)
+    provider = LocalProvider(local_config(model), state_dir=blocker / "kv")
+    app = make_app(store, provider)
+    async with app.run_test() as pilot:
+        await send(pilot, "first")
+        await wait_until(pilot, settled(app))
+        first = app.chat.conversation.id
+
+        await pilot.press("ctrl+n")  # Leaving saves the cache: the save fails.
+        await wait_until(pilot, lambda: app.chat.conversation.id != first)
+        await wait_until(pilot, lambda: bool(app._notifications))
+        (notice,) = list(app._notifications)
+        assert "Could not save the model's cache" in notice.message
+        assert str(blocker) in notice.message
+
+        await send(pilot, "second")  # Another conversation's turn still works.
+        await wait_until(pilot, settled(app))
+        assert app.last_outcome.state is ResponseState.COMPLETE
+        await pilot.press("ctrl+n")
+        await wait_until(pilot, lambda: len(app.chat.conversation.items) == 0)
+        await pilot.pause()
+        assert len(list(app._notifications)) == 1  # Reported once, not on every save.
+        assert app.is_running

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from time import monotonic
 
 from textual import events
 from textual.message import Message
@@ -27,7 +28,8 @@ class Composer(TextArea):
     @dataclass
     class Submitted(Message):
         text: str
-        key_time: float  # When the Enter that sent it arrived (`Message.time`).
+        # When the Enter that sent it arrived (`Message.time`, Textual's monotonic clock).
+        key_time: float = field(default_factory=monotonic)
 
     def __init__(self) -> None:
         super().__init__(id="composer", soft_wrap=True, show_line_numbers=False)
