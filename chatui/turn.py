@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import itertools
 import math
 import sqlite3
@@ -194,6 +195,7 @@ class Turn:
         self._started = True
         self.token.bind(asyncio.get_running_loop())
         outcome = TurnOutcome(self.id, ResponseState.COMPLETE, self.prompt, self._responses)
+        outside_cancel = False
         try:
             self.conversation.items.append(self.prompt)
             try:
@@ -251,8 +253,6 @@ class Turn:
                 f"{self.provider.name} sent nothing for {self.settings.idle_timeout:g} s, "
                 "so the request was stopped."
             )
-        if isinstance(error, StorageError):
-            return str(error)
         return self._describe(error)
 
     def _mark_unsaved(self, error: str) -> None:
@@ -267,9 +267,15 @@ class Turn:
         try:
             self.store.save_item(self.conversation.id, item)
         except (sqlite3.Error, OSError) as error:
+            full = isinstance(error, sqlite3.OperationalError) and "full" in str(error)
+            full = full or getattr(error, "errno", None) == errno.ENOSPC
+            hint = (
+                "free some disk space, then send again"
+                if full
+                else "was it deleted in another chatui?"
+            )
             raise StorageError(
-                f"The conversation could not be saved ({error}). "
-                "What is on screen is kept; free some disk space, then send again."
+                f"The conversation could not be saved ({error}). What is on screen is kept; {hint}"
             ) from None
 
     def _raise_if_cancelled(self) -> None:

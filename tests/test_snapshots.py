@@ -137,3 +137,74 @@ def test_no_provider_configured(snap_compare, store: Store) -> None:
         "Set local.model_path in the config file (see config.example.toml).",
     )
     assert snap_compare(app, terminal_size=SIZE)
+
+
+def test_text_typed_while_a_reply_streams_stays_in_the_composer(snap_compare, store: Store) -> None:
+    script = [*words("Soda bread is a quick bread made with", end=None), STALL]
+    provider = ScriptedProvider(script)
+    app = make_app(store, provider, clock=FakeClock())
+
+    async def run_before(pilot) -> None:
+        await send(pilot, "How do I bake bread without yeast?")
+        await provider.last.stalled.wait()
+        await wait_until(pilot, written(app, 8))
+        await pilot.press(*"And with spelt?")
+        await pilot.press("enter")  # Refused while the reply streams: the text stays.
+        await wait_until(pilot, lambda: bool(app._notifications))
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_hostile_model_name_and_bidi_controls_appear_literally(snap_compare, store: Store) -> None:
+    provider = ScriptedProvider(
+        words("The file is named invoice\u202efdp.exe, really."),
+        model="m[@click=app.quit]x-[Q4_K_M].gguf",
+    )
+    app = make_app(store, provider, clock=FakeClock())
+
+    async def run_before(pilot) -> None:
+        await send(pilot, "Which file? \u2066hidden\u2069")
+        await wait_until(pilot, settled(app))
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_conversations_open_in_another_chatui(snap_compare, store: Store) -> None:
+    other = Store(store.path)  # Another chatui on the same database.
+    theirs = other.create_conversation("Streaming in the other window")
+    other.save_item(theirs.id, UserPrompt("Tell me about rye"))
+    response = ModelResponse("scripted", "script-1")
+    response.append_text("Rye bread is")
+    other.save_item(theirs.id, response)
+    mine = store.create_conversation("Soda bread")
+    store.save_item(mine.id, UserPrompt("Soda bread"))
+    app = make_app(store, ScriptedProvider(), clock=FakeClock())
+
+    async def run_before(pilot) -> None:
+        await pilot.press("ctrl+o")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConversationList))
+
+    try:
+        assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+    finally:
+        other.close()
+
+
+def test_a_reply_still_being_written_elsewhere(snap_compare, store: Store) -> None:
+    other = Store(store.path)
+    theirs = other.create_conversation("Rye")
+    other.save_item(theirs.id, UserPrompt("Tell me about rye"))
+    response = ModelResponse("scripted", "script-1")
+    response.append_text("Rye bread is made with")
+    other.save_item(theirs.id, response)
+    other.release_conversation(theirs.id)
+    app = make_app(store, ScriptedProvider(), clock=FakeClock())
+
+    async def run_before(pilot) -> None:
+        await app.open_conversation(theirs.id)
+        await pilot.pause()
+
+    try:
+        assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+    finally:
+        other.close()

@@ -86,7 +86,7 @@ async def test_a_full_disk_mid_reply_fails_the_turn_with_the_partial_kept(store:
 
     assert outcome.state is ResponseState.FAILED
     assert "could not be saved" in (outcome.error or "")
-    assert "full" in (outcome.error or "")
+    assert "full" in (outcome.error or "") and "free some disk space" in (outcome.error or "")
     (response,) = outcome.responses
     assert response.state is ResponseState.FAILED and response.error == outcome.error
     assert response.text.startswith(chunk * 3)  # The partial reply is kept in memory.
@@ -120,6 +120,7 @@ async def test_a_deleted_conversation_fails_the_turn_instead_of_raising(store: S
 
     assert outcome.state is ResponseState.FAILED
     assert "could not be saved" in (outcome.error or "")
+    assert "deleted in another chatui" in (outcome.error or "")
     assert outcome.responses[0].text == "half "
 
 
