@@ -26,6 +26,7 @@ from chatui.store import Store
 from chatui.turn import Turn, TurnOutcome, TurnSettings
 
 TITLE_LENGTH = 48
+QUIT_GRACE = 5.0  # Seconds quitting waits for the turn to store and the provider to close.
 PLAIN_ERROR: dict[str, Any] = {"severity": "error", "markup": False}
 
 
@@ -55,7 +56,8 @@ class ChatApp(App[None]):
         self.provider_error = provider_error
         self.clock = clock
         self.last_outcome: TurnOutcome | None = None
-        self._quitting = False
+        self.quitting = False  # Once set, no new turn starts.
+        self._quit_task: asyncio.Task[None] | None = None
         self._waiting_escapes: deque[events.Key] = deque()  # From the terminal, not yet taken.
 
     def post_message(self, message: Message) -> bool:
@@ -188,15 +190,28 @@ class ChatApp(App[None]):
             chat.show_loading(None)
 
     async def action_quit(self) -> None:
-        """Quit: stop the running turn the same way Esc does, store it, then exit."""
-        if self._quitting:
+        """Quit: stop the running turn the same way Esc does, store it, then exit.
+
+        A stop or a provider close that does not finish within `QUIT_GRACE`
+        seconds is left behind, and a second quit exits at once: quitting
+        never hangs and never ends in a traceback.
+        """
+        if self.quitting:
+            self.exit()
             return
-        self._quitting = True
+        self.quitting = True
+        # In a task of its own, so keys keep flowing meanwhile (a second quit among them).
+        self._quit_task = asyncio.create_task(self._stop_close_and_exit())
+
+    async def _stop_close_and_exit(self) -> None:
         try:
-            if self.is_screen_installed("chat"):
-                await self.chat.stop_and_wait()
-            if hasattr(self.provider, "close"):
-                await self.provider.close()  # type: ignore[union-attr]
+            async with asyncio.timeout(QUIT_GRACE):
+                if self.is_screen_installed("chat"):
+                    await self.chat.stop_and_wait()
+                if hasattr(self.provider, "close"):
+                    await self.provider.close()  # type: ignore[union-attr]
+        except (Exception, TimeoutError) as error:
+            self.log.error(f"quitting: {error!r}")  # Leaving anyway; nothing to show.
         finally:
             self.exit()
 
@@ -211,7 +226,8 @@ class ChatApp(App[None]):
         current = chat.conversation
         try:
             if conversation_id is None:
-                conversation = current if not current.items else self.store.create_conversation()
+                fresh = not current.items and self.store.claim_conversation(current.id)
+                conversation = current if fresh else self.store.create_conversation()
             elif not self.store.claim_conversation(conversation_id):
                 gone = conversation_id not in dict(self.store.list_conversations())
                 self.notify(
@@ -269,7 +285,7 @@ class ChatApp(App[None]):
         self.last_outcome = outcome
         conversation = turn.conversation
         if conversation.title == "New conversation" and outcome.state is not ResponseState.FAILED:
-            title = " ".join(outcome.prompt.text.split())
+            title = " ".join(outcome.prompt.text.split()).encode(errors="replace").decode()
             if len(title) > TITLE_LENGTH:
                 title = title[: TITLE_LENGTH - 1] + "…"
             conversation.title = title

@@ -57,24 +57,28 @@ class CancelToken:
             if self._requested:
                 return False
             self._requested = True
-            loop = self._loop
-            elsewhere = loop is not None and threading.get_ident() != self._loop_thread
-        if elsewhere:
-            assert loop is not None
-            try:
-                loop.call_soon_threadsafe(self._apply)
-                return True
-            except RuntimeError:
-                pass  # The loop is closed: nothing runs there any more.
         self._apply()
         return True
 
     def _apply(self) -> None:
+        """Take effect here, or on the bound loop's thread if this is another one."""
         with self._lock:
             if self._cancelled:
                 return
-            self._cancelled = True
-            callbacks, self._callbacks = self._callbacks, []
+            loop = self._loop
+            elsewhere = loop is not None and threading.get_ident() != self._loop_thread
+            if not elsewhere:
+                self._cancelled = True
+                callbacks, self._callbacks = self._callbacks, []
+        if elsewhere:
+            assert loop is not None
+            try:
+                loop.call_soon_threadsafe(self._apply)
+                return
+            except RuntimeError:  # The loop is closed: nothing runs there any more.
+                self.unbind()
+                self._apply()
+                return
         for callback in callbacks:
             callback()
 

@@ -168,8 +168,8 @@ class Turn:
 
     @property
     def stoppable(self) -> bool:
-        """Whether a stop would still change this turn: not asked for, requests not over."""
-        if self._ended or self.token.requested:
+        """Whether a stop would still change this turn: not asked for, work not over."""
+        if self._ended or self.token.requested or self._finished_before_the_end():
             return False
         return self._task is None or not self._task.done()
 
@@ -201,6 +201,7 @@ class Turn:
             try:
                 self._save(self.prompt)
             except StorageError as error:
+                self.conversation.items.remove(self.prompt)  # Never sent as history unsaved.
                 outcome.state, outcome.error = ResponseState.FAILED, str(error)
                 return outcome
             if self.token.cancelled:
@@ -229,6 +230,8 @@ class Turn:
         if isinstance(error, StorageError):
             state, reason = ResponseState.FAILED, "error"
             outcome.error = str(error)
+        elif self._finished_before_the_end():
+            state, reason = ResponseState.COMPLETE, "stop"  # The stop or error came too late.
         elif task.cancelled() or self.token.requested:
             # A stop the user asked for is interrupted, whatever the cleanup raised.
             state, reason = ResponseState.INTERRUPTED, "cancelled"
@@ -246,6 +249,13 @@ class Turn:
             outcome.state, outcome.error = ResponseState.FAILED, str(store_error)
         if isinstance(error, StorageError) or outcome.state is not state:
             self._mark_unsaved(outcome.error or "")
+
+    def _finished_before_the_end(self) -> bool:
+        """Whether the last reply completed and nothing was left to do after it."""
+        if not self._responses or self._responses[-1].state is not ResponseState.COMPLETE:
+            return False
+        calls = [c for c in self._responses[-1].tool_calls if c.complete]
+        return not calls or self.tools is None
 
     def _explain(self, error: BaseException) -> str:
         if isinstance(error, TimeoutError):
@@ -343,13 +353,15 @@ class Turn:
                 self._apply(response, event)
                 await self._emit(event)
                 if isinstance(event, StreamEnd):
+                    # Complete the moment its end arrived: closing the stream is cleanup,
+                    # and a stop (or an error) during it cannot undo a finished reply.
+                    self._end(response, ResponseState.COMPLETE, event.reason)
                     break
                 if self.clock() - last_flush >= FLUSH_INTERVAL:
                     last_flush = self.clock()
                     self._save(response)
-        if response.finish_reason is None:
+        if not response.state.ended:
             raise ProviderError(f"{self.provider.name} closed the stream before the reply ended")
-        self._end(response, ResponseState.COMPLETE, response.finish_reason)
         return response
 
     def _apply(self, response: ModelResponse, event: StreamEvent) -> None:

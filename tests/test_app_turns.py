@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import html
 import re
+from contextlib import asynccontextmanager
 
 from apphelpers import make_app, send, settled, wait_until
 from scripted import STALL, ScriptedProvider, words
@@ -280,3 +283,110 @@ async def test_a_reply_still_being_written_elsewhere_never_looks_complete(store:
             assert "another chatui is still writing it" in screen_text(app)
     finally:
         other.close()
+
+
+async def test_enter_then_ctrl_q_in_one_read_starts_no_turn(store: Store) -> None:
+    provider = ScriptedProvider([*words("never", end=None), STALL])
+
+    async def close() -> None:
+        await asyncio.sleep(0.05)  # Closing takes a moment: no turn may start meanwhile.
+
+    provider.close = close  # type: ignore[attr-defined]
+    app = make_app(store, provider)
+    async with app.run_test() as pilot:
+        app.screen.query_one(Composer).text = "my prompt"
+        type_keys(app, "\r")
+        app.post_message(key("ctrl+q"))
+        await wait_until(pilot, lambda: not app.is_running)
+    assert provider.records == []
+
+
+async def test_ctrl_n_then_text_and_enter_in_one_read_sends_in_the_new_conversation(
+    store: Store,
+) -> None:
+    provider = ScriptedProvider(words("first reply"), words("second reply"))
+    app = make_app(store, provider)
+    async with app.run_test() as pilot:
+        await send(pilot, "first")
+        await wait_until(pilot, settled(app))
+        old = app.chat.conversation.id
+
+        app.post_message(key("ctrl+n"))
+        type_keys(app, "hi\r")
+        await wait_until(pilot, lambda: len(provider.records) == 2)
+        await wait_until(pilot, settled(app))
+
+        assert app.chat.conversation.id != old
+        assert prompts(store, app) == ["hi"]
+        assert app.last_outcome.state is ResponseState.COMPLETE
+        assert [
+            i.text for i in store.load_conversation(old).items if isinstance(i, UserPrompt)
+        ] == ["first"]
+
+
+async def test_deleting_the_open_empty_conversation_moves_to_a_new_one(store: Store) -> None:
+    provider = ScriptedProvider(words("reply"))
+    app = make_app(store, provider)
+    async with app.run_test() as pilot:
+        doomed = app.chat.conversation.id
+        await pilot.press("ctrl+o")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConversationList))
+        await pilot.press("d")
+        await wait_until(pilot, lambda: isinstance(app.screen, TextPrompt))
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConversationList))
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: app.chat.conversation.id != doomed)
+
+        await send(pilot, "hello")
+        await wait_until(pilot, settled(app))
+        assert app.last_outcome.state is ResponseState.COMPLETE
+        assert prompts(store, app) == ["hello"]
+
+
+async def test_a_provider_close_that_raises_still_quits_cleanly(store: Store) -> None:
+    provider = ScriptedProvider([*words("partial", end=None), STALL])
+
+    async def close() -> None:
+        raise RuntimeError("the engine thread died")
+
+    provider.close = close  # type: ignore[attr-defined]
+    app = make_app(store, provider)
+    async with app.run_test() as pilot:
+        await send(pilot, "hi")
+        await provider.last.stalled.wait()
+        conversation_id = app.chat.conversation.id
+        await pilot.press("ctrl+q")
+        await wait_until(pilot, lambda: not app.is_running)
+    assert app.return_code == 0
+    assert [i.state for i in store.load_conversation(conversation_id).items[1:]] == [
+        ResponseState.INTERRUPTED
+    ]
+
+
+async def test_a_second_ctrl_q_exits_when_the_stop_cannot_finish(store: Store) -> None:
+    release = asyncio.Event()
+
+    class Wedged(ScriptedProvider):
+        @asynccontextmanager
+        async def stream(self, request):
+            async with super().stream(request) as events:
+                try:
+                    yield events
+                finally:
+                    while not release.is_set():  # Waits through cancellation, like a stuck job.
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await asyncio.shield(release.wait())
+
+    provider = Wedged([*words("partial", end=None), STALL])
+    app = make_app(store, provider)
+    async with app.run_test() as pilot:
+        await send(pilot, "hi")
+        await provider.last.stalled.wait()
+        await pilot.press("ctrl+q")
+        await pilot.pause()
+        assert app.is_running  # Still waiting for the stop...
+        await pilot.press("ctrl+q")  # ...but the second press is taken, and exits.
+        await wait_until(pilot, lambda: not app.is_running)
+        release.set()
+    assert app.return_code == 0

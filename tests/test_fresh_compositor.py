@@ -44,7 +44,9 @@ async def test_a_streaming_reply_lays_the_screen_out_once_per_layout(
         await pilot.pause()
 
         reflows = layouts.count("reflow")
-        assert reflows > 10  # The reply was laid out frame by frame.
+        # Laid out over several frames (how many depends on the machine's pace, so only a
+        # few are required: the claim is the equality below, in every one of them).
+        assert reflows >= 3
         assert layouts.count("full") == reflows  # No layout done twice.
 
         compositor = app.chat._compositor

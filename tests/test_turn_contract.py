@@ -243,3 +243,70 @@ def test_sqlite_error_class_is_what_a_full_disk_raises(store: Store) -> None:
     _fill_the_disk(store)
     with pytest.raises(sqlite3.OperationalError, match="full"):
         store.save_item(conversation.id, UserPrompt("z" * 50_000))
+
+
+class SlowToClose:
+    """A provider that sends a whole reply, then takes its time closing (like a local job)."""
+
+    name, model = "slow-close", "s-1"
+
+    def __init__(self, *, close_error: Exception | None = None) -> None:
+        self.closing = asyncio.Event()
+        self.release = asyncio.Event()
+        self.close_error = close_error
+
+    @asynccontextmanager
+    async def stream(self, request: ModelRequest) -> AsyncIterator[AsyncIterator[StreamEvent]]:
+        async def events() -> AsyncIterator[StreamEvent]:
+            yield TextDelta("a complete answer")
+            yield StreamEnd("stop")
+
+        try:
+            yield events()
+        finally:
+            self.closing.set()
+            await self.release.wait()
+            if self.close_error is not None:
+                raise self.close_error
+
+
+async def test_a_stop_after_the_reply_ended_leaves_it_complete(store: Store) -> None:
+    provider = SlowToClose()
+    turn, _ = make_turn(store, provider)
+    task = asyncio.create_task(turn.run())
+    await provider.closing.wait()
+
+    assert not turn.stoppable  # The reply is over: Esc has nothing left to stop.
+    turn.cancel()
+    provider.release.set()
+    outcome = await task
+
+    assert outcome.state is ResponseState.COMPLETE
+    (response,) = [i for i in stored(store, turn) if isinstance(i, ModelResponse)]
+    assert response.state is ResponseState.COMPLETE and response.finish_reason == "stop"
+
+
+async def test_a_cleanup_error_after_a_complete_reply_leaves_it_complete(store: Store) -> None:
+    provider = SlowToClose(close_error=ConnectionResetError("reset while closing"))
+    provider.release.set()
+    turn, _ = make_turn(store, provider)
+
+    outcome = await turn.run()
+
+    assert outcome.state is ResponseState.COMPLETE
+    assert stored(store, turn)[-1].state is ResponseState.COMPLETE
+
+
+async def test_a_prompt_that_could_not_be_stored_is_never_sent_later(store: Store) -> None:
+    conversation = store.create_conversation()
+    pages = store._db.execute("PRAGMA page_count").fetchone()[0]
+    _fill_the_disk(store)
+    failed, _ = make_turn(store, ScriptedProvider(), conversation=conversation, prompt="z" * 9000)
+    assert (await failed.run()).state is ResponseState.FAILED
+    store._db.execute(f"PRAGMA max_page_count = {pages + 1000}")  # Space again.
+
+    provider = ScriptedProvider(words("ok"))
+    turn, _ = make_turn(store, provider, conversation=conversation, prompt="second")
+    await turn.run()
+
+    assert [m.content for m in provider.last.request.messages] == ["second"]

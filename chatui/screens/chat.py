@@ -50,8 +50,10 @@ class ChatScreen(Screen[None]):
         # through to a focused widget that binds Esc itself, and when no turn runs.
         Binding("escape", "stop", "Stop", priority=True),
         Binding("ctrl+r", "recall", "Recall prompt"),
-        Binding("ctrl+n", "new_conversation", "New"),
-        Binding("ctrl+o", "conversations", "Conversations"),
+        # Priority: taken as they arrive, before keys typed after them reach the composer
+        # (Ctrl+N, text, Enter in one read sends the text in the new conversation).
+        Binding("ctrl+n", "new_conversation", "New", priority=True),
+        Binding("ctrl+o", "conversations", "Conversations", priority=True),
         # Priority, or the composer takes Ctrl+U (delete to the line's start); it only
         # acts while earlier items are hidden (check_action), else the composer has it.
         Binding("ctrl+u", "show_earlier", "Earlier", show=False, priority=True),
@@ -161,6 +163,9 @@ class ChatScreen(Screen[None]):
 
     async def on_composer_submitted(self, message: Composer.Submitted) -> None:
         composer = self._composer
+        if self.app.quitting:
+            composer.restore(message.text)
+            return  # Quitting overtook this Enter: no turn starts now.
         if self.busy:  # The composer locks itself, so this is a second line of defence.
             composer.restore(message.text)
             self.notify(BUSY_NOTICE, severity="warning", markup=False)

@@ -260,6 +260,9 @@ class AssistantMessage(Vertical, TopDownStack):
             self.late_writes += 1
             return
         await self._end_text_run()
+        if self.closed:  # Stopped while the text run ended: nothing more is shown.
+            self.late_writes += 1
+            return
         view = ToolCallView(call)
         self._calls[index] = view
         self._views_by_id[call.id] = view
