@@ -27,6 +27,7 @@ from chatui.turn import Turn, TurnOutcome, TurnSettings
 
 TITLE_LENGTH = 48
 QUIT_GRACE = 5.0  # Seconds quitting waits for the turn to store and the provider to close.
+OPEN_ELSEWHERE = "That conversation is open in another chatui; close it there first."
 PLAIN_ERROR: dict[str, Any] = {"severity": "error", "markup": False}
 
 
@@ -230,13 +231,8 @@ class ChatApp(App[None]):
                 conversation = current if fresh else self.store.create_conversation()
             elif not self.store.claim_conversation(conversation_id):
                 gone = conversation_id not in dict(self.store.list_conversations())
-                self.notify(
-                    "That conversation no longer exists."
-                    if gone
-                    else "That conversation is open in another chatui; close it there first.",
-                    severity="warning",
-                    markup=False,
-                )
+                notice = "That conversation no longer exists." if gone else OPEN_ELSEWHERE
+                self.notify(notice, severity="warning", markup=False)
                 return
             else:
                 conversation = self.store.load_conversation(conversation_id)
@@ -270,11 +266,7 @@ class ChatApp(App[None]):
             await self.chat.stop_and_wait()
         try:
             if self.store.owned_by_other(conversation_id):
-                self.notify(
-                    "That conversation is open in another chatui; close it there first.",
-                    severity="warning",
-                    markup=False,
-                )
+                self.notify(OPEN_ELSEWHERE, severity="warning", markup=False)
                 return
             self.store.delete_conversation(conversation_id)
         except sqlite3.Error as error:

@@ -231,9 +231,7 @@ class Store:
             row = self._db.execute(
                 "SELECT owner, owner_pid FROM conversations WHERE id = ?", (conversation_id,)
             ).fetchone()
-            if row is None:
-                return False
-            if row[0] != self.instance_id and self._instance_alive(*row):
+            if row is None or self._owned_by_other(row):
                 return False
             self._db.execute(
                 "UPDATE conversations SET owner = ?, owner_pid = ? WHERE id = ?",
@@ -253,7 +251,12 @@ class Store:
         row = self._db.execute(
             "SELECT owner, owner_pid FROM conversations WHERE id = ?", (conversation_id,)
         ).fetchone()
-        return row is not None and row[0] != self.instance_id and self._instance_alive(*row)
+        return row is not None and self._owned_by_other(row)
+
+    def _owned_by_other(self, row: tuple[str | None, int | None]) -> bool:
+        """Whether an (owner, owner_pid) row names a live instance other than this one."""
+        owner, pid = row
+        return owner != self.instance_id and self._instance_alive(owner, pid)
 
     def open_startup_conversation(self) -> Conversation:
         """The latest conversation if it is empty and we can claim it, else a new one."""

@@ -36,6 +36,18 @@ def screen_text(app) -> str:
     return html.unescape(re.sub(r"<[^>]+>", "", svg)).replace("\xa0", " ")
 
 
+async def delete_the_open_conversation(pilot) -> None:
+    """Ctrl+O, delete the highlighted (open) conversation, confirm, close the list."""
+    app = pilot.app
+    await pilot.press("ctrl+o")
+    await wait_until(pilot, lambda: isinstance(app.screen, ConversationList))
+    await pilot.press("d")
+    await wait_until(pilot, lambda: isinstance(app.screen, TextPrompt))
+    await pilot.press("enter")
+    await wait_until(pilot, lambda: isinstance(app.screen, ConversationList))
+    await pilot.press("escape")
+
+
 def prompts(store: Store, app) -> list[str]:
     items = store.load_conversation(app.chat.conversation.id).items
     return [i.text for i in items if isinstance(i, UserPrompt)]
@@ -170,13 +182,7 @@ async def test_deleting_the_streaming_conversation_stops_its_turn_first(store: S
         await provider.last.stalled.wait()
         doomed = app.chat.conversation.id
 
-        await pilot.press("ctrl+o")
-        await wait_until(pilot, lambda: isinstance(app.screen, ConversationList))
-        await pilot.press("d")
-        await wait_until(pilot, lambda: isinstance(app.screen, TextPrompt))
-        await pilot.press("enter")
-        await wait_until(pilot, lambda: isinstance(app.screen, ConversationList))
-        await pilot.press("escape")
+        await delete_the_open_conversation(pilot)
         await wait_until(pilot, lambda: app.chat.conversation.id != doomed)
 
         assert app.is_running
@@ -329,13 +335,7 @@ async def test_deleting_the_open_empty_conversation_moves_to_a_new_one(store: St
     app = make_app(store, provider)
     async with app.run_test() as pilot:
         doomed = app.chat.conversation.id
-        await pilot.press("ctrl+o")
-        await wait_until(pilot, lambda: isinstance(app.screen, ConversationList))
-        await pilot.press("d")
-        await wait_until(pilot, lambda: isinstance(app.screen, TextPrompt))
-        await pilot.press("enter")
-        await wait_until(pilot, lambda: isinstance(app.screen, ConversationList))
-        await pilot.press("escape")
+        await delete_the_open_conversation(pilot)
         await wait_until(pilot, lambda: app.chat.conversation.id != doomed)
 
         await send(pilot, "hello")

@@ -89,7 +89,7 @@ class ChatScreen(Screen[None]):
         self._composer = self.query_one(Composer)
         self._status.provider, self._status.model = self.app.provider_label()
         await self.show_conversation(self.conversation)
-        self.query_one(Composer).focus()
+        self._composer.focus()
 
     def _on_timer_update(self) -> None:
         # Textual's frame callback. An Esc on its way from the terminal stops the turn
