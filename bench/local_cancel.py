@@ -18,8 +18,12 @@ from _common import PacedProvider, parser, percentile, print_table, write_json
 from chatui.app import ChatApp
 from chatui.cancel import CancelToken
 from chatui.config import Config, LocalConfig
-from chatui.providers.llama_engine import GenerationJob, LlamaEngine
-from chatui.providers.local import LocalProvider, assemble_default_model, default_model_path
+from chatui.providers.local.llama_engine import GenerationJob, LlamaEngine
+from chatui.providers.local.provider import (
+    LocalProvider,
+    assemble_default_model,
+    default_model_path,
+)
 from chatui.store import Store
 from chatui.turn import Turn, TurnSettings
 

@@ -21,6 +21,7 @@ import platformdirs
 from chatui.history import DEFAULT_INTERRUPTED_NOTE
 
 PROVIDERS = ("local", "openai", "anthropic")
+DEFAULT_ESCAPE_DELAY_MS = 10  # How long a lone ESC byte waits for the rest of a sequence.
 CONFIG_ENV = "CHATUI_CONFIG"
 
 
@@ -77,6 +78,7 @@ class Config:
     theme: str = "textual-dark"
     interrupted_note: str = DEFAULT_INTERRUPTED_NOTE
     idle_timeout: float = 60.0
+    escape_delay_ms: int = DEFAULT_ESCAPE_DELAY_MS  # Env ESCDELAY (ncurses' name) overrides.
     db_path: str = ""  # Empty: the platform's user data dir.
     local: LocalConfig = field(default_factory=LocalConfig)
     openai: OpenAIConfig = field(default_factory=OpenAIConfig)
@@ -163,6 +165,13 @@ def _apply_env(config: Config, env: dict[str, str]) -> None:
         config.anthropic.api_key = key
     if url := env.get("ANTHROPIC_BASE_URL"):
         config.anthropic.base_url = url
+    if delay := env.get("ESCDELAY", "").strip():
+        try:
+            config.escape_delay_ms = int(delay)
+        except ValueError:
+            raise ConfigError(
+                "environment", "ESCDELAY", f"expected milliseconds, got {delay!r}"
+            ) from None
 
 
 def _validate(config: Config, source: str) -> None:
@@ -170,6 +179,8 @@ def _validate(config: Config, source: str) -> None:
         raise ConfigError(source, "provider", f"must be one of {', '.join(PROVIDERS)}")
     if config.idle_timeout <= 0:
         raise ConfigError(source, "idle_timeout", "must be more than 0 seconds")
+    if not 1 <= config.escape_delay_ms <= 2000:
+        raise ConfigError(source, "escape_delay_ms", "must be from 1 to 2000 milliseconds")
     local = config.local
     for key in ("n_ctx", "n_batch", "n_ubatch", "max_tokens"):
         if getattr(local, key) <= 0:

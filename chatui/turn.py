@@ -6,7 +6,9 @@ turn's own task, which runs the model requests; the provider's stream is
 closed by the `async with` that reads it, in that task. The token takes
 effect on the event loop's thread, so from the moment it is set no event of
 this turn reaches the sink (the UI) and no further part reaches the store:
-the only write left is the partial reply marked `interrupted`.
+the only write left is the partial reply marked `interrupted`. Tool calls
+run in that task too, and so does the wait for the user's approval of one
+(`Approver`): a stop cancels that wait, and the call never runs.
 
 `run()` always returns one outcome: a provider error, an idle stream or a
 store that cannot be written (a full disk) make it `failed` with a message,
@@ -25,6 +27,7 @@ import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Protocol
 
 from chatui.cancel import CancelToken
@@ -56,6 +59,7 @@ from chatui.providers.base import (
 from chatui.store import Store
 
 FLUSH_INTERVAL = 1.0
+STOP_SHOW_WAIT = 0.25  # Seconds a stop's partial reply waits for the UI to draw the stop.
 MAX_REQUESTS_PER_TURN = 25
 
 
@@ -101,12 +105,41 @@ class TurnSettings:
     secrets: Sequence[str] = ()
 
 
+class Approval(Enum):
+    """The user's answer to a tool call that needs approval."""
+
+    ONCE = "once"  # Run this call.
+    CONVERSATION = "conversation"  # Run it; the approver asks no more about this tool here.
+    DENY = "deny"  # Do not run it.
+
+
+Approver = Callable[[ToolCallPart], Awaitable[Approval]]
+"""Asks the user whether a tool call may run (the chat screen's dialog, say).
+
+It is awaited in the turn's own task, so a stop (`Turn.cancel()`, Esc)
+cancels the wait like any other step of the turn: the call does not run and
+gets a "cancelled by the user" result. An approver answering CONVERSATION
+remembers it for that conversation and answers at once for that tool later.
+"""
+
+
+async def deny_all(call: ToolCallPart) -> Approval:
+    """The approver where nobody can be asked: nothing that needs approval runs."""
+    return Approval.DENY
+
+
 class ToolRunner(Protocol):
     """Runs the model's tool calls (the tools issue provides the real one)."""
 
     def specs(self) -> list[ToolSpec]: ...
 
-    async def run(self, call: ToolCallPart) -> ToolResult: ...
+    async def run(self, call: ToolCallPart, approve: Approver) -> ToolResult:
+        """Run `call` and return its result.
+
+        A call that needs the user's approval awaits `approve(call)` first; on
+        DENY it does not run, and its result says so.
+        """
+        ...
 
 
 Sink = Callable[[TurnEvent], Awaitable[None]]
@@ -136,8 +169,17 @@ class Turn:
         sink: Sink,
         settings: TurnSettings | None = None,
         tools: ToolRunner | None = None,
+        approve: Approver = deny_all,
+        before_storing_stop: Callable[[], Awaitable[None]] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`approve` answers for tool calls that need the user's approval (see `Approver`).
+
+        `before_storing_stop` is awaited after a stop, once the requests have
+        ended and before the partial reply is stored (for at most
+        `STOP_SHOW_WAIT` seconds): the UI draws the stop first, the store
+        writes after.
+        """
         self.id = next(_turn_ids)
         self.token = CancelToken()
         self.conversation = conversation
@@ -146,6 +188,8 @@ class Turn:
         self.store = store
         self.settings = settings or TurnSettings()
         self.tools = tools
+        self.approve = approve
+        self._before_storing_stop = before_storing_stop
         self.clock = clock
         self._sink = sink
         self._task: asyncio.Task[None] | None = None
@@ -216,6 +260,8 @@ class Turn:
             outside_cancel = caller is not None and caller.cancelling() > 0
             if outside_cancel:
                 self.token.cancel()  # A stop all the same: interrupted, as with Esc.
+            elif self.token.requested and not self._finished_before_the_end():
+                outside_cancel = not await self._let_the_stop_show()
             self._finish(outcome, task)
         finally:
             self._ended = True
@@ -223,6 +269,19 @@ class Turn:
         if outside_cancel:
             raise asyncio.CancelledError
         return outcome
+
+    async def _let_the_stop_show(self) -> bool:
+        """Await `before_storing_stop`; False if the caller was cancelled meanwhile."""
+        if self._before_storing_stop is None:
+            return True
+        try:
+            async with asyncio.timeout(STOP_SHOW_WAIT):
+                await self._before_storing_stop()
+        except asyncio.CancelledError:
+            return False  # Quitting: store the partial reply now, then pass the cancel on.
+        except Exception:
+            pass  # Drawing failed or took too long: the store must not wait for it.
+        return True
 
     def _finish(self, outcome: TurnOutcome, task: asyncio.Task[None]) -> None:
         """Give the turn its one state from how its requests ended, and store that."""
@@ -394,7 +453,7 @@ class Turn:
             while pending:
                 call = pending[0]
                 try:
-                    result = await self.tools.run(call)
+                    result = await self.tools.run(call, self.approve)
                 except asyncio.CancelledError:
                     raise
                 except Exception as error:

@@ -40,3 +40,15 @@ def settled(app: ChatApp) -> Callable[[], bool]:
         and not app.chat.turn.running
         and (app.last_outcome is not None and app.last_outcome.turn_id == app.chat.turn.id)
     )
+
+
+async def fix_stop_time(pilot: Pilot, ms: float = 20.0) -> None:
+    """Show `ms` as the stop time, for a snapshot: the real figure is the machine's.
+
+    It counts from the Esc's read to the stop on screen in real time
+    (`test_stopped_in_counts_from_when_the_escs_byte_was_read` checks it).
+    """
+    from chatui.widgets.status_bar import StatusBar
+
+    pilot.app.screen.query_one(StatusBar).stop_ms = ms
+    await pilot.pause()

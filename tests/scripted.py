@@ -5,7 +5,8 @@ the script), can raise, and records whether and when its stream was closed.
 `busy=True` yields without ever suspending, like a provider that keeps
 producing no matter what: the turn runner must still drop everything after a
 stop. Each call to `stream()` takes the next script, so a turn with tool calls
-can be scripted request by request.
+can be scripted request by request. Its lifecycle steps (prepare,
+conversation_left, close) are recorded in `lifecycle`, in order.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from dataclasses import dataclass, field
 
 from chatui.providers.base import (
     ModelRequest,
+    Progress,
+    ProviderLifecycle,
     StreamEnd,
     StreamEvent,
     TextDelta,
@@ -65,7 +68,7 @@ class StreamRecord:
     stalled: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-class ScriptedProvider:
+class ScriptedProvider(ProviderLifecycle):
     """A provider double; see the module docstring."""
 
     name = "scripted"
@@ -85,6 +88,16 @@ class ScriptedProvider:
         self.error = error or RuntimeError("the scripted stream broke")
         self.records: list[StreamRecord] = []
         self.started = asyncio.Event()
+        self.lifecycle: list[str] = []
+
+    async def prepare(self, progress: Progress = lambda _: None) -> None:
+        self.lifecycle.append("prepare")
+
+    async def conversation_left(self) -> None:
+        self.lifecycle.append("conversation_left")
+
+    async def close(self) -> None:
+        self.lifecycle.append("close")
 
     @property
     def last(self) -> StreamRecord:

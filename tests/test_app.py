@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 from apphelpers import make_app, send, settled, wait_until
@@ -13,10 +14,10 @@ from textual.command import CommandPalette
 from textual.screen import Screen
 from textual.widget import Widget
 
+from chatui._textual import frame_clock
+from chatui._textual.frame_clock import draw_now, refresh_pending
 from chatui.messages import ModelResponse, ResponseState, UserPrompt
-from chatui.screens import frame_clock
 from chatui.screens.conversations import ConversationList, TextPrompt
-from chatui.screens.frame_clock import draw_now, refresh_pending
 from chatui.store import Store
 from chatui.widgets.chat_message import AssistantMessage, ErrorNotice, UserMessage
 from chatui.widgets.composer import Composer
@@ -228,6 +229,58 @@ async def test_the_stop_is_drawn_as_soon_as_it_reaches_the_screen(
         await wait_until(pilot, lambda: bool(draws))
         assert draws[0] == (True, False, 1)  # The marker, laid out and drawn.
         await wait_until(pilot, settled(app))
+
+
+async def test_the_stop_is_on_screen_before_the_partial_reply_is_stored(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    provider = ScriptedProvider([*words("partial", end=None), STALL])
+    app = make_app(store, provider)
+    draws: list[float] = []  # When each early draw ended.
+    saves: list[tuple[ResponseState, int]] = []  # What was stored, and the draws before it.
+
+    def recording_draw_now(screen: Screen) -> bool:
+        result = draw_now(screen)
+        draws.append(time.monotonic())
+        return result
+
+    save_item = store.save_item
+
+    def recording_save_item(conversation_id: str, item: object) -> None:
+        if isinstance(item, ModelResponse):
+            saves.append((item.state, len(draws)))
+        save_item(conversation_id, item)
+
+    monkeypatch.setattr(frame_clock, "draw_now", recording_draw_now)
+    monkeypatch.setattr(store, "save_item", recording_save_item)
+    async with app.run_test() as pilot:
+        await send(pilot, "go")
+        await provider.last.stalled.wait()
+        await pilot.pause()
+        draws.clear()
+
+        assert app.post_message(events.Key("escape", None))
+        await wait_until(pilot, settled(app))
+        assert saves[-1] == (ResponseState.INTERRUPTED, 1)  # Stored after the stop's draw.
+        assert app.chat.stop_drawn_at >= draws[0]  # "stopped in" ends at that draw.
+
+
+async def test_stopped_in_counts_from_when_the_escs_byte_was_read(store: Store) -> None:
+    """The terminal driver sets a key's `time` to its read; Pilot has none, so set it here."""
+    provider = ScriptedProvider([*words("partial", end=None), STALL])
+    app = make_app(store, provider)
+    async with app.run_test() as pilot:
+        await send(pilot, "go")
+        await provider.last.stalled.wait()
+        key = events.Key("escape", None)
+        key.time = time.monotonic() - 0.5  # Read half a second ago (the app was busy).
+
+        assert app.post_message(key)
+        await wait_until(pilot, settled(app))
+        status = app.screen.query_one(StatusBar)
+        assert status.state == "stopped"
+        assert app.chat.stop_requested_at == key.time
+        assert 500 <= status.stop_ms == (app.chat.stop_drawn_at - key.time) * 1000
 
 
 async def test_an_escape_that_stops_nothing_keeps_its_place_among_the_keys(store: Store) -> None:

@@ -8,13 +8,17 @@ import html
 import re
 from contextlib import asynccontextmanager
 
+import pytest
 from apphelpers import make_app, send, settled, wait_until
 from scripted import STALL, ScriptedProvider, words
 from textual import events
 
 from chatui.messages import ModelResponse, ResponseState, UserPrompt
+from chatui.providers.base import StreamEnd, TextDelta, ToolCallStart
 from chatui.screens.conversations import ConversationList, TextPrompt
+from chatui.session import Session
 from chatui.store import Store
+from chatui.turn import ResponseStarted, TurnEvent
 from chatui.widgets.chat_message import AssistantMessage, ErrorNotice, UserMessage
 from chatui.widgets.composer import Composer
 from chatui.widgets.status_bar import StatusBar
@@ -390,3 +394,49 @@ async def test_a_second_ctrl_q_exits_when_the_stop_cannot_finish(store: Store) -
         await wait_until(pilot, lambda: not app.is_running)
         release.set()
     assert app.return_code == 0
+
+
+async def test_the_screen_drops_the_late_events_of_an_older_turn(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Contract point 3 at the screen: an older turn's event, delivered late, shows nothing."""
+    sinks = []
+    new_turn = Session.new_turn
+
+    def recording_new_turn(self: Session, *args, **kwargs):
+        sinks.append(kwargs["sink"])
+        return new_turn(self, *args, **kwargs)
+
+    monkeypatch.setattr(Session, "new_turn", recording_new_turn)
+    provider = ScriptedProvider(
+        [*words("first", end=None), STALL], [*words("second", end=None), STALL]
+    )
+    app = make_app(store, provider)
+    async with app.run_test() as pilot:
+        await send(pilot, "one")
+        await provider.last.stalled.wait()
+        old_turn = app.chat.turn
+        await pilot.press("escape")
+        await wait_until(pilot, settled(app))
+        await send(pilot, "two")
+        await wait_until(pilot, lambda: len(provider.records) == 2)
+        await provider.last.stalled.wait()
+        await wait_until(pilot, lambda: app.chat.query(AssistantMessage).last().written == 1)
+        views = list(app.chat.query(AssistantMessage))
+        current = views[-1]
+
+        late = [
+            TextDelta(" LATE"),
+            ResponseStarted(ModelResponse("scripted", "script-1")),
+            ToolCallStart(0, "call_1", "late_tool"),
+            StreamEnd("stop"),
+        ]
+        for payload in late:
+            await sinks[0](TurnEvent(old_turn.id, payload))
+        await pilot.pause()
+
+        assert list(app.chat.query(AssistantMessage)) == views  # No reply view added.
+        assert not current.closed and current.written == 1  # The running reply goes on.
+        assert all("LATE" not in str(view.response.text) for view in views)
+        assert app.screen.query_one(StatusBar).state == "streaming"
+        assert app.chat.turn.stoppable

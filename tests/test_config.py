@@ -186,3 +186,28 @@ def test_not_a_number_and_infinities_are_rejected_for_every_float_key(
         with pytest.raises(ConfigError, match="finite number") as caught:
             load_config(write(tmp_path, text), env={})
         assert caught.value.key == dotted
+
+
+def test_escape_delay_defaults_to_10_ms_and_escdelay_overrides_the_file(tmp_path):
+    path = tmp_path / "config.toml"
+    path.write_text("")
+    assert load_config(path, env={}).escape_delay_ms == 10
+    path.write_text("escape_delay_ms = 40\n")
+    assert load_config(path, env={}).escape_delay_ms == 40
+    assert load_config(path, env={"ESCDELAY": "25"}).escape_delay_ms == 25
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "key"),
+    [
+        ("escape_delay_ms = 0\n", {}, "escape_delay_ms"),
+        ("escape_delay_ms = 5000\n", {}, "escape_delay_ms"),
+        ("", {"ESCDELAY": "soon"}, "ESCDELAY"),
+    ],
+)
+def test_a_bad_escape_delay_is_refused_naming_its_key(tmp_path, text, env, key):
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as raised:
+        load_config(path, env=env)
+    assert raised.value.key == key

@@ -15,9 +15,9 @@ from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Markdown, Static
 
+from chatui._textual import frame_clock
+from chatui._textual.frame_clock import draw_now, refresh_pending
 from chatui.messages import ModelResponse, ResponseState
-from chatui.screens import frame_clock
-from chatui.screens.frame_clock import draw_now, refresh_pending
 from chatui.store import Store
 from chatui.widgets.chat_message import AssistantMessage
 

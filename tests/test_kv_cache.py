@@ -10,8 +10,8 @@ import llama_cpp
 import pytest
 from tiny_gguf import write_tiny_model
 
-from chatui.kv_cache import KVCache
-from chatui.providers.llama_runtime import silence_llama_logs
+from chatui.providers.local.kv_cache import KVCache
+from chatui.providers.local.llama_runtime import silence_llama_logs
 
 
 @pytest.fixture(scope="module")

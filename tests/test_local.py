@@ -22,10 +22,10 @@ from chatui.config import LocalConfig
 from chatui.history import ChatMessage
 from chatui.messages import ResponseState
 from chatui.providers.base import ProviderError, TextDelta
-from chatui.providers.chat_format import GEMMA_TEMPLATE
-from chatui.providers.llama_engine import model_identity
-from chatui.providers.llama_runtime import AbortFlag
-from chatui.providers.local import LocalProvider, check_gguf
+from chatui.providers.local.chat_format import GEMMA_TEMPLATE
+from chatui.providers.local.llama_engine import model_identity
+from chatui.providers.local.llama_runtime import AbortFlag, amx_present
+from chatui.providers.local.provider import LocalProvider, check_gguf
 from chatui.store import Store
 from chatui.turn import Turn, TurnEvent, TurnSettings
 
@@ -344,7 +344,7 @@ import sys
 from pathlib import Path
 from chatui.cancel import CancelToken
 from chatui.config import LocalConfig
-from chatui.providers.llama_engine import GenerationJob, LlamaEngine
+from chatui.providers.local.llama_engine import GenerationJob, LlamaEngine
 model = Path(sys.argv[1])
 engine = LlamaEngine(LocalConfig(model_path=str(model), max_tokens=400), model, None)
 engine.call(engine.load).result()
@@ -499,9 +499,9 @@ async def test_a_full_disk_keeps_the_old_state_file_and_leaves_no_temp_file(
 async def test_two_requests_never_repeat_a_tool_call_id(
     provider, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from chatui.providers import llama_engine
     from chatui.providers.base import ModelRequest, ToolCallStart, ToolSpec
-    from chatui.providers.tool_markup import ID_PATTERN, ToolCallMarkupParser
+    from chatui.providers.local import llama_engine
+    from chatui.providers.local.tool_markup import ID_PATTERN, ToolCallMarkupParser
 
     parsers: list[ToolCallMarkupParser] = []
 
@@ -678,7 +678,7 @@ async def test_a_stale_state_file_that_cannot_be_deleted_fails_no_turn(
 async def test_a_default_model_that_cannot_be_written_is_a_clear_error_and_is_retried(
     tiny_model: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from chatui.providers import local
+    from chatui.providers.local import provider as local
 
     attempts = []
 
@@ -696,3 +696,12 @@ async def test_a_default_model_that_cannot_be_written_is_a_clear_error_and_is_re
     await provider.close()
 
     assert len(attempts) == 2
+
+
+async def test_the_model_loads_without_amx_buffers_where_llama_cpp_would_use_them(
+    provider,
+) -> None:
+    """llama.cpp's AMX kernels crash on the default model's Q4_K weights (#20824)."""
+    engine = provider.engine
+    assert engine is not None and engine.llm is not None
+    assert engine.llm.model_params.use_extra_bufts is (not amx_present())

@@ -8,15 +8,15 @@ import threading
 from pathlib import Path
 
 import pytest
-from apphelpers import make_app, send, settled, wait_until
+from apphelpers import fix_stop_time, make_app, send, settled, wait_until
 from conftest import FakeClock
 from test_local import cache_state, local_config
 from tiny_gguf import write_tiny_model
 
 from chatui.config import LocalConfig
 from chatui.messages import ModelResponse, ResponseState
-from chatui.providers import local as local_module
-from chatui.providers.local import LocalProvider
+from chatui.providers.local import provider as local_module
+from chatui.providers.local.provider import LocalProvider
 from chatui.store import Store
 from chatui.widgets.chat_message import AssistantMessage
 from chatui.widgets.status_bar import StatusBar
@@ -80,6 +80,7 @@ def test_local_reply_interrupted_during_prefill(
         await pilot.press("escape")
         await sending
         await wait_until(pilot, settled(app))
+        await fix_stop_time(pilot)
         assert provider.last_job.stopped == "in decode"
         assert cache_state(provider)[0] == 0  # Nothing of the stopped prompt stays cached.
 

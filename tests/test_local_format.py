@@ -13,8 +13,8 @@ from chatui.providers.base import (
     ToolCallStart,
     ToolSpec,
 )
-from chatui.providers.chat_format import GEMMA_TEMPLATE, ChatFormat
-from chatui.providers.tool_markup import ID_PATTERN, ToolCallMarkupParser
+from chatui.providers.local.chat_format import GEMMA_TEMPLATE, ChatFormat
+from chatui.providers.local.tool_markup import ID_PATTERN, ToolCallMarkupParser
 
 GEMMA = ChatFormat(GEMMA_TEMPLATE, bos_token="<bos>", eos_token="<eos>")
 

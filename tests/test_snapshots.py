@@ -6,7 +6,7 @@ run; the scripted provider stalls where a frame is taken mid-stream.
 
 from __future__ import annotations
 
-from apphelpers import make_app, send, settled, wait_until
+from apphelpers import fix_stop_time, make_app, send, settled, wait_until
 from conftest import FakeClock
 from scripted import RAISE, STALL, ScriptedProvider, words
 
@@ -78,6 +78,7 @@ def test_interrupted_reply(snap_compare, store: Store) -> None:
         await wait_until(pilot, written(app, 8))
         await pilot.press("escape")
         await wait_until(pilot, settled(app))
+        await fix_stop_time(pilot)
 
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
 

@@ -19,7 +19,14 @@ from chatui.messages import (
 )
 from chatui.providers.base import StreamEnd, TextDelta, ToolSpec, UsageUpdate
 from chatui.store import Store
-from chatui.turn import ResponseStarted, ToolResultAdded, Turn, TurnEvent, TurnSettings
+from chatui.turn import (
+    Approver,
+    ResponseStarted,
+    ToolResultAdded,
+    Turn,
+    TurnEvent,
+    TurnSettings,
+)
 
 
 class Sink:
@@ -372,7 +379,7 @@ class RecordingTools:
     def specs(self) -> list[ToolSpec]:
         return [ToolSpec("echo", "echo"), ToolSpec("wait", "wait")]
 
-    async def run(self, call: ToolCallPart) -> ToolResult:
+    async def run(self, call: ToolCallPart, approve: Approver) -> ToolResult:
         self.ran.append(call.id)
         if call.name == "wait":
             self.blocked.set()

@@ -111,8 +111,8 @@ async def test_a_deleted_conversation_fails_the_turn_instead_of_raising(store: S
     provider = ScriptedProvider([*words("half ", end=None), STALL])
     turn, _ = make_turn(store, provider)
     task = asyncio.create_task(turn.run())
-    await provider.started.wait()
-    await provider.last.stalled.wait()
+    await asyncio.wait_for(provider.started.wait(), 10)
+    await asyncio.wait_for(provider.last.stalled.wait(), 10)
 
     store.delete_conversation(turn.conversation.id)  # Another window deleted it.
     turn.cancel()
@@ -310,3 +310,85 @@ async def test_a_prompt_that_could_not_be_stored_is_never_sent_later(store: Stor
     await turn.run()
 
     assert [m.content for m in provider.last.request.messages] == ["second"]
+
+
+def _stopping_turn(store: Store, before_storing_stop) -> tuple[Turn, ScriptedProvider]:
+    provider = ScriptedProvider([*words("partial", end=None), STALL])
+    sink = Sink()
+    turn = sink.turn = Turn(
+        conversation=store.create_conversation(),
+        prompt="go",
+        provider=provider,
+        store=store,
+        sink=sink,
+        before_storing_stop=before_storing_stop,
+    )
+    return turn, provider
+
+
+def _stored_states(store: Store, turn: Turn) -> list[ResponseState]:
+    return [i.state for i in stored(store, turn) if isinstance(i, ModelResponse)]
+
+
+async def test_a_stop_stores_the_partial_reply_only_after_before_storing_stop(
+    store: Store,
+) -> None:
+    seen: list[list[ResponseState]] = []
+
+    async def before_storing_stop() -> None:
+        seen.append(_stored_states(store, turn))
+
+    turn, provider = _stopping_turn(store, before_storing_stop)
+    running = asyncio.create_task(turn.run())
+    await asyncio.wait_for(provider.started.wait(), 10)
+    await asyncio.wait_for(provider.last.stalled.wait(), 10)
+    turn.cancel()
+    outcome = await running
+
+    assert outcome.state is ResponseState.INTERRUPTED
+    assert seen == [[ResponseState.STREAMING]]  # Not yet stored as interrupted.
+    assert _stored_states(store, turn) == [ResponseState.INTERRUPTED]
+
+
+@pytest.mark.parametrize("hook", ["hangs", "raises"])
+async def test_a_before_storing_stop_that_hangs_or_raises_never_keeps_the_reply_unstored(
+    store: Store, monkeypatch: pytest.MonkeyPatch, hook: str
+) -> None:
+    monkeypatch.setattr("chatui.turn.STOP_SHOW_WAIT", 0.05)
+    never = asyncio.Event()
+
+    async def before_storing_stop() -> None:
+        if hook == "raises":
+            raise RuntimeError("the screen is gone")
+        await never.wait()
+
+    turn, provider = _stopping_turn(store, before_storing_stop)
+    running = asyncio.create_task(turn.run())
+    await asyncio.wait_for(provider.started.wait(), 10)
+    await asyncio.wait_for(provider.last.stalled.wait(), 10)
+    turn.cancel()
+
+    assert (await running).state is ResponseState.INTERRUPTED
+    assert _stored_states(store, turn) == [ResponseState.INTERRUPTED]
+
+
+async def test_quitting_while_the_stop_is_drawn_still_stores_the_partial_reply(
+    store: Store,
+) -> None:
+    waiting = asyncio.Event()
+
+    async def before_storing_stop() -> None:
+        waiting.set()
+        await asyncio.Event().wait()
+
+    turn, provider = _stopping_turn(store, before_storing_stop)
+    running = asyncio.create_task(turn.run())
+    await asyncio.wait_for(provider.started.wait(), 10)
+    await asyncio.wait_for(provider.last.stalled.wait(), 10)
+    turn.cancel()
+    await waiting.wait()
+    running.cancel()  # The app quits while the screen draws the stop.
+
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    assert _stored_states(store, turn) == [ResponseState.INTERRUPTED]

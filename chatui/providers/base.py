@@ -10,7 +10,7 @@ cancellation so that the cleanup really runs.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -102,8 +102,43 @@ class ProviderError(Exception):
     """A provider failure with a message fit to show the user (no secrets)."""
 
 
+Progress = Callable[[str], None]
+Notice = Callable[[str], None]
+
+
+def _ignore(_message: str) -> None:
+    """Nobody to tell."""
+
+
+class ProviderLifecycle:
+    """What a provider does besides streaming; each step is a no-op unless overridden.
+
+    The session calls `prepare` once at startup (in the background, while the
+    user types), `conversation_left` when the user moves to another
+    conversation, and `close` on quitting. `on_notice` is set by the session:
+    the provider passes it problems that did not stop a turn (untrusted
+    text), on the event loop's thread.
+    """
+
+    on_notice: Notice = staticmethod(_ignore)
+
+    async def prepare(self, progress: Progress = _ignore) -> None:
+        """Get ready for requests (load a model), reporting progress; raise ProviderError."""
+
+    async def conversation_left(self) -> None:
+        """The user moved on from the conversation of the last request."""
+
+    async def close(self) -> None:
+        """Release what the provider holds; no request follows."""
+
+
+def lifecycle_of(provider: object) -> ProviderLifecycle:
+    """`provider`'s lifecycle: its own, or the no-op one for a provider without it."""
+    return provider if isinstance(provider, ProviderLifecycle) else ProviderLifecycle()
+
+
 class Provider(Protocol):
-    """A model behind a streaming API."""
+    """A model behind a streaming API (most also inherit `ProviderLifecycle`)."""
 
     name: str
     model: str

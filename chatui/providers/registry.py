@@ -11,7 +11,7 @@ from chatui.providers.base import Provider, ProviderError
 def create_provider(config: Config) -> Provider:
     """The provider `config` selects; raises ProviderError with a message for the user."""
     if config.provider == "local":
-        from chatui.providers.local import LocalProvider, cache_dir
+        from chatui.providers.local.provider import LocalProvider, cache_dir
 
         local = config.local
         if config.model:

@@ -5,15 +5,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from typing import TYPE_CHECKING
+import time
 
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.screen import Screen
+from textual.widget import Widget
 from textual.widgets import Static
 
+from chatui._textual.bindings import focus_chain_binds
+from chatui._textual.escape import EscapeFirstScreen
+from chatui._textual.frame_clock import draw_when_settled
 from chatui.gc_pause import FullCollectionHold
-from chatui.messages import Conversation, ModelResponse, ResponseState, ToolResult, UserPrompt
+from chatui.messages import (
+    Conversation,
+    ModelResponse,
+    ResponseState,
+    ToolCallPart,
+    ToolResult,
+    UserPrompt,
+)
 from chatui.providers.base import (
     PromptProgress,
     StreamEnd,
@@ -23,23 +33,19 @@ from chatui.providers.base import (
     ToolCallStart,
     UsageUpdate,
 )
-from chatui.screens.frame_clock import draw_when_settled
-from chatui.screens.fresh_compositor import use_fresh_compositor
-from chatui.turn import ResponseStarted, ToolResultAdded, Turn, TurnEvent, TurnOutcome
+from chatui.screens.conversations import NEW, ConversationList
+from chatui.session import ConversationRefused, NoProvider, Session, SessionError
+from chatui.turn import Approval, ResponseStarted, ToolResultAdded, Turn, TurnEvent, TurnOutcome
 from chatui.widgets.chat_message import AssistantMessage, ErrorNotice, UserMessage
 from chatui.widgets.composer import BUSY_NOTICE, Composer
 from chatui.widgets.footer import KeyFooter
 from chatui.widgets.message_list import MessageList
 from chatui.widgets.status_bar import StatusBar
 
-if TYPE_CHECKING:
-    from chatui.app import ChatApp
-
-
 SHOWN_ITEMS = 40
 
 
-class ChatScreen(Screen[None]):
+class ChatScreen(EscapeFirstScreen[None]):
     """One conversation at a time; Esc stops the running turn."""
 
     BINDINGS = [
@@ -59,18 +65,16 @@ class ChatScreen(Screen[None]):
         Binding("ctrl+u", "show_earlier", "Earlier", show=False, priority=True),
     ]
 
-    app: ChatApp
-
-    def __init__(self, conversation: Conversation) -> None:
+    def __init__(self, session: Session, conversation: Conversation) -> None:
         super().__init__()
-        use_fresh_compositor(self)
+        self.session = session
         self.conversation = conversation
         self.turn: Turn | None = None
         self._turn_task: asyncio.Task[None] | None = None
         self._view: AssistantMessage | None = None
         self._turn_views: list[AssistantMessage] = []
-        self.stop_requested_at: float | None = None
-        self.stopped_at = 0.0
+        self.stop_requested_at: float | None = None  # When the Esc's byte was read.
+        self.stop_drawn_at = 0.0  # When the stop was first on screen.
         self.recallable: str | None = None
         self.hidden_items = 0
         self._gc_hold: FullCollectionHold | None = None
@@ -87,15 +91,9 @@ class ChatScreen(Screen[None]):
         self._status = self.query_one(StatusBar)
         self._messages = self.query_one(MessageList)
         self._composer = self.query_one(Composer)
-        self._status.provider, self._status.model = self.app.provider_label()
+        self._status.provider, self._status.model = self.session.provider_label()
         await self.show_conversation(self.conversation)
         self._composer.focus()
-
-    def _on_timer_update(self) -> None:
-        # Textual's frame callback. An Esc on its way from the terminal stops the turn
-        # before this frame rather than after it (the stop's early draw shows it).
-        self.app.stop_for_waiting_escape()
-        super()._on_timer_update()
 
     def on_unmount(self) -> None:
         if self.turn is not None:
@@ -133,7 +131,7 @@ class ChatScreen(Screen[None]):
                 widgets.append(view)
                 if item.state is ResponseState.FAILED and item.error:
                     widgets.append(ErrorNotice(item.error))
-        if notice := self.app.startup_notice:
+        if notice := self.session.startup_notice:
             widgets.append(ErrorNotice(notice))
         await messages.replace_items(widgets)
         for item in items[hidden:]:
@@ -163,32 +161,30 @@ class ChatScreen(Screen[None]):
 
     async def on_composer_submitted(self, message: Composer.Submitted) -> None:
         composer = self._composer
-        if self.app.quitting:
+        if self.session.quitting:
             composer.restore(message.text)
             return  # Quitting overtook this Enter: no turn starts now.
         if self.busy:  # The composer locks itself, so this is a second line of defence.
             composer.restore(message.text)
             self.notify(BUSY_NOTICE, severity="warning", markup=False)
             return
-        provider = self.app.provider
-        if provider is None:
-            composer.restore(message.text)
-            composer.unlock()
-            await self._mount(ErrorNotice(self.app.provider_problem()))
-            return
         # The turn exists from the moment the prompt is accepted, before any await:
         # an Esc from here on stops it, even before it runs.
-        turn = Turn(
-            conversation=self.conversation,
-            prompt=message.text,
-            provider=provider,
-            store=self.app.store,
-            sink=self._on_turn_event,
-            settings=self.app.turn_settings(),
-            clock=self.app.clock,
-        )
+        try:
+            turn = self.session.new_turn(
+                self.conversation,
+                message.text,
+                sink=self._on_turn_event,
+                approve=self._approve,
+                before_storing_stop=self._stop_shown,
+            )
+        except NoProvider as problem:
+            composer.restore(message.text)
+            composer.unlock()
+            await self._mount(ErrorNotice(str(problem)))
+            return
         self.turn, self._view, self.stop_requested_at = turn, None, None
-        self._turn_views = []
+        self._turn_views, self._stop_drawn = [], None
         self.recallable = None
         prompt_shown = self._messages.mount(UserMessage(message.text))  # Placed before the reply.
         self._turn_task = asyncio.create_task(self._run_turn(turn))
@@ -204,7 +200,6 @@ class ChatScreen(Screen[None]):
         self._gc_hold = hold = FullCollectionHold()
         try:
             outcome = await turn.run()
-            self.stopped_at = self.app.clock()
             try:
                 await self._show_outcome(turn, outcome)
             except Exception as error:  # A bug of ours: say so, and keep the app usable.
@@ -214,6 +209,15 @@ class ChatScreen(Screen[None]):
             self.call_after_refresh(hold.release)
             if self.turn is turn:
                 self._composer.unlock()
+
+    async def _approve(self, call: ToolCallPart) -> Approval:
+        """Whether a tool call that needs approval may run.
+
+        No tool needs approval yet, so nothing is approved: the approval
+        dialog comes with the tools issue. It is awaited in the turn's task,
+        so Esc (which cancels that task) also ends the wait.
+        """
+        return Approval.DENY
 
     async def _on_turn_event(self, event: TurnEvent) -> None:
         if self.turn is None or event.turn_id != self.turn.id:
@@ -265,13 +269,14 @@ class ChatScreen(Screen[None]):
         if outcome.state is ResponseState.INTERRUPTED:
             if last is None:
                 notice = AssistantMessage(
-                    ModelResponse(self.app.provider_label()[0], ""), streaming=False
+                    ModelResponse(self.session.provider_label()[0], ""), streaming=False
                 )
                 notice.response.state = ResponseState.INTERRUPTED
                 await self._mount(notice)
             stop_ms = None
-            if self.stop_requested_at is not None:  # Esc to the work having stopped.
-                stop_ms = (self.stopped_at - self.stop_requested_at) * 1000
+            if self._stop_drawn is not None and self.stop_requested_at is not None:
+                await asyncio.shield(self._stop_drawn)  # Esc's byte read to the stop drawn.
+                stop_ms = (self.stop_drawn_at - self.stop_requested_at) * 1000
             self._set_status("stopped", stop_ms=stop_ms, detail="")
             self.recallable = outcome.prompt.text
         elif outcome.state is ResponseState.FAILED:
@@ -284,7 +289,10 @@ class ChatScreen(Screen[None]):
         if len(self._messages.items) > 2 * SHOWN_ITEMS:
             await self.show_conversation(self.conversation)  # Keep the layout small.
         self.refresh_bindings()
-        self.app.turn_finished(turn, outcome)
+        try:
+            self.session.turn_finished(turn, outcome)
+        except SessionError as error:
+            self._tell(error)
 
     # Actions
 
@@ -300,18 +308,33 @@ class ChatScreen(Screen[None]):
             return bool(self.hidden_items) and not self.busy
         return True
 
-    def action_stop(self) -> None:
-        """Esc: stop the running turn, and acknowledge it on screen at once."""
+    def action_stop(self, key_time: float | None = None) -> None:
+        """Esc: stop the running turn, and draw the stop at once.
+
+        `key_time` is when the Esc's byte was read from the terminal (its key
+        event's `time`); the status bar's "stopped in" counts from it to the
+        stop on screen.
+        """
         turn = self.turn
         if turn is not None and turn.stoppable and turn.cancel():
-            self.stop_requested_at = self.app.clock()
+            self.stop_requested_at = time.monotonic() if key_time is None else key_time
             self._set_status("stopping")
             self.refresh_bindings()
             if (view := self._view) is not None:
                 view.mark_stopped()
-                # Drawn as soon as it reaches the screen, not at the frame clock's next tick
-                # (the task is kept: the event loop holds tasks only weakly).
-                self._stop_drawn = asyncio.create_task(draw_when_settled(self, view))
+            # Drawn as soon as it reaches the screen, not at the frame clock's next tick;
+            # the turn stores the partial reply after this (`before_storing_stop`).
+            # The task is kept: the event loop holds tasks only weakly.
+            self._stop_drawn = asyncio.create_task(self._draw_stop(view or self._status))
+
+    async def _draw_stop(self, widget: Widget) -> None:
+        await draw_when_settled(self, widget)
+        self.stop_drawn_at = time.monotonic()
+
+    async def _stop_shown(self) -> None:
+        """The turn's `before_storing_stop`: wait until the stop is on screen."""
+        if self._stop_drawn is not None:
+            await asyncio.shield(self._stop_drawn)
 
     def stop_for_escape(self, key_time: float) -> bool:
         """Stop the running turn for an Esc that has just reached the app, as the binding would.
@@ -325,7 +348,7 @@ class ChatScreen(Screen[None]):
         if not self.is_current:
             return False
         if self.check_action("stop", ()) is True:
-            self.action_stop()
+            self.action_stop(key_time)
             return True
         if not self._focus_binds_escape():
             self._idle_escape_at = max(self._idle_escape_at, key_time)
@@ -349,10 +372,45 @@ class ChatScreen(Screen[None]):
             self._messages.scroll_home(animate=False)
 
     async def action_new_conversation(self) -> None:
-        await self.app.open_conversation(None)
+        await self.open_conversation(None)
 
     def action_conversations(self) -> None:
-        self.app.show_conversation_list()
+        """The conversation list: open, start, rename or delete a conversation."""
+
+        async def chosen(conversation_id: str | None) -> None:
+            current = self.conversation.id
+            if conversation_id == NEW:
+                await self.open_conversation(None)
+            elif conversation_id is not None and conversation_id != current:
+                await self.open_conversation(conversation_id)
+            elif not self.session.exists(current):
+                await self.open_conversation(None)  # The open one was deleted.
+
+        conversations = ConversationList(
+            self.session.store, self.conversation.id, self.delete_conversation
+        )
+        self.app.push_screen(conversations, chosen)
+
+    # Conversations
+
+    async def open_conversation(self, conversation_id: str | None) -> None:
+        """Switch to a stored conversation, or to a new one for None (see Session)."""
+        await self.stop_and_wait()
+        try:
+            conversation = await self.session.open_conversation(conversation_id, self.conversation)
+        except SessionError as error:
+            self._tell(error)
+            return
+        await self.show_conversation(conversation)
+
+    async def delete_conversation(self, conversation_id: str) -> None:
+        """Delete a stored conversation; the open one's turn is stopped and stored first."""
+        if conversation_id == self.conversation.id:
+            await self.stop_and_wait()
+        try:
+            self.session.delete_conversation(conversation_id)
+        except SessionError as error:
+            self._tell(error)
 
     async def stop_and_wait(self) -> None:
         """Cancel the running turn, if any, and wait until it has stored its outcome."""
@@ -366,12 +424,12 @@ class ChatScreen(Screen[None]):
 
     def _focus_binds_escape(self) -> bool:
         """Whether the focused widget or a container of it binds Esc (a dropdown, say)."""
-        node = self.focused
-        while node is not None and node is not self:
-            if node._bindings.key_to_bindings.get("escape"):
-                return True
-            node = node.parent
-        return False
+        return focus_chain_binds(self, self.focused, "escape")
+
+    def _tell(self, error: SessionError) -> None:
+        """Show what the session could not do (its text literally)."""
+        severity = "warning" if isinstance(error, ConversationRefused) else "error"
+        self.notify(str(error), severity=severity, markup=False)
 
     async def _mount(self, widget: Static | AssistantMessage) -> None:
         await self._messages.mount(widget)

@@ -10,26 +10,20 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING
 
 from markdown_it import MarkdownIt
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.content import Content
-from textual.geometry import Region, Size
+from textual.geometry import Region
 from textual.strip import Strip
-from textual.visual import VisualType
-from textual.widget import Widget
 from textual.widgets import Markdown, Static
 from textual.widgets.markdown import MarkdownStream
 
 from chatui.messages import ModelResponse, ResponseState, ToolCallPart, ToolResult
 from chatui.sanitize import visible
 from chatui.widgets.fold import Fold
-
-if TYPE_CHECKING:
-    from textual._arrange import DockArrangeResult
 
 _parsers = threading.local()
 
@@ -48,41 +42,7 @@ def _shared_parser() -> MarkdownIt:
     return parser
 
 
-class TopDownStack(Widget):
-    """A vertical stack of auto- and fixed-height children, top-aligned: a reply's parts.
-
-    Laying such a stack out does not depend on its own height, but Textual
-    keys its arrangements by the full size: measuring the stack's height and
-    then placing it at that height arranged its children twice in every
-    layout, three times for a reply's blocks. This arranges at height 0, so
-    each layout does it once. Give it as the second base: Textual takes a
-    widget's CSS type names (`Markdown`, `Vertical`) from its first bases.
-    """
-
-    def arrange(self, size: Size, optimal: bool = False) -> DockArrangeResult:
-        return super().arrange(Size(size.width, 0), optimal)
-
-
-class ReplyParagraph(Markdown.BLOCKS["paragraph_open"]):  # Textual's paragraph (not exported).
-    """A paragraph of a reply, which asks for a layout only when its height changes.
-
-    The streaming paragraph is updated on every frame, and an update asks
-    Textual to lay out the whole screen again, though many updates only add
-    words to the paragraph's last line. This one measures its new text at its
-    width: when the height is the same, only the paragraph is redrawn.
-    """
-
-    def update(self, content: VisualType = "", *, layout: bool = True) -> None:
-        # The size from the last layout: `self.size` would ask the compositor, which
-        # lays out the whole screen to answer for a block it has not placed yet.
-        outer, gutter = self.outer_size, self.styles.gutter
-        width, height = outer.width - gutter.width, outer.height - gutter.height
-        super().update(content, layout=False)
-        if layout and (width <= 0 or self.get_content_height(outer, outer, width) != height):
-            self.refresh(layout=True)
-
-
-class ReplyMarkdown(Markdown, TopDownStack):
+class ReplyMarkdown(Markdown):
     """Markdown for (a text run of) a reply, which can fold its blocks above the view.
 
     `BLANK`: the widget itself draws nothing (no border, padding or background
@@ -92,7 +52,6 @@ class ReplyMarkdown(Markdown, TopDownStack):
     """
 
     BLANK = True
-    BLOCKS = {**Markdown.BLOCKS, "paragraph_open": ReplyParagraph}
 
     def __init__(self, markdown: str | None = None) -> None:
         super().__init__(markdown, parser_factory=_shared_parser)
@@ -162,7 +121,7 @@ class ToolCallView(Static):
         self.update(text)
 
 
-class AssistantMessage(Vertical, TopDownStack):
+class AssistantMessage(Vertical):
     """A model reply, streamed into Markdown, with a marker when it did not complete.
 
     Text goes through one `MarkdownStream` per text run (a tool call starts a

@@ -32,7 +32,6 @@ import llama_cpp
 
 from chatui.cancel import CancelToken
 from chatui.config import LocalConfig
-from chatui.kv_cache import KVCache
 from chatui.providers.base import (
     PromptProgress,
     ProviderError,
@@ -41,8 +40,9 @@ from chatui.providers.base import (
     TextDelta,
     UsageUpdate,
 )
-from chatui.providers.llama_runtime import AbortFlag, silence_llama_logs
-from chatui.providers.tool_markup import ToolCallMarkupParser, new_call_prefix
+from chatui.providers.local.kv_cache import KVCache
+from chatui.providers.local.llama_runtime import AbortFlag, safe_model_params, silence_llama_logs
+from chatui.providers.local.tool_markup import ToolCallMarkupParser, new_call_prefix
 
 T = TypeVar("T")
 Emit = Callable[[StreamEvent], None]
@@ -63,6 +63,16 @@ class CountingLlama(llama_cpp.Llama):
 
     evaluated = 0
     on_batch: Callable[[int], None] | None = None
+
+    # `Llama.__init__` builds its model parameters in this attribute and loads the
+    # model from them; the setter is the one place to change them before the load.
+    @property
+    def model_params(self) -> llama_cpp.llama_model_params:
+        return self._model_params
+
+    @model_params.setter
+    def model_params(self, params: llama_cpp.llama_model_params) -> None:
+        self._model_params = safe_model_params(params)
 
     def eval(self, tokens: Sequence[int]) -> None:
         if not tokens:

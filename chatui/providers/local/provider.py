@@ -17,7 +17,7 @@ import contextlib
 import hashlib
 import os
 import tempfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -25,12 +25,16 @@ import platformdirs
 
 from chatui.cancel import CancelToken
 from chatui.config import LocalConfig
-from chatui.providers.base import ModelRequest, ProviderError, StreamEvent
-from chatui.providers.chat_format import GEMMA_TEMPLATE, ChatFormat
-from chatui.providers.llama_engine import GenerationJob, LlamaEngine
+from chatui.providers.base import (
+    ModelRequest,
+    Progress,
+    ProviderError,
+    ProviderLifecycle,
+    StreamEvent,
+)
+from chatui.providers.local.chat_format import GEMMA_TEMPLATE, ChatFormat
+from chatui.providers.local.llama_engine import GenerationJob, LlamaEngine
 
-Progress = Callable[[str], None]
-Notice = Callable[[str], None]
 GGUF_MAGIC = b"GGUF"
 
 
@@ -93,7 +97,7 @@ def check_gguf(path: Path) -> None:
         raise ProviderError(f"{path} is not a GGUF model file")
 
 
-class LocalProvider:
+class LocalProvider(ProviderLifecycle):
     """llama.cpp in-process. Call `prepare()` once (in the background) before use.
 
     `on_notice(message)` shows the user a problem that did not stop the turn
@@ -113,7 +117,6 @@ class LocalProvider:
         self._ready: asyncio.Future[None] | None = None
         self.last_job: GenerationJob | None = None
         self.last_request: ModelRequest | None = None
-        self.on_notice: Notice = lambda _message: None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def prepare(self, progress: Progress = lambda _: None) -> None:
@@ -123,6 +126,7 @@ class LocalProvider:
         """
         ready = self._ready
         if ready is None or (ready.done() and not ready.cancelled() and ready.exception()):
+            progress("loading model")  # At once: the work itself starts on the next loop turn.
             self._loop = asyncio.get_running_loop()
             self._ready = asyncio.ensure_future(self._prepare(progress))
         await asyncio.shield(self._ready)

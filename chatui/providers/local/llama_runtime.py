@@ -72,3 +72,21 @@ class AbortFlag:
 
     def is_set(self) -> bool:
         return self._buffer[0] != b"\0"
+
+
+def amx_present() -> bool:
+    """Whether this llama.cpp build uses Intel AMX on this CPU (Sapphire Rapids and later)."""
+    return b"AMX_INT8 = 1" in llama_cpp.llama_print_system_info()
+
+
+def safe_model_params(params: Any) -> Any:
+    """`params` with llama.cpp's AMX weight buffers turned off where they would be used.
+
+    llama.cpp's AMX matrix multiply crashes the process on Q4_K weights, the
+    default model's (ggml-org/llama.cpp#20824, open without a fix; seen here on
+    a Xeon with AMX, in the first decode). Without the extra buffer types the
+    weights stay in ordinary CPU buffers and the AVX-512 kernels run instead.
+    """
+    if amx_present():
+        params.use_extra_bufts = False
+    return params

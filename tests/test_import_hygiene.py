@@ -1,0 +1,64 @@
+"""The core (turns, history, store, config, session, providers) loads no UI library."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PROVIDERS = ROOT / "chatui" / "providers"
+CORE = [
+    "chatui.cancel",
+    "chatui.config",
+    "chatui.history",
+    "chatui.messages",
+    "chatui.session",
+    "chatui.store",
+    "chatui.turn",
+]
+# Every provider module and package, so that a new provider is checked as it comes.
+PROVIDER_MODULES = sorted(
+    ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+    for path in PROVIDERS.rglob("*.py")
+)
+UI = ("textual", "rich")
+
+CHECK = """
+import importlib, sys
+importlib.import_module(sys.argv[1])
+wanted = sys.argv[2:]
+inside = tuple(w + "." for w in wanted)
+print(*sorted(n for n in sys.modules if n in wanted or n.startswith(inside)))
+"""
+
+
+def loaded(module: str, *packages: str) -> list[str]:
+    """The modules of `packages` that importing `module` loads, in a fresh interpreter."""
+    result = subprocess.run(
+        [sys.executable, "-c", CHECK, module, *packages],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.split()
+
+
+def test_the_provider_modules_are_found() -> None:
+    assert {"chatui.providers", "chatui.providers.base", "chatui.providers.local"} <= set(
+        PROVIDER_MODULES
+    )
+    assert "chatui.providers.local.provider" in PROVIDER_MODULES
+
+
+@pytest.mark.parametrize("module", CORE + PROVIDER_MODULES)
+def test_importing_loads_neither_textual_nor_rich(module: str) -> None:
+    assert loaded(module, *UI) == []
+
+
+def test_the_screens_do_not_import_the_app() -> None:
+    assert loaded("chatui.screens.chat", "chatui.app") == []
