@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +22,7 @@ from chatui.session import Session
 from chatui.store import Store
 from chatui.turn import TurnOutcome
 
+SWITCH_INTERVAL = 0.001  # Seconds; Python's default is 0.005.
 QUIT_GRACE = 5.0  # Seconds quitting waits for the turn to store and the provider to close.
 
 
@@ -53,6 +55,10 @@ class ChatApp(QuickEscapeApp[None]):
             on_notice=self.show_notice,
         )
         set_escape_delay(config.escape_delay_ms)
+        # The terminal's input thread (a key) and Textual's writer thread (a frame)
+        # wait for the interpreter lock while the UI thread renders; at the default
+        # 5 ms interval each wait cost up to 5 ms of a stop's way to the screen.
+        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
         self._quit_task: asyncio.Task[None] | None = None
 
     def get_driver_class(self) -> type[Driver]:

@@ -9,11 +9,11 @@ from apphelpers import make_app, send, settled, wait_until
 from scripted import STALL, ScriptedProvider, words
 from textual.widgets._footer import FooterKey
 
+from chatui._textual.footer import KeyFooter
 from chatui.app import ChatApp
 from chatui.messages import ResponseState
 from chatui.store import Store
 from chatui.widgets.chat_message import AssistantMessage
-from chatui.widgets.footer import KeyFooter
 
 
 def footer_keys(app: ChatApp) -> dict[str, FooterKey]:

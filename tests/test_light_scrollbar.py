@@ -9,7 +9,7 @@ from textual.geometry import Offset, Region
 from textual.scrollbar import ScrollBar
 from textual.widgets import Static
 
-from chatui.widgets.light_scrollbar import LightScrollBar
+from chatui._textual.light_scrollbar import LightScrollBar
 from chatui.widgets.message_list import MessageList
 
 

@@ -14,6 +14,7 @@ from textual.widgets import Static
 
 from chatui._textual.bindings import focus_chain_binds
 from chatui._textual.escape import EscapeFirstScreen
+from chatui._textual.footer import KeyFooter
 from chatui._textual.frame_clock import draw_when_settled
 from chatui.gc_pause import FullCollectionHold
 from chatui.messages import (
@@ -38,7 +39,6 @@ from chatui.session import ConversationRefused, NoProvider, Session, SessionErro
 from chatui.turn import Approval, ResponseStarted, ToolResultAdded, Turn, TurnEvent, TurnOutcome
 from chatui.widgets.chat_message import AssistantMessage, ErrorNotice, UserMessage
 from chatui.widgets.composer import BUSY_NOTICE, Composer
-from chatui.widgets.footer import KeyFooter
 from chatui.widgets.message_list import MessageList
 from chatui.widgets.status_bar import StatusBar
 

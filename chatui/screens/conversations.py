@@ -13,9 +13,9 @@ from textual.screen import ModalScreen
 from textual.widgets import Input, Label, OptionList
 from textual.widgets.option_list import Option
 
+from chatui._textual.footer import KeyFooter
 from chatui.sanitize import visible
 from chatui.store import Store
-from chatui.widgets.footer import KeyFooter
 
 NEW = "__new__"
 

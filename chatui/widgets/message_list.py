@@ -10,8 +10,8 @@ from textual.screen import Screen
 from textual.scrollbar import ScrollBar
 from textual.widget import Widget
 
+from chatui._textual.light_scrollbar import light_vertical_scrollbar
 from chatui.widgets.fold import Fold, FoldsInside
-from chatui.widgets.light_scrollbar import LightScrollBar
 
 
 class MessageList(VerticalScroll):
@@ -37,16 +37,8 @@ class MessageList(VerticalScroll):
 
     @property
     def vertical_scrollbar(self) -> ScrollBar:
-        """The vertical scrollbar: a `LightScrollBar`, created as Textual creates its own."""
-        bar = self._vertical_scrollbar
-        if bar is None:
-            bar = LightScrollBar(
-                vertical=True, name="vertical", thickness=self.scrollbar_size_vertical
-            )
-            bar.display = False
-            self._vertical_scrollbar = bar
-            self.app._start_widget(self, bar)
-        return bar
+        """The vertical scrollbar: a `LightScrollBar`."""
+        return light_vertical_scrollbar(self)
 
     def on_mount(self) -> None:
         self.screen.screen_layout_refresh_signal.subscribe(self, self._after_layout)

@@ -8,6 +8,7 @@ from rich.style import Style
 from textual.geometry import Region
 from textual.scrollbar import ScrollBar, ScrollBarRender
 from textual.strip import Strip
+from textual.widget import Widget
 
 
 class LightScrollBar(ScrollBar):
@@ -64,3 +65,20 @@ class LightScrollBar(ScrollBar):
             return strips[row]
 
         return [strip(row) for row in rows[crop.y : crop.bottom]]
+
+
+def light_vertical_scrollbar(widget: Widget) -> ScrollBar:
+    """`widget`'s vertical scrollbar, a `LightScrollBar`, created as Textual creates its own.
+
+    For a `vertical_scrollbar` property: Textual keeps the bar in the private
+    `Widget._vertical_scrollbar` and starts it with `App._start_widget`.
+    """
+    bar = widget._vertical_scrollbar
+    if bar is None:
+        bar = LightScrollBar(
+            vertical=True, name="vertical", thickness=widget.scrollbar_size_vertical
+        )
+        bar.display = False
+        widget._vertical_scrollbar = bar
+        widget.app._start_widget(widget, bar)
+    return bar

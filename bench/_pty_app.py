@@ -1,0 +1,201 @@
+"""The apps `terminal_escape.py` runs in a pseudo-terminal.
+
+    python bench/_pty_app.py scripted ROOT --db PATH [--rate N]
+    python bench/_pty_app.py floor ROOT [--rate N]
+    python bench/_pty_app.py chatui ROOT [--no-extra-bufts] -- CHATUI-ARGS...
+    python bench/_pty_app.py echo ROOT
+
+`scripted`: chatui's `ChatApp`, as the `chatui` command builds it (a Config,
+a Store on `--db`), with `_common.PacedProvider` streaming prose at `--rate`
+tokens/s for ever, until the reply is stopped.
+
+`floor`: a bare Textual app, stock driver and stock bindings, no chatui code:
+an anchored `VerticalScroll` with one `Markdown` widget per reply fed through
+`MarkdownStream` at `--rate` tokens/s, and a one-line status (" floor │ idle",
+"streaming", "stopped") that the harness reads like chatui's status bar.
+Enter starts a reply, Esc (an App binding) stops it and writes "stopped",
+Ctrl+N clears the replies.
+
+`chatui`: the `chatui` command itself (`chatui.cli.main`, what the console
+script runs). With `--no-extra-bufts`, llama.cpp's model parameters default to
+`use_extra_bufts = false` first: a llama.cpp built for a CPU with AMX uses AMX
+tiles to multiply repacked weights, which crashes (SIGSEGV at `ldtilecfg`) on
+a machine that reports AMX but does not let a process use it.
+
+`echo`: no Textual at all, the harness's own floor: a raw-mode loop that
+writes a status line (" echo │ streaming │ 1 tok") for Enter and " echo │
+stopped" the moment it reads a byte starting an Esc, Ctrl+N clears the
+screen, Ctrl+Q quits.
+
+All import chatui and `bench/_common.py` from ROOT (a source tree, for A/B
+runs on git worktrees), not from the tree this file is in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+
+def _use_root(root: Path) -> None:
+    """Import `_common` and chatui from `root`: its bench/ replaces this file's directory."""
+    here = str(Path(__file__).resolve().parent)
+    sys.path[:] = [p for p in sys.path if p not in (here, "")]
+    sys.path[:0] = [str(root), str(root / "bench")]
+
+
+def run_scripted(rate: float, db: Path) -> None:
+    from _common import PacedProvider
+
+    from chatui.app import ChatApp
+    from chatui.config import Config
+    from chatui.store import Store
+
+    store = Store(db)
+    try:
+        ChatApp(Config(system_prompt=""), store, PacedProvider(rate)).run()
+    finally:
+        store.close()
+
+
+def run_floor(rate: float) -> None:
+    from _common import prose_tokens
+    from markdown_it import MarkdownIt
+    from textual.app import App, ComposeResult
+    from textual.binding import Binding
+    from textual.containers import VerticalScroll
+    from textual.widgets import Markdown, Static
+
+    parser = MarkdownIt("gfm-like")
+
+    class FloorApp(App[None]):
+        CSS = """
+        #messages { height: 1fr; padding: 0 1; }
+        #messages Markdown { margin: 1 0 0 0; }
+        #status { height: 1; }
+        """
+        BINDINGS = [
+            Binding("escape", "stop", "Stop"),
+            Binding("enter", "start", "Start"),
+            Binding("ctrl+n", "clear", "New"),
+        ]
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.stream_task: asyncio.Task[None] | None = None
+
+        def compose(self) -> ComposeResult:
+            yield VerticalScroll(id="messages")
+            yield Static(" floor │ idle", id="status", markup=False)
+
+        def show(self, state: str) -> None:
+            self.query_one("#status", Static).update(f" floor │ {state}")
+
+        async def action_start(self) -> None:
+            if self.stream_task is not None and not self.stream_task.done():
+                return
+            messages = self.query_one("#messages", VerticalScroll)
+            markdown = Markdown(parser_factory=lambda: parser)
+            await messages.mount(markdown)
+            messages.anchor()
+            self.show("waiting")
+            self.stream_task = asyncio.create_task(self._stream(Markdown.get_stream(markdown)))
+
+        async def _stream(self, stream) -> None:  # type: ignore[no-untyped-def]
+            start = time.perf_counter()
+            try:
+                for n, token in enumerate(prose_tokens()):
+                    delay = start + n / rate - time.perf_counter()
+                    await asyncio.sleep(max(delay, 0))
+                    await stream.write(token)
+                    if n == 0:
+                        self.show("streaming")
+            finally:
+                await stream.stop()
+
+        def action_stop(self) -> None:
+            if self.stream_task is not None and not self.stream_task.done():
+                self.stream_task.cancel()
+                self.show("stopped")
+
+        async def action_clear(self) -> None:
+            if self.stream_task is None or self.stream_task.done():
+                await self.query_one("#messages", VerticalScroll).remove_children()
+
+    FloorApp().run()
+
+
+def run_chatui(argv: list[str], no_extra_bufts: bool) -> int:
+    if no_extra_bufts:
+        import llama_cpp.llama_cpp as low_level
+
+        default_params = low_level.llama_model_default_params
+
+        def without_extra_bufts():  # type: ignore[no-untyped-def]
+            params = default_params()
+            params.use_extra_bufts = False
+            return params
+
+        low_level.llama_model_default_params = without_extra_bufts
+    from chatui.cli import main as chatui_main
+
+    return chatui_main(argv)
+
+
+def run_echo() -> None:
+    import os
+    import termios
+    import tty
+
+    saved = termios.tcgetattr(0)
+    tty.setraw(0)
+
+    def show(line: str) -> None:
+        os.write(1, f"\x1b[H\x1b[2K echo │ {line}\r\n".encode())
+
+    os.write(1, b"\x1b[2J")
+    show("idle")
+    try:
+        while data := os.read(0, 1024):
+            if data[:1] == b"\x1b":
+                show("stopped")
+            elif b"\r" in data:
+                show("streaming │ 1 tok")
+            elif b"\x0e" in data:
+                os.write(1, b"\x1b[2J")
+                show("idle")
+            elif b"\x11" in data:
+                break
+    finally:
+        termios.tcsetattr(0, termios.TCSADRAIN, saved)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("app", choices=["scripted", "floor", "chatui", "echo"])
+    p.add_argument("root", type=Path, help="the source tree to import chatui and bench/ from")
+    p.add_argument("--rate", type=float, default=1000.0, help="tokens/s (default 1000)")
+    p.add_argument("--db", type=Path, help="the conversation database (scripted)")
+    p.add_argument("--no-extra-bufts", action="store_true", help="chatui: see above")
+    argv = sys.argv[1:]
+    rest = argv.index("--") if "--" in argv else len(argv)  # chatui's own arguments follow.
+    args = p.parse_args(argv[:rest])
+    _use_root(args.root.resolve())
+    if args.app == "chatui":
+        return run_chatui(argv[rest + 1 :], args.no_extra_bufts)
+    if args.app == "echo":
+        run_echo()
+    elif args.app == "scripted":
+        if args.db is None:
+            p.error("scripted needs --db")
+        run_scripted(args.rate, args.db)
+    else:
+        run_floor(args.rate)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
