@@ -1,4 +1,8 @@
-"""The key footer: the same keys from turn to turn, dimmed when unavailable, nothing leaked."""
+"""The key footer: the same keys from turn to turn, dimmed when unavailable, nothing leaked.
+
+Also a canary of Textual's internals: `chatui/_textual/footer.py` uses the private
+`FooterKey` and its `_disabled` flag, and these tests fail if Textual changes them.
+"""
 
 from __future__ import annotations
 

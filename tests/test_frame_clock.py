@@ -1,7 +1,9 @@
 """The end of a reply is drawn at once, not at the frame clock's next tick.
 
 Also: a reply's box renders one middle line and repeats it, with the same
-result as rendering every line.
+result as rendering every line. A canary of Textual's internals too:
+`chatui/_textual/frame_clock.py` runs the private frame callback and reads
+private refresh flags, and these tests fail if Textual changes them.
 """
 
 from __future__ import annotations

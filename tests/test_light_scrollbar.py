@@ -1,4 +1,8 @@
-"""The message list's scrollbar draws exactly what Textual's scrollbar draws."""
+"""The message list's scrollbar draws exactly what Textual's scrollbar draws.
+
+Also a canary of Textual's internals (`chatui/_textual/light_scrollbar.py`): these
+tests fail if Textual's bar, its renderer or how a widget creates it changes.
+"""
 
 from __future__ import annotations
 

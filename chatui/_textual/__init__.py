@@ -1,0 +1,61 @@
+"""Every use of Textual's private API in chatui, each kept for a measured gain.
+
+Nothing outside this package imports a private Textual module or touches a
+private attribute (the Composer's `_on_key` override is the hook Textual's
+TextArea guide documents). Textual is pinned to the minor version these were
+measured on (8.2, in pyproject.toml); a new minor gets the A/B again.
+
+Gains are medians of interleaved A/B runs on 2 cores, 100x40, the module
+removed against kept: `bench/terminal_escape.py` (Esc byte → stop visible in
+a real pty), `bench/render_throughput.py` (tokens/s, last token → screen) and
+`bench/stop_latency.py` (in-process breakdown). Commands and tables: the
+closing note of issue 12 and bench/README.md.
+
+Ledger (module: private API touched; gain; guarding test; what would retire it)
+
+- `input`, `terminal_driver`: `textual._xterm_parser.XTermParser`,
+  `textual._parser.ParseError`, the parser's `_timeout_time`, a copy of
+  `LinuxDriver.run_input_thread` (its `fileno`, `exit_event`, `_debug`), and
+  `textual.constants.ESCAPE_DELAY` set at start. Gain: a lone Esc reaches the
+  app 10 ms after its byte, not 100 to 200 ms: Esc → stop visible p50 135 →
+  ~27 ms with the rest of issue 12. Guard: tests/test_terminal_input.py (the
+  parser on a fake clock, a real pty with a one-minute poll). Retire: Textual's
+  input thread waiting until the parser's deadline instead of a 100 ms poll,
+  and an App setting for the escape delay.
+- `escape` (`App._build_driver` wrapping the driver's `send_message`, and
+  `Screen._on_timer_update`): an Esc acts on its first trip through the loop,
+  before a frame that was due. Gain: in-process ack p50 0.9 → 0.3 ms, p99
+  8.3 → 1.1 ms. Guard: tests/test_app.py (first trip, frame due before the
+  key). Retire: Textual delivering keys as callbacks rather than coroutines,
+  or an App hook called as a key arrives from the driver.
+- `frame_clock` (`Screen._on_timer_update`, the screen's `_message_queue`,
+  widgets' `_repaint_required` and `_layout_required`): the end of a reply and
+  a stop are drawn at once, not at the next tick of the 60 Hz clock. Gain:
+  last token → screen 16.6 → 6.6 ms (1 message), 12.3 → 6.7 ms (200);
+  stop drawn p99 31.5 → 18.3 ms. Guard: tests/test_frame_clock.py and the stop
+  draw tests in tests/test_app.py. Retire: a public "refresh now" on Screen.
+- `footer` (`textual.widgets._footer.FooterKey`, `FooterKey._disabled`, the
+  `Footer.compact` reactive): the footer restyles keys in place instead of
+  rebuilding at every turn's start and end, and drops the watchers of removed
+  keys (Textual's Footer keeps them: a leak). Gain: kitty Esc → visible p50
+  35.8 → 29.2 ms, p90 51.6 → 42.2 ms; stop drawn p99 31.3 → 18.3 ms. Guard:
+  tests/test_footer.py. Retire: Footer updating enabled states in place and
+  pruning its watchers.
+- `light_scrollbar` (`Widget._vertical_scrollbar`, `App._start_widget`,
+  `ScrollBarRender.render_bar`): the message list's bar is drawn as strips,
+  without Rich's console, on every frame of an anchored reply. Gain: kitty
+  Esc → visible p50 33.3 → 29.2 ms, p90 47.7 → 42.2 ms; last token → screen
+  7.6 → 6.6 ms. Guard: tests/test_light_scrollbar.py (same strips and mouse
+  actions as Textual's bar). Retire: Textual's ScrollBar rendering strips
+  itself, or caching its rows.
+- `bindings` (`DOMNode._bindings`): whether the focused widget binds Esc, so
+  a dropdown or dialog gets Esc before the stop does. Correctness, not speed:
+  the public `Screen.active_bindings` calls `check_action`, where this is
+  asked. Guard: tests/test_app.py::test_a_focused_widget_that_binds_escape_gets_it_first.
+  Retire: a public accessor for a node's own bindings.
+
+Removed after the same A/B showed no gain beyond the run-to-run spread: a
+compositor that reused its last layout's map (no figure moved), `TopDownStack`
+(tokens/s 4826 → 5831 without it) and a paragraph that skipped layouts
+(tokens/s 4826 → 5626 and 3846 → 4645 with 200 messages, without it).
+"""
