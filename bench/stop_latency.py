@@ -33,6 +33,7 @@ from textual.widgets import Markdown
 
 from chatui.app import ChatApp
 from chatui.config import Config
+from chatui.messages import ResponseState
 from chatui.store import Store
 from chatui.widgets.chat_message import AssistantMessage
 from chatui.widgets.composer import Composer
@@ -60,6 +61,15 @@ async def measure_rate(rate: int, trials: int, seed: int, size: tuple[int, int])
     rng = random.Random(seed)
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(Path(tmp) / "bench.sqlite3")
+        stored_at: list[float] = []  # When each interrupted reply was stored.
+        save_item = store.save_item
+
+        def timed_save_item(conversation_id: str, item: object) -> None:
+            save_item(conversation_id, item)
+            if getattr(item, "state", None) is ResponseState.INTERRUPTED:
+                stored_at.append(time.perf_counter())
+
+        store.save_item = timed_save_item  # type: ignore[method-assign]
         provider = PacedProvider(rate)
         app = ChatApp(Config(system_prompt=""), store, provider, clock=time.perf_counter)
         acked: list[float] = []
@@ -85,7 +95,7 @@ async def measure_rate(rate: int, trials: int, seed: int, size: tuple[int, int])
                 while turn.running:
                     assert time.monotonic() < deadline, f"trial {trial}: the turn did not stop"
                     await asyncio.sleep(0.0005)
-                ended = time.perf_counter()  # Within the 0.5 ms poll of the turn's end.
+                ended = stored_at[-1]  # The partial reply stored: the work is over.
                 acked.append((view.stopped_at - pressed) * 1000)
                 stopped.append((ended - pressed) * 1000)
                 await wait_for_outcome(app, turn)

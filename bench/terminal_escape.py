@@ -161,7 +161,11 @@ def one_trial(child: PtyChild, case: Case, n: int, rng: random.Random, tally: Co
     catch_up(child)
     if not child.streaming_text():
         tally["ended_early"] += 1
-        child.wait_for(state_in(TURN_OVER), 30)
+        try:
+            child.wait_for(state_in(TURN_OVER), case.stream_timeout)
+        except TimeoutError:  # Still going after all: stop it and go on.
+            child.write(case.esc)
+            child.wait_for(state_in(TURN_OVER), 30)
         return {}
     sent = child.write(case.esc)
     stop_check = state_in((*STOP_SEEN, "idle", "failed"))

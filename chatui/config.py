@@ -40,7 +40,7 @@ class LocalConfig:
 
     model_path: str = ""  # Empty: the bundled default model.
     n_ctx: int = 4096
-    n_threads: int = 0  # 0: llama.cpp's choice.
+    n_threads: int = 0  # Generation threads; 0: every core but one (left to the UI).
     n_batch: int = 128
     n_ubatch: int = 128
     temperature: float = 0.7

@@ -705,3 +705,14 @@ async def test_the_model_loads_without_amx_buffers_where_llama_cpp_would_use_the
     engine = provider.engine
     assert engine is not None and engine.llm is not None
     assert engine.llm.model_params.use_extra_bufts is (not amx_present())
+
+
+async def test_generation_leaves_a_core_to_the_ui_by_default(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    local = LocalProvider(local_config(tiny_model, n_threads=0), state_dir=tmp_path)
+    await local.prepare()
+    try:
+        assert local.engine.llm.n_threads == max(1, (os.cpu_count() or 2) - 1)
+    finally:
+        await local.close()
