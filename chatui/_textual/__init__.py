@@ -17,15 +17,17 @@ Ledger (module: private API touched; gain; guarding test; what would retire it)
   `textual._parser.ParseError`, the parser's `_timeout_time`, a copy of
   `LinuxDriver.run_input_thread` (its `fileno`, `exit_event`, `_debug`), and
   `textual.constants.ESCAPE_DELAY` set at start. Gain: a lone Esc reaches the
-  app 10 ms after its byte, not 100 to 200 ms: Esc → stop visible p50 135 →
-  ~27 ms with the rest of issue 12. Guard: tests/test_terminal_input.py (the
+  app 10 ms after its byte, not 100 to 200 ms: lone Esc → stop visible p50
+  138 → 25 to 33 ms with the rest of issue 12. Guard: tests/test_terminal_input.py (the
   parser on a fake clock, a real pty with a one-minute poll). Retire: Textual's
   input thread waiting until the parser's deadline instead of a 100 ms poll,
   and an App setting for the escape delay.
 - `escape` (`App._build_driver` wrapping the driver's `send_message`, and
   `Screen._on_timer_update`): an Esc acts on its first trip through the loop,
-  before a frame that was due. Gain: in-process ack p50 0.9 → 0.3 ms, p99
-  8.3 → 1.1 ms. Guard: tests/test_app.py (first trip, frame due before the
+  before a frame that was due. Gain: lone Esc → stop visible p50 26.4 and
+  26.9 → 24.6 and 24.7 ms (two rounds each, on the finished issue-12 code; the
+  kitty Esc shows no difference); in-process ack p50 0.9 → 0.3 ms, p99 8.3 →
+  1.1 ms. Guard: tests/test_app.py (first trip, frame due before the
   key). Retire: Textual delivering keys as callbacks rather than coroutines,
   or an App hook called as a key arrives from the driver.
 - `frame_clock` (`Screen._on_timer_update`, the screen's `_message_queue`,
