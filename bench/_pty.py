@@ -116,6 +116,11 @@ class PtyChild:
             stamp, data = self.chunks.get(timeout=max(timeout, 0))
         except queue.Empty:
             return None
+        self._parse(stamp, data)
+        return stamp
+
+    def _parse(self, stamp: float, data: bytes) -> None:
+        """Feed one chunk to the screen (b"": the program closed its terminal)."""
         if not data:
             self.exited = True
             raise ChildExited
@@ -124,7 +129,6 @@ class PtyChild:
             self._transcript.write(data)
         self.stream.feed(data)
         self.last_stamp = stamp
-        return stamp
 
     def wait_for(self, check: Callable[[PtyChild], T | None], timeout: float) -> tuple[float, T]:
         """Parse output until `check(self)` returns something other than None.
@@ -171,14 +175,7 @@ class PtyChild:
         """Parse `gathered` in order; for each check, (read time, result) of its first hit."""
         hits: list[tuple[float, T] | None] = [None] * len(checks)
         for stamp, data in gathered:
-            if not data:
-                self.exited = True
-                raise ChildExited
-            self.bytes_read += len(data)
-            if self._transcript is not None:
-                self._transcript.write(data)
-            self.stream.feed(data)
-            self.last_stamp = stamp
+            self._parse(stamp, data)
             for index, check in enumerate(checks):
                 if hits[index] is None and (found := check(self)) is not None:
                     hits[index] = (stamp, found)
