@@ -80,10 +80,6 @@ class ChatApp(QuickEscapeApp[None]):
         )
 
     @property
-    def clock(self) -> Callable[[], float]:
-        return self.session.clock
-
-    @property
     def last_outcome(self) -> TurnOutcome | None:
         """How the last turn ended, once it is on screen."""
         return self.session.last_outcome
