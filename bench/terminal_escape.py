@@ -14,12 +14,13 @@ chunks arrive would take one of the machine's two cores from the app).
 
 "Stop visible" is the status bar's state word turning to `stopping` (or
 `stopped`): the status line is the bottom-most screen line that reads
-" provider · model │ state …" (`_pty.STATUS_LINE`). chatui sets "stopping" in
-the same synchronous step that marks the reply interrupted (`action_stop`:
-`_set_status("stopping")`, then `view.mark_stopped()`), so it is drawn in the
-same screen refresh as the reply's "■ interrupted" marker, and it is the one
-sign that is unique to this trial: the markers of earlier replies stay on
-screen. The floor app writes "stopped" into a status line of the same form.
+" provider · model │ state …" (`_pty.STATUS_LINE`). It is the one sign that
+is unique to this trial: the "■ interrupted" markers of earlier replies stay
+on screen. chatui draws "stopping" in a frame of its own the moment the Esc
+acts (`action_stop`: `_set_status("stopping")`, then
+`frame_clock.draw_widgets_now` for the status line), and the reply's marker and
+last text in the full frame after it; "turn over" below waits for "stopped".
+The floor app writes "stopped" into a status line of the same form.
 
 Cases (`--cases`; each process runs all its trials, a new conversation every
 20 trials):
@@ -199,6 +200,7 @@ def one_trial(child: PtyChild, case: Case, n: int, rng: random.Random, tally: Co
         "visible_ms": (seen - sent) * 1000,
         "turn_over_ms": (done - sent) * 1000,
         "esc_after_streaming_ms": delay * 1000,
+        "sent_at": sent,
     }
 
 
@@ -271,6 +273,9 @@ def run_case(case: Case, args: argparse.Namespace, size: tuple[int, int], env: d
         "exit_code": exit_code,
         "seconds": time.perf_counter() - started,
         "visible_ms": [round(v, 3) for v in visible],
+        # perf_counter() is CLOCK_MONOTONIC on Linux, as is time.monotonic(): an
+        # app-side trace lines up with these.
+        "esc_sent_at": [t["sent_at"] for t in trials],
     }
 
 

@@ -47,6 +47,7 @@ from chatui.providers.base import (
     PromptProgress,
     Provider,
     ProviderError,
+    RetryWait,
     StreamEnd,
     StreamEvent,
     TextDelta,
@@ -402,6 +403,9 @@ class Turn:
                     # The provider is computing, not silent: the next event comes when the
                     # next part of the prompt is done, however long a part takes.
                     deadline.reschedule(None)
+                    pushed = -math.inf
+                elif isinstance(event, RetryWait):  # Waiting on purpose: not idle.
+                    deadline.reschedule(loop.time() + event.seconds + idle)
                     pushed = -math.inf
                 elif (now := loop.time()) - pushed > idle / 20:  # Cheap enough per token.
                     deadline.reschedule(now + idle)

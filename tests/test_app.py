@@ -231,6 +231,35 @@ async def test_the_stop_is_drawn_as_soon_as_it_reaches_the_screen(
         await wait_until(pilot, settled(app))
 
 
+async def test_the_stop_shows_on_the_status_line_before_anything_else_is_drawn(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    provider = ScriptedProvider([*words("partial", end=None), STALL])
+    app = make_app(store, provider)
+    frames: list[tuple[set[int] | None, str, bool]] = []  # Rows drawn, status, reply marked.
+    async with app.run_test() as pilot:
+        await send(pilot, "go")
+        await provider.last.stalled.wait()
+        await pilot.pause()
+        status = app.chat.query_one(StatusBar)
+        view = app.chat.query(AssistantMessage).last()
+        display = app._display
+
+        def recording_display(screen: Screen, update: object) -> None:
+            rows = {y for y, _, _ in update.spans} if hasattr(update, "spans") else None
+            frames.append((rows, status.state, view.stopped_at is not None))
+            display(screen, update)
+
+        monkeypatch.setattr(app, "_display", recording_display)
+        assert app.post_message(events.Key("escape", None))
+        # The first frame, drawn before the Esc's callback returned: the status row alone,
+        # with the reply already closed to more text.
+        assert frames == [({status.region.y}, "stopping", True)]
+        await wait_until(pilot, settled(app))
+        marker = view.query_one(".marker")
+        assert marker.display and marker.region.y not in frames[0][0]  # In a later frame.
+
+
 async def test_the_stop_is_on_screen_before_the_partial_reply_is_stored(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -13,12 +13,12 @@ from apphelpers import make_app, send, settled, wait_until
 from scripted import ScriptedProvider, words
 from textual.app import App, ComposeResult
 from textual.geometry import Region
-from textual.screen import Screen
+from textual.screen import ModalScreen, Screen
 from textual.widget import Widget
 from textual.widgets import Markdown, Static
 
 from chatui._textual import frame_clock
-from chatui._textual.frame_clock import draw_now, refresh_pending
+from chatui._textual.frame_clock import draw_now, draw_widgets_now, refresh_pending
 from chatui.messages import ModelResponse, ResponseState
 from chatui.store import Store
 from chatui.widgets.chat_message import AssistantMessage
@@ -51,6 +51,56 @@ async def test_draw_now_draws_at_once_and_only_what_changed(
         drawn = len(frames)
         assert draw_now(screen)  # Nothing changed since: nothing to draw.
         assert len(frames) == drawn
+
+
+class StatusBelow(App[None]):
+    CSS = "#status { dock: bottom; height: 1; }"
+
+    def compose(self) -> ComposeResult:
+        yield Static("a reply", id="reply")
+        yield Static("streaming", id="status")
+
+
+async def test_draw_widgets_now_draws_only_those_widgets_even_in_a_batch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Fails if Textual's compositor calls or App._display change.
+    app = StatusBelow()
+    async with app.run_test(size=(40, 10)) as pilot:
+        await pilot.pause()
+        updates: list[object] = []
+        monkeypatch.setattr(app, "_display", lambda screen, update: updates.append(update))
+        screen = app.screen
+        reply, status = app.query_one("#reply", Static), app.query_one("#status", Static)
+        reply.update("a longer reply\nover two lines")  # Needs a layout: not drawn here.
+        status.update("stopping")
+        with app.batch_update():  # Textual's Markdown holds one open while it mounts.
+            assert draw_widgets_now(screen, status)
+            assert app._batch_count == 1  # Still held for everything else.
+        assert len(updates) == 1
+        update = updates[0]
+        assert {y for y, _, _ in update.spans} == {9}  # The status row, and nothing else.
+        drawn = update.render_segments(app.console)
+        assert "stopping" in drawn and "reply" not in drawn
+        assert refresh_pending(screen, reply)  # The reply is left to the next frame.
+        assert not draw_widgets_now(screen, status)  # Nothing changed since.
+        assert len(updates) == 1
+
+
+async def test_draw_widgets_now_draws_nothing_under_a_dialog(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    app = StatusBelow()
+    async with app.run_test(size=(40, 10)) as pilot:
+        await pilot.pause()
+        screen, status = app.screen, app.query_one("#status", Static)
+        await app.push_screen(ModalScreen())
+        await pilot.pause()
+        updates: list[object] = []
+        monkeypatch.setattr(app, "_display", lambda screen, update: updates.append(update))
+        status.update("stopping")
+        assert not draw_widgets_now(screen, status)
+        assert updates == []
 
 
 async def test_a_reply_is_drawn_as_its_stream_ends(

@@ -36,6 +36,18 @@ Ledger (module: private API touched; gain; guarding test; what would retire it)
   last token → screen 16.6 → 6.6 ms (1 message), 12.3 → 6.7 ms (200);
   stop drawn p99 31.5 → 18.3 ms. Guard: tests/test_frame_clock.py and the stop
   draw tests in tests/test_app.py. Retire: a public "refresh now" on Screen.
+  Its `draw_widgets_now` (the compositor's `visible_widgets`, `update_widgets`
+  and `render_update`, `App._display`, `App._background_screens`, and
+  `App._batch_count` set to 0 around the one draw) draws a stop's status line
+  in a frame of its own, with no layout, before the marker and the reply's
+  last text. Gain: kitty Esc → visible p50 19.3 and 18.2 → 5.1 and 5.1 ms,
+  p99 30.5 and 38.1 → 17.7 and 16.0 ms; lone Esc p50 32.0 and 30.0 → 18.1 and
+  18.9 ms (two interleaved rounds each; the batch part alone took the kitty
+  p99 from 25.9 to 18.0). Guard: tests/test_frame_clock.py (only the widget's
+  row, during a batch, not under a dialog) and
+  tests/test_app.py::test_the_stop_shows_on_the_status_line_before_anything_else_is_drawn.
+  Retire: a public partial refresh of given widgets, and Textual's Markdown
+  not holding a batch open across awaits.
 - `footer` (`textual.widgets._footer.FooterKey`, `FooterKey._disabled`, the
   `Footer.compact` reactive): the footer restyles keys in place instead of
   rebuilding at every turn's start and end, and drops the watchers of removed
@@ -50,6 +62,15 @@ Ledger (module: private API touched; gain; guarding test; what would retire it)
   7.6 → 6.6 ms. Guard: tests/test_light_scrollbar.py (same strips and mouse
   actions as Textual's bar). Retire: Textual's ScrollBar rendering strips
   itself, or caching its rows.
+- `top_down` (`TopDownStack`: overrides `Widget.arrange`, which Textual
+  documents as best left alone, and relies on its arrangement cache being
+  keyed by the full size): a reply's parts are arranged once per layout, not
+  two or three times. Gain (21 runs each, interleaved, render_throughput
+  100x40): last token → screen at the reply's end 7.65 → 7.40 ms (1 message)
+  and 7.93 → 7.09 ms (200); tokens/s 5096 → 5365 and 4288 → 4685. Guard:
+  tests/test_top_down_stack.py (the same placements as Textual's at every
+  height; one arrangement per layout). Retire: Textual not re-arranging a
+  container whose layout does not depend on its height.
 - `bindings` (`DOMNode._bindings`): whether the focused widget binds Esc, so
   a dropdown or dialog gets Esc before the stop does. Correctness, not speed:
   the public `Screen.active_bindings` calls `check_action`, where this is
@@ -57,7 +78,9 @@ Ledger (module: private API touched; gain; guarding test; what would retire it)
   Retire: a public accessor for a node's own bindings.
 
 Removed after the same A/B showed no gain beyond the run-to-run spread: a
-compositor that reused its last layout's map (no figure moved), `TopDownStack`
-(tokens/s 4826 → 5831 without it) and a paragraph that skipped layouts
-(tokens/s 4826 → 5626 and 3846 → 4645 with 200 messages, without it).
+compositor that reused its last layout's map (no figure moved) and a
+paragraph that skipped layouts (tokens/s 4826 → 5626 and 3846 → 4645 with 200
+messages, without it). `TopDownStack` was removed on that first A/B (n=2,
+tokens/s within spread), then brought back when a 21-run A/B traced the
+last-token-to-screen regression to the layout it saves.
 """

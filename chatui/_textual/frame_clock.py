@@ -36,6 +36,61 @@ def draw_now(screen: Screen) -> bool:
     return True
 
 
+def draw_widgets_now(screen: Screen, *widgets: Widget) -> bool:
+    """Draw only the changes to `widgets` now: no layout, nothing else on `screen`.
+
+    A full frame that lays out a streaming reply takes 5 to 9 ms; the status
+    line alone takes about 1 (both at 100x40, traced in the app). A stop draws
+    its status line with this first, then the rest of the stop (the reply's
+    marker, its last text) in the next full frame. Each widget is drawn where
+    the last layout put it, so this is for widgets whose place nothing else
+    moves (the docked status bar); the next full frame draws whatever a
+    pending layout changes.
+
+    Textual has no public call for a partial frame. This does what
+    `Screen._on_timer_update` does for its dirty widgets, on the compositor's
+    private `update_widgets` and `render_update` and the App's private
+    `_display`, minus the layout. Returns whether it drew; it does not when
+    nothing of theirs changed, or where the screen is not the top one (a
+    dialog tints what is under it), the app is inline, a resize has yet to be
+    laid out, or Textual has changed these names (`tests/test_frame_clock.py`
+    then fails).
+    """
+    app = screen.app
+    compositor = getattr(screen, "_compositor", None)
+    display = getattr(app, "_display", None)
+    batch = getattr(app, "_batch_count", None)
+    if (
+        compositor is None
+        or display is None
+        or batch is None
+        or app.screen is not screen  # Under a dialog it is drawn with the dialog's tint.
+        or app.is_inline
+        or getattr(compositor, "size", None) != screen.size
+    ):
+        return False
+    try:
+        visible = compositor.visible_widgets
+        targets = {widget for widget in widgets if widget in visible}
+        if not targets:
+            return False
+        compositor.update_widgets(targets)
+        update = compositor.render_update(screen_stack=app._background_screens)
+    except AttributeError:
+        return False
+    if update is None:
+        return False  # Nothing of theirs had changed.
+    # A batch (Textual's Markdown holds one open across awaits while it mounts a
+    # block) holds back every frame. It hides half-made widgets, which share no
+    # cell with these, so it does not hold back this one.
+    app._batch_count = 0
+    try:
+        display(screen, update)
+    finally:
+        app._batch_count = batch
+    return True
+
+
 def refresh_pending(screen: Screen, widget: Widget) -> bool:
     """Whether a change to `widget` or its descendants has yet to reach `screen`.
 

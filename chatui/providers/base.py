@@ -64,6 +64,18 @@ class PromptProgress:
 
 
 @dataclass(frozen=True)
+class RetryWait:
+    """Not content: the provider waits `seconds` before trying the request again.
+
+    `reason` says why, for the status line ("429", "overloaded"). A stop during
+    the wait ends it at once; the wait does not count as an idle stream.
+    """
+
+    seconds: float
+    reason: str
+
+
+@dataclass(frozen=True)
 class StreamEnd:
     reason: FinishReason
 
@@ -75,6 +87,7 @@ StreamEvent = (
     | ToolCallEnd
     | UsageUpdate
     | PromptProgress
+    | RetryWait
     | StreamEnd
 )
 

@@ -15,7 +15,7 @@ from textual.widgets import Static
 from chatui._textual.bindings import focus_chain_binds
 from chatui._textual.escape import EscapeFirstScreen
 from chatui._textual.footer import KeyFooter
-from chatui._textual.frame_clock import draw_when_settled
+from chatui._textual.frame_clock import draw_when_settled, draw_widgets_now
 from chatui.gc_pause import FullCollectionHold
 from chatui.messages import (
     Conversation,
@@ -27,6 +27,7 @@ from chatui.messages import (
 )
 from chatui.providers.base import (
     PromptProgress,
+    RetryWait,
     StreamEnd,
     TextDelta,
     ToolCallDelta,
@@ -74,7 +75,7 @@ class ChatScreen(EscapeFirstScreen[None]):
         self._view: AssistantMessage | None = None
         self._turn_views: list[AssistantMessage] = []
         self.stop_requested_at: float | None = None  # When the Esc's byte was read.
-        self.stop_drawn_at = 0.0  # When the stop was first on screen.
+        self.stop_drawn_at = 0.0  # When the whole stop (status, marker, last text) was on screen.
         self.recallable: str | None = None
         self.hidden_items = 0
         self._gc_hold: FullCollectionHold | None = None
@@ -253,6 +254,9 @@ class ChatScreen(EscapeFirstScreen[None]):
             else:
                 self._status.detail = ""
             return
+        elif isinstance(payload, RetryWait):
+            self._status.detail = f"retrying in {payload.seconds:.0f} s ({payload.reason})"
+            return
         status = self._status
         if status.state != "streaming":
             status.state, status.detail = "streaming", ""
@@ -319,11 +323,14 @@ class ChatScreen(EscapeFirstScreen[None]):
         if turn is not None and turn.stoppable and turn.cancel():
             self.stop_requested_at = time.monotonic() if key_time is None else key_time
             self._set_status("stopping")
-            self.refresh_bindings()
             if (view := self._view) is not None:
-                view.mark_stopped()
-            # Drawn as soon as it reaches the screen, not at the frame clock's next tick;
-            # the turn stores the partial reply after this (`before_storing_stop`).
+                view.mark_stopped()  # No more text reaches it; its marker waits for a layout.
+            # First frame: the status line alone, which needs no layout (about 1 ms).
+            draw_widgets_now(self, self._status)
+            self.refresh_bindings()
+            # The rest of the stop (the marker, which lays the list out) is drawn as
+            # soon as it reaches the screen, not at the frame clock's next tick; the
+            # turn stores the partial reply after this (`before_storing_stop`).
             # The task is kept: the event loop holds tasks only weakly.
             self._stop_drawn = asyncio.create_task(self._draw_stop(view or self._status))
 

@@ -21,6 +21,7 @@ from textual.strip import Strip
 from textual.widgets import Markdown, Static
 from textual.widgets.markdown import MarkdownStream
 
+from chatui._textual.top_down import TopDownStack
 from chatui.messages import ModelResponse, ResponseState, ToolCallPart, ToolResult
 from chatui.sanitize import visible
 from chatui.widgets.fold import Fold
@@ -42,7 +43,7 @@ def _shared_parser() -> MarkdownIt:
     return parser
 
 
-class ReplyMarkdown(Markdown):
+class ReplyMarkdown(Markdown, TopDownStack):
     """Markdown for (a text run of) a reply, which can fold its blocks above the view.
 
     `BLANK`: the widget itself draws nothing (no border, padding or background
@@ -121,7 +122,7 @@ class ToolCallView(Static):
         self.update(text)
 
 
-class AssistantMessage(Vertical):
+class AssistantMessage(Vertical, TopDownStack):
     """A model reply, streamed into Markdown, with a marker when it did not complete.
 
     Text goes through one `MarkdownStream` per text run (a tool call starts a
