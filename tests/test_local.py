@@ -399,8 +399,12 @@ def test_registry_builds_the_configured_provider(tmp_path: Path, monkeypatch) ->
     assert isinstance(local, LocalProvider)
     assert local.model_path == tmp_path / "m.gguf"
     assert local.state_dir == tmp_path / "chatui" / "kv"
-    with pytest.raises(ProviderError, match="openai provider is not available"):
-        create_provider(Config(provider="openai"))
+    from chatui.providers.openai_chat import OpenAIProvider
+
+    remote = create_provider(Config(provider="openai", model="gpt-x"))
+    assert isinstance(remote, OpenAIProvider) and remote.model == "gpt-x"
+    with pytest.raises(ProviderError, match="anthropic provider is not available"):
+        create_provider(Config(provider="anthropic"))
 
 
 # A KV state that cannot be saved (defect 4)

@@ -17,6 +17,10 @@ def create_provider(config: Config) -> Provider:
         if config.model:
             local = dataclasses.replace(local, model_path=config.model)
         return LocalProvider(local, state_dir=cache_dir() / "kv")
+    if config.provider == "openai":
+        from chatui.providers.openai_chat import OpenAIProvider
+
+        return OpenAIProvider(config.openai, config.model)
     raise ProviderError(
         f"The {config.provider} provider is not available in this version of chatui. "
         'Use provider = "local" in the config file (see config.example.toml).'

@@ -1,0 +1,179 @@
+"""What the OpenAI and Anthropic providers share: retries, error texts, closing for real.
+
+**Retry policy.** The SDKs' own retries are off (`max_retries=0`): the
+Anthropic SDK honours any `retry-after`, even an hour, and neither shows the
+wait. chatui retries a request at most `RETRIES` times, and only before its
+stream has started: on a connection that failed or timed out, and on HTTP
+408, 409, 429, 500, 502, 503, 504 and 529. It waits what the server's
+`retry-after` asks, or 1 s then 2 s, and never more than `MAX_RETRY_WAIT`
+seconds; a server asking for longer gets no retry, and its error is shown.
+Each wait is a `RetryWait` event (the status line reads "retrying in N s
+(429)"), and Esc ends it at once.
+
+**Closing for real.** `create_then_close` runs the SDK's `create()` in a task
+of its own, so a stop that lands just as `create()` returns cannot lose the
+stream it returned: whatever it returned is closed on every way out, shielded
+from the cancellation, and the server sees the disconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Iterable
+from contextlib import asynccontextmanager
+from typing import Any, Protocol, TypeVar
+
+from chatui.providers.base import ProviderError
+
+RETRIES = 2
+MAX_RETRY_WAIT = 20.0
+RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
+CONNECT_TIMEOUT = 10.0
+
+
+class Closable(Protocol):
+    async def close(self) -> None: ...
+
+
+S = TypeVar("S", bound=Closable)
+
+
+@asynccontextmanager
+async def create_then_close(create: Awaitable[S]) -> AsyncIterator[S]:
+    """Await `create` (an SDK call that opens a stream) and close its stream on every exit."""
+    task: asyncio.Task[S] = asyncio.ensure_future(create)
+    try:
+        yield await task
+    finally:
+        await asyncio.shield(_close_created(task))
+
+
+async def _close_created(task: asyncio.Task[Any]) -> None:
+    if not task.done():
+        task.cancel()  # The request is still on its way: cancelling it drops the connection.
+        with contextlib.suppress(BaseException):
+            await task
+        return
+    if task.cancelled() or task.exception() is not None:
+        return
+    with contextlib.suppress(Exception):
+        await task.result().close()
+
+
+def retry_wait(attempt: int, headers: Any) -> float | None:
+    """Seconds to wait before retry number `attempt` (from 1), or None: do not retry."""
+    if attempt > RETRIES:
+        return None
+    wait = _retry_after(headers)
+    if wait is None:
+        wait = float(2 ** (attempt - 1))
+    return wait if wait <= MAX_RETRY_WAIT else None
+
+
+def _retry_after(headers: Any) -> float | None:
+    if headers is None:
+        return None
+    if (ms := headers.get("retry-after-ms")) is not None:
+        with contextlib.suppress(ValueError):
+            return max(0.0, float(ms) / 1000)
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    with contextlib.suppress(TypeError, ValueError):
+        moment = email.utils.parsedate_to_datetime(value)
+        return max(0.0, moment.timestamp() - time.time())
+    return None
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """`text` with every secret replaced by `***`."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+def status_text(
+    label: str, status: int, detail: str, *, model: str, key_hint: str, overloaded: bool = False
+) -> str:
+    """What an HTTP error status means for the user, with the server's own words."""
+    said = f" The server said: {detail}" if detail else ""
+    if status == 401:
+        return f"{label} refused the API key (401).{said} {key_hint}"
+    if status == 403:
+        return f"{label} refused the request: the key may not use this model (403).{said}"
+    if status == 404:
+        return f"{label} does not know the model {model!r}, or the URL is wrong (404).{said}"
+    if status == 413:
+        return f"The conversation is too large for {label} (413).{said}"
+    if status == 429:
+        return f"{label} is rate-limiting requests (429); try again shortly.{said}"
+    if status == 529 or overloaded:
+        return f"{label} is overloaded ({status}); try again shortly.{said}"
+    if status >= 500:
+        return f"{label} had a server error ({status}).{said}"
+    return f"{label} rejected the request ({status}).{said}"
+
+
+def error_detail(body: Any, fallback: str = "") -> str:
+    """The human part of an API error body: `{"error": {"message": ...}}` in both APIs."""
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            return error["message"]
+        if isinstance(error, str):
+            return error
+    if isinstance(body, str):
+        return body[:300]
+    return fallback
+
+
+def transport_text(label: str, base_url: str, error: BaseException) -> str | None:
+    """A connection-level failure in words, or None if `error` is not one."""
+    names = {cls.__name__ for cls in type(error).__mro__}
+    chain: list[BaseException] = []
+    cause: BaseException | None = error.__cause__ or error.__context__
+    while cause is not None and len(chain) < 5:
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    cause_names = {cls.__name__ for link in chain for cls in type(link).__mro__}
+    where = base_url or "its API"
+    text = " ".join(str(link) for link in [error, *chain]).lower()
+    if names & {"APITimeoutError", "ReadTimeout", "TimeoutException", "ConnectTimeout"}:
+        return f"{label} did not answer in time ({where})."
+    if json.JSONDecodeError.__name__ in names:
+        return f"{label} sent stream data that is not JSON; the reply was cut off there."
+    if names & {"RemoteProtocolError", "ReadError"} or cause_names & {
+        "RemoteProtocolError",
+        "ReadError",
+    }:
+        return f"The connection to {label} was dropped in the middle of the reply."
+    if names & {"APIConnectionError", "ConnectError", "NetworkError", "TransportError"}:
+        if "ssl" in text or "certificate" in text or "tls" in text:
+            return f"The TLS handshake with {where} failed: check the URL and its certificate."
+        if "name or service" in text or "nodename" in text or "getaddrinfo" in text:
+            return f"The host of {where} could not be found (DNS): check base_url."
+        if "refused" in text or "all connection attempts failed" in text:
+            return f"Nothing answers at {where} (connection refused): is the server running?"
+        return f"chatui could not reach {label} at {where}."
+    return None
+
+
+def retryable_connection(error: BaseException) -> bool:
+    """A connection that failed in a way worth another try: not TLS, not DNS, no timeout."""
+    if "Timeout" in type(error).__name__:
+        return False
+    text = transport_text("", "", error) or ""
+    return "TLS" not in text and "DNS" not in text
+
+
+def fail(text: str, secrets: Iterable[str]) -> ProviderError:
+    return ProviderError(redact(text, secrets))

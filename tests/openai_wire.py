@@ -1,0 +1,108 @@
+"""Chat Completions stream chunks for `wire.WireServer`, and the checks the real API makes.
+
+`validate` refuses a request the way OpenAI does: an assistant message with
+`tool_calls` must be followed by one `tool` message per call, and a `tool`
+message must answer a call made just before it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from wire import Send, Step
+
+DONE = Send("[DONE]")
+
+
+def chunk(
+    delta: dict[str, Any] | None = None,
+    *,
+    finish: str | None = None,
+    usage: tuple[int, int] | None = None,
+) -> Send:
+    body: dict[str, Any] = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "wire-model",
+        "choices": []
+        if delta is None and finish is None
+        else [{"index": 0, "delta": delta or {}, "finish_reason": finish}],
+    }
+    if usage is not None:
+        body["usage"] = {
+            "prompt_tokens": usage[0],
+            "completion_tokens": usage[1],
+            "total_tokens": sum(usage),
+        }
+    return Send(body)
+
+
+def text(*pieces: str) -> list[Step]:
+    return [chunk({"role": "assistant", "content": piece}) for piece in pieces]
+
+
+def tool_call(index: int, call_id: str, name: str, *fragments: str) -> list[Step]:
+    """A call as OpenAI streams it: id and name first, then argument fragments."""
+    first = {"index": index, "id": call_id, "type": "function", "function": {"name": name}}
+    steps: list[Step] = [chunk({"tool_calls": [{**first, "function": {**first["function"]}}]})]
+    steps += [
+        chunk({"tool_calls": [{"index": index, "function": {"arguments": part}}]})
+        for part in fragments
+    ]
+    return steps
+
+
+def ending(finish: str = "stop", usage: tuple[int, int] = (10, 5)) -> list[Step]:
+    """The finish chunk, the usage chunk (empty choices), then [DONE]."""
+    return [chunk(finish=finish), chunk(usage=usage), DONE]
+
+
+def reply(*pieces: str, usage: tuple[int, int] = (10, 5)) -> list[Step]:
+    return [*text(*pieces), *ending("stop", usage)]
+
+
+def _error(message: str) -> dict[str, Any]:
+    return {"error": {"message": message, "type": "invalid_request_error", "code": None}}
+
+
+def validate(body: dict[str, Any]) -> dict[str, Any] | None:
+    """None if OpenAI would accept `body`'s messages, else its error body."""
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return _error("'messages' must be a non-empty array")
+    if body.get("stream") and not isinstance(body.get("model"), str):
+        return _error("you must provide a model parameter")
+    expected: list[str] = []  # Tool call ids still owed a tool message.
+    for n, message in enumerate(messages):
+        role = message.get("role")
+        if role == "tool":
+            call_id = message.get("tool_call_id")
+            if call_id not in expected:
+                return _error(
+                    f"messages[{n}]: messages with role 'tool' must be a response to a "
+                    "preceeding message with 'tool_calls'."
+                )
+            expected.remove(call_id)
+            continue
+        if expected:
+            return _error(
+                "An assistant message with 'tool_calls' must be followed by tool messages "
+                f"responding to each 'tool_call_id'. The following tool_call_ids did not have "
+                f"response messages: {', '.join(expected)}"
+            )
+        if role not in {"system", "developer", "user", "assistant"}:
+            return _error(f"messages[{n}]: invalid role {role!r}")
+        if role == "assistant":
+            calls = message.get("tool_calls") or []
+            if not calls and not message.get("content"):
+                return _error(f"messages[{n}]: an assistant message needs content or tool_calls")
+            expected = [call["id"] for call in calls]
+        elif not isinstance(message.get("content"), str):
+            return _error(f"messages[{n}]: content must be a string")
+    if expected:
+        return _error(
+            "An assistant message with 'tool_calls' must be followed by tool messages "
+            f"responding to each 'tool_call_id': {', '.join(expected)}"
+        )
+    return None
