@@ -66,8 +66,7 @@ class AnthropicConfig:
     api_key: str = ""
     base_url: str = ""
     model: str = "claude-sonnet-4-5"
-    max_tokens: int = 2048
-    temperature: float = 0.7
+    max_tokens: int = 2048  # The Messages API requires it. (anthropic 2.x takes no temperature.)
 
 
 @dataclass

@@ -403,8 +403,9 @@ def test_registry_builds_the_configured_provider(tmp_path: Path, monkeypatch) ->
 
     remote = create_provider(Config(provider="openai", model="gpt-x"))
     assert isinstance(remote, OpenAIProvider) and remote.model == "gpt-x"
-    with pytest.raises(ProviderError, match="anthropic provider is not available"):
-        create_provider(Config(provider="anthropic"))
+    from chatui.providers.anthropic_messages import AnthropicProvider
+
+    assert isinstance(create_provider(Config(provider="anthropic")), AnthropicProvider)
 
 
 # A KV state that cannot be saved (defect 4)

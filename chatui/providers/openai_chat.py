@@ -12,10 +12,9 @@ close on a stop: `chatui.providers.remote`.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from typing import Any
 
 import openai
@@ -28,7 +27,6 @@ from chatui.providers.base import (
     ModelRequest,
     ProviderError,
     ProviderLifecycle,
-    RetryWait,
     StreamEnd,
     StreamEvent,
     TextDelta,
@@ -102,35 +100,16 @@ class OpenAIProvider(ProviderLifecycle):
         if (why := self.unavailable()) is not None:
             raise ProviderError(why)
         params = self._params(request)
-        attempt, opened = 0, False
-        while True:
-            attempt += 1
-            try:
-                create = self._sdk().chat.completions.create(**params)
-                async with remote.create_then_close(create) as chunks:
-                    opened = True  # From here on nothing is retried: the reply has begun.
-                    async for event in _read(chunks):
-                        yield event
-                return
-            except openai.APIStatusError as error:
-                headers = error.response.headers if error.response is not None else None
-                wait = None if opened else remote.retry_wait(attempt, headers)
-                if error.status_code in remote.RETRY_STATUSES and wait is not None:
-                    yield RetryWait(wait, str(error.status_code))
-                    await asyncio.sleep(wait)
-                    continue
-                raise self._status_error(error) from None
-            except openai.APIConnectionError as error:
-                wait = None if opened else remote.retry_wait(attempt, None)
-                if wait is not None and remote.retryable_connection(error):
-                    yield RetryWait(wait, "no connection")
-                    await asyncio.sleep(wait)
-                    continue
-                raise self._transport_error(error) from None
-            except (ProviderError, asyncio.CancelledError):
-                raise
-            except Exception as error:
-                raise self._transport_error(error) from None
+
+        async def attempt() -> AsyncIterator[StreamEvent]:
+            create = self._sdk().chat.completions.create(**params)
+            async with remote.create_then_close(create) as chunks:
+                async for event in _read(chunks):
+                    yield event
+
+        async with aclosing(remote.with_retries(attempt, self._explain, _status_of)) as events:
+            async for event in events:
+                yield event
 
     def _params(self, request: ModelRequest) -> dict[str, Any]:
         params: dict[str, Any] = {
@@ -147,19 +126,24 @@ class OpenAIProvider(ProviderLifecycle):
             params["tools"] = to_openai_tools(request.tools)
         return params
 
-    def _status_error(self, error: openai.APIStatusError) -> ProviderError:
-        detail = remote.error_detail(error.body, error.message)
-        hint = "Check OPENAI_API_KEY or api_key under [openai] in the config file."
-        text = remote.status_text(
-            self.label, error.status_code, detail, model=self.model, key_hint=hint
-        )
+    def _explain(self, error: BaseException) -> ProviderError:
+        if isinstance(error, openai.APIStatusError):
+            detail = remote.error_detail(error.body, error.message)
+            hint = "Check OPENAI_API_KEY or api_key under [openai] in the config file."
+            text = remote.status_text(
+                self.label, error.status_code, detail, model=self.model, key_hint=hint
+            )
+        else:
+            text = remote.transport_text(self.label, self.config.base_url, error) or (
+                f"{self.label} failed: {type(error).__name__}: {error}"
+            )
         return remote.fail(text, self.secrets)
 
-    def _transport_error(self, error: BaseException) -> ProviderError:
-        text = remote.transport_text(self.label, self.config.base_url, error)
-        if text is None:
-            text = f"{self.label} failed: {type(error).__name__}: {error}"
-        return remote.fail(text, self.secrets)
+
+def _status_of(error: BaseException) -> tuple[int, Any] | None:
+    if isinstance(error, openai.APIStatusError):
+        return error.status_code, error.response.headers if error.response is not None else None
+    return None
 
 
 async def _read(chunks: Any) -> AsyncIterator[StreamEvent]:

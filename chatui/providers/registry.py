@@ -21,6 +21,10 @@ def create_provider(config: Config) -> Provider:
         from chatui.providers.openai_chat import OpenAIProvider
 
         return OpenAIProvider(config.openai, config.model)
+    if config.provider == "anthropic":
+        from chatui.providers.anthropic_messages import AnthropicProvider
+
+        return AnthropicProvider(config.anthropic, config.model)
     raise ProviderError(
         f"The {config.provider} provider is not available in this version of chatui. "
         'Use provider = "local" in the config file (see config.example.toml).'

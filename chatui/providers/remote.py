@@ -23,11 +23,11 @@ import contextlib
 import email.utils
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import aclosing, asynccontextmanager
 from typing import Any, Protocol, TypeVar
 
-from chatui.providers.base import ProviderError
+from chatui.providers.base import ProviderError, RetryWait, StreamEvent
 
 RETRIES = 2
 MAX_RETRY_WAIT = 20.0
@@ -169,10 +169,51 @@ def transport_text(label: str, base_url: str, error: BaseException) -> str | Non
 
 def retryable_connection(error: BaseException) -> bool:
     """A connection that failed in a way worth another try: not TLS, not DNS, no timeout."""
-    if "Timeout" in type(error).__name__:
+    names = {cls.__name__ for cls in type(error).__mro__}
+    if "APIConnectionError" not in names or "APITimeoutError" in names:
         return False
     text = transport_text("", "", error) or ""
     return "TLS" not in text and "DNS" not in text
+
+
+StatusOf = Callable[[BaseException], tuple[int, Any] | None]
+"""An SDK error's HTTP status and response headers, or None if it has none."""
+
+
+async def with_retries(
+    attempt: Callable[[], AsyncIterator[StreamEvent]],
+    explain: Callable[[BaseException], ProviderError],
+    status_of: StatusOf,
+) -> AsyncIterator[StreamEvent]:
+    """The events of `attempt()`, tried again per the policy above while nothing was shown.
+
+    Once an attempt has yielded an event, nothing is retried: the reply has
+    begun. Every error that ends the stream leaves as `explain(error)`.
+    """
+    tries = 0
+    while True:
+        tries += 1
+        shown = False
+        try:
+            async with aclosing(attempt()) as events:
+                async for event in events:
+                    shown = True
+                    yield event
+            return
+        except (ProviderError, asyncio.CancelledError):
+            raise
+        except Exception as error:
+            wait, reason = None, ""
+            if not shown and (status := status_of(error)) is not None:
+                code, headers = status
+                if code in RETRY_STATUSES:
+                    wait, reason = retry_wait(tries, headers), str(code)
+            elif not shown and retryable_connection(error):
+                wait, reason = retry_wait(tries, None), "no connection"
+            if wait is None:
+                raise explain(error) from None
+        yield RetryWait(wait, reason)
+        await asyncio.sleep(wait)  # A stop cancels it at once.
 
 
 def fail(text: str, secrets: Iterable[str]) -> ProviderError:

@@ -1,0 +1,141 @@
+"""Messages API stream events for `wire.WireServer`, and the checks the real API makes.
+
+Every event is sent with its `event:` line (the SDK skips events without
+one). `validate` refuses a request the way Anthropic does: roles alternate,
+starting with the user; each `tool_use` must be answered by a `tool_result`
+in the very next message, and a `tool_result` must answer a `tool_use` of the
+message just before it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from wire import Send, Step
+
+
+def event(data: dict[str, Any]) -> Send:
+    return Send(data, event=data["type"])
+
+
+def start(input_tokens: int = 10) -> list[Step]:
+    message = {
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "model": "wire-model",
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": {"input_tokens": input_tokens, "output_tokens": 1},
+    }
+    return [event({"type": "message_start", "message": message}), event({"type": "ping"})]
+
+
+def text_block(index: int, *pieces: str, stop: bool = True) -> list[Step]:
+    steps: list[Step] = [
+        event(
+            {
+                "type": "content_block_start",
+                "index": index,
+                "content_block": {"type": "text", "text": ""},
+            }
+        )
+    ]
+    steps += [
+        event(
+            {
+                "type": "content_block_delta",
+                "index": index,
+                "delta": {"type": "text_delta", "text": piece},
+            }
+        )
+        for piece in pieces
+    ]
+    if stop:
+        steps.append(event({"type": "content_block_stop", "index": index}))
+    return steps
+
+
+def tool_block(index: int, call_id: str, name: str, *fragments: str, stop: bool = True) -> list:
+    block = {"type": "tool_use", "id": call_id, "name": name, "input": {}}
+    steps: list[Step] = [
+        event({"type": "content_block_start", "index": index, "content_block": block})
+    ]
+    steps += [
+        event(
+            {
+                "type": "content_block_delta",
+                "index": index,
+                "delta": {"type": "input_json_delta", "partial_json": part},
+            }
+        )
+        for part in fragments
+    ]
+    if stop:
+        steps.append(event({"type": "content_block_stop", "index": index}))
+    return steps
+
+
+def ending(stop_reason: str = "end_turn", output_tokens: int = 5) -> list[Step]:
+    return [
+        event(
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": stop_reason, "stop_sequence": None},
+                "usage": {"output_tokens": output_tokens},
+            }
+        ),
+        event({"type": "message_stop"}),
+    ]
+
+
+def reply(*pieces: str, input_tokens: int = 10, output_tokens: int = 5) -> list[Step]:
+    return [*start(input_tokens), *text_block(0, *pieces), *ending("end_turn", output_tokens)]
+
+
+def error_body(kind: str, message: str) -> dict[str, Any]:
+    return {"type": "error", "error": {"type": kind, "message": message}}
+
+
+def _refuse(message: str) -> dict[str, Any]:
+    return error_body("invalid_request_error", message)
+
+
+def validate(body: dict[str, Any]) -> dict[str, Any] | None:
+    """None if Anthropic would accept `body`'s messages, else its error body."""
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return _refuse("messages: at least one message is required")
+    if not isinstance(body.get("max_tokens"), int):
+        return _refuse("max_tokens: Field required")
+    owed: set[str] = set()  # tool_use ids the next message must answer.
+    for n, message in enumerate(messages):
+        role, content = message.get("role"), message.get("content")
+        if role != ("user" if n % 2 == 0 else "assistant"):
+            return _refuse(f"messages.{n}: roles must alternate, starting with 'user'")
+        blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content
+        if not blocks:
+            return _refuse(f"messages.{n}: all messages must have non-empty content")
+        answered = {b.get("tool_use_id") for b in blocks if b.get("type") == "tool_result"}
+        if owed - answered:
+            return _refuse(
+                f"messages.{n}: `tool_use` ids were found without `tool_result` blocks "
+                f"immediately after: {', '.join(sorted(owed - answered))}"
+            )
+        if answered - owed:
+            return _refuse(
+                f"messages.{n}.content: unexpected `tool_use_id` found in `tool_result` "
+                f"blocks: {', '.join(sorted(str(i) for i in answered - owed))}. Each "
+                "`tool_result` block must have a corresponding `tool_use` block in the "
+                "previous message."
+            )
+        for block in blocks:
+            if block.get("type") == "text" and not block.get("text"):
+                return _refuse(f"messages.{n}: text content blocks must be non-empty")
+            if block.get("type") == "tool_use" and not isinstance(block.get("input"), dict):
+                return _refuse(f"messages.{n}: tool_use.input must be an object")
+        owed = {b["id"] for b in blocks if b.get("type") == "tool_use"}
+    if owed:
+        return _refuse(f"the last message has `tool_use` without results: {sorted(owed)}")
+    return None

@@ -1,0 +1,39 @@
+"""Shared by the remote-provider tests: the secret, waits on the loop, and checks."""
+
+from __future__ import annotations
+
+import asyncio
+
+from wire import WireServer
+
+from chatui.store import Store
+from chatui.turn import TurnSettings
+
+SECRET = "sk-test-4f9a2c7e1b8d6053aa71c0de99f1e2b3"  # Key-shaped: must never show.
+WAIT = 10.0  # The most any step below waits for the other side.
+
+
+def settings(**values: object) -> TurnSettings:
+    return TurnSettings(secrets=[SECRET], **values)  # type: ignore[arg-type]
+
+
+async def when(condition, timeout: float = WAIT) -> None:  # type: ignore[no-untyped-def]
+    """Wait, turn by turn of the loop, until `condition()` holds."""
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.001)
+
+
+async def disconnected(server: WireServer, n: int = 1) -> None:
+    """Wait until the server saw request `n`'s client leave, or its reply end."""
+    request = await asyncio.to_thread(server.wait_for_request, n)
+    assert await asyncio.to_thread(request.ended.wait, WAIT), "the reply never ended"
+    assert request.disconnected, "the server never saw the client disconnect"
+
+
+def assert_no_secret(store: Store, *texts: str | None) -> None:
+    for text in texts:
+        assert SECRET not in (text or "")
+    for conversation_id, _title in store.list_conversations():
+        dump = repr(store.load_conversation(conversation_id).items)
+        assert SECRET not in dump
