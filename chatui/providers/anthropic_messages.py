@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from contextlib import aclosing, asynccontextmanager
 from typing import Any
 
 import anthropic
@@ -26,7 +25,6 @@ from chatui.providers import remote
 from chatui.providers.base import (
     ModelRequest,
     ProviderError,
-    ProviderLifecycle,
     StreamEnd,
     StreamEvent,
     TextDelta,
@@ -45,23 +43,18 @@ STOP_REASONS: dict[str, FinishReason] = {
 }
 
 
-class AnthropicProvider(ProviderLifecycle):
+class AnthropicProvider(remote.RemoteProvider):
     """Streams from the Anthropic Messages API (or a compatible `base_url`)."""
 
     name = "anthropic"
     label = "Anthropic"
 
     def __init__(self, config: AnthropicConfig, model: str = "") -> None:
+        super().__init__(config.api_key)
         self.config = config
         self.model = model or config.model
-        self._client: anthropic.AsyncAnthropic | None = None
-
-    @property
-    def secrets(self) -> list[str]:
-        return [self.config.api_key] if self.config.api_key else []
 
     def unavailable(self) -> str | None:
-        """Why no request can be made, or None."""
         if not self.config.api_key:
             return (
                 "No Anthropic API key: set the ANTHROPIC_API_KEY environment variable, "
@@ -69,43 +62,19 @@ class AnthropicProvider(ProviderLifecycle):
             )
         return None
 
-    def _sdk(self) -> anthropic.AsyncAnthropic:
-        if self._client is None:
-            self._client = anthropic.AsyncAnthropic(
-                api_key=self.config.api_key,
-                base_url=self.config.base_url or None,
-                max_retries=0,  # chatui's own policy: chatui.providers.remote.
-                timeout=anthropic.Timeout(None, connect=remote.CONNECT_TIMEOUT),
-            )
-        return self._client
+    def _make_client(self) -> anthropic.AsyncAnthropic:
+        return anthropic.AsyncAnthropic(
+            api_key=self.config.api_key,
+            base_url=self.config.base_url or None,
+            max_retries=0,  # chatui's own policy: chatui.providers.remote.
+            timeout=anthropic.Timeout(None, connect=remote.CONNECT_TIMEOUT),
+        )
 
-    async def close(self) -> None:
-        if self._client is not None:
-            client, self._client = self._client, None
-            await client.close()
+    def _open(self, client: anthropic.AsyncAnthropic, request: ModelRequest) -> Any:
+        return client.messages.create(**self._params(request))
 
-    @asynccontextmanager
-    async def stream(self, request: ModelRequest) -> AsyncIterator[AsyncIterator[StreamEvent]]:
-        events = self._events(request)
-        try:
-            yield events
-        finally:
-            await events.aclose()  # Same task, not mid-read: closes the SDK stream inside.
-
-    async def _events(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
-        if (why := self.unavailable()) is not None:
-            raise ProviderError(why)
-        params = self._params(request)
-
-        async def attempt() -> AsyncIterator[StreamEvent]:
-            create = self._sdk().messages.create(**params)
-            async with remote.create_then_close(create) as raw:
-                async for event in _read(raw):
-                    yield event
-
-        async with aclosing(remote.with_retries(attempt, self._explain, _status_of)) as events:
-            async for event in events:
-                yield event
+    def _read(self, stream: Any) -> AsyncIterator[StreamEvent]:
+        return _read(stream)
 
     def _params(self, request: ModelRequest) -> dict[str, Any]:
         system, messages = to_anthropic_messages(request.messages)
@@ -140,12 +109,6 @@ class AnthropicProvider(ProviderLifecycle):
                 f"{self.label} failed: {type(error).__name__}: {error}"
             )
         return remote.fail(text, self.secrets)
-
-
-def _status_of(error: BaseException) -> tuple[int, Any] | None:
-    if isinstance(error, anthropic.APIStatusError):
-        return error.status_code, error.response.headers if error.response is not None else None
-    return None
 
 
 async def _read(raw: Any) -> AsyncIterator[StreamEvent]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from contextlib import aclosing, asynccontextmanager
 from typing import Any
 
 import openai
@@ -26,7 +25,6 @@ from chatui.providers import remote
 from chatui.providers.base import (
     ModelRequest,
     ProviderError,
-    ProviderLifecycle,
     StreamEnd,
     StreamEvent,
     TextDelta,
@@ -46,23 +44,18 @@ FINISH_REASONS: dict[str, FinishReason] = {
 }
 
 
-class OpenAIProvider(ProviderLifecycle):
+class OpenAIProvider(remote.RemoteProvider):
     """Streams from OpenAI, or from the OpenAI-compatible server at `config.base_url`."""
 
     name = "openai"
 
     def __init__(self, config: OpenAIConfig, model: str = "") -> None:
+        super().__init__(config.api_key)
         self.config = config
         self.model = model or config.model
         self.label = "OpenAI" if not config.base_url else "the OpenAI-compatible server"
-        self._client: openai.AsyncOpenAI | None = None
-
-    @property
-    def secrets(self) -> list[str]:
-        return [self.config.api_key] if self.config.api_key else []
 
     def unavailable(self) -> str | None:
-        """Why no request can be made, or None."""
         if not self.config.api_key and not self.config.base_url:
             return (
                 "No OpenAI API key: set the OPENAI_API_KEY environment variable, or "
@@ -71,45 +64,19 @@ class OpenAIProvider(ProviderLifecycle):
             )
         return None
 
-    def _sdk(self) -> openai.AsyncOpenAI:
-        if self._client is None:
-            self._client = openai.AsyncOpenAI(
-                api_key=self.config.api_key or PLACEHOLDER_KEY,
-                base_url=self.config.base_url or None,
-                max_retries=0,  # chatui's own policy: chatui.providers.remote.
-                timeout=openai.Timeout(None, connect=remote.CONNECT_TIMEOUT),
-            )
-        return self._client
+    def _make_client(self) -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(
+            api_key=self.config.api_key or PLACEHOLDER_KEY,
+            base_url=self.config.base_url or None,
+            max_retries=0,  # chatui's own policy: chatui.providers.remote.
+            timeout=openai.Timeout(None, connect=remote.CONNECT_TIMEOUT),
+        )
 
-    async def close(self) -> None:
-        if self._client is not None:
-            client, self._client = self._client, None
-            await client.close()
+    def _open(self, client: openai.AsyncOpenAI, request: ModelRequest) -> Any:
+        return client.chat.completions.create(**self._params(request))
 
-    @asynccontextmanager
-    async def stream(self, request: ModelRequest) -> AsyncIterator[AsyncIterator[StreamEvent]]:
-        events = self._events(request)
-        try:
-            yield events
-        finally:
-            # Same task, and the generator is not mid-read: closing it closes the SDK
-            # stream inside (`remote.create_then_close`, shielded).
-            await events.aclose()
-
-    async def _events(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
-        if (why := self.unavailable()) is not None:
-            raise ProviderError(why)
-        params = self._params(request)
-
-        async def attempt() -> AsyncIterator[StreamEvent]:
-            create = self._sdk().chat.completions.create(**params)
-            async with remote.create_then_close(create) as chunks:
-                async for event in _read(chunks):
-                    yield event
-
-        async with aclosing(remote.with_retries(attempt, self._explain, _status_of)) as events:
-            async for event in events:
-                yield event
+    def _read(self, stream: Any) -> AsyncIterator[StreamEvent]:
+        return _read(stream)
 
     def _params(self, request: ModelRequest) -> dict[str, Any]:
         params: dict[str, Any] = {
@@ -138,12 +105,6 @@ class OpenAIProvider(ProviderLifecycle):
                 f"{self.label} failed: {type(error).__name__}: {error}"
             )
         return remote.fail(text, self.secrets)
-
-
-def _status_of(error: BaseException) -> tuple[int, Any] | None:
-    if isinstance(error, openai.APIStatusError):
-        return error.status_code, error.response.headers if error.response is not None else None
-    return None
 
 
 async def _read(chunks: Any) -> AsyncIterator[StreamEvent]:

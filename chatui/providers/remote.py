@@ -27,7 +27,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import aclosing, asynccontextmanager
 from typing import Any, Protocol, TypeVar
 
-from chatui.providers.base import ProviderError, RetryWait, StreamEvent
+from chatui.providers.base import (
+    ModelRequest,
+    ProviderError,
+    ProviderLifecycle,
+    RetryWait,
+    StreamEvent,
+)
 
 RETRIES = 2
 MAX_RETRY_WAIT = 20.0
@@ -218,3 +224,79 @@ async def with_retries(
 
 def fail(text: str, secrets: Iterable[str]) -> ProviderError:
     return ProviderError(redact(text, secrets))
+
+
+class RemoteProvider(ProviderLifecycle):
+    """A provider behind an HTTP API: one SDK client, one streaming call per request.
+
+    A subclass gives `_make_client` (with the SDK's own retries off),
+    `_open(client, request)` (the SDK's streaming `create()` call), `_read`
+    (its stream as events), `_explain` (its errors in words), and
+    `unavailable` (a missing key, say).
+    """
+
+    name = "remote"
+    label = "the server"
+    model = ""
+
+    def __init__(self, api_key: str) -> None:
+        self._api_key = api_key
+        self._client: Any = None
+
+    @property
+    def secrets(self) -> list[str]:
+        return [self._api_key] if self._api_key else []
+
+    def unavailable(self) -> str | None:
+        """Why no request can be made, or None."""
+        return None
+
+    def _make_client(self) -> Any:
+        raise NotImplementedError
+
+    def _open(self, client: Any, request: ModelRequest) -> Awaitable[Any]:
+        raise NotImplementedError
+
+    def _read(self, stream: Any) -> AsyncIterator[StreamEvent]:
+        raise NotImplementedError
+
+    def _explain(self, error: BaseException) -> ProviderError:
+        raise NotImplementedError
+
+    def _status_of(self, error: BaseException) -> tuple[int, Any] | None:
+        # Both SDKs' APIStatusError carry the status and the httpx response.
+        status, response = getattr(error, "status_code", None), getattr(error, "response", None)
+        if not isinstance(status, int):
+            return None
+        return status, getattr(response, "headers", None)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.close()
+
+    @asynccontextmanager
+    async def stream(self, request: ModelRequest) -> AsyncIterator[AsyncIterator[StreamEvent]]:
+        events = self._events(request)
+        try:
+            yield events
+        finally:
+            # Same task, and the generator is not mid-read: closing it closes the SDK
+            # stream inside it (`create_then_close`, shielded).
+            await events.aclose()
+
+    async def _events(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
+        if (why := self.unavailable()) is not None:
+            raise ProviderError(why)
+        if self._client is None:
+            self._client = self._make_client()
+        client = self._client
+
+        async def attempt() -> AsyncIterator[StreamEvent]:
+            async with create_then_close(self._open(client, request)) as stream:
+                async for event in self._read(stream):
+                    yield event
+
+        async with aclosing(with_retries(attempt, self._explain, self._status_of)) as events:
+            async for event in events:
+                yield event
