@@ -16,6 +16,8 @@ A reply is a list of steps, played in order (`WireServer.play`):
 - `Error(status, body, headers)`: a whole non-streaming JSON reply;
 - `Gate(event)`: wait until the test sets a `threading.Event` (a stall the
   test ends), or until the client disconnects;
+- `Sleep(seconds)`: pause, noticing a disconnect at once (for `bench/`'s paced
+  streams; tests use `Gate`, never time);
 - `STALL`: wait until the client disconnects;
 - `DROP`: close the connection in the middle of the body;
 - the end of the list: the body ends cleanly (the final empty chunk).
@@ -65,10 +67,15 @@ class Gate:
     opened: threading.Event
 
 
+@dataclass(frozen=True)
+class Sleep:
+    seconds: float
+
+
 STALL = "stall"
 DROP = "drop"
 
-Step = Headers | Send | Raw | Error | Gate | str
+Step = Headers | Send | Raw | Error | Gate | Sleep | str
 Validator = Callable[[dict[str, Any]], dict[str, Any] | None]
 
 
@@ -209,8 +216,8 @@ class _Reply:
                 elif isinstance(step, Send | Raw):
                     await self._headers(Headers())
                     await self._chunk(_event_bytes(step) if isinstance(step, Send) else step.data)
-                elif isinstance(step, Gate):
-                    await self._wait(step.opened)
+                elif isinstance(step, Gate | Sleep):
+                    await self._wait(step.opened if isinstance(step, Gate) else step.seconds)
                     if self.request.disconnected:
                         return False
                 elif step == STALL:
@@ -243,15 +250,19 @@ class _Reply:
         self.writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
         await self.writer.drain()
 
-    async def _wait(self, opened: threading.Event | None) -> None:
-        """Until `opened` is set (None: never) or the client disconnects."""
+    async def _wait(self, until: threading.Event | float | None) -> None:
+        """Until `until` is set or has passed (None: never), or the client disconnects."""
         gone = asyncio.ensure_future(self.reader.read(1))  # Done (b""): the client closed.
-        while not gone.done():
-            if opened is not None and opened.is_set():
-                gone.cancel()
-                return
-            await asyncio.wait({gone}, timeout=0.002)
-        self._left()
+        if isinstance(until, threading.Event):
+            while not gone.done() and not until.is_set():  # A test's gate: look every 2 ms.
+                await asyncio.wait({gone}, timeout=0.002)
+        else:
+            await asyncio.wait({gone}, timeout=until)
+        if gone.done():
+            gone.exception()  # A reset is a disconnect too: retrieved, not raised.
+            self._left()
+        else:
+            gone.cancel()
 
     def _left(self) -> None:
         if self.request.disconnected_at is None:
