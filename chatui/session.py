@@ -116,7 +116,8 @@ class Session:
             system_prompt=self.config.system_prompt,
             interrupted_note=self.config.interrupted_note,
             idle_timeout=self.config.idle_timeout,
-            secrets=self.config.secrets(),
+            # The config's keys, and the provider's own (one built in code has no config).
+            secrets=[*self.config.secrets(), *getattr(self.provider, "secrets", ())],
         )
 
     def new_turn(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections.abc import Iterator
 
 import anthropic
@@ -297,3 +298,77 @@ async def test_no_key_names_the_variable_and_the_config_key(store: Store) -> Non
 
     assert outcome.state is ResponseState.FAILED
     assert "ANTHROPIC_API_KEY" in outcome.error and "[anthropic]" in outcome.error
+
+
+async def test_a_500_is_retried_twice_then_explained(server: WireServer, store: Store) -> None:
+    body = aw.error_body("api_error", "Internal server error")
+    server.play(*[[Error(500, body, {"retry-after": "0"})]] * 3)
+    provider = provider_for(server)
+    turn, _ = make_turn(store, provider, settings=settings())
+
+    outcome = await turn.run()
+
+    assert outcome.state is ResponseState.FAILED
+    assert "server error (500)" in outcome.error and "Internal server error" in outcome.error
+    assert len(server.requests) == 3
+    await provider.close()
+
+
+async def test_a_silent_stall_ends_at_the_idle_timeout(server: WireServer, store: Store) -> None:
+    server.play([*aw.start(), *aw.text_block(0, "Hm", stop=False), STALL])
+    provider = provider_for(server)
+    turn, _ = make_turn(store, provider, settings=settings(idle_timeout=0.2))
+
+    outcome = await turn.run()
+
+    assert outcome.state is ResponseState.FAILED
+    assert "sent nothing for 0.2 s" in outcome.error
+    await disconnected(server)
+    assert stored(store, turn)[-1].text == "Hm"
+    await provider.close()
+
+
+async def test_connection_refused_is_explained(store: Store) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    base_url = f"http://127.0.0.1:{port}"
+    provider = AnthropicProvider(AnthropicConfig(api_key=SECRET, base_url=base_url))
+    turn, _ = make_turn(store, provider, settings=settings())
+
+    outcome = await turn.run()
+
+    assert outcome.state is ResponseState.FAILED
+    assert "connection refused" in outcome.error and base_url in outcome.error
+    assert_no_secret(store, outcome.error)
+    await provider.close()
+
+
+async def test_the_earlier_messages_keep_their_bytes_from_turn_to_turn_after_a_stop(
+    server: WireServer, store: Store
+) -> None:
+    server.play(
+        aw.reply("First answer."),
+        [*aw.start(), *aw.text_block(0, "Cut ", stop=False), STALL],
+        aw.reply("Third."),
+    )
+    provider = provider_for(server)
+    first, _ = make_turn(store, provider, settings=settings(), prompt="one")
+    await first.run()
+    second, sink = make_turn(
+        store, provider, conversation=first.conversation, settings=settings(), prompt="two"
+    )
+    task = asyncio.create_task(second.run())
+    await when(lambda: bool(sink.texts))
+    second.cancel()
+    await task
+    third, _ = make_turn(
+        store, provider, conversation=first.conversation, settings=settings(), prompt="three"
+    )
+    await third.run()
+
+    sent = [r.body["messages"] for r in server.requests]
+    assert json.dumps(sent[1][:2]) == json.dumps(sent[2][:2])  # "one" and its answer.
+    assert all(r.refused is None for r in server.requests)
+    assert "Cut" not in json.dumps(sent[2])
+    await provider.close()

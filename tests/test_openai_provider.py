@@ -16,6 +16,7 @@ from collections.abc import Iterator
 import openai
 import openai_wire as ow
 import pytest
+from apphelpers import make_app, send, settled, wait_until
 from remote_helpers import SECRET, WAIT, assert_no_secret, disconnected, settings, when
 from test_turn import make_turn, stored
 from wire import DROP, STALL, Error, Gate, Headers, Raw, WireServer
@@ -25,6 +26,8 @@ from chatui.messages import ModelResponse, ResponseState, ToolCallPart
 from chatui.providers.base import RetryWait, TextDelta, ToolCallDelta
 from chatui.providers.openai_chat import OpenAIProvider, to_openai_messages
 from chatui.store import Store
+from chatui.widgets.chat_message import AssistantMessage, ErrorNotice
+from chatui.widgets.status_bar import StatusBar
 
 
 @pytest.fixture
@@ -435,3 +438,21 @@ async def test_the_server_validation_refuses_a_dangling_tool_call(server: WireSe
     assert "c1" in ow.validate(body)["error"]["message"]
     body["messages"].insert(2, {"role": "tool", "tool_call_id": "c1", "content": "r"})
     assert ow.validate(body) is None
+
+
+async def test_an_error_is_shown_inline_without_the_key(server: WireServer, store: Store) -> None:
+    body = {"error": {"message": f"Incorrect API key provided: {SECRET}", "type": "x"}}
+    server.play([Error(401, body)])
+    app = make_app(store, provider_for(server))
+    async with app.run_test() as pilot:
+        await send(pilot, "hello")
+        await wait_until(pilot, settled(app))
+
+        (notice,) = app.screen.query(ErrorNotice)
+        shown = str(notice.render())
+        assert "refused the API key (401)" in shown and "OPENAI_API_KEY" in shown
+        assert SECRET not in shown and "***" in shown  # The server echoed it: redacted.
+        assert app.screen.query_one(StatusBar).state == "failed"
+        (view,) = app.screen.query(AssistantMessage)
+        assert "-failed" in view.classes
+    assert_no_secret(store, app.last_outcome.error)
