@@ -30,3 +30,15 @@ async def test_stop_at_any_token_loses_and_repeats_nothing() -> None:
             shown = "".join(m.source for m in view.query(Markdown))
             assert shown == "".join(fragments[:stop_after])
             assert view.late_writes == 1
+
+
+def test_a_replys_header_names_its_provider_and_model() -> None:
+    """A conversation can change provider and model: each reply says which wrote it."""
+
+    def title(provider: str, model: str) -> str:  # Textual gives it back as markup.
+        return AssistantMessage(ModelResponse(provider, model)).border_title
+
+    assert title("openai", "gpt-x") == "openai · gpt-x"
+    assert title("local", "") == "local"
+    # The bracket escaped (shown, not parsed), the ESC made visible.
+    assert title("anthropic", "[b]x\x1b[2J") == "anthropic · \\[b]x␛[2J"

@@ -137,7 +137,9 @@ class AssistantMessage(Vertical, TopDownStack):
         self.response = response
         # Content, not a str: a str title is parsed as markup, and a model's file name
         # is not ours (`m[@click=app.quit]x.gguf`).
-        self.border_title = Content(visible(response.model or response.provider))
+        # Which provider and model wrote it: a conversation can change both.
+        names = [name for name in (response.provider, response.model) if name]
+        self.border_title = Content(visible(" · ".join(names)))
         self._streaming = streaming
         self._stream: MarkdownStream | None = None
         self._calls: dict[int, ToolCallView] = {}
