@@ -70,7 +70,7 @@ def make_provider(name: str, server: WireServer) -> Any:
     return AnthropicProvider(AnthropicConfig(api_key=KEY, base_url=server.base_url))
 
 
-async def chatui_stop(name: str, server: WireServer, store: Store, provider: Any, after: int):
+async def chatui_stop(server: WireServer, store: Store, provider: Any, after: int):
     """One stop through Turn: (ms from cancel to disconnect, events after the cancel)."""
     conversation = store.create_conversation()
     texts, late = 0, 0
@@ -152,7 +152,7 @@ async def run_case(name: str, rate: float | None, stops: int, rng: random.Random
         for _ in range(stops):
             after = rng.randint(5, 30)
             server.play(paced(name, rate))
-            ms, extra = await chatui_stop(name, server, store, provider, after)
+            ms, extra = await chatui_stop(server, store, provider, after)
             chatui_ms.append(ms)
             late += extra
             server.play(paced(name, rate))

@@ -117,7 +117,7 @@ class Session:
             interrupted_note=self.config.interrupted_note,
             idle_timeout=self.config.idle_timeout,
             # The config's keys, and the provider's own (one built in code has no config).
-            secrets=[*self.config.secrets(), *getattr(self.provider, "secrets", ())],
+            secrets=[*self.config.secrets(), *self._lifecycle.secrets],
         )
 
     def new_turn(

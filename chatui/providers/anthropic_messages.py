@@ -108,7 +108,7 @@ class AnthropicProvider(remote.RemoteProvider):
             text = remote.transport_text(self.label, self.config.base_url, error) or (
                 f"{self.label} failed: {type(error).__name__}: {error}"
             )
-        return remote.fail(text, self.secrets)
+        return ProviderError(text)  # The turn redacts the key (`secrets`).
 
 
 async def _read(raw: Any) -> AsyncIterator[StreamEvent]:

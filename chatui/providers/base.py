@@ -10,7 +10,7 @@ cancellation so that the cleanup really runs.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -112,7 +112,7 @@ class ModelRequest:
 
 
 class ProviderError(Exception):
-    """A provider failure with a message fit to show the user (no secrets)."""
+    """A provider failure with a message fit to show the user (the turn redacts `secrets`)."""
 
 
 Progress = Callable[[str], None]
@@ -134,6 +134,7 @@ class ProviderLifecycle:
     """
 
     on_notice: Notice = staticmethod(_ignore)
+    secrets: Sequence[str] = ()  # Never to be shown: the turn redacts them from error texts.
 
     async def prepare(self, progress: Progress = _ignore) -> None:
         """Get ready for requests (load a model), reporting progress; raise ProviderError."""

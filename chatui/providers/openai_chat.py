@@ -104,7 +104,7 @@ class OpenAIProvider(remote.RemoteProvider):
             text = remote.transport_text(self.label, self.config.base_url, error) or (
                 f"{self.label} failed: {type(error).__name__}: {error}"
             )
-        return remote.fail(text, self.secrets)
+        return ProviderError(text)  # The turn redacts the key (`secrets`).
 
 
 async def _read(chunks: Any) -> AsyncIterator[StreamEvent]:

@@ -3,8 +3,8 @@
 **Retry policy.** The SDKs' own retries are off (`max_retries=0`): the
 Anthropic SDK honours any `retry-after`, even an hour, and neither shows the
 wait. chatui retries a request at most `RETRIES` times, and only before its
-stream has started: on a connection that failed or timed out, and on HTTP
-408, 409, 429, 500, 502, 503, 504 and 529. It waits what the server's
+stream has started: on a connection that failed (not TLS, DNS or a timeout),
+and on HTTP 408, 409, 429, 500, 502, 503, 504 and 529. It waits what the server's
 `retry-after` asks, or 1 s then 2 s, and never more than `MAX_RETRY_WAIT`
 seconds; a server asking for longer gets no retry, and its error is shown.
 Each wait is a `RetryWait` event (the status line reads "retrying in N s
@@ -23,7 +23,7 @@ import contextlib
 import email.utils
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing, asynccontextmanager
 from typing import Any, Protocol, TypeVar
 
@@ -97,14 +97,6 @@ def _retry_after(headers: Any) -> float | None:
         moment = email.utils.parsedate_to_datetime(value)
         return max(0.0, moment.timestamp() - time.time())
     return None
-
-
-def redact(text: str, secrets: Iterable[str]) -> str:
-    """`text` with every secret replaced by `***`."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
 
 
 def status_text(
@@ -222,10 +214,6 @@ async def with_retries(
         await asyncio.sleep(wait)  # A stop cancels it at once.
 
 
-def fail(text: str, secrets: Iterable[str]) -> ProviderError:
-    return ProviderError(redact(text, secrets))
-
-
 class RemoteProvider(ProviderLifecycle):
     """A provider behind an HTTP API: one SDK client, one streaming call per request.
 
@@ -245,6 +233,7 @@ class RemoteProvider(ProviderLifecycle):
 
     @property
     def secrets(self) -> list[str]:
+        """The API key: the turn redacts it from every error text."""
         return [self._api_key] if self._api_key else []
 
     def unavailable(self) -> str | None:
