@@ -67,6 +67,7 @@ class AnthropicConfig:
     base_url: str = ""
     model: str = "claude-sonnet-4-5"
     max_tokens: int = 2048  # The Messages API requires it. (anthropic 2.x takes no temperature.)
+    thinking_budget: int = 0  # Extended thinking's budget: 0 off, else 1024 to max_tokens - 1.
 
 
 @dataclass
@@ -188,3 +189,13 @@ def _validate(config: Config, source: str) -> None:
         raise ConfigError(source, "local.n_threads", "must be 0 (automatic) or more")
     if local.n_ubatch > local.n_batch:
         raise ConfigError(source, "local.n_ubatch", "must not be larger than local.n_batch")
+    for section in ("openai", "anthropic"):
+        if getattr(config, section).max_tokens <= 0:
+            raise ConfigError(source, f"{section}.max_tokens", "must be more than 0")
+    anthropic = config.anthropic
+    if anthropic.thinking_budget and not 1024 <= anthropic.thinking_budget < anthropic.max_tokens:
+        raise ConfigError(
+            source,
+            "anthropic.thinking_budget",
+            "must be 0 (off), or at least 1024 and less than anthropic.max_tokens",
+        )

@@ -14,6 +14,9 @@ The rules (design contract point 7), applied in one deterministic pass:
 - Tool-call ids are unique in the history: a repeated id gets a suffix (`_2`,
   `_3`, ...), on the call and on its result, and characters that the Anthropic
   API refuses (outside `[a-zA-Z0-9_-]`) become `_`.
+- Reasoning goes back only as the provider signed it (an Anthropic thinking
+  block with its signature, or a redacted one), unmodified; unsigned
+  reasoning (an OpenAI-compatible server's) was only for the user to read.
 - Consecutive user messages are merged into one, and an assistant message
   with neither text nor tool calls is left out, so both the OpenAI and the
   Anthropic APIs accept the result.
@@ -43,12 +46,22 @@ class ToolCall:
 
 
 @dataclass(frozen=True)
+class Thinking:
+    """A signed thinking block (`signature`), or a redacted one (`data`), as received."""
+
+    text: str = ""
+    signature: str = ""
+    data: str = ""
+
+
+@dataclass(frozen=True)
 class ChatMessage:
     """One message of provider-neutral history."""
 
     role: Literal["system", "user", "assistant", "tool"]
     content: str = ""
     tool_calls: tuple[ToolCall, ...] = ()
+    thinking: tuple[Thinking, ...] = ()  # An assistant's, before its text and calls.
     tool_call_id: str | None = None
     name: str | None = None
 
@@ -131,7 +144,10 @@ def _response_messages(
         return []
     named = [(_unique_id(c.id, used_ids), k, c) for k, c in calls]
     tool_calls = tuple(ToolCall(call_id, c.name, c.arguments) for call_id, _, c in named)
-    out = [ChatMessage("assistant", text, tool_calls=tool_calls)]
+    thinking = tuple(
+        Thinking(t.text, t.signature, t.data) for t in response.thinking if t.signature or t.data
+    )
+    out = [ChatMessage("assistant", text, tool_calls=tool_calls, thinking=thinking)]
     for call_id, k, call in named:
         result = results.get((n, k))
         content = result.content if result is not None else CANCELLED_TOOL_RESULT

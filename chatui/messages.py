@@ -58,7 +58,31 @@ class ToolCallPart:
     kind: Literal["tool_call"] = "tool_call"
 
 
-Part = TextPart | ToolCallPart
+@dataclass
+class ThinkingPart:
+    """Reasoning the model streamed apart from its answer, never merged into it.
+
+    Anthropic signs a thinking block (`signature`), and a `redacted_thinking`
+    block holds only encrypted `data`; both are sent back unmodified. Reasoning
+    from an OpenAI-compatible server has neither and is only shown.
+    """
+
+    text: str = ""
+    signature: str = ""
+    data: str = ""  # A redacted block's encrypted content; `text` is then empty.
+    kind: Literal["thinking"] = "thinking"
+
+    @property
+    def redacted(self) -> bool:
+        return bool(self.data)
+
+
+Part = TextPart | ToolCallPart | ThinkingPart
+_PARTS: dict[str, type[Part]] = {
+    "text": TextPart,
+    "tool_call": ToolCallPart,
+    "thinking": ThinkingPart,
+}
 
 
 @dataclass
@@ -129,12 +153,25 @@ class ModelResponse:
     def tool_calls(self) -> list[ToolCallPart]:
         return [p for p in self.parts if isinstance(p, ToolCallPart)]
 
+    @property
+    def thinking(self) -> list[ThinkingPart]:
+        return [p for p in self.parts if isinstance(p, ThinkingPart)]
+
     def append_text(self, text: str) -> None:
         """Append streamed text, extending the last text part when there is one."""
         if self.parts and isinstance(self.parts[-1], TextPart):
             self.parts[-1].text += text
         else:
             self.parts.append(TextPart(text))
+
+    def append_thinking(self, text: str) -> ThinkingPart:
+        """Add reasoning to the last part if it is unsigned reasoning, else to a new one."""
+        last = self.parts[-1] if self.parts else None
+        if not (isinstance(last, ThinkingPart) and not last.signature and not last.data):
+            last = ThinkingPart()
+            self.parts.append(last)
+        last.text += text
+        return last
 
 
 ToolResultState = Literal["ok", "error", "cancelled"]
@@ -178,9 +215,10 @@ def item_from_dict(data: dict[str, Any]) -> Item:
         return ToolResult(**data)
     if kind == "response":
         fields = dict(data)
-        fields["parts"] = [
-            TextPart(**p) if p["kind"] == "text" else ToolCallPart(**p) for p in data["parts"]
-        ]
+        try:
+            fields["parts"] = [_PARTS[p["kind"]](**p) for p in data["parts"]]
+        except KeyError as error:
+            raise ValueError(f"unknown part kind {error}") from None
         fields["state"] = ResponseState(data["state"])
         fields["usage"] = Usage(**data["usage"])
         fields["timings"] = Timings(**data["timings"])

@@ -37,6 +37,7 @@ from chatui.messages import (
     Item,
     ModelResponse,
     ResponseState,
+    ThinkingPart,
     ToolCallPart,
     ToolResult,
     Usage,
@@ -47,10 +48,13 @@ from chatui.providers.base import (
     PromptProgress,
     Provider,
     ProviderError,
+    RedactedThinking,
     RetryWait,
     StreamEnd,
     StreamEvent,
     TextDelta,
+    ThinkingDelta,
+    ThinkingSigned,
     ToolCallDelta,
     ToolCallEnd,
     ToolCallStart,
@@ -428,7 +432,7 @@ class Turn:
         return response
 
     def _apply(self, response: ModelResponse, event: StreamEvent) -> None:
-        if isinstance(event, TextDelta | ToolCallStart | ToolCallDelta):
+        if isinstance(event, TextDelta | ThinkingDelta | ToolCallStart | ToolCallDelta):
             response.received += 1
             now = response.timings.last_token = self.clock()
             if response.timings.first_token is None:
@@ -436,6 +440,12 @@ class Turn:
         match event:
             case TextDelta(text=text):
                 response.append_text(text)
+            case ThinkingDelta(text=text):
+                response.append_thinking(text)
+            case ThinkingSigned(signature=signature):
+                response.append_thinking("").signature = signature
+            case RedactedThinking(data=data):
+                response.parts.append(ThinkingPart(data=data))
             case ToolCallStart(index=index, id=call_id, name=name):
                 call = ToolCallPart(call_id, name)
                 response.parts.append(call)

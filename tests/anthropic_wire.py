@@ -4,14 +4,22 @@ Every event is sent with its `event:` line (the SDK skips events without
 one). `validate` refuses a request the way Anthropic does: roles alternate,
 starting with the user; each `tool_use` must be answered by a `tool_result`
 in the very next message, and a `tool_result` must answer a `tool_use` of the
-message just before it.
+message just before it. A thinking block must come back with the signature
+this server gave it (`sign`), and with thinking on, an assistant message
+whose tool calls the last message answers must start with a thinking block.
 """
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from wire import Send, Step
+
+
+def sign(thinking: str) -> str:
+    """The signature this server gives a thinking block, and checks when it comes back."""
+    return "sig-" + hashlib.sha256(thinking.encode()).hexdigest()[:24]
 
 
 def event(data: dict[str, Any]) -> Send:
@@ -77,6 +85,37 @@ def tool_block(index: int, call_id: str, name: str, *fragments: str, stop: bool 
     return steps
 
 
+def thinking_block(index: int, *pieces: str, stop: bool = True) -> list[Step]:
+    """A thinking block: its text in pieces, then (if it ends) the signature of the whole."""
+    block = {"type": "thinking", "thinking": "", "signature": ""}
+    steps: list[Step] = [
+        event({"type": "content_block_start", "index": index, "content_block": block})
+    ]
+    steps += [
+        event(
+            {
+                "type": "content_block_delta",
+                "index": index,
+                "delta": {"type": "thinking_delta", "thinking": piece},
+            }
+        )
+        for piece in pieces
+    ]
+    if stop:
+        signature = {"type": "signature_delta", "signature": sign("".join(pieces))}
+        steps.append(event({"type": "content_block_delta", "index": index, "delta": signature}))
+        steps.append(event({"type": "content_block_stop", "index": index}))
+    return steps
+
+
+def redacted_block(index: int, data: str) -> list[Step]:
+    block = {"type": "redacted_thinking", "data": data}
+    return [
+        event({"type": "content_block_start", "index": index, "content_block": block}),
+        event({"type": "content_block_stop", "index": index}),
+    ]
+
+
 def ending(stop_reason: str = "end_turn", output_tokens: int = 5) -> list[Step]:
     return [
         event(
@@ -135,7 +174,25 @@ def validate(body: dict[str, Any]) -> dict[str, Any] | None:
                 return _refuse(f"messages.{n}: text content blocks must be non-empty")
             if block.get("type") == "tool_use" and not isinstance(block.get("input"), dict):
                 return _refuse(f"messages.{n}: tool_use.input must be an object")
+            if block.get("type") == "thinking" and block.get("signature") != sign(
+                block.get("thinking", "")
+            ):
+                return _refuse(f"messages.{n}: Invalid `signature` in `thinking` block")
+            if block.get("type") == "redacted_thinking" and not block.get("data"):
+                return _refuse(f"messages.{n}: redacted_thinking.data: Field required")
         owed = {b["id"] for b in blocks if b.get("type") == "tool_use"}
+    last, thinking = messages[-1], (body.get("thinking") or {}).get("type") == "enabled"
+    answers = isinstance(last["content"], list) and any(
+        b.get("type") == "tool_result" for b in last["content"]
+    )
+    if thinking and answers and len(messages) > 1:
+        first = messages[-2]["content"][0].get("type")
+        if first not in ("thinking", "redacted_thinking"):
+            return _refuse(
+                f"messages.{len(messages) - 2}.content.0.type: Expected `thinking` or "
+                f"`redacted_thinking`, but found `{first}`. When `thinking` is enabled, a final "
+                "`assistant` message must start with a thinking block."
+            )
     if owed:
         return _refuse(f"the last message has `tool_use` without results: {sorted(owed)}")
     return None

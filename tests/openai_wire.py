@@ -42,6 +42,11 @@ def text(*pieces: str) -> list[Step]:
     return [chunk({"role": "assistant", "content": piece}) for piece in pieces]
 
 
+def reasoning(*pieces: str, field: str = "reasoning_content") -> list[Step]:
+    """Reasoning as compatible servers stream it, in a field the SDK does not know."""
+    return [chunk({"role": "assistant", field: piece}) for piece in pieces]
+
+
 def tool_call(index: int, call_id: str, name: str, *fragments: str) -> list[Step]:
     """A call as OpenAI streams it: id and name first, then argument fragments."""
     first = {"index": index, "id": call_id, "type": "function", "function": {"name": name}}

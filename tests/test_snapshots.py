@@ -11,6 +11,7 @@ from conftest import FakeClock
 from scripted import RAISE, STALL, ScriptedProvider, words
 
 from chatui.messages import ModelResponse, ResponseState, UserPrompt
+from chatui.providers.base import ThinkingDelta, ThinkingSigned
 from chatui.screens.conversations import ConversationList
 from chatui.store import Store
 from chatui.widgets.chat_message import AssistantMessage
@@ -209,3 +210,18 @@ def test_a_reply_still_being_written_elsewhere(snap_compare, store: Store) -> No
         assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
     finally:
         other.close()
+
+
+def test_a_collapsed_thinking_block(snap_compare, store: Store) -> None:
+    thought = [
+        ThinkingDelta("The user asks about bread. "),
+        ThinkingDelta("Soda bread [b]fits[/b]."),
+    ]
+    provider = ScriptedProvider([*thought, ThinkingSigned("sig"), *words("Try soda bread.")])
+    app = make_app(store, provider, clock=FakeClock())
+
+    async def run_before(pilot) -> None:
+        await send(pilot, "Bread without yeast?")
+        await wait_until(pilot, settled(app))
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)

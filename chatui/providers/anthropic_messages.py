@@ -1,7 +1,11 @@
 """The Anthropic provider: Messages streaming on the official `anthropic` SDK.
 
 Text comes in `text` blocks, and tool calls in `tool_use` blocks, whose input
-arrives as `input_json_delta` fragments. The input token count comes from
+arrives as `input_json_delta` fragments. With `thinking_budget` set, thinking
+blocks stream first (`thinking_delta`, then a `signature_delta`), or come
+whole and encrypted (`redacted_thinking`); both are kept and, while thinking
+is on, sent back unmodified ahead of the reply's text and tool calls, as the
+API requires within a tool loop. The input token count comes from
 `message_start` and the output count from `message_delta`; a stop before
 `message_delta` leaves the output count to the turn's estimate, flagged as
 estimated. A stream without `message_stop` did not finish. An `event: error`
@@ -19,15 +23,18 @@ from typing import Any
 import anthropic
 
 from chatui.config import AnthropicConfig
-from chatui.history import ChatMessage
+from chatui.history import ChatMessage, Thinking
 from chatui.messages import FinishReason
 from chatui.providers import remote
 from chatui.providers.base import (
     ModelRequest,
     ProviderError,
+    RedactedThinking,
     StreamEnd,
     StreamEvent,
     TextDelta,
+    ThinkingDelta,
+    ThinkingSigned,
     ToolCallDelta,
     ToolCallEnd,
     ToolCallStart,
@@ -77,7 +84,8 @@ class AnthropicProvider(remote.RemoteProvider):
         return _read(stream)
 
     def _params(self, request: ModelRequest) -> dict[str, Any]:
-        system, messages = to_anthropic_messages(request.messages)
+        budget = self.config.thinking_budget
+        system, messages = to_anthropic_messages(request.messages, thinking=budget > 0)
         params: dict[str, Any] = {
             "model": self.model,
             "max_tokens": self.config.max_tokens,
@@ -86,6 +94,8 @@ class AnthropicProvider(remote.RemoteProvider):
         }
         if system:
             params["system"] = system
+        if budget:
+            params["thinking"] = {"type": "enabled", "budget_tokens": budget}
         if request.tools:
             params["tools"] = to_anthropic_tools(request.tools)
         return params
@@ -129,12 +139,20 @@ async def _read(raw: Any) -> AsyncIterator[StreamEvent]:
                 yield ToolCallStart(event.index, block.id, block.name)
             elif block.type == "text" and block.text:
                 yield TextDelta(block.text)
+            elif block.type == "thinking" and block.thinking:
+                yield ThinkingDelta(block.thinking)
+            elif block.type == "redacted_thinking":
+                yield RedactedThinking(block.data)
         elif kind == "content_block_delta":
             delta = event.delta
             if delta.type == "text_delta" and delta.text:
                 yield TextDelta(delta.text)
             elif delta.type == "input_json_delta" and delta.partial_json:
                 yield ToolCallDelta(event.index, delta.partial_json)
+            elif delta.type == "thinking_delta" and delta.thinking:
+                yield ThinkingDelta(delta.thinking)
+            elif delta.type == "signature_delta":
+                yield ThinkingSigned(delta.signature)
         elif kind == "content_block_stop":
             if event.index in tool_blocks:
                 yield ToolCallEnd(event.index)
@@ -150,11 +168,15 @@ async def _read(raw: Any) -> AsyncIterator[StreamEvent]:
     yield StreamEnd(STOP_REASONS.get(stop_reason or "", "stop"))
 
 
-def to_anthropic_messages(messages: list[ChatMessage]) -> tuple[str, list[dict[str, Any]]]:
+def to_anthropic_messages(
+    messages: list[ChatMessage], *, thinking: bool = False
+) -> tuple[str, list[dict[str, Any]]]:
     """The system prompt, and the history as Messages API messages.
 
     Consecutive tool results go into one user message, followed by the next
     prompt's text in the same message, so roles alternate as the API requires.
+    With `thinking`, an assistant message starts with its thinking blocks as
+    received (the history holds only signed or redacted ones).
     """
     system = "\n\n".join(m.content for m in messages if m.role == "system")
     out: list[dict[str, Any]] = []
@@ -178,6 +200,8 @@ def to_anthropic_messages(messages: list[ChatMessage]) -> tuple[str, list[dict[s
             )
         elif message.role == "assistant":
             blocks: list[dict[str, Any]] = []
+            if thinking:
+                blocks += [_thinking_block(t) for t in message.thinking]
             if message.content:
                 blocks.append({"type": "text", "text": message.content})
             blocks += [
@@ -187,6 +211,12 @@ def to_anthropic_messages(messages: list[ChatMessage]) -> tuple[str, list[dict[s
             if blocks:
                 out.append({"role": "assistant", "content": blocks})
     return system, out
+
+
+def _thinking_block(block: Thinking) -> dict[str, Any]:
+    if block.data:
+        return {"type": "redacted_thinking", "data": block.data}
+    return {"type": "thinking", "thinking": block.text, "signature": block.signature}
 
 
 def _input(raw: str) -> dict[str, Any]:

@@ -26,6 +26,27 @@ class TextDelta:
 
 
 @dataclass(frozen=True)
+class ThinkingDelta:
+    """Reasoning text: shown apart from the answer, collapsed, never part of it."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class ThinkingSigned:
+    """The thinking block streaming now ended with this signature (Anthropic)."""
+
+    signature: str
+
+
+@dataclass(frozen=True)
+class RedactedThinking:
+    """A thinking block the provider sent encrypted (`data`), kept as received."""
+
+    data: str
+
+
+@dataclass(frozen=True)
 class ToolCallStart:
     index: int
     id: str
@@ -82,6 +103,9 @@ class StreamEnd:
 
 StreamEvent = (
     TextDelta
+    | ThinkingDelta
+    | ThinkingSigned
+    | RedactedThinking
     | ToolCallStart
     | ToolCallDelta
     | ToolCallEnd

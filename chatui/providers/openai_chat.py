@@ -28,6 +28,7 @@ from chatui.providers.base import (
     StreamEnd,
     StreamEvent,
     TextDelta,
+    ThinkingDelta,
     ToolCallDelta,
     ToolCallEnd,
     ToolCallStart,
@@ -35,6 +36,7 @@ from chatui.providers.base import (
     UsageUpdate,
 )
 
+REASONING_FIELDS = ("reasoning_content", "reasoning")  # llama.cpp/vLLM/DeepSeek, Ollama/vLLM.
 PLACEHOLDER_KEY = "no-key"  # A compatible server without keys; the SDK insists on one.
 FINISH_REASONS: dict[str, FinishReason] = {
     "stop": "stop",
@@ -120,6 +122,8 @@ async def _read(chunks: Any) -> AsyncIterator[StreamEvent]:
                 continue
             delta = choice.delta
             if delta is not None:
+                if reasoning := _reasoning(delta):
+                    yield ThinkingDelta(reasoning)
                 if delta.content:
                     yield TextDelta(delta.content)
                 for call in delta.tool_calls or ():
@@ -139,6 +143,16 @@ async def _read(chunks: Any) -> AsyncIterator[StreamEvent]:
     if usage is not None:
         yield UsageUpdate(usage.prompt_tokens or 0, usage.completion_tokens or 0)
     yield StreamEnd(FINISH_REASONS.get(finish, "stop"))
+
+
+def _reasoning(delta: Any) -> str:
+    """Reasoning text a compatible server put in the delta's extra fields, if any."""
+    extra = delta.model_extra or {}
+    for name in REASONING_FIELDS:
+        value = extra.get(name)
+        if isinstance(value, str) and value:
+            return value
+    return ""
 
 
 def to_openai_messages(messages: list[ChatMessage]) -> list[dict[str, Any]]:

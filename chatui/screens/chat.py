@@ -27,9 +27,11 @@ from chatui.messages import (
 )
 from chatui.providers.base import (
     PromptProgress,
+    RedactedThinking,
     RetryWait,
     StreamEnd,
     TextDelta,
+    ThinkingDelta,
     ToolCallDelta,
     ToolCallEnd,
     ToolCallStart,
@@ -236,6 +238,8 @@ class ChatScreen(EscapeFirstScreen[None]):
             return
         elif isinstance(payload, TextDelta):
             await view.write(payload.text)
+        elif isinstance(payload, ThinkingDelta | RedactedThinking):
+            await view.write_thinking(view.response.thinking[-1])  # The part it grew.
         elif isinstance(payload, ToolCallStart):
             await view.start_tool_call(payload.index, view.response.tool_calls[-1])
         elif isinstance(payload, ToolCallDelta | ToolCallEnd):

@@ -22,9 +22,10 @@ from textual.widgets import Markdown, Static
 from textual.widgets.markdown import MarkdownStream
 
 from chatui._textual.top_down import TopDownStack
-from chatui.messages import ModelResponse, ResponseState, ToolCallPart, ToolResult
+from chatui.messages import ModelResponse, ResponseState, ThinkingPart, ToolCallPart, ToolResult
 from chatui.sanitize import visible
 from chatui.widgets.fold import Fold
+from chatui.widgets.thinking import ThinkingView
 
 _parsers = threading.local()
 
@@ -125,8 +126,9 @@ class ToolCallView(Static):
 class AssistantMessage(Vertical, TopDownStack):
     """A model reply, streamed into Markdown, with a marker when it did not complete.
 
-    Text goes through one `MarkdownStream` per text run (a tool call starts a
-    new run). `mark_stopped()` is the acknowledgement of a stop: synchronous,
+    Text goes through one `MarkdownStream` per text run (a tool call, or
+    reasoning after text, starts a new run); reasoning goes to a collapsed
+    `ThinkingView` of its own. `mark_stopped()` is the acknowledgement of a stop: synchronous,
     it shows the marker and closes the view, so nothing written afterwards is
     shown; `late_writes` counts such writes, which the turn runner guarantees
     never happen. `finish()` then flushes the text that arrived before the stop.
@@ -144,6 +146,7 @@ class AssistantMessage(Vertical, TopDownStack):
         self._stream: MarkdownStream | None = None
         self._calls: dict[int, ToolCallView] = {}
         self._views_by_id: dict[str, ToolCallView] = {}
+        self._thinking: ThinkingView | None = None  # The reasoning streaming now, if any.
         self._marker = Static(classes="marker")
         self._next_markdown = reply_markdown()
         self._marker.display = False
@@ -195,6 +198,9 @@ class AssistantMessage(Vertical, TopDownStack):
                     view = ToolCallView(part)
                     self._views_by_id[part.id] = view
                     yield view
+                elif isinstance(part, ThinkingPart):
+                    if part.text or part.redacted:
+                        yield ThinkingView(part, streaming=False)
                 elif part.text:
                     yield reply_markdown(visible(part.text))
         yield self._marker
@@ -211,24 +217,45 @@ class AssistantMessage(Vertical, TopDownStack):
             self.late_writes += 1
             return
         self.written += 1
+        self._end_thinking()
         if self._stream is None:
             # The widget is already mounted: nothing here awaits before the text is
             # queued, so a stop cannot come between storing a token and showing it.
             self._stream = Markdown.get_stream(self._next_markdown)
         await self._stream.write(visible(text))
 
+    async def write_thinking(self, part: ThinkingPart) -> None:
+        """Show streamed reasoning: `part`, which has just grown (or arrived redacted)."""
+        if self.closed:
+            self.late_writes += 1
+            return
+        if self._thinking is not None and self._thinking.part is part:
+            self._thinking.grow()
+            return
+        self._end_thinking()
+        view = self._thinking = ThinkingView(part, streaming=not part.redacted)
+        if self._stream is None:  # No text in the current run yet: the reasoning goes first.
+            await self.mount(view, before=self._next_markdown)
+        else:
+            await self._start_run_after(view)
+
     async def start_tool_call(self, index: int, call: ToolCallPart) -> None:
         if self.closed:
             self.late_writes += 1
             return
+        self._end_thinking()
+        view = ToolCallView(call)
+        self._calls[index] = view
+        self._views_by_id[call.id] = view
+        await self._start_run_after(view)
+
+    async def _start_run_after(self, view: Static | ThinkingView) -> None:
+        """End the current text run, then show `view` and a new run for the text after it."""
         await self._end_text_run()
         if self.closed:  # Stopped while the text run ended: nothing more is shown.
             self.late_writes += 1
             return
-        view = ToolCallView(call)
-        self._calls[index] = view
-        self._views_by_id[call.id] = view
-        self._next_markdown = reply_markdown()  # For the text after the call, if any.
+        self._next_markdown = reply_markdown()
         await self.mount_all([view, self._next_markdown], before=self._marker)
 
     def update_tool_call(self, index: int) -> None:
@@ -252,10 +279,16 @@ class AssistantMessage(Vertical, TopDownStack):
     async def finish(self) -> None:
         """The response ended: flush the text received before, then show how it ended."""
         self.closed = True
+        self._end_thinking()
         await self._end_text_run()
         for view in self._views_by_id.values():
             view.show(cut_off=True)
         self._show_marker()
+
+    def _end_thinking(self) -> None:
+        if self._thinking is not None:
+            self._thinking.end()
+            self._thinking = None
 
     async def _end_text_run(self) -> None:
         if self._stream is not None:
