@@ -6,17 +6,19 @@ import asyncio
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from textual import events
+from textual.app import SystemCommand
 from textual.binding import Binding
 from textual.driver import Driver
+from textual.screen import Screen
 
 from chatui._textual.escape import QuickEscapeApp
 from chatui._textual.input import set_escape_delay
 from chatui.config import Config
-from chatui.providers.base import Provider, ProviderError
+from chatui.providers.base import Provider
 from chatui.screens.chat import ChatScreen
 from chatui.session import Session
 from chatui.store import Store
@@ -101,24 +103,25 @@ class ChatApp(QuickEscapeApp[None]):
         conversation = self.session.open_startup_conversation()
         self.install_screen(ChatScreen(self.session, conversation), "chat")
         await self.push_screen("chat")
-        self.run_worker(self._prepare_provider(), group="prepare")
+        self.run_worker(self.chat.prepare_provider(), group="prepare")
         try:
             loop = asyncio.get_running_loop()
             loop.add_signal_handler(signal.SIGTERM, lambda: self.call_later(self.action_quit))
         except (NotImplementedError, RuntimeError):
             pass  # Not on the main thread (tests) or not supported (Windows).
 
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        if isinstance(screen, ChatScreen):
+            yield SystemCommand(
+                "Switch model",
+                "The provider and model that answer from the next turn on (Ctrl+L)",
+                screen.action_switch_model,
+            )
+
     def show_notice(self, text: str) -> None:
         """A warning from the provider (untrusted text, shown literally)."""
         self.notify(text, severity="warning", markup=False, timeout=8)
-
-    async def _prepare_provider(self) -> None:
-        """Load the model in the background, with progress in the status bar."""
-        chat = self.chat
-        try:
-            await self.session.prepare(chat.show_loading)
-        except ProviderError as error:
-            await chat.show_error(str(error))
 
     async def action_quit(self) -> None:
         """Quit: stop the running turn the same way Esc does, store it, then exit.

@@ -18,7 +18,7 @@ The rules (design contract point 7), applied in one deterministic pass:
   block with its signature, or a redacted one), unmodified; unsigned
   reasoning (an OpenAI-compatible server's) was only for the user to read.
 - Consecutive user messages are merged into one, and an assistant message
-  with neither text nor tool calls is left out, so both the OpenAI and the
+  with neither text (but whitespace) nor tool calls is left out, so both the OpenAI and the
   Anthropic APIs accept the result.
 """
 
@@ -139,7 +139,7 @@ def _response_messages(
     n: int, response: ModelResponse, results: dict[CallRef, ToolResult], used_ids: set[str]
 ) -> list[ChatMessage]:
     calls = [(k, c) for k, c in enumerate(response.tool_calls) if c.complete]
-    text = response.text
+    text = response.text if response.text.strip() else ""  # Anthropic refuses blank text.
     if not text and not calls:
         return []
     named = [(_unique_id(c.id, used_ids), k, c) for k, c in calls]

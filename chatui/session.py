@@ -2,21 +2,32 @@
 
 A `Session` opens, creates, deletes and titles the conversations this
 chatui writes into, makes each `Turn` with the configured settings, and
-drives the provider's lifecycle (`ProviderLifecycle`: prepare, notices,
-conversation left, close). It shows nothing: what the user must be told
+drives the providers' lifecycle (`ProviderLifecycle`: prepare, notices,
+conversation left, close). The user can switch provider and model at any
+time (`switch`): the next turn uses the new one, with the conversation's
+history as it is; each provider made is kept (a loaded local model stays
+loaded) until the session closes. It shows nothing: what the user must be told
 comes back as a `SessionError` whose message is fit to show as it is
 (plain text, no markup), or goes to the `on_notice` callable.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 
 from chatui.config import Config
 from chatui.messages import Conversation, ResponseState
-from chatui.providers.base import Notice, Provider, lifecycle_of
+from chatui.providers.base import (
+    Notice,
+    Provider,
+    ProviderError,
+    ProviderLifecycle,
+    lifecycle_of,
+)
+from chatui.providers.registry import ModelChoice, configured_choices, create_provider
 from chatui.store import Store
 from chatui.turn import Approver, Sink, ToolRunner, Turn, TurnOutcome, TurnSettings, deny_all
 
@@ -26,6 +37,7 @@ OPEN_ELSEWHERE = "That conversation is open in another chatui; close it there fi
 GONE = "That conversation no longer exists."
 
 Loading = Callable[[str | None], None]  # Preparation progress; None once it is over.
+Factory = Callable[[ModelChoice], Provider]  # Makes a provider; raises ProviderError.
 
 
 class SessionError(Exception):
@@ -57,8 +69,13 @@ class Session:
         clock: Callable[[], float] = time.monotonic,
         tools: ToolRunner | None = None,
         on_notice: Notice | None = None,
+        factory: Factory | None = None,
     ) -> None:
-        """`on_notice` shows the user the provider's warnings (untrusted text)."""
+        """`on_notice` shows the user the providers' warnings (untrusted text).
+
+        `factory` makes the provider of a `ModelChoice` the user switches to
+        (default: `create_provider` with `config`).
+        """
         self.config = config
         self.store = store
         self.provider = provider
@@ -67,10 +84,25 @@ class Session:
         self.tools = tools
         self.last_outcome: TurnOutcome | None = None
         self.quitting = False  # Once set, no new turn starts.
-        self._lifecycle = lifecycle_of(provider)
-        if on_notice is not None:
-            self._lifecycle.on_notice = on_notice
-        self._prepared = self._closed = False
+        self._factory = factory or (lambda c: create_provider(config, c.provider, c.model))
+        self._on_notice = on_notice
+        self._made: dict[ModelChoice, Provider] = {}
+        self.choice = configured_choices(config)[0]
+        if provider is not None:
+            if provider.name != self.choice.provider:  # Not made from the config (a test's).
+                self.choice = ModelChoice(provider.name, "", provider.model)
+            self._adopt(self.choice, provider)
+        self._preparing: dict[int, asyncio.Future[None]] = {}  # By id() of the provider.
+        self._closed = False
+
+    @property
+    def _lifecycle(self) -> ProviderLifecycle:
+        return lifecycle_of(self.provider)
+
+    def _adopt(self, choice: ModelChoice, provider: Provider) -> None:
+        self._made[choice] = provider
+        if self._on_notice is not None:
+            lifecycle_of(provider).on_notice = self._on_notice
 
     # The provider
 
@@ -88,26 +120,96 @@ class Session:
             return self.config.provider, "not available"
         return self.provider.name, self.provider.model
 
-    async def prepare(self, progress: Loading = lambda _detail: None) -> None:
-        """Prepare the provider (find and load its model), once, reporting progress.
+    def choices(self) -> list[ModelChoice]:
+        """What the user can switch to: each provider's configured model, then those used since."""
+        choices = configured_choices(self.config)
+        for choice in self._made:  # A model typed in the switcher, say: after its provider's.
+            if choice not in choices:
+                same = [n for n, c in enumerate(choices) if c.provider == choice.provider]
+                choices.insert(same[-1] + 1 if same else len(choices), choice)
+        return choices
 
-        Raises ProviderError with a message for the user. `progress` gets
-        None when the preparation is over, however it ended.
-        """
-        if self._prepared:
-            return
-        self._prepared = True
+    def unavailable(self, choice: ModelChoice) -> str | None:
+        """Why `choice` cannot answer, as far as is known without I/O (a missing key)."""
         try:
-            await self._lifecycle.prepare(progress)
+            return lifecycle_of(self._provider_for(choice)).unavailable()
+        except ProviderError as error:
+            return str(error)
+
+    async def problem(self) -> str | None:
+        """Why the current provider cannot answer now (it may probe a server), or None."""
+        if self.provider is None:
+            return self.provider_problem()
+        if (preparing := self._preparing.get(id(self.provider))) is not None:
+            try:
+                await asyncio.shield(preparing)  # A model that fails to load cannot answer.
+            except ProviderError as error:
+                return str(error)
+        return await self._lifecycle.problem()
+
+    def switch(self, choice: ModelChoice) -> Provider:
+        """Use `choice` from the next turn on (a running turn keeps its provider).
+
+        Raises NoProvider, with the reason, if it cannot be made; the current
+        provider then stays. Call `prepare` next (a local model loads).
+        """
+        try:
+            provider = self._provider_for(choice)
+        except ProviderError as error:
+            raise NoProvider(str(error)) from None
+        self.provider, self.choice, self.provider_error = provider, choice, None
+        return provider
+
+    def _provider_for(self, choice: ModelChoice) -> Provider:
+        provider = self._made.get(choice)
+        if provider is None:
+            provider = self._factory(choice)
+            self._adopt(choice, provider)
+        return provider
+
+    def begin_prepare(
+        self, progress: Loading = lambda _detail: None
+    ) -> asyncio.Future[None] | None:
+        """Start preparing the current provider (once), reporting progress; its future.
+
+        From the moment this returns, `problem()` waits for the preparation.
+        `progress` gets None when it is over, however it ended.
+        """
+        provider = self.provider
+        if provider is None:
+            return None
+        if (preparing := self._preparing.get(id(provider))) is None:
+            preparing = asyncio.ensure_future(self._prepare(provider, progress))
+            self._preparing[id(provider)] = preparing
+        return preparing
+
+    async def _prepare(self, provider: Provider, progress: Loading) -> None:
+        try:
+            await lifecycle_of(provider).prepare(progress)
         finally:
             progress(None)
 
+    async def prepare(self, progress: Loading = lambda _detail: None) -> None:
+        """Prepare the current provider (find and load its model), once, reporting progress.
+
+        Raises ProviderError with a message for the user (each time it is awaited).
+        """
+        if (preparing := self.begin_prepare(progress)) is not None:
+            await asyncio.shield(preparing)
+
     async def close(self) -> None:
-        """Close the provider (once): it saves what it keeps, and no turn starts after."""
+        """Close every provider made (once): each saves what it keeps; no turn starts after."""
         self.quitting = True
         if not self._closed:
             self._closed = True
-            await self._lifecycle.close()
+            failures = []
+            for provider in list(self._made.values()):
+                try:
+                    await lifecycle_of(provider).close()
+                except Exception as error:  # The others still close.
+                    failures.append(error)
+            if failures:
+                raise failures[0]
 
     # Turns
 
@@ -190,7 +292,8 @@ class Session:
                 store.release_conversation(current.id)
         except (sqlite3.Error, KeyError) as error:
             raise StorageFailed(f"The conversation could not be opened: {error}") from None
-        await self._lifecycle.conversation_left()
+        for provider in list(self._made.values()):
+            await lifecycle_of(provider).conversation_left()
         return conversation
 
     def delete_conversation(self, conversation_id: str) -> None:

@@ -170,8 +170,10 @@ def validate(body: dict[str, Any]) -> dict[str, Any] | None:
                 "previous message."
             )
         for block in blocks:
-            if block.get("type") == "text" and not block.get("text"):
-                return _refuse(f"messages.{n}: text content blocks must be non-empty")
+            if block.get("type") == "text" and not block.get("text", "").strip():
+                return _refuse(
+                    f"messages.{n}: text content blocks must contain non-whitespace text"
+                )
             if block.get("type") == "tool_use" and not isinstance(block.get("input"), dict):
                 return _refuse(f"messages.{n}: tool_use.input must be an object")
             if block.get("type") == "thinking" and block.get("signature") != sign(

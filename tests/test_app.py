@@ -22,6 +22,7 @@ from chatui.store import Store
 from chatui.widgets.chat_message import AssistantMessage, ErrorNotice, UserMessage
 from chatui.widgets.composer import Composer
 from chatui.widgets.status_bar import StatusBar
+from chatui.widgets.welcome import Welcome
 
 
 async def test_reply_streams_into_one_markdown_widget_and_completes(store: Store) -> None:
@@ -450,11 +451,13 @@ async def test_errors_show_inline_and_keep_the_partial(store: Store) -> None:
 async def test_without_a_provider_the_screen_says_how_to_configure_one(store: Store) -> None:
     app = make_app(store, None, provider_error="No provider: set `provider` in config.toml.")
     async with app.run_test() as pilot:
-        (notice,) = app.screen.query(ErrorNotice)
-        assert "set `provider`" in str(notice.render())
+        welcome = app.chat.query_one(Welcome)  # The empty conversation's page says why.
+        await wait_until(pilot, lambda: "✗ No provider: set `provider`" in str(welcome.render()))
+        assert not app.screen.query(ErrorNotice)
         await send(pilot, "hello?")
         await pilot.pause()
-        assert len(app.screen.query(ErrorNotice)) == 2
+        (notice,) = app.screen.query(ErrorNotice)
+        assert "set `provider`" in str(notice.render())
         assert store.load_conversation(app.chat.conversation.id).items == []
         assert app.screen.query_one(Composer).text == "hello?"  # Nothing lost.
 

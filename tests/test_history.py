@@ -298,3 +298,19 @@ def test_repair_of_repeated_ids_is_deterministic() -> None:
 
     assert history_bytes(build(conversation())) == history_bytes(build(conversation()))
     assert b"call_0_2" in history_bytes(build(conversation()))
+
+
+def test_a_blank_reply_is_left_out_and_a_blank_text_beside_calls_is_dropped() -> None:
+    call = ToolCallPart("c1", "echo", "{}", complete=True)
+    items = [
+        UserPrompt("one"),
+        reply(" \n\n"),
+        UserPrompt("two"),
+        reply("\n", call),
+        ToolResult("c1", "echo", "ok"),
+    ]
+    messages = build(items)
+    assert [m.role for m in messages] == ["user", "assistant", "tool"]
+    assert messages[0].content == "one\n\ntwo"  # Merged: no blank assistant in between.
+    assert messages[1].content == "" and messages[1].tool_calls[0].id == "c1"
+    assert_api_shape(messages)

@@ -6,13 +6,22 @@ run; the scripted provider stalls where a frame is taken mid-stream.
 
 from __future__ import annotations
 
+import anthropic_wire as aw
+import openai_wire as ow
 from apphelpers import fix_stop_time, make_app, send, settled, wait_until
 from conftest import FakeClock
+from remote_helpers import SECRET
 from scripted import RAISE, STALL, ScriptedProvider, words
+from wire import STALL as WIRE_STALL
+from wire import Error, WireServer
 
+from chatui.config import AnthropicConfig, OpenAIConfig
 from chatui.messages import ModelResponse, ResponseState, UserPrompt
+from chatui.providers.anthropic_messages import AnthropicProvider
 from chatui.providers.base import ThinkingDelta, ThinkingSigned
+from chatui.providers.openai_chat import OpenAIProvider
 from chatui.screens.conversations import ConversationList
+from chatui.screens.model_switcher import ModelSwitcher
 from chatui.store import Store
 from chatui.widgets.chat_message import AssistantMessage
 
@@ -223,5 +232,46 @@ def test_a_collapsed_thinking_block(snap_compare, store: Store) -> None:
     async def run_before(pilot) -> None:
         await send(pilot, "Bread without yeast?")
         await wait_until(pilot, settled(app))
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_a_remote_error_inline_without_the_key(snap_compare, store: Store) -> None:
+    body = aw.error_body("authentication_error", f"invalid x-api-key: {SECRET}")
+    with WireServer(validate=aw.validate) as server:
+        server.play([Error(401, body)])
+        config = AnthropicConfig(api_key=SECRET, base_url=server.base_url, model="claude-test")
+        app = make_app(store, AnthropicProvider(config), clock=FakeClock())
+
+        async def run_before(pilot) -> None:
+            await send(pilot, "How do I bake bread without yeast?")
+            await wait_until(pilot, settled(app))
+
+        assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_an_interrupted_remote_reply(snap_compare, store: Store) -> None:
+    with WireServer(validate=ow.validate) as server:
+        server.play([*ow.text("Soda ", "bread ", "is ", "a ", "quick ", "bread"), WIRE_STALL])
+        config = OpenAIConfig(base_url=f"{server.base_url}/v1", model="gpt-test")
+        app = make_app(store, OpenAIProvider(config), clock=FakeClock())
+
+        async def run_before(pilot) -> None:
+            await send(pilot, "How do I bake bread without yeast?")
+            await wait_until(pilot, written(app, 6))
+            await pilot.press("escape")
+            await wait_until(pilot, settled(app))
+            await fix_stop_time(pilot)
+
+        assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_the_model_switcher(snap_compare, store: Store) -> None:
+    app = make_app(store, ScriptedProvider(), clock=FakeClock())
+    app.session.config.openai.base_url = "http://localhost:11434/v1"  # Ollama: no key needed.
+
+    async def run_before(pilot) -> None:
+        await pilot.press("ctrl+l")
+        await wait_until(pilot, lambda: isinstance(app.screen, ModelSwitcher))
 
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)

@@ -60,6 +60,7 @@ class AnthropicProvider(remote.RemoteProvider):
         super().__init__(config.api_key)
         self.config = config
         self.model = model or config.model
+        self.base_url = config.base_url
 
     def unavailable(self) -> str | None:
         if not self.config.api_key:

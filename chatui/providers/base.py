@@ -160,6 +160,14 @@ class ProviderLifecycle:
     on_notice: Notice = staticmethod(_ignore)
     secrets: Sequence[str] = ()  # Never to be shown: the turn redacts them from error texts.
 
+    def unavailable(self) -> str | None:
+        """Why no request can be made, known without any I/O (a missing key), or None."""
+        return None
+
+    async def problem(self) -> str | None:
+        """Why the provider cannot answer now (`unavailable`, a server out of reach), or None."""
+        return self.unavailable()
+
     async def prepare(self, progress: Progress = _ignore) -> None:
         """Get ready for requests (load a model), reporting progress; raise ProviderError."""
 

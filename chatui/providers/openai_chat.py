@@ -55,6 +55,7 @@ class OpenAIProvider(remote.RemoteProvider):
         super().__init__(config.api_key)
         self.config = config
         self.model = model or config.model
+        self.base_url = config.base_url
         self.label = "OpenAI" if not config.base_url else "the OpenAI-compatible server"
 
     def unavailable(self) -> str | None:

@@ -26,6 +26,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing, asynccontextmanager
 from typing import Any, Protocol, TypeVar
+from urllib.parse import urlsplit
 
 from chatui.providers.base import (
     ModelRequest,
@@ -39,6 +40,7 @@ RETRIES = 2
 MAX_RETRY_WAIT = 20.0
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 CONNECT_TIMEOUT = 10.0
+PROBE_TIMEOUT = 3.0  # Seconds the empty conversation waits to learn if `base_url` answers.
 
 
 class Closable(Protocol):
@@ -236,8 +238,25 @@ class RemoteProvider(ProviderLifecycle):
         """The API key: the turn redacts it from every error text."""
         return [self._api_key] if self._api_key else []
 
-    def unavailable(self) -> str | None:
-        """Why no request can be made, or None."""
+    base_url = ""  # Where the server is, when it is not the provider's own.
+
+    async def problem(self) -> str | None:
+        """`unavailable()`, or whether the `base_url` server takes connections (a TCP probe)."""
+        if (why := self.unavailable()) is not None or not self.base_url:
+            return why
+        try:
+            url = urlsplit(self.base_url)
+            port = url.port or (443 if url.scheme == "https" else 80)
+            async with asyncio.timeout(PROBE_TIMEOUT):
+                _reader, writer = await asyncio.open_connection(url.hostname, port)
+        except ValueError:
+            return f"The base_url {self.base_url!r} of {self.label} is not a valid URL."
+        except (OSError, TimeoutError) as error:
+            reason = "no answer" if isinstance(error, TimeoutError) else error.strerror or error
+            return f"{self.label} at {self.base_url} cannot be reached ({reason})."
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
         return None
 
     def _make_client(self) -> Any:

@@ -27,6 +27,7 @@ from chatui.messages import (
 )
 from chatui.providers.base import (
     PromptProgress,
+    ProviderError,
     RedactedThinking,
     RetryWait,
     StreamEnd,
@@ -37,13 +38,16 @@ from chatui.providers.base import (
     ToolCallStart,
     UsageUpdate,
 )
+from chatui.providers.registry import ModelChoice
 from chatui.screens.conversations import NEW, ConversationList
+from chatui.screens.model_switcher import ModelSwitcher
 from chatui.session import ConversationRefused, NoProvider, Session, SessionError
 from chatui.turn import Approval, ResponseStarted, ToolResultAdded, Turn, TurnEvent, TurnOutcome
 from chatui.widgets.chat_message import AssistantMessage, ErrorNotice, UserMessage
 from chatui.widgets.composer import BUSY_NOTICE, Composer
 from chatui.widgets.message_list import MessageList
 from chatui.widgets.status_bar import StatusBar
+from chatui.widgets.welcome import Welcome
 
 SHOWN_ITEMS = 40
 
@@ -63,6 +67,9 @@ class ChatScreen(EscapeFirstScreen[None]):
         # (Ctrl+N, text, Enter in one read sends the text in the new conversation).
         Binding("ctrl+n", "new_conversation", "New", priority=True),
         Binding("ctrl+o", "conversations", "Conversations", priority=True),
+        # Not in the footer, which is full at 80 columns: the empty conversation and
+        # the command palette name it.
+        Binding("ctrl+l", "switch_model", "Model", show=False, priority=True),
         # Priority, or the composer takes Ctrl+U (delete to the line's start); it only
         # acts while earlier items are hidden (check_action), else the composer has it.
         Binding("ctrl+u", "show_earlier", "Earlier", show=False, priority=True),
@@ -83,6 +90,7 @@ class ChatScreen(EscapeFirstScreen[None]):
         self._gc_hold: FullCollectionHold | None = None
         self._stop_drawn: asyncio.Task[None] | None = None
         self._idle_escape_at = -math.inf  # When an Esc last found no turn to stop.
+        self._welcome: Welcome | None = None  # Shown while the conversation is empty.
 
     def compose(self) -> ComposeResult:
         yield MessageList(id="messages")
@@ -95,6 +103,7 @@ class ChatScreen(EscapeFirstScreen[None]):
         self._messages = self.query_one(MessageList)
         self._composer = self.query_one(Composer)
         self._status.provider, self._status.model = self.session.provider_label()
+        self.session.begin_prepare(self.show_loading)  # The app shows how it ends.
         await self.show_conversation(self.conversation)
         self._composer.focus()
 
@@ -124,6 +133,9 @@ class ChatScreen(EscapeFirstScreen[None]):
             notice = Static(f"▲ {hidden} earlier items (Ctrl+U shows them)", id="earlier")
             widgets.append(notice)
         self.hidden_items = hidden
+        self._welcome = Welcome() if not items else None
+        if self._welcome is not None:
+            widgets.append(self._welcome)
         views: dict[str, AssistantMessage] = {}
         for item in items[hidden:]:
             if isinstance(item, UserPrompt):
@@ -134,15 +146,29 @@ class ChatScreen(EscapeFirstScreen[None]):
                 widgets.append(view)
                 if item.state is ResponseState.FAILED and item.error:
                     widgets.append(ErrorNotice(item.error))
-        if notice := self.session.startup_notice:
-            widgets.append(ErrorNotice(notice))
+        if (notice := self.session.startup_notice) and self._welcome is None:
+            widgets.append(ErrorNotice(notice))  # The welcome says it in an empty one.
         await messages.replace_items(widgets)
+        self._show_welcome()
         for item in items[hidden:]:
             if isinstance(item, ToolResult) and item.call_id in views:
                 views[item.call_id].show_tool_result(item)
         messages.anchor()
         self.recallable = _recallable_prompt(conversation)
         self.refresh_bindings()
+
+    def _show_welcome(self) -> None:
+        """Fill the empty conversation's page, then learn (maybe by a probe) if it can answer."""
+        if self._welcome is None:
+            return
+        who = self.session.provider_label() if self.session.provider is not None else None
+        self._welcome.show(who, None, checking=True)
+        self.run_worker(self._check_provider(self._welcome, who), group="check", exclusive=True)
+
+    async def _check_provider(self, welcome: Welcome, who: tuple[str, str] | None) -> None:
+        problem = await self.session.problem()
+        if welcome is self._welcome:  # Still on screen (a switch restarts this worker).
+            welcome.show(who, problem, checking=False)
 
     def show_loading(self, detail: str | None) -> None:
         """Show model preparation progress (None: done) while the user can type."""
@@ -189,6 +215,9 @@ class ChatScreen(EscapeFirstScreen[None]):
         self.turn, self._view, self.stop_requested_at = turn, None, None
         self._turn_views, self._stop_drawn = [], None
         self.recallable = None
+        if (welcome := self._welcome) is not None:
+            self._welcome = None
+            welcome.display = False  # At once; removed below, after the prompt is placed.
         prompt_shown = self._messages.mount(UserMessage(message.text))  # Placed before the reply.
         self._turn_task = asyncio.create_task(self._run_turn(turn))
         self._set_status("waiting", response=None, stop_ms=None, detail="")
@@ -196,6 +225,8 @@ class ChatScreen(EscapeFirstScreen[None]):
             self.action_stop()  # An Esc that came after this Enter, before the turn existed.
         self.refresh_bindings()
         await prompt_shown
+        if welcome is not None:
+            await welcome.remove()
 
     async def _run_turn(self, turn: Turn) -> None:
         # The full pass held off during the turn waits for the turn's last frame:
@@ -381,6 +412,34 @@ class ChatScreen(EscapeFirstScreen[None]):
         if self.hidden_items and not self.busy:
             await self.show_conversation(self.conversation, everything=True)
             self._messages.scroll_home(animate=False)
+
+    def action_switch_model(self) -> None:
+        """The model switcher: the provider and model for the next turns."""
+        session = self.session
+        choices = [(choice, session.unavailable(choice)) for choice in session.choices()]
+        self.app.push_screen(ModelSwitcher(choices, session.choice), self.switch_model)
+
+    async def switch_model(self, choice: ModelChoice | None) -> None:
+        """Answer from the next turn on with `choice` (a running reply keeps its model)."""
+        if choice is None or choice == self.session.choice:
+            return
+        try:
+            self.session.switch(choice)
+        except NoProvider as problem:
+            self.notify(str(problem), severity="error", markup=False)
+            return
+        status = self._status
+        status.provider, status.model = self.session.provider_label()
+        self.session.begin_prepare(self.show_loading)
+        self._show_welcome()
+        self.app.run_worker(self.prepare_provider(), group="prepare")
+
+    async def prepare_provider(self) -> None:
+        """Prepare the provider (load a local model) with progress in the status bar."""
+        try:
+            await self.session.prepare(self.show_loading)
+        except ProviderError as error:
+            await self.show_error(str(error))
 
     async def action_new_conversation(self) -> None:
         await self.open_conversation(None)

@@ -34,6 +34,7 @@ from chatui.providers.base import (
 )
 from chatui.providers.local.chat_format import GEMMA_TEMPLATE, ChatFormat
 from chatui.providers.local.llama_engine import GenerationJob, LlamaEngine
+from chatui.providers.registry import model_label
 
 GGUF_MAGIC = b"GGUF"
 
@@ -110,7 +111,7 @@ class LocalProvider(ProviderLifecycle):
         """`state_dir` holds each conversation's saved KV state (None: nothing is saved)."""
         self.config = config
         self.model_path = Path(config.model_path).expanduser() if config.model_path else None
-        self.model = self.model_path.name if self.model_path else "gemma-3-270m (default)"
+        self.model = model_label("local", config.model_path)
         self.state_dir = state_dir
         self.engine: LlamaEngine | None = None
         self.format: ChatFormat | None = None
@@ -118,6 +119,12 @@ class LocalProvider(ProviderLifecycle):
         self.last_job: GenerationJob | None = None
         self.last_request: ModelRequest | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+
+    def unavailable(self) -> str | None:
+        path = self.model_path
+        if path is not None and not path.is_file():
+            return f"No model file at {path}: set local.model_path in the config file."
+        return None
 
     async def prepare(self, progress: Progress = lambda _: None) -> None:
         """Find (or assemble) the model and load it; raises ProviderError if impossible.
