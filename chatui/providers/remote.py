@@ -159,7 +159,8 @@ def transport_text(label: str, base_url: str, error: BaseException) -> str | Non
     if names & {"APIConnectionError", "ConnectError", "NetworkError", "TransportError"}:
         if "ssl" in text or "certificate" in text or "tls" in text:
             return f"The TLS handshake with {where} failed: check the URL and its certificate."
-        if "name or service" in text or "nodename" in text or "getaddrinfo" in text:
+        dns = ("name or service", "name resolution", "nodename", "getaddrinfo")
+        if any(words in text for words in dns):
             return f"The host of {where} could not be found (DNS): check base_url."
         if "refused" in text or "all connection attempts failed" in text:
             return f"Nothing answers at {where} (connection refused): is the server running?"
