@@ -40,80 +40,38 @@ def start(input_tokens: int = 10) -> list[Step]:
     return [event({"type": "message_start", "message": message}), event({"type": "ping"})]
 
 
-def text_block(index: int, *pieces: str, stop: bool = True) -> list[Step]:
+def _block(index: int, block: dict[str, Any], deltas: list[dict[str, Any]], stop: bool) -> list:
+    """A content block: its start, its deltas, and (if it ends) its stop."""
     steps: list[Step] = [
-        event(
-            {
-                "type": "content_block_start",
-                "index": index,
-                "content_block": {"type": "text", "text": ""},
-            }
-        )
+        event({"type": "content_block_start", "index": index, "content_block": block})
     ]
-    steps += [
-        event(
-            {
-                "type": "content_block_delta",
-                "index": index,
-                "delta": {"type": "text_delta", "text": piece},
-            }
-        )
-        for piece in pieces
-    ]
+    steps += [event({"type": "content_block_delta", "index": index, "delta": d}) for d in deltas]
     if stop:
         steps.append(event({"type": "content_block_stop", "index": index}))
     return steps
+
+
+def text_block(index: int, *pieces: str, stop: bool = True) -> list[Step]:
+    deltas = [{"type": "text_delta", "text": piece} for piece in pieces]
+    return _block(index, {"type": "text", "text": ""}, deltas, stop)
 
 
 def tool_block(index: int, call_id: str, name: str, *fragments: str, stop: bool = True) -> list:
     block = {"type": "tool_use", "id": call_id, "name": name, "input": {}}
-    steps: list[Step] = [
-        event({"type": "content_block_start", "index": index, "content_block": block})
-    ]
-    steps += [
-        event(
-            {
-                "type": "content_block_delta",
-                "index": index,
-                "delta": {"type": "input_json_delta", "partial_json": part},
-            }
-        )
-        for part in fragments
-    ]
-    if stop:
-        steps.append(event({"type": "content_block_stop", "index": index}))
-    return steps
+    deltas = [{"type": "input_json_delta", "partial_json": part} for part in fragments]
+    return _block(index, block, deltas, stop)
 
 
 def thinking_block(index: int, *pieces: str, stop: bool = True) -> list[Step]:
     """A thinking block: its text in pieces, then (if it ends) the signature of the whole."""
-    block = {"type": "thinking", "thinking": "", "signature": ""}
-    steps: list[Step] = [
-        event({"type": "content_block_start", "index": index, "content_block": block})
-    ]
-    steps += [
-        event(
-            {
-                "type": "content_block_delta",
-                "index": index,
-                "delta": {"type": "thinking_delta", "thinking": piece},
-            }
-        )
-        for piece in pieces
-    ]
+    deltas = [{"type": "thinking_delta", "thinking": piece} for piece in pieces]
     if stop:
-        signature = {"type": "signature_delta", "signature": sign("".join(pieces))}
-        steps.append(event({"type": "content_block_delta", "index": index, "delta": signature}))
-        steps.append(event({"type": "content_block_stop", "index": index}))
-    return steps
+        deltas.append({"type": "signature_delta", "signature": sign("".join(pieces))})
+    return _block(index, {"type": "thinking", "thinking": "", "signature": ""}, deltas, stop)
 
 
 def redacted_block(index: int, data: str) -> list[Step]:
-    block = {"type": "redacted_thinking", "data": data}
-    return [
-        event({"type": "content_block_start", "index": index, "content_block": block}),
-        event({"type": "content_block_stop", "index": index}),
-    ]
+    return _block(index, {"type": "redacted_thinking", "data": data}, [], True)
 
 
 def ending(stop_reason: str = "end_turn", output_tokens: int = 5) -> list[Step]:

@@ -217,7 +217,8 @@ class AssistantMessage(Vertical, TopDownStack):
             self.late_writes += 1
             return
         self.written += 1
-        self._end_thinking()
+        if self._thinking is not None:  # Checked here, per token: the call only once.
+            self._end_thinking()
         if self._stream is None:
             # The widget is already mounted: nothing here awaits before the text is
             # queued, so a stop cannot come between storing a token and showing it.
