@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Literal
 
 from textual import events
 from textual.app import SystemCommand
@@ -19,10 +20,12 @@ from chatui._textual.escape import QuickEscapeApp
 from chatui._textual.input import set_escape_delay
 from chatui.config import Config
 from chatui.providers.base import Provider
+from chatui.screens.approval import ApprovalDialog
 from chatui.screens.chat import ChatScreen
 from chatui.session import Session
 from chatui.store import Store
-from chatui.turn import TurnOutcome
+from chatui.tools import build_registry
+from chatui.turn import ToolRunner, TurnOutcome
 
 SWITCH_INTERVAL = 0.001  # Seconds; Python's default is 0.005.
 QUIT_GRACE = 5.0  # Seconds quitting waits for the turn to store and the provider to close.
@@ -46,7 +49,9 @@ class ChatApp(QuickEscapeApp[None]):
         *,
         provider_error: str | None = None,
         clock: Callable[[], float] = time.monotonic,
+        tools: ToolRunner | Literal["config"] | None = "config",
     ) -> None:
+        """`tools`: what the model may call; by default the config's (`[tools]`)."""
         super().__init__()
         self.session = Session(
             config,
@@ -54,6 +59,7 @@ class ChatApp(QuickEscapeApp[None]):
             provider,
             provider_error=provider_error,
             clock=clock,
+            tools=build_registry(config.tools) if tools == "config" else tools,
             on_notice=self.show_notice,
         )
         set_escape_delay(config.escape_delay_ms)
@@ -75,11 +81,8 @@ class ChatApp(QuickEscapeApp[None]):
     def take_escape(self, key: events.Key) -> bool:
         """Stop the running turn for an Esc, if the chat screen acts on one now."""
         stack = self.screen_stack
-        return (
-            bool(stack)
-            and isinstance(stack[-1], ChatScreen)
-            and stack[-1].stop_for_escape(key.time)
-        )
+        top = stack[-1] if stack else None
+        return isinstance(top, ChatScreen | ApprovalDialog) and top.stop_for_escape(key.time)
 
     @property
     def last_outcome(self) -> TurnOutcome | None:

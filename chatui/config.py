@@ -21,6 +21,7 @@ import platformdirs
 from chatui.history import DEFAULT_INTERRUPTED_NOTE
 
 PROVIDERS = ("local", "openai", "anthropic")
+TOOL_CHOICES = ("auto", "required", "none")
 DEFAULT_ESCAPE_DELAY_MS = 10  # How long a lone ESC byte waits for the rest of a sequence.
 CONFIG_ENV = "CHATUI_CONFIG"
 
@@ -50,6 +51,7 @@ class LocalConfig:
     max_tokens: int = 1024
     seed: int = -1
     chat_template: str = ""  # Empty: the GGUF's own template, else the Gemma format.
+    tool_choice: str = "auto"  # "auto", "required" (the first reply of a turn) or "none".
 
 
 @dataclass
@@ -70,6 +72,22 @@ class AnthropicConfig:
     thinking_budget: int = 0  # Extended thinking's budget: 0 off, else 1024 to max_tokens - 1.
 
 
+TOOL_NAMES = ("current_datetime", "calculate", "read_file", "list_directory", "shell")
+
+
+@dataclass
+class ToolsConfig:
+    """The tools the model may call, and which ask the user first."""
+
+    enabled: list[str] = field(default_factory=lambda: list(TOOL_NAMES))
+    ask: list[str] = field(default_factory=lambda: ["read_file", "list_directory"])
+    workspace: str = ""  # The file and shell tools' root; "": the directory chatui starts in.
+    max_steps: int = 10  # Model requests in one turn.
+    timeout: float = 30.0  # Seconds a tool may run (not the shell: shell_timeout).
+    shell_timeout: float = 120.0
+    output_limit: int = 20_000  # Characters of a file or of a command's output.
+
+
 @dataclass
 class Config:
     provider: str = "local"
@@ -83,6 +101,7 @@ class Config:
     local: LocalConfig = field(default_factory=LocalConfig)
     openai: OpenAIConfig = field(default_factory=OpenAIConfig)
     anthropic: AnthropicConfig = field(default_factory=AnthropicConfig)
+    tools: ToolsConfig = field(default_factory=ToolsConfig)
 
     def secrets(self) -> list[str]:
         """Values that must never be shown, logged or stored."""
@@ -144,6 +163,10 @@ def _apply(target: Any, data: dict[str, Any], source: str, prefix: str) -> None:
 
 
 def _coerce(value: Any, expected: Any, source: str, key: str) -> Any:
+    if expected == list[str]:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(source, key, f"expected a list of strings, got {value!r}")
+        return list(value)
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if expected is float and isinstance(value, float) and not math.isfinite(value):
@@ -187,11 +210,14 @@ def _validate(config: Config, source: str) -> None:
             raise ConfigError(source, f"local.{key}", "must be more than 0")
     if local.n_threads < 0:
         raise ConfigError(source, "local.n_threads", "must be 0 (automatic) or more")
+    if local.tool_choice not in TOOL_CHOICES:
+        raise ConfigError(source, "local.tool_choice", f"must be one of {', '.join(TOOL_CHOICES)}")
     if local.n_ubatch > local.n_batch:
         raise ConfigError(source, "local.n_ubatch", "must not be larger than local.n_batch")
     for section in ("openai", "anthropic"):
         if getattr(config, section).max_tokens <= 0:
             raise ConfigError(source, f"{section}.max_tokens", "must be more than 0")
+    _validate_tools(config.tools, source)
     anthropic = config.anthropic
     if anthropic.thinking_budget and not 1024 <= anthropic.thinking_budget < anthropic.max_tokens:
         raise ConfigError(
@@ -199,3 +225,18 @@ def _validate(config: Config, source: str) -> None:
             "anthropic.thinking_budget",
             "must be 0 (off), or at least 1024 and less than anthropic.max_tokens",
         )
+
+
+def _validate_tools(tools: ToolsConfig, source: str) -> None:
+    for key in ("enabled", "ask"):
+        for name in getattr(tools, key):
+            if name not in TOOL_NAMES:
+                known = ", ".join(TOOL_NAMES)
+                raise ConfigError(source, f"tools.{key}", f"unknown tool {name!r} (known: {known})")
+    if tools.max_steps < 1:
+        raise ConfigError(source, "tools.max_steps", "must be 1 or more")
+    for key in ("timeout", "shell_timeout"):
+        if getattr(tools, key) <= 0:
+            raise ConfigError(source, f"tools.{key}", "must be more than 0 seconds")
+    if tools.output_limit < 100:
+        raise ConfigError(source, "tools.output_limit", "must be at least 100 characters")

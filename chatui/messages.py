@@ -174,7 +174,7 @@ class ModelResponse:
         return last
 
 
-ToolResultState = Literal["ok", "error", "cancelled"]
+ToolResultState = Literal["ok", "error", "denied", "cancelled"]
 
 
 @dataclass

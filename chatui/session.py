@@ -220,6 +220,7 @@ class Session:
             idle_timeout=self.config.idle_timeout,
             # The config's keys, and the provider's own (one built in code has no config).
             secrets=[*self.config.secrets(), *self._lifecycle.secrets],
+            max_steps=self.config.tools.max_steps,
         )
 
     def new_turn(

@@ -28,7 +28,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Protocol
+from typing import Literal, Protocol
 
 from chatui.cancel import CancelToken
 from chatui.history import CANCELLED_TOOL_RESULT, DEFAULT_INTERRUPTED_NOTE, build_history
@@ -65,7 +65,7 @@ from chatui.store import Store
 
 FLUSH_INTERVAL = 1.0
 STOP_SHOW_WAIT = 0.25  # Seconds a stop's partial reply waits for the UI to draw the stop.
-MAX_REQUESTS_PER_TURN = 25
+DEFAULT_MAX_STEPS = 10  # Model requests in one turn (config: tools.max_steps).
 
 
 @dataclass(frozen=True)
@@ -75,12 +75,23 @@ class ResponseStarted:
     response: ModelResponse
 
 
+ToolStatus = Literal["approval", "running"]
+
+
+@dataclass(frozen=True)
+class ToolStatusChanged:
+    """A complete tool call now waits for the user's approval, or runs."""
+
+    call_id: str
+    status: ToolStatus
+
+
 @dataclass(frozen=True)
 class ToolResultAdded:
     result: ToolResult
 
 
-TurnPayload = StreamEvent | ResponseStarted | ToolResultAdded
+TurnPayload = StreamEvent | ResponseStarted | ToolStatusChanged | ToolResultAdded
 
 
 @dataclass(frozen=True)
@@ -108,6 +119,7 @@ class TurnSettings:
     interrupted_note: str = DEFAULT_INTERRUPTED_NOTE
     idle_timeout: float = 60.0
     secrets: Sequence[str] = ()
+    max_steps: int = DEFAULT_MAX_STEPS  # Model requests per turn; the last one's calls don't run.
 
 
 class Approval(Enum):
@@ -133,16 +145,21 @@ async def deny_all(call: ToolCallPart) -> Approval:
     return Approval.DENY
 
 
+ToolReport = Callable[[ToolStatus], Awaitable[None]]
+"""Tells the turn (and so the UI) that a call waits for approval, or runs."""
+
+
 class ToolRunner(Protocol):
-    """Runs the model's tool calls (the tools issue provides the real one)."""
+    """Runs the model's tool calls (`chatui.tools.ToolRegistry`)."""
 
     def specs(self) -> list[ToolSpec]: ...
 
-    async def run(self, call: ToolCallPart, approve: Approver) -> ToolResult:
-        """Run `call` and return its result.
+    async def run(self, call: ToolCallPart, approve: Approver, report: ToolReport) -> ToolResult:
+        """Run `call` and return its result; only a stop (cancellation) raises.
 
-        A call that needs the user's approval awaits `approve(call)` first; on
-        DENY it does not run, and its result says so.
+        A call that needs the user's approval reports "approval" and awaits
+        `approve(call)` first; on DENY it does not run, and its result says so.
+        It reports "running" as it starts.
         """
         ...
 
@@ -370,15 +387,24 @@ class Turn:
         await self._sink(TurnEvent(self.id, payload))
 
     async def _request_loop(self) -> None:
-        for _ in range(MAX_REQUESTS_PER_TURN):
+        steps = max(1, self.settings.max_steps)
+        for step in range(1, steps + 1):
             response = await self._request()
             calls = [c for c in response.tool_calls if c.complete]
             if not calls or self.tools is None:
                 return
+            if step == steps:
+                break
             await self._run_tools(calls)
-        raise ProviderError(f"stopped after {MAX_REQUESTS_PER_TURN} model requests in one turn")
+        for call in calls:  # Answered, so that the history stays valid; not run.
+            self._add_result(ToolResult(call.id, call.name, _step_limit_result(steps), "error"))
+        raise ProviderError(
+            f"The model was still calling tools after {steps} steps (tools.max_steps), so the "
+            "turn was stopped there. Send a message to let it go on."
+        )
 
     async def _request(self) -> ModelResponse:
+        self._raise_if_cancelled()  # A stop after the last tool result: nothing more is sent.
         messages = build_history(
             self.conversation.items,
             system_prompt=self.settings.system_prompt,
@@ -461,23 +487,36 @@ class Turn:
                 response.finish_reason = reason
 
     async def _run_tools(self, calls: list[ToolCallPart]) -> None:
+        """Run the calls of one response concurrently; each result is stored as it comes.
+
+        On a stop, the calls still running are cancelled (a shell command's
+        process group is killed by its tool) and get a "cancelled by the user"
+        result; the results of those that finished are kept.
+        """
         assert self.tools is not None
-        pending = list(calls)
+        tools, answered = self.tools, set[int]()
+
+        async def run_one(n: int, call: ToolCallPart) -> None:
+            async def report(status: ToolStatus) -> None:
+                await self._emit(ToolStatusChanged(call.id, status))
+
+            try:
+                result = await tools.run(call, self.approve, report)
+            except Exception as error:  # A runner's bug: the model hears of it, the turn goes on.
+                result = ToolResult(call.id, call.name, f"The tool failed: {error}", "error")
+            self._add_result(result)
+            answered.add(n)
+            await self._emit(ToolResultAdded(result))
+
         try:
-            while pending:
-                call = pending[0]
-                try:
-                    result = await self.tools.run(call, self.approve)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as error:
-                    result = ToolResult(call.id, call.name, f"The tool failed: {error}", "error")
-                pending.pop(0)
-                self._add_result(result)
-                await self._emit(ToolResultAdded(result))
+            async with asyncio.TaskGroup() as group:
+                for n, call in enumerate(calls):
+                    group.create_task(run_one(n, call))
+        except BaseExceptionGroup as errors:  # A store that failed: the first error says it.
+            raise errors.exceptions[0] from None
         finally:
-            if self.token.cancelled or pending:
-                for call in pending:
+            for n, call in enumerate(calls):
+                if n not in answered:
                     self._add_result(
                         ToolResult(call.id, call.name, CANCELLED_TOOL_RESULT, "cancelled")
                     )
@@ -508,3 +547,7 @@ class Turn:
         elif usage.output_tokens < response.received:
             response.usage = Usage(usage.input_tokens, response.received, estimated=True)
         self._save(response)
+
+
+def _step_limit_result(steps: int) -> str:
+    return f"Not run: the turn reached its limit of {steps} model requests (tools.max_steps)."

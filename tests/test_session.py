@@ -23,7 +23,7 @@ from chatui.session import (
     StorageFailed,
 )
 from chatui.store import Store
-from chatui.turn import Approval, Approver, Turn, TurnEvent, TurnOutcome
+from chatui.turn import Approval, Approver, ToolReport, Turn, TurnEvent, TurnOutcome
 
 
 async def ignore(event: TurnEvent) -> None:
@@ -222,7 +222,7 @@ class ApprovingTools:
     def specs(self) -> list[ToolSpec]:
         return [ToolSpec("ask", "needs approval")]
 
-    async def run(self, call: ToolCallPart, approve: Approver) -> ToolResult:
+    async def run(self, call: ToolCallPart, approve: Approver, report: ToolReport) -> ToolResult:
         answer = await approve(call)
         self.answers.append(answer)
         if answer is Approval.DENY:

@@ -9,6 +9,7 @@ import time
 
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Static
 
@@ -39,10 +40,19 @@ from chatui.providers.base import (
     UsageUpdate,
 )
 from chatui.providers.registry import ModelChoice
+from chatui.screens.approval import ApprovalDialog
 from chatui.screens.conversations import NEW, ConversationList
 from chatui.screens.model_switcher import ModelSwitcher
 from chatui.session import ConversationRefused, NoProvider, Session, SessionError
-from chatui.turn import Approval, ResponseStarted, ToolResultAdded, Turn, TurnEvent, TurnOutcome
+from chatui.turn import (
+    Approval,
+    ResponseStarted,
+    ToolResultAdded,
+    ToolStatusChanged,
+    Turn,
+    TurnEvent,
+    TurnOutcome,
+)
 from chatui.widgets.chat_message import AssistantMessage, ErrorNotice, UserMessage
 from chatui.widgets.composer import BUSY_NOTICE, Composer
 from chatui.widgets.message_list import MessageList
@@ -91,6 +101,8 @@ class ChatScreen(EscapeFirstScreen[None]):
         self._stop_drawn: asyncio.Task[None] | None = None
         self._idle_escape_at = -math.inf  # When an Esc last found no turn to stop.
         self._welcome: Welcome | None = None  # Shown while the conversation is empty.
+        self._approved: dict[str, set[str]] = {}  # Tools approved for each conversation.
+        self._asking = asyncio.Lock()  # One approval dialog at a time.
 
     def compose(self) -> ComposeResult:
         yield MessageList(id="messages")
@@ -245,13 +257,33 @@ class ChatScreen(EscapeFirstScreen[None]):
                 self._composer.unlock()
 
     async def _approve(self, call: ToolCallPart) -> Approval:
-        """Whether a tool call that needs approval may run.
+        """Whether a tool call that needs approval may run: the approval dialog.
 
-        No tool needs approval yet, so nothing is approved: the approval
-        dialog comes with the tools issue. It is awaited in the turn's task,
-        so Esc (which cancels that task) also ends the wait.
+        One dialog at a time (parallel calls queue). A tool approved "for
+        this conversation" is not asked about again in it. This is awaited in
+        the turn's task, so Esc (which cancels that task, from the dialog
+        too) ends the wait and closes the dialog; the call does not run.
         """
-        return Approval.DENY
+        approved = self._approved.setdefault(self.conversation.id, set())
+        async with self._asking:
+            if call.name in approved:
+                return Approval.CONVERSATION
+            answered: asyncio.Future[Approval | None] = asyncio.get_running_loop().create_future()
+
+            def answer(approval: Approval | None) -> None:
+                if not answered.done():
+                    answered.set_result(approval)
+
+            dialog = ApprovalDialog(call, self.action_stop)
+            try:
+                await self.app.push_screen(dialog, answer)
+                approval = await answered
+            except asyncio.CancelledError:  # Stopped (Esc, quitting): the dialog goes too.
+                _close(dialog)
+                raise
+        if approval is Approval.CONVERSATION:
+            approved.add(call.name)
+        return approval or Approval.DENY
 
     async def _on_turn_event(self, event: TurnEvent) -> None:
         if self.turn is None or event.turn_id != self.turn.id:
@@ -276,7 +308,16 @@ class ChatScreen(EscapeFirstScreen[None]):
         elif isinstance(payload, ToolCallDelta | ToolCallEnd):
             view.update_tool_call(payload.index)
         elif isinstance(payload, ToolResultAdded):
-            view.show_tool_result(payload.result)
+            for turn_view in self._turn_views:
+                turn_view.show_tool_result(payload.result)
+            return
+        elif isinstance(payload, ToolStatusChanged):
+            # The calls run after their reply ended: theirs may be an earlier view of the turn.
+            for turn_view in self._turn_views:
+                if turn_view.set_tool_status(payload.call_id, payload.status):
+                    break
+            state = "awaiting approval" if payload.status == "approval" else "running tools"
+            self._set_status(state, detail="")
             return
         elif isinstance(payload, StreamEnd):
             await view.finish()  # The rest of the text, then the reply's end, on screen at
@@ -509,6 +550,13 @@ class ChatScreen(EscapeFirstScreen[None]):
         status.state = state
         for name, value in values.items():
             setattr(status, name, value)
+
+
+def _close(dialog: Screen[object]) -> None:
+    """Take `dialog` off the screen stack, with whatever was opened over it."""
+    if dialog.is_attached and dialog in dialog.app.screen_stack:
+        dialog.pop_until_active()
+        dialog.dismiss(None)
 
 
 def _recallable_prompt(conversation: Conversation) -> str | None:

@@ -18,6 +18,7 @@ from textual.containers import Vertical
 from textual.content import Content
 from textual.geometry import Region
 from textual.strip import Strip
+from textual.widget import Widget
 from textual.widgets import Markdown, Static
 from textual.widgets.markdown import MarkdownStream
 
@@ -26,6 +27,7 @@ from chatui.messages import ModelResponse, ResponseState, ThinkingPart, ToolCall
 from chatui.sanitize import visible
 from chatui.widgets.fold import Fold
 from chatui.widgets.thinking import ThinkingView
+from chatui.widgets.tool_call import Status, ToolCallView
 
 _parsers = threading.local()
 
@@ -98,29 +100,6 @@ class ErrorNotice(Static):
     def __init__(self, text: str) -> None:
         super().__init__(Text(visible(text)), classes="error-notice")
         self.border_title = "Error"
-
-
-class ToolCallView(Static):
-    """One tool call: its name, its (possibly partial) arguments, its result."""
-
-    def __init__(self, call: ToolCallPart) -> None:
-        super().__init__(classes="tool-call")
-        self.call = call
-        self.result: ToolResult | None = None
-        self.show()
-
-    def show(self, cut_off: bool = False) -> None:
-        text = Text()
-        text.append("⚙ ", style="bold")
-        text.append(visible(self.call.name), style="bold")
-        text.append(f"({visible(self.call.arguments)}")
-        text.append(")" if self.call.complete else "…")
-        if cut_off and not self.call.complete:
-            text.append("  arguments cut off, not run", style="italic")
-        if self.result is not None:
-            style = {"ok": "green", "error": "red", "cancelled": "yellow"}[self.result.state]
-            text.append(f"\n→ {visible(self.result.content)}", style=style)
-        self.update(text)
 
 
 class AssistantMessage(Vertical, TopDownStack):
@@ -208,7 +187,7 @@ class AssistantMessage(Vertical, TopDownStack):
     def on_mount(self) -> None:
         if not self._streaming:
             for view in self._views_by_id.values():
-                view.show(cut_off=True)
+                view.cut_off()
             self._show_marker()
 
     async def write(self, text: str) -> None:
@@ -250,7 +229,7 @@ class AssistantMessage(Vertical, TopDownStack):
         self._views_by_id[call.id] = view
         await self._start_run_after(view)
 
-    async def _start_run_after(self, view: Static | ThinkingView) -> None:
+    async def _start_run_after(self, view: Widget) -> None:
         """End the current text run, then show `view` and a new run for the text after it."""
         await self._end_text_run()
         if self.closed:  # Stopped while the text run ended: nothing more is shown.
@@ -263,18 +242,28 @@ class AssistantMessage(Vertical, TopDownStack):
         if self.closed:
             self.late_writes += 1
         elif index in self._calls:
-            self._calls[index].show()
+            self._calls[index].show_arguments()
+
+    def set_tool_status(self, call_id: str, status: Status) -> bool:
+        """Show that a call of this reply waits for approval, or runs; False if not ours."""
+        view = self._views_by_id.get(call_id)
+        if view is not None:
+            view.set_status(status)
+        return view is not None
 
     def show_tool_result(self, result: ToolResult) -> None:
         view = self._views_by_id.get(result.call_id)
         if view is not None:
-            view.result = result
-            view.show(cut_off=self.closed)
+            view.show_result(result)
+            if result.state == "cancelled" and self.is_mounted:
+                self._show_marker()  # Stopped while it ran: the reply's work was interrupted.
 
     def mark_stopped(self) -> None:
         """Acknowledge a stop at once: close the view and show the marker."""
         self.closed = True
         self.stopped_at = time.perf_counter()
+        for view in self._views_by_id.values():
+            view.cut_off()
         self._show_marker(ResponseState.INTERRUPTED)
 
     async def finish(self) -> None:
@@ -283,8 +272,9 @@ class AssistantMessage(Vertical, TopDownStack):
         self._end_thinking()
         await self._end_text_run()
         for view in self._views_by_id.values():
-            view.show(cut_off=True)
-        self._show_marker()
+            view.cut_off()
+        # A stop after the reply ended (its tools ran, say) still stopped this turn.
+        self._show_marker(ResponseState.INTERRUPTED if self.stopped_at is not None else None)
 
     def _end_thinking(self) -> None:
         if self._thinking is not None:
@@ -298,6 +288,8 @@ class AssistantMessage(Vertical, TopDownStack):
 
     def _show_marker(self, state: ResponseState | None = None) -> None:
         state = state or self.response.state
+        if any(view.status == "cancelled" for view in self._views_by_id.values()):
+            state = ResponseState.INTERRUPTED  # Complete, but a stop cancelled its tool call.
         self.set_class(state is ResponseState.INTERRUPTED, "-interrupted")
         self.set_class(state is ResponseState.FAILED, "-failed")
         marker = self._marker

@@ -14,6 +14,8 @@ STATE_STYLES = {
     "loading": "ansi_yellow",
     "waiting": "ansi_yellow",
     "streaming": "ansi_green",
+    "awaiting approval": "bold ansi_yellow",
+    "running tools": "ansi_cyan",
     "stopping": "bold ansi_yellow",
     "stopped": "bold ansi_yellow",
     "failed": "bold ansi_red",

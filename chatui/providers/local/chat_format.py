@@ -25,6 +25,28 @@ GEMMA_TEMPLATE = """\
 {% else %}
 {% set prefix = '' %}
 {% endif %}
+{% if tools %}
+{% set ns = namespace(text='You can call these tools:\n') %}
+{% for tool in tools %}
+{% set f = tool['function'] %}
+{% set ns.args = [] %}
+{% set ns.notes = '' %}
+{% set required = f['parameters'].get('required', []) %}
+{% for name, spec in f['parameters'].get('properties', {}).items() %}
+{% set kind = (spec['enum'] | tojson) if 'enum' in spec else spec.get('type', 'value') %}
+{% set ns.args = ns.args + [name ~ ('' if name in required else '?') ~ ': ' ~ kind] %}
+{% if spec.get('description') %}
+{% set ns.notes = ns.notes ~ '    ' ~ name ~ ': ' ~ spec['description'] ~ '\n' %}
+{% endif %}
+{% endfor %}
+{% set ns.text = ns.text ~ '- ' ~ f['name'] ~ '(' ~ (ns.args | join(', ')) ~ '): '
+    ~ f['description'] ~ '\n' ~ ns.notes %}
+{% endfor %}
+{% set prefix = prefix + ns.text
+    + '\nTo call tools, reply with only this, once for each call:\n'
+    + '<tool_call>\n{"name": "the tool name", "arguments": {"argument": "value"}}\n'
+    + '</tool_call>\nTheir results come back in <tool_response> blocks.\n\n' %}
+{% endif %}
 {% for message in messages %}
 <start_of_turn>{{ 'model' if message['role'] == 'assistant' else 'user' }}
 {{ prefix if loop.first else '' }}
@@ -45,7 +67,7 @@ GEMMA_TEMPLATE = """\
 {% if add_generation_prompt %}
 <start_of_turn>model
 {% endif %}"""
-"""The Gemma turn format; a system prompt joins the first user turn."""
+"""The Gemma turn format; a system prompt, and the tools offered, join the first user turn."""
 
 
 class ChatFormat:

@@ -26,9 +26,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import llama_cpp
+from llama_cpp.llama_grammar import LlamaGrammar
 
 from chatui.cancel import CancelToken
 from chatui.config import LocalConfig
@@ -42,6 +43,7 @@ from chatui.providers.base import (
 )
 from chatui.providers.local.kv_cache import KVCache
 from chatui.providers.local.llama_runtime import AbortFlag, safe_model_params, silence_llama_logs
+from chatui.providers.local.tool_grammar import ToolGrammar
 from chatui.providers.local.tool_markup import ToolCallMarkupParser, new_call_prefix
 
 T = TypeVar("T")
@@ -87,6 +89,28 @@ class CountingLlama(llama_cpp.Llama):
     def model_params(self, params: llama_cpp.llama_model_params) -> None:
         self._model_params = safe_model_params(params)
 
+    def _init_sampler(self, *args: Any, grammar: LlamaGrammar | None = None, **kwargs: Any) -> Any:
+        """`Llama`'s sampler chain, with a `ToolGrammar` at its head.
+
+        `Llama` adds a grammar without checking that it compiled (a null
+        sampler crashes later). The chain is built without one; its samplers
+        are taken out, the checked tool grammar goes first, and they go back
+        in order (no custom sampler is in the chain: no logits processor).
+        """
+        if not isinstance(grammar, ToolGrammar):
+            return super()._init_sampler(*args, grammar=grammar, **kwargs)
+        head = grammar.sampler(self._model.vocab)  # Raises before the chain is touched.
+        sampler = super()._init_sampler(*args, grammar=None, **kwargs)
+        chain = sampler.sampler
+        rest = [
+            llama_cpp.llama_sampler_chain_remove(chain, 0)
+            for _ in range(llama_cpp.llama_sampler_chain_n(chain))
+        ]
+        llama_cpp.llama_sampler_chain_add(chain, head)
+        for each in rest:
+            llama_cpp.llama_sampler_chain_add(chain, each)
+        return sampler
+
     def eval(self, tokens: Sequence[int]) -> None:
         if not tokens:
             super().eval(tokens)  # Only trims the cache to n_tokens.
@@ -108,6 +132,7 @@ class GenerationJob:
     cancel: CancelToken
     emit: Emit
     parse_tools: bool = False
+    grammar: ToolGrammar | None = None  # Holds the reply's tool calls to their schemas.
     # Filled in by the engine:
     prompt_tokens: int = 0
     prompt_ids: list[int] = field(default_factory=list)
@@ -310,6 +335,7 @@ class LlamaEngine:
             top_p=c.top_p,
             repeat_penalty=c.repeat_penalty,
             reset=True,
+            grammar=job.grammar,
         ):
             if self.abort.is_set():
                 raise Aborted("between tokens")

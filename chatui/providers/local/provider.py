@@ -31,9 +31,11 @@ from chatui.providers.base import (
     ProviderError,
     ProviderLifecycle,
     StreamEvent,
+    ToolSpec,
 )
 from chatui.providers.local.chat_format import GEMMA_TEMPLATE, ChatFormat
 from chatui.providers.local.llama_engine import GenerationJob, LlamaEngine
+from chatui.providers.local.tool_grammar import ToolGrammar, tool_grammar
 from chatui.providers.registry import model_label
 
 GGUF_MAGIC = b"GGUF"
@@ -189,7 +191,8 @@ class LocalProvider(ProviderLifecycle):
         await self.prepare()
         engine, chat_format = self.engine, self.format
         assert engine is not None and chat_format is not None
-        prompt = chat_format.render(request.messages, request.tools)
+        tools = request.tools if self.config.tool_choice != "none" else []
+        prompt = chat_format.render(request.messages, tools)
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[StreamEvent | None] = asyncio.Queue()
 
@@ -200,7 +203,12 @@ class LocalProvider(ProviderLifecycle):
         halt = CancelToken()
         unlink = request.cancel.on_cancel(halt.cancel)
         job = GenerationJob(
-            request.conversation_id, prompt, halt, emit, parse_tools=bool(request.tools)
+            request.conversation_id,
+            prompt,
+            halt,
+            emit,
+            parse_tools=bool(tools),
+            grammar=self._grammar(request, tools),
         )
 
         def run() -> None:
@@ -227,6 +235,17 @@ class LocalProvider(ProviderLifecycle):
             unlink()
             await _released(done)
             await reader.aclose()
+
+    def _grammar(self, request: ModelRequest, tools: list[ToolSpec]) -> ToolGrammar | None:
+        """The tool-call grammar for a reply that must call tools ("required"), else None.
+
+        "required" holds the reply to the user's message; a reply to tool
+        results may be text, or the turn would never end.
+        """
+        answering_user = bool(request.messages) and request.messages[-1].role == "user"
+        if tools and self.config.tool_choice == "required" and answering_user:
+            return tool_grammar(tools)  # About 0.4 ms for the built-in five.
+        return None
 
     async def conversation_left(self) -> None:
         """Save the KV state of the conversation the cache holds (the user moved on).

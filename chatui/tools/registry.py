@@ -1,0 +1,136 @@
+"""The tool registry: typed Python functions the model can call.
+
+A `Tool` wraps a function, async or sync, with a docstring; its JSON schema
+comes from its signature (`schema.describe`). `ToolRegistry.run()` carries
+one call through: the arguments are parsed and validated, the user is asked
+if the tool needs approval, then the function runs (a sync one on a worker
+thread, off the event loop) under the tool's timeout. Whatever goes wrong
+(arguments that are not JSON or break the schema, an unknown tool, a denial,
+an exception, a timeout) becomes an error result that the model sees; only a
+stop (cancellation) leaves `run()` as an exception.
+
+A running async tool is cancelled with its task; a sync one cannot be
+interrupted, so its thread finishes on its own and its result is dropped.
+That is why the tools that can take long (the shell) are async.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from chatui.messages import ToolCallPart, ToolResult
+from chatui.providers.base import ToolSpec
+from chatui.tools.schema import InvalidArguments, describe, parse_arguments, validate
+from chatui.turn import Approval, Approver, ToolReport
+
+DEFAULT_TIMEOUT = 30.0
+
+
+class ToolFailed(Exception):
+    """A tool's own clear refusal or failure; its message is the result, as it is."""
+
+
+@dataclass
+class Tool:
+    """A function the model may call, and how it is run."""
+
+    function: Callable[..., Any]
+    name: str = ""
+    description: str = ""
+    parameters: dict[str, Any] = field(default_factory=dict)
+    needs_approval: bool = False
+    timeout: float = DEFAULT_TIMEOUT
+
+    def __post_init__(self) -> None:
+        description, parameters = describe(self.function)
+        self.name = self.name or self.function.__name__
+        self.description = self.description or description
+        self.parameters = self.parameters or parameters
+        if not self.description:
+            raise TypeError(f"tool {self.name!r} needs a docstring: the model reads it")
+
+    @property
+    def spec(self) -> ToolSpec:
+        return ToolSpec(self.name, self.description, self.parameters)
+
+    async def call(self, arguments: dict[str, Any]) -> Any:
+        """Run the function with validated `arguments` (a sync one on a thread)."""
+        if inspect.iscoroutinefunction(self.function):
+            return await self.function(**arguments)
+        return await asyncio.to_thread(self.function, **arguments)
+
+
+class ToolRegistry:
+    """The tools offered to the model; a `ToolRunner` for the turn."""
+
+    def __init__(self, tools: Iterable[Tool] = ()) -> None:
+        self._tools: dict[str, Tool] = {}
+        for tool in tools:
+            self.add(tool)
+
+    def add(self, tool: Tool) -> Tool:
+        if tool.name in self._tools:
+            raise ValueError(f"two tools are named {tool.name!r}")
+        self._tools[tool.name] = tool
+        return tool
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tools
+
+    def __getitem__(self, name: str) -> Tool:
+        return self._tools[name]
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._tools)
+
+    def specs(self) -> list[ToolSpec]:
+        return [tool.spec for tool in self._tools.values()]
+
+    def needs_approval(self, name: str) -> bool:
+        tool = self._tools.get(name)
+        return tool is not None and tool.needs_approval
+
+    async def run(self, call: ToolCallPart, approve: Approver, report: ToolReport) -> ToolResult:
+        """Validate, ask if need be, then run `call`; every failure is an error result."""
+        tool = self._tools.get(call.name)
+        if tool is None:
+            known = ", ".join(self._tools) or "none"
+            return _error(call, f"There is no tool named {call.name!r} (the tools: {known}).")
+        try:
+            arguments = validate(parse_arguments(call.arguments), tool.parameters)
+        except InvalidArguments as problem:
+            return _error(call, f"Invalid arguments for {tool.name}: {problem}. Nothing was run.")
+        if tool.needs_approval:
+            await report("approval")
+            if await approve(call) is Approval.DENY:
+                return ToolResult(call.id, call.name, "The user denied this tool call.", "denied")
+        await report("running")
+        try:
+            async with asyncio.timeout(tool.timeout):
+                value = await tool.call(arguments)
+        except TimeoutError:
+            return _error(call, f"{tool.name} did not finish within {tool.timeout:g} s.")
+        except ToolFailed as failure:
+            return _error(call, str(failure))
+        except Exception as error:
+            return _error(call, f"{tool.name} failed: {type(error).__name__}: {error}")
+        return ToolResult(call.id, call.name, _as_text(value))
+
+
+def _error(call: ToolCallPart, message: str) -> ToolResult:
+    return ToolResult(call.id, call.name, message, "error")
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value, ensure_ascii=False, default=str)
+    except (TypeError, ValueError):
+        return str(value)

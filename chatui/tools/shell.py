@@ -1,0 +1,127 @@
+"""Run a shell command in a process group of its own, with a timeout and bounded output.
+
+The command runs under `/bin/sh -c` in the workspace, in a new session (so a
+new process group, which its children and grandchildren join), with no
+standard input. Standard output and error are captured together; at most
+`limit` bytes are kept, the start and the end, with a note saying how much
+was cut. However the run ends (done, timed out, cancelled by a stop),
+the whole group is killed before `run_shell` returns or raises: nothing it
+started outlives it. (A process that leaves the group on purpose, with
+`setsid`, is beyond any group kill.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from chatui.tools.registry import ToolFailed
+
+DRAIN_WAIT = 2.0  # Seconds to wait for the last output once the group is killed.
+
+
+@dataclass
+class ShellResult:
+    exit_code: int | None  # None: killed at the timeout.
+    output: str
+    cut: int = 0  # Bytes left out of the middle.
+
+
+async def run_shell(command: str, *, cwd: Path, timeout: float, limit: int) -> ShellResult:
+    """Run `command`; see the module docstring. Raises ToolFailed if it cannot start."""
+    loop = asyncio.get_running_loop()
+    try:
+        transport, capture = await loop.subprocess_exec(
+            lambda: _Capture(limit),
+            "/bin/sh",
+            "-c",
+            command,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    except OSError as error:
+        raise ToolFailed(f"The command could not start: {error.strerror or error}") from None
+    pid = transport.get_pid()
+    try:
+        try:
+            async with asyncio.timeout(timeout):
+                await capture.exited.wait()
+        except TimeoutError:
+            kill_group(pid)
+            await capture.drained()
+            return ShellResult(None, capture.output.text(), capture.output.cut)
+        kill_group(pid)  # What it left in the background would hold the pipe open.
+        await capture.drained()
+        return ShellResult(transport.get_returncode(), capture.output.text(), capture.output.cut)
+    finally:
+        kill_group(pid)  # A stop (cancellation) ends up here first: the kill is synchronous.
+        transport.close()  # asyncio's child watcher reaps the shell.
+
+
+def kill_group(pgid: int) -> None:
+    """SIGKILL every process of the group `pgid` (none left is fine)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+class _Capture(asyncio.SubprocessProtocol):
+    """The command's output (standard output and error together) and its exit."""
+
+    def __init__(self, limit: int) -> None:
+        self.output = _Output(limit)
+        self.exited = asyncio.Event()
+        self._closed = asyncio.Event()
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        self.output.add(data)
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        self._closed.set()
+
+    def process_exited(self) -> None:
+        self.exited.set()
+
+    async def drained(self) -> None:
+        """Wait (briefly) for the output's end: every writer is dead or gone."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(DRAIN_WAIT):
+                await self._closed.wait()
+
+
+class _Output:
+    """The start and the end of a stream of output, at most `limit` bytes kept in all."""
+
+    def __init__(self, limit: int) -> None:
+        self.half = max(limit, 2) // 2
+        self._head = bytearray()
+        self._tail = bytearray()
+        self._total = 0
+
+    def add(self, chunk: bytes) -> None:
+        self._total += len(chunk)
+        room = self.half - len(self._head)
+        if room > 0:
+            self._head += chunk[:room]
+            chunk = chunk[room:]
+        self._tail += chunk
+        if len(self._tail) > 2 * self.half:  # Trimmed now and then, not per chunk.
+            del self._tail[: -self.half]
+
+    @property
+    def cut(self) -> int:
+        return self._total - len(self._head) - min(len(self._tail), self.half)
+
+    def text(self) -> str:
+        head = self._head.decode(errors="replace")
+        if not self.cut:
+            return head + self._tail.decode(errors="replace")
+        tail = bytes(self._tail[-self.half :]).decode(errors="replace")
+        return f"{head}\n[… {self.cut:,} bytes of output cut …]\n{tail}"

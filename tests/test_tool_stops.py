@@ -1,0 +1,402 @@
+"""Esc at every point of a tool call, in the app, with each of the three providers.
+
+The four stop points of the tools issue: while a call's arguments stream,
+while the approval dialog is open, while a tool runs (a shell command with a
+child and a grandchild), and between the last tool result and the next model
+request. OpenAI and Anthropic are the real SDKs against the validating wire
+servers; local is real llama.cpp on the tiny GGUF, whose calls a grammar
+writes (`tool_choice = "required"`). Each test checks:
+
+- what is stored (the call, its raw partial arguments or its result);
+- what the screen shows (the call's status, the reply's marker, the status);
+- that no cut-off or cancelled call ran (the tools record their invocations);
+- that no process the shell started is alive;
+- that the next request is accepted: by the provider's own server, and the
+  repaired history by both protocols' validators; for local, that the KV
+  cache holds only committed tokens and the next turn reuses it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anthropic_wire as aw
+import openai_wire as ow
+import pytest
+from apphelpers import make_app, send, settled, wait_until
+from processes import living, marker, nested_sleepers, until_running
+from remote_helpers import SECRET
+from test_local import cache_state, local_config, tiny_model  # noqa: F401 (a fixture)
+from wire import STALL, WireServer
+
+from chatui.config import AnthropicConfig, OpenAIConfig, ToolsConfig
+from chatui.history import CANCELLED_TOOL_RESULT, build_history
+from chatui.messages import ModelResponse, ResponseState, ToolResult, UserPrompt
+from chatui.providers.anthropic_messages import AnthropicProvider, to_anthropic_messages
+from chatui.providers.local.provider import LocalProvider
+from chatui.providers.openai_chat import OpenAIProvider, to_openai_messages
+from chatui.screens.approval import ApprovalDialog
+from chatui.screens.chat import ChatScreen
+from chatui.store import Store
+from chatui.tools import Tool, ToolRegistry, build_registry
+from chatui.turn import ToolResultAdded
+from chatui.widgets.chat_message import AssistantMessage
+from chatui.widgets.status_bar import StatusBar
+from chatui.widgets.tool_call import ToolCallView
+
+KINDS = ["openai", "anthropic", "local"]
+SIZE = (100, 40)
+
+
+class Tools:
+    """The test's tools, which record every invocation: `note`, `record` and `shell`."""
+
+    def __init__(self, workspace: Path, command: str | None = None) -> None:
+        """`command`: the one command the shell's schema allows (the local model's grammar)."""
+        self.invocations: list[tuple[str, Any]] = []
+        real_shell = build_registry(ToolsConfig(enabled=["shell"]), workspace=workspace)["shell"]
+
+        def note(text: str) -> str:
+            """Keep a note."""
+            self.invocations.append(("note", text))
+            return "noted"
+
+        def record() -> str:
+            """Record that it was called."""
+            self.invocations.append(("record", None))
+            return "recorded"
+
+        async def shell(command: str) -> str:
+            """Run a shell command."""
+            self.invocations.append(("shell", command))
+            return await real_shell.function(command)
+
+        shell_schema: dict[str, Any] = {}
+        if command is not None:
+            shell_schema = {
+                "type": "object",
+                "properties": {"command": {"enum": [command]}},
+                "required": ["command"],
+                "additionalProperties": False,
+            }
+        self.note = Tool(note)
+        self.record = Tool(record)
+        self.shell = Tool(shell, parameters=shell_schema, needs_approval=True, timeout=60)
+
+    def only(self, *tools: Tool) -> ToolRegistry:
+        return ToolRegistry(tools)
+
+    def ran(self, name: str) -> list[Any]:
+        return [arguments for tool, arguments in self.invocations if tool == name]
+
+
+class Rig:
+    """One provider kind: its provider, and how the test scripts its model."""
+
+    def __init__(self, kind: str, tmp_path: Path, model: Path) -> None:
+        self.kind = kind
+        self.server: WireServer | None = None
+        self.mark = marker()
+        self.command = nested_sleepers(self.mark)
+        if kind == "local":
+            config = local_config(model, tool_choice="required", max_tokens=1000)
+            self.provider: Any = LocalProvider(config, state_dir=tmp_path / "kv")
+        else:
+            validate = ow.validate if kind == "openai" else aw.validate
+            self.server = WireServer(validate=validate).__enter__()
+            settings = {"api_key": SECRET, "model": "wire-model"}
+            if kind == "openai":
+                self.provider = OpenAIProvider(
+                    OpenAIConfig(base_url=f"{self.server.base_url}/v1", **settings)
+                )
+            else:
+                self.provider = AnthropicProvider(
+                    AnthropicConfig(base_url=self.server.base_url, **settings)
+                )
+        self.tools = Tools(tmp_path, self.command if kind == "local" else None)
+
+    @property
+    def local(self) -> bool:
+        return self.kind == "local"
+
+    def calls(self, *calls: tuple[str, str, list[str]], cut: bool = False) -> None:
+        """Play a reply with text, then `calls` (id, name, argument fragments).
+
+        `cut`: the last call's arguments stop midway and the server stalls.
+        """
+        assert self.server is not None
+        if self.kind == "openai":
+            steps = [*ow.text("Let me see.")]
+            for n, (call_id, name, fragments) in enumerate(calls):
+                steps += ow.tool_call(n, call_id, name, *fragments)
+            steps += [STALL] if cut else ow.ending("tool_calls")
+        else:
+            steps = [*aw.start(), *aw.text_block(0, "Let me see.")]
+            for n, (call_id, name, fragments) in enumerate(calls, start=1):
+                last = n == len(calls)
+                steps += aw.tool_block(n, call_id, name, *fragments, stop=not (cut and last))
+            steps += [STALL] if cut else aw.ending("tool_use")
+        self.server.play(steps)
+
+    def answer(self, text: str) -> None:
+        assert self.server is not None
+        self.server.play(ow.reply(text) if self.kind == "openai" else aw.reply(text))
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.__exit__(None, None, None)
+
+
+@pytest.fixture(params=KINDS)
+def rig(request: pytest.FixtureRequest, tmp_path: Path, tiny_model: Path) -> Iterator[Rig]:  # noqa: F811
+    rig = Rig(request.param, tmp_path, tiny_model)
+    yield rig
+    rig.close()
+    assert living(rig.mark) == []
+
+
+def views(app) -> list[ToolCallView]:  # type: ignore[no-untyped-def]
+    return list(app.chat.query(ToolCallView))
+
+
+def statuses(app) -> list[str]:  # type: ignore[no-untyped-def]
+    return [view.status for view in views(app)]
+
+
+def stored(store: Store, app) -> list:  # type: ignore[no-untyped-def]
+    return store.load_conversation(app.chat.conversation.id).items
+
+
+def assert_both_protocols_accept(items: list, prompt: str = "again") -> None:
+    """The repaired history of `items` and a next prompt, as both APIs would get it."""
+    history = build_history([*items, UserPrompt(prompt)])
+    openai_messages = to_openai_messages(history)
+    assert ow.validate({"messages": openai_messages}) is None
+    _system, anthropic_messages = to_anthropic_messages(history)
+    assert aw.validate({"messages": anthropic_messages, "max_tokens": 64}) is None
+
+
+def assert_stopped_on_screen(app) -> None:  # type: ignore[no-untyped-def]
+    assert app.chat.query_one(StatusBar).state == "stopped"
+    assert app.last_outcome is not None and app.last_outcome.state is ResponseState.INTERRUPTED
+    marker_text = str(app.chat.query(AssistantMessage).last()._marker.render())
+    assert "interrupted" in marker_text
+
+
+async def next_turn_is_accepted(rig: Rig, app, pilot, store: Store, *, kept: bool = True) -> None:  # type: ignore[no-untyped-def]  # noqa: E501
+    """Send another prompt; its request must be accepted (remote) or reuse the cache (local).
+
+    `kept`: the reply with the calls completed, so the history holds it (and
+    its calls' results); else it is left out, and the model told it was stopped.
+    """
+    items = stored(store, app)
+    assert_both_protocols_accept(items)
+    if rig.local:
+        n_tokens, committed, top = cache_state(rig.provider)
+        assert n_tokens == committed == top  # Only committed tokens are in the cache.
+        answered = rig.provider.last_job.prompt_tokens  # The prompt the calls answered.
+        rig.provider.config.tool_choice = "auto"  # The tiny model then writes text.
+    else:
+        rig.answer("Fine.")
+    await send(pilot, "again")
+    await wait_until(pilot, settled(app))
+    assert app.last_outcome.state is ResponseState.COMPLETE
+    if rig.local:
+        job = rig.provider.last_job
+        assert (committed > 0) is kept  # A stopped reply's tokens were rolled back.
+        if kept:  # The cached conversation is reused, up to the reply at least.
+            assert answered <= job.reused <= committed < job.prompt_tokens
+    else:
+        assert rig.server is not None
+        assert rig.server.requests[-1].refused is None
+        body = json.dumps(rig.server.requests[-1].body)
+        assert ("Let me see." in body) is kept and ("call_1" in body) is kept
+        assert ("The user interrupted your previous reply" in body) is not kept
+
+
+# 1. While a call's arguments stream
+
+
+def stall_local_decode(provider: LocalProvider, after_tokens: int) -> threading.Event:
+    """Hold the engine before the reply's `after_tokens`-th token until the turn is stopped."""
+    llm = provider.engine.llm  # type: ignore[union-attr]
+    original, counted, stalled = llm.eval, [0], threading.Event()
+
+    def eval(tokens):  # type: ignore[no-untyped-def]
+        if len(tokens) == 1:
+            counted[0] += 1
+            if counted[0] == after_tokens:
+                halted = threading.Event()
+                job = provider.last_job
+                assert job is not None
+                job.cancel.on_cancel(halted.set)
+                stalled.set()
+                assert halted.wait(20), "the turn was never stopped"
+        return original(tokens)
+
+    llm.eval = eval
+    return stalled
+
+
+async def test_esc_while_arguments_stream_keeps_the_call_cut_off_and_never_runs_it(
+    rig: Rig, store: Store
+) -> None:
+    app = make_app(store, rig.provider, tools=rig.tools.only(rig.tools.note))
+    async with app.run_test(size=SIZE) as pilot:
+        if rig.local:
+            await rig.provider.prepare()
+            stalled = stall_local_decode(rig.provider, after_tokens=70)
+        else:
+            rig.calls(("call_1", "note", ['{"text": "hal', "f a"]), cut=True)
+        await send(pilot, "take a note")
+        if rig.local:
+            assert await asyncio.to_thread(stalled.wait, 20)
+        await wait_until(pilot, lambda: bool(views(app)) and bool(views(app)[0].call.arguments))
+        if not rig.local:
+            await wait_until(pilot, lambda: views(app)[0].call.arguments == '{"text": "half a')
+        shown = views(app)[0].call.arguments
+
+        await pilot.press("escape")
+        await wait_until(pilot, settled(app))
+
+        assert statuses(app) == ["cut off"]
+        assert_stopped_on_screen(app)
+        items = stored(store, app)
+        response = next(i for i in items if isinstance(i, ModelResponse))
+        (call,) = response.tool_calls
+        assert response.state is ResponseState.INTERRUPTED
+        assert not call.complete and re.match(r'\{\s*"text"\s*:\s*"', call.arguments)
+        assert call.arguments.startswith(shown)  # What was shown, and maybe a token more.
+        assert not [i for i in items if isinstance(i, ToolResult)]
+        assert rig.tools.invocations == []
+        await next_turn_is_accepted(rig, app, pilot, store, kept=False)
+        assert rig.tools.invocations == []
+
+
+# 2. While the approval dialog is open
+
+
+async def test_one_esc_in_the_approval_dialog_closes_it_and_stops_the_turn(
+    rig: Rig, store: Store
+) -> None:
+    app = make_app(store, rig.provider, tools=rig.tools.only(rig.tools.shell))
+    async with app.run_test(size=SIZE) as pilot:
+        if not rig.local:
+            rig.calls(("call_1", "shell", [json.dumps({"command": rig.command})]))
+        await send(pilot, "run it")
+        await wait_until(pilot, lambda: isinstance(app.screen, ApprovalDialog))
+        assert "approval" in statuses(app)
+        assert app.chat.query_one(StatusBar).state == "awaiting approval"
+
+        await pilot.press("escape")  # Once.
+        await wait_until(pilot, settled(app))
+
+        assert isinstance(app.screen, ChatScreen)  # The dialog is gone.
+        assert set(statuses(app)) == {"cancelled"}
+        assert_stopped_on_screen(app)
+        items = stored(store, app)
+        response = next(i for i in items if isinstance(i, ModelResponse))
+        results = [i for i in items if isinstance(i, ToolResult)]
+        assert response.state is ResponseState.COMPLETE  # The call itself was whole.
+        assert len(results) == len(response.tool_calls) >= 1
+        assert all(r.state == "cancelled" and r.content == CANCELLED_TOOL_RESULT for r in results)
+        assert rig.tools.invocations == []
+        assert living(rig.mark) == []
+        if rig.server is not None:
+            assert len(rig.server.requests) == 1
+        await next_turn_is_accepted(rig, app, pilot, store)
+
+
+# 3. While a tool runs
+
+
+async def test_esc_while_a_shell_command_runs_kills_its_process_group(
+    rig: Rig, store: Store
+) -> None:
+    app = make_app(store, rig.provider, tools=rig.tools.only(rig.tools.record, rig.tools.shell))
+    async with app.run_test(size=SIZE) as pilot:
+        if rig.local:
+            app.session.tools = rig.tools.only(rig.tools.shell)  # The grammar writes shells.
+        else:
+            command = json.dumps({"command": rig.command})
+            rig.calls(("call_1", "record", ["{}"]), ("call_2", "shell", [command]))
+        await send(pilot, "run it")
+        await wait_until(pilot, lambda: isinstance(app.screen, ApprovalDialog))
+        await pilot.press("a")  # For this conversation: parallel shells run without asking.
+        calls = app.chat._turn_views[0].response.tool_calls
+        shells = len([c for c in calls if c.name == "shell"])
+        await wait_until(pilot, lambda: len(rig.tools.ran("shell")) == shells)
+        await until_running(rig.mark, 2 * shells)  # Each: a child and a grandchild.
+        await wait_until(pilot, lambda: statuses(app).count("running") == shells)
+
+        await pilot.press("escape")
+        await wait_until(pilot, settled(app))
+
+        assert living(rig.mark) == []  # The children and grandchildren too.
+        assert_stopped_on_screen(app)
+        items = stored(store, app)
+        results = {r.call_id: r for r in items if isinstance(r, ToolResult)}
+        response = next(i for i in items if isinstance(i, ModelResponse))
+        assert len(results) == len(response.tool_calls)
+        by_name = {c.id: c.name for c in response.tool_calls}
+        assert {r.state for r in results.values() if by_name[r.call_id] == "shell"} == {"cancelled"}
+        if not rig.local:
+            assert results["call_1"].state == "ok"  # A parallel call that finished is kept.
+            assert rig.tools.ran("record") == [None]
+            assert statuses(app) == ["done", "cancelled"]
+        else:
+            assert set(statuses(app)) == {"cancelled"}
+        await next_turn_is_accepted(rig, app, pilot, store)
+        assert len(rig.tools.ran("shell")) == shells  # Never run again.
+
+
+# 4. Between a tool result and the next request
+
+
+async def test_a_stop_after_the_last_result_sends_nothing_more(rig: Rig, store: Store) -> None:
+    app = make_app(store, rig.provider, tools=rig.tools.only(rig.tools.record))
+    async with app.run_test(size=SIZE) as pilot:
+        if not rig.local:
+            rig.calls(("call_1", "record", ["{}"]), ("call_2", "record", [""]))
+        screen = app.chat
+        handle = screen._on_turn_event
+        results: list[ToolResult] = []
+
+        async def stop_after_the_last_result(event) -> None:  # type: ignore[no-untyped-def]
+            await handle(event)
+            if isinstance(event.payload, ToolResultAdded):
+                results.append(event.payload.result)
+                calls = screen._turn_views[-1].response.tool_calls
+                if len(results) == len(calls):
+                    screen.action_stop()  # As Esc does, at this very point.
+
+        screen._on_turn_event = stop_after_the_last_result  # type: ignore[method-assign]
+        requests_before = 0 if rig.local else len(rig.server.requests)  # type: ignore[union-attr]
+        jobs = []
+        if rig.local:
+            await rig.provider.prepare()
+            original = rig.provider.engine.generate
+            rig.provider.engine.generate = lambda job: (jobs.append(job), original(job))[1]
+        await send(pilot, "record")
+        await wait_until(pilot, settled(app))
+
+        assert_stopped_on_screen(app)
+        assert set(statuses(app)) == {"done"}
+        items = stored(store, app)
+        response = next(i for i in items if isinstance(i, ModelResponse))
+        calls = len(response.tool_calls)
+        assert calls >= 2 and len(rig.tools.ran("record")) == calls
+        assert [r.state for r in items if isinstance(r, ToolResult)] == ["ok"] * calls
+        assert [type(i) for i in items] == [UserPrompt, ModelResponse] + [ToolResult] * calls
+        if rig.local:
+            assert len(jobs) == 1  # No second request.
+        else:
+            assert len(rig.server.requests) == requests_before + 1  # type: ignore[union-attr]
+        screen._on_turn_event = handle  # type: ignore[method-assign]
+        await next_turn_is_accepted(rig, app, pilot, store)
