@@ -189,7 +189,7 @@ def assert_stopped_on_screen(app) -> None:  # type: ignore[no-untyped-def]
     assert "interrupted" in marker_text
 
 
-async def next_turn_is_accepted(rig: Rig, app, pilot, store: Store, *, kept: bool = True) -> None:  # type: ignore[no-untyped-def]  # noqa: E501
+async def next_turn_is_accepted(rig: Rig, app, pilot, store: Store, *, kept: bool = True) -> None:  # type: ignore[no-untyped-def]
     """Send another prompt; its request must be accepted (remote) or reuse the cache (local).
 
     `kept`: the reply with the calls completed, so the history holds it (and

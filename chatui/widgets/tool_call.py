@@ -38,7 +38,7 @@ _LABELS: dict[Status, tuple[str, str]] = {
     "failed": ("✗", "failed"),
     "denied": ("⊘", "denied"),
     "cancelled": ("■", "cancelled by you"),
-    "cut off": ("✂", "cut off: its arguments never ended, so it was not run"),
+    "cut off": ("✂", "cut off before its arguments ended: not run"),
 }
 _RESULT_STATUS: dict[str, Status] = {
     "ok": "done",

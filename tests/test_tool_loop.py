@@ -1,0 +1,169 @@
+"""The tool loop in the turn runner: parallel calls, the step limit, and bad input."""
+
+from __future__ import annotations
+
+import asyncio
+
+import anthropic_wire as aw
+import openai_wire as ow
+from scripted import ScriptedProvider, tool_call, words
+from test_turn import make_turn, stored
+
+from chatui.history import build_history
+from chatui.messages import ModelResponse, ResponseState, ToolCallPart, ToolResult
+from chatui.providers.anthropic_messages import to_anthropic_messages
+from chatui.providers.base import StreamEnd
+from chatui.providers.openai_chat import to_openai_messages
+from chatui.store import Store
+from chatui.tools import Tool, ToolRegistry
+from chatui.turn import Approval, ToolStatusChanged, TurnSettings
+
+
+def both_protocols_accept(items: list) -> bool:
+    history = build_history(items)
+    _system, anthropic_messages = to_anthropic_messages(history)
+    return (
+        ow.validate({"messages": to_openai_messages(history)}) is None
+        and aw.validate({"messages": anthropic_messages, "max_tokens": 64}) is None
+    )
+
+
+def calls(*specs: tuple[str, str, str]) -> list:
+    """One reply calling (id, name, arguments) each, then ending for tool calls."""
+    steps: list = []
+    for n, (call_id, name, arguments) in enumerate(specs):
+        steps += tool_call(n, call_id, name, [arguments])
+    return [*steps, StreamEnd("tool_calls")]
+
+
+async def test_parallel_calls_of_one_reply_run_at_the_same_time(store: Store) -> None:
+    meeting = asyncio.Barrier(3)
+    finished: list[str] = []
+
+    async def meet(who: str) -> str:
+        """Wait until all three callers are here: only calls that run together get through."""
+        async with asyncio.timeout(5):
+            await meeting.wait()
+        finished.append(who)
+        return f"{who} met the others"
+
+    provider = ScriptedProvider(
+        calls(("a", "meet", '{"who": "a"}'), ("b", "meet", '{"who": "b"}'), ("c", "meet", '{"who": "c"}')),
+        words("All met."),
+    )  # fmt: skip
+    turn, sink = make_turn(store, provider, tools=ToolRegistry([Tool(meet)]))
+
+    outcome = await turn.run()
+
+    assert outcome.state is ResponseState.COMPLETE
+    assert sorted(finished) == ["a", "b", "c"]
+    results = [i for i in stored(store, turn) if isinstance(i, ToolResult)]
+    assert {r.call_id: r.state for r in results} == {"a": "ok", "b": "ok", "c": "ok"}
+    tool_messages = [m for m in provider.records[1].request.messages if m.role == "tool"]
+    assert [m.tool_call_id for m in tool_messages] == ["a", "b", "c"]  # The calls' order.
+    running = [e.payload.call_id for e in sink.events if isinstance(e.payload, ToolStatusChanged)]
+    assert sorted(running) == ["a", "b", "c"]
+
+
+async def test_a_model_that_calls_tools_for_ever_is_stopped_at_the_step_limit(
+    store: Store,
+) -> None:
+    ran: list[int] = []
+
+    def again() -> str:
+        """Do it again."""
+        ran.append(len(ran))
+        return "done"
+
+    provider = ScriptedProvider(*(calls((f"c{n}", "again", "{}")) for n in range(10)))
+    turn, _ = make_turn(
+        store, provider, tools=ToolRegistry([Tool(again)]), settings=TurnSettings(max_steps=3)
+    )
+
+    outcome = await turn.run()
+
+    assert outcome.state is ResponseState.FAILED
+    assert outcome.error == (
+        "The model was still calling tools after 3 steps (tools.max_steps), so the turn was "
+        "stopped there. Send a message to let it go on."
+    )
+    assert len(provider.records) == 3 and ran == [0, 1]  # The third reply's call never ran.
+    items = stored(store, turn)
+    last = [i for i in items if isinstance(i, ToolResult)][-1]
+    assert (last.call_id, last.state) == ("c2", "error")
+    assert "limit of 3 model requests" in last.content
+    assert all(i.state is ResponseState.COMPLETE for i in items if isinstance(i, ModelResponse))
+    assert both_protocols_accept(items)
+
+
+async def test_bad_calls_are_answered_with_errors_and_the_model_goes_on(store: Store) -> None:
+    ran: list[str] = []
+
+    def note(text: str) -> str:
+        """Keep a note."""
+        ran.append(text)
+        return "kept"
+
+    def explode() -> str:
+        """Fail."""
+        raise OSError("disk on fire")
+
+    async def hang() -> str:
+        """Never answer."""
+        await asyncio.Event().wait()
+        return ""
+
+    registry = ToolRegistry([Tool(note), Tool(explode), Tool(hang, timeout=0.05)])
+    provider = ScriptedProvider(
+        calls(
+            ("j", "note", '{"text": '),  # Not JSON.
+            ("s", "note", '{"text": 7}'),  # Breaks the schema.
+            ("u", "missing", "{}"),  # No such tool.
+            ("e", "explode", "{}"),
+            ("h", "hang", "{}"),
+            ("ok", "note", '{"text": "fine"}'),
+        ),
+        words("Understood."),
+    )
+    turn, _ = make_turn(store, provider, tools=registry)
+
+    outcome = await turn.run()
+
+    assert outcome.state is ResponseState.COMPLETE
+    assert ran == ["fine"]
+    results = {i.call_id: i for i in stored(store, turn) if isinstance(i, ToolResult)}
+    assert {k: r.state for k, r in results.items()} == {
+        "j": "error", "s": "error", "u": "error", "e": "error", "h": "error", "ok": "ok"
+    }  # fmt: skip
+    assert "not valid JSON" in results["j"].content
+    assert "text must be a string, not a number" in results["s"].content
+    assert "There is no tool named 'missing'" in results["u"].content
+    assert results["e"].content == "explode failed: OSError: disk on fire"
+    assert results["h"].content == "hang did not finish within 0.05 s."
+    sent = {m.tool_call_id: m.content for m in provider.records[1].request.messages if m.role == "tool"}
+    assert sent == {k: r.content for k, r in results.items()}  # The model sees each one.
+    assert both_protocols_accept(stored(store, turn))
+
+
+async def test_a_denied_call_is_a_result_the_model_sees(store: Store) -> None:
+    ran: list[str] = []
+
+    def risky() -> str:
+        """Do something risky."""
+        ran.append("ran")
+        return "done"
+
+    async def deny(call: ToolCallPart) -> Approval:
+        return Approval.DENY
+
+    provider = ScriptedProvider(calls(("r", "risky", "{}")), words("Fine, I won't."))
+    turn, _ = make_turn(store, provider, tools=ToolRegistry([Tool(risky, needs_approval=True)]))
+    turn.approve = deny
+
+    outcome = await turn.run()
+
+    assert outcome.state is ResponseState.COMPLETE and ran == []
+    (result,) = [i for i in stored(store, turn) if isinstance(i, ToolResult)]
+    assert (result.state, result.content) == ("denied", "The user denied this tool call.")
+    (tool_message,) = [m for m in provider.records[1].request.messages if m.role == "tool"]
+    assert tool_message.content == "The user denied this tool call."

@@ -1,0 +1,245 @@
+"""Tool calls on screen: the statuses, the approval dialog's answers, literal text, snapshots."""
+
+from __future__ import annotations
+
+import asyncio
+
+from apphelpers import fix_stop_time, make_app, send, settled, wait_until
+from conftest import FakeClock
+from scripted import STALL, ScriptedProvider, tool_call, words
+from textual.widgets import Collapsible
+from test_tool_loop import calls
+
+from chatui.messages import ModelResponse, ResponseState, TextPart, ToolCallPart, ToolResult
+from chatui.messages import UserPrompt
+from chatui.providers.base import StreamEnd, TextDelta
+from chatui.screens.approval import ApprovalDialog
+from chatui.store import Store
+from chatui.tools import Tool, ToolRegistry
+from chatui.widgets.status_bar import StatusBar
+from chatui.widgets.tool_call import ToolCallView
+
+SIZE = (80, 24)
+
+
+class Counter:
+    def __init__(self) -> None:
+        self.ran: list[str] = []
+
+    def tool(self) -> Tool:
+        def touch(path: str) -> str:
+            """Touch a file."""
+            self.ran.append(path)
+            return f"touched {path}"
+
+        return Tool(touch, needs_approval=True)
+
+
+def views(app) -> list[ToolCallView]:  # type: ignore[no-untyped-def]
+    return list(app.chat.query(ToolCallView))
+
+
+def head(view: ToolCallView) -> str:
+    return str(view._head.render())
+
+
+async def test_approve_for_this_conversation_asks_once_per_conversation(store: Store) -> None:
+    counter = Counter()
+    provider = ScriptedProvider(
+        calls(("c1", "touch", '{"path": "a"}')),
+        calls(("c2", "touch", '{"path": "b"}')),
+        words("Both touched."),
+        calls(("c3", "touch", '{"path": "c"}')),
+        words("Touched in the new one."),
+    )
+    app = make_app(store, provider, tools=ToolRegistry([counter.tool()]))
+    async with app.run_test(size=SIZE) as pilot:
+        await send(pilot, "touch a and b")
+        await wait_until(pilot, lambda: isinstance(app.screen, ApprovalDialog))
+        await pilot.press("a")
+        await wait_until(pilot, settled(app))
+        assert counter.ran == ["a", "b"]  # The second call was not asked about.
+        assert [v.status for v in views(app)] == ["done", "done"]
+
+        await pilot.press("ctrl+n")
+        await wait_until(pilot, lambda: not views(app))
+        await send(pilot, "touch c")
+        await wait_until(pilot, lambda: isinstance(app.screen, ApprovalDialog))  # Asked again.
+        await pilot.press("y")
+        await wait_until(pilot, settled(app))
+        assert counter.ran == ["a", "b", "c"]
+
+
+async def test_deny_keeps_the_call_from_running_and_says_so(store: Store) -> None:
+    counter = Counter()
+    provider = ScriptedProvider(calls(("c1", "touch", '{"path": "a"}')), words("I won't."))
+    app = make_app(store, provider, tools=ToolRegistry([counter.tool()]))
+    async with app.run_test(size=SIZE) as pilot:
+        await send(pilot, "touch a")
+        await wait_until(pilot, lambda: isinstance(app.screen, ApprovalDialog))
+        assert app.screen.focused is app.screen.query_one("#deny")  # Enter denies.
+        await pilot.press("enter")
+        await wait_until(pilot, settled(app))
+
+        assert counter.ran == []
+        (view,) = views(app)
+        assert view.status == "denied" and "denied" in head(view)
+        assert app.last_outcome.state is ResponseState.COMPLETE
+        (tool_message,) = [m for m in provider.records[1].request.messages if m.role == "tool"]
+        assert tool_message.content == "The user denied this tool call."
+
+
+async def test_outside_text_in_a_call_is_shown_literally(store: Store) -> None:
+    def shout(words: str) -> str:
+        """Shout back."""
+        return f"\x1b[2J\x1b]0;pwned\x07[bold red]{words}[/]"
+
+    name = "[b]ev\x1b[31mil"
+    provider = ScriptedProvider(
+        calls(("c1", name, "{}"), ("c2", "shout", '{"words": "[link=x]hi"}')), words("Done.")
+    )
+    app = make_app(store, provider, tools=ToolRegistry([Tool(shout)]))
+    async with app.run_test(size=SIZE) as pilot:
+        await send(pilot, "go")
+        await wait_until(pilot, settled(app))
+
+        unknown, shouted = views(app)
+        assert "[b]ev␛[31mil" in head(unknown)  # Neither markup nor an escape sequence.
+        assert "There is no tool named" in str(unknown.query_one(".tool-output").render())
+        output = str(shouted.query_one(".tool-output").render())
+        assert output == "␛[2J␛]0;pwned␇[bold red][link=x]hi[/]"
+        assert '{"words": "[link=x]hi"}' in str(shouted._arguments.render())
+
+
+async def test_a_long_result_is_collapsed_under_its_size(store: Store) -> None:
+    lines = "\n".join(f"line {n}" for n in range(1, 41))
+
+    def dump() -> str:
+        """Dump many lines."""
+        return lines
+
+    provider = ScriptedProvider(calls(("c1", "dump", "{}")), words("Forty lines."))
+    app = make_app(store, provider, tools=ToolRegistry([Tool(dump)]))
+    async with app.run_test(size=SIZE) as pilot:
+        await send(pilot, "dump")
+        await wait_until(pilot, settled(app))
+        collapsible = views(app)[0].query_one(Collapsible)
+        assert collapsible.collapsed
+        assert collapsible.title == f"Result · 40 lines, {len(lines)} characters"
+
+
+# Snapshots
+
+
+def approval_app(store: Store):  # type: ignore[no-untyped-def]
+    def shell(command: str) -> str:
+        """Run a command."""
+        return ""
+
+    script = [
+        TextDelta("I will list the files."),
+        *tool_call(0, "c1", "shell", ['{"command": "ls -la ~/projects"}']),
+        StreamEnd("tool_calls"),
+    ]
+    provider = ScriptedProvider(script)
+    tools = ToolRegistry([Tool(shell, needs_approval=True)])
+    return make_app(store, provider, clock=FakeClock(), tools=tools)
+
+
+def test_the_approval_dialog(snap_compare, store: Store) -> None:
+    app = approval_app(store)
+
+    async def run_before(pilot) -> None:
+        await send(pilot, "What is in my projects folder?")
+        await wait_until(pilot, lambda: isinstance(app.screen, ApprovalDialog))
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(80, 30), run_before=run_before)
+
+
+def test_a_tool_call_running(snap_compare, store: Store) -> None:
+    release = asyncio.Event()
+
+    async def fetch(url: str) -> str:
+        """Fetch a page."""
+        await release.wait()
+        return ""
+
+    script = [*tool_call(0, "c1", "fetch", ['{"url": "https://example.org"}']), StreamEnd("tool_calls")]
+    provider = ScriptedProvider(script)
+    app = make_app(store, provider, clock=FakeClock(), tools=ToolRegistry([Tool(fetch)]))
+
+    async def run_before(pilot) -> None:
+        await send(pilot, "Fetch example.org")
+        await wait_until(pilot, lambda: bool(views(app)) and views(app)[0].status == "running")
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_tool_call_arguments_streaming(snap_compare, store: Store) -> None:
+    def note(text: str) -> str:
+        """Keep a note."""
+        return ""
+
+    script = [
+        TextDelta("Noting it."),
+        *tool_call(0, "c1", "note", ['{"text": "buy fl', "our and "], end=False),
+        STALL,
+    ]
+    provider = ScriptedProvider(script)
+    app = make_app(store, provider, clock=FakeClock(), tools=ToolRegistry([Tool(note)]))
+
+    async def run_before(pilot) -> None:
+        await send(pilot, "Remind me to buy flour and soda")
+        await provider.started.wait()
+        await provider.last.stalled.wait()
+        await wait_until(pilot, lambda: bool(views(app)) and "and" in views(app)[0].call.arguments)
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_every_tool_call_status_after_a_reload(snap_compare, store: Store) -> None:
+    conversation = store.create_conversation("Tools")
+    store.save_item(conversation.id, UserPrompt("Check everything"))
+    calls_ = [
+        ToolCallPart("a", "calculate", '{"expression": "6*7"}', complete=True),
+        ToolCallPart("b", "read_file", '{"path": "../secret"}', complete=True),
+        ToolCallPart("c", "shell", '{"command": "rm -rf build"}', complete=True),
+        ToolCallPart("d", "shell", '{"command": "sleep 30"}', complete=True),
+        ToolCallPart("e", "read_file", '{"path": "notes/to', complete=False),
+    ]
+    response = ModelResponse(
+        "scripted", "script-1", [TextPart("Checking."), *calls_], ResponseState.COMPLETE
+    )
+    store.save_item(conversation.id, response)
+    for call_id, content, state in [
+        ("a", "42", "ok"),
+        ("b", "Refused: '../secret' is a path outside the workspace.", "error"),
+        ("c", "The user denied this tool call.", "denied"),
+        ("d", "The tool call was cancelled by the user before it finished.", "cancelled"),
+    ]:
+        store.save_item(conversation.id, ToolResult(call_id, "x", content, state))  # type: ignore[arg-type]
+    app = make_app(store, ScriptedProvider(), clock=FakeClock())
+
+    async def run_before(pilot) -> None:
+        await app.open_conversation(conversation.id)
+        await pilot.pause()
+        assert [v.status for v in views(app)] == ["done", "failed", "denied", "cancelled", "cut off"]
+
+    assert snap_compare(app, terminal_size=(80, 44), run_before=run_before)
+
+
+def test_esc_in_the_approval_dialog(snap_compare, store: Store) -> None:
+    app = approval_app(store)
+
+    async def run_before(pilot) -> None:
+        await send(pilot, "What is in my projects folder?")
+        await wait_until(pilot, lambda: isinstance(app.screen, ApprovalDialog))
+        await pilot.press("escape")
+        await wait_until(pilot, settled(app))
+        await fix_stop_time(pilot)
+        assert app.screen.query_one(StatusBar).state == "stopped"
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
