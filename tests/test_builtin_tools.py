@@ -263,3 +263,34 @@ def test_the_file_tools_use_the_configured_workspace(tmp_path: Path) -> None:
     result = asyncio.run(run(registry, "read_file", '{"path": "a.txt"}'))
     assert result.content == "in the workspace"
     assert os.getcwd() != str(tmp_path)
+
+
+async def test_a_stop_while_the_command_starts_still_kills_its_group(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cancelled before the spawn returned: the group goes as soon as it exists."""
+    mark = marker()
+    loop = asyncio.get_running_loop()
+    original = loop.subprocess_exec
+    spawning, spawned = asyncio.Event(), asyncio.Event()
+
+    async def slow_spawn(*args, **kwargs):  # type: ignore[no-untyped-def]
+        spawning.set()
+        result = await original(*args, **kwargs)
+        await until_running(mark, 2)  # Its children exist before the spawn returns.
+        spawned.set()
+        return result
+
+    monkeypatch.setattr(loop, "subprocess_exec", slow_spawn)
+    task = asyncio.create_task(
+        run_shell(nested_sleepers(mark), cwd=tmp_path, timeout=60, limit=1000)
+    )
+    await spawning.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await spawned.wait()
+
+    async with asyncio.timeout(5):
+        while living(mark):
+            await asyncio.sleep(0.001)

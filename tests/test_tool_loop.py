@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import anthropic_wire as aw
 import openai_wire as ow
@@ -47,10 +48,8 @@ async def test_parallel_calls_of_one_reply_run_at_the_same_time(store: Store) ->
         finished.append(who)
         return f"{who} met the others"
 
-    provider = ScriptedProvider(
-        calls(("a", "meet", '{"who": "a"}'), ("b", "meet", '{"who": "b"}'), ("c", "meet", '{"who": "c"}')),
-        words("All met."),
-    )  # fmt: skip
+    three = [(who, "meet", json.dumps({"who": who})) for who in "abc"]
+    provider = ScriptedProvider(calls(*three), words("All met."))
     turn, sink = make_turn(store, provider, tools=ToolRegistry([Tool(meet)]))
 
     outcome = await turn.run()
@@ -140,7 +139,9 @@ async def test_bad_calls_are_answered_with_errors_and_the_model_goes_on(store: S
     assert "There is no tool named 'missing'" in results["u"].content
     assert results["e"].content == "explode failed: OSError: disk on fire"
     assert results["h"].content == "hang did not finish within 0.05 s."
-    sent = {m.tool_call_id: m.content for m in provider.records[1].request.messages if m.role == "tool"}
+    sent = {
+        m.tool_call_id: m.content for m in provider.records[1].request.messages if m.role == "tool"
+    }
     assert sent == {k: r.content for k, r in results.items()}  # The model sees each one.
     assert both_protocols_accept(stored(store, turn))
 

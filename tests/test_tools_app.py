@@ -7,11 +7,17 @@ import asyncio
 from apphelpers import fix_stop_time, make_app, send, settled, wait_until
 from conftest import FakeClock
 from scripted import STALL, ScriptedProvider, tool_call, words
-from textual.widgets import Collapsible
 from test_tool_loop import calls
+from textual.widgets import Collapsible
 
-from chatui.messages import ModelResponse, ResponseState, TextPart, ToolCallPart, ToolResult
-from chatui.messages import UserPrompt
+from chatui.messages import (
+    ModelResponse,
+    ResponseState,
+    TextPart,
+    ToolCallPart,
+    ToolResult,
+    UserPrompt,
+)
 from chatui.providers.base import StreamEnd, TextDelta
 from chatui.screens.approval import ApprovalDialog
 from chatui.store import Store
@@ -165,7 +171,10 @@ def test_a_tool_call_running(snap_compare, store: Store) -> None:
         await release.wait()
         return ""
 
-    script = [*tool_call(0, "c1", "fetch", ['{"url": "https://example.org"}']), StreamEnd("tool_calls")]
+    script = [
+        *tool_call(0, "c1", "fetch", ['{"url": "https://example.org"}']),
+        StreamEnd("tool_calls"),
+    ]
     provider = ScriptedProvider(script)
     app = make_app(store, provider, clock=FakeClock(), tools=ToolRegistry([Tool(fetch)]))
 
@@ -226,7 +235,13 @@ def test_every_tool_call_status_after_a_reload(snap_compare, store: Store) -> No
     async def run_before(pilot) -> None:
         await app.open_conversation(conversation.id)
         await pilot.pause()
-        assert [v.status for v in views(app)] == ["done", "failed", "denied", "cancelled", "cut off"]
+        assert [v.status for v in views(app)] == [
+            "done",
+            "failed",
+            "denied",
+            "cancelled",
+            "cut off",
+        ]
 
     assert snap_compare(app, terminal_size=(80, 44), run_before=run_before)
 

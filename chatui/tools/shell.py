@@ -19,6 +19,7 @@ import signal
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from chatui.tools.registry import ToolFailed
 
@@ -34,9 +35,8 @@ class ShellResult:
 
 async def run_shell(command: str, *, cwd: Path, timeout: float, limit: int) -> ShellResult:
     """Run `command`; see the module docstring. Raises ToolFailed if it cannot start."""
-    loop = asyncio.get_running_loop()
-    try:
-        transport, capture = await loop.subprocess_exec(
+    starting = asyncio.ensure_future(
+        asyncio.get_running_loop().subprocess_exec(
             lambda: _Capture(limit),
             "/bin/sh",
             "-c",
@@ -47,8 +47,16 @@ async def run_shell(command: str, *, cwd: Path, timeout: float, limit: int) -> S
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+    )
+    try:
+        transport, capture = await asyncio.shield(starting)
     except OSError as error:
         raise ToolFailed(f"The command could not start: {error.strerror or error}") from None
+    except asyncio.CancelledError:
+        # Stopped while it starts: asyncio would kill the shell alone, and what it has
+        # forked by then would live on. Its whole group goes as soon as it has started.
+        starting.add_done_callback(_kill_once_started)
+        raise
     pid = transport.get_pid()
     try:
         try:
@@ -63,13 +71,20 @@ async def run_shell(command: str, *, cwd: Path, timeout: float, limit: int) -> S
         return ShellResult(transport.get_returncode(), capture.output.text(), capture.output.cut)
     finally:
         kill_group(pid)  # A stop (cancellation) ends up here first: the kill is synchronous.
-        transport.close()  # asyncio's child watcher reaps the shell.
+        capture.close_on_exit(transport)
 
 
 def kill_group(pgid: int) -> None:
     """SIGKILL every process of the group `pgid` (none left is fine)."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
+
+
+def _kill_once_started(starting: asyncio.Future[tuple[asyncio.SubprocessTransport, Any]]) -> None:
+    if not starting.cancelled() and starting.exception() is None:
+        transport, capture = starting.result()
+        kill_group(transport.get_pid())
+        capture.close_on_exit(transport)
 
 
 class _Capture(asyncio.SubprocessProtocol):
@@ -79,6 +94,7 @@ class _Capture(asyncio.SubprocessProtocol):
         self.output = _Output(limit)
         self.exited = asyncio.Event()
         self._closed = asyncio.Event()
+        self._transport: asyncio.SubprocessTransport | None = None
 
     def pipe_data_received(self, fd: int, data: bytes) -> None:
         self.output.add(data)
@@ -88,6 +104,19 @@ class _Capture(asyncio.SubprocessProtocol):
 
     def process_exited(self) -> None:
         self.exited.set()
+        if self._transport is not None:
+            self._transport.close()
+
+    def close_on_exit(self, transport: asyncio.SubprocessTransport) -> None:
+        """Close `transport` once the killed shell has exited (and been reaped).
+
+        Closed before, it would poll the shell itself and could reap it under
+        asyncio's child watcher, which then logs an "unknown child process".
+        """
+        if self.exited.is_set():
+            transport.close()
+        else:
+            self._transport = transport
 
     async def drained(self) -> None:
         """Wait (briefly) for the output's end: every writer is dead or gone."""
