@@ -21,6 +21,7 @@ import platformdirs
 from chatui.history import DEFAULT_INTERRUPTED_NOTE
 
 PROVIDERS = ("local", "openai", "anthropic")
+SECRET_ENV = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")  # Never passed on to a tool's process.
 TOOL_CHOICES = ("auto", "required", "none")
 DEFAULT_ESCAPE_DELAY_MS = 10  # How long a lone ESC byte waits for the rest of a sequence.
 CONFIG_ENV = "CHATUI_CONFIG"

@@ -377,6 +377,10 @@ class Turn:
         text = (
             str(error) if isinstance(error, ProviderError) else f"{type(error).__name__}: {error}"
         )
+        return self._redact(text)
+
+    def _redact(self, text: str) -> str:
+        """`text` with the API keys replaced by `***`: never stored, shown or sent on."""
         for secret in self.settings.secrets:
             if secret:
                 text = text.replace(secret, "***")
@@ -522,6 +526,7 @@ class Turn:
                     )
 
     def _add_result(self, result: ToolResult) -> None:
+        result.content = self._redact(result.content)  # A file or a command may hold a key.
         self.conversation.items.append(result)
         self._save(result)
 

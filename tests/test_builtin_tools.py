@@ -294,3 +294,14 @@ async def test_a_stop_while_the_command_starts_still_kills_its_group(
     async with asyncio.timeout(5):
         while living(mark):
             await asyncio.sleep(0.001)
+
+
+async def test_the_shell_does_not_get_the_api_keys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-from-the-environment")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-from-the-environment")
+    monkeypatch.setenv("CHATUI_TEST_VISIBLE", "yes")
+    result = await run_shell("env", cwd=tmp_path, timeout=10, limit=100_000)
+    assert "CHATUI_TEST_VISIBLE=yes" in result.output
+    assert "API_KEY" not in result.output

@@ -168,3 +168,46 @@ async def test_a_denied_call_is_a_result_the_model_sees(store: Store) -> None:
     assert (result.state, result.content) == ("denied", "The user denied this tool call.")
     (tool_message,) = [m for m in provider.records[1].request.messages if m.role == "tool"]
     assert tool_message.content == "The user denied this tool call."
+
+
+async def test_a_key_in_a_tool_result_is_never_stored_shown_or_sent(store: Store) -> None:
+    secret = "sk-test-4f9a2c7e1b8d6053aa71c0de99f1e2b3"
+
+    def read_config() -> str:
+        """Read the config file."""
+        return f'[openai]\napi_key = "{secret}"\n'
+
+    provider = ScriptedProvider(calls(("c1", "read_config", "{}")), words("I see a key."))
+    turn, sink = make_turn(
+        store,
+        provider,
+        tools=ToolRegistry([Tool(read_config)]),
+        settings=TurnSettings(secrets=[secret]),
+    )
+
+    await turn.run()
+
+    (result,) = [i for i in stored(store, turn) if isinstance(i, ToolResult)]
+    assert result.content == '[openai]\napi_key = "***"\n'
+    shown = [e.payload.result.content for e in sink.events if hasattr(e.payload, "result")]
+    assert shown == [result.content]
+    assert secret not in repr(provider.records[1].request.messages)
+
+
+async def test_a_full_disk_while_storing_a_result_fails_the_turn_clearly(store: Store) -> None:
+    def big() -> str:
+        """A big result."""
+        return "x" * 200_000
+
+    provider = ScriptedProvider(calls(("c1", "big", "{}")), words("never"))
+    turn, _ = make_turn(store, provider, tools=ToolRegistry([Tool(big)]))
+    pages = store._db.execute("PRAGMA page_count").fetchone()[0]
+    store._db.execute(f"PRAGMA max_page_count = {pages + 8}")  # Room for the reply, not this.
+
+    outcome = await turn.run()  # A storage failure never escapes.
+
+    assert outcome.state is ResponseState.FAILED
+    assert "could not be saved" in (outcome.error or "") and "free some disk space" in (
+        outcome.error or ""
+    )
+    assert len(provider.records) == 1  # Nothing sent on a result that was not stored.

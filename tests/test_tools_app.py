@@ -258,3 +258,36 @@ def test_esc_in_the_approval_dialog(snap_compare, store: Store) -> None:
         assert app.screen.query_one(StatusBar).state == "stopped"
 
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+async def test_a_second_esc_after_the_dialog_closed_changes_nothing(store: Store) -> None:
+    counter = Counter()
+    provider = ScriptedProvider(calls(("c1", "touch", '{"path": "a"}')))
+    app = make_app(store, provider, tools=ToolRegistry([counter.tool()]))
+    async with app.run_test(size=SIZE) as pilot:
+        await send(pilot, "touch a")
+        await wait_until(pilot, lambda: isinstance(app.screen, ApprovalDialog))
+        await pilot.press("escape", "escape")
+        await wait_until(pilot, settled(app))
+
+        assert counter.ran == [] and len(provider.records) == 1
+        items = store.load_conversation(app.chat.conversation.id).items
+        assert [r.state for r in items if isinstance(r, ToolResult)] == ["cancelled"]
+        assert app.last_outcome.state is ResponseState.INTERRUPTED
+        assert not isinstance(app.screen, ApprovalDialog)
+
+
+async def test_quitting_with_the_dialog_open_stores_the_call_cancelled(store: Store) -> None:
+    counter = Counter()
+    provider = ScriptedProvider(calls(("c1", "touch", '{"path": "a"}')))
+    app = make_app(store, provider, tools=ToolRegistry([counter.tool()]))
+    async with app.run_test(size=SIZE) as pilot:
+        await send(pilot, "touch a")
+        await wait_until(pilot, lambda: isinstance(app.screen, ApprovalDialog))
+        conversation_id = app.chat.conversation.id
+        await pilot.press("ctrl+q")
+        await wait_until(pilot, lambda: not app.is_running)
+
+    assert app.return_code == 0 and counter.ran == []
+    items = store.load_conversation(conversation_id).items
+    assert [r.state for r in items if isinstance(r, ToolResult)] == ["cancelled"]

@@ -2,12 +2,12 @@
 
 The command runs under `/bin/sh -c` in the workspace, in a new session (so a
 new process group, which its children and grandchildren join), with no
-standard input. Standard output and error are captured together; at most
-`limit` bytes are kept, the start and the end, with a note saying how much
-was cut. However the run ends (done, timed out, cancelled by a stop),
-the whole group is killed before `run_shell` returns or raises: nothing it
-started outlives it. (A process that leaves the group on purpose, with
-`setsid`, is beyond any group kill.)
+standard input, and without the API keys in its environment. Standard output
+and error are captured together; at most `limit` bytes are kept, the start
+and the end, with a note saying how much was cut. However the run ends
+(done, timed out, cancelled by a stop), the whole group is killed before
+`run_shell` returns or raises: nothing it started outlives it. (A process
+that leaves the group on purpose, with `setsid`, is beyond any group kill.)
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from chatui.config import SECRET_ENV
 from chatui.tools.registry import ToolFailed
 
 DRAIN_WAIT = 2.0  # Seconds to wait for the last output once the group is killed.
@@ -46,6 +47,7 @@ async def run_shell(command: str, *, cwd: Path, timeout: float, limit: int) -> S
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            env={k: v for k, v in os.environ.items() if k not in SECRET_ENV},
         )
     )
     try:
