@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from processes import marker, nested_sleepers, until_running
+from processes import marker, nested_sleepers, one_command_schema, until_running
 
 from chatui.config import ToolsConfig
 from chatui.messages import ToolCallPart, ToolResult
@@ -30,14 +30,7 @@ GOAL_P99_MS = 50.0
 def shell_registry(workspace: Path, only: str | None = None) -> ToolRegistry:
     """The real shell tool; `only`: the one command its schema allows (for a grammar)."""
     shell = build_registry(ToolsConfig(enabled=["shell"]), workspace=workspace)["shell"]
-    parameters: dict[str, Any] = {}
-    if only is not None:
-        parameters = {
-            "type": "object",
-            "properties": {"command": {"enum": [only]}},
-            "required": ["command"],
-            "additionalProperties": False,
-        }
+    parameters = one_command_schema(only) if only is not None else {}
     return ToolRegistry([Tool(shell.function, parameters=parameters, needs_approval=True)])
 
 

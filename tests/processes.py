@@ -63,6 +63,16 @@ async def until_running(marker: str, count: int, timeout: float = 10.0) -> list[
     return found
 
 
+def one_command_schema(command: str) -> dict:
+    """A shell tool's schema that allows `command` alone (a grammar then writes it)."""
+    return {
+        "type": "object",
+        "properties": {"command": {"enum": [command]}},
+        "required": ["command"],
+        "additionalProperties": False,
+    }
+
+
 def nested_sleepers(marker: str) -> str:
     """A command with a child and a grandchild, both `sleep <marker>` (30 s or more)."""
     return f"sh -c 'sleep {marker} & wait' & sleep {marker}; wait"

@@ -305,3 +305,11 @@ async def test_the_shell_does_not_get_the_api_keys(
     result = await run_shell("env", cwd=tmp_path, timeout=10, limit=100_000)
     assert "CHATUI_TEST_VISIBLE=yes" in result.output
     assert "API_KEY" not in result.output
+
+
+def test_a_missing_workspace_is_named_as_such(tmp_path: Path) -> None:
+    workspace = Workspace(tmp_path / "gone")
+    with pytest.raises(
+        ToolFailed, match=r"The workspace .*gone is not a directory \(tools.workspace\)"
+    ):
+        read_text_file(workspace, "a.txt")

@@ -30,7 +30,7 @@ import anthropic_wire as aw
 import openai_wire as ow
 import pytest
 from apphelpers import make_app, send, settled, wait_until
-from processes import living, marker, nested_sleepers, until_running
+from processes import living, marker, nested_sleepers, one_command_schema, until_running
 from remote_helpers import SECRET
 from test_local import cache_state, local_config, tiny_model  # noqa: F401 (a fixture)
 from wire import STALL, WireServer
@@ -77,14 +77,7 @@ class Tools:
             self.invocations.append(("shell", command))
             return await real_shell.function(command)
 
-        shell_schema: dict[str, Any] = {}
-        if command is not None:
-            shell_schema = {
-                "type": "object",
-                "properties": {"command": {"enum": [command]}},
-                "required": ["command"],
-                "additionalProperties": False,
-            }
+        shell_schema = one_command_schema(command) if command is not None else {}
         self.note = Tool(note)
         self.record = Tool(record)
         self.shell = Tool(shell, parameters=shell_schema, needs_approval=True, timeout=60)

@@ -76,13 +76,22 @@ async def test_approve_for_this_conversation_asks_once_per_conversation(store: S
         assert counter.ran == ["a", "b", "c"]
 
 
-async def test_deny_keeps_the_call_from_running_and_says_so(store: Store) -> None:
+def touching(store: Store):  # type: ignore[no-untyped-def]
+    """An app whose model calls `touch`, which asks first; its counter and its provider."""
     counter = Counter()
     provider = ScriptedProvider(calls(("c1", "touch", '{"path": "a"}')), words("I won't."))
-    app = make_app(store, provider, tools=ToolRegistry([counter.tool()]))
+    return make_app(store, provider, tools=ToolRegistry([counter.tool()])), counter, provider
+
+
+async def open_the_dialog(pilot, app) -> None:  # type: ignore[no-untyped-def]
+    await send(pilot, "touch a")
+    await wait_until(pilot, lambda: isinstance(app.screen, ApprovalDialog))
+
+
+async def test_deny_keeps_the_call_from_running_and_says_so(store: Store) -> None:
+    app, counter, provider = touching(store)
     async with app.run_test(size=SIZE) as pilot:
-        await send(pilot, "touch a")
-        await wait_until(pilot, lambda: isinstance(app.screen, ApprovalDialog))
+        await open_the_dialog(pilot, app)
         assert app.screen.focused is app.screen.query_one("#deny")  # Enter denies.
         await pilot.press("enter")
         await wait_until(pilot, settled(app))
@@ -261,12 +270,9 @@ def test_esc_in_the_approval_dialog(snap_compare, store: Store) -> None:
 
 
 async def test_a_second_esc_after_the_dialog_closed_changes_nothing(store: Store) -> None:
-    counter = Counter()
-    provider = ScriptedProvider(calls(("c1", "touch", '{"path": "a"}')))
-    app = make_app(store, provider, tools=ToolRegistry([counter.tool()]))
+    app, counter, provider = touching(store)
     async with app.run_test(size=SIZE) as pilot:
-        await send(pilot, "touch a")
-        await wait_until(pilot, lambda: isinstance(app.screen, ApprovalDialog))
+        await open_the_dialog(pilot, app)
         await pilot.press("escape", "escape")
         await wait_until(pilot, settled(app))
 
@@ -278,12 +284,9 @@ async def test_a_second_esc_after_the_dialog_closed_changes_nothing(store: Store
 
 
 async def test_quitting_with_the_dialog_open_stores_the_call_cancelled(store: Store) -> None:
-    counter = Counter()
-    provider = ScriptedProvider(calls(("c1", "touch", '{"path": "a"}')))
-    app = make_app(store, provider, tools=ToolRegistry([counter.tool()]))
+    app, counter, _provider = touching(store)
     async with app.run_test(size=SIZE) as pilot:
-        await send(pilot, "touch a")
-        await wait_until(pilot, lambda: isinstance(app.screen, ApprovalDialog))
+        await open_the_dialog(pilot, app)
         conversation_id = app.chat.conversation.id
         await pilot.press("ctrl+q")
         await wait_until(pilot, lambda: not app.is_running)

@@ -30,6 +30,8 @@ class Workspace:
         """`path` (relative to the root) as a real path inside the root, or ToolFailed."""
         if "\0" in path:
             raise ToolFailed("Refused: the path holds a NUL character.")
+        if not self.root.is_dir():
+            raise ToolFailed(f"The workspace {self.root} is not a directory (tools.workspace).")
         candidate = Path(path).expanduser()
         if not candidate.is_absolute():
             candidate = self.root / candidate
