@@ -9,6 +9,7 @@ import pytest
 from test_local import local_config, tiny_model  # noqa: F401 (a fixture)
 from test_local_app import default_model_cache  # noqa: F401 (a fixture)
 from test_turn import make_turn, stored
+from tiny_gguf import write_tiny_model
 
 from chatui.cancel import CancelToken
 from chatui.config import LocalConfig
@@ -170,3 +171,21 @@ async def test_the_default_model_calls_a_tool_under_the_grammar(
     # the step limit then ends the turn (its calls are answered, not run).
     assert second.state is ResponseState.COMPLETE
     assert outcome.state is ResponseState.COMPLETE or "tools.max_steps" in (outcome.error or "")
+
+
+async def test_auto_offers_no_tools_to_a_model_without_a_template_of_its_own(
+    tmp_path: Path,
+) -> None:
+    """Like the bundled base model, which copies the call format rather than calls."""
+    model = write_tiny_model(tmp_path / "bare.gguf", chat_template=None)
+    bare = LocalProvider(local_config(model, chat_template="", max_tokens=4), state_dir=None)
+    await bare.prepare()
+    try:
+        await stream(bare, [ChatMessage("user", "Ping?")], TOOLS)
+        assert not bare.knows_tools
+        assert not bare.last_job.parse_tools and "ping" not in bare.last_job.prompt_text
+        bare.config.tool_choice = "required"  # The grammar: how such a model calls tools.
+        await stream(bare, [ChatMessage("user", "Ping?")], TOOLS)
+        assert bare.last_job.grammar is not None and "- ping()" in bare.last_job.prompt_text
+    finally:
+        await bare.close()

@@ -117,6 +117,7 @@ class LocalProvider(ProviderLifecycle):
         self.state_dir = state_dir
         self.engine: LlamaEngine | None = None
         self.format: ChatFormat | None = None
+        self.knows_tools = False  # The model came with a chat template (see `_tools`).
         self._ready: asyncio.Future[None] | None = None
         self.last_job: GenerationJob | None = None
         self.last_request: ModelRequest | None = None
@@ -175,11 +176,11 @@ class LocalProvider(ProviderLifecycle):
                 self._loop.call_soon_threadsafe(self.on_notice, message)
 
     def _chat_format(self, engine: LlamaEngine) -> ChatFormat:
-        template = (
-            self.config.chat_template
-            or engine.metadata().get("tokenizer.chat_template")
-            or GEMMA_TEMPLATE
-        )
+        own = self.config.chat_template or engine.metadata().get("tokenizer.chat_template")
+        # A GGUF without a template of its own is, in practice, a base model like the
+        # bundled one: offered tools, it copies the call format instead of calling.
+        self.knows_tools = bool(own)
+        template = own or GEMMA_TEMPLATE
         return ChatFormat(
             template,
             bos_token=engine.special_token("bos"),
@@ -191,7 +192,7 @@ class LocalProvider(ProviderLifecycle):
         await self.prepare()
         engine, chat_format = self.engine, self.format
         assert engine is not None and chat_format is not None
-        tools = request.tools if self.config.tool_choice != "none" else []
+        tools = self._tools(request)
         prompt = chat_format.render(request.messages, tools)
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[StreamEvent | None] = asyncio.Queue()
@@ -235,6 +236,18 @@ class LocalProvider(ProviderLifecycle):
             unlink()
             await _released(done)
             await reader.aclose()
+
+    def _tools(self, request: ModelRequest) -> list[ToolSpec]:
+        """The tools offered: all for "required"; for "auto", if the model can use them.
+
+        "auto" offers none to a model without a chat template of its own (the
+        bundled base model): without the grammar it writes calls that copy
+        the prompt's example, never real ones.
+        """
+        choice = self.config.tool_choice
+        if choice == "required" or (choice == "auto" and self.knows_tools):
+            return request.tools
+        return []
 
     def _grammar(self, request: ModelRequest, tools: list[ToolSpec]) -> ToolGrammar | None:
         """The tool-call grammar for a reply that must call tools ("required"), else None.
