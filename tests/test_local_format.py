@@ -107,6 +107,16 @@ def test_a_call_cut_off_by_the_end_of_the_stream_stays_incomplete() -> None:
     assert events[1].arguments == '{"q": "wea'
 
 
+def test_a_call_cut_off_in_its_closing_tag_keeps_only_its_arguments() -> None:
+    parser = ToolCallMarkupParser()
+    events = parser.feed('<tool_call>{"name": "search", "arguments": {"q": "x"}}\n</tool')
+    events += parser.finish()
+
+    arguments = "".join(e.arguments for e in events if isinstance(e, ToolCallDelta))
+    assert arguments.rstrip() == '{"q": "x"}}'  # Raw, as written: no tag in it.
+    assert not [e for e in events if isinstance(e, ToolCallEnd)]
+
+
 def test_text_that_only_looks_like_a_tag_is_released() -> None:
     parser = ToolCallMarkupParser()
     events = parser.feed("a <tool") + parser.feed("box> b <to") + parser.finish()

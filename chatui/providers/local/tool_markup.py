@@ -64,8 +64,8 @@ class ToolCallMarkupParser:
     def finish(self) -> list[StreamEvent]:
         """End of stream: release held-back text (an open call stays incomplete)."""
         rest, self._buffer = self._buffer, ""
-        if self._in_call:
-            return self._content(rest, final=False, flush=True)
+        if self._in_call:  # What is held back here is the start of the closing tag.
+            return self._content("" if CLOSE.startswith(rest) else rest, final=False, flush=True)
         return [TextDelta(rest)] if rest else []
 
     def _split(self, at: int) -> tuple[str, str]:
