@@ -37,7 +37,10 @@ T = TypeVar("T")
 # (" │ text … │"), which this does not match.
 STATUS_LINE = re.compile(r"^ (?!│)(\S+)(?: · [^│]*)? │ ([a-z]+)\b")
 TOKENS = re.compile(r" │ ~?(\d+) tok\b")  # chatui's token count of the reply.
-STATES = ("idle", "loading", "waiting", "streaming", "stopping", "stopped", "failed")
+STATES = (
+    "idle", "loading", "waiting", "streaming", "awaiting", "running", "stopping", "stopped",
+    "failed",
+)  # fmt: skip
 
 
 class ChildExited(Exception):

@@ -4,6 +4,7 @@
     python bench/_pty_app.py floor ROOT [--rate N]
     python bench/_pty_app.py chatui ROOT [--no-extra-bufts] -- CHATUI-ARGS...
     python bench/_pty_app.py echo ROOT
+    python bench/_pty_app.py shell ROOT --db PATH
 
 `scripted`: chatui's `ChatApp`, as the `chatui` command builds it (a Config,
 a Store on `--db`), with `_common.PacedProvider` streaming prose at `--rate`
@@ -26,6 +27,11 @@ a machine that reports AMX but does not let a process use it.
 writes a status line (" echo │ streaming │ 1 tok") for Enter and " echo │
 stopped" the moment it reads a byte starting an Esc, Ctrl+N clears the
 screen, Ctrl+Q quits.
+
+`shell`: chatui's `ChatApp` with the real shell tool (workspace: a temp
+dir), and a provider whose reply to a prompt is one call of it: the prompt
+is a marker N, the command `sh -c 'sleep N & wait' & sleep N; wait` (a child
+and a grandchild); its reply to the call's result is "Done.".
 
 All import chatui and `bench/_common.py` from ROOT (a source tree, for A/B
 runs on git worktrees), not from the tree this file is in.
@@ -57,6 +63,56 @@ def run_scripted(rate: float, db: Path) -> None:
     store = Store(db)
     try:
         ChatApp(Config(system_prompt=""), store, PacedProvider(rate)).run()
+    finally:
+        store.close()
+
+
+def run_shell_app(db: Path) -> None:
+    import json
+    import re
+    import tempfile
+    from collections.abc import AsyncIterator
+    from contextlib import asynccontextmanager
+
+    from chatui.app import ChatApp
+    from chatui.config import Config, ToolsConfig
+    from chatui.providers.base import (
+        ModelRequest,
+        StreamEnd,
+        StreamEvent,
+        TextDelta,
+        ToolCallDelta,
+        ToolCallEnd,
+        ToolCallStart,
+    )
+    from chatui.store import Store
+    from chatui.tools import build_registry
+
+    class ShellCaller:
+        name, model = "shell-caller", "bench"
+
+        @asynccontextmanager
+        async def stream(self, request: ModelRequest) -> AsyncIterator[AsyncIterator[StreamEvent]]:
+            async def events() -> AsyncIterator[StreamEvent]:
+                last = request.messages[-1]
+                if last.role == "user":
+                    mark = re.sub(r"[^0-9.]", "", last.content.split("\n")[-1]) or "30"
+                    command = f"sh -c 'sleep {mark} & wait' & sleep {mark}; wait"
+                    yield ToolCallStart(0, "call_1", "shell")
+                    yield ToolCallDelta(0, json.dumps({"command": command}))
+                    yield ToolCallEnd(0)
+                    yield StreamEnd("tool_calls")
+                else:
+                    yield TextDelta("Done.")
+                    yield StreamEnd("stop")
+
+            yield events()
+
+    store = Store(db)
+    try:
+        with tempfile.TemporaryDirectory() as workspace:
+            tools = build_registry(ToolsConfig(enabled=["shell"]), workspace=Path(workspace))
+            ChatApp(Config(system_prompt=""), store, ShellCaller(), tools=tools).run()
     finally:
         store.close()
 
@@ -175,7 +231,7 @@ def run_echo() -> None:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("app", choices=["scripted", "floor", "chatui", "echo"])
+    p.add_argument("app", choices=["scripted", "floor", "chatui", "echo", "shell"])
     p.add_argument("root", type=Path, help="the source tree to import chatui and bench/ from")
     p.add_argument("--rate", type=float, default=1000.0, help="tokens/s (default 1000)")
     p.add_argument("--db", type=Path, help="the conversation database (scripted)")
@@ -188,10 +244,13 @@ def main() -> int:
         return run_chatui(argv[rest + 1 :], args.no_extra_bufts)
     if args.app == "echo":
         run_echo()
-    elif args.app == "scripted":
+    elif args.app in ("scripted", "shell"):
         if args.db is None:
-            p.error("scripted needs --db")
-        run_scripted(args.rate, args.db)
+            p.error(f"{args.app} needs --db")
+        if args.app == "shell":
+            run_shell_app(args.db)
+        else:
+            run_scripted(args.rate, args.db)
     else:
         run_floor(args.rate)
     return 0

@@ -41,6 +41,14 @@ Cases (`--cases`; each process runs all its trials, a new conversation every
 - `floor-kitty` (not run by default): the floor app with the kitty Esc.
 - `echo` (not run by default): the harness's own floor, a raw-mode program
   with no Textual that writes "stopped" the moment it reads the Esc byte.
+- `shell` (not run by default): Esc while a shell tool runs. chatui's app
+  with the real shell tool (`bench/_pty_app.py shell`); each trial's prompt
+  makes the reply call it with a command that starts a child and a
+  grandchild (`sleep 30.N`, N new each trial). The harness approves the call
+  (`y` in the dialog), waits until both are alive and the status reads
+  "running tools", waits 20 to 300 ms more, writes a lone ESC, and times
+  both the stop on screen and, polling `/proc`, the moment none of the
+  group's processes is alive ("group gone").
 
 Every wait has a timeout; a trial that times out is counted in `timeouts`,
 not raised. `--root PATH` runs another source tree (a git worktree: it goes
@@ -62,12 +70,13 @@ from pathlib import Path
 
 from _common import parser, percentile, print_results, write_json
 from _pty import ChildExited, PtyChild, child_env, log
+from processes import living, marker
 
 HERE = Path(__file__).resolve().parent
 LONE_ESC = b"\x1b"
 KITTY_ESC = b"\x1b[27u"
 CTRL_N = b"\x0e"
-CASES = ("scripted", "scripted-kitty", "local", "floor", "floor-kitty", "echo")
+CASES = ("scripted", "scripted-kitty", "local", "floor", "floor-kitty", "echo", "shell")
 DEFAULT_CASES = ("scripted", "scripted-kitty", "local", "floor")
 NEW_CONVERSATION_EVERY = 20
 LOCAL_PROMPT = "Write a very long story about a lighthouse keeper, in many chapters."
@@ -103,6 +112,9 @@ def build_case(
         return Case(name, argv, esc, "trial {n}", 60, 30)
     if name == "echo":
         return Case(name, [*launcher, "echo", str(root)], LONE_ESC, "", 10, 10)
+    if name == "shell":
+        argv = [*launcher, "shell", str(root), "--db", str(tmp / "shell.sqlite3")]
+        return Case(name, argv, LONE_ESC, "{marker}", 60, 30)
     if name.startswith("floor"):
         return Case(name, [*launcher, "floor", str(root), "--rate", str(rate)], esc, "", 60, 30)
     assert name == "local"
@@ -154,8 +166,60 @@ def start_reply(child: PtyChild, case: Case, n: int) -> None:
         raise Abort(f"the reply did not stream (status: {child.status_line()!r})")
 
 
+def dialog_open(child: PtyChild) -> bool | None:
+    return True if "Allow this tool call?" in child.text() else None
+
+
+def shell_trial(child: PtyChild, case: Case, rng: random.Random, tally: Counter) -> dict:
+    """Esc while the shell tool runs: the stop on screen, and the process group gone."""
+    mark = marker()
+    child.write(case.prompt.format(marker=mark).encode() + b"\r")
+    child.wait_for(dialog_open, case.stream_timeout)
+    child.write(b"y")
+    deadline = time.perf_counter() + case.stream_timeout
+    while len(pids := [p.pid for p in living(mark)]) < 2:
+        if time.perf_counter() > deadline:
+            raise Abort("the shell command's processes never started")
+        child.drain(0.005)
+    child.wait_for(state_in(("running",)), case.stream_timeout)
+    child.drain(rng.uniform(0.020, 0.300))
+    sent = child.write(case.esc)
+    while any(_alive(pid) for pid in pids):
+        if time.perf_counter() - sent > 10:
+            raise Abort("the shell command's processes outlived the stop by 10 s")
+        time.sleep(0.0002)  # The reader thread keeps stamping the app's output meanwhile.
+    gone = time.perf_counter()
+    gathered = child.collect(quiet=0.25, limit=5)
+    stop_check = state_in(STOP_SEEN)
+    first_stop, first_over = child.replay(gathered, [stop_check, state_in(TURN_OVER)])
+    try:
+        seen, state = first_stop or child.wait_for(stop_check, 10)
+        done, _ = first_over or child.wait_for(state_in(TURN_OVER), 30)
+    except TimeoutError:
+        tally["timeouts"] += 1
+        raise Abort("no stop on screen within 10 s of the Esc") from None
+    tally[f"first_seen_{state}"] += 1
+    child.drain(0.05)
+    return {
+        "visible_ms": (seen - sent) * 1000,
+        "turn_over_ms": (done - sent) * 1000,
+        "group_gone_ms": (gone - sent) * 1000,
+        "sent_at": sent,
+    }
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] not in "ZX"
+
+
 def one_trial(child: PtyChild, case: Case, n: int, rng: random.Random, tally: Counter) -> dict:
     """One Esc; the trial's figures, or {} when it is not a trial (the reply ended first)."""
+    if case.name == "shell":
+        return shell_trial(child, case, rng, tally)
     start_reply(child, case, n)
     delay = rng.uniform(0.020, 0.300)
     child.drain(delay)
@@ -255,6 +319,14 @@ def run_case(case: Case, args: argparse.Namespace, size: tuple[int, int], env: d
         error += f" (exit code {exit_code})"
     visible = [t["visible_ms"] for t in trials]
     turn_over = [t["turn_over_ms"] for t in trials]
+    gone = [t["group_gone_ms"] for t in trials if "group_gone_ms" in t]
+    extra = {}
+    if gone:
+        extra = {
+            "group_gone_p50_ms": percentile(gone, 50),
+            "group_gone_p99_ms": percentile(gone, 99),
+            "group_gone_ms": [round(v, 3) for v in gone],
+        }
     return {
         "case": case.name,
         "size": f"{size[0]}x{size[1]}",
@@ -276,6 +348,7 @@ def run_case(case: Case, args: argparse.Namespace, size: tuple[int, int], env: d
         # perf_counter() is CLOCK_MONOTONIC on Linux, as is time.monotonic(): an
         # app-side trace lines up with these.
         "esc_sent_at": [t["sent_at"] for t in trials],
+        **extra,
     }
 
 
@@ -286,6 +359,7 @@ GOALS = [
     ("scripted-kitty", "p99_ms", 20.0, "kitty p99 ≤ 20 ms"),
     ("local", "p50_ms", 30.0, "local p50 ≤ 30 ms"),
     ("local", "p99_ms", 50.0, "local p99 ≤ 50 ms"),
+    ("shell", "group_gone_p99_ms", 50.0, "shell: group gone p99 ≤ 50 ms"),
 ]
 
 
@@ -403,6 +477,19 @@ def main() -> int:
         ],
         results,
     )
+    shells = [r for r in results if "group_gone_p50_ms" in r]
+    if shells:
+        print_results(
+            "Esc byte written → the shell tool's process group gone (ms)",
+            [
+                ("terminal", "size"),
+                ("case", "case"),
+                ("trials", "trials"),
+                ("p50", "group_gone_p50_ms"),
+                ("p99", "group_gone_p99_ms"),
+            ],
+            shells,
+        )
     checked = goals(results)
     print("Goals:")
     for goal in checked:
