@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import Callable
+from contextvars import ContextVar
 
 
 class CancelToken:
@@ -97,3 +98,12 @@ class CancelToken:
     def _remove(self, callback: Callable[[], None]) -> None:
         with self._lock, contextlib.suppress(ValueError):
             self._callbacks.remove(callback)
+
+
+current_token: ContextVar[CancelToken | None] = ContextVar("chatui_turn_token", default=None)
+"""The running turn's token, in the turn's tasks (its tools run there).
+
+Work that a stop must end before the event loop next runs the task (a
+shell's process group, killed the moment Esc is handled rather than at the
+task's next step) registers with `current_token.get().on_cancel()`.
+"""

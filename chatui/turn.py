@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Literal, Protocol
 
-from chatui.cancel import CancelToken
+from chatui.cancel import CancelToken, current_token
 from chatui.history import CANCELLED_TOOL_RESULT, DEFAULT_INTERRUPTED_NOTE, build_history
 from chatui.messages import (
     Conversation,
@@ -391,6 +391,7 @@ class Turn:
         await self._sink(TurnEvent(self.id, payload))
 
     async def _request_loop(self) -> None:
+        current_token.set(self.token)  # In this task's context: its tools see it.
         steps = max(1, self.settings.max_steps)
         for step in range(1, steps + 1):
             response = await self._request()

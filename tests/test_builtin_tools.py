@@ -13,13 +13,14 @@ from zoneinfo import ZoneInfo
 import pytest
 from processes import group_alive, living, marker, nested_sleepers, until_running
 
+from chatui.cancel import CancelToken, current_token
 from chatui.config import ToolsConfig
 from chatui.messages import ToolCallPart
 from chatui.tools import build_registry
 from chatui.tools.calculator import CalculationError, calculate
 from chatui.tools.files import Workspace, list_directory, read_text_file
 from chatui.tools.registry import ToolFailed
-from chatui.tools.shell import run_shell
+from chatui.tools.shell import ShellResult, run_shell
 from chatui.turn import Approval
 
 # The calculator
@@ -313,3 +314,28 @@ def test_a_missing_workspace_is_named_as_such(tmp_path: Path) -> None:
         ToolFailed, match=r"The workspace .*gone is not a directory \(tools.workspace\)"
     ):
         read_text_file(workspace, "a.txt")
+
+
+async def test_the_stop_itself_kills_the_group_before_the_task_runs_again(
+    tmp_path: Path,
+) -> None:
+    """Esc handled in a busy frame: the group dies then, not at the task's next step."""
+    mark = marker()
+    token = CancelToken()
+
+    async def turn_task() -> ShellResult:
+        current_token.set(token)  # As the turn sets it for its tools.
+        return await run_shell(nested_sleepers(mark), cwd=tmp_path, timeout=60, limit=1000)
+
+    task = asyncio.create_task(turn_task())
+    await until_running(mark, 2)
+
+    token.cancel()  # No await from here on: the task cannot run.
+    deadline = time.monotonic() + 5
+    while living(mark) and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert living(mark) == []
+
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from chatui.cancel import current_token
 from chatui.config import SECRET_ENV
 from chatui.tools.registry import ToolFailed
 
@@ -60,6 +61,9 @@ async def run_shell(command: str, *, cwd: Path, timeout: float, limit: int) -> S
         starting.add_done_callback(_kill_once_started)
         raise
     pid = transport.get_pid()
+    # The stop itself kills the group, before the loop gets back to this task.
+    token = current_token.get()
+    unlink = token.on_cancel(lambda: kill_group(pid)) if token is not None else _nothing
     try:
         try:
             async with asyncio.timeout(timeout):
@@ -72,8 +76,13 @@ async def run_shell(command: str, *, cwd: Path, timeout: float, limit: int) -> S
         await capture.drained()
         return ShellResult(transport.get_returncode(), capture.output.text(), capture.output.cut)
     finally:
-        kill_group(pid)  # A stop (cancellation) ends up here first: the kill is synchronous.
+        unlink()
+        kill_group(pid)  # However it ended; after a stop, a second kill finds nothing.
         capture.close_on_exit(transport)
+
+
+def _nothing() -> None:
+    """Nothing to undo."""
 
 
 def kill_group(pgid: int) -> None:
