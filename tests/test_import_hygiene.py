@@ -18,6 +18,7 @@ CORE = [
     "chatui.session",
     "chatui.store",
     "chatui.turn",
+    "chatui.tools",
 ]
 # Every provider module and package, so that a new provider is checked as it comes.
 PROVIDER_MODULES = sorted(
