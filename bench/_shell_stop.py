@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from processes import marker, nested_sleepers, one_command_schema, until_running
+from processes import alive, marker, nested_sleepers, one_command_schema, until_running
 
 from chatui.config import ToolsConfig
 from chatui.messages import ToolCallPart, ToolResult
@@ -36,14 +36,6 @@ def shell_registry(workspace: Path, only: str | None = None) -> ToolRegistry:
 
 async def approve(call: ToolCallPart) -> Approval:
     return Approval.ONCE
-
-
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2] not in "ZX"
 
 
 async def one_stop(

@@ -70,7 +70,7 @@ from pathlib import Path
 
 from _common import parser, percentile, print_results, write_json
 from _pty import ChildExited, PtyChild, child_env, log
-from processes import living, marker
+from processes import alive, living, marker
 
 HERE = Path(__file__).resolve().parent
 LONE_ESC = b"\x1b"
@@ -184,7 +184,7 @@ def shell_trial(child: PtyChild, case: Case, rng: random.Random, tally: Counter)
     child.wait_for(state_in(("running",)), case.stream_timeout)
     child.drain(rng.uniform(0.020, 0.300))
     sent = child.write(case.esc)
-    while any(_alive(pid) for pid in pids):
+    while any(alive(pid) for pid in pids):
         if time.perf_counter() - sent > 10:
             raise Abort("the shell command's processes outlived the stop by 10 s")
         time.sleep(0.0002)  # The reader thread keeps stamping the app's output meanwhile.
@@ -206,14 +206,6 @@ def shell_trial(child: PtyChild, case: Case, rng: random.Random, tally: Counter)
         "group_gone_ms": (gone - sent) * 1000,
         "sent_at": sent,
     }
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2] not in "ZX"
 
 
 def one_trial(child: PtyChild, case: Case, n: int, rng: random.Random, tally: Counter) -> dict:

@@ -44,6 +44,15 @@ def processes() -> Iterator[Process]:
         yield Process(int(entry.name), int(fields[2]), fields[0], cmdline)
 
 
+def alive(pid: int) -> bool:
+    """Whether process `pid` lives (not gone, not a zombie): one /proc read, cheap to poll."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] not in "ZX"
+
+
 def living(marker: str) -> list[Process]:
     """The living processes whose command line is `sleep <marker>`."""
     wanted = f"sleep\0{marker}\0".encode()
