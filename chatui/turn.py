@@ -61,11 +61,16 @@ from chatui.providers.base import (
     ToolSpec,
     UsageUpdate,
 )
+from chatui.redact import Redactor, current_redactor
 from chatui.store import Store
 
 FLUSH_INTERVAL = 1.0
 STOP_SHOW_WAIT = 0.25  # Seconds a stop's partial reply waits for the UI to draw the stop.
 DEFAULT_MAX_STEPS = 10  # Model requests in one turn (config: tools.max_steps).
+UNASKED_CANCEL = (
+    "The reply was cancelled by something other than you (a library or a tool cancelled "
+    "its own work). What arrived is kept; send again to retry."
+)
 
 
 @dataclass(frozen=True)
@@ -221,6 +226,7 @@ class Turn:
         self._calls: dict[int, ToolCallPart] = {}
         self._input_chars = 0
         self._got_usage = False
+        self._redact = Redactor(self.settings.secrets)
         self.token.on_cancel(self._cancel_task)
 
     @property
@@ -313,9 +319,13 @@ class Turn:
             outcome.error = str(error)
         elif self._finished_before_the_end():
             state, reason = ResponseState.COMPLETE, "stop"  # The stop or error came too late.
-        elif task.cancelled() or self.token.requested:
+        elif self.token.requested:
             # A stop the user asked for is interrupted, whatever the cleanup raised.
             state, reason = ResponseState.INTERRUPTED, "cancelled"
+        elif task.cancelled():
+            # Cancelled from inside (a library, a tool): only the user's stop says "interrupted".
+            state, reason = ResponseState.FAILED, "error"
+            outcome.error = UNASKED_CANCEL
         elif error is None:
             state, reason = ResponseState.COMPLETE, "stop"
         else:
@@ -377,21 +387,15 @@ class Turn:
         text = (
             str(error) if isinstance(error, ProviderError) else f"{type(error).__name__}: {error}"
         )
-        return self._redact(text)
-
-    def _redact(self, text: str) -> str:
-        """`text` with the API keys replaced by `***`: never stored, shown or sent on."""
-        for secret in self.settings.secrets:
-            if secret:
-                text = text.replace(secret, "***")
-        return text
+        return self._redact(text)  # The keys, whole or in part: never stored, shown or sent on.
 
     async def _emit(self, payload: TurnPayload) -> None:
         self._raise_if_cancelled()
         await self._sink(TurnEvent(self.id, payload))
 
     async def _request_loop(self) -> None:
-        current_token.set(self.token)  # In this task's context: its tools see it.
+        current_token.set(self.token)  # In this task's context: its tools see it,
+        current_redactor.set(self._redact)  # and redact their output before they cut it.
         steps = max(1, self.settings.max_steps)
         for step in range(1, steps + 1):
             response = await self._request()

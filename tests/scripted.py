@@ -78,7 +78,7 @@ class ScriptedProvider(ProviderLifecycle):
         *scripts: Iterable[Step],
         pace: float = 0.0,
         busy: bool = False,
-        error: Exception | None = None,
+        error: BaseException | None = None,
         model: str = "script-1",
     ) -> None:
         self.model = model

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import pytest
-from scripted import STALL, ScriptedProvider, words
+from scripted import RAISE, STALL, ScriptedProvider, words
 from test_turn import Sink, make_turn, stored
 
 from chatui.messages import ModelResponse, ResponseState, UserPrompt
@@ -392,3 +392,20 @@ async def test_quitting_while_the_stop_is_drawn_still_stores_the_partial_reply(
     with pytest.raises(asyncio.CancelledError):
         await running
     assert _stored_states(store, turn) == [ResponseState.INTERRUPTED]
+
+
+async def test_a_cancel_nobody_asked_for_fails_the_reply_and_is_never_called_a_stop(
+    store: Store,
+) -> None:
+    """A library that cancels its own work mid-stream is a failure, not the user's stop."""
+    provider = ScriptedProvider([TextDelta("Part"), RAISE], error=asyncio.CancelledError())
+    turn, _ = make_turn(store, provider)
+
+    outcome = await turn.run()
+
+    assert outcome.state is ResponseState.FAILED
+    assert outcome.error is not None and "something other than you" in outcome.error
+    _prompt, response = stored(store, turn)
+    assert isinstance(response, ModelResponse)
+    assert (response.state, response.text) == (ResponseState.FAILED, "Part")
+    assert not turn.token.requested

@@ -28,6 +28,7 @@ from contextlib import aclosing, asynccontextmanager
 from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
+from chatui import redact
 from chatui.providers.base import (
     ModelRequest,
     ProviderError,
@@ -131,8 +132,8 @@ def error_detail(body: Any, fallback: str = "") -> str:
             return error["message"]
         if isinstance(error, str):
             return error
-    if isinstance(body, str):
-        return body[:300]
+    if isinstance(body, str):  # An HTML error page, say: its start, redacted before the cut.
+        return redact.clip(body, 300)[0]
     return fallback
 
 

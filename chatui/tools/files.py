@@ -13,6 +13,7 @@ import os
 import stat
 from pathlib import Path
 
+from chatui import redact
 from chatui.tools.registry import ToolFailed
 
 SNIFF_BYTES = 8192
@@ -78,13 +79,13 @@ def read_text_file(workspace: Workspace, path: str, max_chars: int = MAX_FILE_CH
             head = file.read(SNIFF_BYTES)
             if _binary(head):
                 raise ToolFailed(f"{shown!r} is a binary file; only text files are read.")
-            data = head + file.read(max_chars * 4)  # UTF-8: at most 4 bytes a character.
+            # UTF-8: at most 4 bytes a character; and past the cut, room for a whole key.
+            data = head + file.read((max_chars + redact.margin()) * 4)
     except OSError as error:
         raise ToolFailed(f"{shown!r} cannot be read: {error.strerror or error}") from None
-    text = data.decode("utf-8", errors="replace")
+    text, cut = redact.clip(data.decode("utf-8", errors="replace"), max_chars)
     size = real.stat().st_size
-    if len(text) > max_chars or len(data) < size:
-        text = text[:max_chars]
+    if cut or len(data) < size:
         text += f"\n[… cut: the file has {size:,} bytes; the first {max_chars:,} characters shown]"
     return text
 

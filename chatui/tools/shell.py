@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from chatui import redact
 from chatui.cancel import current_token
 from chatui.config import SECRET_ENV
 from chatui.tools.registry import ToolFailed
@@ -137,31 +138,42 @@ class _Capture(asyncio.SubprocessProtocol):
 
 
 class _Output:
-    """The start and the end of a stream of output, at most `limit` bytes kept in all."""
+    """The start and the end of a stream of output, about `limit` characters shown in all.
+
+    Each end keeps room for a whole API key past its cut (the running turn's
+    longest, in UTF-8), so the text is redacted before it is cut, never after.
+    """
 
     def __init__(self, limit: int) -> None:
         self.half = max(limit, 2) // 2
+        self._keep = self.half + 4 * redact.margin()
         self._head = bytearray()
         self._tail = bytearray()
         self._total = 0
 
     def add(self, chunk: bytes) -> None:
         self._total += len(chunk)
-        room = self.half - len(self._head)
+        room = self._keep - len(self._head)
         if room > 0:
             self._head += chunk[:room]
             chunk = chunk[room:]
         self._tail += chunk
-        if len(self._tail) > 2 * self.half:  # Trimmed now and then, not per chunk.
-            del self._tail[: -self.half]
+        if len(self._tail) > 2 * self._keep:  # Trimmed now and then, not per chunk.
+            del self._tail[: -self._keep]
 
     @property
     def cut(self) -> int:
-        return self._total - len(self._head) - min(len(self._tail), self.half)
+        return max(0, self._total - 2 * self.half)
 
     def text(self) -> str:
-        head = self._head.decode(errors="replace")
+        kept = self._head + self._tail
         if not self.cut:
-            return head + self._tail.decode(errors="replace")
-        tail = bytes(self._tail[-self.half :]).decode(errors="replace")
-        return f"{head}\n[… {self.cut:,} bytes of output cut …]\n{tail}"
+            return redact.redact(kept.decode(errors="replace"))
+        if len(kept) == self._total:  # All of it is here: each end from the whole.
+            head, tail = kept[: self._keep], kept[-self._keep :]
+        else:
+            head, tail = self._head, self._tail[-self._keep :]
+        shown_head, shown_tail = redact.clip_head_tail(
+            head.decode(errors="replace"), tail.decode(errors="replace"), self.half
+        )
+        return f"{shown_head}\n[… {self.cut:,} bytes of output cut …]\n{shown_tail}"

@@ -1,0 +1,148 @@
+"""An API key never reaches the screen, the store or the model, whole or in part.
+
+Keys arrive cut: a file or a command's output longer than the tool's limit
+is cut with the key across the cut, and an error page longer than what is
+shown of it is cut the same way. Each case below puts the key exactly
+across a cut, so that cutting before redacting would leave its start (or
+its end) behind. `leaks` looks for any run of 8 of the key's characters.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from remote_helpers import SECRET
+from scripted import ScriptedProvider, tool_call, words
+from test_turn import make_turn, stored
+
+from chatui import redact
+from chatui.config import ToolsConfig
+from chatui.messages import ToolResult
+from chatui.providers.base import StreamEnd
+from chatui.redact import MIN_FRAGMENT, Redactor
+from chatui.store import Store
+from chatui.tools import Tool, ToolRegistry
+from chatui.tools.builtin import build_registry
+from chatui.turn import Approval, TurnSettings
+
+LIMIT = 400  # tools.output_limit in these tests.
+OTHER_KEY = "sk-ant-api03-Zq8Lr2Xw5Vn9Tb3Hk7Jm1Pd6Fs4Gc0"
+
+
+def leaks(text: str, key: str = SECRET) -> list[str]:
+    """The runs of `MIN_FRAGMENT` characters of `key` that occur in `text`."""
+    runs = {key[i : i + MIN_FRAGMENT] for i in range(len(key) - MIN_FRAGMENT + 1)}
+    return sorted(run for run in runs if run in text)
+
+
+async def approve(call: object) -> Approval:
+    return Approval.ONCE
+
+
+async def run_tool(store: Store, workspace: Path, name: str, arguments: str) -> ToolResult:
+    config = ToolsConfig(enabled=[name], output_limit=LIMIT)
+    reply = [*tool_call(0, "c1", name, [arguments]), StreamEnd("tool_calls")]
+    provider = ScriptedProvider(reply, words("Seen."))
+    turn, sink = make_turn(
+        store,
+        provider,
+        tools=build_registry(config, workspace=workspace),
+        settings=TurnSettings(secrets=[SECRET, OTHER_KEY]),
+    )
+    turn.approve = approve
+    await turn.run()
+    (result,) = [i for i in stored(store, turn) if isinstance(i, ToolResult)]
+    shown = [e.payload.result.content for e in sink.events if hasattr(e.payload, "result")]
+    assert shown == [result.content]  # What the screen got is what was stored,
+    sent = repr(provider.records[1].request.messages)
+    assert result.content in sent or result.content.replace("\n", "\\n") in sent  # and sent.
+    return result
+
+
+@pytest.mark.parametrize("before", [LIMIT - 30, LIMIT - 1, LIMIT - MIN_FRAGMENT])
+async def test_a_key_across_the_cut_of_a_file_never_leaves_part_of_itself(
+    store: Store, tmp_path: Path, before: int
+) -> None:
+    name = "OPENAI_API_KEY="  # The key starts at `before`: the cut is `LIMIT`.
+    (tmp_path / ".env").write_text("x" * (before - len(name)) + f"{name}{SECRET}\n" + "y" * 5000)
+
+    result = await run_tool(store, tmp_path, "read_file", '{"path": ".env"}')
+
+    assert result.state == "ok"
+    assert "cut: the file has" in result.content  # The cut happened,
+    assert leaks(result.content) == []  # and no part of the key is left of it.
+
+
+@pytest.mark.parametrize("where", ["head", "tail"])
+async def test_a_key_across_the_cut_of_a_commands_output_never_leaves_part_of_itself(
+    store: Store, tmp_path: Path, where: str
+) -> None:
+    half = LIMIT // 2
+    if where == "head":  # The key starts 30 characters before the head's end.
+        script = f"printf '%{half - 30}s' ''; printf '{SECRET}'; printf '%5000s' ''"
+    else:  # The key ends 20 characters into the tail that is kept.
+        script = f"printf '%5000s' ''; printf '{SECRET}'; printf '%{half - 20}s' ''"
+    (tmp_path / "run.sh").write_text(script)
+
+    result = await run_tool(store, tmp_path, "shell", '{"command": "sh run.sh"}')
+
+    assert "bytes of output cut" in result.content
+    assert leaks(result.content) == []
+    assert "***" in result.content  # It was there, and redacted.
+
+
+async def test_both_keys_are_redacted_whatever_the_provider(store: Store, tmp_path: Path) -> None:
+    (tmp_path / "keys.txt").write_text(f"a={SECRET}\nb={OTHER_KEY}\nc={OTHER_KEY[:20]}\n")
+
+    result = await run_tool(store, tmp_path, "read_file", '{"path": "keys.txt"}')
+
+    assert result.content == "a=***\nb=***\nc=***\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (f"Bearer {SECRET}.", "Bearer ***."),
+        (f"Bearer {SECRET[:30]}</html>", "Bearer ***</html>"),  # Cut upstream: its start.
+        (f"…{SECRET[-12:]} tail", "…*** tail"),  # Its end.
+        (f"[{SECRET[5:25]}]", "[***]"),  # Its middle.
+        (f"{SECRET}{SECRET}", "***"),  # Touching runs are one mask.
+        (f"{SECRET[: MIN_FRAGMENT - 1]} is not enough of it", None),  # Shorter: kept.
+        ("nothing here", None),
+    ],
+)
+def test_a_redactor_masks_every_long_run_of_a_key(text: str, expected: str | None) -> None:
+    assert Redactor([SECRET])(text) == (text if expected is None else expected)
+
+
+def test_a_redactor_with_no_keys_changes_nothing() -> None:
+    assert Redactor([])("sk-anything at all") == "sk-anything at all"
+    assert Redactor(["", ""])("x") == "x"
+
+
+async def test_every_tool_cuts_with_the_turns_keys_known(store: Store) -> None:
+    """Sync tools run on a thread of their own, async ones in a task: both see the keys."""
+
+    def sync_margin() -> str:
+        """How far past a cut this tool must read."""
+        return str(redact.margin())
+
+    async def async_margin() -> str:
+        """How far past a cut this tool must read."""
+        return str(redact.margin())
+
+    reply = [
+        *tool_call(0, "c1", "sync_margin", ["{}"]),
+        *tool_call(1, "c2", "async_margin", ["{}"]),
+        StreamEnd("tool_calls"),
+    ]
+    provider = ScriptedProvider(reply, words("Seen."))
+    registry = ToolRegistry([Tool(sync_margin), Tool(async_margin)])
+    turn, _ = make_turn(
+        store, provider, tools=registry, settings=TurnSettings(secrets=[SECRET, OTHER_KEY])
+    )
+    await turn.run()
+
+    results = {i.name: i.content for i in stored(store, turn) if isinstance(i, ToolResult)}
+    assert results == {"sync_margin": str(len(OTHER_KEY)), "async_margin": str(len(OTHER_KEY))}
