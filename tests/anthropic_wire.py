@@ -62,6 +62,12 @@ def tool_block(index: int, call_id: str, name: str, *fragments: str, stop: bool 
     return _block(index, block, deltas, stop)
 
 
+def json_delta(index: int, partial_json: Any) -> Send:
+    """An `input_json_delta` for block `index`, whether or not that block started."""
+    delta = {"type": "input_json_delta", "partial_json": partial_json}
+    return event({"type": "content_block_delta", "index": index, "delta": delta})
+
+
 def thinking_block(index: int, *pieces: str, stop: bool = True) -> list[Step]:
     """A thinking block: its text in pieces, then (if it ends) the signature of the whole."""
     deltas = [{"type": "thinking_delta", "thinking": piece} for piece in pieces]

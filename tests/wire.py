@@ -3,16 +3,18 @@
 The real `openai` and `anthropic` SDKs talk to it over a real socket on
 127.0.0.1. It runs on a thread of its own with its own event loop, so a test's
 loop can block, stall or be cancelled without touching it. For each request it
-records the path, the headers, the JSON body, and when the client
-disconnected, if it did before the reply ended: the test's proof that a stop
-closed the stream for real.
+records the path, the headers, the JSON body, the client's address (one per
+connection), and when the client disconnected, if it did before the reply
+ended: the test's proof that a stop closed the stream for real.
 
 A reply is a list of steps, played in order (`WireServer.play`):
 
 - `Headers(status, headers)`: the status line and headers of an event stream;
   sent before the first `Send` if no step sends them;
 - `Send(data, event)`: one SSE event (`data` a dict is sent as JSON);
-- `Raw(bytes)`: bytes as they are, inside the chunked body;
+- `Raw(bytes)`: bytes as they are, inside the chunked body (`sse(*lines)`
+  makes one event from raw lines: a hostile server's fields, bytes that are
+  not UTF-8);
 - `Error(status, body, headers)`: a whole non-streaming JSON reply;
 - `Gate(event)`: wait until the test sets a `threading.Event` (a stall the
   test ends), or until the client disconnects;
@@ -89,6 +91,7 @@ class Recorded:
     body: Any
     received_at: float
     refused: dict[str, Any] | None = None
+    peer: Any = None  # The client's address: the same for requests on one connection.
     disconnected_at: float | None = None  # The client left before the reply ended.
     ended: threading.Event = field(default_factory=threading.Event)  # Reply over, either way.
 
@@ -183,6 +186,7 @@ class WireServer:
         except ValueError:
             body = raw.decode("utf-8", "replace")
         request = Recorded(method, path, headers, body, time.monotonic())
+        request.peer = writer.get_extra_info("peername")
         with self._arrived:
             self.requests.append(request)
             self._arrived.notify_all()
@@ -279,6 +283,12 @@ async def _send_whole(writer: asyncio.StreamWriter, error: Error) -> None:
         + data
     )
     await writer.drain()
+
+
+def sse(*lines: str | bytes) -> Raw:
+    """One server-sent event written line by line, as is, then the blank line that ends it."""
+    raw = [line if isinstance(line, bytes) else line.encode() for line in lines]
+    return Raw(b"".join(line + b"\n" for line in raw) + b"\n")
 
 
 def _event_bytes(step: Send) -> bytes:

@@ -8,16 +8,23 @@ is on, sent back unmodified ahead of the reply's text and tool calls, as the
 API requires within a tool loop. The input token count comes from
 `message_start` and the output count from `message_delta`; a stop before
 `message_delta` leaves the output count to the turn's estimate, flagged as
-estimated. A stream without `message_stop` did not finish. An `event: error`
-inside the stream is raised by the SDK with status 200; its error type
-(`overloaded_error`, say) decides the text. Retries, error texts and the close
-on a stop: `chatui.providers.remote`.
+estimated. A stream without `message_stop` did not finish. A call is whole
+only if the reply ended normally: the block a `max_tokens` stop cut is kept
+incomplete, so it never runs and never goes back to the model.
+
+The SDK makes the request and raises its status errors; the body's events
+are read by `chatui.providers.sse` (why: there), as JSON, each field checked.
+An `event: error` inside the stream becomes `remote.ErrorEvent`; its error
+type (`overloaded_error`, say) decides the text, and gateways that send the
+error as a bare string are understood too. Retries, error texts and the
+close on a stop: `chatui.providers.remote`.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import aclosing
 from typing import Any
 
 import anthropic
@@ -25,7 +32,7 @@ import anthropic
 from chatui.config import AnthropicConfig
 from chatui.history import ChatMessage, Thinking
 from chatui.messages import FinishReason
-from chatui.providers import remote
+from chatui.providers import remote, sse
 from chatui.providers.base import (
     ModelRequest,
     ProviderError,
@@ -48,6 +55,9 @@ STOP_REASONS: dict[str, FinishReason] = {
     "max_tokens": "length",
     "tool_use": "tool_calls",
 }
+# Stop reasons after which every stopped tool_use block is whole (None: the server gave none).
+# Any other ("max_tokens", "refusal", "model_context_window_exceeded") cut the last block short.
+STOPS_ENDING_CALLS = frozenset({"end_turn", "stop_sequence", "tool_use", None})
 
 
 class AnthropicProvider(remote.RemoteProvider):
@@ -81,8 +91,8 @@ class AnthropicProvider(remote.RemoteProvider):
     def _open(self, client: anthropic.AsyncAnthropic, request: ModelRequest) -> Any:
         return client.messages.create(**self._params(request))
 
-    def _read(self, stream: Any) -> AsyncIterator[StreamEvent]:
-        return _read(stream)
+    def _read(self, stream: Any) -> AsyncGenerator[StreamEvent, None]:
+        return _read(_events(stream.response.aiter_bytes(), self._not_utf8))
 
     def _params(self, request: ModelRequest) -> dict[str, Any]:
         budget = self.config.thinking_budget
@@ -104,69 +114,173 @@ class AnthropicProvider(remote.RemoteProvider):
     def _explain(self, error: BaseException) -> ProviderError:
         if isinstance(error, anthropic.APIStatusError):
             body = error.body
-            kind = body.get("error", {}).get("type") if isinstance(body, dict) else None
             detail = remote.error_detail(body, error.message)
             hint = "Check ANTHROPIC_API_KEY or api_key under [anthropic] in the config file."
-            overloaded = kind == "overloaded_error"
-            status = error.status_code
-            if status == 200:  # An `event: error` inside the stream.
-                status = 529 if overloaded else 500
-                detail = f"{detail} (in the middle of the reply)"
+            overloaded = remote.error_kind(body) == "overloaded_error"
             text = remote.status_text(
-                self.label, status, detail, model=self.model, key_hint=hint, overloaded=overloaded
+                self.label,
+                error.status_code,
+                detail,
+                model=self.model,
+                key_hint=hint,
+                overloaded=overloaded,
             )
+        elif isinstance(error, remote.ErrorEvent):
+            text = remote.stream_error_text(self.label, error.body)
         else:
-            text = remote.transport_text(self.label, self.config.base_url, error) or (
-                f"{self.label} failed: {type(error).__name__}: {error}"
-            )
+            text = remote.transport_text(
+                self.label, self.config.base_url, error
+            ) or remote.unreadable_text(self.label)
         return ProviderError(text)  # The turn redacts the key (`secrets`).
 
 
-async def _read(raw: Any) -> AsyncIterator[StreamEvent]:
-    """Translate Messages stream events into stream events."""
-    tool_blocks: set[int] = set()
+async def _events(
+    body: AsyncIterator[bytes], on_invalid_utf8: Callable[[], None]
+) -> AsyncIterator[Any]:
+    """The parsed JSON events of a Messages body, up to `message_stop`.
+
+    A `ping`, or an event with blank data, carries nothing; data that is not
+    JSON raises (the reply cannot be trusted past it); an `error` event raises
+    `remote.ErrorEvent`. An event whose data names no type takes the SSE
+    event's name.
+    """
+    async with aclosing(sse.events(body, on_invalid_utf8)) as events:
+        async for event in events:
+            if event.name == "ping" or not event.data.strip():
+                continue
+            data = json.loads(event.data)
+            if isinstance(data, dict) and not isinstance(data.get("type"), str):
+                data = {**data, "type": event.name}
+            kind = data.get("type") if isinstance(data, dict) else None
+            if event.name == "error" or kind == "error":
+                raise remote.ErrorEvent(data)
+            yield data
+            if kind == "message_stop":
+                break
+        else:
+            return  # The body ended: nothing to drain.
+    await sse.drain(body)
+
+
+async def _read(events: AsyncIterator[Any]) -> AsyncGenerator[StreamEvent, None]:
+    """Translate Messages stream events into stream events.
+
+    Every field is checked, since gateways send null, missing or oddly typed
+    ones: what carries nothing usable is skipped (a delta for a block that
+    never started, say). Tool calls are assembled by `_ToolBlocks`.
+    """
+    tools = _ToolBlocks()
     input_tokens = output_tokens = 0
     stop_reason: str | None = None
     finished = False
-    async for event in raw:
-        kind = event.type
+    async for event in events:
+        if not isinstance(event, dict) or finished:
+            continue
+        kind, index = event.get("type"), remote.integer(event.get("index"))
         if kind == "message_start":
-            input_tokens = event.message.usage.input_tokens or 0
+            message = remote.field(event, "message", dict) or {}
+            input_tokens = remote.count(remote.field(message, "usage", dict) or {}, "input_tokens")
             yield UsageUpdate(input_tokens, 0)  # The output count comes with message_delta.
         elif kind == "content_block_start":
-            block = event.content_block
-            if block.type == "tool_use":
-                tool_blocks.add(event.index)
-                yield ToolCallStart(event.index, block.id, block.name)
-            elif block.type == "text" and block.text:
-                yield TextDelta(block.text)
-            elif block.type == "thinking" and block.thinking:
-                yield ThinkingDelta(block.thinking)
-            elif block.type == "redacted_thinking":
-                yield RedactedThinking(block.data)
+            block = remote.field(event, "content_block", dict) or {}
+            for ended in tools.block_started(index):
+                yield ended
+            block_type = block.get("type")
+            if block_type == "tool_use":
+                for started in tools.start(index, block):
+                    yield started
+            elif block_type == "text" and (text := remote.field(block, "text", str)):
+                yield TextDelta(text)
+            elif block_type == "thinking" and (thinking := remote.field(block, "thinking", str)):
+                yield ThinkingDelta(thinking)
+            elif block_type == "redacted_thinking" and (data := remote.field(block, "data", str)):
+                yield RedactedThinking(data)
         elif kind == "content_block_delta":
-            delta = event.delta
-            if delta.type == "text_delta" and delta.text:
-                yield TextDelta(delta.text)
-            elif delta.type == "input_json_delta" and delta.partial_json:
-                yield ToolCallDelta(event.index, delta.partial_json)
-            elif delta.type == "thinking_delta" and delta.thinking:
-                yield ThinkingDelta(delta.thinking)
-            elif delta.type == "signature_delta":
-                yield ThinkingSigned(delta.signature)
+            delta = remote.field(event, "delta", dict) or {}
+            delta_type = delta.get("type")
+            if delta_type == "text_delta" and (text := remote.field(delta, "text", str)):
+                yield TextDelta(text)
+            elif delta_type == "input_json_delta":
+                for arguments in tools.arguments(index, delta.get("partial_json")):
+                    yield arguments
+            elif delta_type == "thinking_delta" and (
+                thinking := remote.field(delta, "thinking", str)
+            ):
+                yield ThinkingDelta(thinking)
+            elif delta_type == "signature_delta" and (
+                signed := remote.field(delta, "signature", str)
+            ):
+                yield ThinkingSigned(signed)
         elif kind == "content_block_stop":
-            if event.index in tool_blocks:
-                yield ToolCallEnd(event.index)
+            for arguments in tools.stopped(index):
+                yield arguments
         elif kind == "message_delta":
-            stop_reason = event.delta.stop_reason or stop_reason
-            output_tokens = event.usage.output_tokens or output_tokens
+            delta = remote.field(event, "delta", dict) or {}
+            stop_reason = remote.field(delta, "stop_reason", str) or stop_reason
+            usage = remote.field(event, "usage", dict) or {}
+            output_tokens = remote.count(usage, "output_tokens") or output_tokens
             yield UsageUpdate(input_tokens, output_tokens)
         elif kind == "message_stop":
             finished = True
-            break
+            for ended in tools.end(cut=stop_reason not in STOPS_ENDING_CALLS):
+                yield ended
     if not finished:
         raise ProviderError("The stream ended before the reply did (no message_stop).")
     yield StreamEnd(STOP_REASONS.get(stop_reason or "", "stop"))
+
+
+class _ToolBlocks:
+    """The `tool_use` blocks of one reply, and when each call is whole.
+
+    A block's `content_block_stop` does not make its call whole: a reply cut
+    by `max_tokens` stops its last block too. So a stopped block's
+    `ToolCallEnd` waits until another block starts (it surely ended then) or
+    the message ends with a stop reason that lets it be whole; the last block
+    of a reply cut short stays incomplete, never runs and never goes back.
+    Some gateways give the whole input in the block's start and stream none;
+    `partial_json` sent as an object is taken as its JSON.
+    """
+
+    def __init__(self) -> None:
+        self._open: dict[int, str] = {}  # Started, not stopped: the input its start gave.
+        self._streamed: set[int] = set()  # Blocks whose input came in deltas.
+        self._seen: set[int] = set()  # Every tool block started: a second start is ignored.
+        self._waiting: list[int] = []  # Stopped; their end waits to be known whole.
+        self._last: int | None = None  # The last block of any kind that started.
+
+    def block_started(self, index: int | None) -> list[StreamEvent]:
+        """A block began: the tool blocks stopped before it are whole."""
+        if index is not None:
+            self._last = index
+        ended, self._waiting = self._waiting, []
+        return [ToolCallEnd(i) for i in ended]
+
+    def start(self, index: int | None, block: dict[str, Any]) -> list[StreamEvent]:
+        if index is None or index in self._seen:
+            return []
+        self._seen.add(index)
+        given = remote.field(block, "input", dict)
+        self._open[index] = json.dumps(given, ensure_ascii=False) if given else ""
+        call_id = remote.field(block, "id", str) or f"call_{index}"
+        return [ToolCallStart(index, call_id, remote.field(block, "name", str) or "")]
+
+    def arguments(self, index: int | None, partial: Any) -> list[StreamEvent]:
+        if index not in self._open or not (text := remote.json_text(partial)):
+            return []  # A block that never started, or stopped, or an empty fragment.
+        self._streamed.add(index)
+        return [ToolCallDelta(index, text)]
+
+    def stopped(self, index: int | None) -> list[StreamEvent]:
+        if index not in self._open:
+            return []
+        given = self._open.pop(index)
+        self._waiting.append(index)
+        return [ToolCallDelta(index, given)] if given and index not in self._streamed else []
+
+    def end(self, *, cut: bool) -> list[StreamEvent]:
+        """The message ended: the stopped blocks are whole, but the last one of a `cut` reply."""
+        ended, self._waiting = self._waiting, []
+        return [ToolCallEnd(i) for i in ended if not (cut and i == self._last)]
 
 
 def to_anthropic_messages(

@@ -4,16 +4,23 @@ With `base_url` it drives any OpenAI-compatible server (llama.cpp server, vLLM,
 Ollama, LM Studio); such a server needs no key, so a placeholder is sent. Usage
 comes in the stream's last chunk (`stream_options.include_usage`), whose
 `choices` is empty. A tool call's id and name come in its first delta, its
-arguments in fragments keyed by `index`. Reasoning that compatible servers
-stream (`reasoning_content` or `reasoning`, kept by the SDK in the delta's
-extra fields) is never merged into the answer. Retries, error texts and the
-close on a stop: `chatui.providers.remote`.
+arguments in fragments keyed by `index` (compatible servers differ: see
+`_Calls`). A call is whole only if the reply ended normally: one cut by the
+token limit is kept incomplete, so it never runs and never goes back to the
+model. Reasoning that compatible servers stream (`reasoning_content` or
+`reasoning`) is never merged into the answer.
+
+The SDK makes the request and raises its status errors; the body's events
+are read by `chatui.providers.sse` (why: there), as JSON, each field checked.
+Retries, error texts and the close on a stop: `chatui.providers.remote`.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import aclosing
+from dataclasses import dataclass
 from typing import Any
 
 import openai
@@ -21,7 +28,7 @@ import openai
 from chatui.config import OpenAIConfig
 from chatui.history import ChatMessage
 from chatui.messages import FinishReason
-from chatui.providers import remote
+from chatui.providers import remote, sse
 from chatui.providers.base import (
     ModelRequest,
     ProviderError,
@@ -44,6 +51,9 @@ FINISH_REASONS: dict[str, FinishReason] = {
     "tool_calls": "tool_calls",
     "function_call": "tool_calls",
 }
+# Finish reasons after which every call's arguments are whole. Some compatible servers end a
+# reply of calls with "stop". Any other ("length", "content_filter") cut the last call short.
+CALLS_ENDED = frozenset({"tool_calls", "function_call", "stop"})
 
 
 class OpenAIProvider(remote.RemoteProvider):
@@ -78,8 +88,8 @@ class OpenAIProvider(remote.RemoteProvider):
     def _open(self, client: openai.AsyncOpenAI, request: ModelRequest) -> Any:
         return client.chat.completions.create(**self._params(request))
 
-    def _read(self, stream: Any) -> AsyncIterator[StreamEvent]:
-        return _read(stream)
+    def _read(self, stream: Any) -> AsyncGenerator[StreamEvent, None]:
+        return _read(_chunks(stream.response.aiter_bytes(), self._not_utf8))
 
     def _params(self, request: ModelRequest) -> dict[str, Any]:
         params: dict[str, Any] = {
@@ -103,55 +113,153 @@ class OpenAIProvider(remote.RemoteProvider):
             text = remote.status_text(
                 self.label, error.status_code, detail, model=self.model, key_hint=hint
             )
+        elif isinstance(error, remote.ErrorEvent):
+            text = remote.stream_error_text(self.label, error.body)
         else:
-            text = remote.transport_text(self.label, self.config.base_url, error) or (
-                f"{self.label} failed: {type(error).__name__}: {error}"
-            )
+            text = remote.transport_text(
+                self.label, self.config.base_url, error
+            ) or remote.unreadable_text(self.label)
         return ProviderError(text)  # The turn redacts the key (`secrets`).
 
 
-async def _read(chunks: Any) -> AsyncIterator[StreamEvent]:
-    """Translate Chat Completions chunks into stream events."""
-    started: set[int] = set()
-    finish: str | None = None
-    usage = None
-    async for chunk in chunks:
-        if chunk.usage is not None:
-            usage = chunk.usage
-        for choice in chunk.choices:
-            if choice.index != 0:
+async def _chunks(
+    body: AsyncIterator[bytes], on_invalid_utf8: Callable[[], None]
+) -> AsyncIterator[Any]:
+    """The parsed JSON chunks of a Chat Completions body, up to `data: [DONE]`.
+
+    An event with blank data carries nothing and is skipped; data that is not
+    JSON raises (the reply cannot be trusted past it); an error chunk (or an
+    `error` event) raises `remote.ErrorEvent`.
+    """
+    async with aclosing(sse.events(body, on_invalid_utf8)) as events:
+        async for event in events:
+            if event.data.startswith("[DONE]"):
+                break
+            if not event.data.strip():
                 continue
-            delta = choice.delta
-            if delta is not None:
-                if reasoning := _reasoning(delta):
-                    yield ThinkingDelta(reasoning)
-                if delta.content:
-                    yield TextDelta(delta.content)
-                for call in delta.tool_calls or ():
-                    function = call.function
-                    if call.index not in started:
-                        started.add(call.index)
-                        name = (function.name if function else None) or ""
-                        yield ToolCallStart(call.index, call.id or f"call_{call.index}", name)
-                    if function is not None and function.arguments:
-                        yield ToolCallDelta(call.index, function.arguments)
-            if choice.finish_reason and finish is None:
-                finish = choice.finish_reason
-                for index in sorted(started):  # Arguments are whole once the choice ends.
-                    yield ToolCallEnd(index)
+            chunk = json.loads(event.data)
+            if event.name == "error" or (isinstance(chunk, dict) and chunk.get("error")):
+                raise remote.ErrorEvent(chunk)
+            yield chunk
+        else:
+            return  # The body ended: nothing to drain.
+    await sse.drain(body)
+
+
+async def _read(chunks: AsyncIterator[Any]) -> AsyncGenerator[StreamEvent, None]:
+    """Translate Chat Completions chunks into stream events.
+
+    Every field is checked, since compatible servers send null, missing or
+    oddly typed ones: what carries nothing usable is skipped. Calls are
+    assembled by `_Calls`; they are whole once the reply ends for a reason
+    that lets them be (`CALLS_ENDED`), and otherwise the last one was cut.
+    """
+    calls = _Calls()
+    finish: str | None = None
+    usage: dict[str, Any] = {}
+    async for chunk in chunks:
+        if not isinstance(chunk, dict):
+            continue
+        if isinstance(chunk.get("usage"), dict):
+            usage = chunk["usage"]
+        for choice in remote.items(chunk.get("choices")):
+            if not isinstance(choice, dict) or choice.get("index", 0) not in (0, None):
+                continue
+            delta = remote.field(choice, "delta", dict) or {}
+            if reasoning := _reasoning(delta):
+                yield ThinkingDelta(reasoning)
+            if content := remote.field(delta, "content", str):
+                yield TextDelta(content)
+            if finish is None:
+                for call in remote.items(delta.get("tool_calls")):
+                    for event in calls.take(call):
+                        yield event
+            if (reason := remote.field(choice, "finish_reason", str)) and finish is None:
+                finish = reason
+                for event in calls.end(cut=reason not in CALLS_ENDED):
+                    yield event
     if finish is None:
         raise ProviderError("The stream ended before the reply did (no finish reason).")
-    if usage is not None:
-        yield UsageUpdate(usage.prompt_tokens or 0, usage.completion_tokens or 0)
+    if usage:
+        yield UsageUpdate(
+            remote.count(usage, "prompt_tokens"), remote.count(usage, "completion_tokens")
+        )
     yield StreamEnd(FINISH_REASONS.get(finish, "stop"))
 
 
-def _reasoning(delta: Any) -> str:
-    """Reasoning text a compatible server put in the delta's extra fields, if any."""
-    extra = delta.model_extra or {}
+@dataclass
+class _Call:
+    index: int
+    id: str = ""
+    name: str = ""
+    started: bool = False
+
+
+class _Calls:
+    """The calls of one reply, assembled from their deltas by `index`.
+
+    A call's start (its id and name) is held back until its arguments begin,
+    another call begins, or the reply ends: some compatible servers stream the
+    name in pieces (`"re"`, then `"ad"`), others repeat the whole name in
+    every delta, which is taken once. Arguments sent as a JSON value rather
+    than a string are taken as that value's JSON text.
+    """
+
+    def __init__(self) -> None:
+        self._calls: dict[int, _Call] = {}
+
+    def take(self, delta: Any) -> list[StreamEvent]:
+        if not isinstance(delta, dict):
+            return []
+        events: list[StreamEvent] = []
+        index = delta.get("index")
+        if not isinstance(index, int) or isinstance(index, bool):
+            index = self._index_of(delta)
+        call = self._calls.get(index)
+        if call is None:
+            events += self._start_all()  # A new call began: the names before it are whole.
+            call = self._calls[index] = _Call(index)
+        function = remote.field(delta, "function", dict) or {}
+        if not call.started:
+            call.id = call.id or remote.field(delta, "id", str) or ""
+            piece = remote.field(function, "name", str) or ""
+            if piece != call.name:  # A server that repeats the whole name sends it again.
+                call.name += piece
+        if arguments := remote.json_text(function.get("arguments")):
+            events += self._start(call)
+            events.append(ToolCallDelta(index, arguments))
+        return events
+
+    def end(self, *, cut: bool) -> list[StreamEvent]:
+        """The reply ended: every call is whole, or all but the last if the reply was `cut`."""
+        events = self._start_all()
+        ended = list(self._calls)[:-1] if cut else list(self._calls)
+        return [*events, *(ToolCallEnd(index) for index in ended)]
+
+    def _index_of(self, delta: dict[str, Any]) -> int:
+        """The index of a delta that gives none: a new call if it brings a new id."""
+        last = next(reversed(self._calls.values()), None)
+        new_id = remote.field(delta, "id", str)
+        if last is None:
+            return 0
+        if new_id and last.id and new_id != last.id:
+            return max(self._calls) + 1
+        return last.index
+
+    def _start(self, call: _Call) -> list[StreamEvent]:
+        if call.started:
+            return []
+        call.started = True
+        return [ToolCallStart(call.index, call.id or f"call_{call.index}", call.name)]
+
+    def _start_all(self) -> list[StreamEvent]:
+        return [event for call in self._calls.values() for event in self._start(call)]
+
+
+def _reasoning(delta: dict[str, Any]) -> str:
+    """Reasoning text a compatible server put in the delta, if any."""
     for name in REASONING_FIELDS:
-        value = extra.get(name)
-        if isinstance(value, str) and value:
+        if value := remote.field(delta, name, str):
             return value
     return ""
 

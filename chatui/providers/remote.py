@@ -10,6 +10,12 @@ seconds; a server asking for longer gets no retry, and its error is shown.
 Each wait is a `RetryWait` event (the status line reads "retrying in N s
 (429)"), and Esc ends it at once.
 
+**Reading what servers send.** Compatible servers and gateways send fields
+missing, null or of another type than the API's: `field`, `count`, `items`
+and `json_text` read them so that what carries nothing usable is skipped.
+An error inside the stream is an `ErrorEvent`, and every error text is a
+sentence, never a Python exception (`unreadable_text` is the last resort).
+
 **Closing for real.** `create_then_close` runs the SDK's `create()` in a task
 of its own, so a stop that lands just as `create()` returns cannot lose the
 stream it returned: whatever it returned is closed on every way out, shielded
@@ -23,7 +29,7 @@ import contextlib
 import email.utils
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing, asynccontextmanager
 from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
@@ -39,6 +45,7 @@ from chatui.providers.base import (
 
 RETRIES = 2
 MAX_RETRY_WAIT = 20.0
+DETAIL_LIMIT = 300  # Characters of a server's own words shown with an error.
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 CONNECT_TIMEOUT = 10.0
 PROBE_TIMEOUT = 3.0  # Seconds the empty conversation waits to learn if `base_url` answers.
@@ -49,6 +56,7 @@ class Closable(Protocol):
 
 
 S = TypeVar("S", bound=Closable)
+T = TypeVar("T")
 
 
 @asynccontextmanager
@@ -129,12 +137,83 @@ def error_detail(body: Any, fallback: str = "") -> str:
     if isinstance(body, dict):
         error = body.get("error", body)
         if isinstance(error, dict) and isinstance(error.get("message"), str):
-            return error["message"]
-        if isinstance(error, str):
-            return error
+            body = error["message"]
+        elif isinstance(error, str):
+            body = error
     if isinstance(body, str):  # An HTML error page, say: its start, redacted before the cut.
-        return redact.clip(body, 300)[0]
+        text, cut = redact.clip(body, DETAIL_LIMIT)
+        return f"{text}…" if cut else text
     return fallback
+
+
+# Reading what a server sent as JSON: any field may be missing, null or of another type.
+
+
+def field(mapping: dict[str, Any], name: str, kind: type[T]) -> T | None:
+    """`mapping[name]` if it is a `kind`, else None."""
+    value = mapping.get(name)
+    return value if isinstance(value, kind) else None
+
+
+def integer(value: Any) -> int | None:
+    """`value` if it is an integer (not a bool), else None."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def count(mapping: dict[str, Any], name: str) -> int:
+    """A token count: `mapping[name]` if it is an integer, else 0."""
+    return integer(mapping.get(name)) or 0
+
+
+def items(value: Any) -> list[Any]:
+    """`value` if it is a list, else an empty one."""
+    return value if isinstance(value, list) else []
+
+
+def json_text(value: Any) -> str:
+    """Streamed JSON text: a string as it is, an object or an array (sent unquoted) as JSON."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False)
+    return ""
+
+
+def error_kind(body: Any) -> str | None:
+    """The error's type in either API's body (`overloaded_error`, say), if it gives one.
+
+    Gateways send `{"error": "Unauthorized"}`, a bare string: no type then.
+    """
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        if isinstance(error, dict) and isinstance(error.get("type"), str):
+            return error["type"]
+    return None
+
+
+class ErrorEvent(Exception):
+    """An error the server sent inside a stream that had begun with status 200."""
+
+    def __init__(self, body: Any) -> None:
+        super().__init__("an error event in the stream")
+        self.body = body  # The event's JSON, of whatever shape the server chose.
+
+
+def stream_error_text(label: str, body: Any) -> str:
+    """An error the server sent in the middle of the reply, in words."""
+    detail = error_detail(body)
+    said = f" The server said: {detail}" if detail else ""
+    if error_kind(body) == "overloaded_error":
+        return f"{label} is overloaded and stopped mid-reply; try again shortly.{said}"
+    return f"{label} reported an error in the middle of the reply.{said}"
+
+
+def unreadable_text(label: str) -> str:
+    """The last resort: a failure nothing above explains, without a Python exception in it."""
+    return (
+        f"{label} sent something chatui could not read, so the reply was cut off there; "
+        "the server may not be fully compatible."
+    )
 
 
 def transport_text(label: str, base_url: str, error: BaseException) -> str | None:
@@ -213,9 +292,19 @@ async def with_retries(
             elif not shown and retryable_connection(error):
                 wait, reason = retry_wait(tries, None), "no connection"
             if wait is None:
-                raise explain(error) from None
+                raise _explained(explain, error) from None
         yield RetryWait(wait, reason)
         await asyncio.sleep(wait)  # A stop cancels it at once.
+
+
+def _explained(
+    explain: Callable[[BaseException], ProviderError], error: Exception
+) -> ProviderError:
+    """`explain(error)`, or a plain sentence if a body of an unforeseen shape made it fail."""
+    try:
+        return explain(error)
+    except Exception:
+        return ProviderError(unreadable_text("The server"))
 
 
 class RemoteProvider(ProviderLifecycle):
@@ -223,7 +312,8 @@ class RemoteProvider(ProviderLifecycle):
 
     A subclass gives `_make_client` (with the SDK's own retries off),
     `_open(client, request)` (the SDK's streaming `create()` call), `_read`
-    (its stream as events), `_explain` (its errors in words), and
+    (its stream as events: the body of the SDK stream's `response`, read
+    with `chatui.providers.sse`), `_explain` (its errors in words), and
     `unavailable` (a missing key, say).
     """
 
@@ -267,11 +357,18 @@ class RemoteProvider(ProviderLifecycle):
     def _open(self, client: Any, request: ModelRequest) -> Awaitable[Any]:
         raise NotImplementedError
 
-    def _read(self, stream: Any) -> AsyncIterator[StreamEvent]:
+    def _read(self, stream: Any) -> AsyncGenerator[StreamEvent, None]:
         raise NotImplementedError
 
     def _explain(self, error: BaseException) -> ProviderError:
         raise NotImplementedError
+
+    def _not_utf8(self) -> None:
+        """The reply held bytes that are not UTF-8 (told once a reply): they show as U+FFFD."""
+        self.on_notice(
+            f"{self.label[:1].upper()}{self.label[1:]} sent text that is not valid UTF-8; "
+            "what could not be read is shown as \N{REPLACEMENT CHARACTER}."
+        )
 
     def _status_of(self, error: BaseException) -> tuple[int, Any] | None:
         # Both SDKs' APIStatusError carry the status and the httpx response.
@@ -303,8 +400,11 @@ class RemoteProvider(ProviderLifecycle):
         client = self._client
 
         async def attempt() -> AsyncIterator[StreamEvent]:
-            async with create_then_close(self._open(client, request)) as stream:
-                async for event in self._read(stream):
+            async with (
+                create_then_close(self._open(client, request)) as stream,
+                aclosing(self._read(stream)) as events,
+            ):
+                async for event in events:
                     yield event
 
         async with aclosing(with_retries(attempt, self._explain, self._status_of)) as events:
