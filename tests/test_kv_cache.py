@@ -8,8 +8,9 @@ from pathlib import Path
 
 import llama_cpp
 import pytest
-from tiny_gguf import write_tiny_model
+from tiny_gguf import END_OF_TURN_ID, START_OF_TURN_ID, write_tiny_model
 
+from chatui.providers.local.chat_format import Prompt
 from chatui.providers.local.kv_cache import KVCache
 from chatui.providers.local.llama_runtime import silence_llama_logs
 
@@ -101,7 +102,7 @@ def test_tokens_for_reuses_ids_up_to_the_last_mark(cache: KVCache, llm) -> None:
     ids, mark = cache.tokens_for(next_text)
 
     assert ids[: len(prompt) + 3] == prompt + generated  # Generated ids, not re-tokenized.
-    assert cache.marks[mark] == (len(prompt) + 3, len(prompt_text) + 3)
+    assert cache.marks[mark] == (len(prompt) + 3, len(cache.key(prompt_text)) + 3)
     assert cache.prepare(ids) == len(prompt) + 3
 
 
@@ -129,7 +130,7 @@ def test_save_and_load_round_trip_and_refusals(cache: KVCache, llm, tmp_path: Pa
     cache.truncate(0)
     assert cache.load(path, "model-a")
     assert cache.committed == ids and llm.n_tokens == top(llm) == len(ids)
-    assert cache.committed_text == text
+    assert cache.committed_key == text
 
     assert not cache.load(path, "model-b")  # Another model's state.
     path.write_bytes(path.read_bytes()[:-10])
@@ -163,4 +164,38 @@ def test_a_save_that_fails_leaves_the_old_state_and_no_temp_file(
     assert path.read_bytes() == old
     assert [p.name for p in tmp_path.iterdir()] == ["c.kv"]
     cache.truncate(0)
-    assert cache.load(path, "model-a") and cache.committed_text == text
+    assert cache.load(path, "model-a") and cache.committed_key == text
+
+
+def test_a_special_token_the_model_wrote_never_stands_for_later_text(cache: KVCache, llm) -> None:
+    """The model wrote `a`, a `<start_of_turn>` (which shows no text) and `b`: the
+    next prompt, with the reply's text "ab", must not reuse that token for it."""
+    prompt_text = "<start_of_turn>user\nhi<end_of_turn>\n<start_of_turn>model\n"
+    prompt = tokens(llm, prompt_text)
+    generated = [ord("a"), START_OF_TURN_ID, ord("b")]
+    with cache.begin() as tx:
+        llm.eval(prompt + generated)
+        tx.commit(prompt_text, len(prompt), 0, ["a", "", "b"])
+
+    ids, _ = cache.tokens_for(prompt_text + "ab<end_of_turn>\n")
+
+    assert ids[: len(prompt) + 1] == [*prompt, ord("a")]  # Reused up to the special token ...
+    assert ids.count(START_OF_TURN_ID) == prompt.count(START_OF_TURN_ID)  # ... and not past it.
+
+
+def test_saved_state_keeps_special_tokens_apart_from_their_text(
+    cache: KVCache, llm, tmp_path: Path
+) -> None:
+    text = "<start_of_turn>user\nsays <end_of_turn> \U0001f600<end_of_turn>\n"
+    prompt = Prompt([(text[:20], True), (text[20:-14], False), (text[-14:], True)])
+    ids, _ = cache.tokens_for(prompt)
+    with cache.begin() as tx:
+        llm.eval(ids)
+        tx.commit(prompt, len(ids))
+    key = cache.committed_key
+    assert cache.save(tmp_path / "c.kv", "model-a")
+    cache.truncate(0)
+
+    assert cache.load(tmp_path / "c.kv", "model-a")
+    assert cache.committed_key == key and cache.committed == ids
+    assert ids.count(END_OF_TURN_ID) == 1

@@ -144,3 +144,82 @@ def test_an_explicit_id_prefix_is_used_and_checked() -> None:
     assert [e.id for e in events if isinstance(e, ToolCallStart)] == ["call_abc_0"]
     with pytest.raises(ValueError):
         ToolCallMarkupParser(id_prefix="call.1")
+
+
+# Contents stay apart from the template's own markup
+
+
+def contents(prompt: str) -> list[str]:
+    return [text for text, from_template in prompt.segments if not from_template]
+
+
+def test_every_content_is_marked_and_only_the_markup_is_the_templates() -> None:
+    prompt = GEMMA.render(
+        [
+            ChatMessage("system", "Be brief."),
+            ChatMessage("user", "Hi <end_of_turn>"),
+            ChatMessage("assistant", " ok\n", tool_calls=(ToolCall("c1", "ls", '{"p": "<x>"}'),)),
+            ChatMessage("tool", "a\n<start_of_turn>", tool_call_id="c1", name="ls"),
+        ],
+        [ToolSpec("ls", "List.", {"properties": {"p": {"type": "string", "description": "D."}}})],
+    )
+
+    assert contents(prompt) == [
+        "Be brief.", "ls", "List.", "D.", "Hi <end_of_turn>", " ok\n", "ls", "p", "<x>",
+        "a\n<start_of_turn>",
+    ]  # fmt: skip
+    markup = "".join(text for text, from_template in prompt.segments if from_template)
+    assert markup.count("<start_of_turn>") == 4 and markup.count("<end_of_turn>") == 3
+    assert "".join(text for text, _ in prompt.segments) == prompt
+
+
+def test_a_template_that_trims_contents_trims_their_own_whitespace() -> None:
+    chat_format = ChatFormat(
+        "{% for m in messages %}[{{ m.content | trim }}|{{ m.content.lstrip() }}]{% endfor %}",
+        bos_token="",
+        eos_token="",
+    )
+    prompt = chat_format.render([ChatMessage("user", "  spaced out \n")])
+
+    assert prompt == "[spaced out|spaced out \n]"
+    assert contents(prompt) == ["spaced out", "spaced out \n"]
+
+
+def test_a_template_that_cuts_contents_apart_gets_them_whole() -> None:
+    """Slices and splits would cut a content's brackets: each content is then one
+    opaque marker, and the template's own cuts are lost, not the separation."""
+    chat_format = ChatFormat(
+        "{% for m in messages %}<{{ m.content.split('</think>')[-1] }}>{% endfor %}",
+        bos_token="",
+        eos_token="",
+    )
+    prompt = chat_format.render([ChatMessage("assistant", "<think>hm</think>yes")])
+
+    assert prompt.segments == (("<", True), ("<think>hm</think>yes", False), (">", True))
+
+
+@pytest.mark.parametrize(
+    "expression",
+    ["m.content | pprint", "m.content | reverse | join", "m.content | list | first"],
+)
+def test_a_template_that_leaks_a_content_into_its_markup_is_refused(expression: str) -> None:
+    chat_format = ChatFormat(
+        "{% for m in messages %}{{ " + expression + " }}{% endfor %}", bos_token="", eos_token=""
+    )
+    with pytest.raises(ProviderError, match="cannot be told apart"):
+        chat_format.render([ChatMessage("user", "\n>nrut_fo_trats<")])
+
+
+def test_tojson_keeps_contents_marked_and_errors_show_no_markers() -> None:
+    chat_format = ChatFormat(
+        "{% for m in messages %}{{ m.content | tojson(ensure_ascii=True) }}"
+        "{% if 'boom' in m.content %}{{ raise_exception('bad: ' + m.content) }}{% endif %}"
+        "{% endfor %}",
+        bos_token="",
+        eos_token="",
+    )
+    prompt = chat_format.render([ChatMessage("user", 'é "<end_of_turn>"')])
+
+    assert prompt.segments == (('"', True), ('é \\"<end_of_turn>\\"', False), ('"', True))
+    with pytest.raises(ProviderError, match=r"^the chat template failed: bad: boom$"):
+        chat_format.render([ChatMessage("user", "boom")])

@@ -178,8 +178,13 @@ def _bytes_to_unicode() -> dict[int, str]:
     return mapping
 
 
-def _build_vocab() -> tuple[list[str], list[int], list[str]]:
-    """Return the token texts, token types and merge rules of the vocabulary."""
+def _build_vocab(
+    control: tuple[str, ...] = (), user_defined: tuple[str, ...] = ()
+) -> tuple[list[str], list[int], list[str]]:
+    """Return the token texts, token types and merge rules of the vocabulary.
+
+    Extra ``control`` then ``user_defined`` tokens come last: no other id moves.
+    """
     byte_chars = _bytes_to_unicode()
     tokens = [byte_chars[b] for b in range(256)]
     types = [int(TokenType.NORMAL)] * 256
@@ -193,6 +198,9 @@ def _build_vocab() -> tuple[list[str], list[int], list[str]]:
         tokens.append(merged)
         types.append(int(TokenType.NORMAL))
         merges.append(f"{left} {right}")
+    tokens.extend(control + user_defined)
+    types.extend([int(TokenType.CONTROL)] * len(control))
+    types.extend([int(TokenType.USER_DEFINED)] * len(user_defined))
     return tokens, types, merges
 
 
@@ -240,6 +248,9 @@ def write_tiny_model(
     dim: int = 64,
     n_ctx_train: int = 4096,
     suppress_eog: bool = False,
+    control: tuple[str, ...] = (),
+    user_defined: tuple[str, ...] = (),
+    name: str = "chatui-tiny-test-model",
 ) -> pathlib.Path:
     """Write a tiny random-weight llama-architecture GGUF model to ``path``.
 
@@ -254,6 +265,18 @@ def write_tiny_model(
         n_ctx_train: The training context length stored in the file.
         suppress_eog: If true, ``<eos>`` and ``<end_of_turn>`` are never
             generated, so every reply runs until ``max_tokens``.
+        control: Texts of extra control tokens (like ChatML's
+            ``<|im_start|>``), given the ids from :data:`VOCAB_SIZE` on; the
+            other ids stay as they are. The model never generates them.
+        user_defined: Texts of extra user-defined tokens, after those.
+            llama.cpp reads these even in text tokenized with
+            ``special=False``, unless it takes one for an end of turn
+            (``</s>``, ``<|im_end|>``): that one it makes a control token too.
+        name: The model's ``general.name``. llama.cpp sets some token
+            attributes by name: with ``phi-3`` in it, every control and
+            user-defined token strips the whitespace after it (and the
+            vocabulary must then hold ``</s>``, ``<unk>``, ``<s>`` and
+            ``<|endoftext|>``).
 
     Returns:
         ``path``.
@@ -263,15 +286,19 @@ def write_tiny_model(
     if n_layers < 1:
         raise ValueError(f"n_layers must be at least 1, not {n_layers}")
     path = pathlib.Path(path)
+    vocab = _build_vocab(control, user_defined)
     writer = GGUFWriter(path, arch="llama")
-    _add_hyperparameters(writer, n_layers=n_layers, dim=dim, n_ctx_train=n_ctx_train)
-    _add_tokenizer(writer, chat_template)
+    _add_hyperparameters(
+        writer, name, n_layers=n_layers, dim=dim, n_ctx_train=n_ctx_train, n_vocab=len(vocab[0])
+    )
+    _add_tokenizer(writer, chat_template, vocab)
     _add_tensors(
         writer,
         np.random.default_rng(seed),
         n_layers=n_layers,
         dim=dim,
         suppress_eog=suppress_eog,
+        n_vocab=len(vocab[0]),
     )
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
@@ -280,9 +307,11 @@ def write_tiny_model(
     return path
 
 
-def _add_hyperparameters(writer: GGUFWriter, *, n_layers: int, dim: int, n_ctx_train: int) -> None:
+def _add_hyperparameters(
+    writer: GGUFWriter, name: str, *, n_layers: int, dim: int, n_ctx_train: int, n_vocab: int
+) -> None:
     """Add the general and llama-architecture metadata."""
-    writer.add_name("chatui-tiny-test-model")
+    writer.add_name(name)
     writer.add_file_type(LlamaFileType.ALL_F32)
     writer.add_context_length(n_ctx_train)
     writer.add_embedding_length(dim)
@@ -293,16 +322,19 @@ def _add_hyperparameters(writer: GGUFWriter, *, n_layers: int, dim: int, n_ctx_t
     writer.add_rope_dimension_count(_HEAD_DIM)
     writer.add_rope_freq_base(10000.0)
     writer.add_layer_norm_rms_eps(1e-5)
-    writer.add_vocab_size(VOCAB_SIZE)
+    writer.add_vocab_size(n_vocab)
 
 
-def _add_tokenizer(writer: GGUFWriter, chat_template: str | None) -> None:
+def _add_tokenizer(
+    writer: GGUFWriter, chat_template: str | None, vocab: tuple[list[str], list[int], list[str]]
+) -> None:
     """Add the byte-level BPE vocabulary, special token ids and chat template."""
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre("default")
-    writer.add_token_list(_TOKENS)
-    writer.add_token_types(_TOKEN_TYPES)
-    writer.add_token_merges(_MERGE_RULES)
+    tokens, types, merges = vocab
+    writer.add_token_list(tokens)
+    writer.add_token_types(types)
+    writer.add_token_merges(merges)
     writer.add_bos_token_id(BOS_ID)
     writer.add_eos_token_id(EOS_ID)
     writer.add_eot_token_id(END_OF_TURN_ID)
@@ -325,13 +357,14 @@ def _add_tensors(
     n_layers: int,
     dim: int,
     suppress_eog: bool,
+    n_vocab: int,
 ) -> None:
     """Add random float32 weights (numpy shapes are ``(out, in)``)."""
     n_ff = 2 * dim
     # Residual dimension 0 carries a constant 1 from the embeddings and no
     # layer writes to it (row 0 of attn_output and ffn_down is zero), so after
     # the final RMS norm it is positive and output rows can push tokens down.
-    embeddings = _normal(rng, (VOCAB_SIZE, dim), 1.0)
+    embeddings = _normal(rng, (n_vocab, dim), 1.0)
     embeddings[:, 0] = 1.0
     writer.add_tensor("token_embd.weight", embeddings)
     for layer in range(n_layers):
@@ -351,12 +384,12 @@ def _add_tensors(
         writer.add_tensor(f"{prefix}.ffn_down.weight", ffn_down)
     writer.add_tensor("output_norm.weight", np.ones(dim, dtype=np.float32))
 
-    output = _normal(rng, (VOCAB_SIZE, dim), 1.0)
+    output = _normal(rng, (n_vocab, dim), 1.0)
     output[:, 0] = 0.0
     allowed = set(GENERATABLE_IDS)
     if not suppress_eog:
         allowed.update(EOG_IDS)
-    forbidden = [token for token in range(VOCAB_SIZE) if token not in allowed]
+    forbidden = [token for token in range(n_vocab) if token not in allowed]
     output[forbidden, :] = 0.0
     output[forbidden, 0] = -_PENALTY
     writer.add_tensor("output.weight", output)

@@ -1,18 +1,29 @@
-"""Render provider-neutral history into a local model's prompt text.
+"""Render provider-neutral history into a local model's prompt.
 
 A GGUF's own `tokenizer.chat_template` (Jinja2, rendered in a sandbox) is used
 when it has one, else the Gemma turn format, which the bundled default model
 expects. Tools are passed to the template as `tools`, the way Hugging Face
 templates take them, so templates that know tool calling can render them.
+
+Only the template's own markup may become the model's special tokens (turn
+markers like `<start_of_turn>`). Everything the template is given to show
+(message contents, the model's calls, tool results, tool descriptions) comes
+out as text, whatever it spells: a file that contains `<end_of_turn>` must
+not open a turn of its own. So each such string is bracketed by markers that
+nothing else can contain while the template renders, and the result is a
+`Prompt`: the text, split into the template's pieces and the contents'.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import re
+import secrets
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from jinja2 import TemplateError
+from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from chatui.history import ChatMessage
@@ -70,60 +81,240 @@ GEMMA_TEMPLATE = """\
 """The Gemma turn format; a system prompt, and the tools offered, join the first user turn."""
 
 
+class Prompt(str):
+    """Prompt text that remembers which parts of it the template wrote.
+
+    `segments` are `(text, from_template)` pairs, in order; joined, their texts
+    are the string itself. Only text from the template may become special
+    tokens. (A plain `str` prompt has no segments: it is all template text.)
+    """
+
+    segments: tuple[tuple[str, bool], ...]
+
+    def __new__(cls, segments: Sequence[tuple[str, bool]]) -> Prompt:
+        merged: list[tuple[str, bool]] = []
+        for text, from_template in segments:
+            if merged and merged[-1][1] == from_template:
+                merged[-1] = (merged[-1][0] + text, from_template)
+            elif text:
+                merged.append((text, from_template))
+        prompt = super().__new__(cls, "".join(text for text, _ in merged))
+        prompt.segments = tuple(merged)
+        return prompt
+
+
 class ChatFormat:
     """A compiled chat template and the special tokens it refers to."""
 
     def __init__(self, template: str, *, bos_token: str, eos_token: str) -> None:
-        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-        env.filters["tojson"] = lambda value, **kw: json.dumps(value, ensure_ascii=False, **kw)
-        env.globals["raise_exception"] = _raise
         try:
-            self._template = env.from_string(template)
+            self._template = _Environment().from_string(template)
         except TemplateError as error:
             raise ProviderError(f"the chat template does not compile: {error}") from None
         self.bos_token = bos_token
         self.eos_token = eos_token
 
-    def render(self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec] = ()) -> str:
-        """The prompt text for `messages`, ending where the model's reply begins."""
+    def render(self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec] = ()) -> Prompt:
+        """The prompt for `messages`, ending where the model's reply begins.
+
+        Contents are bracketed while the template renders, so it still sees
+        their text; a template that cuts them apart (a slice, a split) is
+        rendered again with each content as one opaque marker instead.
+        """
+        for atomic in (False, True):
+            contents = _Contents(atomic=atomic)
+            segments = contents.split(self._render(messages, tools, contents))
+            if segments is not None:
+                return Prompt(segments)
+        raise ProviderError(
+            "the chat template rewrites message contents in a way that cannot be told apart "
+            "from its own markup: set local.chat_template to another template"
+        )
+
+    def _render(
+        self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec], mark: Mark
+    ) -> str:
         try:
             return self._template.render(
-                messages=[_message_dict(m) for m in messages],
-                tools=[_tool_dict(t) for t in tools] or None,
+                messages=[_message_dict(m, mark) for m in messages],
+                tools=[_tool_dict(t, mark) for t in tools] or None,
                 add_generation_prompt=True,
                 bos_token=self.bos_token,
                 eos_token=self.eos_token,
             )
         except TemplateError as error:
-            raise ProviderError(f"the chat template failed: {error}") from None
+            message = _MARKER.sub("", str(error))
+            raise ProviderError(f"the chat template failed: {message}") from None
 
 
-def _message_dict(message: ChatMessage) -> dict[str, Any]:
-    data: dict[str, Any] = {"role": message.role, "content": message.content}
+Mark = Callable[[str], str]
+"""Marks a string the template is given to show: its text is content, never markup."""
+
+_OPEN, _CLOSE = "\ue000", "\ue001"  # Private-use characters: a marker's first and last.
+_MARKER = re.compile("\ue000([0-9a-f]{16})([\\[\\]#])([0-9]+)\ue001")
+_MARKER_SPLIT = re.compile("(\ue000[0-9a-f]{16}[\\[\\]#][0-9]+\ue001)")  # Kept by re.split.
+_KIND = 17  # The index of a marker's kind: "[" opens a content, "]" closes it, "#" is one.
+
+
+class _Contents:
+    """The strings a template is given to show, marked so they can be found again.
+
+    Bracketed (the default), a string keeps its text between an opening and
+    a closing marker, so the template can still test and trim it; atomic, it
+    is replaced by one marker. Markers carry a random nonce: no content can
+    spell one.
+    """
+
+    def __init__(self, *, atomic: bool) -> None:
+        self.atomic = atomic
+        self.nonce = secrets.token_hex(8)
+        self.texts: list[str] = []
+        self._numbers: dict[str, int] = {}
+
+    def __call__(self, text: str) -> str:
+        if not text:
+            return text  # Nothing to spell, and an empty content stays false to the template.
+        n = self._numbers.setdefault(text, len(self.texts))
+        if n == len(self.texts):
+            self.texts.append(text)
+        if self.atomic:
+            return self._marker("#", n)
+        return self._marker("[", n) + text + self._marker("]", n)
+
+    def _marker(self, kind: str, n: int) -> str:
+        return f"{_OPEN}{self.nonce}{kind}{n}{_CLOSE}"
+
+    def split(self, rendered: str) -> list[tuple[str, bool]] | None:
+        """`rendered` as (text, from_template) segments; None if the template cut a marker."""
+        segments: list[tuple[str, bool]] = []
+        opened: list[str] = []
+        at = 0
+        for match in _MARKER.finditer(rendered):
+            nonce, kind, n = match.groups()
+            if nonce != self.nonce:
+                continue  # A content that spells a marker: it is content.
+            segments.append((rendered[at : match.start()], not opened))
+            at = match.end()
+            if kind == "[":
+                opened.append(n)
+            elif kind == "]":
+                if not opened or opened.pop() != n:
+                    return None
+            elif opened or int(n) >= len(self.texts):
+                return None
+            else:
+                segments.append((self.texts[int(n)], False))
+        segments.append((rendered[at:], not opened))
+        if opened:
+            return None
+        traces = (_OPEN, _CLOSE, self.nonce)  # What a cut, reversed or quoted marker leaves.
+        if any(mine and any(t in text for t in traces) for text, mine in segments):
+            return None
+        return segments
+
+
+class _Environment(ImmutableSandboxedEnvironment):
+    """The sandbox, with `trim` and `str.strip()` that see through content brackets.
+
+    Templates trim contents (`message['content'] | trim`); the whitespace to
+    remove is the content's own, inside its brackets.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(trim_blocks=True, lstrip_blocks=True)
+        self.filters["tojson"] = _tojson
+        self.filters["trim"] = lambda value, chars=None: _strip(str(value), chars, "strip")
+        self.globals["raise_exception"] = _raise
+
+    def call(self, context: Context, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
+        owner, name = getattr(obj, "__self__", None), getattr(obj, "__name__", "")
+        arguments = [k for k in kwargs if k not in ("_loop_vars", "_block_vars")]  # Jinja's own.
+        if isinstance(owner, str) and name in _STRIPS and not arguments and len(args) <= 1:
+            return _strip(owner, args[0] if args else None, name)
+        return super().call(context, obj, *args, **kwargs)
+
+
+_STRIPS = ("strip", "lstrip", "rstrip")
+
+
+def _strip(text: str, chars: str | None, how: str) -> str:
+    """`text.<how>(chars)`, where the ends of a bracketed content count as the text's ends."""
+    parts = _MARKER_SPLIT.split(text)  # Texts at even indices, markers at odd ones.
+    if how != "rstrip":
+        _strip_from(parts, range(len(parts)), lambda t: t.lstrip(chars))
+    if how != "lstrip":
+        _strip_from(parts, range(len(parts) - 1, -1, -1), lambda t: t.rstrip(chars))
+    return "".join(parts)
+
+
+def _strip_from(parts: list[str], order: range, strip: Callable[[str], str]) -> None:
+    for i in order:
+        if i % 2 == 0:
+            parts[i] = strip(parts[i])
+            if parts[i]:
+                return
+        elif parts[i][_KIND] == "#":
+            return  # An opaque content: its own ends are not known here.
+
+
+def _tojson(value: Any, **options: Any) -> str:
+    options["ensure_ascii"] = False  # Escaped, a marker would no longer be one.
+    return json.dumps(value, **options)
+
+
+def _message_dict(message: ChatMessage, mark: Mark) -> dict[str, Any]:
+    data: dict[str, Any] = {"role": message.role, "content": mark(message.content)}
     if message.tool_calls:
         data["tool_calls"] = [
             {
-                "id": call.id,
+                "id": mark(call.id),
                 "type": "function",
-                "function": {"name": call.name, "arguments": _json_or_text(call.arguments)},
+                "function": {
+                    "name": mark(call.name),
+                    "arguments": _mark_json(_json_or_text(call.arguments), mark),
+                },
             }
             for call in message.tool_calls
         ]
     if message.tool_call_id:
-        data["tool_call_id"] = message.tool_call_id
-        data["name"] = message.name
+        data["tool_call_id"] = mark(message.tool_call_id)
+        data["name"] = mark(message.name) if message.name else message.name
     return data
 
 
-def _tool_dict(tool: ToolSpec) -> dict[str, Any]:
+def _tool_dict(tool: ToolSpec, mark: Mark) -> dict[str, Any]:
+    """A tool for the template: its name and descriptions are text (the schema is not)."""
     return {
         "type": "function",
         "function": {
-            "name": tool.name,
-            "description": tool.description,
-            "parameters": tool.parameters,
+            "name": mark(tool.name),
+            "description": mark(tool.description),
+            "parameters": _mark_descriptions(tool.parameters, mark),
         },
     }
+
+
+def _mark_json(value: Any, mark: Mark) -> Any:
+    """Parsed arguments with every string in them, keys too, marked as content."""
+    if isinstance(value, str):
+        return mark(value)
+    if isinstance(value, dict):
+        return {mark(str(k)): _mark_json(v, mark) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_mark_json(v, mark) for v in value]
+    return value
+
+
+def _mark_descriptions(schema: Any, mark: Mark) -> Any:
+    """A JSON schema with its "description" texts marked as content."""
+    if isinstance(schema, dict):
+        return {
+            k: mark(v) if k == "description" and isinstance(v, str) else _mark_descriptions(v, mark)
+            for k, v in schema.items()
+        }
+    if isinstance(schema, list):
+        return [_mark_descriptions(v, mark) for v in schema]
+    return schema
 
 
 def _json_or_text(arguments: str) -> Any:

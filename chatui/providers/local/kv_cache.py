@@ -2,12 +2,12 @@
 
 `KVCache` knows which tokens of sequence 0 are the *committed* conversation,
 and *marks*: points where a prefix of the committed tokens is known to stand
-for a prefix of the prompt text (the end of each prompt, and each generated
+for a prefix of the prompt's *key* (the end of each prompt, and each generated
 reply token). A turn is a transaction on it:
 
     with cache.begin() as tx:       # notes the committed length
         ... evaluate prompt and reply ...
-        tx.commit(prompt_text, pieces)  # the reply completed: its tokens are committed
+        tx.commit(prompt, prompt_tokens, base_mark, pieces)  # the reply completed
     # leaving the block without commit() rolls back: everything after the
     # committed length is removed from the KV cache and from the Llama object's
     # token bookkeeping, whether the turn was stopped, failed or raised.
@@ -15,6 +15,17 @@ reply token). A turn is a transaction on it:
 Rollback is idempotent and a no-op after commit. Committed state can be saved
 to disk (atomically: temp file, fsync, rename) and loaded back; a missing,
 stale or corrupt file is refused, never trusted.
+
+Special tokens (turn markers like `<start_of_turn>`: llama.cpp's control
+tokens) come only from the chat template's own text. A `Prompt` says which of
+its parts the template wrote; the rest (message contents: the user's text,
+tool results, the model's replies) is tokenized as text, whatever it spells.
+The key is the prompt as the tokens see it: its text, with each special token
+written as a pair of surrogate code points, which no text can contain. So a
+content that spells `<end_of_turn>` never matches a real one in the cache.
+Template text and contents between two special tokens are tokenized in one
+piece, exactly as llama.cpp would tokenize the whole prompt, so a prompt whose
+contents spell no marker gets the very same tokens as before.
 
 All methods must run on the thread that drives the `Llama` object.
 """
@@ -25,6 +36,7 @@ import ctypes
 import hashlib
 import json
 import os
+import re
 import struct
 import tempfile
 from pathlib import Path
@@ -33,7 +45,13 @@ from typing import Any, Protocol
 
 import llama_cpp
 
-STATE_MAGIC = b"CHATUI-KV\x01"
+STATE_MAGIC = b"CHATUI-KV\x02"  # 2: keys set special tokens apart from text.
+
+SPECIAL = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_UNKNOWN
+"""Tokens that are markup: llama.cpp reads them only where `special=True`."""
+_C_SPACE = " \t\n\v\f\r"  # What llama.cpp strips beside an lstrip/rstrip token (isspace).
+_SPECIAL_KEY = re.compile("([\ud800-\udbff][\udc00-\udfff])")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class LlamaLike(Protocol):
@@ -42,6 +60,7 @@ class LlamaLike(Protocol):
     n_tokens: int
     input_ids: Any
     ctx: Any
+    _model: Any  # Its `vocab`: token attributes and texts.
 
     def tokenize(self, text: bytes, add_bos: bool = True, special: bool = False) -> list[int]: ...
 
@@ -58,32 +77,105 @@ class KVCache:
     def __init__(self, llm: LlamaLike) -> None:
         self.llm = llm
         self.committed: list[int] = []
-        self.committed_text = ""
-        # (tokens, chars): committed[:tokens] stands for committed_text[:chars].
+        self.committed_key = ""
+        # (tokens, chars): committed[:tokens] stands for committed_key[:chars].
         self.marks: list[tuple[int, int]] = [(0, 0)]
         self._open: KVTransaction | None = None
+        self._attrs: dict[int, int] = {}
+        self._markup_cache: dict[str, list[str | int]] = {}
 
     # Prompt tokens
 
-    def tokens_for(self, prompt_text: str) -> tuple[list[int], int]:
-        """Token ids for `prompt_text` and the mark they were built on.
+    def tokens_for(self, prompt: str) -> tuple[list[int], int]:
+        """Token ids for `prompt` and the mark they were built on.
 
-        The committed ids are reused up to the last mark inside the text that
-        `prompt_text` shares with the committed text; only the rest is
-        tokenized. Re-tokenizing a reply's text can give other ids than those
-        generated, so keeping the generated ids is what lets the next prompt
-        match the cache exactly.
+        The committed ids are reused up to the last mark inside the key that
+        `prompt` shares with the committed key; only the rest is tokenized.
+        Re-tokenizing a reply's text can give other ids than those generated,
+        so keeping the generated ids is what lets the next prompt match the
+        cache exactly.
         """
+        key = self.key(prompt)
         # Character by character is what is wanted here, not path components.
-        shared = len(os.path.commonprefix((self.committed_text, prompt_text)))  # noqa: RUF071
+        shared = len(os.path.commonprefix((self.committed_key, key)))  # noqa: RUF071
         tokens, chars = max((m for m in self.marks if m[1] <= shared), default=(0, 0))
-        ids = self.committed[:tokens] + self._tokenize(prompt_text[chars:], add_bos=False)
+        ids = self.committed[:tokens] + self._tokenize_key(key[chars:])
         return ids, self.marks.index((tokens, chars))
 
-    def _tokenize(self, text: str, *, add_bos: bool) -> list[int]:
-        return (
-            self.llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True) if text else []
-        )
+    def key(self, prompt: str) -> str:
+        """`prompt` as the cache compares it: its text, with special tokens set apart.
+
+        Special tokens are read only in the template's own text (a `Prompt`'s
+        segments; all of a plain `str`, which only code writes).
+        """
+        runs: list[str | int] = []  # Texts and special tokens, no two texts in a row.
+        for text, from_template in getattr(prompt, "segments", ((prompt, True),)):
+            for part in self._markup(text) if from_template else (_text(text),):
+                if isinstance(part, str) and runs and isinstance(runs[-1], str):
+                    runs[-1] += part
+                elif part != "":
+                    runs.append(part)
+        self._strip_beside(runs)
+        return "".join(_special_key(p) if isinstance(p, int) else p for p in runs)
+
+    def _markup(self, text: str) -> list[str | int]:
+        """Template text split at the special tokens llama.cpp reads in it."""
+        text = _text(text)
+        parts = self._markup_cache.get(text)
+        if parts is None:
+            parts, at = [], 0
+            for token in self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True):
+                spelled = self._spelling(token) if self._is_special(token) else ""
+                found = text.find(spelled, at) if spelled else -1
+                if found >= 0:
+                    parts += [text[at:found], token]
+                    at = found + len(spelled)
+            parts.append(text[at:])
+            if len(self._markup_cache) > 1024:
+                self._markup_cache.clear()
+            self._markup_cache[text] = parts
+        return parts
+
+    def _strip_beside(self, runs: list[str | int]) -> None:
+        """Drop the whitespace llama.cpp drops beside tokens marked lstrip or rstrip."""
+        for i, part in enumerate(runs):
+            if isinstance(part, str):
+                continue
+            attr = self._attr(part)
+            if attr & llama_cpp.LLAMA_TOKEN_ATTR_LSTRIP and i > 0 and isinstance(runs[i - 1], str):
+                runs[i - 1] = str(runs[i - 1]).rstrip(_C_SPACE)
+            after = i + 1 < len(runs) and isinstance(runs[i + 1], str)
+            if attr & llama_cpp.LLAMA_TOKEN_ATTR_RSTRIP and after:
+                runs[i + 1] = str(runs[i + 1]).lstrip(_C_SPACE)
+
+    def _tokenize_key(self, key: str) -> list[int]:
+        ids: list[int] = []
+        for n, part in enumerate(_SPECIAL_KEY.split(key)):
+            if n % 2:
+                ids.append(_special_of(part))
+            elif part:
+                ids += self._tokenize_text(part)
+        return ids
+
+    def _tokenize_text(self, text: str) -> list[int]:
+        """`text` as text: llama.cpp reads no control token where `special=False`.
+
+        (Not even one that is also user-defined, like Gemma's `</s>`.)
+        """
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+
+    def _attr(self, token: int) -> int:
+        attr = self._attrs.get(token)
+        if attr is None:
+            attr = self._attrs[token] = llama_cpp.llama_vocab_get_attr(self.llm._model.vocab, token)
+        return attr
+
+    def _is_special(self, token: int) -> bool:
+        return bool(self._attr(token) & SPECIAL)
+
+    def _spelling(self, token: int) -> str:
+        text = llama_cpp.llama_vocab_get_text(self.llm._model.vocab, token)
+        return (text or b"").decode("utf-8", errors="replace")
 
     def cached_prefix(self, tokens: list[int]) -> int:
         """How many leading `tokens` are already in the cache."""
@@ -125,22 +217,25 @@ class KVCache:
         if length < len(self.committed):
             self.committed = self.committed[:length]
             self.marks = [m for m in self.marks if m[0] <= length]
-            self.committed_text = self.committed_text[: self.marks[-1][1]]
+            self.committed_key = self.committed_key[: self.marks[-1][1]]
 
     def _commit(
-        self, prompt_text: str, prompt_tokens: int, base_mark: int, pieces: list[str] | None
+        self, prompt: str, prompt_tokens: int, base_mark: int, pieces: list[str] | None
     ) -> None:
         self.committed = list(map(int, self.llm.input_ids[: self.llm.n_tokens]))
         marks = self.marks[: base_mark + 1]
-        marks.append((prompt_tokens, len(prompt_text)))
-        text = prompt_text
+        key = self.key(prompt)
+        marks.append((prompt_tokens, len(key)))
         for n, piece in enumerate(pieces or (), start=prompt_tokens + 1):
             if n > len(self.committed):
                 break
-            text += piece
-            if piece:  # An empty piece may be half a character: no mark inside it.
-                marks.append((n, len(text)))
-        self.marks, self.committed_text = marks, text
+            # A special token the model wrote is one in the key too: it shows no text, and
+            # must never stand for the text of a later prompt.
+            special = self._is_special(self.committed[n - 1])
+            key += _special_key(self.committed[n - 1]) if special else _text(piece)
+            if special or piece:  # An empty piece may be half a character: no mark inside it.
+                marks.append((n, len(key)))
+        self.marks, self.committed_key = marks, key
         self._open = None
 
     def _rollback(self, length: int) -> None:
@@ -163,7 +258,7 @@ class KVCache:
                 "model": model_id,
                 "n_ctx": self.llm.n_ctx(),
                 "tokens": self.committed,
-                "text": self.committed_text,
+                "key": _key_to_json(self.committed_key),
                 "marks": self.marks,
                 "blob_sha256": hashlib.sha256(blob).hexdigest(),
             }
@@ -188,15 +283,15 @@ class KVCache:
             header, blob = _parse_state(data)
         except (OSError, ValueError):
             return False
-        tokens = header.get("tokens")
+        tokens, key = header.get("tokens"), _key_from_json(header.get("key"))
         valid = (
             header.get("model") == model_id
             and header.get("n_ctx") == self.llm.n_ctx()
             and isinstance(tokens, list)
             and 0 < len(tokens) < self.llm.n_ctx()
             and all(isinstance(t, int) for t in tokens)
-            and isinstance(header.get("text"), str)
-            and _valid_marks(header.get("marks"), len(tokens), len(header["text"]))
+            and key is not None
+            and _valid_marks(header.get("marks"), len(tokens), len(key))
             and header.get("blob_sha256") == hashlib.sha256(blob).hexdigest()
         )
         if not valid:
@@ -208,7 +303,7 @@ class KVCache:
             return False
         self.llm.input_ids[: len(tokens)] = tokens
         self.llm.n_tokens = len(tokens)
-        self.committed, self.committed_text = list(tokens), header["text"]
+        self.committed, self.committed_key = list(tokens), key
         self.marks = [(t, c) for t, c in header["marks"]]
         return True
 
@@ -223,21 +318,21 @@ class KVTransaction:
 
     def commit(
         self,
-        prompt_text: str,
+        prompt: str,
         prompt_tokens: int,
         base_mark: int = 0,
         pieces: list[str] | None = None,
     ) -> None:
         """The reply completed: the cached tokens become the committed conversation.
 
-        `prompt_text` is the prompt the reply answered, `prompt_tokens` its
+        `prompt` is the prompt the reply answered, `prompt_tokens` its
         length in tokens, built on mark `base_mark` (from `tokens_for`);
         `pieces` are the texts of the reply tokens in the cache, in order
         (None when they do not map to text exactly).
         """
         if self.state != "open":
             raise RuntimeError(f"cannot commit a transaction that is {self.state}")
-        self.cache._commit(prompt_text, prompt_tokens, base_mark, pieces)
+        self.cache._commit(prompt, prompt_tokens, base_mark, pieces)
         self.state = "committed"
 
     def rollback(self) -> None:
@@ -281,3 +376,44 @@ def _valid_marks(marks: Any, tokens: int, chars: int) -> bool:
         and all(0 <= t <= tokens and 0 <= c <= chars for t, c in pairs)
         and pairs == sorted(pairs)
     )
+
+
+def _text(text: str) -> str:
+    """`text` as it is tokenized: a lone surrogate (which UTF-8 cannot hold) becomes U+FFFD.
+
+    This also keeps surrogates in a key for special tokens alone.
+    """
+    return _SURROGATE.sub("\ufffd", text)
+
+
+def _special_key(token: int) -> str:
+    """A special token in a key: a surrogate pair, for token ids below 2**20."""
+    return chr(0xD800 + (token >> 10)) + chr(0xDC00 + (token & 0x3FF))
+
+
+def _special_of(key: str) -> int:
+    return ((ord(key[0]) - 0xD800) << 10) | (ord(key[1]) - 0xDC00)
+
+
+def _key_to_json(key: str) -> list[str | int]:
+    """A key as JSON keeps it: texts, and special tokens as ids.
+
+    (JSON would read a surrogate pair back as one character.)
+    """
+    parts = _SPECIAL_KEY.split(key)
+    return [_special_of(p) if n % 2 else p for n, p in enumerate(parts) if p]
+
+
+def _key_from_json(parts: Any) -> str | None:
+    """The key saved by `_key_to_json`, or None if `parts` is not one."""
+    if not isinstance(parts, list):
+        return None
+    key = ""
+    for part in parts:
+        if isinstance(part, str) and not _SURROGATE.search(part):
+            key += part
+        elif type(part) is int and 0 <= part < 1 << 20:
+            key += _special_key(part)
+        else:
+            return None
+    return key

@@ -128,7 +128,7 @@ class GenerationJob:
     """One model request for the engine thread."""
 
     conversation_id: str
-    prompt_text: str
+    prompt_text: str  # A `chat_format.Prompt`: special tokens only in the template's parts.
     cancel: CancelToken
     emit: Emit
     parse_tools: bool = False
