@@ -58,6 +58,28 @@ def tool_call(index: int, call_id: str, name: str, *fragments: str) -> list[Step
     return steps
 
 
+def call_delta(index: int, **fields: Any) -> Send:
+    """One delta of call `index` with just `fields` (`id`, `name`, `arguments`), of any type.
+
+    For servers that differ from OpenAI: a name in pieces, arguments sent as
+    an object, an id repeated in every delta.
+    """
+    call: dict[str, Any] = {"index": index}
+    if "id" in fields:
+        call["id"] = fields.pop("id")
+    if fields:
+        call["function"] = fields
+    return chunk({"tool_calls": [call]})
+
+
+def tool_call_without_id(index: int, name: str, *fragments: str) -> list[Step]:
+    """A call as some compatible servers stream it: no `id` at all."""
+    first = chunk(
+        {"tool_calls": [{"index": index, "type": "function", "function": {"name": name}}]}
+    )
+    return [first, *tool_call(index, "", name, *fragments)[1:]]
+
+
 def ending(finish: str = "stop", usage: tuple[int, int] = (10, 5)) -> list[Step]:
     """The finish chunk, the usage chunk (empty choices), then [DONE]."""
     return [chunk(finish=finish), chunk(usage=usage), DONE]
