@@ -1,14 +1,27 @@
-"""The Textual application: wiring of the session (config, store, provider) and screens."""
+"""The Textual application: wiring of the session (config, store, provider) and screens.
+
+Quitting (Ctrl+Q, Ctrl+C, SIGTERM) stops the running turn the way Esc does
+and stores it, closes the provider, then exits; it never hangs, whatever a
+tool or a server does. The stop and the close get `QUIT_GRACE` seconds; a
+second quit exits at once. Threads the loop starts for `asyncio.to_thread`
+are daemon threads that nothing waits for (`threads.DaemonThreadExecutor`),
+and with an `ExitDeadline` (the `chatui` command gives one) the process
+ends itself if exiting still hangs (a task that swallows its cancellation).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Literal
+from types import FrameType
+from typing import Any, Literal
 
 from textual import events
 from textual.app import SystemCommand
@@ -24,11 +37,13 @@ from chatui.screens.approval import ApprovalDialog
 from chatui.screens.chat import ChatScreen
 from chatui.session import Session
 from chatui.store import Store
+from chatui.threads import DaemonThreadExecutor, ExitDeadline
 from chatui.tools import build_registry
 from chatui.turn import ToolRunner, TurnOutcome
 
 SWITCH_INTERVAL = 0.001  # Seconds; Python's default is 0.005.
 QUIT_GRACE = 5.0  # Seconds quitting waits for the turn to store and the provider to close.
+EXIT_GRACE = 2.0  # Seconds the app may then take to exit, past which an ExitDeadline ends it.
 
 
 class ChatApp(QuickEscapeApp[None]):
@@ -50,8 +65,13 @@ class ChatApp(QuickEscapeApp[None]):
         provider_error: str | None = None,
         clock: Callable[[], float] = time.monotonic,
         tools: ToolRunner | Literal["config"] | None = "config",
+        exit_deadline: ExitDeadline | None = None,
     ) -> None:
-        """`tools`: what the model may call; by default the config's (`[tools]`)."""
+        """`tools`: what the model may call; by default the config's (`[tools]`).
+
+        `exit_deadline`: armed when quitting begins, so that the process ends
+        even if exiting hangs; only for a process that runs nothing but chatui.
+        """
         super().__init__()
         self.session = Session(
             config,
@@ -68,6 +88,11 @@ class ChatApp(QuickEscapeApp[None]):
         # 5 ms interval each wait cost up to 5 ms of a stop's way to the screen.
         sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
         self._quit_task: asyncio.Task[None] | None = None
+        self._exit_deadline = exit_deadline
+        self._signal_loop: asyncio.AbstractEventLoop | None = None  # Where SIGTERM's quit runs.
+        self._sigterm_before: Any = None  # The SIGTERM handler to put back on unmount.
+        self._terminated = False  # A SIGTERM came.
+        self.terminal_released = False  # Unmounted: Textual has given the terminal back.
 
     def get_driver_class(self) -> type[Driver]:
         """Textual's driver for this platform; on Linux and macOS, one whose lone Esc is quick."""
@@ -96,6 +121,10 @@ class ChatApp(QuickEscapeApp[None]):
         return screen
 
     async def on_mount(self) -> None:
+        loop = self._signal_loop = asyncio.get_running_loop()
+        # Whatever is left blocked in `asyncio.to_thread` (a tool's call, the model's
+        # assembly) is never waited for on exit.
+        loop.set_default_executor(DaemonThreadExecutor())
         theme = self.session.config.theme
         try:
             self.theme = theme
@@ -107,11 +136,36 @@ class ChatApp(QuickEscapeApp[None]):
         self.install_screen(ChatScreen(self.session, conversation), "chat")
         await self.push_screen("chat")
         self.run_worker(self.chat.prepare_provider(), group="prepare")
-        try:
-            loop = asyncio.get_running_loop()
-            loop.add_signal_handler(signal.SIGTERM, lambda: self.call_later(self.action_quit))
-        except (NotImplementedError, RuntimeError):
-            pass  # Not on the main thread (tests) or not supported (Windows).
+        if threading.current_thread() is threading.main_thread():
+            # A plain handler, not the loop's: it runs even while the loop is stuck.
+            self._sigterm_before = signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    def on_unmount(self) -> None:
+        self.terminal_released = True
+        if self._sigterm_before is not None:
+            signal.signal(signal.SIGTERM, self._sigterm_before)
+            self._sigterm_before = None
+
+    def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
+        """SIGTERM: quit as Ctrl+Q does; a second one, as Ctrl+Q pressed again.
+
+        It runs between two bytecodes of the main thread, wherever that is:
+        it only arms the deadline and hands the quit to the loop.
+        """
+        again, self._terminated = self._terminated, True
+        self._arm_exit_deadline(again)
+        with contextlib.suppress(RuntimeError):  # The loop is closed.
+            if self._signal_loop is not None:
+                self._signal_loop.call_soon_threadsafe(self.call_later, self.action_quit)
+                return
+        # The app no longer runs: end as if this handler had never been installed.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    def _arm_exit_deadline(self, again: bool) -> None:
+        """Give the process its time to end: the stop and the exit, or (again) the exit."""
+        if self._exit_deadline is not None:
+            self._exit_deadline.set(EXIT_GRACE if again else QUIT_GRACE + EXIT_GRACE)
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
@@ -133,6 +187,7 @@ class ChatApp(QuickEscapeApp[None]):
         seconds is left behind, and a second quit exits at once: quitting
         never hangs and never ends in a traceback.
         """
+        self._arm_exit_deadline(again=self.session.quitting)
         if self.session.quitting:
             self.exit()
             return

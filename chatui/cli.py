@@ -1,16 +1,37 @@
-"""The `chatui` command: flags, config, store, provider, then the app."""
+"""The `chatui` command: flags, config, store, provider, then the app.
+
+The process ends when the app does, within a bounded time, whatever is
+left running: once quitting begins, an `ExitDeadline` ends the process if
+the exit hangs (a tool's task that swallows its cancellation, a thread that
+never returns), putting the terminal back as it was if the app could not.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 from chatui import __version__
-from chatui.config import PROVIDERS, ConfigError, load_config
-from chatui.providers.base import ProviderError
+from chatui.config import PROVIDERS, Config, ConfigError, load_config
+from chatui.providers.base import Provider, ProviderError
 from chatui.providers.registry import create_provider
 from chatui.store import Store, StoreError, default_db_path
+from chatui.threads import ExitDeadline
+
+if TYPE_CHECKING:
+    from chatui.turn import ToolRunner
+
+# What Textual turns on (the alternate screen, mouse reports, bracketed paste, focus
+# events, the kitty keyboard protocol, a hidden cursor), turned off again.
+TERMINAL_RESET = (
+    "\x1b[<u\x1b[?1000l\x1b[?1003l\x1b[?1015l\x1b[?1006l\x1b[?1016l\x1b[?2004l"
+    "\x1b[?2048l\x1b[?1004l\x1b[?7h\x1b[?1049l\x1b[?25h"
+)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -43,15 +64,70 @@ def main(argv: list[str] | None = None) -> int:
         print(f"chatui: {error}", file=sys.stderr)
         return 2
 
-    from chatui.app import ChatApp  # Textual is slow to import; errors above come first.
-
     provider, problem = None, None
     try:
         provider = create_provider(config)
     except ProviderError as error:
         problem = str(error)
+    return run_app(config, store, provider, provider_error=problem)
+
+
+def run_app(
+    config: Config,
+    store: Store,
+    provider: Provider | None,
+    *,
+    provider_error: str | None = None,
+    tools: ToolRunner | Literal["config"] | None = "config",
+) -> int:
+    """Run chatui's app on this terminal until it quits; the process ends soon after.
+
+    Closes `store`. Past the app's exit, the process has `EXIT_GRACE`
+    seconds to end (a thread that never returns may hold up the interpreter's
+    exit); past that, or past a quit's deadline, it ends itself with status 1.
+    """
+    from chatui.app import EXIT_GRACE, ChatApp  # Textual is slow to import.
+
+    restore_terminal = _terminal_restorer()
+    app: ChatApp | None = None
+
+    def give_back_the_terminal() -> None:
+        if restore_terminal is not None and (app is None or not app.terminal_released):
+            restore_terminal()
+
+    deadline = ExitDeadline(before_exit=give_back_the_terminal)
     try:
-        ChatApp(config, store, provider, provider_error=problem).run()
+        app = ChatApp(
+            config,
+            store,
+            provider,
+            provider_error=provider_error,
+            tools=tools,
+            exit_deadline=deadline,
+        )
+        app.run()
     finally:
+        deadline.set(EXIT_GRACE)
         store.close()
-    return 0
+    return app.return_code or 0
+
+
+def _terminal_restorer() -> Callable[[], None] | None:
+    """What puts this terminal back as it is now; None if there is no terminal (or termios)."""
+    stdin, stdout = sys.__stdin__, sys.__stdout__
+    if stdin is None or stdout is None:
+        return None
+    with contextlib.suppress(ImportError, OSError, ValueError):
+        import termios
+
+        fd, out = stdin.fileno(), stdout.fileno()
+        if not os.isatty(fd):
+            return None
+        attributes = termios.tcgetattr(fd)
+
+        def restore() -> None:
+            os.write(out, TERMINAL_RESET.encode())
+            termios.tcsetattr(fd, termios.TCSANOW, attributes)
+
+        return restore
+    return None

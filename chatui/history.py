@@ -73,7 +73,7 @@ def build_history(
     interrupted_note: str = DEFAULT_INTERRUPTED_NOTE,
 ) -> list[ChatMessage]:
     """Return the repaired history for `items` (oldest first)."""
-    results = _pair_results(items)
+    results = pair_results(items)
     used_ids: set[str] = set()
     messages: list[ChatMessage] = []
     if system_prompt:
@@ -104,12 +104,14 @@ def _append_user(messages: list[ChatMessage], text: str) -> None:
         messages.append(ChatMessage("user", text))
 
 
-def _pair_results(items: list[Item]) -> dict[CallRef, ToolResult]:
+def pair_results(items: list[Item]) -> dict[CallRef, ToolResult]:
     """Pair each result with the nearest earlier call of its id that has no result yet.
 
     The calls of every response count, also of one left out of the history, so
     a result is never given to an older call of the same id. Within one
-    response, calls sharing an id are answered in order.
+    response, calls sharing an id are answered in order. The screen shows
+    results by this pairing too, so that a call shows the result the model got
+    for it (conversations stored by older versions repeat ids).
     """
     waiting: dict[str, list[CallRef]] = {}
     paired: dict[CallRef, ToolResult] = {}

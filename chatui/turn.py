@@ -482,7 +482,7 @@ class Turn:
             case RedactedThinking(data=data):
                 response.parts.append(ThinkingPart(data=data))
             case ToolCallStart(index=index, id=call_id, name=name):
-                call = ToolCallPart(call_id, name)
+                call = ToolCallPart(_own_call_id(call_id, self.conversation.items, response), name)
                 response.parts.append(call)
                 self._calls[index] = call
             case ToolCallDelta(index=index, arguments=arguments):
@@ -500,10 +500,19 @@ class Turn:
 
         On a stop, the calls still running are cancelled (a shell command's
         process group is killed by its tool) and get a "cancelled by the user"
-        result; the results of those that finished are kept.
+        result; the results of those that finished are kept. Only a stop is
+        called that: a call that raises a cancellation of its own (no stop
+        was asked for, its task is not being cancelled), or a `SystemExit`,
+        gets an error result, and the turn goes on. A `SystemExit` or
+        `KeyboardInterrupt` left to a task would end the event loop, and
+        chatui with it.
         """
         assert self.tools is not None
         tools, answered = self.tools, set[int]()
+
+        def stopping() -> bool:
+            task = asyncio.current_task()
+            return self.token.requested or (task is not None and task.cancelling() > 0)
 
         async def run_one(n: int, call: ToolCallPart) -> None:
             async def report(status: ToolStatus) -> None:
@@ -513,6 +522,15 @@ class Turn:
                 result = await tools.run(call, self.approve, report)
             except Exception as error:  # A runner's bug: the model hears of it, the turn goes on.
                 result = ToolResult(call.id, call.name, f"The tool failed: {error}", "error")
+            except asyncio.CancelledError:
+                if stopping():
+                    raise
+                text = "The tool was cancelled by something other than the user; no result."
+                result = ToolResult(call.id, call.name, text, "error")
+            except BaseException as error:  # SystemExit, KeyboardInterrupt: the tool's own.
+                what = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+                text = f"The tool tried to exit the program ({what}); chatui goes on."
+                result = ToolResult(call.id, call.name, text, "error")
             self._add_result(result)
             answered.add(n)
             await self._emit(ToolResultAdded(result))
@@ -524,10 +542,14 @@ class Turn:
         except BaseExceptionGroup as errors:  # A store that failed: the first error says it.
             raise errors.exceptions[0] from None
         finally:
+            by_the_user = stopping()  # Else another call's failure (the store) ended these.
+            unfinished = "Stopped before it finished: another call of this reply failed."
             for n, call in enumerate(calls):
                 if n not in answered:
                     self._add_result(
                         ToolResult(call.id, call.name, CANCELLED_TOOL_RESULT, "cancelled")
+                        if by_the_user
+                        else ToolResult(call.id, call.name, unfinished, "error")
                     )
 
     def _add_result(self, result: ToolResult) -> None:
@@ -557,6 +579,29 @@ class Turn:
         elif usage.output_tokens < response.received:
             response.usage = Usage(usage.input_tokens, response.received, estimated=True)
         self._save(response)
+
+
+def _own_call_id(offered: str, items: Sequence[Item], response: ModelResponse) -> str:
+    """The id of a call starting in `response`: `offered` (the provider's) if it is new.
+
+    Results are stored, shown and sent back under their call's id, so an id
+    must name one call in the whole conversation (`items`, which hold
+    `response`). Compatible servers omit ids (the provider then names every
+    reply's first call `call_0`) or repeat them; such a call gets
+    `call_<response number>_<call number>`, which both APIs accept, with a
+    suffix if even that was taken.
+    """
+    used = {c.id for item in items if isinstance(item, ModelResponse) for c in item.tool_calls}
+    used.update(item.call_id for item in items if isinstance(item, ToolResult))
+    if offered and offered not in used:
+        return offered
+    number = sum(isinstance(item, ModelResponse) for item in items)
+    base = f"call_{number}_{len(response.tool_calls)}"
+    fresh, n = base, 1
+    while fresh in used:
+        n += 1
+        fresh = f"{base}_{n}"
+    return fresh
 
 
 def _step_limit_result(steps: int) -> str:

@@ -9,6 +9,7 @@ from textual.pilot import Pilot
 
 from chatui.app import ChatApp
 from chatui.config import Config
+from chatui.screens.approval import ApprovalDialog
 from chatui.store import Store
 
 
@@ -52,3 +53,8 @@ async def fix_stop_time(pilot: Pilot, ms: float = 20.0) -> None:
 
     pilot.app.screen.query_one(StatusBar).stop_ms = ms
     await pilot.pause()
+
+
+def approval_shown(app: ChatApp) -> Callable[[], bool]:
+    """True once the approval dialog is on top and drawn: a key typed from then on answers it."""
+    return lambda: isinstance(app.screen, ApprovalDialog) and app.screen.shown_at is not None

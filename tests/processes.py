@@ -1,15 +1,28 @@
-"""Find the processes a test started, from /proc, by a marker in their command line.
+"""The processes a test starts: found from /proc by a marker, or run on a pseudo-terminal.
 
 A shell tool's test runs `sleep <marker>`, where the marker is a duration of
 about 30 s that no other process uses; `living(marker)` lists those still
 alive (a zombie is dead: it only waits for its parent to read its status).
+
+`OnPty` runs a program (chatui, say) on a pseudo-terminal of its own, as a
+user's terminal would, and keeps reading what it draws so that it never
+blocks on a full terminal.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
+import os
 import random
-from collections.abc import Iterator
+import select
+import signal
+import struct
+import termios
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,3 +98,76 @@ def one_command_schema(command: str) -> dict:
 def nested_sleepers(marker: str) -> str:
     """A command with a child and a grandchild, both `sleep <marker>` (30 s or more)."""
     return f"sh -c 'sleep {marker} & wait' & sleep {marker}; wait"
+
+
+class OnPty:
+    """A program on a pseudo-terminal of its own (a session leader), its output kept."""
+
+    def __init__(self, argv: Sequence[str], env: dict[str, str], size: tuple[int, int] = (100, 30)):
+        columns, lines = size
+        pid, fd = os.forkpty()
+        if pid == 0:
+            try:
+                fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", lines, columns, 0, 0))
+                os.execvpe(argv[0], list(argv), env)
+            finally:
+                os._exit(127)
+        self.pid, self.fd = pid, fd
+        self.status: int | None = None
+        self._output = bytearray()
+        self._lock = threading.Lock()
+        self._reader = threading.Thread(target=self._read, name="pty-reader", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                ready, _, _ = select.select([self.fd], [], [], 0.1)
+                data = os.read(self.fd, 1 << 16) if ready else None
+            except (OSError, ValueError):
+                return  # EIO: the program closed its terminal; or the fd was closed.
+            if data == b"":
+                return
+            if data:
+                with self._lock:
+                    self._output += data
+
+    @property
+    def output(self) -> str:
+        with self._lock:
+            return self._output.decode(errors="replace")
+
+    def write(self, data: bytes) -> None:
+        os.write(self.fd, data)
+
+    def wait_for(self, condition: Callable[[], bool], timeout: float) -> None:
+        """Poll `condition` until it holds; AssertionError after `timeout` s or if it exited."""
+        deadline = time.monotonic() + timeout
+        while not condition():
+            assert self.exit_code(0) is None, f"it exited: {self.output[-2000:]!r}"
+            assert time.monotonic() < deadline, "condition not reached"
+            time.sleep(0.01)
+
+    def exit_code(self, timeout: float) -> int | None:
+        """Its exit code once it has exited (waiting up to `timeout` s), else None."""
+        deadline = time.monotonic() + timeout
+        while self.status is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.status = os.waitstatus_to_exitcode(status)
+            elif time.monotonic() >= deadline:
+                return None
+            else:
+                time.sleep(0.01)
+        return self.status
+
+    def close(self) -> None:
+        """Kill what is left of it (its whole session's group) and free the terminal."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
+        if self.status is None:
+            _, status = os.waitpid(self.pid, 0)
+            self.status = os.waitstatus_to_exitcode(status)
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+        self._reader.join(1)

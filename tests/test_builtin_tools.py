@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import re
+import shlex
+import socket
+import sys
+import threading
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -20,7 +27,7 @@ from chatui.tools import build_registry
 from chatui.tools.calculator import CalculationError, calculate
 from chatui.tools.files import Workspace, list_directory, read_text_file
 from chatui.tools.registry import ToolFailed
-from chatui.tools.shell import ShellResult, run_shell
+from chatui.tools.shell import DRAIN_WAIT, ShellResult, run_shell
 from chatui.turn import Approval
 
 # The calculator
@@ -145,6 +152,38 @@ def test_reading_outside_the_workspace_or_a_binary_is_refused(
         read_text_file(workspace, path)
     assert problem in str(refusal.value)
     assert "outside" not in read_text_file(workspace, "docs/notes.txt")
+
+
+def test_a_named_pipe_or_a_socket_in_the_workspace_is_refused_without_blocking(
+    workspace: Workspace,
+) -> None:
+    """Opening a pipe nobody writes blocks for ever: it is refused before anything is opened."""
+    os.mkfifo(workspace.root / "pipe")
+    (workspace.root / "pipe-link").symlink_to(workspace.root / "pipe")
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(workspace.root / "sock"))
+    cases = {"pipe": "a named pipe", "pipe-link": "a named pipe", "sock": "a socket"}
+    outcomes: dict[str, str] = {}
+
+    def read_all() -> None:
+        for path in cases:
+            try:
+                outcomes[path] = read_text_file(workspace, path)
+            except ToolFailed as refusal:
+                outcomes[path] = str(refusal)
+
+    reader = threading.Thread(target=read_all, daemon=True)
+    reader.start()
+    reader.join(5)
+    try:
+        assert not reader.is_alive(), "read_file blocked on the named pipe"
+    finally:
+        with contextlib.suppress(OSError):  # Let a blocked reader go: a writer came.
+            os.close(os.open(workspace.root / "pipe", os.O_WRONLY | os.O_NONBLOCK))
+        server.close()
+    for path, kind in cases.items():
+        shown = "pipe" if path == "pipe-link" else path
+        assert outcomes[path] == f"{shown!r} is {kind}, not a regular file: only files are read."
 
 
 def test_a_long_file_is_cut_with_a_note(workspace: Workspace) -> None:
@@ -339,3 +378,131 @@ async def test_the_stop_itself_kills_the_group_before_the_task_runs_again(
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+# What a command leaves running outside its process group
+
+
+def leaves_the_group(mark: str, how: str) -> str:
+    """A command that starts `sleep <mark>` outside its process group (`how`), then returns.
+
+    It returns once the sleeper runs (its command line is in /proc): not before.
+    """
+    python = shlex.quote(sys.executable)
+    if how == "setsid":
+        start = f"setsid sleep {mark} &"
+    elif how == "setsid, environment cleared":  # Found by its hold on the output.
+        start = f"env -i setsid sleep {mark} &"
+    elif how == "setpgid":
+        code = f"import os; os.setpgid(0, 0); os.execvp('sleep', ['sleep', '{mark}'])"
+        start = f"{python} -c {shlex.quote(code)} &"
+    else:  # Double fork and setsid: the sleeper's parent is gone before the command ends.
+        code = (
+            "import os\n"
+            "if os.fork() == 0:\n"
+            "    os.setsid()\n"
+            "    if os.fork() == 0:\n"
+            f"        os.execvp('sleep', ['sleep', '{mark}'])\n"
+            "    os._exit(0)\n"
+            "os.wait()\n"
+        )
+        start = f"{python} -c {shlex.quote(code)};"
+    # The sleeper's command line, not grep's own ("slee[p]"), nor setsid's before its exec.
+    running = f"grep -qsa '^slee[p].{mark}' /proc/[0-9]*/cmdline"
+    return f"{start} until {running}; do sleep 0.01; done; echo left"
+
+
+@pytest.fixture
+def mark() -> Iterator[str]:
+    """A sleeper's marker; whatever the test leaves alive with it is killed afterwards."""
+    mark = marker()
+    yield mark
+    for leftover in living(mark):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(leftover.pid, 9)
+
+
+async def gone(mark: str, timeout: float = 5.0) -> bool:
+    """Whether no `sleep <mark>` lives, waiting up to `timeout` s for it to be so."""
+    deadline = time.monotonic() + timeout
+    while living(mark) and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    return not living(mark)
+
+
+@pytest.mark.parametrize("how", ["setsid", "setsid, environment cleared", "setpgid", "double fork"])
+async def test_a_process_that_leaves_the_group_is_killed_and_the_result_says_so(
+    tmp_path: Path, mark: str, how: str
+) -> None:
+    started = time.monotonic()
+    result = await run_shell(leaves_the_group(mark, how), cwd=tmp_path, timeout=30, limit=1000)
+
+    assert result.exit_code == 0 and result.output == "left\n"
+    assert await gone(mark), f"the sleeper that left by {how} outlived the command"
+    assert time.monotonic() - started < DRAIN_WAIT  # Its hold on the output did not delay it.
+    ((pid, name),) = result.stopped
+    assert name == "sleep" and result.survivors == []
+    assert result.note == (
+        f"[1 process the command left running outside its process group was stopped: "
+        f"sleep (pid {pid})]"
+    )
+
+
+async def test_the_shell_tool_tells_the_model_what_was_left_running(
+    tmp_path: Path, mark: str
+) -> None:
+    registry = build_registry(ToolsConfig(ask=[]), workspace=tmp_path)
+    arguments = json.dumps({"command": leaves_the_group(mark, "setsid")})
+
+    result = await run(registry, "shell", arguments)
+
+    assert await gone(mark)
+    assert re.fullmatch(
+        r"left\n\[exit code 0\]\n\[1 process the command left running outside its process "
+        r"group was stopped: sleep \(pid \d+\)\]",
+        result.content,
+    )
+
+
+async def test_a_stop_kills_what_left_the_group_too(tmp_path: Path, mark: str) -> None:
+    command = f"setsid sleep {mark} & sleep {mark}"
+    task = asyncio.create_task(run_shell(command, cwd=tmp_path, timeout=60, limit=1000))
+    await until_running(mark, 2)
+
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    assert await gone(mark)
+
+
+async def test_a_command_past_its_timeout_has_what_left_the_group_killed(
+    tmp_path: Path, mark: str
+) -> None:
+    command = f"setsid sleep {mark} & sleep {mark}"
+    result = await run_shell(command, cwd=tmp_path, timeout=0.5, limit=1000)
+
+    assert result.exit_code is None
+    assert await gone(mark)
+    assert [name for _, name in result.stopped] == ["sleep"]
+
+
+async def test_what_cannot_be_killed_is_named_as_still_running(
+    tmp_path: Path, mark: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process the kill cannot reach (another user's, say) is not claimed to be stopped."""
+    from chatui.tools import process_tree
+
+    def refused(process: process_tree.Process) -> bool:
+        return False
+
+    monkeypatch.setattr(process_tree, "_kill", refused)
+    monkeypatch.setattr(process_tree, "KILL_WAIT", 0.2)
+    result = await run_shell(leaves_the_group(mark, "setsid"), cwd=tmp_path, timeout=30, limit=1000)
+
+    ((pid, name),) = result.survivors
+    assert name == "sleep" and living(mark)[0].pid == pid and result.stopped == []
+    assert result.note == (
+        f"[1 process the command left running outside its process group could not be "
+        f"stopped and still runs: sleep (pid {pid})]"
+    )

@@ -11,6 +11,7 @@ from chatui.history import (
     ToolCall,
     build_history,
     history_bytes,
+    pair_results,
 )
 from chatui.messages import (
     ModelResponse,
@@ -20,6 +21,7 @@ from chatui.messages import (
     ToolResult,
     UserPrompt,
 )
+from chatui.store import Store
 
 NOTE = "[interrupted]"
 
@@ -313,4 +315,35 @@ def test_a_blank_reply_is_left_out_and_a_blank_text_beside_calls_is_dropped() ->
     assert [m.role for m in messages] == ["user", "assistant", "tool"]
     assert messages[0].content == "one\n\ntwo"  # Merged: no blank assistant in between.
     assert messages[1].content == "" and messages[1].tool_calls[0].id == "c1"
+    assert_api_shape(messages)
+
+
+def test_a_stored_conversation_with_repeated_ids_pairs_each_result_with_its_own_call(
+    store: Store,
+) -> None:
+    """What the screen shows under each call (`pair_results`) is what the model was sent."""
+    conversation = store.create_conversation()
+    for item in [
+        UserPrompt("read a, then b and c"),
+        reply("", ToolCallPart("call_0", "read", "a", complete=True)),
+        ToolResult("call_0", "read", "A"),
+        reply(
+            "", ToolCallPart("call_0", "read", "b", True), ToolCallPart("call_0", "read", "c", True)
+        ),
+        ToolResult("call_0", "read", "B"),
+        ToolResult("call_0", "read", "C"),
+        reply("and d", ToolCallPart("call_0", "read", "d", complete=True)),  # Stopped: no result.
+        UserPrompt("and?"),
+    ]:
+        store.save_item(conversation.id, item)
+    items = store.load_conversation(conversation.id).items
+
+    paired = pair_results(items)
+
+    shown = {items[n].tool_calls[k].arguments: r.content for (n, k), r in paired.items()}  # type: ignore[union-attr]
+    assert shown == {"a": "A", "b": "B", "c": "C"}
+    messages = build(items)
+    sent = {c.id: c.arguments for m in messages for c in m.tool_calls}
+    answers = {sent[m.tool_call_id]: m.content for m in messages if m.role == "tool"}
+    assert answers == {**shown, "d": CANCELLED_TOOL_RESULT}
     assert_api_shape(messages)

@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 
 import anthropic_wire as aw
 import openai_wire as ow
+import pytest
 from scripted import ScriptedProvider, tool_call, words
 from test_turn import make_turn, stored
 
-from chatui.history import build_history
+from chatui.history import CANCELLED_TOOL_RESULT, build_history
 from chatui.messages import ModelResponse, ResponseState, ToolCallPart, ToolResult
 from chatui.providers.anthropic_messages import to_anthropic_messages
 from chatui.providers.base import StreamEnd
 from chatui.providers.openai_chat import to_openai_messages
 from chatui.store import Store
 from chatui.tools import Tool, ToolRegistry
-from chatui.turn import Approval, ToolStatusChanged, TurnSettings
+from chatui.turn import Approval, ToolResultAdded, ToolStatusChanged, TurnSettings
 
 
 def both_protocols_accept(items: list) -> bool:
@@ -211,3 +213,74 @@ async def test_a_full_disk_while_storing_a_result_fails_the_turn_clearly(store: 
         outcome.error or ""
     )
     assert len(provider.records) == 1  # Nothing sent on a result that was not stored.
+
+
+async def test_a_tool_that_exits_the_program_is_an_error_and_the_turn_goes_on(
+    store: Store,
+) -> None:
+    def leave() -> str:
+        """Leave."""
+        sys.exit(3)
+
+    async def leave_async() -> str:
+        """Leave too."""
+        await asyncio.sleep(0)
+        sys.exit(4)
+
+    provider = ScriptedProvider(
+        calls(("s", "leave", "{}"), ("a", "leave_async", "{}")), words("Still here.")
+    )
+    turn, sink = make_turn(store, provider, tools=ToolRegistry([Tool(leave), Tool(leave_async)]))
+
+    outcome = await turn.run()
+
+    assert outcome.state is ResponseState.COMPLETE
+    results = {i.call_id: i for i in stored(store, turn) if isinstance(i, ToolResult)}
+    assert {k: r.state for k, r in results.items()} == {"s": "error", "a": "error"}
+    assert "leave tried to exit the program (SystemExit: 3)" in results["s"].content
+    assert "leave_async tried to exit the program (SystemExit: 4)" in results["a"].content
+    sent = [m.content for m in provider.records[1].request.messages if m.role == "tool"]
+    assert sent == [results["s"].content, results["a"].content]  # The model hears of it.
+    shown = [e.payload.result.state for e in sink.events if isinstance(e.payload, ToolResultAdded)]
+    assert shown == ["error", "error"]
+
+
+async def fetch() -> str:
+    """Fetch something, awaiting work that something else cancels."""
+    inner = asyncio.create_task(asyncio.sleep(3600))
+    asyncio.get_running_loop().call_soon(inner.cancel)
+    return await inner
+
+
+class CancelledRunner:
+    """A tool runner (not the registry) whose call raises a cancellation of its own."""
+
+    def specs(self) -> list:
+        return []
+
+    async def run(self, call: ToolCallPart, approve, report) -> ToolResult:  # type: ignore[no-untyped-def]
+        await report("running")
+        await fetch()
+        raise AssertionError("unreachable")
+
+
+@pytest.mark.parametrize("runner", ["registry", "another runner"])
+async def test_a_tool_cancelled_by_something_else_is_an_error_and_the_turn_goes_on(
+    store: Store, runner: str
+) -> None:
+    tools = ToolRegistry([Tool(fetch)]) if runner == "registry" else CancelledRunner()
+    provider = ScriptedProvider(calls(("c1", "fetch", "{}")), words("I see."))
+    turn, sink = make_turn(store, provider, tools=tools)
+
+    outcome = await turn.run()
+
+    assert outcome.state is ResponseState.COMPLETE and not turn.token.requested
+    items = stored(store, turn)
+    (result,) = [i for i in items if isinstance(i, ToolResult)]
+    assert result.state == "error" and result.content != CANCELLED_TOOL_RESULT
+    assert "cancelled by something other than the user" in result.content
+    assert all(i.state is ResponseState.COMPLETE for i in items if isinstance(i, ModelResponse))
+    shown = [e.payload.result for e in sink.events if isinstance(e.payload, ToolResultAdded)]
+    assert [(r.state, r.content) for r in shown] == [(result.state, result.content)]
+    (sent,) = [m.content for m in provider.records[1].request.messages if m.role == "tool"]
+    assert sent == result.content

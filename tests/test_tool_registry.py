@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 from typing import Literal
 
 import pytest
 
+from chatui.cancel import CancelToken, current_token
 from chatui.messages import ToolCallPart
 from chatui.tools import Tool, ToolFailed, ToolRegistry
 from chatui.tools.schema import InvalidArguments, describe, validate
@@ -249,3 +251,109 @@ def test_two_tools_cannot_share_a_name() -> None:
 
     with pytest.raises(ValueError, match="two tools are named 'echo'"):
         ToolRegistry([Tool(echo), Tool(echo)])
+
+
+def exits(how: str, kind: str) -> Tool:
+    """A tool that ends the program (`sys.exit(3)`, or a KeyboardInterrupt), sync or async."""
+
+    def leave() -> str:
+        """Leave."""
+        if how == "exit":
+            sys.exit(3)
+        raise KeyboardInterrupt
+
+    async def leave_async() -> str:
+        """Leave."""
+        await asyncio.sleep(0)
+        return leave()
+
+    return Tool(leave_async if kind == "async" else leave, name="leave")
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+@pytest.mark.parametrize(
+    ("how", "said"), [("exit", "(SystemExit: 3)"), ("interrupt", "(KeyboardInterrupt)")]
+)
+async def test_a_tool_that_exits_the_program_is_an_error_result(
+    kind: str, how: str, said: str
+) -> None:
+    try:
+        result, _ = await run(ToolRegistry([exits(how, kind)]), "leave", "{}")
+    except BaseException as escaped:  # Caught here, or it would end the test run.
+        pytest.fail(f"the tool's {type(escaped).__name__} left run()")
+
+    assert result.state == "error"
+    assert result.content == (
+        f"leave tried to exit the program {said}; it was stopped there, and chatui goes on."
+    )
+
+
+async def cancelled_inside() -> str:
+    """Await work that something else cancels."""
+    inner = asyncio.create_task(asyncio.sleep(3600))
+    asyncio.get_running_loop().call_soon(inner.cancel)
+    return await inner
+
+
+async def test_a_tool_whose_own_work_was_cancelled_is_an_error_not_a_stop() -> None:
+    try:
+        result, seen = await run(ToolRegistry([Tool(cancelled_inside)]), "cancelled_inside", "")
+    except asyncio.CancelledError:
+        pytest.fail("the tool's own cancellation left run() as a stop")
+
+    assert (result.state, seen) == ("error", ["running"])
+    assert result.content == (
+        "cancelled_inside was cancelled by something other than the user (work it waited for "
+        "was cancelled), so it gave no result."
+    )
+    assert "by the user" not in result.content.replace("other than the user", "")
+
+
+async def test_a_stop_while_a_tool_runs_still_leaves_run_as_a_cancellation() -> None:
+    """The user's stop (its token, or the task's cancel) is a stop, whatever the tool raises."""
+    running = asyncio.Event()
+
+    async def wait() -> str:
+        """Wait."""
+        running.set()
+        await asyncio.Event().wait()
+        return ""
+
+    registry = ToolRegistry([Tool(wait), Tool(cancelled_inside)])
+    task = asyncio.create_task(run(registry, "wait", "{}"))
+    await running.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    token = CancelToken()
+
+    async def stopped_then_cancelled() -> object:
+        current_token.set(token)  # As the turn sets it for its tools.
+        token.cancel()
+        return await run(registry, "cancelled_inside", "{}")
+
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.create_task(stopped_then_cancelled())
+
+
+async def test_a_sync_tool_runs_on_a_daemon_thread_that_nothing_waits_for() -> None:
+    """A call that never returns cannot hold up the loop's shutdown or the interpreter's exit."""
+    release = threading.Event()
+    seen: list[threading.Thread] = []
+
+    def block() -> str:
+        """Block until released."""
+        seen.append(threading.current_thread())
+        release.wait()
+        return "released"
+
+    try:
+        result, _ = await run(ToolRegistry([Tool(block, timeout=0.05)]), "block", "{}")
+        assert (result.state, result.content) == ("error", "block did not finish within 0.05 s.")
+        (thread,) = seen
+        assert thread.daemon and thread.is_alive()  # Left behind, and never joined.
+        loop = asyncio.get_running_loop()
+        assert loop._default_executor is None  # The loop's own executor was never used.
+    finally:
+        release.set()

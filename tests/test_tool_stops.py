@@ -29,7 +29,7 @@ from typing import Any
 import anthropic_wire as aw
 import openai_wire as ow
 import pytest
-from apphelpers import make_app, send, settled, wait_until
+from apphelpers import approval_shown, make_app, send, settled, wait_until
 from processes import living, marker, nested_sleepers, one_command_schema, until_running
 from remote_helpers import SECRET
 from test_local import cache_state, local_config, tiny_model  # noqa: F401 (a fixture)
@@ -320,7 +320,7 @@ async def test_esc_while_a_shell_command_runs_kills_its_process_group(
             command = json.dumps({"command": rig.command})
             rig.calls(("call_1", "record", ["{}"]), ("call_2", "shell", [command]))
         await send(pilot, "run it")
-        await wait_until(pilot, lambda: isinstance(app.screen, ApprovalDialog))
+        await wait_until(pilot, approval_shown(app))  # A key typed before it: not an answer.
         await pilot.press("a")  # For this conversation: parallel shells run without asking.
         calls = app.chat._turn_views[0].response.tool_calls
         shells = len([c for c in calls if c.name == "shell"])

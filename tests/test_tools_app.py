@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
-from apphelpers import fix_stop_time, make_app, send, settled, wait_until
+from apphelpers import approval_shown, fix_stop_time, make_app, send, settled, wait_until
 from conftest import FakeClock
 from scripted import STALL, ScriptedProvider, tool_call, words
 from test_tool_loop import calls
+from textual import events
 from textual.widgets import Collapsible
 
 from chatui.messages import (
@@ -22,6 +23,7 @@ from chatui.providers.base import StreamEnd, TextDelta
 from chatui.screens.approval import ApprovalDialog
 from chatui.store import Store
 from chatui.tools import Tool, ToolRegistry
+from chatui.widgets.composer import Composer
 from chatui.widgets.status_bar import StatusBar
 from chatui.widgets.tool_call import ToolCallView
 
@@ -61,7 +63,7 @@ async def test_approve_for_this_conversation_asks_once_per_conversation(store: S
     app = make_app(store, provider, tools=ToolRegistry([counter.tool()]))
     async with app.run_test(size=SIZE) as pilot:
         await send(pilot, "touch a and b")
-        await wait_until(pilot, lambda: isinstance(app.screen, ApprovalDialog))
+        await wait_until(pilot, approval_shown(app))
         await pilot.press("a")
         await wait_until(pilot, settled(app))
         assert counter.ran == ["a", "b"]  # The second call was not asked about.
@@ -70,7 +72,7 @@ async def test_approve_for_this_conversation_asks_once_per_conversation(store: S
         await pilot.press("ctrl+n")
         await wait_until(pilot, lambda: not views(app))
         await send(pilot, "touch c")
-        await wait_until(pilot, lambda: isinstance(app.screen, ApprovalDialog))  # Asked again.
+        await wait_until(pilot, approval_shown(app))  # Asked again.
         await pilot.press("y")
         await wait_until(pilot, settled(app))
         assert counter.ran == ["a", "b", "c"]
@@ -85,7 +87,7 @@ def touching(store: Store):  # type: ignore[no-untyped-def]
 
 async def open_the_dialog(pilot, app) -> None:  # type: ignore[no-untyped-def]
     await send(pilot, "touch a")
-    await wait_until(pilot, lambda: isinstance(app.screen, ApprovalDialog))
+    await wait_until(pilot, approval_shown(app))
 
 
 async def test_deny_keeps_the_call_from_running_and_says_so(store: Store) -> None:
@@ -143,6 +145,61 @@ async def test_a_long_result_is_collapsed_under_its_size(store: Store) -> None:
         assert collapsible.title == f"Result · 40 lines, {len(lines)} characters"
 
 
+async def test_keys_typed_before_the_approval_dialog_was_drawn_never_answer_it(
+    store: Store,
+) -> None:
+    app, counter, _provider = touching(store)
+    async with app.run_test(size=SIZE) as pilot:
+        # Read from the terminal now, while the reply is still to come: typed for the
+        # composer. They reach the app only once the dialog is up, as keys queued
+        # behind a busy loop do.
+        typed_ahead = [events.Key(key, key) for key in "hay"]
+        await send(pilot, "touch a")
+        await wait_until(pilot, lambda: isinstance(app.screen, ApprovalDialog))
+        await pilot.pause()  # The dialog is drawn.
+        for key in typed_ahead:
+            app.post_message(key)
+        await pilot.pause()
+        await pilot.pause()
+
+        assert isinstance(app.screen, ApprovalDialog)  # Still asking: not approved, not run.
+        assert counter.ran == [] and [v.status for v in views(app)] == ["approval"]
+        assert app.chat.query_one(Composer).text == "hay"  # Kept where they were typed.
+
+        await wait_until(pilot, approval_shown(app))
+        await pilot.press("y")  # Typed once the dialog is on screen: it answers.
+        await wait_until(pilot, settled(app))
+        assert counter.ran == ["a"] and [v.status for v in views(app)] == ["done"]
+        assert not app.chat._approved.get(app.chat.conversation.id)  # Once, not "a".
+
+
+async def test_a_second_key_for_the_first_dialog_does_not_answer_the_next_one(
+    store: Store,
+) -> None:
+    counter = Counter()
+    provider = ScriptedProvider(
+        calls(("c1", "touch", '{"path": "a"}'), ("c2", "touch", '{"path": "b"}')), words("Ok.")
+    )
+    app = make_app(store, provider, tools=ToolRegistry([counter.tool()]))
+    async with app.run_test(size=SIZE) as pilot:
+        await send(pilot, "touch a and b")
+        await wait_until(pilot, approval_shown(app))
+        first = app.screen
+        again = events.Key("y", "y")  # A double press: its second key is read now.
+        await pilot.press("y")
+        await wait_until(pilot, lambda: app.screen is not first and approval_shown(app)())
+        app.post_message(again)  # It reaches the second dialog, drawn after it was read.
+        await pilot.pause()
+        await pilot.pause()
+
+        assert isinstance(app.screen, ApprovalDialog) and app.screen is not first
+        assert counter.ran == ["a"]
+        assert app.chat.query_one(Composer).text == ""  # Meant for a dialog: not typed.
+        await pilot.press("n")
+        await wait_until(pilot, settled(app))
+        assert counter.ran == ["a"] and [v.status for v in views(app)] == ["done", "denied"]
+
+
 # Snapshots
 
 
@@ -166,7 +223,7 @@ def test_the_approval_dialog(snap_compare, store: Store) -> None:
 
     async def run_before(pilot) -> None:
         await send(pilot, "What is in my projects folder?")
-        await wait_until(pilot, lambda: isinstance(app.screen, ApprovalDialog))
+        await wait_until(pilot, approval_shown(app))
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=(80, 30), run_before=run_before)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 
 import pytest
@@ -477,3 +478,47 @@ async def test_events_carry_the_turn_identity(store: Store) -> None:
     assert a.id != b.id
     assert {e.turn_id for e in sink_a.events} == {a.id}
     assert {e.turn_id for e in sink_b.events} == {b.id}
+
+
+def _calling(*specs: tuple[str, str]) -> list:
+    """A reply calling `echo` with (id, arguments) each, then ending for tool calls."""
+    steps: list = []
+    for index, (call_id, arguments) in enumerate(specs):
+        steps += tool_call(index, call_id, "echo", [arguments])
+    return [*steps, StreamEnd("tool_calls")]
+
+
+async def test_every_tool_call_gets_an_id_of_its_own_in_the_conversation(store: Store) -> None:
+    """No id, or one used before (in this reply, an earlier one, an earlier turn): a fresh one."""
+    safe = re.compile(r"[a-zA-Z0-9_-]{1,40}")  # What both APIs accept.
+
+    async def two_turns() -> tuple[list[ToolCallPart], list[ToolResult], ScriptedProvider]:
+        first = _calling(("", '{"n": 1}'), ("dup", '{"n": 2}'), ("dup", '{"n": 3}'))
+        second = _calling(("dup", '{"n": 4}'), ("", '{"n": 5}'))
+        third = _calling(("dup", '{"n": 6}'))  # The next turn's.
+        provider = ScriptedProvider(first, second, words("done"), third, words("again"))
+        turn, _ = make_turn(store, provider, tools=RecordingTools())
+        assert (await turn.run()).state is ResponseState.COMPLETE
+        later, _ = make_turn(
+            store, provider, conversation=turn.conversation, tools=RecordingTools()
+        )
+        assert (await later.run()).state is ResponseState.COMPLETE
+        items = stored(store, later)
+        calls = [c for i in items if isinstance(i, ModelResponse) for c in i.tool_calls]
+        return calls, [i for i in items if isinstance(i, ToolResult)], provider
+
+    calls, results, provider = await two_turns()
+
+    ids = [call.id for call in calls]
+    assert len(set(ids)) == len(ids) == 6 and all(safe.fullmatch(i) for i in ids)
+    assert ids[1] == "dup"  # A provider's id is kept while it is unused.
+    by_id = {call.id: call for call in calls}
+    assert sorted(r.call_id for r in results) == sorted(ids)
+    assert all(r.content == f"echo {by_id[r.call_id].arguments}" for r in results)
+    # The model is sent the stored ids, each result after its own call.
+    history = provider.records[-1].request.messages
+    sent = {c.id: c.arguments for m in history if m.role == "assistant" for c in m.tool_calls}
+    assert sent == {call.id: call.arguments for call in calls}
+    answers = [m for m in history if m.role == "tool"]
+    assert all(m.content == f"echo {sent[m.tool_call_id]}" for m in answers)
+    assert (await two_turns())[0] == calls  # The same ids again: deterministic.

@@ -71,6 +71,14 @@ Ledger (module: private API touched; gain; guarding test; what would retire it)
   tests/test_top_down_stack.py (the same placements as Textual's at every
   height; one arrangement per layout). Retire: Textual not re-arranging a
   container whose layout does not depend on its height.
+- `first_draw` (`Screen._compositor_refresh`, `App._batch_count`): the
+  approval dialog knows when its first frame, buttons included, went to the
+  terminal, so a key read before then (typed for the composer) cannot answer
+  it. Correctness, not speed: `call_after_refresh` also runs while a batch
+  holds every frame back. Guard:
+  tests/test_tools_app.py::test_keys_typed_before_the_approval_dialog_was_drawn_never_answer_it
+  (and every test that answers the dialog, which waits for `shown_at`).
+  Retire: a public Screen event or callback after a frame is written.
 - `bindings` (`DOMNode._bindings`): whether the focused widget binds Esc, so
   a dropdown or dialog gets Esc before the stop does. Correctness, not speed:
   the public `Screen.active_bindings` calls `check_action`, where this is

@@ -5,27 +5,34 @@ The call's name and arguments come from the model: they are shown literally
 focus starts on Deny, so an Enter meant for something else never runs a
 command. Esc closes the dialog and stops the turn (`on_stop`): the call does
 not run and is answered "cancelled by the user".
+
+The dialog opens by itself, while the user may be typing the next prompt: a
+key read from the terminal before the dialog was first drawn was meant for
+the composer, so it answers nothing here (printable ones go to the composer,
+through `on_early_key`). Only Esc acts whenever it was typed: it stops the turn.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from time import monotonic
 from typing import Any
 
 from rich.text import Text
+from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
+from chatui._textual.first_draw import DrawnModalScreen
 from chatui.messages import ToolCallPart
 from chatui.sanitize import visible
 from chatui.turn import Approval
 
 
-class ApprovalDialog(ModalScreen[Approval | None]):
+class ApprovalDialog(DrawnModalScreen[Approval | None]):
     """Ask about one call; dismisses with the `Approval`, or None when Esc stopped the turn."""
 
     BINDINGS = [
@@ -35,11 +42,24 @@ class ApprovalDialog(ModalScreen[Approval | None]):
         Binding("n", "answer('deny')", "Deny"),
     ]
 
-    def __init__(self, call: ToolCallPart, on_stop: Callable[[float | None], None]) -> None:
-        """`on_stop(key_time)` stops the turn (its task then closes this dialog)."""
+    def __init__(
+        self,
+        call: ToolCallPart,
+        on_stop: Callable[[float | None], None],
+        on_early_key: Callable[[events.Key], None] = lambda key: None,
+    ) -> None:
+        """`on_stop(key_time)` stops the turn (its task then closes this dialog).
+
+        `on_early_key(key)` takes a key that reached the dialog but was read
+        before the dialog was on screen (not Esc).
+        """
         super().__init__()
         self.call = call
         self._on_stop = on_stop
+        self._on_early_key = on_early_key
+        # When the dialog, its buttons included, first reached the terminal (the clock
+        # of a key's `time`, which is when its last byte was read); None until then.
+        self.shown_at: float | None = None
 
     def compose(self) -> ComposeResult:
         with Vertical(id="approval-dialog") as dialog:
@@ -56,6 +76,23 @@ class ApprovalDialog(ModalScreen[Approval | None]):
 
     def on_mount(self) -> None:
         self.query_one("#deny", Button).focus()
+
+    def frame_drawn(self) -> None:
+        if self.shown_at is None and self.query_one("#deny", Button).region:
+            self.shown_at = monotonic()
+
+    def on_key(self, event: events.Key) -> None:
+        """Keep a key read before the dialog was shown from answering it (or moving its focus).
+
+        It reaches the screen on its way from the focused button to the App,
+        which runs the bindings (Enter on a button, y, a, n) last; stopped
+        here, none of them runs.
+        """
+        if event.key == "escape" or (self.shown_at is not None and event.time > self.shown_at):
+            return
+        event.stop()
+        event.prevent_default()
+        self._on_early_key(event)
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         event.stop()

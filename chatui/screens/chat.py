@@ -7,6 +7,7 @@ import contextlib
 import math
 import time
 
+from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
@@ -18,12 +19,13 @@ from chatui._textual.escape import EscapeFirstScreen
 from chatui._textual.footer import KeyFooter
 from chatui._textual.frame_clock import draw_when_settled, draw_widgets_now
 from chatui.gc_pause import FullCollectionHold
+from chatui.history import pair_results
 from chatui.messages import (
     Conversation,
+    Item,
     ModelResponse,
     ResponseState,
     ToolCallPart,
-    ToolResult,
     UserPrompt,
 )
 from chatui.providers.base import (
@@ -103,6 +105,7 @@ class ChatScreen(EscapeFirstScreen[None]):
         self._welcome: Welcome | None = None  # Shown while the conversation is empty.
         self._approved: dict[str, set[str]] = {}  # Tools approved for each conversation.
         self._asking = asyncio.Lock()  # One approval dialog at a time.
+        self._answered_at = -math.inf  # When the last approval dialog was answered.
 
     def compose(self) -> ComposeResult:
         yield MessageList(id="messages")
@@ -148,13 +151,13 @@ class ChatScreen(EscapeFirstScreen[None]):
         self._welcome = Welcome() if not items else None
         if self._welcome is not None:
             widgets.append(self._welcome)
-        views: dict[str, AssistantMessage] = {}
+        views: list[AssistantMessage] = []
         for item in items[hidden:]:
             if isinstance(item, UserPrompt):
                 widgets.append(UserMessage(item.text))
             elif isinstance(item, ModelResponse):
                 view = AssistantMessage(item, streaming=False)
-                views.update({call.id: view for call in item.tool_calls})
+                views.append(view)
                 widgets.append(view)
                 if item.state is ResponseState.FAILED and item.error:
                     widgets.append(ErrorNotice(item.error))
@@ -162,9 +165,7 @@ class ChatScreen(EscapeFirstScreen[None]):
             widgets.append(ErrorNotice(notice))  # The welcome says it in an empty one.
         await messages.replace_items(widgets)
         self._show_welcome()
-        for item in items[hidden:]:
-            if isinstance(item, ToolResult) and item.call_id in views:
-                views[item.call_id].show_tool_result(item)
+        _show_results(items, views)
         messages.anchor()
         self.recallable = _recallable_prompt(conversation)
         self.refresh_bindings()
@@ -271,10 +272,11 @@ class ChatScreen(EscapeFirstScreen[None]):
             answered: asyncio.Future[Approval | None] = asyncio.get_running_loop().create_future()
 
             def answer(approval: Approval | None) -> None:
+                self._answered_at = time.monotonic()
                 if not answered.done():
                     answered.set_result(approval)
 
-            dialog = ApprovalDialog(call, self.action_stop)
+            dialog = ApprovalDialog(call, self.action_stop, self._typed_ahead)
             try:
                 await self.app.push_screen(dialog, answer)
                 approval = await answered
@@ -284,6 +286,15 @@ class ChatScreen(EscapeFirstScreen[None]):
         if approval is Approval.CONVERSATION:
             approved.add(call.name)
         return approval or Approval.DENY
+
+    def _typed_ahead(self, key: events.Key) -> None:
+        """A key typed before the approval dialog was on screen: its text goes to the composer.
+
+        Unless it was typed while the previous dialog was open (a second `y` for
+        parallel calls): meant for a dialog, it goes nowhere.
+        """
+        if key.is_printable and key.character and key.time > self._answered_at:
+            self._composer.insert(key.character)
 
     async def _on_turn_event(self, event: TurnEvent) -> None:
         if self.turn is None or event.turn_id != self.turn.id:
@@ -308,12 +319,12 @@ class ChatScreen(EscapeFirstScreen[None]):
         elif isinstance(payload, ToolCallDelta | ToolCallEnd):
             view.update_tool_call(payload.index)
         elif isinstance(payload, ToolResultAdded):
-            for turn_view in self._turn_views:
-                turn_view.show_tool_result(payload.result)
+            _show_results(self.turn.conversation.items, self._turn_views)
             return
         elif isinstance(payload, ToolStatusChanged):
-            # The calls run after their reply ended: theirs may be an earlier view of the turn.
-            for turn_view in self._turn_views:
+            # The calls run after their reply ended: theirs may be an earlier view of the turn
+            # (the latest that has the call: ids are unique, but older versions repeated them).
+            for turn_view in reversed(self._turn_views):
                 if turn_view.set_tool_status(payload.call_id, payload.status):
                     break
             state = "awaiting approval" if payload.status == "approval" else "running tools"
@@ -341,10 +352,7 @@ class ChatScreen(EscapeFirstScreen[None]):
     async def _show_outcome(self, turn: Turn, outcome: TurnOutcome) -> None:
         if self._view is not None:
             await self._view.finish()
-        for item in turn.conversation.items:  # Results stored after the stop, if any.
-            if isinstance(item, ToolResult):
-                for view in self._turn_views:
-                    view.show_tool_result(item)
+        _show_results(turn.conversation.items, self._turn_views)  # Stored after the stop too.
         last = outcome.responses[-1] if outcome.responses else None
         if outcome.state is ResponseState.INTERRUPTED:
             if last is None:
@@ -550,6 +558,20 @@ class ChatScreen(EscapeFirstScreen[None]):
         status.state = state
         for name, value in values.items():
             setattr(status, name, value)
+
+
+def _show_results(items: list[Item], views: list[AssistantMessage]) -> None:
+    """Show each result of `items` under its call in `views`, paired as the model's history is.
+
+    By the call itself, not its id: a conversation stored by an older
+    version may give several calls one id (a server that sent none, or the
+    same one each time), and a result must not be shown under another call.
+    """
+    by_response = {id(view.response): view for view in views}
+    for (n, k), result in pair_results(items).items():
+        view = by_response.get(id(items[n]))
+        if view is not None:
+            view.show_tool_result(view.response.tool_calls[k], result)
 
 
 def _close(dialog: Screen[object]) -> None:

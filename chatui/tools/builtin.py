@@ -87,6 +87,8 @@ def build_registry(config: ToolsConfig, *, workspace: Path | None = None) -> Too
             status = f"[timed out after {config.shell_timeout:g} s and was killed]"
         else:
             status = f"[exit code {result.exit_code}]"
+        if result.note:  # What it left running outside its process group.
+            status = f"{status}\n{result.note}"
         output = result.output if result.output.endswith("\n") else f"{result.output}\n"
         return f"{output}{status}" if result.output else status
 

@@ -3,8 +3,12 @@
 A path from the model is taken relative to the root (an absolute one must
 lie inside it). It is resolved, symlinks included, before anything is
 opened: `..` that climbs out, or a symlink that leads out, is refused.
-A binary file (a NUL byte, or bytes that are not UTF-8, in its first 8 KiB)
-is not read. Each refusal is a `ToolFailed` whose message is the result.
+Only a regular file is opened: opening a named pipe that nobody writes
+blocks for ever (and a device may never end), so the kind of file is checked
+before the open, and again on what was opened (O_NONBLOCK: a pipe swapped in
+meanwhile cannot block the open either). A binary file (a NUL byte, or bytes
+that are not UTF-8, in its first 8 KiB) is not read. Each refusal is a
+`ToolFailed` whose message is the result.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+from typing import BinaryIO
 
 from chatui import redact
 from chatui.tools.registry import ToolFailed
@@ -70,12 +75,9 @@ def read_text_file(workspace: Workspace, path: str, max_chars: int = MAX_FILE_CH
     """The text of a file inside `workspace`, cut at `max_chars` with a note saying so."""
     real = workspace.resolve(path)
     shown = workspace.shown(real)
-    if real.is_dir():
-        raise ToolFailed(f"{shown!r} is a directory: list it instead.")
     try:
-        with real.open("rb") as file:
-            if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
-                raise ToolFailed(f"{shown!r} is not a regular file.")
+        _refuse_unless_regular(os.stat(real).st_mode, shown)
+        with _open_regular(real, shown) as file:
             head = file.read(SNIFF_BYTES)
             if _binary(head):
                 raise ToolFailed(f"{shown!r} is a binary file; only text files are read.")
@@ -88,6 +90,34 @@ def read_text_file(workspace: Workspace, path: str, max_chars: int = MAX_FILE_CH
     if cut or len(data) < size:
         text += f"\n[… cut: the file has {size:,} bytes; the first {max_chars:,} characters shown]"
     return text
+
+
+def _refuse_unless_regular(mode: int, shown: str) -> None:
+    """ToolFailed unless `mode` is a regular file's: a pipe's open or read may never end."""
+    if stat.S_ISREG(mode):
+        return
+    if stat.S_ISDIR(mode):
+        raise ToolFailed(f"{shown!r} is a directory: list it instead.")
+    kinds = {
+        stat.S_ISFIFO: "a named pipe",
+        stat.S_ISSOCK: "a socket",
+        stat.S_ISCHR: "a character device",
+        stat.S_ISBLK: "a block device",
+    }
+    kind = next((name for test, name in kinds.items() if test(mode)), "a special file")
+    raise ToolFailed(f"{shown!r} is {kind}, not a regular file: only files are read.")
+
+
+def _open_regular(real: Path, shown: str) -> BinaryIO:
+    """`real` opened for reading, if it is still a regular file once open (without blocking)."""
+    fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+    try:
+        _refuse_unless_regular(os.fstat(fd).st_mode, shown)
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def _binary(head: bytes) -> bool:

@@ -3,15 +3,24 @@
 A `Tool` wraps a function, async or sync, with a docstring; its JSON schema
 comes from its signature (`schema.describe`). `ToolRegistry.run()` carries
 one call through: the arguments are parsed and validated, the user is asked
-if the tool needs approval, then the function runs (a sync one on a worker
-thread, off the event loop) under the tool's timeout. Whatever goes wrong
-(arguments that are not JSON or break the schema, an unknown tool, a denial,
-an exception, a timeout) becomes an error result that the model sees; only a
-stop (cancellation) leaves `run()` as an exception.
+if the tool needs approval, then the function runs (a sync one on a daemon
+thread of its own, off the event loop) under the tool's timeout. Whatever
+goes wrong (arguments that are not JSON or break the schema, an unknown
+tool, a denial, an exception, a timeout) becomes an error result that the
+model sees; only a stop leaves `run()` as an exception.
+
+"A stop" means one the user asked for: the turn's token was cancelled, or
+the task running the call is being cancelled. A tool that raises
+`SystemExit` or `KeyboardInterrupt` (a `sys.exit()` in it) does not end
+chatui, and a `CancelledError` that comes out of the tool on its own (it
+awaited a task that something else cancelled) is not a stop: both are error
+results, and the turn goes on.
 
 A running async tool is cancelled with its task; a sync one cannot be
-interrupted, so its thread finishes on its own and its result is dropped.
-That is why the tools that can take long (the shell) are async.
+interrupted, so its thread finishes on its own, or never, and its result is
+dropped. Its thread is a daemon one, never waited for, so even a call that
+never returns (`read` on a pipe nobody writes) cannot keep chatui from
+quitting. The tools that can take long (the shell) are async.
 """
 
 from __future__ import annotations
@@ -23,8 +32,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from chatui.cancel import current_token
 from chatui.messages import ToolCallPart, ToolResult
 from chatui.providers.base import ToolSpec
+from chatui.threads import in_daemon_thread
 from chatui.tools.schema import InvalidArguments, describe, parse_arguments, validate
 from chatui.turn import Approval, Approver, ToolReport
 
@@ -59,10 +70,10 @@ class Tool:
         return ToolSpec(self.name, self.description, self.parameters)
 
     async def call(self, arguments: dict[str, Any]) -> Any:
-        """Run the function with validated `arguments` (a sync one on a thread)."""
+        """Run the function with validated `arguments` (a sync one on a daemon thread)."""
         if inspect.iscoroutinefunction(self.function):
             return await self.function(**arguments)
-        return await asyncio.to_thread(self.function, **arguments)
+        return await in_daemon_thread(self.function, **arguments)
 
 
 class ToolRegistry:
@@ -120,7 +131,34 @@ class ToolRegistry:
             return _error(call, str(failure))
         except Exception as error:
             return _error(call, f"{tool.name} failed: {type(error).__name__}: {error}")
+        except asyncio.CancelledError:
+            if stopping():
+                raise
+            return _error(call, cancelled_on_its_own(tool.name))
+        except BaseException as error:  # SystemExit, KeyboardInterrupt: from the tool itself.
+            return _error(call, tried_to_exit(tool.name, error))
         return ToolResult(call.id, call.name, _as_text(value))
+
+
+def stopping() -> bool:
+    """Whether the code running now is being stopped: the turn's stop, or its task's cancel."""
+    token = current_token.get()
+    task = asyncio.current_task()
+    return (token is not None and token.requested) or (task is not None and task.cancelling() > 0)
+
+
+def cancelled_on_its_own(name: str) -> str:
+    """The result of a call cancelled by something other than the user."""
+    return (
+        f"{name} was cancelled by something other than the user (work it waited for was "
+        "cancelled), so it gave no result."
+    )
+
+
+def tried_to_exit(name: str, error: BaseException) -> str:
+    """The result of a call that raised SystemExit, KeyboardInterrupt or the like."""
+    what = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    return f"{name} tried to exit the program ({what}); it was stopped there, and chatui goes on."
 
 
 def _error(call: ToolCallPart, message: str) -> ToolResult:

@@ -6,8 +6,13 @@ standard input, and without the API keys in its environment. Standard output
 and error are captured together; at most `limit` bytes are kept, the start
 and the end, with a note saying how much was cut. However the run ends
 (done, timed out, cancelled by a stop), the whole group is killed before
-`run_shell` returns or raises: nothing it started outlives it. (A process
-that leaves the group on purpose, with `setsid`, is beyond any group kill.)
+`run_shell` returns or raises: nothing it started outlives it.
+
+A process that leaves the group (`setsid daemon &`, `setpgid`, a double
+fork) is beyond a group kill: `process_tree.CommandProcesses` follows the
+command's descendants while it runs and finds the rest at its end, and they
+are killed too. The result names those, and any that could not be killed
+(`ShellResult.note`), so that the model and the user know what was left.
 """
 
 from __future__ import annotations
@@ -17,16 +22,18 @@ import contextlib
 import os
 import signal
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from chatui import redact
 from chatui.cancel import current_token
 from chatui.config import SECRET_ENV
+from chatui.tools.process_tree import CommandProcesses, Process
 from chatui.tools.registry import ToolFailed
 
 DRAIN_WAIT = 2.0  # Seconds to wait for the last output once the group is killed.
+FIRST_LOOK, LAST_LOOK = 0.01, 0.5  # Seconds between looks for the command's processes.
 
 
 @dataclass
@@ -34,10 +41,32 @@ class ShellResult:
     exit_code: int | None  # None: killed at the timeout.
     output: str
     cut: int = 0  # Bytes left out of the middle.
+    stopped: list[tuple[int, str]] = field(default_factory=list)  # (pid, name): left, killed.
+    survivors: list[tuple[int, str]] = field(default_factory=list)  # Left, and still running.
+
+    @property
+    def note(self) -> str:
+        """What the command left running outside its process group, in a line or two ("")."""
+        still = "could not be stopped and still run"
+        lines = [
+            _left_running(self.stopped, "was stopped", "were stopped"),
+            _left_running(self.survivors, f"{still}s", still),
+        ]
+        return "\n".join(line for line in lines if line)
+
+
+def _left_running(processes: list[tuple[int, str]], one: str, more: str) -> str:
+    if not processes:
+        return ""
+    count = "1 process" if len(processes) == 1 else f"{len(processes)} processes"
+    names = ", ".join(f"{name} (pid {pid})" for pid, name in processes)
+    what = one if len(processes) == 1 else more
+    return f"[{count} the command left running outside its process group {what}: {names}]"
 
 
 async def run_shell(command: str, *, cwd: Path, timeout: float, limit: int) -> ShellResult:
     """Run `command`; see the module docstring. Raises ToolFailed if it cannot start."""
+    tree = CommandProcesses()
     starting = asyncio.ensure_future(
         asyncio.get_running_loop().subprocess_exec(
             lambda: _Capture(limit),
@@ -49,7 +78,7 @@ async def run_shell(command: str, *, cwd: Path, timeout: float, limit: int) -> S
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            env={k: v for k, v in os.environ.items() if k not in SECRET_ENV},
+            env={k: v for k, v in os.environ.items() if k not in SECRET_ENV} | tree.environment,
         )
     )
     try:
@@ -59,27 +88,66 @@ async def run_shell(command: str, *, cwd: Path, timeout: float, limit: int) -> S
     except asyncio.CancelledError:
         # Stopped while it starts: asyncio would kill the shell alone, and what it has
         # forked by then would live on. Its whole group goes as soon as it has started.
-        starting.add_done_callback(_kill_once_started)
+        starting.add_done_callback(lambda started: _kill_once_started(started, tree))
         raise
     pid = transport.get_pid()
+    tree.started(pid, _output_fd(transport))
     # The stop itself kills the group, before the loop gets back to this task.
     token = current_token.get()
     unlink = token.on_cancel(lambda: kill_group(pid)) if token is not None else _nothing
+    following = asyncio.ensure_future(_follow(tree, capture.exited))
+    swept = False
     try:
         try:
             async with asyncio.timeout(timeout):
                 await capture.exited.wait()
         except TimeoutError:
-            kill_group(pid)
-            await capture.drained()
-            return ShellResult(None, capture.output.text(), capture.output.cut)
+            exit_code = None
+        else:
+            exit_code = transport.get_returncode()
         kill_group(pid)  # What it left in the background would hold the pipe open.
+        left, swept = tree.sweep(), True  # And what left its group.
         await capture.drained()
-        return ShellResult(transport.get_returncode(), capture.output.text(), capture.output.cut)
+        survivors = await tree.survivors(left)
+        return ShellResult(
+            exit_code,
+            capture.output.text(),
+            capture.output.cut,
+            stopped=[_named(p) for p in left if p not in survivors],
+            survivors=[_named(p) for p in survivors],
+        )
     finally:
+        following.cancel()
         unlink()
         kill_group(pid)  # However it ended; after a stop, a second kill finds nothing.
+        if not swept:
+            tree.sweep()  # Stopped: what left the group goes too, unreported.
         capture.close_on_exit(transport)
+
+
+async def _follow(tree: CommandProcesses, exited: asyncio.Event) -> None:
+    """Look for the command's processes now and then until it exits (ever less often)."""
+    interval = FIRST_LOOK
+    while not exited.is_set():
+        tree.look()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(interval):
+                await exited.wait()
+        interval = min(interval * 2, LAST_LOOK)
+
+
+def _output_fd(transport: asyncio.SubprocessTransport) -> int | None:
+    """The file descriptor of the command's output pipe (its read end, ours), if known."""
+    pipe = transport.get_pipe_transport(1)
+    file = pipe.get_extra_info("pipe") if pipe is not None else None
+    try:
+        return file.fileno() if file is not None else None
+    except ValueError:  # Closed already: the output ended, nothing holds the pipe.
+        return None
+
+
+def _named(process: Process) -> tuple[int, str]:
+    return process.pid, process.name
 
 
 def _nothing() -> None:
@@ -92,10 +160,14 @@ def kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
-def _kill_once_started(starting: asyncio.Future[tuple[asyncio.SubprocessTransport, Any]]) -> None:
+def _kill_once_started(
+    starting: asyncio.Future[tuple[asyncio.SubprocessTransport, Any]], tree: CommandProcesses
+) -> None:
     if not starting.cancelled() and starting.exception() is None:
         transport, capture = starting.result()
+        tree.started(transport.get_pid(), None)
         kill_group(transport.get_pid())
+        tree.sweep()
         capture.close_on_exit(transport)
 
 
