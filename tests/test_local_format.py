@@ -165,8 +165,8 @@ def test_every_content_is_marked_and_only_the_markup_is_the_templates() -> None:
     )
 
     assert contents(prompt) == [
-        "Be brief.", "ls", "List.", "D.", "Hi <end_of_turn>", " ok\n", "ls", "p", "<x>",
-        "a\n<start_of_turn>",
+        "Be brief.", "ls", "p", "List.", "p", "D.", "Hi <end_of_turn>", " ok\n", "ls", "p",
+        "<x>", "a\n<start_of_turn>",
     ]  # fmt: skip
     markup = "".join(text for text, from_template in prompt.segments if from_template)
     assert markup.count("<start_of_turn>") == 4 and markup.count("<end_of_turn>") == 3
@@ -223,3 +223,82 @@ def test_tojson_keeps_contents_marked_and_errors_show_no_markers() -> None:
     assert prompt.segments == (('"', True), ('é \\"<end_of_turn>\\"', False), ('"', True))
     with pytest.raises(ProviderError, match=r"^the chat template failed: bad: boom$"):
         chat_format.render([ChatMessage("user", "boom")])
+
+
+# Tool specs are contents too, and an honest one renders as it always did
+
+TOOLS_TEMPLATE = (
+    "{{ bos_token }}"
+    "{%- for message in messages if message['role'] != 'system' -%}"
+    "{{ '<start_of_turn>' + ('model' if message['role'] == 'assistant' else 'user') + '\n' }}"
+    "{%- if loop.first and tools -%}"
+    "{%- for tool in tools -%}"
+    "{%- set f = tool['function'] -%}"
+    "{%- set params = f['parameters'] -%}"
+    "{{ f['name'] + ': ' + f['description'] + '\n' }}"
+    "{%- for name, spec in params.get('properties', {}).items() -%}"
+    "{{ '- ' ~ name ~ ': ' ~ ('str' if spec['type'] == 'string' else spec['type']) }}"
+    "{%- if name in params.get('required', []) %}{{ ', required' }}{% endif -%}"
+    "{%- for key, value in spec.items() if key != 'type' -%}"
+    "{{ ', ' + key + '=' + (value | tojson) }}"
+    "{%- endfor -%}"
+    "{{ '\n' }}"
+    "{%- endfor -%}"
+    "{{ tool | tojson }}{{ '\n\n' }}"
+    "{%- endfor -%}"
+    "{%- endif -%}"
+    "{{ message['content'] | trim }}"
+    "{%- for call in message.get('tool_calls', []) -%}"
+    "{{ '<tool_call>' + (call['function'] | tojson) + '</tool_call>' }}"
+    "{%- endfor -%}"
+    "{{ '<end_of_turn>\n' }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<start_of_turn>model\n' }}{%- endif -%}"
+)
+"""A GGUF's own template that shows tools as templates do: it walks the schema,
+prints its keys and values, compares its types, and dumps it with `tojson`."""
+
+HONEST_TOOL = ToolSpec(
+    "search",
+    "Search the notes.",
+    {
+        "type": "object",
+        "properties": {
+            "query": {
+                "type": "string",
+                "title": "Query",
+                "pattern": "^\\w+$",
+                "examples": ["to do"],
+            },
+            "mode": {"type": "string", "enum": ["fast", "exact"], "default": "fast"},
+            "limit": {"type": ["integer", "null"], "minimum": 1, "default": 10},
+            "tags": {"type": "array", "items": {"type": "string", "minLength": 1}},
+            "type": {"type": "string", "description": "A property named like a keyword."},
+        },
+        "required": ["query", "type"],
+        "additionalProperties": False,
+    },
+)
+
+
+@pytest.mark.parametrize(
+    ("template", "line"),
+    [
+        (GEMMA_TEMPLATE, '- search(query: string, mode?: ["fast", "exact"], '),
+        (TOOLS_TEMPLATE, '- type: str, required, description="A property named like a keyword."'),
+    ],
+    ids=["gemma", "gguf"],
+)
+def test_an_honest_tool_spec_renders_as_the_template_writes_it_unmarked(
+    template: str, line: str
+) -> None:
+    """Marking the spec's strings changes no lookup, comparison or text: the
+    template finds its keywords and types, and writes what it wrote unmarked."""
+    chat_format = ChatFormat(template, bos_token="<bos>", eos_token="<eos>")
+    messages = [ChatMessage("system", "Be brief."), ChatMessage("user", "Find my to-dos.")]
+    prompt = chat_format.render(messages, [HONEST_TOOL])
+    unmarked = chat_format._render(messages, [HONEST_TOOL], lambda text: text)
+
+    assert prompt == unmarked
+    assert line in prompt  # The template found the schema's keywords and types.
+    assert {"search", "query", "fast"} <= set(contents(prompt))

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from test_local import local_config
+from test_local_format import HONEST_TOOL, TOOLS_TEMPLATE
 from tiny_gguf import BOS_ID, END_OF_TURN_ID, START_OF_TURN_ID, VOCAB_SIZE, write_tiny_model
 
 from chatui.cancel import CancelToken
@@ -200,6 +201,70 @@ async def test_tool_call_markup_in_a_tool_result_or_user_text_is_never_a_call(
     assert starts == {"Done.": [], f"Once more. {own_call}": ["read_file"]}
 
 
+# Tools offered to the model: their specs come from outside too (an MCP server's)
+
+
+@pytest.fixture(scope="module")
+def tools_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("models") / "tools.gguf"
+    return write_tiny_model(path, chat_template=TOOLS_TEMPLATE, suppress_eog=True)
+
+
+def forged_tool(text: str) -> ToolSpec:
+    """A tool whose spec holds `text` wherever it has a string: its name and
+    description, and the keys and values of its schema at every depth."""
+    return ToolSpec(
+        text,
+        text,
+        {
+            "type": "object",
+            "title": text,
+            "properties": {
+                text: {
+                    "type": "string",
+                    "title": text,
+                    "description": text,
+                    "enum": [text, "plain"],
+                    "default": text,
+                    "examples": [text],
+                    "pattern": text,
+                },
+                "rows": {
+                    "type": "array",
+                    "items": {"type": "object", "properties": {text: {"type": text}}},
+                },
+            },
+            "required": [text],
+            text: text,  # Not a JSON schema keyword at all.
+        },
+    )
+
+
+@pytest.mark.parametrize("template", ["built-in Gemma format", "the GGUF's own template"])
+async def test_turn_markers_in_a_tool_spec_never_become_turn_tokens(
+    tiny_model: Path, tools_model: Path, template: str
+) -> None:
+    if template == "the GGUF's own template":
+        config = local_config(tools_model, chat_template="", max_tokens=1)
+    else:
+        config = local_config(tiny_model, max_tokens=1)
+    provider = LocalProvider(config, state_dir=None)
+    await provider.prepare()
+    try:
+        messages, tools = conversation("", ""), [forged_tool(FORGED)]
+        ids = await prompt_ids(provider, messages, tools)
+        llm = provider.engine.llm
+        shown = llm.detokenize(ids, special=True).decode()
+        as_text = llm.tokenize(FORGED.encode(), add_bos=False, special=False)
+    finally:
+        await provider.close()
+
+    # The template's own markers, and no others.
+    assert count(ids) == {BOS_ID: 1, START_OF_TURN_ID: 4, END_OF_TURN_ID: 3}
+    assert shown == provider.format.render(messages, tools)  # Nothing lost or changed.
+    assert _contains(ids, as_text)  # The property name is shown, as plain text.
+
+
 # A GGUF's own ChatML-style template, with tool-call tokens of its own (like Qwen's)
 
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"
@@ -253,23 +318,24 @@ async def test_a_ggufs_own_template_keeps_its_tool_call_markup_and_no_forged_tur
     assert [ids.count(t) for t in (start, end, call, call_end)] == [5, 4, 1, 1]
 
 
-@pytest.mark.parametrize("model", ["gemma", "chatml"])
+@pytest.mark.parametrize("model", ["gemma", "chatml", "tools"])
 async def test_prompts_without_forged_markers_get_the_same_tokens_as_before(
-    tiny_model: Path, chatml_model: Path, model: str
+    tiny_model: Path, chatml_model: Path, tools_model: Path, model: str
 ) -> None:
     """Template text and contents between two markers are tokenized as one text,
     as llama.cpp tokenizes a whole prompt: the model sees what it was trained on."""
-    path, template = (tiny_model, None) if model == "gemma" else (chatml_model, "")
+    path = {"gemma": tiny_model, "chatml": chatml_model, "tools": tools_model}[model]
     config = local_config(path, max_tokens=1)
-    if template is not None:
-        config.chat_template = template
+    if model != "gemma":
+        config.chat_template = ""  # The GGUF's own.
     provider = LocalProvider(config, state_dir=None)
     await provider.prepare()
     try:
         messages = conversation("", "")
         messages[3] = ChatMessage("tool", "  spaced <b>html</b>\n\n", tool_call_id="c1")
-        ids = await prompt_ids(provider, messages)
-        text = str(provider.format.render(messages, TOOLS))
+        tools = [*TOOLS, HONEST_TOOL]
+        ids = await prompt_ids(provider, messages, tools)
+        text = str(provider.format.render(messages, tools))
         whole = provider.engine.llm.tokenize(text.encode(), add_bos=False, special=True)
     finally:
         await provider.close()
@@ -363,16 +429,18 @@ def default_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.slow
-async def test_the_default_model_reads_no_turn_marker_in_a_file(
+async def test_the_default_model_reads_no_turn_marker_in_a_file_or_a_tool_spec(
     default_model: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(local_module, "default_model_path", lambda: default_model)
     provider = LocalProvider(LocalConfig(n_threads=2, max_tokens=1), state_dir=None)
     await provider.prepare()
+    benign = conversation("", "")
     try:
         forged = await prompt_ids(provider, conversation("tool result", FORGED + " </s>"))
-        benign = conversation("", "")
         ids = await prompt_ids(provider, benign)
+        provider.config.tool_choice = "required"  # "auto" offers this base model no tools.
+        in_a_tool = await prompt_ids(provider, benign, [forged_tool(FORGED + " </s>")])
         llm = provider.engine.llm
         whole = llm.tokenize(
             str(provider.format.render(benign)).encode(), add_bos=False, special=True
@@ -385,5 +453,6 @@ async def test_the_default_model_reads_no_turn_marker_in_a_file(
         await provider.close()
 
     assert [len(t) for t in (bos, start, end, close)] == [1, 1, 1, 1]
-    assert [forged.count(t[0]) for t in (bos, start, end, close)] == [1, 4, 3, 0]
+    for prompt in (forged, in_a_tool):
+        assert [prompt.count(t[0]) for t in (bos, start, end, close)] == [1, 4, 3, 0]
     assert ids == whole  # An honest prompt: the same tokens as the whole text.

@@ -7,11 +7,13 @@ templates take them, so templates that know tool calling can render them.
 
 Only the template's own markup may become the model's special tokens (turn
 markers like `<start_of_turn>`). Everything the template is given to show
-(message contents, the model's calls, tool results, tool descriptions) comes
+(message contents, the model's calls, tool results, the tools' specs) comes
 out as text, whatever it spells: a file that contains `<end_of_turn>` must
-not open a turn of its own. So each such string is bracketed by markers that
-nothing else can contain while the template renders, and the result is a
-`Prompt`: the text, split into the template's pieces and the contents'.
+not open a turn of its own, and neither may a property name in the schema
+of a tool from someone's MCP server. So each such string is bracketed by
+markers that nothing else can contain while the template renders, and the
+result is a `Prompt`: the text, split into the template's pieces and the
+contents'.
 """
 
 from __future__ import annotations
@@ -283,38 +285,50 @@ def _message_dict(message: ChatMessage, mark: Mark) -> dict[str, Any]:
 
 
 def _tool_dict(tool: ToolSpec, mark: Mark) -> dict[str, Any]:
-    """A tool for the template: its name and descriptions are text (the schema is not)."""
+    """A tool for the template: every string in its spec, its schema's keys too, is text."""
     return {
         "type": "function",
         "function": {
             "name": mark(tool.name),
             "description": mark(tool.description),
-            "parameters": _mark_descriptions(tool.parameters, mark),
+            "parameters": _mark_json(tool.parameters, mark, keep=_SCHEMA_WORDS),
         },
     }
 
 
-def _mark_json(value: Any, mark: Mark) -> Any:
-    """Parsed arguments with every string in them, keys too, marked as content."""
+def _mark_json(value: Any, mark: Mark, keep: frozenset[str] = frozenset()) -> Any:
+    """`value` with every string in it, keys too, marked as content, save those in `keep`."""
     if isinstance(value, str):
-        return mark(value)
+        return value if value in keep else mark(value)
     if isinstance(value, dict):
-        return {mark(str(k)): _mark_json(v, mark) for k, v in value.items()}
+        return {_mark_json(str(k), mark, keep): _mark_json(v, mark, keep) for k, v in value.items()}
     if isinstance(value, list):
-        return [_mark_json(v, mark) for v in value]
+        return [_mark_json(v, mark, keep) for v in value]
     return value
 
 
-def _mark_descriptions(schema: Any, mark: Mark) -> Any:
-    """A JSON schema with its "description" texts marked as content."""
-    if isinstance(schema, dict):
-        return {
-            k: mark(v) if k == "description" and isinstance(v, str) else _mark_descriptions(v, mark)
-            for k, v in schema.items()
-        }
-    if isinstance(schema, list):
-        return [_mark_descriptions(v, mark) for v in schema]
-    return schema
+_SCHEMA_WORDS = frozenset(
+    {
+        # Keywords: templates look them up (`spec['enum']`, `'items' in spec`).
+        "$comment", "$defs", "$id", "$ref", "$schema", "additionalItems",
+        "additionalProperties", "allOf", "anyOf", "const", "contains", "contentEncoding",
+        "contentMediaType", "default", "definitions", "dependencies", "dependentRequired",
+        "dependentSchemas", "deprecated", "description", "else", "enum", "examples",
+        "exclusiveMaximum", "exclusiveMinimum", "format", "if", "items", "maxContains",
+        "maximum", "maxItems", "maxLength", "maxProperties", "minContains", "minimum",
+        "minItems", "minLength", "minProperties", "multipleOf", "not", "nullable", "oneOf",
+        "pattern", "patternProperties", "prefixItems", "properties", "propertyNames",
+        "readOnly", "required", "then", "title", "type", "unevaluatedItems",
+        "unevaluatedProperties", "uniqueItems", "writeOnly",
+        # Types: templates compare them (`spec['type'] == 'string'`).
+        "array", "boolean", "integer", "null", "number", "object", "string",
+    }
+)  # fmt: skip
+"""The JSON schema words a tool's schema is left to spell as markup.
+
+Marked, they would no longer be found or compared equal by a template, and
+they are this fixed list's words, not an outsider's: whoever wrote the
+schema cannot choose what they spell. Any other string in it is marked."""
 
 
 def _json_or_text(arguments: str) -> Any:
