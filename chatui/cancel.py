@@ -107,3 +107,25 @@ Work that a stop must end before the event loop next runs the task (a
 shell's process group, killed the moment Esc is handled rather than at the
 task's next step) registers with `current_token.get().on_cancel()`.
 """
+
+
+def stop_requested() -> bool:
+    """Whether the code running now is being stopped: its turn's stop, or its task's cancel.
+
+    Only such a stop may be called "cancelled by the user": a `CancelledError`
+    raised while neither holds came from the work itself (a library that
+    cancelled its own task), and is an error like any other.
+    """
+    token = current_token.get()
+    task = asyncio.current_task()
+    return (token is not None and token.requested) or (task is not None and task.cancelling() > 0)
+
+
+def tried_to_exit(who: str, error: BaseException) -> str:
+    """What to say of `who` (a tool, a provider) raising SystemExit, KeyboardInterrupt or the like.
+
+    Such an exception must never leave a task: asyncio re-raises it out of the
+    event loop, and chatui would end with it.
+    """
+    what = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    return f"{who} tried to exit the program ({what}); it was stopped there, and chatui goes on."

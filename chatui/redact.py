@@ -4,10 +4,11 @@ A key can arrive whole (a proxy's error page echoing the `Authorization`
 header, a `.env` file a tool read) or in part: something upstream cut it (a
 gateway that shows a header's first 40 characters), or chatui itself cut the
 text around it (an error body, a file, a command's output). So a `Redactor`
-replaces every run of `MIN_FRAGMENT` or more characters that also occurs in
-a key, not only the whole key; and every place that cuts text to a size
-(`clip`, `clip_head_tail`) redacts first and cuts after, so a cut can never
-leave a key's start or end behind.
+replaces the whole key and every run of `MIN_FRAGMENT` or more characters
+of its random part (runs that mix letters and digits, or cases: not the
+words of a placeholder key); and every place that cuts text to a size
+(`clip`) redacts first and cuts after, so a cut can never leave a key's
+start or end behind.
 
 The turn sets the redactor for the keys it knows (the config's and its
 provider's) in a context variable, `current_redactor`, before any provider
@@ -21,6 +22,8 @@ import re
 from collections.abc import Iterable
 from contextvars import ContextVar
 
+from chatui.providers.base import StreamEvent, TextDelta, ThinkingDelta, ToolCallDelta
+
 MASK = "***"
 MIN_FRAGMENT = 8  # Characters of a key that count as the key: a prefix such as "sk-proj-" is 8.
 
@@ -33,9 +36,11 @@ class Redactor:
         self.longest = len(self.secrets[0]) if self.secrets else 0
         grams: dict[str, list[tuple[str, int]]] = {}
         for secret in self.secrets:
-            size = min(MIN_FRAGMENT, len(secret))
-            for start in range(len(secret) - size + 1):
-                grams.setdefault(secret[start : start + size], []).append((secret, start))
+            grams.setdefault(secret, []).append((secret, 0))
+            for start in range(len(secret) - MIN_FRAGMENT + 1):
+                gram = secret[start : start + MIN_FRAGMENT]
+                if _random_looking(gram):
+                    grams.setdefault(gram, []).append((secret, start))
         self._grams = grams
         self._pattern = (
             re.compile("|".join(re.escape(g) for g in sorted(grams, key=len, reverse=True)))
@@ -68,6 +73,18 @@ class Redactor:
         pieces.append(text[last:])
         return "".join(pieces)
 
+    def start_at_end(self, text: str) -> int:
+        """The length of the longest end of `text` that begins a key (but is not all of it)."""
+        longest = 0
+        for secret in self.secrets:
+            at = text.find(secret[0], max(0, len(text) - len(secret) + 1))
+            while at != -1 and len(text) - at > longest:
+                if secret.startswith(text[at:]):
+                    longest = len(text) - at
+                    break
+                at = text.find(secret[0], at + 1)
+        return longest
+
     def _widest(self, text: str, at: int, gram: str) -> tuple[int, int]:
         """The longest stretch around `text[at:]`'s `gram` that is also a run of one key."""
         best = (at, at + len(gram))
@@ -87,6 +104,16 @@ class Redactor:
             if right + left > best[1] - best[0]:
                 best = (at - left, at + right)
         return best
+
+
+def _random_looking(run: str) -> bool:
+    """Whether `run` mixes two of lower case, upper case and digits, as a key's random part does.
+
+    A placeholder key (llama.cpp server's docs use "sk-no-key-required") is
+    words: its runs ("required") are everyday text, masked only as the whole key.
+    """
+    kinds = (str.islower, str.isupper, str.isdigit)
+    return sum(any(kind(c) for c in run) for kind in kinds) >= 2
 
 
 NO_REDACTION = Redactor()
@@ -113,15 +140,65 @@ def clip(text: str, limit: int) -> tuple[str, bool]:
     return (text[:limit], True) if len(text) > limit else (text, False)
 
 
-def clip_head_tail(head: str, tail: str, half: int) -> tuple[str, str]:
-    """The first `half` characters of `head` and the last `half` of `tail`, both redacted.
+Channel = tuple[str, int]  # What a piece of streamed text belongs to: the answer, a call.
 
-    `head` and `tail` are the start and the end of a longer text, each with
-    `margin()` characters more than `half`, so that a key across either cut
-    is whole when it is redacted.
+
+class StreamRedactor:
+    """A model's streamed text, redacted: a key sent in pieces never shows, even in part.
+
+    The model's text comes from the server, which can echo a key back (a
+    proxy that quotes the request, say). Each piece is redacted on its way
+    in; the end of what came so far is held back while it could still be
+    the start of a key (`sk-pr` may go on `oj-…`), and goes out, masked or
+    as it was, once it cannot. So a key's start never reaches the screen or
+    the store. What is held back goes out before any other kind of event
+    (so the reply's order stays), and with the reply's end; a stop drops it:
+    it was never shown. With no keys, every event passes as it is.
     """
-    return redact(head)[:half], _last(redact(tail), half)
+
+    def __init__(self, redactor: Redactor) -> None:
+        self._redact = redactor
+        self._held: tuple[Channel, str, StreamEvent] | None = None
+
+    def __call__(self, event: StreamEvent) -> list[StreamEvent]:
+        """The events to apply and show for `event`, in order."""
+        if not self._redact:
+            return [event]
+        channel = _channel(event)
+        out = self.flush() if self._held is not None and self._held[0] != channel else []
+        if channel is None:
+            return [*out, event]
+        text = (self._held[1] if self._held is not None else "") + _text_of(event)
+        hold = self._redact.start_at_end(text)
+        self._held = (channel, text[len(text) - hold :], event) if hold else None
+        released = self._redact(text[: len(text) - hold])
+        return [*out, _with_text(event, released)] if released else out
+
+    def flush(self) -> list[StreamEvent]:
+        """What is held back, as the event it came in (redacted: it may be a cut key)."""
+        if self._held is None:
+            return []
+        _, text, event = self._held
+        self._held = None
+        return [_with_text(event, self._redact(text))]
 
 
-def _last(text: str, count: int) -> str:
-    return text[-count:] if count else ""
+def _channel(event: StreamEvent) -> Channel | None:
+    match event:
+        case TextDelta():
+            return ("text", 0)
+        case ThinkingDelta():
+            return ("thinking", 0)
+        case ToolCallDelta(index=index):
+            return ("call", index)
+    return None
+
+
+def _text_of(event: StreamEvent) -> str:
+    return event.arguments if isinstance(event, ToolCallDelta) else getattr(event, "text", "")
+
+
+def _with_text(event: StreamEvent, text: str) -> StreamEvent:
+    if isinstance(event, ToolCallDelta):
+        return ToolCallDelta(event.index, text)
+    return type(event)(text)  # type: ignore[call-arg]

@@ -28,6 +28,7 @@ from chatui.providers.base import (
     lifecycle_of,
 )
 from chatui.providers.registry import ModelChoice, configured_choices, create_provider
+from chatui.redact import Redactor
 from chatui.store import Store
 from chatui.turn import Approver, Sink, ToolRunner, Turn, TurnOutcome, TurnSettings, deny_all
 
@@ -101,8 +102,12 @@ class Session:
 
     def _adopt(self, choice: ModelChoice, provider: Provider) -> None:
         self._made[choice] = provider
-        if self._on_notice is not None:
-            lifecycle_of(provider).on_notice = self._on_notice
+        if (notice := self._on_notice) is not None:
+            lifecycle_of(provider).on_notice = lambda text: notice(self.redact(text))
+
+    def redact(self, text: str) -> str:
+        """`text` without the keys, whole or in part: what the session says, the UI shows."""
+        return Redactor(self.turn_settings().secrets)(text)
 
     # The provider
 
@@ -112,7 +117,7 @@ class Session:
         return None if self.provider is not None else self.provider_problem()
 
     def provider_problem(self) -> str:
-        return self.provider_error or "No model provider is configured."
+        return self.redact(self.provider_error or "No model provider is configured.")
 
     def provider_label(self) -> tuple[str, str]:
         """(provider, model), as the status bar shows them."""
@@ -132,9 +137,10 @@ class Session:
     def unavailable(self, choice: ModelChoice) -> str | None:
         """Why `choice` cannot answer, as far as is known without I/O (a missing key)."""
         try:
-            return lifecycle_of(self._provider_for(choice)).unavailable()
+            why = lifecycle_of(self._provider_for(choice)).unavailable()
         except ProviderError as error:
-            return str(error)
+            why = str(error)
+        return None if why is None else self.redact(why)
 
     async def problem(self) -> str | None:
         """Why the current provider cannot answer now (it may probe a server), or None."""
@@ -144,8 +150,9 @@ class Session:
             try:
                 await asyncio.shield(preparing)  # A model that fails to load cannot answer.
             except ProviderError as error:
-                return str(error)
-        return await self._lifecycle.problem()
+                return self.redact(str(error))
+        why = await self._lifecycle.problem()
+        return None if why is None else self.redact(why)
 
     def switch(self, choice: ModelChoice) -> Provider:
         """Use `choice` from the next turn on (a running turn keeps its provider).

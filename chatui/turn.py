@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Literal, Protocol
 
-from chatui.cancel import CancelToken, current_token
+from chatui.cancel import CancelToken, current_token, stop_requested, tried_to_exit
 from chatui.history import CANCELLED_TOOL_RESULT, DEFAULT_INTERRUPTED_NOTE, build_history
 from chatui.messages import (
     Conversation,
@@ -61,7 +61,7 @@ from chatui.providers.base import (
     ToolSpec,
     UsageUpdate,
 )
-from chatui.redact import Redactor, current_redactor
+from chatui.redact import Redactor, StreamRedactor, current_redactor
 from chatui.store import Store
 
 FLUSH_INTERVAL = 1.0
@@ -396,6 +396,13 @@ class Turn:
     async def _request_loop(self) -> None:
         current_token.set(self.token)  # In this task's context: its tools see it,
         current_redactor.set(self._redact)  # and redact their output before they cut it.
+        try:
+            await self._requests()
+        except (SystemExit, KeyboardInterrupt) as error:  # From a provider (or its thread):
+            # left to the task, asyncio would raise it out of the event loop, ending chatui.
+            raise ProviderError(tried_to_exit(self.provider.name, error)) from None
+
+    async def _requests(self) -> None:
         steps = max(1, self.settings.max_steps)
         for step in range(1, steps + 1):
             response = await self._request()
@@ -430,6 +437,7 @@ class Turn:
         await self._emit(ResponseStarted(response))
 
         request = ModelRequest(messages, self.token, tools, self.conversation.id)
+        keys = StreamRedactor(self._redact)  # A server may echo a key into the reply.
         last_flush = self.clock()
         loop, idle = asyncio.get_running_loop(), self.settings.idle_timeout
         async with (
@@ -449,11 +457,12 @@ class Turn:
                 elif (now := loop.time()) - pushed > idle / 20:  # Cheap enough per token.
                     deadline.reschedule(now + idle)
                     pushed = now
-                # No await from the check to the sink: a stop (which takes effect on this
-                # thread) cannot come between storing an event and showing it.
-                self._raise_if_cancelled()
-                self._apply(response, event)
-                await self._emit(event)
+                for piece in keys(event):  # The event itself, unless it may hold a key.
+                    # No await from the check to the sink: a stop (which takes effect on this
+                    # thread) cannot come between storing an event and showing it.
+                    self._raise_if_cancelled()
+                    self._apply(response, piece)
+                    await self._emit(piece)
                 if isinstance(event, StreamEnd):
                     # Complete the moment its end arrived: closing the stream is cleanup,
                     # and a stop (or an error) during it cannot undo a finished reply.
@@ -510,10 +519,6 @@ class Turn:
         assert self.tools is not None
         tools, answered = self.tools, set[int]()
 
-        def stopping() -> bool:
-            task = asyncio.current_task()
-            return self.token.requested or (task is not None and task.cancelling() > 0)
-
         async def run_one(n: int, call: ToolCallPart) -> None:
             async def report(status: ToolStatus) -> None:
                 await self._emit(ToolStatusChanged(call.id, status))
@@ -523,14 +528,12 @@ class Turn:
             except Exception as error:  # A runner's bug: the model hears of it, the turn goes on.
                 result = ToolResult(call.id, call.name, f"The tool failed: {error}", "error")
             except asyncio.CancelledError:
-                if stopping():
+                if stop_requested():
                     raise
-                text = "The tool was cancelled by something other than the user; no result."
+                text = f"{call.name} was cancelled by something other than the user; no result."
                 result = ToolResult(call.id, call.name, text, "error")
             except BaseException as error:  # SystemExit, KeyboardInterrupt: the tool's own.
-                what = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-                text = f"The tool tried to exit the program ({what}); chatui goes on."
-                result = ToolResult(call.id, call.name, text, "error")
+                result = ToolResult(call.id, call.name, tried_to_exit(call.name, error), "error")
             self._add_result(result)
             answered.add(n)
             await self._emit(ToolResultAdded(result))
@@ -542,7 +545,7 @@ class Turn:
         except BaseExceptionGroup as errors:  # A store that failed: the first error says it.
             raise errors.exceptions[0] from None
         finally:
-            by_the_user = stopping()  # Else another call's failure (the store) ended these.
+            by_the_user = stop_requested()  # Else another call's failure (the store) ended these.
             unfinished = "Stopped before it finished: another call of this reply failed."
             for n, call in enumerate(calls):
                 if n not in answered:

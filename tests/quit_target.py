@@ -52,7 +52,7 @@ def registry(case: str, workspace: Path, timeout: float) -> tuple[ToolRegistry, 
         (workspace / "started").touch()
         while True:
             try:
-                await asyncio.sleep(3600)
+                await asyncio.Event().wait()  # Never set.
             except asyncio.CancelledError:
                 (workspace / "cancelled").touch()
 

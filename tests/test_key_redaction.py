@@ -9,16 +9,20 @@ its end) behind. `leaks` looks for any run of 8 of the key's characters.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import openai_wire as ow
 import pytest
-from remote_helpers import SECRET
+from remote_helpers import SECRET, assert_no_secret, key_runs, settings
 from scripted import ScriptedProvider, tool_call, words
+from test_remote_errors import openai_at
 from test_turn import make_turn, stored
+from wire import WireServer
 
 from chatui import redact
 from chatui.config import ToolsConfig
-from chatui.messages import ToolResult
+from chatui.messages import ModelResponse, ResponseState, ToolResult
 from chatui.providers.base import StreamEnd
 from chatui.redact import MIN_FRAGMENT, Redactor
 from chatui.store import Store
@@ -146,3 +150,80 @@ async def test_every_tool_cuts_with_the_turns_keys_known(store: Store) -> None:
 
     results = {i.name: i.content for i in stored(store, turn) if isinstance(i, ToolResult)}
     assert results == {"sync_margin": str(len(OTHER_KEY)), "async_margin": str(len(OTHER_KEY))}
+
+
+def test_a_placeholder_key_is_masked_whole_and_its_words_stay() -> None:
+    """llama.cpp server's docs use "sk-no-key-required": "required" is everyday text."""
+    redactor = Redactor(["sk-no-key-required"])
+
+    assert redactor('{"required": ["path"]}') == '{"required": ["path"]}'
+    assert redactor("key sk-no-key-required.") == "key ***."
+
+
+async def test_a_cut_output_of_wide_characters_shows_at_most_the_limit_in_bytes(
+    store: Store, tmp_path: Path
+) -> None:
+    (tmp_path / "run.sh").write_text("for i in $(seq 2000); do printf 'é'; done")
+
+    result = await run_tool(store, tmp_path, "shell", '{"command": "sh run.sh"}')
+
+    head, cut, tail = result.content.partition("\n[… ")
+    shown = head.encode() + tail.partition(" …]\n")[2].partition("\n[exit code")[0].encode()
+    assert len(shown) <= LIMIT
+    assert set(head) == {"é"} and cut  # Whole characters only, at both ends.
+    assert f"{4000 - LIMIT:,} bytes of output cut" in result.content
+
+
+def pieces(text: str, size: int) -> list[str]:
+    return [text[i : i + size] for i in range(0, len(text), size)]
+
+
+@pytest.mark.parametrize("size", [1, 3, 7, 100])
+async def test_a_key_a_server_echoes_into_the_reply_never_shows_is_stored_or_sent_back(
+    store: Store, size: int
+) -> None:
+    """The answer, its reasoning and a call's arguments, the key streamed `size` characters
+    at a time: nothing of it reaches the screen (the sink), the store or the next request."""
+    said = f"Your key is {SECRET}, and so on."
+    first = [
+        *ow.reasoning(*pieces(f"I see {SECRET}.", size)),
+        *ow.text(*pieces(said, size)),
+        *ow.tool_call(0, "c1", "note", *pieces(json.dumps({"text": SECRET}), size)),
+        *ow.ending("tool_calls"),
+    ]
+
+    def note(text: str) -> str:
+        """Take a note."""
+        return "noted"
+
+    with WireServer() as server:
+        server.play(first, ow.reply("Done."))
+        provider = openai_at(server.base_url)
+        turn, sink = make_turn(
+            store, provider, tools=ToolRegistry([Tool(note)]), settings=settings()
+        )
+        outcome = await turn.run()
+        await provider.close()
+        sent = server.wait_for_request(2).body
+
+    assert outcome.state is ResponseState.COMPLETE
+    shown = "".join(
+        getattr(e.payload, "text", "") or getattr(e.payload, "arguments", "") for e in sink.events
+    )
+    assert "Your key is ***, and so on." in shown and key_runs(shown) == []
+    assert_no_secret(store)
+    assert key_runs(json.dumps(sent)) == []
+    response = next(i for i in stored(store, turn) if isinstance(i, ModelResponse))
+    assert response.text == "Your key is ***, and so on."
+    assert response.tool_calls[0].arguments == '{"text": "***"}'
+
+
+async def test_text_that_only_looks_like_a_keys_start_is_shown_whole(store: Store) -> None:
+    """Held back while it could begin a key, then shown as it was: nothing lost, in order."""
+    provider = ScriptedProvider(words("Ask sk- or s then sk-test- and stop s"))
+    turn, sink = make_turn(store, provider, settings=settings())
+
+    await turn.run()
+
+    assert "".join(sink.texts) == "Ask sk- or s then sk-test- and stop s"
+    assert stored(store, turn)[1].text == "Ask sk- or s then sk-test- and stop s"

@@ -158,12 +158,26 @@ def test_each_provider_is_offered_with_why_it_cannot_answer(store: Store) -> Non
     assert fresh.unavailable(fresh.choices()[1]) is None
 
 
+async def test_what_the_welcome_says_of_a_provider_never_shows_its_key(store: Store) -> None:
+    """A key in the base_url's query (some gateways take it there) stays out of the words."""
+    config = Config()
+    config.openai.api_key = SECRET
+    config.openai.base_url = f"http://127.0.0.1:{closed_port()}/v1?api_key={SECRET}"
+    session = Session(config, store, None)
+    session.switch(session.choices()[1])
+
+    problem = await session.problem() or ""
+
+    assert "cannot be reached (nothing is listening there)" in problem
+    assert SECRET[8:] not in problem and "api_key=***" in problem
+
+
 async def test_the_problem_probe_finds_an_unreachable_base_url(store: Store) -> None:
     config = Config()
     config.openai.base_url = f"http://127.0.0.1:{closed_port()}/v1"
     session = Session(config, store, None)
     session.switch(session.choices()[1])
-    assert "cannot be reached" in (await session.problem() or "")
+    assert "cannot be reached (nothing is listening there)" in (await session.problem() or "")
     with WireServer() as server:
         config.openai.base_url = f"{server.base_url}/v1"
         reachable = Session(config, store, None)

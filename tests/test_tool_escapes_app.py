@@ -30,7 +30,7 @@ def leave() -> str:
 
 async def fetch() -> str:
     """Fetch something, awaiting work that something else cancels."""
-    inner = asyncio.create_task(asyncio.sleep(3600))
+    inner = asyncio.create_task(asyncio.Event().wait())  # Never set.
     asyncio.get_running_loop().call_soon(inner.cancel)
     return await inner
 

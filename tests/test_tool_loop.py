@@ -247,7 +247,7 @@ async def test_a_tool_that_exits_the_program_is_an_error_and_the_turn_goes_on(
 
 async def fetch() -> str:
     """Fetch something, awaiting work that something else cancels."""
-    inner = asyncio.create_task(asyncio.sleep(3600))
+    inner = asyncio.create_task(asyncio.Event().wait())  # Never set.
     asyncio.get_running_loop().call_soon(inner.cancel)
     return await inner
 

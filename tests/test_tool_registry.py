@@ -290,7 +290,7 @@ async def test_a_tool_that_exits_the_program_is_an_error_result(
 
 async def cancelled_inside() -> str:
     """Await work that something else cancels."""
-    inner = asyncio.create_task(asyncio.sleep(3600))
+    inner = asyncio.create_task(asyncio.Event().wait())  # Never set.
     asyncio.get_running_loop().call_soon(inner.cancel)
     return await inner
 

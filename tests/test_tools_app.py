@@ -9,7 +9,7 @@ from conftest import FakeClock
 from scripted import STALL, ScriptedProvider, tool_call, words
 from test_tool_loop import calls
 from textual import events
-from textual.widgets import Collapsible
+from textual.widgets import Button, Collapsible
 
 from chatui.messages import (
     ModelResponse,
@@ -164,13 +164,57 @@ async def test_keys_typed_before_the_approval_dialog_was_drawn_never_answer_it(
 
         assert isinstance(app.screen, ApprovalDialog)  # Still asking: not approved, not run.
         assert counter.ran == [] and [v.status for v in views(app)] == ["approval"]
-        assert app.chat.query_one(Composer).text == "hay"  # Kept where they were typed.
 
         await wait_until(pilot, approval_shown(app))
         await pilot.press("y")  # Typed once the dialog is on screen: it answers.
         await wait_until(pilot, settled(app))
         assert counter.ran == ["a"] and [v.status for v in views(app)] == ["done"]
         assert not app.chat._approved.get(app.chat.conversation.id)  # Once, not "a".
+        assert app.chat.query_one(Composer).text == "hay"  # Kept for where they were typed.
+
+
+async def test_editing_keys_typed_before_the_dialog_edit_the_draft(store: Store) -> None:
+    app, counter, _provider = touching(store)
+    async with app.run_test(size=SIZE) as pilot:
+        typed_ahead = [events.Key(k, c) for k, c in [("h", "h"), ("x", "x"), ("backspace", None)]]
+        typed_ahead.append(events.Key("i", "i"))
+        await send(pilot, "touch a")
+        await wait_until(pilot, approval_shown(app))
+        for key in typed_ahead:
+            app.post_message(key)
+        await pilot.pause()
+        await pilot.press("n")
+        await wait_until(pilot, settled(app))
+        composer = app.chat.query_one(Composer)
+        await wait_until(pilot, lambda: composer.text not in ("", "h", "hx", "hxi"))
+
+        assert counter.ran == [] and [v.status for v in views(app)] == ["denied"]
+        assert composer.text == "hi"  # As typed, the Backspace included.
+
+
+async def test_a_click_read_before_the_dialog_was_drawn_never_answers_it(store: Store) -> None:
+    app, counter, _provider = touching(store)
+    async with app.run_test(size=SIZE) as pilot:
+        await send(pilot, "touch a")
+        await wait_until(pilot, approval_shown(app))
+        dialog = app.screen
+        assert isinstance(dialog, ApprovalDialog) and dialog.shown_at is not None
+        button = dialog.query_one("#once", Button).region
+        x, y = button.x + button.width // 2, button.y + button.height // 2
+        clicks = [
+            kind(None, x, y, 0, 0, 1, False, False, False, screen_x=x, screen_y=y)
+            for kind in (events.MouseDown, events.MouseUp)
+        ]
+        for click in clicks:
+            click.time = dialog.shown_at - 0.05  # Read just before the dialog was drawn.
+            app.post_message(click)
+        for _ in range(3):
+            await pilot.pause()
+
+        assert app.screen is dialog and counter.ran == []  # Still asking: nothing ran.
+        await pilot.click("#once")  # A click once it is on screen answers.
+        await wait_until(pilot, settled(app))
+        assert counter.ran == ["a"] and [v.status for v in views(app)] == ["done"]
 
 
 async def test_a_second_key_for_the_first_dialog_does_not_answer_the_next_one(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import random
 import sqlite3
 import threading
@@ -405,6 +406,39 @@ async def test_a_cancel_nobody_asked_for_fails_the_reply_and_is_never_called_a_s
 
     assert outcome.state is ResponseState.FAILED
     assert outcome.error is not None and "something other than you" in outcome.error
+    _prompt, response = stored(store, turn)
+    assert isinstance(response, ModelResponse)
+    assert (response.state, response.text) == (ResponseState.FAILED, "Part")
+    assert not turn.token.requested
+
+
+@pytest.mark.parametrize("where", ["stream", "thread"])
+async def test_a_provider_that_exits_the_program_fails_the_reply_and_chatui_goes_on(
+    store: Store, where: str
+) -> None:
+    """SystemExit from a provider (or the thread it waits on) left to a task ends the loop."""
+    if where == "stream":
+        provider: object = ScriptedProvider([TextDelta("Part"), RAISE], error=SystemExit(4))
+    else:
+
+        class ThreadProvider(ScriptedProvider):
+            """Waits on its own thread, as the local provider does."""
+
+            async def _events(self, script, record):  # type: ignore[no-untyped-def, override]
+                yield TextDelta("Part")
+                done: concurrent.futures.Future[None] = concurrent.futures.Future()
+                threading.Thread(target=done.set_exception, args=(SystemExit(4),)).start()
+                await asyncio.wrap_future(done)
+
+        provider = ThreadProvider([])
+    turn, _ = make_turn(store, provider)
+
+    outcome = await turn.run()
+
+    assert outcome.state is ResponseState.FAILED
+    assert outcome.error == "scripted tried to exit the program (SystemExit: 4); it was " + (
+        "stopped there, and chatui goes on."
+    )
     _prompt, response = stored(store, turn)
     assert isinstance(response, ModelResponse)
     assert (response.state, response.text) == (ResponseState.FAILED, "Part")

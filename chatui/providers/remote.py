@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import email.utils
 import json
+import socket
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing, asynccontextmanager
@@ -344,8 +345,7 @@ class RemoteProvider(ProviderLifecycle):
         except ValueError:
             return f"The base_url {self.base_url!r} of {self.label} is not a valid URL."
         except (OSError, TimeoutError) as error:
-            reason = "no answer" if isinstance(error, TimeoutError) else error.strerror or error
-            return f"{self.label} at {self.base_url} cannot be reached ({reason})."
+            return f"{self.label} at {self.base_url} cannot be reached ({_unreachable(error)})."
         writer.close()
         with contextlib.suppress(OSError):
             await writer.wait_closed()
@@ -410,3 +410,14 @@ class RemoteProvider(ProviderLifecycle):
         async with aclosing(with_retries(attempt, self._explain, self._status_of)) as events:
             async for event in events:
                 yield event
+
+
+def _unreachable(error: OSError | TimeoutError) -> str:
+    """Why a connection to a server failed, in words (asyncio's own say "Connect call failed")."""
+    if isinstance(error, TimeoutError):
+        return "no answer"
+    if isinstance(error, socket.gaierror):
+        return "its host name could not be found"
+    if isinstance(error, ConnectionRefusedError) or "Connect call failed" in str(error):
+        return "nothing is listening there"
+    return error.strerror or "the connection failed"

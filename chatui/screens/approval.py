@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from time import monotonic
 from typing import Any
 
 from rich.text import Text
@@ -57,9 +56,6 @@ class ApprovalDialog(DrawnModalScreen[Approval | None]):
         self.call = call
         self._on_stop = on_stop
         self._on_early_key = on_early_key
-        # When the dialog, its buttons included, first reached the terminal (the clock
-        # of a key's `time`, which is when its last byte was read); None until then.
-        self.shown_at: float | None = None
 
     def compose(self) -> ComposeResult:
         with Vertical(id="approval-dialog") as dialog:
@@ -77,9 +73,9 @@ class ApprovalDialog(DrawnModalScreen[Approval | None]):
     def on_mount(self) -> None:
         self.query_one("#deny", Button).focus()
 
-    def frame_drawn(self) -> None:
-        if self.shown_at is None and self.query_one("#deny", Button).region:
-            self.shown_at = monotonic()
+    def ready(self) -> bool:
+        """Shown once its buttons are: `shown_at` is when they first reached the terminal."""
+        return bool(self.query_one("#deny", Button).region)
 
     def on_key(self, event: events.Key) -> None:
         """Keep a key read before the dialog was shown from answering it (or moving its focus).
@@ -88,7 +84,7 @@ class ApprovalDialog(DrawnModalScreen[Approval | None]):
         which runs the bindings (Enter on a button, y, a, n) last; stopped
         here, none of them runs.
         """
-        if event.key == "escape" or (self.shown_at is not None and event.time > self.shown_at):
+        if event.key == "escape" or self.shown_before(event.time):
             return
         event.stop()
         event.prevent_default()

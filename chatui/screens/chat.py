@@ -16,6 +16,7 @@ from textual.widgets import Static
 
 from chatui._textual.bindings import focus_chain_binds
 from chatui._textual.escape import EscapeFirstScreen
+from chatui._textual.first_draw import event_clock
 from chatui._textual.footer import KeyFooter
 from chatui._textual.frame_clock import draw_when_settled, draw_widgets_now
 from chatui.gc_pause import FullCollectionHold
@@ -106,6 +107,7 @@ class ChatScreen(EscapeFirstScreen[None]):
         self._approved: dict[str, set[str]] = {}  # Tools approved for each conversation.
         self._asking = asyncio.Lock()  # One approval dialog at a time.
         self._answered_at = -math.inf  # When the last approval dialog was answered.
+        self._early_keys: list[events.Key] = []  # Typed before the dialog showed: the composer's.
 
     def compose(self) -> ComposeResult:
         yield MessageList(id="messages")
@@ -272,7 +274,7 @@ class ChatScreen(EscapeFirstScreen[None]):
             answered: asyncio.Future[Approval | None] = asyncio.get_running_loop().create_future()
 
             def answer(approval: Approval | None) -> None:
-                self._answered_at = time.monotonic()
+                self._answered_at = event_clock()
                 if not answered.done():
                     answered.set_result(approval)
 
@@ -283,18 +285,26 @@ class ChatScreen(EscapeFirstScreen[None]):
             except asyncio.CancelledError:  # Stopped (Esc, quitting): the dialog goes too.
                 _close(dialog)
                 raise
+            finally:
+                self._replay_typed_ahead()
         if approval is Approval.CONVERSATION:
             approved.add(call.name)
         return approval or Approval.DENY
 
     def _typed_ahead(self, key: events.Key) -> None:
-        """A key typed before the approval dialog was on screen: its text goes to the composer.
+        """A key typed before the approval dialog was on screen: the composer's, once it closes.
 
         Unless it was typed while the previous dialog was open (a second `y` for
         parallel calls): meant for a dialog, it goes nowhere.
         """
-        if key.is_printable and key.character and key.time > self._answered_at:
-            self._composer.insert(key.character)
+        if key.time > self._answered_at:
+            self._early_keys.append(key)
+
+    def _replay_typed_ahead(self) -> None:
+        """The keys typed before the dialog showed, in order, to the composer they were for."""
+        keys, self._early_keys = self._early_keys, []
+        if keys:
+            self.run_worker(self._composer.type_keys(keys), group="typed-ahead")
 
     async def _on_turn_event(self, event: TurnEvent) -> None:
         if self.turn is None or event.turn_id != self.turn.id:

@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from chatui.cancel import current_token
+from chatui.cancel import stop_requested, tried_to_exit
 from chatui.messages import ToolCallPart, ToolResult
 from chatui.providers.base import ToolSpec
 from chatui.threads import in_daemon_thread
@@ -132,19 +132,12 @@ class ToolRegistry:
         except Exception as error:
             return _error(call, f"{tool.name} failed: {type(error).__name__}: {error}")
         except asyncio.CancelledError:
-            if stopping():
+            if stop_requested():
                 raise
             return _error(call, cancelled_on_its_own(tool.name))
         except BaseException as error:  # SystemExit, KeyboardInterrupt: from the tool itself.
             return _error(call, tried_to_exit(tool.name, error))
         return ToolResult(call.id, call.name, _as_text(value))
-
-
-def stopping() -> bool:
-    """Whether the code running now is being stopped: the turn's stop, or its task's cancel."""
-    token = current_token.get()
-    task = asyncio.current_task()
-    return (token is not None and token.requested) or (task is not None and task.cancelling() > 0)
 
 
 def cancelled_on_its_own(name: str) -> str:
@@ -153,12 +146,6 @@ def cancelled_on_its_own(name: str) -> str:
         f"{name} was cancelled by something other than the user (work it waited for was "
         "cancelled), so it gave no result."
     )
-
-
-def tried_to_exit(name: str, error: BaseException) -> str:
-    """The result of a call that raised SystemExit, KeyboardInterrupt or the like."""
-    what = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-    return f"{name} tried to exit the program ({what}); it was stopped there, and chatui goes on."
 
 
 def _error(call: ToolCallPart, message: str) -> ToolResult:

@@ -210,7 +210,7 @@ class _Capture(asyncio.SubprocessProtocol):
 
 
 class _Output:
-    """The start and the end of a stream of output, about `limit` characters shown in all.
+    """The start and the end of a stream of output, at most `limit` bytes shown in all.
 
     Each end keeps room for a whole API key past its cut (the running turn's
     longest, in UTF-8), so the text is redacted before it is cut, never after.
@@ -245,7 +245,10 @@ class _Output:
             head, tail = kept[: self._keep], kept[-self._keep :]
         else:
             head, tail = self._head, self._tail[-self._keep :]
-        shown_head, shown_tail = redact.clip_head_tail(
-            head.decode(errors="replace"), tail.decode(errors="replace"), self.half
+        # Redacted first, then cut to `half` bytes each (a character cut in two is dropped).
+        shown_head = redact.redact(head.decode(errors="replace")).encode()[: self.half]
+        shown_tail = redact.redact(tail.decode(errors="replace")).encode()[-self.half :]
+        return (
+            f"{shown_head.decode(errors='ignore')}\n[… {self.cut:,} bytes of output cut …]\n"
+            f"{shown_tail.decode(errors='ignore')}"
         )
-        return f"{shown_head}\n[… {self.cut:,} bytes of output cut …]\n{shown_tail}"

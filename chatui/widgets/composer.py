@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from time import monotonic
 
 from textual import events
+from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import TextArea
 
@@ -58,6 +60,27 @@ class Composer(TextArea):
             self.insert("\n")
             return
         await super()._on_key(event)
+
+    async def type_keys(self, keys: Iterable[events.Key]) -> None:
+        """Type `keys` here, in order, as if they came now: text, new lines, editing keys.
+
+        For keys typed while something else held the keyboard (a dialog that
+        opened on its own). Enter is left out: it was not meant to send.
+        """
+        actions = {
+            name.strip(): binding.action
+            for cls in reversed(type(self).__mro__)
+            for binding in getattr(cls, "BINDINGS", ())
+            if isinstance(binding, Binding)
+            for name in binding.key.split(",")
+        }
+        for key in keys:
+            if key.key in NEWLINE_KEYS:
+                self.insert("\n")
+            elif key.key in actions:
+                await self.run_action(actions[key.key])
+            elif key.is_printable and key.character:
+                self.insert(key.character)
 
     def unlock(self) -> None:
         """Let Enter send again."""
