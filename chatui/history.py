@@ -126,7 +126,7 @@ def pair_results(items: list[Item]) -> dict[CallRef, ToolResult]:
     return paired
 
 
-def _unique_id(call_id: str, used: set[str]) -> str:
+def unique_id(call_id: str, used: set[str]) -> str:
     """`call_id` made API-safe and unique among `used` (which it joins)."""
     base = _UNSAFE_ID.sub("_", call_id) or "call"
     unique, n = base, 1
@@ -144,7 +144,7 @@ def _response_messages(
     text = response.text if response.text.strip() else ""  # Anthropic refuses blank text.
     if not text and not calls:
         return []
-    named = [(_unique_id(c.id, used_ids), k, c) for k, c in calls]
+    named = [(unique_id(c.id, used_ids), k, c) for k, c in calls]
     tool_calls = tuple(ToolCall(call_id, c.name, c.arguments) for call_id, _, c in named)
     thinking = tuple(
         Thinking(t.text, t.signature, t.data) for t in response.thinking if t.signature or t.data

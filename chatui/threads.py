@@ -24,6 +24,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import contextvars
+import functools
 import math
 import os
 import select
@@ -43,30 +44,8 @@ async def in_daemon_thread(function: Callable[..., T], /, *args: Any, **kwargs: 
     decides what a `SystemExit` from it means. Cancelling the await leaves
     the thread to finish on its own; its outcome is dropped.
     """
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[T] = loop.create_future()
-    context = contextvars.copy_context()
-
-    def settle(value: Any, error: BaseException | None) -> None:
-        if future.done():  # Cancelled (a stop, a timeout): nobody wants it now.
-            return
-        if error is None:
-            future.set_result(value)
-        else:
-            future.set_exception(error)
-
-    def work() -> None:
-        value, error = None, None
-        try:
-            value = context.run(function, *args, **kwargs)
-        except BaseException as raised:  # Carried to the caller, whatever it is.
-            error = raised
-        with contextlib.suppress(RuntimeError):  # The loop is closed: nobody waits.
-            loop.call_soon_threadsafe(settle, value, error)
-
-    name = getattr(function, "__name__", "call")
-    threading.Thread(target=work, name=f"chatui {name}", daemon=True).start()
-    return await future
+    call = functools.partial(contextvars.copy_context().run, function, *args, **kwargs)
+    return await asyncio.get_running_loop().run_in_executor(_DAEMONS, call)
 
 
 class DaemonThreadExecutor(concurrent.futures.ThreadPoolExecutor):
@@ -145,3 +124,6 @@ class ExitDeadline:
         with contextlib.suppress(Exception):
             self._before_exit()
         os._exit(self._code)
+
+
+_DAEMONS = DaemonThreadExecutor()  # Never shut down: it holds no thread to wait for.

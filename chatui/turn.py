@@ -31,7 +31,12 @@ from enum import Enum
 from typing import Literal, Protocol
 
 from chatui.cancel import CancelToken, current_token, stop_requested, tried_to_exit
-from chatui.history import CANCELLED_TOOL_RESULT, DEFAULT_INTERRUPTED_NOTE, build_history
+from chatui.history import (
+    CANCELLED_TOOL_RESULT,
+    DEFAULT_INTERRUPTED_NOTE,
+    build_history,
+    unique_id,
+)
 from chatui.messages import (
     Conversation,
     Item,
@@ -599,12 +604,7 @@ def _own_call_id(offered: str, items: Sequence[Item], response: ModelResponse) -
     if offered and offered not in used:
         return offered
     number = sum(isinstance(item, ModelResponse) for item in items)
-    base = f"call_{number}_{len(response.tool_calls)}"
-    fresh, n = base, 1
-    while fresh in used:
-        n += 1
-        fresh = f"{base}_{n}"
-    return fresh
+    return unique_id(f"call_{number}_{len(response.tool_calls)}", used)
 
 
 def _step_limit_result(steps: int) -> str:

@@ -135,12 +135,11 @@ def status_text(
 
 def error_detail(body: Any, fallback: str = "") -> str:
     """The human part of an API error body: `{"error": {"message": ...}}` in both APIs."""
-    if isinstance(body, dict):
-        error = body.get("error", body)
-        if isinstance(error, dict) and isinstance(error.get("message"), str):
-            body = error["message"]
-        elif isinstance(error, str):
-            body = error
+    error = _error_of(body)
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        body = error["message"]
+    elif isinstance(error, str):
+        body = error
     if isinstance(body, str):  # An HTML error page, say: its start, redacted before the cut.
         text, cut = redact.clip(body, DETAIL_LIMIT)
         return f"{text}…" if cut else text
@@ -185,11 +184,13 @@ def error_kind(body: Any) -> str | None:
 
     Gateways send `{"error": "Unauthorized"}`, a bare string: no type then.
     """
-    if isinstance(body, dict):
-        error = body.get("error", body)
-        if isinstance(error, dict) and isinstance(error.get("type"), str):
-            return error["type"]
-    return None
+    error = _error_of(body)
+    return error["type"] if isinstance(error, dict) and isinstance(error.get("type"), str) else None
+
+
+def _error_of(body: Any) -> Any:
+    """The `error` of an API error body (`{"error": {...}}` in both APIs), or the body itself."""
+    return body.get("error", body) if isinstance(body, dict) else None
 
 
 class ErrorEvent(Exception):
