@@ -195,10 +195,12 @@ def _channel(event: StreamEvent) -> Channel | None:
 
 
 def _text_of(event: StreamEvent) -> str:
-    return event.arguments if isinstance(event, ToolCallDelta) else getattr(event, "text", "")
+    if isinstance(event, ToolCallDelta):
+        return event.arguments
+    return event.text if isinstance(event, TextDelta | ThinkingDelta) else ""
 
 
 def _with_text(event: StreamEvent, text: str) -> StreamEvent:
     if isinstance(event, ToolCallDelta):
         return ToolCallDelta(event.index, text)
-    return type(event)(text)  # type: ignore[call-arg]
+    return ThinkingDelta(text) if isinstance(event, ThinkingDelta) else TextDelta(text)
