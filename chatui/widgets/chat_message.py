@@ -26,6 +26,7 @@ from chatui._textual.top_down import TopDownStack
 from chatui.messages import ModelResponse, ResponseState, ThinkingPart, ToolCallPart, ToolResult
 from chatui.sanitize import visible
 from chatui.widgets.fold import Fold
+from chatui.widgets.streaming_markdown import StreamingMarkdown
 from chatui.widgets.thinking import ThinkingView
 from chatui.widgets.tool_call import Status, ToolCallView
 
@@ -46,8 +47,10 @@ def _shared_parser() -> MarkdownIt:
     return parser
 
 
-class ReplyMarkdown(Markdown, TopDownStack):
+class ReplyMarkdown(StreamingMarkdown, TopDownStack):
     """Markdown for (a text run of) a reply, which can fold its blocks above the view.
+
+    A long last block streams in pieces (see `StreamingMarkdown`).
 
     `BLANK`: the widget itself draws nothing (no border, padding or background
     of its own; its blocks draw the text), so Textual gives it blank lines
@@ -72,16 +75,11 @@ class ReplyMarkdown(Markdown, TopDownStack):
     def unfold(self) -> None:
         self._fold.unfold()
 
-    def tail_height(self) -> int:
-        """The height of the last block, with its margins."""
-        last = self.children[-1] if self.children else None
-        if last is None or last is self._fold.spacer:
-            return 0
-        margin = last.styles.margin
-        return last.outer_size.height + margin.top + margin.bottom
+    def long_block_ends(self) -> None:
+        self.unfold()  # Its folded pieces go, and its start is drawn again, whole.
 
 
-def reply_markdown(text: str | None = None) -> Markdown:
+def reply_markdown(text: str | None = None) -> ReplyMarkdown:
     """A Markdown widget for (a text run of) a reply."""
     return ReplyMarkdown(text)
 
@@ -123,8 +121,8 @@ class AssistantMessage(Vertical, TopDownStack):
         self.border_title = Content(visible(" · ".join(names)))
         self._streaming = streaming
         self._stream: MarkdownStream | None = None
-        self._calls: dict[int, ToolCallView] = {}
-        self._views_by_id: dict[str, ToolCallView] = {}
+        self._calls: dict[int, ToolCallView] = {}  # By the call's index in the stream.
+        self._call_views: list[ToolCallView] = []  # Every call's, in order.
         self._thinking: ThinkingView | None = None  # The reasoning streaming now, if any.
         self._marker = Static(classes="marker")
         self._next_markdown = reply_markdown()
@@ -135,12 +133,15 @@ class AssistantMessage(Vertical, TopDownStack):
         self.written = 0
 
     def fold_above(self, screen_y: int) -> int:
-        """Fold the early blocks of the text runs that start above `screen_y`."""
-        return sum(run.fold_above(screen_y) for run in self._text_runs())
+        """Fold the early blocks of text runs (and tool calls' arguments) above `screen_y`."""
+        return sum(part.fold_above(screen_y) for part in self._folding_parts())
 
     def unfold(self) -> None:
-        for run in self._text_runs():
-            run.unfold()
+        for part in self._folding_parts():
+            part.unfold()
+
+    def _folding_parts(self) -> list[ReplyMarkdown | ToolCallView]:
+        return [child for child in self.children if isinstance(child, ReplyMarkdown | ToolCallView)]
 
     def tail_height(self) -> int:
         runs = self._text_runs()  # Only the last can still grow (or shrink).
@@ -175,7 +176,7 @@ class AssistantMessage(Vertical, TopDownStack):
             for part in self.response.parts:
                 if isinstance(part, ToolCallPart):
                     view = ToolCallView(part)
-                    self._views_by_id[part.id] = view
+                    self._call_views.append(view)
                     yield view
                 elif isinstance(part, ThinkingPart):
                     if part.text or part.redacted:
@@ -186,7 +187,7 @@ class AssistantMessage(Vertical, TopDownStack):
 
     def on_mount(self) -> None:
         if not self._streaming:
-            for view in self._views_by_id.values():
+            for view in self._call_views:
                 view.cut_off()
             self._show_marker()
 
@@ -226,7 +227,7 @@ class AssistantMessage(Vertical, TopDownStack):
         self._end_thinking()
         view = ToolCallView(call)
         self._calls[index] = view
-        self._views_by_id[call.id] = view
+        self._call_views.append(view)
         await self._start_run_after(view)
 
     async def _start_run_after(self, view: Widget) -> None:
@@ -245,15 +246,20 @@ class AssistantMessage(Vertical, TopDownStack):
             self._calls[index].show_arguments()
 
     def set_tool_status(self, call_id: str, status: Status) -> bool:
-        """Show that a call of this reply waits for approval, or runs; False if not ours."""
-        view = self._views_by_id.get(call_id)
-        if view is not None:
-            view.set_status(status)
-        return view is not None
+        """Show that a call of this reply waits for approval, or runs; False if not ours.
 
-    def show_tool_result(self, result: ToolResult) -> None:
-        view = self._views_by_id.get(result.call_id)
-        if view is not None:
+        Of calls sharing an id (stored by older versions), the first without a result.
+        """
+        for view in self._call_views:
+            if view.call.id == call_id and view.result is None:
+                view.set_status(status)
+                return True
+        return False
+
+    def show_tool_result(self, call: ToolCallPart, result: ToolResult) -> None:
+        """Show `result` under `call`, a call of this reply (paired as the history pairs them)."""
+        view = next((v for v in self._call_views if v.call is call), None)
+        if view is not None and view.result is not result:
             view.show_result(result)
             if result.state == "cancelled" and self.is_mounted:
                 self._show_marker()  # Stopped while it ran: the reply's work was interrupted.
@@ -262,7 +268,7 @@ class AssistantMessage(Vertical, TopDownStack):
         """Acknowledge a stop at once: close the view and show the marker."""
         self.closed = True
         self.stopped_at = time.perf_counter()
-        for view in self._views_by_id.values():
+        for view in self._call_views:
             view.cut_off()
         self._show_marker(ResponseState.INTERRUPTED)
 
@@ -271,7 +277,7 @@ class AssistantMessage(Vertical, TopDownStack):
         self.closed = True
         self._end_thinking()
         await self._end_text_run()
-        for view in self._views_by_id.values():
+        for view in self._call_views:
             view.cut_off()
         # A stop after the reply ended (its tools ran, say) still stopped this turn.
         self._show_marker(ResponseState.INTERRUPTED if self.stopped_at is not None else None)
@@ -285,10 +291,11 @@ class AssistantMessage(Vertical, TopDownStack):
         if self._stream is not None:
             stream, self._stream = self._stream, None
             await stream.stop()
+            await self._next_markdown.settle()  # A long last block, drawn whole.
 
     def _show_marker(self, state: ResponseState | None = None) -> None:
         state = state or self.response.state
-        if any(view.status == "cancelled" for view in self._views_by_id.values()):
+        if any(view.status == "cancelled" for view in self._call_views):
             state = ResponseState.INTERRUPTED  # Complete, but a stop cancelled its tool call.
         self.set_class(state is ResponseState.INTERRUPTED, "-interrupted")
         self.set_class(state is ResponseState.FAILED, "-failed")

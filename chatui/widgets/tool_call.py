@@ -8,6 +8,13 @@ shown whole; a longer one is collapsed under a title giving its size.
 Everything here comes from outside (the model's names and arguments, a
 tool's output): it is shown as plain `Text` through `visible()`, never as
 markup, and terminal control sequences are shown, not acted on.
+
+Long arguments stream in pieces: drawing them whole on every delta made a
+call's arguments cost time in the square of their length. Past `PIECE`
+characters their start is cut off into a piece drawn once, where the cut
+shows the same lines (after a line break, or where the text wraps at the
+view's width), and each delta draws only the open piece. When the arguments
+end (or are cut off), they are drawn whole again, once.
 """
 
 from __future__ import annotations
@@ -15,15 +22,19 @@ from __future__ import annotations
 from typing import Literal
 
 from rich.text import Text
+from textual import events
 from textual.app import ComposeResult
 from textual.containers import Vertical
+from textual.content import Content
 from textual.widgets import Collapsible, Static
 
 from chatui.messages import ToolCallPart, ToolResult
 from chatui.sanitize import visible
+from chatui.widgets.fold import Fold
 
 SHORT_LINES = 4  # A result up to this many lines (and SHORT_CHARS characters) is shown open.
 SHORT_CHARS = 320
+PIECE = 1_000  # Characters: streaming arguments longer than this are drawn in pieces.
 
 Status = Literal[
     "streaming", "called", "approval", "running", "done", "failed", "denied", "cancelled", "cut off"
@@ -57,12 +68,22 @@ class ToolCallView(Vertical):
         self.result: ToolResult | None = None
         self.status: Status = "called" if call.complete else "streaming"
         self._head = Static(classes="tool-head")
+        # Long arguments' pieces (those far above the view folded), while they stream.
+        self._fold = Fold()
+        self._pieces_box = Vertical(self._fold.spacer, classes="tool-argument-pieces")
+        self._pieces_box.styles.height = "auto"
+        self._pieces: list[Static] = []
+        self._cut_at_width = 0  # The width they were cut at.
+        # The arguments, or their open piece: the text after the pieces.
         self._arguments = Static(classes="tool-arguments")
+        self._open = ""  # The text it shows.
+        self._next_cut = PIECE  # How long it grows before a piece is cut off it.
+        self._shown_arguments = -1  # How many characters of the arguments are shown.
         self._result_area = Vertical(classes="tool-result")
-        self._shown_arguments = -1
 
     def compose(self) -> ComposeResult:
         yield self._head
+        yield self._pieces_box
         yield self._arguments
         yield self._result_area
 
@@ -75,12 +96,65 @@ class ToolCallView(Vertical):
     def show_arguments(self) -> None:
         """The arguments grew (or the call ended): show them as they are so far."""
         arguments = self.call.arguments
-        if len(arguments) != self._shown_arguments:
-            self._shown_arguments = len(arguments)
-            shown = arguments or ("{}" if self.call.complete else "")
-            self._arguments.update(Text(visible(shown)))
-        if self.call.complete and self.status == "streaming":
-            self.set_status("called")
+        if self.call.complete:
+            self._show_whole_arguments()
+            if self.status == "streaming":
+                self.set_status("called")
+        elif 0 <= self._shown_arguments <= len(arguments):
+            self._grow_arguments(arguments)
+        else:
+            self._show_whole_arguments()
+
+    def _grow_arguments(self, arguments: str) -> None:
+        """Show what the arguments gained, cutting a piece off the open one when it is long."""
+        if len(arguments) == self._shown_arguments:
+            return
+        self._open += visible(arguments[self._shown_arguments :])
+        self._shown_arguments = len(arguments)
+        if len(self._open) >= self._next_cut:
+            width = self._arguments.content_size.width
+            cut = _cut(self._open, width)
+            if not cut and len(self._open) >= 4 * PIECE:  # Cut anyway: a line ends early.
+                cut = self._open.rfind(" ", PIECE, 3 * PIECE) + 1 or 3 * PIECE
+            if cut:
+                self._cut_at_width = width
+                piece = Static(Text(self._open[:cut]), classes="tool-arguments")
+                self._pieces.append(piece)
+                self._pieces_box.mount(piece)
+                self._open = self._open[cut:]
+                self._next_cut = PIECE
+            else:  # Tried again when it has grown a little, not at every delta.
+                self._next_cut = len(self._open) + PIECE // 4
+        self._arguments.update(Text(self._open))
+
+    def _show_whole_arguments(self) -> None:
+        """Show the arguments as one text, once they are over or when the view changes width."""
+        arguments = self.call.arguments
+        shown = visible(arguments) or ("{}" if self.call.complete else "")
+        if self._pieces:
+            self._fold.unfold()
+            self._pieces_box.remove_children(self._pieces)
+            self._pieces.clear()
+        elif shown == self._open and len(arguments) == self._shown_arguments:
+            return
+        self._shown_arguments = len(arguments)
+        self._open = shown
+        self._next_cut = PIECE
+        self._arguments.update(Text(shown))
+
+    def fold_above(self, screen_y: int) -> int:
+        """Fold the pieces of streaming arguments that end above `screen_y`, a screen row."""
+        return self._fold.fold(self._pieces, screen_y - self._pieces_box.content_region.y)
+
+    def unfold(self) -> None:
+        self._fold.unfold()
+
+    def tail_height(self) -> int:
+        return 0  # Arguments only grow, and their pieces show the lines they do whole.
+
+    def on_resize(self, event: events.Resize) -> None:
+        if self._pieces and self._arguments.content_size.width != self._cut_at_width:
+            self._show_whole_arguments()  # Cut where the old width wrapped: whole, then cut again.
 
     def set_status(self, status: Status) -> None:
         if status != self.status:
@@ -91,6 +165,7 @@ class ToolCallView(Vertical):
     def cut_off(self) -> None:
         """The reply ended (or was stopped) with this call's arguments unfinished."""
         if not self.call.complete:
+            self._show_whole_arguments()
             self.set_status("cut off")
 
     def show_result(self, result: ToolResult) -> None:
@@ -119,3 +194,33 @@ class ToolCallView(Vertical):
             title = f"Result · {lines} line{'' if lines == 1 else 's'}, {len(content):,} characters"
             body = Static(Text(content), classes="tool-output")
             self._result_area.mount(Collapsible(body, title=title, collapsed=True))
+
+
+def _cut(text: str, width: int) -> int:
+    """Where to cut a piece off `text` so both parts show the lines the whole does; 0: nowhere.
+
+    After its last line break, if it is far enough in; else where its last
+    but one line at `width` starts (lines before the last keep their breaks as
+    text is added), if the two parts wrap to the same lines as the whole.
+    """
+    newline = text.rfind("\n") + 1
+    if newline >= PIECE // 2:
+        return newline
+    if width <= 0 or "\t" in text:  # Not laid out yet; tabs are expanded as they wrap.
+        return 0
+    lines = _wrapped(text, width)
+    if len(lines) < 3:
+        return 0
+    cut = 0
+    for line in lines[:-2]:  # Where each line ends, with the spaces it wrapped at.
+        cut += len(line)
+        while text[cut : cut + 1] == " ":
+            cut += 1
+        if text[cut : cut + 1] == "\n":
+            cut += 1
+    return cut if _wrapped(text[:cut], width) + _wrapped(text[cut:], width) == lines else 0
+
+
+def _wrapped(text: str, width: int) -> list[str]:
+    """The lines `text` shows as at `width`, without the spaces that end them (never seen)."""
+    return [line.plain.rstrip(" ") for line in Content(text).wrap(width)]
