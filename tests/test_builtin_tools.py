@@ -8,7 +8,9 @@ import json
 import os
 import re
 import shlex
+import shutil
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -23,7 +25,7 @@ from processes import group_alive, living, marker, nested_sleepers, until_runnin
 from chatui.cancel import CancelToken, current_token
 from chatui.config import ToolsConfig
 from chatui.messages import ToolCallPart
-from chatui.tools import build_registry
+from chatui.tools import build_registry, shell
 from chatui.tools.calculator import CalculationError, calculate
 from chatui.tools.files import Workspace, list_directory, read_text_file
 from chatui.tools.registry import ToolFailed
@@ -313,10 +315,12 @@ async def test_a_stop_while_the_command_starts_still_kills_its_group(
     loop = asyncio.get_running_loop()
     original = loop.subprocess_exec
     spawning, spawned = asyncio.Event(), asyncio.Event()
+    transports = []
 
     async def slow_spawn(*args, **kwargs):  # type: ignore[no-untyped-def]
         spawning.set()
         result = await original(*args, **kwargs)
+        transports.append(result[0])
         await until_running(mark, 2)  # Its children exist before the spawn returns.
         spawned.set()
         return result
@@ -332,7 +336,7 @@ async def test_a_stop_while_the_command_starts_still_kills_its_group(
     await spawned.wait()
 
     async with asyncio.timeout(5):
-        while living(mark):
+        while living(mark) or not transports[0].is_closing():  # Closed once it has exited.
             await asyncio.sleep(0.001)
 
 
@@ -391,12 +395,14 @@ def leaves_the_group(mark: str, how: str) -> str:
     python = shlex.quote(sys.executable)
     if how == "setsid":
         start = f"setsid sleep {mark} &"
-    elif how == "setsid, environment cleared":  # Found by its hold on the output.
+    elif how == "setsid -f, environment cleared, output closed":  # No mark, no pipe held.
+        start = f"setsid -f env -i sleep {mark} >/dev/null 2>&1 </dev/null;"
+    elif how == "setsid, environment cleared":  # It holds the output still.
         start = f"env -i setsid sleep {mark} &"
     elif how == "setpgid":
         code = f"import os; os.setpgid(0, 0); os.execvp('sleep', ['sleep', '{mark}'])"
         start = f"{python} -c {shlex.quote(code)} &"
-    else:  # Double fork and setsid: the sleeper's parent is gone before the command ends.
+    elif how == "double fork":  # The sleeper's parent is gone before the command ends.
         code = (
             "import os\n"
             "if os.fork() == 0:\n"
@@ -407,6 +413,21 @@ def leaves_the_group(mark: str, how: str) -> str:
             "os.wait()\n"
         )
         start = f"{python} -c {shlex.quote(code)};"
+    elif how == "double fork, environment cleared, files closed":
+        sleep = shutil.which("sleep")
+        code = (
+            "import os\n"
+            "if os.fork() == 0:\n"
+            "    os.setsid()\n"
+            "    if os.fork() == 0:\n"
+            "        os.closerange(0, 1024)\n"
+            f"        os.execve({sleep!r}, ['sleep', '{mark}'], {{}})\n"
+            "    os._exit(0)\n"
+            "os.wait()\n"
+        )
+        start = f"{python} -c {shlex.quote(code)};"
+    else:
+        raise ValueError(how)
     # The sleeper's command line, not grep's own ("slee[p]"), nor setsid's before its exec.
     running = f"grep -qsa '^slee[p].{mark}' /proc/[0-9]*/cmdline"
     return f"{start} until {running}; do sleep 0.01; done; echo left"
@@ -430,7 +451,17 @@ async def gone(mark: str, timeout: float = 5.0) -> bool:
     return not living(mark)
 
 
-@pytest.mark.parametrize("how", ["setsid", "setsid, environment cleared", "setpgid", "double fork"])
+ESCAPES = [
+    "setsid",
+    "setsid, environment cleared",
+    "setpgid",
+    "double fork",
+    "setsid -f, environment cleared, output closed",
+    "double fork, environment cleared, files closed",
+]
+
+
+@pytest.mark.parametrize("how", ESCAPES)
 async def test_a_process_that_leaves_the_group_is_killed_and_the_result_says_so(
     tmp_path: Path, mark: str, how: str
 ) -> None:
@@ -491,13 +522,13 @@ async def test_what_cannot_be_killed_is_named_as_still_running(
     tmp_path: Path, mark: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A process the kill cannot reach (another user's, say) is not claimed to be stopped."""
-    from chatui.tools import process_tree
-
-    def refused(process: process_tree.Process) -> bool:
-        return False
-
-    monkeypatch.setattr(process_tree, "_kill", refused)
-    monkeypatch.setattr(process_tree, "KILL_WAIT", 0.2)
+    header = "def kill(pid: int, parent: int) -> bool:\n"
+    refusing = shell.SUPERVISOR.replace(
+        header,
+        f"{header}    return False  # Refused.\n\n\ndef kill_as_before(pid: int, parent: int):\n",
+    )
+    assert refusing != shell.SUPERVISOR
+    monkeypatch.setattr(shell, "SUPERVISOR", refusing)  # Its kills of single processes fail.
     result = await run_shell(leaves_the_group(mark, "setsid"), cwd=tmp_path, timeout=30, limit=1000)
 
     ((pid, name),) = result.survivors
@@ -506,3 +537,152 @@ async def test_what_cannot_be_killed_is_named_as_still_running(
         f"[1 process the command left running outside its process group could not be "
         f"stopped and still runs: sleep (pid {pid})]"
     )
+
+
+@pytest.mark.parametrize("how", ESCAPES[-2:])
+async def test_a_stop_kills_what_left_the_group_without_a_trace(
+    tmp_path: Path, mark: str, how: str
+) -> None:
+    """Environment cleared, output closed, parent gone: still the command's, still killed."""
+    token = CancelToken()
+
+    async def turn_task() -> ShellResult:
+        current_token.set(token)  # As the turn sets it for its tools.
+        command = f"{leaves_the_group(mark, how)}; sleep {mark}"
+        return await run_shell(command, cwd=tmp_path, timeout=60, limit=1000)
+
+    task = asyncio.create_task(turn_task())
+    await until_running(mark, 2)
+
+    token.cancel()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    assert living(mark) == []  # Dead before the call ended, not some time after.
+
+
+async def test_no_scan_of_all_processes_runs_on_the_event_loop(
+    tmp_path: Path, mark: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reading every process in /proc costs tens of ms on a busy machine: never on the loop."""
+    loop_thread = threading.get_ident()
+    scans: list[str] = []
+
+    def watched(original):  # type: ignore[no-untyped-def]
+        def listing(path: object = ".", *args: object, **kwargs: object) -> object:
+            if os.fspath(path).startswith("/proc") and threading.get_ident() == loop_thread:
+                scans.append(os.fspath(path))
+            return original(path, *args, **kwargs)
+
+        return listing
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "scandir", watched(os.scandir))
+        patch.setattr(os, "listdir", watched(os.listdir))  # Path.iterdir's too.
+        result = await run_shell(
+            leaves_the_group(mark, "double fork"), cwd=tmp_path, timeout=30, limit=1000
+        )
+
+    assert [name for _, name in result.stopped] == ["sleep"]
+    assert scans == []
+    assert await gone(mark)
+
+
+async def test_without_a_subreaper_the_result_says_what_left_is_not_tracked(
+    tmp_path: Path, mark: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not Linux: the group is killed, and the model is not told that nothing was left."""
+    monkeypatch.setattr(shell, "SUPERVISED", False)
+    escape = "setsid -f, environment cleared, output closed"
+    in_group = marker()
+    command = f"sleep {in_group} & {leaves_the_group(mark, escape)}"
+    result = await run_shell(command, cwd=tmp_path, timeout=30, limit=1000)
+
+    assert result.exit_code == 0 and result.output == "left\n"
+    assert living(in_group) == [] and len(living(mark)) == 1  # Only the one that left lives.
+    assert result.note == (
+        "[processes the command starts outside its process group cannot be tracked on this "
+        "system, so any it left running may still run]"
+    )
+
+
+async def test_a_command_that_kills_its_supervisor_is_told_what_that_means(
+    tmp_path: Path, mark: str
+) -> None:
+    """The supervisor runs as the user: the command can kill it, and its orphans escape."""
+    escape = "setsid -f, environment cleared, output closed"
+    command = f"{leaves_the_group(mark, escape)}; kill -9 $PPID; sleep {mark}"
+    registry = build_registry(ToolsConfig(ask=[]), workspace=tmp_path)
+
+    result = await run(registry, "shell", json.dumps({"command": command}))
+
+    assert result.content == (
+        "left\n[exit code unknown]\n[the command's supervisor was killed, so processes the "
+        "command left running outside its process group were not stopped and may still run]"
+    )
+    async with asyncio.timeout(5):  # The shell's group is killed all the same.
+        while len(living(mark)) != 1:
+            await asyncio.sleep(0.01)
+
+
+async def test_when_chatui_is_gone_the_supervisor_kills_all_the_command_started(
+    tmp_path: Path, mark: str
+) -> None:
+    """chatui killed outright: the supervisor's input ends, and it ends the command."""
+    escape = "double fork, environment cleared, files closed"
+    command = f"{leaves_the_group(mark, escape)}; sleep {mark}"
+    with subprocess.Popen(
+        [sys.executable, "-I", "-S", "-c", shell.SUPERVISOR, command],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        cwd=tmp_path,
+        start_new_session=True,
+    ) as supervisor:
+        assert supervisor.stdin is not None and supervisor.stderr is not None
+        await until_running(mark, 2)
+        supervisor.stdin.close()  # As when chatui's process ends.
+        assert await gone(mark)
+        report = supervisor.stderr.read().decode()
+    assert re.fullmatch(r"shell \d+\nleft \d+ 1 736c656570\nexit -9\n", report)
+
+
+async def test_the_command_gets_the_signals_a_program_starts_with(tmp_path: Path) -> None:
+    """SIGPIPE not ignored (Python ignores it), nor glibc's own signals (32, 33)."""
+    result = await run_shell("grep SigIgn /proc/self/status", cwd=tmp_path, timeout=10, limit=1000)
+    ignored = int(result.output.split()[1], 16)
+    for number in (13, 25, 32, 33):  # SIGPIPE, SIGXFSZ, glibc's two.
+        assert not ignored & (1 << (number - 1)), number
+
+
+async def test_a_command_killed_by_a_signal_has_its_negative_exit_code(tmp_path: Path) -> None:
+    result = await run_shell("kill -TERM $$", cwd=tmp_path, timeout=10, limit=1000)
+    assert result.exit_code == -15 and not result.timed_out
+
+
+async def test_a_walk_that_misses_an_orphan_on_its_way_does_not_end_the_sweep(
+    tmp_path: Path, mark: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A parent that dies during a walk of the tree hands its children over unseen.
+
+    The supervisor's first walk is made to see the shell alone, as when the
+    sleeper moved to it between the reading of its children and the shell's:
+    the sweep goes on until no child but the dead shell is left.
+    """
+    loop = "        for pid, parent in descendants():\n"
+    missing = shell.SUPERVISOR.replace(
+        loop,
+        "        walk = descendants()\n"
+        "        if not MISSED:\n"
+        "            MISSED.append(walk)\n"
+        "            walk = [(pid, parent) for pid, parent in walk if pid == shell]\n"
+        "        for pid, parent in walk:\n",
+    ).replace("\ndef sweep(", "\nMISSED = []\n\n\ndef sweep(")
+    assert missing.count("MISSED") == 3
+    monkeypatch.setattr(shell, "SUPERVISOR", missing)
+    escape = "setsid -f, environment cleared, output closed"
+    result = await run_shell(leaves_the_group(mark, escape), cwd=tmp_path, timeout=30, limit=1000)
+
+    assert [name for _, name in result.stopped] == ["sleep"]
+    assert await gone(mark)

@@ -83,8 +83,10 @@ def build_registry(config: ToolsConfig, *, workspace: Path | None = None) -> Too
         result = await run_shell(
             command, cwd=root.root, timeout=config.shell_timeout, limit=config.output_limit
         )
-        if result.exit_code is None:
+        if result.timed_out:
             status = f"[timed out after {config.shell_timeout:g} s and was killed]"
+        elif result.exit_code is None:
+            status = "[exit code unknown]"
         else:
             status = f"[exit code {result.exit_code}]"
         if result.note:  # What it left running outside its process group.

@@ -105,8 +105,13 @@ def _value(node: ast.expr) -> Number:
 
 
 def _power(base: Number, exponent: Number) -> Number:
-    whole = isinstance(base, int) and isinstance(exponent, int) and exponent > 0
-    if whole and abs(base) > 1 and abs(base).bit_length() * exponent > MAX_POWER_BITS:
+    if (
+        isinstance(base, int)
+        and isinstance(exponent, int)
+        and exponent > 0
+        and abs(base) > 1
+        and abs(base).bit_length() * exponent > MAX_POWER_BITS
+    ):
         raise CalculationError("the result is too large")
     result = base**exponent
     if isinstance(result, complex):
