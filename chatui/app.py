@@ -167,7 +167,7 @@ class ChatApp(QuickEscapeApp[None]):
         if self._exit_deadline is not None:
             self._exit_deadline.set(EXIT_GRACE if again else QUIT_GRACE + EXIT_GRACE)
 
-    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
         if isinstance(screen, ChatScreen):
             yield SystemCommand(

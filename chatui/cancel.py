@@ -28,7 +28,7 @@ class CancelToken:
         self._lock = threading.Lock()
         self._requested = False
         self._cancelled = False
-        self._callbacks: list[Callable[[], None]] = []
+        self._callbacks: list[Callable[[], object]] = []  # Their results are ignored.
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
 
@@ -83,8 +83,8 @@ class CancelToken:
         for callback in callbacks:
             callback()
 
-    def on_cancel(self, callback: Callable[[], None]) -> Callable[[], None]:
-        """Run `callback` on cancellation (now, if already cancelled).
+    def on_cancel(self, callback: Callable[[], object]) -> Callable[[], None]:
+        """Run `callback` on cancellation (now, if already cancelled); its result is ignored.
 
         Returns a function that unregisters the callback.
         """
@@ -95,7 +95,7 @@ class CancelToken:
         callback()
         return lambda: None
 
-    def _remove(self, callback: Callable[[], None]) -> None:
+    def _remove(self, callback: Callable[[], object]) -> None:
         with self._lock, contextlib.suppress(ValueError):
             self._callbacks.remove(callback)
 

@@ -27,7 +27,7 @@ from pathlib import Path
 try:
     import fcntl
 except ImportError:  # Windows: liveness falls back to PIDs.
-    fcntl = None  # type: ignore[assignment]
+    fcntl = None  # type: ignore[assignment]  # A module or None: checked before each use.
 
 import platformdirs
 

@@ -60,7 +60,7 @@ class DaemonThreadExecutor(concurrent.futures.ThreadPoolExecutor):
         super().__init__(max_workers=1)  # Unused: no pool thread is ever started.
         self._closed = False
 
-    def submit(  # type: ignore[override]
+    def submit(
         self, fn: Callable[..., T], /, *args: Any, **kwargs: Any
     ) -> concurrent.futures.Future[T]:
         if self._closed:

@@ -39,6 +39,7 @@ from chatui.history import (
 )
 from chatui.messages import (
     Conversation,
+    FinishReason,
     Item,
     ModelResponse,
     ResponseState,
@@ -319,6 +320,7 @@ class Turn:
     def _finish(self, outcome: TurnOutcome, task: asyncio.Task[None]) -> None:
         """Give the turn its one state from how its requests ended, and store that."""
         error = None if task.cancelled() else task.exception()
+        reason: FinishReason
         if isinstance(error, StorageError):
             state, reason = ResponseState.FAILED, "error"
             outcome.error = str(error)
@@ -565,20 +567,22 @@ class Turn:
         self.conversation.items.append(result)
         self._save(result)
 
-    def _end_current(self, state: ResponseState, reason: str, error: str | None = None) -> None:
+    def _end_current(
+        self, state: ResponseState, reason: FinishReason, error: str | None = None
+    ) -> None:
         if self._responses and not self._responses[-1].state.ended:
-            self._end(self._responses[-1], state, reason, error)  # type: ignore[arg-type]
+            self._end(self._responses[-1], state, reason, error)
 
     def _end(
         self,
         response: ModelResponse,
         state: ResponseState,
-        reason: str,
+        reason: FinishReason,
         error: str | None = None,
     ) -> None:
         """Give `response` its final state, usage (estimated if need be), and store it."""
         response.state = state
-        response.finish_reason = reason  # type: ignore[assignment]
+        response.finish_reason = reason
         response.error = error
         response.timings.ended = self.clock()
         usage = response.usage

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeGuard, TypeVar
 
 from textual import events
 from textual.app import App
@@ -54,6 +54,7 @@ class QuickEscapeApp(App[ReturnType], Generic[ReturnType]):
             else:
                 send_message(message)
 
+        # This one driver instance only: its input thread sends through this attribute.
         driver.send_message = send_escape_at_once  # type: ignore[method-assign]
         return driver
 
@@ -86,7 +87,7 @@ class EscapeFirstScreen(Screen[ReturnType], Generic[ReturnType]):
         super()._on_timer_update()
 
 
-def _is_escape(message: Message) -> bool:
+def _is_escape(message: Message) -> TypeGuard[events.Key]:
     return isinstance(message, events.Key) and message.key == "escape"
 
 

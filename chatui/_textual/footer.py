@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from textual.app import ComposeResult
 from textual.screen import Screen
 from textual.widgets import Footer
@@ -30,7 +32,7 @@ class KeyFooter(Footer):
         self._shown = list(_shown_bindings(self.screen))
         yield from super().compose()
 
-    def bindings_changed(self, screen: Screen) -> None:
+    def bindings_changed(self, screen: Screen[Any]) -> None:
         shown = _shown_bindings(screen)
         keys = list(self.query_children(FooterKey))
         if list(shown) != self._shown or not keys:
@@ -47,7 +49,7 @@ class KeyFooter(Footer):
         self.mutate_reactive(Footer.compact)  # Prunes the watchers of removed keys.
 
 
-def _shown_bindings(screen: Screen) -> dict[tuple[str, str, str], bool]:
+def _shown_bindings(screen: Screen[Any]) -> dict[tuple[str, str, str], bool]:
     """The bindings the footer shows, (key, description, action) → enabled, in order."""
     return {
         (binding.key, binding.description, binding.action): enabled

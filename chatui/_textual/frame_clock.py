@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from textual.screen import Screen
 from textual.widget import Widget
@@ -15,7 +16,7 @@ screen's. Turns, not time: other work that runs in between (storing a reply,
 say) holds up the changes just as long as it holds up the loop."""
 
 
-def draw_now(screen: Screen) -> bool:
+def draw_now(screen: Screen[Any]) -> bool:
     """Lay out and draw `screen` now, as its frame clock would at its next tick.
 
     Textual draws at most 60 frames a second, on a fixed clock: a change made
@@ -36,7 +37,7 @@ def draw_now(screen: Screen) -> bool:
     return True
 
 
-def draw_widgets_now(screen: Screen, *widgets: Widget) -> bool:
+def draw_widgets_now(screen: Screen[Any], *widgets: Widget) -> bool:
     """Draw only the changes to `widgets` now: no layout, nothing else on `screen`.
 
     A full frame that lays out a streaming reply takes 5 to 9 ms; the status
@@ -91,7 +92,7 @@ def draw_widgets_now(screen: Screen, *widgets: Widget) -> bool:
     return True
 
 
-def refresh_pending(screen: Screen, widget: Widget) -> bool:
+def refresh_pending(screen: Screen[Any], widget: Widget) -> bool:
     """Whether a change to `widget` or its descendants has yet to reach `screen`.
 
     A widget's refresh request travels through its own message queue and then
@@ -107,7 +108,7 @@ def refresh_pending(screen: Screen, widget: Widget) -> bool:
     )
 
 
-async def draw_when_settled(screen: Screen, widget: Widget) -> None:
+async def draw_when_settled(screen: Screen[Any], widget: Widget) -> None:
     """`draw_now(screen)` once the changes just made to `widget` have reached the screen.
 
     Drawing synchronously would leave the newest change to the frame clock, so

@@ -41,6 +41,7 @@ def set_escape_delay(milliseconds: int) -> None:
     The parser reads `textual.constants.ESCAPE_DELAY` each time it meets an
     ESC, so this applies to every parser in the process from its next ESC on.
     """
+    # Textual declares it Final; it is read afresh at each ESC, which is what makes this work.
     constants.ESCAPE_DELAY = max(1, milliseconds) / 1000  # type: ignore[misc]
 
 

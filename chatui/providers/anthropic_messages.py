@@ -297,10 +297,10 @@ def to_anthropic_messages(
     out: list[dict[str, Any]] = []
 
     def user_blocks() -> list[dict[str, Any]]:
-        if out and out[-1]["role"] == "user":
-            return out[-1]["content"]
-        out.append({"role": "user", "content": []})
-        return out[-1]["content"]
+        if not out or out[-1]["role"] != "user":
+            out.append({"role": "user", "content": []})
+        blocks: list[dict[str, Any]] = out[-1]["content"]
+        return blocks
 
     for message in messages:
         if message.role == "user":

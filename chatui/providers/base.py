@@ -158,7 +158,11 @@ class ProviderLifecycle:
     """
 
     on_notice: Notice = staticmethod(_ignore)
-    secrets: Sequence[str] = ()  # Never to be shown: the turn redacts them from error texts.
+
+    @property
+    def secrets(self) -> Sequence[str]:
+        """Never to be shown: the turn redacts them from error texts."""
+        return ()
 
     def unavailable(self) -> str | None:
         """Why no request can be made, known without any I/O (a missing key), or None."""

@@ -264,10 +264,10 @@ StatusOf = Callable[[BaseException], tuple[int, Any] | None]
 
 
 async def with_retries(
-    attempt: Callable[[], AsyncIterator[StreamEvent]],
+    attempt: Callable[[], AsyncGenerator[StreamEvent, None]],
     explain: Callable[[BaseException], ProviderError],
     status_of: StatusOf,
-) -> AsyncIterator[StreamEvent]:
+) -> AsyncGenerator[StreamEvent, None]:
     """The events of `attempt()`, tried again per the policy above while nothing was shown.
 
     Once an attempt has yielded an event, nothing is retried: the reply has
@@ -393,14 +393,14 @@ class RemoteProvider(ProviderLifecycle):
             # stream inside it (`create_then_close`, shielded).
             await events.aclose()
 
-    async def _events(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
+    async def _events(self, request: ModelRequest) -> AsyncGenerator[StreamEvent, None]:
         if (why := self.unavailable()) is not None:
             raise ProviderError(why)
         if self._client is None:
             self._client = self._make_client()
         client = self._client
 
-        async def attempt() -> AsyncIterator[StreamEvent]:
+        async def attempt() -> AsyncGenerator[StreamEvent, None]:
             async with (
                 create_then_close(self._open(client, request)) as stream,
                 aclosing(self._read(stream)) as events,

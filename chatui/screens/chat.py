@@ -6,10 +6,12 @@ import asyncio
 import contextlib
 import math
 import time
+from typing import Any
 
 from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Static
@@ -147,8 +149,7 @@ class ChatScreen(EscapeFirstScreen[None]):
         hidden = 0 if everything else max(0, len(items) - SHOWN_ITEMS)
         widgets: list[Static | AssistantMessage] = []
         if hidden:
-            notice = Static(f"▲ {hidden} earlier items (Ctrl+U shows them)", id="earlier")
-            widgets.append(notice)
+            widgets.append(Static(f"▲ {hidden} earlier items (Ctrl+U shows them)", id="earlier"))
         self.hidden_items = hidden
         self._welcome = Welcome() if not items else None
         if self._welcome is not None:
@@ -557,7 +558,7 @@ class ChatScreen(EscapeFirstScreen[None]):
 
     def _tell(self, error: SessionError) -> None:
         """Show what the session could not do (its text literally)."""
-        severity = "warning" if isinstance(error, ConversationRefused) else "error"
+        severity: SeverityLevel = "warning" if isinstance(error, ConversationRefused) else "error"
         self.notify(str(error), severity=severity, markup=False)
 
     async def _mount(self, widget: Static | AssistantMessage) -> None:
@@ -584,7 +585,7 @@ def _show_results(items: list[Item], views: list[AssistantMessage]) -> None:
             view.show_tool_result(view.response.tool_calls[k], result)
 
 
-def _close(dialog: Screen[object]) -> None:
+def _close(dialog: Screen[Any]) -> None:
     """Take `dialog` off the screen stack, with whatever was opened over it."""
     if dialog.is_attached and dialog in dialog.app.screen_stack:
         dialog.pop_until_active()

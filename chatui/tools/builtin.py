@@ -8,8 +8,10 @@ which ask before each call, comes from the `[tools]` config table.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from chatui.config import TOOL_NAMES, ToolsConfig
@@ -94,7 +96,7 @@ def build_registry(config: ToolsConfig, *, workspace: Path | None = None) -> Too
         output = result.output if result.output.endswith("\n") else f"{result.output}\n"
         return f"{output}{status}" if result.output else status
 
-    functions = {
+    functions: dict[str, Callable[..., Any]] = {
         "current_datetime": current_datetime,
         "calculate": calculate,
         "read_file": read_file,

@@ -47,7 +47,7 @@ started through another program (a service manager, `at`) is not the
 command's descendant.
 """
 
-import _signal as signal  # The C module: `signal` imports enum, milliseconds more to start.
+import _signal as signal  # type: ignore[import-not-found]  # The C module, untyped: `signal` imports enum (ms more to start).
 import ctypes
 import os
 import select
@@ -81,7 +81,8 @@ def report(line: str) -> None:
 def prctl(option: int, value: int) -> bool:
     """Linux's prctl(2); False if it failed."""
     try:
-        return ctypes.CDLL(None).prctl(option, value, 0, 0, 0) == 0
+        result: int = ctypes.CDLL(None).prctl(option, value, 0, 0, 0)
+        return result == 0
     except (OSError, AttributeError):
         return False
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from textual import events
 from textual.containers import VerticalScroll
@@ -43,7 +44,7 @@ class MessageList(VerticalScroll):
     def on_mount(self) -> None:
         self.screen.screen_layout_refresh_signal.subscribe(self, self._after_layout)
 
-    def _after_layout(self, screen: Screen) -> None:
+    def _after_layout(self, screen: Screen[Any]) -> None:
         # Anchored growth scrolls without calling the scroll watchers. Fold only what
         # cannot come back into sight before the next layout, where a fold would show
         # as blank lines: the view's top moves up when the view grows taller (by at

@@ -59,7 +59,6 @@ class LlamaLike(Protocol):
 
     n_tokens: int
     input_ids: Any
-    ctx: Any
     _model: Any  # Its `vocab`: token attributes and texts.
 
     def tokenize(self, text: bytes, add_bos: bool = True, special: bool = False) -> list[int]: ...
@@ -69,6 +68,9 @@ class LlamaLike(Protocol):
     ) -> bytes: ...
 
     def n_ctx(self) -> int: ...
+
+    @property
+    def ctx(self) -> Any: ...  # `Llama.ctx` is a read-only property.
 
 
 class KVCache:
@@ -284,7 +286,7 @@ class KVCache:
         except (OSError, ValueError):
             return False
         tokens, key = header.get("tokens"), _key_from_json(header.get("key"))
-        valid = (
+        if not (
             header.get("model") == model_id
             and header.get("n_ctx") == self.llm.n_ctx()
             and isinstance(tokens, list)
@@ -293,8 +295,7 @@ class KVCache:
             and key is not None
             and _valid_marks(header.get("marks"), len(tokens), len(key))
             and header.get("blob_sha256") == hashlib.sha256(blob).hexdigest()
-        )
-        if not valid:
+        ):
             return False
         self.truncate(0)
         source = (ctypes.c_uint8 * len(blob)).from_buffer_copy(blob)

@@ -97,10 +97,12 @@ class CountingLlama(llama_cpp.Llama):
         are taken out, the checked tool grammar goes first, and they go back
         in order (no custom sampler is in the chain: no logits processor).
         """
+        # `Llama` passes every argument by keyword, so `args` is empty and cannot hold a
+        # grammar too; it stays in the signature to match the method it overrides.
         if not isinstance(grammar, ToolGrammar):
-            return super()._init_sampler(*args, grammar=grammar, **kwargs)
+            return super()._init_sampler(*args, **{**kwargs, "grammar": grammar})
         head = grammar.sampler(self._model.vocab)  # Raises before the chain is touched.
-        sampler = super()._init_sampler(*args, grammar=None, **kwargs)
+        sampler = super()._init_sampler(*args, **{**kwargs, "grammar": None})
         chain = sampler.sampler
         rest = [
             llama_cpp.llama_sampler_chain_remove(chain, 0)
@@ -361,7 +363,7 @@ class LlamaEngine:
                 job.emit(event)
         job.finish = finish
         job.emit(UsageUpdate(job.prompt_tokens, len(job.reply_tokens)))
-        job.emit(StreamEnd("stop" if finish == "stop" else "length"))  # type: ignore[arg-type]
+        job.emit(StreamEnd("stop" if finish == "stop" else "length"))
         return base_mark, evaluated_text[1:]
 
     @staticmethod

@@ -21,11 +21,11 @@ def silence_llama_logs() -> None:
         if _log_callback is not None:
             return
 
-        @llama_cpp.llama_log_callback
         def _discard(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
             return None
 
-        _log_callback = _discard  # Kept alive for the life of the process.
+        # Kept alive for the life of the process.
+        _log_callback = llama_cpp.llama_log_callback(_discard)
         llama_cpp.llama_log_set(_log_callback, ctypes.c_void_p(0))
 
 
@@ -79,7 +79,7 @@ def amx_present() -> bool:
     return b"AMX_INT8 = 1" in llama_cpp.llama_print_system_info()
 
 
-def safe_model_params(params: Any) -> Any:
+def safe_model_params(params: llama_cpp.llama_model_params) -> llama_cpp.llama_model_params:
     """`params` with llama.cpp's AMX weight buffers turned off where they would be used.
 
     llama.cpp's AMX matrix multiply crashes the process on Q4_K weights, the

@@ -17,7 +17,7 @@ import contextlib
 import hashlib
 import os
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -138,8 +138,8 @@ class LocalProvider(ProviderLifecycle):
         if ready is None or (ready.done() and not ready.cancelled() and ready.exception()):
             progress("loading model")  # At once: the work itself starts on the next loop turn.
             self._loop = asyncio.get_running_loop()
-            self._ready = asyncio.ensure_future(self._prepare(progress))
-        await asyncio.shield(self._ready)
+            ready = self._ready = asyncio.ensure_future(self._prepare(progress))
+        await asyncio.shield(ready)
 
     async def _prepare(self, progress: Progress) -> None:
         path = self.model_path
@@ -221,7 +221,7 @@ class LocalProvider(ProviderLifecycle):
         done = asyncio.wrap_future(engine.call(run))
         self.last_job, self.last_request = job, request
 
-        async def read() -> AsyncIterator[StreamEvent]:
+        async def read() -> AsyncGenerator[StreamEvent, None]:
             while (event := await events.get()) is not None:
                 yield event
             await done  # Raises the engine's error, if any.

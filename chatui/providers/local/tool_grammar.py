@@ -37,7 +37,9 @@ class ToolGrammar(LlamaGrammar):
 
     def sampler(self, vocab: llama_cpp.llama_vocab_p) -> llama_cpp.llama_sampler_p:
         """A new llama.cpp grammar sampler; ProviderError if the grammar does not compile."""
-        sampler = llama_cpp.llama_sampler_init_grammar(vocab, self._grammar.encode(), ROOT.encode())
+        sampler: llama_cpp.llama_sampler_p = llama_cpp.llama_sampler_init_grammar(
+            vocab, self._grammar.encode(), ROOT.encode()
+        )
         if not sampler:
             raise ProviderError("the tool-call grammar does not compile (a tool's schema?)")
         return sampler
