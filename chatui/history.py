@@ -1,6 +1,7 @@
 """Build the provider-neutral history sent to a model, repairing interruptions.
 
-The rules (design contract point 7), applied in one deterministic pass:
+The rules (rule 7 of the cancellation contract, docs/cancellation.md), applied
+in one deterministic pass:
 
 - A response that did not complete (interrupted or failed) is left out, with
   any tool calls it made. After an interrupted one, the next user message

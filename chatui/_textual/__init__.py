@@ -2,14 +2,17 @@
 
 Nothing outside this package imports a private Textual module or touches a
 private attribute (the Composer's `_on_key` override is the hook Textual's
-TextArea guide documents). Textual is pinned to the minor version these were
-measured on (8.2, in pyproject.toml); a new minor gets the A/B again.
+TextArea guide documents). tests/test_private_api.py holds the rest of chatui
+to that for the hooks listed here (it reads them from this docstring), and
+checks that every module here has an entry and every entry a module and a
+guarding test. Textual is pinned to the minor version these were measured on
+(8.2, in pyproject.toml); a new minor gets the A/B again.
 
 Gains are medians of interleaved A/B runs on 2 cores, 100x40, the module
 removed against kept: `bench/terminal_escape.py` (Esc byte → stop visible in
 a real pty), `bench/render_throughput.py` (tokens/s, last token → screen) and
-`bench/stop_latency.py` (in-process breakdown). Commands and tables: the
-closing note of issue 12 and bench/README.md.
+`bench/stop_latency.py` (in-process breakdown). Commands and tables:
+bench/README.md.
 
 Ledger (module: private API touched; gain; guarding test; what would retire it)
 
@@ -18,15 +21,17 @@ Ledger (module: private API touched; gain; guarding test; what would retire it)
   `LinuxDriver.run_input_thread` (its `fileno`, `exit_event`, `_debug`), and
   `textual.constants.ESCAPE_DELAY` set at start. Gain: a lone Esc reaches the
   app 10 ms after its byte, not 100 to 200 ms: lone Esc → stop visible p50
-  138 → 25 to 33 ms with the rest of issue 12. Guard: tests/test_terminal_input.py (the
-  parser on a fake clock, a real pty with a one-minute poll). Retire: Textual's
+  138 → 25 to 33 ms, measured with the other changes made for Esc at the
+  time (`escape`, `frame_clock` and `footer` below among them). Guard:
+  tests/test_terminal_input.py (the parser on a fake clock, a real pty with a
+  one-minute poll). Retire: Textual's
   input thread waiting until the parser's deadline instead of a 100 ms poll,
   and an App setting for the escape delay.
 - `escape` (`App._build_driver` wrapping the driver's `send_message`, and
   `Screen._on_timer_update`): an Esc acts on its first trip through the loop,
   before a frame that was due. Gain: lone Esc → stop visible p50 26.4 and
-  26.9 → 24.6 and 24.7 ms (two rounds each, on the finished issue-12 code; the
-  kitty Esc shows no difference); in-process ack p50 0.9 → 0.3 ms, p99 8.3 →
+  26.9 → 24.6 and 24.7 ms (two rounds each, with every other Esc change in
+  place; the kitty Esc shows no difference); in-process ack p50 0.9 → 0.3 ms, p99 8.3 →
   1.1 ms. Guard: tests/test_app.py (first trip, frame due before the
   key). Retire: Textual delivering keys as callbacks rather than coroutines,
   or an App hook called as a key arrives from the driver.
@@ -84,6 +89,34 @@ Ledger (module: private API touched; gain; guarding test; what would retire it)
   the public `Screen.active_bindings` calls `check_action`, where this is
   asked. Guard: tests/test_app.py::test_a_focused_widget_that_binds_escape_gets_it_first.
   Retire: a public accessor for a node's own bindings.
+- `repeat_lines` (`RepeatedMiddle`: overrides `Widget.render_lines`, the
+  compositor's call for a widget's lines with its borders, which Textual's
+  guide does not describe, and `Widget.render_line` with a blank strip): a
+  reply's box renders one line between its borders and repeats it, where
+  Textual renders every line in sight on each frame the reply grows. Gain
+  (render_throughput prose 100x40 `--repeat 3`, three interleaved rounds
+  each, median of the rounds, without → with): tokens/s 6532 → 6973 (1
+  message) and 5782 → 6465 (200); last token → screen at the reply's end
+  8.2 → 7.2 ms and 9.0 → 7.1 ms, with the stream paused 17.6 → 12.8 and
+  20.5 → 15.5 ms. Guard:
+  tests/test_frame_clock.py::test_reply_box_renders_like_every_line_rendered
+  (the same strips as Textual's for crops across both borders, the middle
+  only and both sides cut). Retire: Textual keeping a widget's rendered
+  lines when only its height changed, or rendering a blank container's
+  middle once.
+- `after_layout` (`Screen.screen_layout_refresh_signal`, which Textual's docs
+  do not list): the message list folds what went out of sight after each
+  layout, because a view anchored to a growing reply scrolls without calling
+  the scroll watchers. Gain (the same benchmark and rounds, the subscription
+  removed → kept): with 200 earlier messages, last token → screen at the
+  reply's end 25.9 → 6.9 ms, paused 41.8 → 16.3 ms, tokens/s 5425 → 6130
+  (nothing folds while a reply streams without it); with 1 message, tokens/s
+  7284 → 7236 and last token → screen 13.7 → 6.2 ms, runs of 6 to 14 ms on
+  both sides. Guard:
+  tests/test_message_list.py::test_a_streaming_reply_folds_its_early_blocks_as_it_grows
+  (its early blocks fold with no scroll and no send). Retire: a public
+  Screen event after each layout, or scroll watchers called when a view
+  anchored to its end scrolls.
 
 Removed after the same A/B showed no gain beyond the run-to-run spread: a
 compositor that reused its last layout's map (no figure moved) and a

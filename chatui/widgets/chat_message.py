@@ -16,12 +16,11 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.content import Content
-from textual.geometry import Region
-from textual.strip import Strip
 from textual.widget import Widget
 from textual.widgets import Markdown, Static
 from textual.widgets.markdown import MarkdownStream
 
+from chatui._textual.repeat_lines import RepeatedMiddle
 from chatui._textual.top_down import TopDownStack
 from chatui.messages import ModelResponse, ResponseState, ThinkingPart, ToolCallPart, ToolResult
 from chatui.sanitize import visible
@@ -100,7 +99,7 @@ class ErrorNotice(Static):
         self.border_title = "Error"
 
 
-class AssistantMessage(Vertical, TopDownStack):
+class AssistantMessage(Vertical, TopDownStack, RepeatedMiddle):
     """A model reply, streamed into Markdown, with a marker when it did not complete.
 
     Text goes through one `MarkdownStream` per text run (a tool call, or
@@ -150,24 +149,6 @@ class AssistantMessage(Vertical, TopDownStack):
     def _text_runs(self) -> list[ReplyMarkdown]:
         # Children, not a DOM query: this runs after every layout of a streaming frame.
         return [child for child in self.children if isinstance(child, ReplyMarkdown)]
-
-    def render_line(self, y: int) -> Strip:
-        # A container's content is blank: its children are drawn over it.
-        return Strip.blank(self.size.width, self.visual_style.rich_style)
-
-    def render_lines(self, crop: Region) -> list[Strip]:
-        # Between its top and bottom borders every line of the box is the same:
-        # render one and repeat it. Textual would render each line in sight, on
-        # every frame in which the reply grows.
-        first, last = crop.y, crop.bottom - 1
-        middle_first, middle_last = max(first, 1), min(last, self.outer_size.height - 2)
-        if middle_last - middle_first < 2:
-            return super().render_lines(crop)
-        x, width = crop.x, crop.width
-        above = super().render_lines(Region(x, first, width, middle_first - first))
-        middle = super().render_lines(Region(x, middle_first, width, 1))
-        below = super().render_lines(Region(x, middle_last + 1, width, last - middle_last))
-        return above + middle * (middle_last - middle_first + 1) + below
 
     def compose(self) -> ComposeResult:
         if self._streaming:

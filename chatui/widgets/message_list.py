@@ -11,6 +11,7 @@ from textual.screen import Screen
 from textual.scrollbar import ScrollBar
 from textual.widget import Widget
 
+from chatui._textual.after_layout import after_each_layout
 from chatui._textual.light_scrollbar import light_vertical_scrollbar
 from chatui.widgets.fold import Fold, FoldsInside
 
@@ -42,7 +43,7 @@ class MessageList(VerticalScroll):
         return light_vertical_scrollbar(self)
 
     def on_mount(self) -> None:
-        self.screen.screen_layout_refresh_signal.subscribe(self, self._after_layout)
+        after_each_layout(self, self._after_layout)
 
     def _after_layout(self, screen: Screen[Any]) -> None:
         # Anchored growth scrolls without calling the scroll watchers. Fold only what

@@ -9,6 +9,43 @@ while the prompt is processed, a `PromptProgress` event follows every batch.
 
 A disk error while saving KV state never fails a job: it is reported through
 `on_notice` (called on the engine thread) and the state is simply not saved.
+
+llama-cpp-python's private API, used in chatui/providers/local/ where the
+public API offers no way (name: what it is for; what it relies on; guard).
+All of it relies on the pin in pyproject.toml, llama-cpp-python>=0.3.36,<0.4,
+and was checked on 0.3.36: moving the pin means running these guards on the
+new version first. tests/test_private_api.py fails on any other private name
+of llama_cpp used in these files.
+
+- `_init_sampler` (`Llama._init_sampler`, overridden by `CountingLlama`, and
+  the `sampler` chain of the `LlamaSampler` it returns, from
+  `llama_cpp._internals`): the checked tool grammar goes first in the
+  sampler chain; `Llama` would add an unchecked one, whose null sampler
+  crashes later. Relies on `Llama.generate` building its sampler through this
+  method, with `grammar` passed by keyword. Guard:
+  tests/test_private_api.py::test_llama_samples_through_the_override_that_checks_the_grammar
+  and tests/test_tool_grammar.py::test_required_calls_follow_the_schemas_even_from_a_random_model.
+- `_model` (`Llama._model`, the `LlamaModel` of `llama_cpp._internals`): its
+  `vocab` for the low-level vocabulary calls (end of generation, a token's
+  attributes and text) and its `token_bos`, `token_eos`, `token_get_text` for
+  the chat template's special tokens. Relies on the attribute and those
+  members; a rename fails every local reply. Guard:
+  tests/test_kv_cache.py::test_a_special_token_the_model_wrote_never_stands_for_later_text
+  and tests/test_tool_grammar.py::test_a_grammar_that_does_not_compile_is_a_provider_error.
+- `_grammar` (the keyword `LlamaGrammar(_grammar=...)` and the attribute
+  `LlamaGrammar._grammar`, in tool_grammar.py): `ToolGrammar` is a
+  `LlamaGrammar`, so `generate` takes it, made from GBNF text it keeps where
+  `LlamaGrammar` keeps it, and compiled with `llama_sampler_init_grammar` to
+  be checked. Relies on that constructor and attribute. (`LocalProvider` has
+  a method of the same name: the check goes by name.) Guard:
+  tests/test_tool_grammar.py::test_a_grammar_that_does_not_compile_is_a_provider_error.
+- `model_params`, `_model_params` (`Llama.__init__` assigns
+  `self.model_params` and loads the model from it; `CountingLlama` makes it a
+  property kept in `_model_params`, chatui's own name): llama.cpp's AMX
+  weight buffers are turned off before the load (`safe_model_params`).
+  Relies on `__init__` assigning it once, before filling it in, and leaving
+  `use_extra_bufts` alone. Guard:
+  tests/test_private_api.py::test_llama_builds_the_model_params_it_loads_from_through_the_safe_setter.
 """
 
 from __future__ import annotations
