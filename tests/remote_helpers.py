@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
+from typing import Any
 
+from loop_clock import LoopClock
 from wire import WireServer
 
+from chatui.providers.base import RetryWait
 from chatui.store import Store
-from chatui.turn import TurnSettings
+from chatui.turn import TurnOutcome, TurnSettings
 
 SECRET = "sk-test-4f9a2c7e1b8d6053aa71c0de99f1e2b3"  # Key-shaped: must never show.
 WAIT = 10.0  # The most any step below waits for the other side.
@@ -22,6 +26,30 @@ async def when(condition, timeout: float = WAIT) -> None:  # type: ignore[no-unt
     async with asyncio.timeout(timeout):
         while not condition():
             await asyncio.sleep(0.001)
+
+
+def retry_waits(sink: Any) -> list[RetryWait]:
+    """The retry waits a turn's sink was told of, in order."""
+    return [e.payload for e in sink.events if isinstance(e.payload, RetryWait)]
+
+
+async def run_skipping_retry_waits(run: Coroutine[Any, Any, TurnOutcome], sink: Any) -> TurnOutcome:
+    """Run a turn, moving the loop's clock past each retry wait it announces.
+
+    The waits (1 s, then 2 s) are real policy, but a test need not sit through
+    them: the provider announces each wait to the sink, then sleeps on the
+    loop's clock, and the clock moves on by exactly that wait once the test has
+    seen it announced. (Were the clock to move before the sleep began, the
+    wait would take its real time: slower, never wrong.)
+    """
+    clock, task = LoopClock(), asyncio.ensure_future(run)
+    skipped = 0
+    while not task.done():
+        await when(lambda done=skipped: task.done() or len(retry_waits(sink)) > done)
+        for wait in retry_waits(sink)[skipped:]:
+            await clock.advance(wait.seconds)
+            skipped += 1
+    return task.result()
 
 
 async def disconnected(server: WireServer, n: int = 1) -> None:

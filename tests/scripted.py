@@ -1,7 +1,8 @@
 """A scripted provider: a test double that streams given events.
 
-It yields a script of events at a set pace, can stall forever (at a point of
-the script), can raise, and records whether and when its stream was closed.
+It yields a script of events at a set pace, can stall forever or wait at a
+`Gate` until the test opens it (at a point of the script), can raise, and
+records whether and when its stream was closed.
 `busy=True` yields without ever suspending, like a provider that keeps
 producing no matter what: the turn runner must still drop everything after a
 stop. Each call to `stream()` takes the next script, so a turn with tool calls
@@ -33,7 +34,16 @@ from chatui.providers.base import (
 STALL = "stall"
 RAISE = "raise"
 
-Step = StreamEvent | str
+
+@dataclass
+class Gate:
+    """A step that holds the stream until the test opens it: a silence the test ends."""
+
+    reached: asyncio.Event = field(default_factory=asyncio.Event)
+    opened: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+Step = StreamEvent | Gate | str
 
 
 def words(text: str, *, end: str | None = "stop", usage: tuple[int, int] | None = None) -> list:
@@ -120,7 +130,10 @@ class ScriptedProvider(ProviderLifecycle):
         if record.started_cancelled:
             return  # A provider that starts on a cancelled token stops at once.
         for step in script:
-            if step == STALL:
+            if isinstance(step, Gate):
+                step.reached.set()
+                await step.opened.wait()
+            elif step == STALL:
                 record.stalled.set()
                 await asyncio.Event().wait()  # Forever, until cancelled.
             elif step == RAISE:

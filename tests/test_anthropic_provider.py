@@ -15,7 +15,17 @@ from collections.abc import Iterator
 import anthropic
 import anthropic_wire as aw
 import pytest
-from remote_helpers import SECRET, WAIT, assert_no_secret, disconnected, settings, when
+from loop_clock import LoopClock
+from remote_helpers import (
+    SECRET,
+    WAIT,
+    assert_no_secret,
+    disconnected,
+    retry_waits,
+    run_skipping_retry_waits,
+    settings,
+    when,
+)
 from test_turn import make_turn, stored
 from wire import DROP, STALL, Error, Headers, Raw, Send, WireServer
 
@@ -315,14 +325,18 @@ async def test_a_500_is_retried_twice_then_explained(server: WireServer, store: 
 
 
 async def test_a_silent_stall_ends_at_the_idle_timeout(server: WireServer, store: Store) -> None:
+    clock = LoopClock()
     server.play([*aw.start(), *aw.text_block(0, "Hm", stop=False), STALL])
     provider = provider_for(server)
-    turn, _ = make_turn(store, provider, settings=settings(idle_timeout=0.2))
+    turn, sink = make_turn(store, provider, settings=settings(idle_timeout=60))
+    task = asyncio.create_task(turn.run())
+    await when(lambda: sink.texts == ["Hm"])  # The server is silent from here on.
 
-    outcome = await turn.run()
+    await clock.advance(61)
+    outcome = await asyncio.wait_for(task, WAIT)
 
     assert outcome.state is ResponseState.FAILED
-    assert "sent nothing for 0.2 s" in outcome.error
+    assert "sent nothing for 60 s" in outcome.error
     await disconnected(server)
     assert stored(store, turn)[-1].text == "Hm"
     await provider.close()
@@ -334,12 +348,13 @@ async def test_connection_refused_is_explained(store: Store) -> None:
         port = sock.getsockname()[1]
     base_url = f"http://127.0.0.1:{port}"
     provider = AnthropicProvider(AnthropicConfig(api_key=SECRET, base_url=base_url))
-    turn, _ = make_turn(store, provider, settings=settings())
+    turn, sink = make_turn(store, provider, settings=settings())
 
-    outcome = await turn.run()
+    outcome = await run_skipping_retry_waits(turn.run(), sink)
 
     assert outcome.state is ResponseState.FAILED
     assert "connection refused" in outcome.error and base_url in outcome.error
+    assert retry_waits(sink) == [RetryWait(1.0, "no connection"), RetryWait(2.0, "no connection")]
     assert_no_secret(store, outcome.error)
     await provider.close()
 

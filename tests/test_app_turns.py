@@ -297,9 +297,11 @@ async def test_a_reply_still_being_written_elsewhere_never_looks_complete(store:
 
 async def test_enter_then_ctrl_q_in_one_read_starts_no_turn(store: Store) -> None:
     provider = ScriptedProvider([*words("never", end=None), STALL])
+    closing, closed = asyncio.Event(), asyncio.Event()
 
     async def close() -> None:
-        await asyncio.sleep(0.05)  # Closing takes a moment: no turn may start meanwhile.
+        closing.set()
+        await closed.wait()  # Closing takes a while: no turn may start meanwhile.
 
     provider.close = close  # type: ignore[attr-defined]
     app = make_app(store, provider)
@@ -307,6 +309,10 @@ async def test_enter_then_ctrl_q_in_one_read_starts_no_turn(store: Store) -> Non
         app.screen.query_one(Composer).text = "my prompt"
         type_keys(app, "\r")
         app.post_message(key("ctrl+q"))
+        await closing.wait()
+        await pilot.pause()  # Whatever the Enter could have started has had its turn.
+        assert provider.records == []
+        closed.set()
         await wait_until(pilot, lambda: not app.is_running)
     assert provider.records == []
 
@@ -399,7 +405,7 @@ async def test_a_second_ctrl_q_exits_when_the_stop_cannot_finish(store: Store) -
 async def test_the_screen_drops_the_late_events_of_an_older_turn(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Contract point 3 at the screen: an older turn's event, delivered late, shows nothing."""
+    """Nothing renders after a stop: an older turn's event, delivered late, shows nothing."""
     sinks = []
     new_turn = Session.new_turn
 

@@ -15,13 +15,14 @@ from pathlib import Path
 
 import llama_cpp
 import pytest
+from loop_clock import LoopClock
 from tiny_gguf import write_tiny_model
 
 from chatui.cancel import CancelToken
 from chatui.config import LocalConfig
 from chatui.history import ChatMessage
 from chatui.messages import ResponseState
-from chatui.providers.base import ProviderError, TextDelta
+from chatui.providers.base import PromptProgress, ProviderError, TextDelta
 from chatui.providers.local.chat_format import GEMMA_TEMPLATE
 from chatui.providers.local.llama_engine import model_identity
 from chatui.providers.local.llama_runtime import AbortFlag, amx_present
@@ -34,13 +35,6 @@ from chatui.turn import Turn, TurnEvent, TurnSettings
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Replies run to max_tokens (no end-of-generation token)."""
     return write_tiny_model(tmp_path_factory.mktemp("models") / "tiny.gguf", suppress_eog=True)
-
-
-@pytest.fixture(scope="session")
-def slow_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Wider and deeper: a long prompt takes about a second to process."""
-    path = tmp_path_factory.mktemp("models") / "slow.gguf"
-    return write_tiny_model(path, dim=512, n_layers=8, suppress_eog=True)
 
 
 def local_config(model: Path, **overrides: object) -> LocalConfig:
@@ -134,45 +128,87 @@ async def test_abort_during_generation_stops_at_once_and_rolls_back(provider, st
     await run_turn(provider, store, conversation, "first")
     before = cache_state(provider)
     provider.config.max_tokens = 2000
+    hold_the_reply_at(provider, 10)  # Whatever the machine, the stop comes before the 10th.
 
     outcome, recorder = await run_turn(provider, store, conversation, "second", stop_after=5)
 
     assert outcome.state is ResponseState.INTERRUPTED
     assert len(recorder.texts) == 5 and recorder.after_stop == 0
     assert provider.last_job.stopped in ("between tokens", "in decode")
-    assert len(provider.last_job.reply_tokens) < 2000
+    assert 5 <= len(provider.last_job.reply_tokens) <= 10
     assert cache_state(provider) == before
     stored = store.load_conversation(conversation.id).items[-1]
     assert stored.state is ResponseState.INTERRUPTED and stored.text == "".join(recorder.texts)
 
 
+def _wait_for_the_stop(provider: LocalProvider) -> None:
+    """On the engine thread: block until the running job's turn is stopped."""
+    stopped = threading.Event()
+    provider.last_job.cancel.on_cancel(stopped.set)
+    assert stopped.wait(30), "the turn was never stopped"
+
+
+def hold_the_prefill_midway(provider: LocalProvider) -> threading.Event:
+    """From now on, a long prompt is read in part, then held until the turn is stopped.
+
+    The stop lands while the prompt is half read, on any machine: the rest of it is
+    read only once the stop was asked for, and the abort ends that decode. The event
+    is set once the prompt is held.
+    """
+    llm = provider.engine.llm
+    original, held = llm.eval, threading.Event()
+
+    def eval_in_two(tokens):  # type: ignore[no-untyped-def]
+        if len(tokens) <= 100:
+            return original(tokens)
+        original(tokens[:64])  # 64 tokens of the prompt are in the cache...
+        held.set()
+        _wait_for_the_stop(provider)
+        return original(tokens[64:])  # ...and the rest is read after the stop.
+
+    llm.eval = eval_in_two
+    return held
+
+
+def hold_the_reply_at(provider: LocalProvider, tokens: int) -> None:
+    """From now on, a reply's `tokens`-th token is evaluated only once the turn is stopped.
+
+    Each token is shown as it is sampled, before it is evaluated: by then the reply
+    has shown `tokens` tokens, however fast or slow the model runs here.
+    """
+    llm = provider.engine.llm
+    original, evaluated = llm.eval, [0]
+
+    def eval_held(batch):  # type: ignore[no-untyped-def]
+        if len(batch) == 1:  # Generation evaluates one token at a time.
+            evaluated[0] += 1
+            if evaluated[0] == tokens:
+                _wait_for_the_stop(provider)
+        return original(batch)
+
+    llm.eval = eval_held
+
+
 async def test_abort_during_prefill_returns_from_decode_and_keeps_the_cache(
-    slow_model: Path, tmp_path: Path, store: Store
+    tiny_model: Path, tmp_path: Path, store: Store
 ) -> None:
-    provider = LocalProvider(local_config(slow_model, max_tokens=4), state_dir=tmp_path)
+    config = local_config(tiny_model, n_batch=32, n_ubatch=32, max_tokens=4)
+    provider = LocalProvider(config, state_dir=tmp_path)
     await provider.prepare()
     try:
         conversation = store.create_conversation()
         await run_turn(provider, store, conversation, "short")
         before = cache_state(provider)
-        llm = provider.engine.llm
-        prefill_started = threading.Event()
-        original_eval = llm.eval
-
-        def eval_and_signal(tokens):
-            if len(tokens) > 100:
-                prefill_started.set()
-            return original_eval(tokens)
-
-        llm.eval = eval_and_signal
+        held = hold_the_prefill_midway(provider)
         turn, recorder = await run_turn(provider, store, conversation, "long " * 600, start=False)
         task = asyncio.create_task(turn.run())
-        assert await asyncio.to_thread(prefill_started.wait, 60)
+        assert await asyncio.to_thread(held.wait, 60)
         turn.cancel()
         outcome = await task
 
         assert outcome.state is ResponseState.INTERRUPTED
         assert provider.last_job.stopped == "in decode"
+        assert 64 <= provider.last_job.evaluated < provider.last_job.prompt_tokens
         assert recorder.texts == []
         assert outcome.responses[0].parts == []
         assert cache_state(provider) == before  # Only the committed conversation is cached.
@@ -408,7 +444,7 @@ def test_registry_builds_the_configured_provider(tmp_path: Path, monkeypatch) ->
     assert isinstance(create_provider(Config(provider="anthropic")), AnthropicProvider)
 
 
-# A KV state that cannot be saved (defect 4)
+# A KV state that cannot be saved
 
 
 class Notices:
@@ -498,7 +534,7 @@ async def test_a_full_disk_keeps_the_old_state_file_and_leaves_no_temp_file(
     assert 0 < resumed.reused < resumed.prompt_tokens  # The old state was still usable.
 
 
-# Tool-call ids (defect 5)
+# Tool-call ids that never repeat
 
 
 async def test_two_requests_never_repeat_a_tool_call_id(
@@ -530,7 +566,7 @@ async def test_two_requests_never_repeat_a_tool_call_id(
     assert all(ID_PATTERN.fullmatch(i) for i in ids)
 
 
-# Saved state and a replaced model file (defect 6)
+# Saved state and a replaced model file
 
 
 def mixed_model(a: bytes, b: bytes, keep: int) -> bytes:
@@ -602,13 +638,13 @@ def test_model_identity_follows_the_file_not_just_its_name_and_size(tmp_path: Pa
     assert model_identity(path) != same
 
 
-# Progress while the prompt is processed (defect 15)
+# Progress while the prompt is processed
 
 
 async def test_prompt_processing_reports_progress_every_batch_before_the_first_text(
     tiny_model: Path, tmp_path: Path
 ) -> None:
-    from chatui.providers.base import ModelRequest, PromptProgress
+    from chatui.providers.base import ModelRequest
 
     provider = LocalProvider(
         local_config(tiny_model, n_batch=32, n_ubatch=32, max_tokens=3), state_dir=tmp_path
@@ -636,22 +672,40 @@ async def test_prompt_processing_reports_progress_every_batch_before_the_first_t
 
 
 async def test_a_long_prefill_is_not_an_idle_stream(
-    slow_model: Path, tmp_path: Path, store: Store
+    tiny_model: Path, tmp_path: Path, store: Store
 ) -> None:
-    """About 600 prompt tokens take 1 to 2 s here, in batches of about 0.1 s each."""
-    config = local_config(slow_model, n_batch=32, n_ubatch=32, max_tokens=2)
+    """Each batch of the prompt takes ten idle timeouts on the loop's clock: still not idle."""
+    clock, idle = LoopClock(), 60.0
+    config = local_config(tiny_model, n_batch=32, n_ubatch=32, max_tokens=2)
     provider = LocalProvider(config, state_dir=tmp_path)
     await provider.prepare()
+    seen: list[str] = []  # "progress" while the prompt is read, "text", and each "10 idle".
+
+    async def sink(event: TurnEvent) -> None:
+        if isinstance(event.payload, PromptProgress) and event.payload.done < event.payload.total:
+            seen.append("progress")
+            await clock.advance(10 * idle)  # The next batch takes this long.
+            seen.append("10 idle")
+        elif isinstance(event.payload, TextDelta):
+            seen.append("text")
+
     try:
-        conversation = store.create_conversation()
-        started = asyncio.get_running_loop().time()
-        outcome, _ = await run_turn(provider, store, conversation, "long " * 150, idle_timeout=0.5)
-        elapsed = asyncio.get_running_loop().time() - started
+        turn = Turn(
+            conversation=store.create_conversation(),
+            prompt="long " * 150,  # About 150 tokens: five batches or more.
+            provider=provider,
+            store=store,
+            sink=sink,
+            settings=TurnSettings(idle_timeout=idle),
+        )
+        outcome = await turn.run()
     finally:
         await provider.close()
 
-    assert elapsed > 0.5  # The prefill took longer than the idle timeout ...
-    assert outcome.state is ResponseState.COMPLETE, outcome.error  # ... yet it was not idle.
+    assert outcome.state is ResponseState.COMPLETE, outcome.error
+    reading = seen[: seen.index("text")]
+    assert reading == ["progress", "10 idle"] * (len(reading) // 2) and len(reading) >= 10
+    assert "progress" not in seen[seen.index("text") :]
 
 
 # Nearby disk errors

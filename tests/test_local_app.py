@@ -4,13 +4,12 @@ real default model end to end."""
 from __future__ import annotations
 
 import asyncio
-import threading
 from pathlib import Path
 
 import pytest
 from apphelpers import fix_stop_time, make_app, send, settled, wait_until
 from conftest import FakeClock
-from test_local import cache_state, local_config
+from test_local import cache_state, hold_the_prefill_midway, local_config
 from tiny_gguf import write_tiny_model
 
 from chatui.config import LocalConfig
@@ -70,13 +69,10 @@ def test_local_reply_interrupted_during_prefill(
     async def run_before(pilot) -> None:
         await provider.prepare()
         await wait_until(pilot, lambda: app.screen.query_one(StatusBar).state == "idle")
-        llm = provider.engine.llm
-        started = threading.Event()
-        original = llm.eval
-        llm.eval = lambda tokens: (len(tokens) > 100 and started.set(), original(tokens))[1]
-        # Pilot's press returns once the app is idle: too late to catch the prefill.
+        held = hold_the_prefill_midway(provider)  # Until the Esc, on any machine.
+        # In a task: Pilot's press returns only once the app is idle.
         sending = asyncio.create_task(send(pilot, "Summarize this: " + "lorem ipsum " * 150))
-        assert await asyncio.to_thread(started.wait, 60)
+        assert await asyncio.to_thread(held.wait, 60)
         await pilot.press("escape")
         await sending
         await wait_until(pilot, settled(app))

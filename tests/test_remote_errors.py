@@ -91,7 +91,7 @@ def echoed(provider_name: str) -> dict[str, list]:  # type: ignore[type-arg]
             "400": [Error(400, body)],
             "401": [Error(401, body)],
             "404": [Error(404, body)],
-            "500": [Error(500, body)],
+            "500": [Error(500, body, {"retry-after": "0"})],  # Retried at once, twice.
             "text-body": [Error(403, leak)],
             "cut-page": [Error(401, page)],
             "not-json": [*ow.text("Part"), Raw(f"data: {{{leak}\n\n".encode())],

@@ -9,6 +9,7 @@ import sys
 import anthropic_wire as aw
 import openai_wire as ow
 import pytest
+from loop_clock import LoopClock
 from scripted import ScriptedProvider, tool_call, words
 from test_turn import make_turn, stored
 
@@ -109,12 +110,15 @@ async def test_bad_calls_are_answered_with_errors_and_the_model_goes_on(store: S
         """Fail."""
         raise OSError("disk on fire")
 
+    hanging = asyncio.Event()
+
     async def hang() -> str:
         """Never answer."""
+        hanging.set()
         await asyncio.Event().wait()
         return ""
 
-    registry = ToolRegistry([Tool(note), Tool(explode), Tool(hang, timeout=0.05)])
+    registry = ToolRegistry([Tool(note), Tool(explode), Tool(hang, timeout=60)])
     provider = ScriptedProvider(
         calls(
             ("j", "note", '{"text": '),  # Not JSON.
@@ -127,8 +131,11 @@ async def test_bad_calls_are_answered_with_errors_and_the_model_goes_on(store: S
         words("Understood."),
     )
     turn, _ = make_turn(store, provider, tools=registry)
+    clock, task = LoopClock(), asyncio.create_task(turn.run())
+    await hanging.wait()
+    await clock.advance(61)  # A minute without an answer from `hang`.
 
-    outcome = await turn.run()
+    outcome = await asyncio.wait_for(task, 10)
 
     assert outcome.state is ResponseState.COMPLETE
     assert ran == ["fine"]
@@ -140,7 +147,7 @@ async def test_bad_calls_are_answered_with_errors_and_the_model_goes_on(store: S
     assert "text must be a string, not a number" in results["s"].content
     assert "There is no tool named 'missing'" in results["u"].content
     assert results["e"].content == "explode failed: OSError: disk on fire"
-    assert results["h"].content == "hang did not finish within 0.05 s."
+    assert results["h"].content == "hang did not finish within 60 s."
     sent = {
         m.tool_call_id: m.content for m in provider.records[1].request.messages if m.role == "tool"
     }

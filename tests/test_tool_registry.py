@@ -8,6 +8,7 @@ import threading
 from typing import Literal
 
 import pytest
+from loop_clock import LoopClock
 
 from chatui.cancel import CancelToken, current_token
 from chatui.messages import ToolCallPart
@@ -186,19 +187,24 @@ async def test_a_tool_that_raises_gives_its_error_as_the_result() -> None:
 
 
 async def test_a_tool_that_hangs_is_cancelled_at_its_timeout() -> None:
-    cancelled = asyncio.Event()
+    clock = LoopClock()
+    started, cancelled = asyncio.Event(), asyncio.Event()
 
     async def hang() -> str:
         """Never answer."""
+        started.set()
         try:
             await asyncio.Event().wait()
         finally:
             cancelled.set()
         return ""
 
-    result, _ = await run(ToolRegistry([Tool(hang, timeout=0.05)]), "hang", "{}")
+    running = asyncio.create_task(run(ToolRegistry([Tool(hang, timeout=60)]), "hang", "{}"))
+    await started.wait()
+    await clock.advance(61)  # A minute without an answer.
+    result, _ = await asyncio.wait_for(running, 10)
 
-    assert (result.state, result.content) == ("error", "hang did not finish within 0.05 s.")
+    assert (result.state, result.content) == ("error", "hang did not finish within 60 s.")
     assert cancelled.is_set()
 
 
@@ -339,18 +345,23 @@ async def test_a_stop_while_a_tool_runs_still_leaves_run_as_a_cancellation() -> 
 
 async def test_a_sync_tool_runs_on_a_daemon_thread_that_nothing_waits_for() -> None:
     """A call that never returns cannot hold up the loop's shutdown or the interpreter's exit."""
-    release = threading.Event()
+    clock, loop = LoopClock(), asyncio.get_running_loop()
+    release, started = threading.Event(), asyncio.Event()
     seen: list[threading.Thread] = []
 
     def block() -> str:
         """Block until released."""
         seen.append(threading.current_thread())
+        loop.call_soon_threadsafe(started.set)
         release.wait()
         return "released"
 
     try:
-        result, _ = await run(ToolRegistry([Tool(block, timeout=0.05)]), "block", "{}")
-        assert (result.state, result.content) == ("error", "block did not finish within 0.05 s.")
+        running = asyncio.create_task(run(ToolRegistry([Tool(block, timeout=60)]), "block", "{}"))
+        await started.wait()
+        await clock.advance(61)  # Past its timeout: the call is given up on.
+        result, _ = await asyncio.wait_for(running, 10)
+        assert (result.state, result.content) == ("error", "block did not finish within 60 s.")
         (thread,) = seen
         assert thread.daemon and thread.is_alive()  # Left behind, and never joined.
         loop = asyncio.get_running_loop()

@@ -7,7 +7,8 @@ import re
 import threading
 
 import pytest
-from scripted import RAISE, STALL, ScriptedProvider, tool_call, words
+from loop_clock import LoopClock
+from scripted import RAISE, STALL, Gate, ScriptedProvider, tool_call, words
 
 from chatui.history import CANCELLED_TOOL_RESULT
 from chatui.messages import (
@@ -186,7 +187,7 @@ async def test_nothing_reaches_ui_or_store_after_stop_with_a_busy_provider(store
 
 async def test_cancel_from_another_thread_drops_every_later_event(store: Store) -> None:
     tokens = [TextDelta(f"{i},") for i in range(5000)]
-    provider = ScriptedProvider(tokens)
+    provider = ScriptedProvider([*tokens, STALL])  # Only the stop ends it, however late.
     turn, sink = make_turn(store, provider)
     ten_seen = threading.Event()
     sink.on_event = lambda event: len(sink.events) == 10 and ten_seen.set()
@@ -204,7 +205,7 @@ async def test_cancel_from_another_thread_drops_every_later_event(store: Store) 
     assert sink.after_stop == 0
     (response,) = [i for i in stored(store, turn) if isinstance(i, ModelResponse)]
     assert response.text == "".join(sink.texts)
-    assert 9 <= len(sink.texts) < len(tokens)
+    assert 9 <= len(sink.texts) <= len(tokens)
 
 
 async def test_stream_is_closed_on_cancel_while_blocked(store: Store) -> None:
@@ -296,15 +297,36 @@ async def test_stream_ending_without_end_event_fails_clearly(store: Store) -> No
 
 
 async def test_silent_stream_times_out_with_a_clear_error(store: Store) -> None:
+    clock = LoopClock()
     provider = ScriptedProvider([TextDelta("so far"), STALL])
-    turn, _ = make_turn(store, provider, settings=TurnSettings(idle_timeout=0.05))
+    turn, _ = make_turn(store, provider, settings=TurnSettings(idle_timeout=60))
+    task = asyncio.create_task(turn.run())
+    await provider.started.wait()
+    await provider.last.stalled.wait()
 
-    outcome = await turn.run()
+    await clock.advance(61)  # A minute of silence.
+    outcome = await asyncio.wait_for(task, 10)
 
     assert outcome.state is ResponseState.FAILED
-    assert outcome.error == "scripted sent nothing for 0.05 s, so the request was stopped."
+    assert outcome.error == "scripted sent nothing for 60 s, so the request was stopped."
     assert provider.last.closed
     assert stored(store, turn)[1].text == "so far"
+
+
+async def test_a_silence_shorter_than_the_idle_timeout_is_not_a_stall(store: Store) -> None:
+    clock = LoopClock()
+    pause = Gate()
+    provider = ScriptedProvider([TextDelta("so far"), pause, *words(", then more")])
+    turn, sink = make_turn(store, provider, settings=TurnSettings(idle_timeout=60))
+    task = asyncio.create_task(turn.run())
+    await pause.reached.wait()
+
+    await clock.advance(45)  # Silent for most of the idle timeout, then more comes.
+    pause.opened.set()
+    outcome = await task
+
+    assert outcome.state is ResponseState.COMPLETE, outcome.error
+    assert "".join(sink.texts) == "so far, then more"
 
 
 async def test_esc_still_works_on_a_silent_stream(store: Store) -> None:

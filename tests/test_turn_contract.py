@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import pytest
+from loop_clock import LoopClock
 from scripted import RAISE, STALL, ScriptedProvider, words
 from test_turn import Sink, make_turn, stored
 
@@ -190,19 +191,19 @@ async def test_screen_and_store_agree_whichever_thread_cancels(store: Store) -> 
 
 
 class Prefill:
-    """A provider that reports prompt progress, then computes longer than the idle timeout."""
+    """A provider that reports prompt progress, each part taking ten idle timeouts."""
 
     name, model = "prefill", "p-1"
 
-    def __init__(self, pause: float) -> None:
-        self.pause = pause
+    def __init__(self, clock: LoopClock, seconds_per_part: float) -> None:
+        self.clock, self.seconds_per_part = clock, seconds_per_part
 
     @asynccontextmanager
     async def stream(self, request: ModelRequest) -> AsyncIterator[AsyncIterator[StreamEvent]]:
         async def events() -> AsyncIterator[StreamEvent]:
             for done in (0, 128, 256):
                 yield PromptProgress(done, 300)
-                await asyncio.sleep(self.pause)  # One micro-batch of a slow prefill.
+                await self.clock.advance(self.seconds_per_part)  # One slow micro-batch.
             yield PromptProgress(300, 300)
             yield TextDelta("ready")
             yield StreamEnd("stop")
@@ -211,7 +212,8 @@ class Prefill:
 
 
 async def test_prompt_processing_that_makes_progress_is_not_an_idle_stream(store: Store) -> None:
-    turn, sink = make_turn(store, Prefill(pause=0.3), settings=TurnSettings(idle_timeout=0.05))
+    provider = Prefill(LoopClock(), seconds_per_part=600)
+    turn, sink = make_turn(store, provider, settings=TurnSettings(idle_timeout=60))
 
     outcome = await turn.run()
 
@@ -222,13 +224,18 @@ async def test_prompt_processing_that_makes_progress_is_not_an_idle_stream(store
 
 
 async def test_silence_after_the_prompt_is_processed_still_times_out(store: Store) -> None:
-    script = [PromptProgress(0, 10), PromptProgress(10, 10), STALL]
-    turn, _ = make_turn(store, ScriptedProvider(script), settings=TurnSettings(idle_timeout=0.05))
+    clock = LoopClock()
+    provider = ScriptedProvider([PromptProgress(0, 10), PromptProgress(10, 10), STALL])
+    turn, _ = make_turn(store, provider, settings=TurnSettings(idle_timeout=60))
+    task = asyncio.create_task(turn.run())
+    await provider.started.wait()
+    await provider.last.stalled.wait()
 
-    outcome = await turn.run()
+    await clock.advance(61)  # A minute of silence once the prompt is processed.
+    outcome = await asyncio.wait_for(task, 10)
 
     assert outcome.state is ResponseState.FAILED
-    assert "sent nothing for 0.05 s" in (outcome.error or "")
+    assert "sent nothing for 60 s" in (outcome.error or "")
 
 
 async def test_a_turn_runs_once(store: Store) -> None:
