@@ -8,7 +8,7 @@ import itertools
 import json
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -130,16 +130,11 @@ def prose_tokens():
             yield f"{word} " if n % 60 else f"{word}\n\n"
 
 
-class PacedProvider:
-    """Streams prose tokens at `rate` tokens/s for ever, until the stream is closed."""
+class BenchProvider:
+    """A provider whose `_events()` is the stream; leaving the stream closes it."""
 
-    name = "paced"
+    name = "bench"
     model = "bench"
-
-    def __init__(self, rate: float) -> None:
-        self.rate = rate
-        self.started = asyncio.Event()
-        self.sent = 0
 
     @asynccontextmanager
     async def stream(self, request: ModelRequest) -> AsyncIterator[AsyncIterator[StreamEvent]]:
@@ -149,7 +144,21 @@ class PacedProvider:
         finally:
             await events.aclose()
 
-    async def _events(self) -> AsyncIterator[StreamEvent]:
+    def _events(self) -> AsyncGenerator[StreamEvent, None]:
+        raise NotImplementedError
+
+
+class PacedProvider(BenchProvider):
+    """Streams prose tokens at `rate` tokens/s for ever, until the stream is closed."""
+
+    name = "paced"
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.started = asyncio.Event()
+        self.sent = 0
+
+    async def _events(self) -> AsyncGenerator[StreamEvent, None]:
         start = time.perf_counter()
         self.started.set()
         tokens = prose_tokens()

@@ -20,11 +20,10 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from itertools import islice
 from pathlib import Path
 
-from _common import PROSE, parser, percentile, print_table, prose_tokens, write_json
+from _common import PROSE, BenchProvider, parser, percentile, print_table, prose_tokens, write_json
 from textual.await_complete import AwaitComplete
 from textual.screen import Screen
 from textual.widgets import Markdown
@@ -33,7 +32,6 @@ from chatui.app import ChatApp
 from chatui.config import Config
 from chatui.messages import ModelResponse, ResponseState, UserPrompt
 from chatui.providers.base import (
-    ModelRequest,
     StreamEnd,
     StreamEvent,
     TextDelta,
@@ -108,7 +106,7 @@ def shape_tokens(shape: str, count: int) -> list[str]:
     return ["```python\n", *body, "\n```\n"]  # Opened and closed, like a model's.
 
 
-class BurstProvider:
+class BurstProvider(BenchProvider):
     """Emits `tokens` as fast as they are taken, then ends or stays silent."""
 
     name = "burst"
@@ -119,14 +117,6 @@ class BurstProvider:
         self.ends = ends
         self.first_at = self.last_at = 0.0
         self.done = asyncio.Event()
-
-    @asynccontextmanager
-    async def stream(self, request: ModelRequest) -> AsyncIterator[AsyncIterator[StreamEvent]]:
-        events = self._events()
-        try:
-            yield events
-        finally:
-            await events.aclose()
 
     async def _events(self) -> AsyncIterator[StreamEvent]:
         self.first_at = time.perf_counter()
@@ -202,7 +192,7 @@ async def run(tokens: list[str], earlier: int, size: tuple[int, int], ends: bool
     }
 
 
-class ArgumentsProvider:
+class ArgumentsProvider(BenchProvider):
     """Starts one tool call and streams its arguments in `count` deltas, then stays silent."""
 
     name = "burst"
@@ -214,14 +204,6 @@ class ArgumentsProvider:
         self.deltas = [text[n : n + chars] for n in range(0, len(text), chars)]
         self.first_at = self.last_at = 0.0
         self.done = asyncio.Event()
-
-    @asynccontextmanager
-    async def stream(self, request: ModelRequest) -> AsyncIterator[AsyncIterator[StreamEvent]]:
-        events = self._events()
-        try:
-            yield events
-        finally:
-            await events.aclose()
 
     async def _events(self) -> AsyncIterator[StreamEvent]:
         yield ToolCallStart(0, "call_1", "write_note")
