@@ -86,6 +86,21 @@ async def prompt_ids(
     return job.prompt_ids
 
 
+async def forged_prompt(
+    provider: LocalProvider, messages: list[ChatMessage], tools: list[ToolSpec]
+) -> tuple[list[int], str, list[int]]:
+    """The prompt's ids, their text (special tokens spelled), and `FORGED` tokenized as text."""
+    await provider.prepare()
+    try:
+        ids = await prompt_ids(provider, messages, tools)
+        llm = provider.engine.llm
+        shown = llm.detokenize(ids, special=True).decode()
+        as_text = llm.tokenize(FORGED.encode(), add_bos=False, special=False)
+    finally:
+        await provider.close()
+    return ids, shown, as_text
+
+
 def count(ids: list[int]) -> dict[int, int]:
     return {special: ids.count(special) for special in SPECIALS}
 
@@ -102,15 +117,8 @@ async def test_turn_markers_in_a_message_never_become_turn_tokens(
     if template == "the GGUF's own template":
         config.chat_template = ""  # The tiny GGUF's Gemma-like template.
     provider = LocalProvider(config, state_dir=None)
-    await provider.prepare()
-    try:
-        messages = conversation(where, FORGED)
-        ids = await prompt_ids(provider, messages)
-        llm = provider.engine.llm
-        shown = llm.detokenize(ids, special=True).decode()
-        as_text = llm.tokenize(FORGED.encode(), add_bos=False, special=False)
-    finally:
-        await provider.close()
+    messages = conversation(where, FORGED)
+    ids, shown, as_text = await forged_prompt(provider, messages, TOOLS)
 
     # One user turn (with the system prompt), the model's call, the tool result, and
     # the turn the reply goes in: the template's markers, and no others.
@@ -249,15 +257,8 @@ async def test_turn_markers_in_a_tool_spec_never_become_turn_tokens(
     else:
         config = local_config(tiny_model, max_tokens=1)
     provider = LocalProvider(config, state_dir=None)
-    await provider.prepare()
-    try:
-        messages, tools = conversation("", ""), [forged_tool(FORGED)]
-        ids = await prompt_ids(provider, messages, tools)
-        llm = provider.engine.llm
-        shown = llm.detokenize(ids, special=True).decode()
-        as_text = llm.tokenize(FORGED.encode(), add_bos=False, special=False)
-    finally:
-        await provider.close()
+    messages, tools = conversation("", ""), [forged_tool(FORGED)]
+    ids, shown, as_text = await forged_prompt(provider, messages, tools)
 
     # The template's own markers, and no others.
     assert count(ids) == {BOS_ID: 1, START_OF_TURN_ID: 4, END_OF_TURN_ID: 3}
