@@ -6,16 +6,12 @@ import argparse
 import asyncio
 import itertools
 import json
-import sys
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
-
-from chatui.providers.base import ModelRequest, StreamEvent, TextDelta  # noqa: E402
+from chatui.providers.base import ModelRequest, StreamEvent, TextDelta
 
 
 def percentile(values: Sequence[float], q: float) -> float:

@@ -1,10 +1,10 @@
 """The apps `terminal_escape.py` runs in a pseudo-terminal.
 
-    python bench/_pty_app.py scripted ROOT --db PATH [--rate N]
-    python bench/_pty_app.py floor ROOT [--rate N]
-    python bench/_pty_app.py chatui ROOT [--no-extra-bufts] -- CHATUI-ARGS...
-    python bench/_pty_app.py echo ROOT
-    python bench/_pty_app.py shell ROOT --db PATH
+    python -m bench._pty_app scripted --db PATH [--rate N]
+    python -m bench._pty_app floor [--rate N]
+    python -m bench._pty_app chatui [--no-extra-bufts] -- CHATUI-ARGS...
+    python -m bench._pty_app echo
+    python -m bench._pty_app shell --db PATH
 
 `scripted`: chatui's `ChatApp`, as the `chatui` command builds it (a Config,
 a Store on `--db`), with `_common.PacedProvider` streaming prose at `--rate`
@@ -33,8 +33,9 @@ dir), and a provider whose reply to a prompt is one call of it: the prompt
 is a marker N, the command `sh -c 'sleep N & wait' & sleep N; wait` (a child
 and a grandchild); its reply to the call's result is "Done.".
 
-All import chatui and `bench/_common.py` from ROOT (a source tree, for A/B
-runs on git worktrees), not from the tree this file is in.
+Run from the root of the source tree under test (`terminal_escape.py` starts
+it there, with that tree first on PYTHONPATH): chatui and `bench._common` are
+imported from that tree, so A/B runs on git worktrees compare their own code.
 """
 
 from __future__ import annotations
@@ -46,16 +47,8 @@ import time
 from pathlib import Path
 
 
-def _use_root(root: Path) -> None:
-    """Import `_common` and chatui from `root`: its bench/ replaces this file's directory."""
-    here = str(Path(__file__).resolve().parent)
-    sys.path[:] = [p for p in sys.path if p not in (here, "")]
-    sys.path[:0] = [str(root), str(root / "bench")]
-
-
 def run_scripted(rate: float, db: Path) -> None:
-    from _common import PacedProvider
-
+    from bench._common import PacedProvider
     from chatui.app import ChatApp
     from chatui.config import Config
     from chatui.store import Store
@@ -118,12 +111,13 @@ def run_shell_app(db: Path) -> None:
 
 
 def run_floor(rate: float) -> None:
-    from _common import prose_tokens
     from markdown_it import MarkdownIt
     from textual.app import App, ComposeResult
     from textual.binding import Binding
     from textual.containers import VerticalScroll
     from textual.widgets import Markdown, Static
+
+    from bench._common import prose_tokens
 
     parser = MarkdownIt("gfm-like")
 
@@ -232,14 +226,12 @@ def run_echo() -> None:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("app", choices=["scripted", "floor", "chatui", "echo", "shell"])
-    p.add_argument("root", type=Path, help="the source tree to import chatui and bench/ from")
     p.add_argument("--rate", type=float, default=1000.0, help="tokens/s (default 1000)")
     p.add_argument("--db", type=Path, help="the conversation database (scripted)")
     p.add_argument("--no-extra-bufts", action="store_true", help="chatui: see above")
     argv = sys.argv[1:]
     rest = argv.index("--") if "--" in argv else len(argv)  # chatui's own arguments follow.
     args = p.parse_args(argv[:rest])
-    _use_root(args.root.resolve())
     if args.app == "chatui":
         return run_chatui(argv[rest + 1 :], args.no_extra_bufts)
     if args.app == "echo":

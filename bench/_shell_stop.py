@@ -16,13 +16,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from processes import alive, marker, nested_sleepers, one_command_schema, until_running
-
 from chatui.config import ToolsConfig
 from chatui.messages import ToolCallPart, ToolResult
 from chatui.store import Store
 from chatui.tools import Tool, ToolRegistry, build_registry
 from chatui.turn import Approval, Turn, TurnEvent
+from tests.support.processes import (
+    alive,
+    marker,
+    nested_sleepers,
+    one_command_schema,
+    until_running,
+)
 
 GOAL_P99_MS = 50.0
 

@@ -20,10 +20,9 @@ import time
 from pathlib import Path
 
 import llama_cpp
-from _common import PacedProvider, parser, percentile, print_table, write_json
-from _shell_stop import GOAL_P99_MS, shell_stops
-from tiny_gguf import write_tiny_model
 
+from bench._common import PacedProvider, parser, percentile, print_table, write_json
+from bench._shell_stop import GOAL_P99_MS, shell_stops
 from chatui.app import ChatApp
 from chatui.cancel import CancelToken
 from chatui.config import Config, LocalConfig
@@ -36,6 +35,7 @@ from chatui.providers.local.provider import (
 )
 from chatui.store import Store
 from chatui.turn import Turn, TurnSettings
+from tests.support.tiny_gguf import write_tiny_model
 
 PROSE = "the river runs past old stone houses where people talk about the weather and"
 WORDS = PROSE.split()

@@ -27,31 +27,26 @@ import asyncio
 import contextlib
 import json
 import random
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))  # The wire servers the tests use.
+import anthropic
+import openai
 
-
-import anthropic  # noqa: E402
-import anthropic_wire as aw  # noqa: E402
-import openai  # noqa: E402
-import openai_wire as ow  # noqa: E402
-from _common import parser, percentile, print_table, write_json  # noqa: E402
-from _shell_stop import GOAL_P99_MS, shell_stops  # noqa: E402
-from wire import STALL, Sleep, Step, WireServer  # noqa: E402
-
-from chatui.config import AnthropicConfig, OpenAIConfig  # noqa: E402
-from chatui.providers.anthropic_messages import AnthropicProvider  # noqa: E402
-from chatui.providers.base import TextDelta  # noqa: E402
-from chatui.providers.openai_chat import OpenAIProvider  # noqa: E402
-from chatui.store import Store  # noqa: E402
-from chatui.turn import Turn, TurnEvent  # noqa: E402
+from bench._common import parser, percentile, print_table, write_json
+from bench._shell_stop import GOAL_P99_MS, shell_stops
+from chatui.config import AnthropicConfig, OpenAIConfig
+from chatui.providers.anthropic_messages import AnthropicProvider
+from chatui.providers.base import TextDelta
+from chatui.providers.openai_chat import OpenAIProvider
+from chatui.store import Store
+from chatui.turn import Turn, TurnEvent
+from tests.support import anthropic_wire as aw
+from tests.support import openai_wire as ow
+from tests.support.wire import STALL, Sleep, Step, WireServer
 
 KEY = "sk-bench"
 LONG = 20_000  # Tokens in a streaming reply: far more than any trial reads.

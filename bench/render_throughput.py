@@ -23,11 +23,19 @@ from collections.abc import AsyncIterator
 from itertools import islice
 from pathlib import Path
 
-from _common import PROSE, BenchProvider, parser, percentile, print_table, prose_tokens, write_json
 from textual.await_complete import AwaitComplete
 from textual.screen import Screen
 from textual.widgets import Markdown
 
+from bench._common import (
+    PROSE,
+    BenchProvider,
+    parser,
+    percentile,
+    print_table,
+    prose_tokens,
+    write_json,
+)
 from chatui.app import ChatApp
 from chatui.config import Config
 from chatui.messages import ModelResponse, ResponseState, UserPrompt

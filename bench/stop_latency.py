@@ -18,7 +18,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import (
+from textual.screen import Screen
+from textual.widget import Widget
+from textual.widgets import Markdown
+
+from bench._common import (
     ESC_COLUMNS,
     PacedProvider,
     esc_figures,
@@ -27,10 +31,6 @@ from _common import (
     run_esc_trials,
     write_json,
 )
-from textual.screen import Screen
-from textual.widget import Widget
-from textual.widgets import Markdown
-
 from chatui.app import ChatApp
 from chatui.config import Config
 from chatui.messages import ResponseState

@@ -68,9 +68,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from _common import parser, percentile, print_results, write_json
-from _pty import ChildExited, PtyChild, child_env, log
-from processes import alive, living, marker
+from bench._common import parser, percentile, print_results, write_json
+from bench._pty import ChildExited, PtyChild, child_env, log
+from tests.support.processes import alive, living, marker
 
 HERE = Path(__file__).resolve().parent
 LONE_ESC = b"\x1b"
@@ -99,31 +99,29 @@ class Abort(Exception):
     """The app no longer responds: the rest of the case's trials are not run."""
 
 
-def build_case(
-    name: str, root: Path, tmp: Path, rate: int, no_extra_bufts: bool, n_threads: int = 2
-) -> Case:
+def build_case(name: str, tmp: Path, rate: int, no_extra_bufts: bool, n_threads: int = 2) -> Case:
     python = sys.executable
-    launcher = [python, str(HERE / "_pty_app.py")]
+    launcher = [python, "-m", "bench._pty_app"]  # Run in `root`: its own code.
     kitty = name.endswith("-kitty")
     esc = KITTY_ESC if kitty else LONE_ESC
     if name.startswith("scripted"):
         db = tmp / f"{name}.sqlite3"
-        argv = [*launcher, "scripted", str(root), "--db", str(db), "--rate", str(rate)]
+        argv = [*launcher, "scripted", "--db", str(db), "--rate", str(rate)]
         return Case(name, argv, esc, "trial {n}", 60, 30)
     if name == "echo":
-        return Case(name, [*launcher, "echo", str(root)], LONE_ESC, "", 10, 10)
+        return Case(name, [*launcher, "echo"], LONE_ESC, "", 10, 10)
     if name == "shell":
-        argv = [*launcher, "shell", str(root), "--db", str(tmp / "shell.sqlite3")]
+        argv = [*launcher, "shell", "--db", str(tmp / "shell.sqlite3")]
         return Case(name, argv, LONE_ESC, "{marker}", 60, 30)
     if name.startswith("floor"):
-        return Case(name, [*launcher, "floor", str(root), "--rate", str(rate)], esc, "", 60, 30)
+        return Case(name, [*launcher, "floor", "--rate", str(rate)], esc, "", 60, 30)
     assert name == "local"
     config = tmp / "local.toml"
     config.write_text(f"[local]\nn_threads = {n_threads}\n")
     script = Path(python).with_name("chatui")
     command = [str(script)] if script.exists() else [python, "-m", "chatui"]
     if no_extra_bufts:  # chatui.cli.main, with llama.cpp's AMX path off (see _pty_app.py).
-        command = [*launcher, "chatui", str(root), "--no-extra-bufts", "--"]
+        command = [*launcher, "chatui", "--no-extra-bufts", "--"]
     argv = [*command, "--config", str(config), "--db", str(tmp / "local.sqlite3")]
     return Case(name, argv, LONE_ESC, "{n}. " + LOCAL_PROMPT, 900, 180)
 
@@ -441,9 +439,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="terminal_escape-") as tmp:
         for size in args.sizes:
             for name in args.cases:
-                case = build_case(
-                    name, args.root, Path(tmp), args.rate, args.no_extra_bufts, args.n_threads
-                )
+                case = build_case(name, Path(tmp), args.rate, args.no_extra_bufts, args.n_threads)
                 results.append(run_case(case, args, size, env))
     for row in results:
         floor = next(

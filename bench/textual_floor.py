@@ -15,7 +15,14 @@ import random
 import sys
 import time
 
-from _common import (
+from markdown_it import MarkdownIt
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Markdown
+
+from bench._common import (
     ESC_COLUMNS,
     esc_figures,
     percentile,
@@ -24,12 +31,6 @@ from _common import (
     run_esc_trials,
     write_json,
 )
-from markdown_it import MarkdownIt
-from textual.app import App, ComposeResult
-from textual.binding import Binding
-from textual.containers import VerticalScroll
-from textual.screen import Screen
-from textual.widgets import Markdown
 
 frame_ms: list[float] = []
 _update = Screen._on_timer_update

@@ -1,8 +1,11 @@
-"""Shared fixtures: a fresh store, a fixed clock, and snapshots in top-level snapshots/."""
+"""Shared fixtures: a fresh store, a fixed clock, the test models, and snapshots in snapshots/.
+
+The helpers the tests share live in `tests/support/`; a test module imports
+from there, never from another test module.
+"""
 
 from __future__ import annotations
 
-import itertools
 import os
 from pathlib import Path
 
@@ -10,7 +13,10 @@ import pytest
 import pytest_textual_snapshot
 
 from chatui.config import Config
+from chatui.providers.local import provider as local_module
 from chatui.store import Store
+from tests.support.clocks import FakeClock
+from tests.support.tiny_gguf import write_tiny_model
 
 ROOT = Path(__file__).resolve().parent.parent
 SNAPSHOTS = ROOT / "snapshots"
@@ -38,17 +44,22 @@ def config(tmp_path: Path) -> Config:
     return Config(db_path=str(tmp_path / "chat.sqlite3"))
 
 
-class FakeClock:
-    """A clock that advances a fixed step each time it is read: deterministic figures."""
-
-    def __init__(self, step: float = 0.010) -> None:
-        self._ticks = itertools.count()
-        self.step = step
-
-    def __call__(self) -> float:
-        return next(self._ticks) * self.step
-
-
 @pytest.fixture
 def fake_clock() -> FakeClock:
     return FakeClock()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random-weight GGUF whose replies run to max_tokens (no end-of-generation token)."""
+    return write_tiny_model(tmp_path_factory.mktemp("models") / "tiny.gguf", suppress_eog=True)
+
+
+@pytest.fixture(scope="session")
+def default_model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bundled default model, assembled once into a temporary cache dir."""
+    target = tmp_path_factory.mktemp("cache") / "models" / "gemma.gguf"
+    messages: list[str] = []
+    local_module.assemble_default_model(target, messages.append)
+    assert messages[-1] == "preparing model 100%"
+    return target

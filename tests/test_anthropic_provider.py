@@ -13,21 +13,7 @@ import socket
 from collections.abc import Iterator
 
 import anthropic
-import anthropic_wire as aw
 import pytest
-from loop_clock import LoopClock
-from remote_helpers import (
-    SECRET,
-    WAIT,
-    assert_no_secret,
-    disconnected,
-    retry_waits,
-    run_skipping_retry_waits,
-    settings,
-    when,
-)
-from test_turn import make_turn, stored
-from wire import DROP, STALL, Error, Headers, Raw, Send, WireServer
 
 from chatui.config import AnthropicConfig
 from chatui.history import ChatMessage, ToolCall
@@ -35,6 +21,21 @@ from chatui.messages import ResponseState
 from chatui.providers.anthropic_messages import AnthropicProvider, to_anthropic_messages
 from chatui.providers.base import RetryWait, ToolCallDelta
 from chatui.store import Store
+from tests.support import anthropic_wire as aw
+from tests.support.clocks import LoopClock
+from tests.support.remote import (
+    SECRET,
+    WAIT,
+    anthropic_at,
+    assert_no_secret,
+    disconnected,
+    retry_waits,
+    run_skipping_retry_waits,
+    settings,
+    when,
+)
+from tests.support.turns import make_turn, stored
+from tests.support.wire import DROP, STALL, Error, Headers, Raw, Send, WireServer
 
 
 @pytest.fixture
@@ -43,15 +44,9 @@ def server() -> Iterator[WireServer]:
         yield wire
 
 
-def provider_for(server: WireServer, **config: object) -> AnthropicProvider:
-    values = {"api_key": SECRET, "base_url": server.base_url, "model": "wire-model"}
-    values.update(config)
-    return AnthropicProvider(AnthropicConfig(**values))  # type: ignore[arg-type]
-
-
 async def test_a_streamed_reply_is_stored_with_its_usage(server: WireServer, store: Store) -> None:
     server.play(aw.reply("Hello", ", world.", input_tokens=12, output_tokens=4))
-    provider = provider_for(server, max_tokens=321)
+    provider = anthropic_at(server.base_url, max_tokens=321)
     turn, sink = make_turn(store, provider, settings=settings(system_prompt="Be brief."))
 
     outcome = await turn.run()
@@ -78,7 +73,7 @@ async def test_esc_while_the_reader_waits_on_a_stalled_server_closes_the_stream(
     server.play(
         [*aw.start(), *aw.text_block(0, "Once ", "upon ", stop=False), STALL], aw.reply("Again.")
     )
-    provider = provider_for(server)
+    provider = anthropic_at(server.base_url)
     turn, sink = make_turn(store, provider, settings=settings())
     task = asyncio.create_task(turn.run())
     await when(lambda: len(sink.texts) == 2)
@@ -102,7 +97,7 @@ async def test_esc_before_the_response_headers_closes_the_connection(
     server: WireServer, store: Store
 ) -> None:
     server.play([STALL])
-    provider = provider_for(server)
+    provider = anthropic_at(server.base_url)
     turn, _ = make_turn(store, provider, settings=settings())
     task = asyncio.create_task(turn.run())
     await asyncio.to_thread(server.wait_for_request, 1)
@@ -127,7 +122,7 @@ async def test_esc_after_create_returned_but_before_the_first_chunk_closes_the_s
         return stream
 
     monkeypatch.setattr(messages, "create", create_and_tell)
-    provider = provider_for(server)
+    provider = anthropic_at(server.base_url)
     turn, _ = make_turn(store, provider, settings=settings())
     task = asyncio.create_task(turn.run())
     await asyncio.wait_for(returned.wait(), WAIT)
@@ -143,7 +138,7 @@ async def test_esc_in_a_tool_uses_input_keeps_it_cut_off_and_out_of_the_history(
 ) -> None:
     call = aw.tool_block(1, "toolu_1", "read_file", '{"pa', 'th": "no', stop=False)
     server.play([*aw.start(), *aw.text_block(0, "Let me look."), *call, STALL], aw.reply("Ok."))
-    provider = provider_for(server)
+    provider = anthropic_at(server.base_url)
     turn, sink = make_turn(store, provider, settings=settings())
     task = asyncio.create_task(turn.run())
     await when(lambda: sum(isinstance(e.payload, ToolCallDelta) for e in sink.events) == 2)
@@ -203,7 +198,7 @@ def test_the_server_validation_refuses_a_tool_use_without_its_result() -> None:
 async def test_an_hour_long_retry_after_is_not_waited_for(server: WireServer, store: Store) -> None:
     body = aw.error_body("rate_limit_error", "slow down")
     server.play([Error(429, body, {"retry-after": "3600"})])
-    provider = provider_for(server)
+    provider = anthropic_at(server.base_url)
     turn, sink = make_turn(store, provider, settings=settings())
 
     outcome = await turn.run()
@@ -218,7 +213,7 @@ async def test_an_hour_long_retry_after_is_not_waited_for(server: WireServer, st
 async def test_overloaded_is_retried_then_shown(server: WireServer, store: Store) -> None:
     body = aw.error_body("overloaded_error", "Overloaded")
     server.play(*[[Error(529, body, {"retry-after": "0"})]] * 3)
-    provider = provider_for(server)
+    provider = anthropic_at(server.base_url)
     turn, sink = make_turn(store, provider, settings=settings())
 
     outcome = await turn.run()
@@ -236,7 +231,7 @@ async def test_overloaded_is_retried_then_shown(server: WireServer, store: Store
 async def test_esc_during_a_retry_wait_ends_it_at_once(server: WireServer, store: Store) -> None:
     body = aw.error_body("overloaded_error", "Overloaded")
     server.play([Error(529, body, {"retry-after": "15"})])
-    provider = provider_for(server)
+    provider = anthropic_at(server.base_url)
     turn, sink = make_turn(store, provider, settings=settings())
     task = asyncio.create_task(turn.run())
     await when(lambda: any(isinstance(e.payload, RetryWait) for e in sink.events))
@@ -261,7 +256,7 @@ async def test_an_http_error_is_a_clear_failed_outcome(
     server: WireServer, store: Store, status: int, kind: str, words: str
 ) -> None:
     server.play([Error(status, aw.error_body(kind, f"details for {status}"))])
-    provider = provider_for(server)
+    provider = anthropic_at(server.base_url)
     turn, _ = make_turn(store, provider, settings=settings())
 
     outcome = await turn.run()
@@ -286,7 +281,7 @@ async def test_a_broken_stream_fails_the_turn_with_the_partial_kept(
     server: WireServer, store: Store, steps: list, words: str
 ) -> None:
     server.play([*aw.start(), *aw.text_block(0, "Half ", stop=False), *steps])
-    provider = provider_for(server)
+    provider = anthropic_at(server.base_url)
     turn, _ = make_turn(store, provider, settings=settings())
 
     outcome = await turn.run()
@@ -313,7 +308,7 @@ async def test_no_key_names_the_variable_and_the_config_key(store: Store) -> Non
 async def test_a_500_is_retried_twice_then_explained(server: WireServer, store: Store) -> None:
     body = aw.error_body("api_error", "Internal server error")
     server.play(*[[Error(500, body, {"retry-after": "0"})]] * 3)
-    provider = provider_for(server)
+    provider = anthropic_at(server.base_url)
     turn, _ = make_turn(store, provider, settings=settings())
 
     outcome = await turn.run()
@@ -327,7 +322,7 @@ async def test_a_500_is_retried_twice_then_explained(server: WireServer, store: 
 async def test_a_silent_stall_ends_at_the_idle_timeout(server: WireServer, store: Store) -> None:
     clock = LoopClock()
     server.play([*aw.start(), *aw.text_block(0, "Hm", stop=False), STALL])
-    provider = provider_for(server)
+    provider = anthropic_at(server.base_url)
     turn, sink = make_turn(store, provider, settings=settings(idle_timeout=60))
     task = asyncio.create_task(turn.run())
     await when(lambda: sink.texts == ["Hm"])  # The server is silent from here on.
@@ -367,7 +362,7 @@ async def test_the_earlier_messages_keep_their_bytes_from_turn_to_turn_after_a_s
         [*aw.start(), *aw.text_block(0, "Cut ", stop=False), STALL],
         aw.reply("Third."),
     )
-    provider = provider_for(server)
+    provider = anthropic_at(server.base_url)
     first, _ = make_turn(store, provider, settings=settings(), prompt="one")
     await first.run()
     second, sink = make_turn(

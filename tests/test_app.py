@@ -6,8 +6,6 @@ import asyncio
 import time
 
 import pytest
-from apphelpers import make_app, send, settled, wait_until
-from scripted import RAISE, STALL, ScriptedProvider, words
 from textual import events
 from textual.binding import Binding
 from textual.command import CommandPalette
@@ -23,6 +21,8 @@ from chatui.widgets.chat_message import AssistantMessage, ErrorNotice, UserMessa
 from chatui.widgets.composer import Composer
 from chatui.widgets.status_bar import StatusBar
 from chatui.widgets.welcome import Welcome
+from tests.support.app import make_app, send, settled, wait_until
+from tests.support.scripted import RAISE, STALL, ScriptedProvider, words
 
 
 async def test_reply_streams_into_one_markdown_widget_and_completes(store: Store) -> None:

@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import html
-import re
 from contextlib import asynccontextmanager
 
 import pytest
-from apphelpers import make_app, send, settled, wait_until
-from scripted import STALL, ScriptedProvider, words
 from textual import events
 
 from chatui.messages import ModelResponse, ResponseState, UserPrompt
@@ -22,6 +18,8 @@ from chatui.turn import ResponseStarted, TurnEvent
 from chatui.widgets.chat_message import AssistantMessage, ErrorNotice, UserMessage
 from chatui.widgets.composer import Composer
 from chatui.widgets.status_bar import StatusBar
+from tests.support.app import make_app, screen_text, send, settled, wait_until
+from tests.support.scripted import STALL, ScriptedProvider, words
 
 
 def key(name: str) -> events.Key:
@@ -32,12 +30,6 @@ def type_keys(app, text: str) -> None:
     """Post keys as one read from a terminal delivers them: all at once, no await between."""
     for char in text:
         app.post_message(key("enter" if char == "\r" else "space" if char == " " else char))
-
-
-def screen_text(app) -> str:
-    """The text on screen, from the app's own screenshot."""
-    svg = app.export_screenshot()
-    return html.unescape(re.sub(r"<[^>]+>", "", svg)).replace("\xa0", " ")
 
 
 async def delete_the_open_conversation(pilot) -> None:

@@ -20,7 +20,6 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from processes import group_alive, living, marker, nested_sleepers, until_running
 
 from chatui.cancel import CancelToken, current_token
 from chatui.config import ToolsConfig
@@ -31,6 +30,7 @@ from chatui.tools.files import Workspace, list_directory, read_text_file
 from chatui.tools.registry import ToolFailed
 from chatui.tools.shell import DRAIN_WAIT, ShellResult, run_shell
 from chatui.turn import Approval
+from tests.support.processes import group_alive, living, marker, nested_sleepers, until_running
 
 # The calculator
 

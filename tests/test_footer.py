@@ -9,8 +9,6 @@ from __future__ import annotations
 import gc
 import weakref
 
-from apphelpers import make_app, send, settled, wait_until
-from scripted import STALL, ScriptedProvider, words
 from textual.widgets._footer import FooterKey
 
 from chatui._textual.footer import KeyFooter
@@ -18,6 +16,8 @@ from chatui.app import ChatApp
 from chatui.messages import ResponseState
 from chatui.store import Store
 from chatui.widgets.chat_message import AssistantMessage
+from tests.support.app import make_app, send, settled, wait_until
+from tests.support.scripted import STALL, ScriptedProvider, words
 
 
 def footer_keys(app: ChatApp) -> dict[str, FooterKey]:

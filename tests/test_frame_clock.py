@@ -9,8 +9,6 @@ private refresh flags, and these tests fail if Textual changes them.
 from __future__ import annotations
 
 import pytest
-from apphelpers import make_app, send, settled, wait_until
-from scripted import ScriptedProvider, words
 from textual.app import App, ComposeResult
 from textual.geometry import Region
 from textual.screen import ModalScreen, Screen
@@ -22,6 +20,8 @@ from chatui._textual.frame_clock import draw_now, draw_widgets_now, refresh_pend
 from chatui.messages import ModelResponse, ResponseState
 from chatui.store import Store
 from chatui.widgets.chat_message import AssistantMessage
+from tests.support.app import make_app, send, settled, wait_until
+from tests.support.scripted import ScriptedProvider, words
 
 
 class OneLine(App[None]):

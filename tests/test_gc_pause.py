@@ -5,13 +5,13 @@ from __future__ import annotations
 import gc
 
 import pytest
-from apphelpers import make_app, send, settled, wait_until
-from scripted import STALL, ScriptedProvider, words
 
 from chatui.gc_pause import HOLDS_FULL_PASSES, NO_FULL_PASS, FullCollectionHold
 from chatui.session import Session
 from chatui.store import Store
 from chatui.turn import Turn, TurnOutcome
+from tests.support.app import make_app, send, settled, wait_until
+from tests.support.scripted import STALL, ScriptedProvider, words
 
 pytestmark = pytest.mark.skipif(
     not HOLDS_FULL_PASSES, reason="this Python's collector is incremental: no full pass to hold"

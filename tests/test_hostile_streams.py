@@ -14,24 +14,20 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Iterator
 
-import anthropic_wire as aw
-import openai_wire as ow
 import pytest
-from apphelpers import make_app, send, settled, wait_until
-from remote_helpers import SECRET, assert_no_secret, settings
-from test_turn import make_turn, stored
-from wire import Error, Raw, Send, Step, WireServer, sse
 
-from chatui.config import AnthropicConfig, OpenAIConfig
 from chatui.messages import ModelResponse, ResponseState, ToolResult
-from chatui.providers.anthropic_messages import AnthropicProvider
 from chatui.providers.base import ToolCallDelta, ToolCallStart
-from chatui.providers.openai_chat import OpenAIProvider
-from chatui.providers.remote import RemoteProvider
 from chatui.providers.sse import events as sse_events
 from chatui.store import Store
 from chatui.tools import Tool, ToolRegistry
 from chatui.widgets.tool_call import ToolCallView
+from tests.support import anthropic_wire as aw
+from tests.support import openai_wire as ow
+from tests.support.app import make_app, send, settled, wait_until
+from tests.support.remote import PROVIDERS, assert_no_secret, settings
+from tests.support.turns import make_turn, stored
+from tests.support.wire import Error, Raw, Send, Step, WireServer, sse
 
 KINDS = ["openai", "anthropic"]
 ANTHROPIC_STOPS = {"stop": "end_turn", "tool_calls": "tool_use", "length": "max_tokens"}
@@ -47,13 +43,6 @@ def kind(request: pytest.FixtureRequest) -> str:
 def server(kind: str) -> Iterator[WireServer]:
     with WireServer(validate=ow.validate if kind == "openai" else aw.validate) as wire:
         yield wire
-
-
-def provider_for(kind: str, server: WireServer) -> RemoteProvider:
-    if kind == "openai":
-        config = OpenAIConfig(api_key=SECRET, base_url=f"{server.base_url}/v1", model="m")
-        return OpenAIProvider(config)
-    return AnthropicProvider(AnthropicConfig(api_key=SECRET, base_url=server.base_url, model="m"))
 
 
 def opening(kind: str, text: str = "") -> list[Step]:
@@ -112,7 +101,7 @@ async def test_a_call_cut_by_the_token_limit_is_shown_cut_off_never_runs_and_is_
     notes = Notes()
     cut = call(kind, 0, "call_1", "note", '{"text": "hal', "f a")
     server.play([*opening(kind, "Let me note it."), *cut, *ending(kind, "length")])
-    provider = provider_for(kind, server)
+    provider = PROVIDERS[kind](server.base_url)
     app = make_app(store, provider, tools=notes.registry)
     async with app.run_test(size=(100, 40)) as pilot:
         await send(pilot, "take a note")
@@ -149,7 +138,7 @@ async def test_only_the_call_the_token_limit_cut_is_cut_off(
     second = call(kind, 1, "call_2", "note", '{"text": "tw')
     server.play([*opening(kind, "Two notes."), *first, *second, *ending(kind, "length")])
     server.play(reply(kind, "Noted one."))
-    provider = provider_for(kind, server)
+    provider = PROVIDERS[kind](server.base_url)
     turn, _ = make_turn(store, provider, tools=notes.registry, settings=settings())
 
     outcome = await turn.run()
@@ -176,7 +165,7 @@ async def test_calls_of_a_compatible_server_that_ends_them_with_stop_still_run(
     with WireServer(validate=ow.validate) as server:
         server.play([*ow.tool_call(0, "call_1", "note", '{"text": "kept"}'), *ow.ending("stop")])
         server.play(ow.reply("Done."))
-        provider = provider_for("openai", server)
+        provider = PROVIDERS["openai"](server.base_url)
         turn, _ = make_turn(store, provider, tools=notes.registry, settings=settings())
 
         assert (await turn.run()).state is ResponseState.COMPLETE
@@ -200,7 +189,7 @@ async def test_a_tool_name_streamed_in_pieces_calls_the_whole_name(store: Store)
             ],
             ow.reply("Done."),
         )
-        provider = provider_for("openai", server)
+        provider = PROVIDERS["openai"](server.base_url)
         turn, sink = make_turn(store, provider, tools=notes.registry, settings=settings())
 
         assert (await turn.run()).state is ResponseState.COMPLETE
@@ -226,7 +215,7 @@ async def test_a_name_and_id_repeated_in_every_delta_are_taken_once(store: Store
             ],
             ow.reply("Done."),
         )
-        provider = provider_for("openai", server)
+        provider = PROVIDERS["openai"](server.base_url)
         turn, _ = make_turn(store, provider, tools=notes.registry, settings=settings())
 
         assert (await turn.run()).state is ResponseState.COMPLETE
@@ -280,7 +269,7 @@ async def test_chunks_and_events_that_carry_nothing_usable_are_skipped(
             *aw.ending(),
         ]
     server.play(steps)
-    provider = provider_for(kind, server)
+    provider = PROVIDERS[kind](server.base_url)
     turn, _ = make_turn(store, provider, settings=settings())
 
     outcome = await turn.run()
@@ -298,7 +287,7 @@ async def test_arguments_for_a_block_that_never_started_are_skipped(store: Store
             [*aw.start(), aw.json_delta(5, '{"text": "stray"}'), *block, *aw.ending("tool_use")],
             aw.reply("Done."),
         )
-        provider = provider_for("anthropic", server)
+        provider = PROVIDERS["anthropic"](server.base_url)
         turn, _ = make_turn(store, provider, tools=notes.registry, settings=settings())
 
         outcome = await turn.run()
@@ -323,7 +312,7 @@ async def test_arguments_sent_as_an_object_are_taken_as_its_json(
         steps += [aw.json_delta(1, arguments), aw.event({"type": "content_block_stop", "index": 1})]
         steps += aw.ending("tool_use")
     server.play(steps, reply(kind, "Done."))
-    provider = provider_for(kind, server)
+    provider = PROVIDERS[kind](server.base_url)
     turn, _ = make_turn(store, provider, tools=notes.registry, settings=settings())
 
     outcome = await turn.run()
@@ -349,7 +338,7 @@ async def test_a_tool_use_whose_input_comes_whole_in_its_start_is_called_with_it
             *aw.ending("tool_use"),
         ]
         server.play(steps, aw.reply("Done."))
-        provider = provider_for("anthropic", server)
+        provider = PROVIDERS["anthropic"](server.base_url)
         turn, _ = make_turn(store, provider, tools=notes.registry, settings=settings())
 
         assert (await turn.run()).state is ResponseState.COMPLETE
@@ -370,7 +359,7 @@ async def test_bytes_that_are_not_utf8_are_replaced_and_the_user_told_once(
         steps = [*aw.start(), *aw.text_block(0, "Half ", stop=False), bad, bad]
         steps += [*aw.text_block(0, "more.")[1:], *aw.ending()]
     server.play(steps)
-    provider = provider_for(kind, server)
+    provider = PROVIDERS[kind](server.base_url)
     notices: list[str] = []
     provider.on_notice = notices.append
     turn, _ = make_turn(store, provider, settings=settings())
@@ -392,7 +381,7 @@ async def test_an_error_that_is_a_bare_string_is_explained(
     kind: str, server: WireServer, store: Store
 ) -> None:
     server.play([Error(401, {"error": "Unauthorized: invalid x-api-key"})])
-    provider = provider_for(kind, server)
+    provider = PROVIDERS[kind](server.base_url)
     turn, _ = make_turn(store, provider, settings=settings())
 
     outcome = await turn.run()
@@ -414,7 +403,7 @@ async def test_an_error_event_that_is_a_bare_string_is_explained(
         steps = [*aw.start(), *aw.text_block(0, "Half ", stop=False)]
         steps.append(Send({"type": "error", "error": "upstream timed out"}, event="error"))
     server.play(steps)
-    provider = provider_for(kind, server)
+    provider = PROVIDERS[kind](server.base_url)
     turn, _ = make_turn(store, provider, settings=settings())
 
     outcome = await turn.run()
@@ -441,7 +430,7 @@ async def test_fields_that_dispatch_no_event_are_skipped(
         steps = [*quiet, *aw.start(), *aw.text_block(0, "All ", "here.", stop=False), *quiet]
         steps += [aw.event({"type": "content_block_stop", "index": 0}), *aw.ending()]
     server.play(steps)
-    provider = provider_for(kind, server)
+    provider = PROVIDERS[kind](server.base_url)
     turn, _ = make_turn(store, provider, settings=settings())
 
     outcome = await turn.run()
@@ -459,7 +448,7 @@ async def test_a_finished_reply_leaves_its_connection_for_the_next_request(
 ) -> None:
     """The body is read to its end after the last event, so HTTP/1.1 reuses the connection."""
     server.play(reply(kind, "One."), reply(kind, "Two."))
-    provider = provider_for(kind, server)
+    provider = PROVIDERS[kind](server.base_url)
     first, _ = make_turn(store, provider, settings=settings(), prompt="one")
     assert (await first.run()).state is ResponseState.COMPLETE
     second, _ = make_turn(

@@ -12,13 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import openai_wire as ow
 import pytest
-from remote_helpers import SECRET, assert_no_secret, key_runs, settings
-from scripted import ScriptedProvider, tool_call, words
-from test_remote_errors import openai_at
-from test_turn import make_turn, stored
-from wire import WireServer
 
 from chatui import redact
 from chatui.config import ToolsConfig
@@ -29,6 +23,11 @@ from chatui.store import Store
 from chatui.tools import Tool, ToolRegistry
 from chatui.tools.builtin import build_registry
 from chatui.turn import Approval, TurnSettings
+from tests.support import openai_wire as ow
+from tests.support.remote import SECRET, assert_no_secret, key_runs, openai_at, settings
+from tests.support.scripted import ScriptedProvider, tool_call, words
+from tests.support.turns import make_turn, stored
+from tests.support.wire import WireServer
 
 LIMIT = 400  # tools.output_limit in these tests.
 OTHER_KEY = "sk-ant-api03-Zq8Lr2Xw5Vn9Tb3Hk7Jm1Pd6Fs4Gc0"

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import llama_cpp
 import pytest
-from tiny_gguf import END_OF_TURN_ID, START_OF_TURN_ID, write_tiny_model
 
 from chatui.providers.local.chat_format import Prompt
 from chatui.providers.local.kv_cache import KVCache
 from chatui.providers.local.llama_runtime import silence_llama_logs
+from tests.support.tiny_gguf import END_OF_TURN_ID, START_OF_TURN_ID, write_tiny_model
 
 
 @pytest.fixture(scope="module")

@@ -32,9 +32,6 @@ import llama_cpp.server.app as server_app
 import pytest
 import uvicorn
 from llama_cpp.server.settings import ModelSettings, ServerSettings
-from remote_helpers import WAIT, settings
-from test_turn import Sink, make_turn, stored
-from tiny_gguf import write_tiny_model
 
 from chatui.config import OpenAIConfig
 from chatui.history import DEFAULT_INTERRUPTED_NOTE
@@ -42,6 +39,9 @@ from chatui.messages import ResponseState
 from chatui.providers.openai_chat import OpenAIProvider
 from chatui.store import Store
 from chatui.turn import Turn
+from tests.support.remote import WAIT, settings
+from tests.support.tiny_gguf import write_tiny_model
+from tests.support.turns import Sink, make_turn, stored
 
 ALIAS = "tiny-gguf"
 N_CTX = 2048

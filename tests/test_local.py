@@ -15,90 +15,26 @@ from pathlib import Path
 
 import llama_cpp
 import pytest
-from loop_clock import LoopClock
-from tiny_gguf import write_tiny_model
 
 from chatui.cancel import CancelToken
 from chatui.config import LocalConfig
 from chatui.history import ChatMessage
 from chatui.messages import ResponseState
 from chatui.providers.base import PromptProgress, ProviderError, TextDelta
-from chatui.providers.local.chat_format import GEMMA_TEMPLATE
 from chatui.providers.local.llama_engine import model_identity
 from chatui.providers.local.llama_runtime import AbortFlag, amx_present
 from chatui.providers.local.provider import LocalProvider, check_gguf
 from chatui.store import Store
 from chatui.turn import Turn, TurnEvent, TurnSettings
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Replies run to max_tokens (no end-of-generation token)."""
-    return write_tiny_model(tmp_path_factory.mktemp("models") / "tiny.gguf", suppress_eog=True)
-
-
-def local_config(model: Path, **overrides: object) -> LocalConfig:
-    values = dict(
-        model_path=str(model),
-        n_ctx=4096,
-        temperature=0.0,
-        repeat_penalty=1.0,
-        max_tokens=24,
-        n_threads=2,
-        chat_template=GEMMA_TEMPLATE,  # The default model's format (the tiny GGUF's trims).
-    )
-    values.update(overrides)
-    return LocalConfig(**values)  # type: ignore[arg-type]
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.texts: list[str] = []
-        self.after_stop = 0
-        self.turn: Turn | None = None
-        self.stop_after: int | None = None
-
-    async def __call__(self, event: TurnEvent) -> None:
-        assert self.turn is not None
-        if self.turn.token.cancelled:
-            self.after_stop += 1
-        if isinstance(event.payload, TextDelta):
-            self.texts.append(event.payload.text)
-            if self.stop_after is not None and len(self.texts) >= self.stop_after:
-                self.turn.cancel()
-
-
-async def run_turn(
-    provider, store, conversation, prompt, *, stop_after=None, start=True, idle_timeout=60.0
-):
-    recorder = Recorder()
-    recorder.stop_after = stop_after
-    turn = Turn(
-        conversation=conversation,
-        prompt=prompt,
-        provider=provider,
-        store=store,
-        sink=recorder,
-        settings=TurnSettings(system_prompt="Be brief.", idle_timeout=idle_timeout),
-    )
-    recorder.turn = turn
-    if not start:
-        return turn, recorder
-    outcome = await turn.run()
-    return outcome, recorder
-
-
-def cache_state(provider: LocalProvider) -> tuple[int, int, int]:
-    """(n_tokens, committed tokens, last position in the KV cache + 1)."""
-    engine = provider.engine
-    assert engine is not None and engine.llm is not None and engine.kv is not None
-
-    def read() -> tuple[int, int, int]:
-        memory = llama_cpp.llama_get_memory(engine.llm.ctx)
-        top = llama_cpp.llama_memory_seq_pos_max(memory, 0) + 1
-        return engine.llm.n_tokens, len(engine.kv.committed), top
-
-    return engine.call(read).result()
+from tests.support.clocks import LoopClock
+from tests.support.local import (
+    cache_state,
+    hold_the_prefill_midway,
+    hold_the_reply_at,
+    local_config,
+)
+from tests.support.tiny_gguf import write_tiny_model
+from tests.support.turns import BRIEF, make_turn, run_turn
 
 
 @pytest.fixture
@@ -141,54 +77,6 @@ async def test_abort_during_generation_stops_at_once_and_rolls_back(provider, st
     assert stored.state is ResponseState.INTERRUPTED and stored.text == "".join(recorder.texts)
 
 
-def _wait_for_the_stop(provider: LocalProvider) -> None:
-    """On the engine thread: block until the running job's turn is stopped."""
-    stopped = threading.Event()
-    provider.last_job.cancel.on_cancel(stopped.set)
-    assert stopped.wait(30), "the turn was never stopped"
-
-
-def hold_the_prefill_midway(provider: LocalProvider) -> threading.Event:
-    """From now on, a long prompt is read in part, then held until the turn is stopped.
-
-    The stop lands while the prompt is half read, on any machine: the rest of it is
-    read only once the stop was asked for, and the abort ends that decode. The event
-    is set once the prompt is held.
-    """
-    llm = provider.engine.llm
-    original, held = llm.eval, threading.Event()
-
-    def eval_in_two(tokens):  # type: ignore[no-untyped-def]
-        if len(tokens) <= 100:
-            return original(tokens)
-        original(tokens[:64])  # 64 tokens of the prompt are in the cache...
-        held.set()
-        _wait_for_the_stop(provider)
-        return original(tokens[64:])  # ...and the rest is read after the stop.
-
-    llm.eval = eval_in_two
-    return held
-
-
-def hold_the_reply_at(provider: LocalProvider, tokens: int) -> None:
-    """From now on, a reply's `tokens`-th token is evaluated only once the turn is stopped.
-
-    Each token is shown as it is sampled, before it is evaluated: by then the reply
-    has shown `tokens` tokens, however fast or slow the model runs here.
-    """
-    llm = provider.engine.llm
-    original, evaluated = llm.eval, [0]
-
-    def eval_held(batch):  # type: ignore[no-untyped-def]
-        if len(batch) == 1:  # Generation evaluates one token at a time.
-            evaluated[0] += 1
-            if evaluated[0] == tokens:
-                _wait_for_the_stop(provider)
-        return original(batch)
-
-    llm.eval = eval_held
-
-
 async def test_abort_during_prefill_returns_from_decode_and_keeps_the_cache(
     tiny_model: Path, tmp_path: Path, store: Store
 ) -> None:
@@ -200,7 +88,9 @@ async def test_abort_during_prefill_returns_from_decode_and_keeps_the_cache(
         await run_turn(provider, store, conversation, "short")
         before = cache_state(provider)
         held = hold_the_prefill_midway(provider)
-        turn, recorder = await run_turn(provider, store, conversation, "long " * 600, start=False)
+        turn, recorder = make_turn(
+            store, provider, conversation=conversation, settings=BRIEF, prompt="long " * 600
+        )
         task = asyncio.create_task(turn.run())
         assert await asyncio.to_thread(held.wait, 60)
         turn.cancel()
@@ -218,7 +108,9 @@ async def test_abort_during_prefill_returns_from_decode_and_keeps_the_cache(
 
 async def test_cancel_before_the_engine_starts_the_job(provider, store: Store) -> None:
     conversation = store.create_conversation()
-    turn, recorder = await run_turn(provider, store, conversation, "x", start=False)
+    turn, recorder = make_turn(
+        store, provider, conversation=conversation, settings=BRIEF, prompt="x"
+    )
     blocker = threading.Event()
     provider.engine.call(lambda: blocker.wait(30))  # The model thread is busy.
     task = asyncio.create_task(turn.run())

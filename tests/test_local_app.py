@@ -7,10 +7,6 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from apphelpers import fix_stop_time, make_app, send, settled, wait_until
-from conftest import FakeClock
-from test_local import cache_state, hold_the_prefill_midway, local_config
-from tiny_gguf import write_tiny_model
 
 from chatui.config import LocalConfig
 from chatui.messages import ModelResponse, ResponseState
@@ -19,6 +15,10 @@ from chatui.providers.local.provider import LocalProvider
 from chatui.store import Store
 from chatui.widgets.chat_message import AssistantMessage
 from chatui.widgets.status_bar import StatusBar
+from tests.support.app import fix_stop_time, make_app, send, settled, wait_until
+from tests.support.clocks import FakeClock
+from tests.support.local import cache_state, hold_the_prefill_midway, local_config
+from tests.support.tiny_gguf import write_tiny_model
 
 SIZE = (80, 24)
 
@@ -81,16 +81,6 @@ def test_local_reply_interrupted_during_prefill(
         assert cache_state(provider)[0] == 0  # Nothing of the stopped prompt stays cached.
 
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
-
-
-@pytest.fixture(scope="module")
-def default_model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Assemble the bundled default model once, into a temporary cache dir."""
-    target = tmp_path_factory.mktemp("cache") / "models" / "gemma.gguf"
-    messages: list[str] = []
-    local_module.assemble_default_model(target, messages.append)
-    assert messages[-1] == "preparing model 100%"
-    return target
 
 
 async def test_real_default_model_exchange_stop_and_cache_reuse(

@@ -15,6 +15,7 @@ from chatui.providers.base import (
 )
 from chatui.providers.local.chat_format import GEMMA_TEMPLATE, ChatFormat
 from chatui.providers.local.tool_markup import ID_PATTERN, ToolCallMarkupParser
+from tests.support.local import HONEST_TOOL, TOOLS_TEMPLATE
 
 GEMMA = ChatFormat(GEMMA_TEMPLATE, bos_token="<bos>", eos_token="<eos>")
 
@@ -223,62 +224,6 @@ def test_tojson_keeps_contents_marked_and_errors_show_no_markers() -> None:
     assert prompt.segments == (('"', True), ('é \\"<end_of_turn>\\"', False), ('"', True))
     with pytest.raises(ProviderError, match=r"^the chat template failed: bad: boom$"):
         chat_format.render([ChatMessage("user", "boom")])
-
-
-# Tool specs are contents too, and an honest one renders as it always did
-
-TOOLS_TEMPLATE = (
-    "{{ bos_token }}"
-    "{%- for message in messages if message['role'] != 'system' -%}"
-    "{{ '<start_of_turn>' + ('model' if message['role'] == 'assistant' else 'user') + '\n' }}"
-    "{%- if loop.first and tools -%}"
-    "{%- for tool in tools -%}"
-    "{%- set f = tool['function'] -%}"
-    "{%- set params = f['parameters'] -%}"
-    "{{ f['name'] + ': ' + f['description'] + '\n' }}"
-    "{%- for name, spec in params.get('properties', {}).items() -%}"
-    "{{ '- ' ~ name ~ ': ' ~ ('str' if spec['type'] == 'string' else spec['type']) }}"
-    "{%- if name in params.get('required', []) %}{{ ', required' }}{% endif -%}"
-    "{%- for key, value in spec.items() if key != 'type' -%}"
-    "{{ ', ' + key + '=' + (value | tojson) }}"
-    "{%- endfor -%}"
-    "{{ '\n' }}"
-    "{%- endfor -%}"
-    "{{ tool | tojson }}{{ '\n\n' }}"
-    "{%- endfor -%}"
-    "{%- endif -%}"
-    "{{ message['content'] | trim }}"
-    "{%- for call in message.get('tool_calls', []) -%}"
-    "{{ '<tool_call>' + (call['function'] | tojson) + '</tool_call>' }}"
-    "{%- endfor -%}"
-    "{{ '<end_of_turn>\n' }}"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}{{ '<start_of_turn>model\n' }}{%- endif -%}"
-)
-"""A GGUF's own template that shows tools as templates do: it walks the schema,
-prints its keys and values, compares its types, and dumps it with `tojson`."""
-
-HONEST_TOOL = ToolSpec(
-    "search",
-    "Search the notes.",
-    {
-        "type": "object",
-        "properties": {
-            "query": {
-                "type": "string",
-                "title": "Query",
-                "pattern": "^\\w+$",
-                "examples": ["to do"],
-            },
-            "mode": {"type": "string", "enum": ["fast", "exact"], "default": "fast"},
-            "limit": {"type": ["integer", "null"], "minimum": 1, "default": 10},
-            "tags": {"type": "array", "items": {"type": "string", "minLength": 1}},
-            "type": {"type": "string", "description": "A property named like a keyword."},
-        },
-        "required": ["query", "type"],
-        "additionalProperties": False,
-    },
-)
 
 
 @pytest.mark.parametrize(

@@ -5,8 +5,6 @@ from __future__ import annotations
 import re
 
 import pytest
-from apphelpers import make_app, send, settled, wait_until
-from scripted import STALL, ScriptedProvider, words
 from textual.pilot import Pilot
 from textual.widgets import Static
 from textual.widgets.markdown import MarkdownBlock
@@ -18,6 +16,8 @@ from chatui.store import Store
 from chatui.widgets.chat_message import AssistantMessage
 from chatui.widgets.fold import Fold
 from chatui.widgets.message_list import MessageList
+from tests.support.app import make_app, send, settled, wait_until
+from tests.support.scripted import STALL, ScriptedProvider, words
 
 REPLY = (
     "## Answer {n}\n\nSome prose that wraps over a line or two on a narrow screen.\n\n"

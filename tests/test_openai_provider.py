@@ -14,22 +14,7 @@ import threading
 from collections.abc import Iterator
 
 import openai
-import openai_wire as ow
 import pytest
-from apphelpers import make_app, send, settled, wait_until
-from loop_clock import LoopClock
-from remote_helpers import (
-    SECRET,
-    WAIT,
-    assert_no_secret,
-    disconnected,
-    retry_waits,
-    run_skipping_retry_waits,
-    settings,
-    when,
-)
-from test_turn import make_turn, stored
-from wire import DROP, STALL, Error, Gate, Headers, Raw, WireServer
 
 from chatui.config import OpenAIConfig
 from chatui.messages import ModelResponse, ResponseState, ToolCallPart
@@ -38,6 +23,22 @@ from chatui.providers.openai_chat import OpenAIProvider, to_openai_messages
 from chatui.store import Store
 from chatui.widgets.chat_message import AssistantMessage, ErrorNotice
 from chatui.widgets.status_bar import StatusBar
+from tests.support import openai_wire as ow
+from tests.support.app import make_app, send, settled, wait_until
+from tests.support.clocks import LoopClock
+from tests.support.remote import (
+    SECRET,
+    WAIT,
+    assert_no_secret,
+    disconnected,
+    openai_at,
+    retry_waits,
+    run_skipping_retry_waits,
+    settings,
+    when,
+)
+from tests.support.turns import make_turn, stored
+from tests.support.wire import DROP, STALL, Error, Gate, Headers, Raw, WireServer
 
 
 @pytest.fixture
@@ -46,15 +47,9 @@ def server() -> Iterator[WireServer]:
         yield wire
 
 
-def provider_for(server: WireServer, **config: object) -> OpenAIProvider:
-    settings = {"api_key": SECRET, "base_url": f"{server.base_url}/v1", "model": "wire-model"}
-    settings.update(config)
-    return OpenAIProvider(OpenAIConfig(**settings))  # type: ignore[arg-type]
-
-
 async def test_a_streamed_reply_is_stored_with_its_usage(server: WireServer, store: Store) -> None:
     server.play(ow.reply("Hello", ", ", "world."))
-    provider = provider_for(server)
+    provider = openai_at(server.base_url)
     turn, sink = make_turn(store, provider, settings=settings())
 
     outcome = await turn.run()
@@ -79,7 +74,7 @@ async def test_esc_while_the_reader_waits_on_a_stalled_server_closes_the_stream(
     server: WireServer, store: Store
 ) -> None:
     server.play([*ow.text("Once ", "upon "), STALL], ow.reply("Again."))
-    provider = provider_for(server)
+    provider = openai_at(server.base_url)
     turn, sink = make_turn(store, provider, settings=settings())
     task = asyncio.create_task(turn.run())
     await when(lambda: len(sink.texts) == 2)
@@ -108,7 +103,7 @@ async def test_esc_before_the_response_headers_closes_the_connection(
     server: WireServer, store: Store
 ) -> None:
     server.play([STALL])  # Not even a status line.
-    provider = provider_for(server)
+    provider = openai_at(server.base_url)
     turn, _ = make_turn(store, provider, settings=settings())
     task = asyncio.create_task(turn.run())
     await asyncio.to_thread(server.wait_for_request, 1)
@@ -136,7 +131,7 @@ async def test_esc_after_create_returned_but_before_the_first_chunk_closes_the_s
         return stream
 
     monkeypatch.setattr(completions, "create", create_and_tell)
-    provider = provider_for(server)
+    provider = openai_at(server.base_url)
     turn, _ = make_turn(store, provider, settings=settings())
     task = asyncio.create_task(turn.run())
     await asyncio.wait_for(returned.wait(), WAIT)
@@ -152,7 +147,7 @@ async def test_esc_in_a_tool_calls_arguments_keeps_it_cut_off_and_out_of_the_his
 ) -> None:
     call = ow.tool_call(0, "call_abc", "read_file", '{"pa', 'th": "no')
     server.play([*ow.text("Let me look."), *call, STALL], ow.reply("Fine."))
-    provider = provider_for(server)
+    provider = openai_at(server.base_url)
     turn, sink = make_turn(store, provider, settings=settings())
     task = asyncio.create_task(turn.run())
     await when(lambda: sum(isinstance(e.payload, ToolCallDelta) for e in sink.events) == 2)
@@ -205,7 +200,7 @@ async def test_the_earlier_messages_keep_their_bytes_from_turn_to_turn_after_a_s
     server: WireServer, store: Store
 ) -> None:
     server.play(ow.reply("First answer."), [*ow.text("Cut "), STALL], ow.reply("Third."))
-    provider = provider_for(server)
+    provider = openai_at(server.base_url)
     first, _ = make_turn(store, provider, settings=settings(), prompt="one")
     await first.run()
     conversation = first.conversation
@@ -233,7 +228,7 @@ async def test_a_429_is_retried_after_its_retry_after_and_shown_as_a_wait(
 ) -> None:
     server.play([Error(429, {"error": {"message": "slow down"}}, {"retry-after": "0"})])
     server.play(ow.reply("Done."))
-    provider = provider_for(server)
+    provider = openai_at(server.base_url)
     turn, sink = make_turn(store, provider, settings=settings())
 
     assert (await turn.run()).state is ResponseState.COMPLETE
@@ -247,7 +242,7 @@ async def test_a_retry_after_longer_than_the_cap_is_not_waited_for(
     server: WireServer, store: Store
 ) -> None:
     server.play([Error(429, {"error": {"message": "quota"}}, {"retry-after": "3600"})])
-    provider = provider_for(server)
+    provider = openai_at(server.base_url)
     turn, sink = make_turn(store, provider, settings=settings())
 
     outcome = await turn.run()
@@ -261,7 +256,7 @@ async def test_a_retry_after_longer_than_the_cap_is_not_waited_for(
 
 async def test_esc_during_a_retry_wait_ends_it_at_once(server: WireServer, store: Store) -> None:
     server.play([Error(503, {"error": {"message": "busy"}}, {"retry-after": "15"})])
-    provider = provider_for(server)
+    provider = openai_at(server.base_url)
     turn, sink = make_turn(store, provider, settings=settings())
     task = asyncio.create_task(turn.run())
     await when(lambda: any(isinstance(e.payload, RetryWait) for e in sink.events))
@@ -289,7 +284,7 @@ async def test_an_http_error_is_a_clear_failed_outcome(
 ) -> None:
     body = {"error": {"message": f"details for {status}", "type": "x"}}
     server.play(*[[Error(status, body, {"retry-after": "0"})]] * 3)
-    provider = provider_for(server)
+    provider = openai_at(server.base_url)
     turn, _ = make_turn(store, provider, settings=settings())
 
     outcome = await turn.run()
@@ -316,7 +311,7 @@ async def test_a_broken_stream_fails_the_turn_with_the_partial_kept(
     server: WireServer, store: Store, steps: list, words: str
 ) -> None:
     server.play(steps)
-    provider = provider_for(server)
+    provider = openai_at(server.base_url)
     turn, _ = make_turn(store, provider, settings=settings())
 
     outcome = await turn.run()
@@ -333,7 +328,7 @@ async def test_a_broken_stream_fails_the_turn_with_the_partial_kept(
 async def test_a_silent_stall_ends_at_the_idle_timeout(server: WireServer, store: Store) -> None:
     clock = LoopClock()
     server.play([*ow.text("Hm"), STALL])
-    provider = provider_for(server)
+    provider = openai_at(server.base_url)
     turn, sink = make_turn(store, provider, settings=settings(idle_timeout=60))
     task = asyncio.create_task(turn.run())
     await when(lambda: sink.texts == ["Hm"])  # The server is silent from here on.
@@ -405,7 +400,7 @@ async def test_a_base_url_without_a_key_sends_a_placeholder(
     server: WireServer, store: Store
 ) -> None:
     server.play(ow.reply("Local."))
-    provider = provider_for(server, api_key="")
+    provider = openai_at(server.base_url, api_key="")
     turn, _ = make_turn(store, provider, settings=settings())
 
     assert (await turn.run()).state is ResponseState.COMPLETE
@@ -417,7 +412,7 @@ async def test_a_gated_reply_streams_as_it_is_released(server: WireServer, store
     """Text is shown as it arrives, not when the reply ends."""
     gate = threading.Event()
     server.play([*ow.text("first "), Gate(gate), *ow.reply("second")])
-    provider = provider_for(server)
+    provider = openai_at(server.base_url)
     turn, sink = make_turn(store, provider, settings=settings())
     task = asyncio.create_task(turn.run())
     await when(lambda: sink.texts == ["first "])
@@ -454,7 +449,7 @@ async def test_the_server_validation_refuses_a_dangling_tool_call(server: WireSe
 async def test_an_error_is_shown_inline_without_the_key(server: WireServer, store: Store) -> None:
     body = {"error": {"message": f"Incorrect API key provided: {SECRET}", "type": "x"}}
     server.play([Error(401, body)])
-    app = make_app(store, provider_for(server))
+    app = make_app(store, openai_at(server.base_url))
     async with app.run_test() as pilot:
         await send(pilot, "hello")
         await wait_until(pilot, settled(app))

@@ -49,10 +49,10 @@ from pathlib import Path
 
 import llama_cpp
 import pytest
-from tiny_gguf import write_tiny_model
 
 from chatui.providers.local import llama_engine
 from chatui.providers.local.tool_grammar import ToolGrammar
+from tests.support.tiny_gguf import write_tiny_model
 
 ROOT = Path(__file__).resolve().parent.parent
 CHATUI = ROOT / "chatui"

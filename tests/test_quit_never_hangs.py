@@ -19,18 +19,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from processes import OnPty
 
 from chatui.app import QUIT_GRACE
+from tests.support.processes import OnPty
 
-TESTS = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parent.parent
 QUIT_DEADLINE = 10.0  # Seconds; a quit takes well under one here.
 AT_ONCE = QUIT_GRACE - 1  # Seconds: sooner than a first quit's wait for a stuck stop.
 CTRL_Q = b"\x11"
 
 
 class Target:
-    """quit_target.py on a pseudo-terminal, its database and its workspace."""
+    """tests/support/quit_target.py on a pseudo-terminal, its database and its workspace."""
 
     def __init__(self, tmp_path: Path, case: str, timeout: float) -> None:
         self.db = tmp_path / "chat.sqlite3"
@@ -39,12 +39,12 @@ class Target:
         os.mkfifo(self.workspace / "pipe")
         env = {
             **os.environ,
-            "PYTHONPATH": os.pathsep.join([str(TESTS), str(TESTS.parent)]),
+            "PYTHONPATH": str(ROOT),  # So that `tests.support` imports.
             "TERM": "xterm-256color",
             "TEXTUAL_ANIMATIONS": "none",
         }
         env.pop("TEXTUAL", None)
-        argv = [sys.executable, str(TESTS / "quit_target.py"), str(self.db)]
+        argv = [sys.executable, "-m", "tests.support.quit_target", str(self.db)]
         self.app = OnPty([*argv, str(self.workspace), case, str(timeout)], env)
         self.app.wait_for(lambda: "idle" in self.app.output, timeout=60)
         self.app.write(b"go\r")

@@ -9,17 +9,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import anthropic_wire as aw
-import openai_wire as ow
 import pytest
-from remote_helpers import SECRET, settings
-from test_turn import make_turn
-from wire import WireServer
 
 from chatui.config import load_config
 from chatui.messages import ResponseState
 from chatui.providers.registry import create_provider
 from chatui.store import Store
+from tests.support import anthropic_wire as aw
+from tests.support import openai_wire as ow
+from tests.support.remote import SECRET, settings
+from tests.support.turns import make_turn
+from tests.support.wire import WireServer
 
 
 @pytest.fixture

@@ -9,40 +9,21 @@ the store or the error text.
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
-import anthropic_wire as aw
-import openai_wire as ow
 import pytest
-from apphelpers import make_app, send, settled, wait_until
-from remote_helpers import SECRET, assert_no_secret, key_runs, settings
-from test_app_turns import screen_text
-from test_turn import make_turn
-from wire import DROP, Error, Raw, Send, WireServer
 
-from chatui.config import AnthropicConfig, OpenAIConfig
 from chatui.messages import ResponseState
-from chatui.providers.anthropic_messages import AnthropicProvider
 from chatui.providers.base import RetryWait
-from chatui.providers.openai_chat import OpenAIProvider
-from chatui.providers.remote import RemoteProvider
 from chatui.store import Store
+from tests.support import anthropic_wire as aw
+from tests.support import openai_wire as ow
+from tests.support.app import make_app, screen_text, send, settled, wait_until
+from tests.support.remote import PROVIDERS, SECRET, assert_no_secret, key_runs, settings
+from tests.support.turns import make_turn
+from tests.support.wire import DROP, Error, Raw, Send, WireServer
 
 UNKNOWN_HOST = "llm.chatui.invalid"  # RFC 6761: never resolves.
-
-
-def openai_at(base_url: str) -> RemoteProvider:
-    return OpenAIProvider(OpenAIConfig(api_key=SECRET, base_url=f"{base_url}/v1", model="m"))
-
-
-def anthropic_at(base_url: str) -> RemoteProvider:
-    return AnthropicProvider(AnthropicConfig(api_key=SECRET, base_url=base_url, model="m"))
-
-
-PROVIDERS: dict[str, Callable[[str], RemoteProvider]] = {
-    "openai": openai_at,
-    "anthropic": anthropic_at,
-}
 
 
 @pytest.mark.parametrize("provider_name", PROVIDERS)

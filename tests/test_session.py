@@ -8,7 +8,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-from scripted import RAISE, ScriptedProvider, tool_call, words
 
 from chatui.config import Config
 from chatui.messages import ModelResponse, ResponseState, ToolCallPart, ToolResult, UserPrompt
@@ -24,6 +23,7 @@ from chatui.session import (
 )
 from chatui.store import Store
 from chatui.turn import Approval, Approver, ToolReport, Turn, TurnEvent, TurnOutcome
+from tests.support.scripted import RAISE, ScriptedProvider, tool_call, words
 
 
 async def ignore(event: TurnEvent) -> None:

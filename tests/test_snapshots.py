@@ -6,15 +6,6 @@ run; the scripted provider stalls where a frame is taken mid-stream.
 
 from __future__ import annotations
 
-import anthropic_wire as aw
-import openai_wire as ow
-from apphelpers import fix_stop_time, make_app, send, settled, wait_until
-from conftest import FakeClock
-from remote_helpers import SECRET
-from scripted import RAISE, STALL, ScriptedProvider, words
-from wire import STALL as WIRE_STALL
-from wire import Error, WireServer
-
 from chatui.config import AnthropicConfig, OpenAIConfig
 from chatui.messages import ModelResponse, ResponseState, UserPrompt
 from chatui.providers.anthropic_messages import AnthropicProvider
@@ -24,6 +15,14 @@ from chatui.screens.conversations import ConversationList
 from chatui.screens.model_switcher import ModelSwitcher
 from chatui.store import Store
 from chatui.widgets.chat_message import AssistantMessage
+from tests.support import anthropic_wire as aw
+from tests.support import openai_wire as ow
+from tests.support.app import fix_stop_time, make_app, send, settled, wait_until
+from tests.support.clocks import FakeClock
+from tests.support.remote import SECRET
+from tests.support.scripted import RAISE, STALL, ScriptedProvider, words
+from tests.support.wire import STALL as WIRE_STALL
+from tests.support.wire import Error, WireServer
 
 SIZE = (80, 24)
 

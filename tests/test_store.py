@@ -32,7 +32,7 @@ from chatui.store import (
     default_db_path,
 )
 
-TESTS = Path(__file__).parent
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_items_round_trip_in_order(store: Store) -> None:
@@ -269,8 +269,9 @@ def _partial_reply(path: Path) -> str:
 
 def test_sigkill_mid_stream_keeps_prompt_and_partial_reply(tmp_path: Path) -> None:
     path = tmp_path / "crash.sqlite3"
-    env = {**os.environ, "PYTHONPATH": f"{TESTS}{os.pathsep}{TESTS.parent}"}
-    process = subprocess.Popen([sys.executable, str(TESTS / "crash_target.py"), str(path)], env=env)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # So that `tests.support` imports.
+    argv = [sys.executable, "-m", "tests.support.crash_target", str(path)]
+    process = subprocess.Popen(argv, env=env)
     try:
         deadline = time.monotonic() + 60
         text = ""

@@ -7,7 +7,6 @@ from __future__ import annotations
 import re
 
 import pytest
-from apphelpers import wait_until
 from markdown_it import MarkdownIt
 from textual.app import App, ComposeResult
 from textual.containers import VerticalScroll
@@ -16,6 +15,7 @@ from textual.widgets.markdown import MarkdownBlock, MarkdownFence
 
 from chatui.messages import ModelResponse
 from chatui.widgets.chat_message import AssistantMessage, ReplyMarkdown
+from tests.support.app import wait_until
 
 
 class OneReply(App[None]):

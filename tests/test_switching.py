@@ -12,17 +12,8 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
-import anthropic_wire as aw
-import openai_wire as ow
 import pytest
-from apphelpers import make_app, send, settled, wait_until
-from remote_helpers import SECRET, when
-from scripted import STALL, ScriptedProvider, words
-from test_local import local_config
 from textual.command import CommandList, CommandPalette
-from tiny_gguf import write_tiny_model
-from wire import STALL as STALL_WIRE
-from wire import WireServer
 
 from chatui.config import AnthropicConfig, Config, OpenAIConfig
 from chatui.history import DEFAULT_INTERRUPTED_NOTE
@@ -39,6 +30,15 @@ from chatui.turn import TurnEvent
 from chatui.widgets.chat_message import AssistantMessage
 from chatui.widgets.status_bar import StatusBar
 from chatui.widgets.welcome import Welcome
+from tests.support import anthropic_wire as aw
+from tests.support import openai_wire as ow
+from tests.support.app import make_app, send, settled, wait_until
+from tests.support.local import local_config
+from tests.support.remote import SECRET, when
+from tests.support.scripted import STALL, ScriptedProvider, words
+from tests.support.tiny_gguf import write_tiny_model
+from tests.support.wire import STALL as STALL_WIRE
+from tests.support.wire import WireServer
 
 OPENAI = ModelChoice("openai", "gpt-test", "gpt-test")
 ANTHROPIC = ModelChoice("anthropic", "claude-test", "claude-test")

@@ -13,17 +13,8 @@ import asyncio
 import json
 from collections.abc import Iterator
 
-import anthropic_wire as aw
-import openai_wire as ow
 import pytest
-from apphelpers import make_app, send, settled, wait_until
-from remote_helpers import SECRET, when
-from remote_helpers import settings as turn_settings
-from scripted import STALL as STALL_STEP
-from scripted import ScriptedProvider, words
-from test_turn import RecordingTools, make_turn, stored
 from textual.widgets import Static
-from wire import STALL, WireServer
 
 from chatui.config import AnthropicConfig, ConfigError, OpenAIConfig, load_config
 from chatui.messages import ResponseState, TextPart, ThinkingPart, ToolCallPart
@@ -33,6 +24,15 @@ from chatui.providers.openai_chat import OpenAIProvider
 from chatui.store import Store
 from chatui.widgets.chat_message import AssistantMessage
 from chatui.widgets.thinking import ThinkingView
+from tests.support import anthropic_wire as aw
+from tests.support import openai_wire as ow
+from tests.support.app import make_app, send, settled, wait_until
+from tests.support.remote import SECRET, when
+from tests.support.remote import settings as turn_settings
+from tests.support.scripted import STALL as STALL_STEP
+from tests.support.scripted import ScriptedProvider, words
+from tests.support.turns import RecordingTools, make_turn, stored
+from tests.support.wire import STALL, WireServer
 
 THOUGHT = ["The user greets me. ", "I should [b]greet[/b] back."]
 

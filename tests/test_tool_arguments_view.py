@@ -10,7 +10,6 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from apphelpers import wait_until
 from textual.app import App, ComposeResult
 from textual.containers import VerticalScroll
 from textual.content import Content
@@ -19,6 +18,7 @@ from textual.widgets import Static
 from chatui.messages import ToolCallPart
 from chatui.sanitize import visible
 from chatui.widgets.tool_call import ToolCallView
+from tests.support.app import wait_until
 
 WORDS = '{"text": "Dear [b]reader[/b],\\n\\tsoda bread needs flour, soda and buttermilk. \x1b[2J'
 

@@ -13,11 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 
-import openai_wire as ow
 import pytest
-from apphelpers import approval_shown, make_app, send, settled, wait_until
-from test_openai_provider import provider_for
-from wire import WireServer
 
 from chatui.app import ChatApp
 from chatui.messages import (
@@ -33,6 +29,10 @@ from chatui.store import Store
 from chatui.tools import Tool, ToolRegistry
 from chatui.widgets.chat_message import AssistantMessage
 from chatui.widgets.tool_call import ToolCallView
+from tests.support import openai_wire as ow
+from tests.support.app import approval_shown, make_app, send, settled, wait_until
+from tests.support.remote import openai_at
+from tests.support.wire import WireServer
 
 SIZE = (100, 50)
 
@@ -98,7 +98,7 @@ async def test_a_server_that_omits_call_ids_gets_each_result_under_its_own_call(
     server: WireServer, store: Store
 ) -> None:
     server.play(calling([None], ["a.txt"]), calling([None], ["b.txt"]), ow.reply("Read both."))
-    provider = provider_for(server)
+    provider = openai_at(server.base_url)
     app = make_app(store, provider, tools=reading())
     async with app.run_test(size=SIZE) as pilot:
         await send(pilot, "read a.txt, then b.txt")
@@ -130,7 +130,7 @@ async def test_an_id_repeated_within_one_reply_leaves_no_call_waiting(
     server: WireServer, store: Store
 ) -> None:
     server.play(calling(["same", "same"], ["a.txt", "b.txt"]), ow.reply("Read both."))
-    provider = provider_for(server)
+    provider = openai_at(server.base_url)
     app = make_app(store, provider, tools=reading())
     async with app.run_test(size=SIZE) as pilot:
         await send(pilot, "read a.txt and b.txt")
@@ -158,7 +158,7 @@ async def test_a_server_that_gives_every_call_the_same_id_never_shows_a_finished
         calling(["call_x"], ["c.txt"]),  # Approved.
         ow.reply("Read it."),
     )
-    provider = provider_for(server)
+    provider = openai_at(server.base_url)
     app = make_app(store, provider, tools=reading(ask=True))
     async with app.run_test(size=SIZE) as pilot:
         for prompt, key in [("read a.txt", "escape"), ("b.txt?", "n"), ("c.txt?", "y")]:
@@ -221,7 +221,7 @@ async def test_a_stored_conversation_with_repeated_ids_shows_each_result_under_i
 ) -> None:
     conversation_id = old_conversation(store)
     server.play(calling([None], ["e.txt"]), ow.reply("Read e."))
-    provider = provider_for(server)
+    provider = openai_at(server.base_url)
     app = make_app(store, provider, tools=reading())
     async with app.run_test(size=SIZE) as pilot:
         await app.open_conversation(conversation_id)

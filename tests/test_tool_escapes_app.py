@@ -12,15 +12,14 @@ import sys
 from collections.abc import Callable
 
 import pytest
-from apphelpers import make_app, send, settled, wait_until
-from scripted import ScriptedProvider, words
-from test_tool_loop import calls
 
 from chatui.messages import ResponseState
 from chatui.store import Store
 from chatui.tools import Tool, ToolRegistry
 from chatui.widgets.chat_message import AssistantMessage
 from chatui.widgets.tool_call import ToolCallView
+from tests.support.app import make_app, send, settled, wait_until
+from tests.support.scripted import ScriptedProvider, calls, words
 
 
 def leave() -> str:

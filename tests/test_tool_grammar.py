@@ -6,10 +6,6 @@ from pathlib import Path
 from typing import Literal
 
 import pytest
-from test_local import local_config, tiny_model  # noqa: F401 (a fixture)
-from test_local_app import default_model_cache  # noqa: F401 (a fixture)
-from test_turn import make_turn, stored
-from tiny_gguf import write_tiny_model
 
 from chatui.cancel import CancelToken
 from chatui.config import LocalConfig
@@ -31,6 +27,9 @@ from chatui.store import Store
 from chatui.tools import Tool, ToolRegistry
 from chatui.tools.schema import parse_arguments, validate
 from chatui.turn import TurnSettings
+from tests.support.local import local_config
+from tests.support.tiny_gguf import write_tiny_model
+from tests.support.turns import make_turn, stored
 
 
 def weather(city: str, unit: Literal["C", "F"] = "C", days: int = 1) -> str:
@@ -72,7 +71,7 @@ async def stream(provider: LocalProvider, messages: list[ChatMessage], tools: li
 
 
 @pytest.fixture
-async def required(tiny_model: Path, tmp_path: Path):  # noqa: F811
+async def required(tiny_model: Path, tmp_path: Path):
     provider = LocalProvider(
         local_config(tiny_model, tool_choice="required", max_tokens=600), state_dir=None
     )
@@ -128,7 +127,7 @@ def test_a_grammar_that_does_not_compile_is_a_provider_error(required) -> None: 
 
 async def test_the_default_model_calls_a_tool_under_the_grammar(
     store: Store,
-    default_model_cache: Path,  # noqa: F811
+    default_model_cache: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

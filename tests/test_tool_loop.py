@@ -6,21 +6,20 @@ import asyncio
 import json
 import sys
 
-import anthropic_wire as aw
-import openai_wire as ow
 import pytest
-from loop_clock import LoopClock
-from scripted import ScriptedProvider, tool_call, words
-from test_turn import make_turn, stored
 
 from chatui.history import CANCELLED_TOOL_RESULT, build_history
 from chatui.messages import ModelResponse, ResponseState, ToolCallPart, ToolResult
 from chatui.providers.anthropic_messages import to_anthropic_messages
-from chatui.providers.base import StreamEnd
 from chatui.providers.openai_chat import to_openai_messages
 from chatui.store import Store
 from chatui.tools import Tool, ToolRegistry
 from chatui.turn import Approval, ToolResultAdded, ToolStatusChanged, TurnSettings
+from tests.support import anthropic_wire as aw
+from tests.support import openai_wire as ow
+from tests.support.clocks import LoopClock
+from tests.support.scripted import ScriptedProvider, calls, words
+from tests.support.turns import make_turn, stored
 
 
 def both_protocols_accept(items: list) -> bool:
@@ -30,14 +29,6 @@ def both_protocols_accept(items: list) -> bool:
         ow.validate({"messages": to_openai_messages(history)}) is None
         and aw.validate({"messages": anthropic_messages, "max_tokens": 64}) is None
     )
-
-
-def calls(*specs: tuple[str, str, str]) -> list:
-    """One reply calling (id, name, arguments) each, then ending for tool calls."""
-    steps: list = []
-    for n, (call_id, name, arguments) in enumerate(specs):
-        steps += tool_call(n, call_id, name, [arguments])
-    return [*steps, StreamEnd("tool_calls")]
 
 
 async def test_parallel_calls_of_one_reply_run_at_the_same_time(store: Store) -> None:

@@ -8,13 +8,13 @@ import threading
 from typing import Literal
 
 import pytest
-from loop_clock import LoopClock
 
 from chatui.cancel import CancelToken, current_token
 from chatui.messages import ToolCallPart
 from chatui.tools import Tool, ToolFailed, ToolRegistry
 from chatui.tools.schema import InvalidArguments, describe, validate
 from chatui.turn import Approval
+from tests.support.clocks import LoopClock
 
 
 def search(query: str, limit: int = 5, exact: bool = False, unit: Literal["km", "mi"] = "km",

@@ -26,14 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import anthropic_wire as aw
-import openai_wire as ow
 import pytest
-from apphelpers import approval_shown, make_app, send, settled, wait_until
-from processes import living, marker, nested_sleepers, one_command_schema, until_running
-from remote_helpers import SECRET
-from test_local import cache_state, local_config, tiny_model  # noqa: F401 (a fixture)
-from wire import STALL, WireServer
 
 from chatui.config import AnthropicConfig, OpenAIConfig, ToolsConfig
 from chatui.history import CANCELLED_TOOL_RESULT, build_history
@@ -49,6 +42,19 @@ from chatui.turn import ToolResultAdded
 from chatui.widgets.chat_message import AssistantMessage
 from chatui.widgets.status_bar import StatusBar
 from chatui.widgets.tool_call import ToolCallView
+from tests.support import anthropic_wire as aw
+from tests.support import openai_wire as ow
+from tests.support.app import approval_shown, make_app, send, settled, wait_until
+from tests.support.local import cache_state, local_config
+from tests.support.processes import (
+    living,
+    marker,
+    nested_sleepers,
+    one_command_schema,
+    until_running,
+)
+from tests.support.remote import SECRET
+from tests.support.wire import STALL, WireServer
 
 KINDS = ["openai", "anthropic", "local"]
 SIZE = (100, 40)
@@ -147,7 +153,7 @@ class Rig:
 
 
 @pytest.fixture(params=KINDS)
-def rig(request: pytest.FixtureRequest, tmp_path: Path, tiny_model: Path) -> Iterator[Rig]:  # noqa: F811
+def rig(request: pytest.FixtureRequest, tmp_path: Path, tiny_model: Path) -> Iterator[Rig]:
     rig = Rig(request.param, tmp_path, tiny_model)
     yield rig
     rig.close()

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-from apphelpers import approval_shown, fix_stop_time, make_app, send, settled, wait_until
-from conftest import FakeClock
-from scripted import STALL, ScriptedProvider, tool_call, words
-from test_tool_loop import calls
 from textual import events
 from textual.widgets import Button, Collapsible
 
@@ -26,6 +22,9 @@ from chatui.tools import Tool, ToolRegistry
 from chatui.widgets.composer import Composer
 from chatui.widgets.status_bar import StatusBar
 from chatui.widgets.tool_call import ToolCallView
+from tests.support.app import approval_shown, fix_stop_time, make_app, send, settled, wait_until
+from tests.support.clocks import FakeClock
+from tests.support.scripted import STALL, ScriptedProvider, calls, tool_call, words
 
 SIZE = (80, 24)
 

@@ -7,8 +7,6 @@ import re
 import threading
 
 import pytest
-from loop_clock import LoopClock
-from scripted import RAISE, STALL, Gate, ScriptedProvider, tool_call, words
 
 from chatui.history import CANCELLED_TOOL_RESULT
 from chatui.messages import (
@@ -19,60 +17,18 @@ from chatui.messages import (
     ToolResult,
     UserPrompt,
 )
-from chatui.providers.base import StreamEnd, TextDelta, ToolSpec, UsageUpdate
+from chatui.providers.base import StreamEnd, TextDelta, UsageUpdate
 from chatui.store import Store
 from chatui.turn import (
-    Approver,
     ResponseStarted,
-    ToolReport,
     ToolResultAdded,
     Turn,
     TurnEvent,
     TurnSettings,
 )
-
-
-class Sink:
-    """Records what reached the 'UI', and whether the turn was already stopped then."""
-
-    def __init__(self) -> None:
-        self.events: list[TurnEvent] = []
-        self.after_stop = 0
-        self.turn: Turn | None = None
-        self.on_event = None
-
-    async def __call__(self, event: TurnEvent) -> None:
-        assert self.turn is not None
-        if self.turn.token.cancelled:
-            self.after_stop += 1
-        self.events.append(event)
-        if self.on_event is not None:
-            self.on_event(event)
-        await asyncio.sleep(0)
-
-    @property
-    def texts(self) -> list[str]:
-        return [e.payload.text for e in self.events if isinstance(e.payload, TextDelta)]
-
-
-def make_turn(store: Store, provider, *, conversation=None, settings=None, tools=None, prompt="hi"):
-    conversation = conversation or store.create_conversation()
-    sink = Sink()
-    turn = Turn(
-        conversation=conversation,
-        prompt=prompt,
-        provider=provider,
-        store=store,
-        sink=sink,
-        settings=settings,
-        tools=tools,
-    )
-    sink.turn = turn
-    return turn, sink
-
-
-def stored(store: Store, turn: Turn):
-    return store.load_conversation(turn.conversation.id).items
+from tests.support.clocks import LoopClock
+from tests.support.scripted import RAISE, STALL, Gate, ScriptedProvider, tool_call, words
+from tests.support.turns import RecordingTools, Sink, make_turn, stored
 
 
 async def test_complete_reply_is_streamed_stored_and_keeps_provider_usage(store: Store) -> None:
@@ -390,31 +346,6 @@ async def test_partial_reply_is_flushed_to_the_store_while_streaming(
     assert response.state is ResponseState.STREAMING
     assert response.text.startswith("w0 ")
     assert len(response.text) >= len("w0 w1 w2 ")
-
-
-class RecordingTools:
-    """A tool runner double: `echo` answers, `wait` blocks until cancelled."""
-
-    def __init__(self) -> None:
-        self.ran: list[str] = []
-        self.cancelled: list[str] = []
-        self.blocked = asyncio.Event()
-
-    def specs(self) -> list[ToolSpec]:
-        return [ToolSpec("echo", "echo"), ToolSpec("wait", "wait")]
-
-    async def run(self, call: ToolCallPart, approve: Approver, report: ToolReport) -> ToolResult:
-        self.ran.append(call.id)
-        if call.name == "wait":
-            self.blocked.set()
-            try:
-                await asyncio.Event().wait()
-            except asyncio.CancelledError:
-                self.cancelled.append(call.id)
-                raise
-        if call.name == "boom":
-            raise RuntimeError("tool exploded")
-        return ToolResult(call.id, call.name, f"echo {call.arguments}")
 
 
 async def test_tool_loop_runs_complete_calls_and_sends_results_back(store: Store) -> None:

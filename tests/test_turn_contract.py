@@ -11,9 +11,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import pytest
-from loop_clock import LoopClock
-from scripted import RAISE, STALL, ScriptedProvider, words
-from test_turn import Sink, make_turn, stored
 
 from chatui.messages import ModelResponse, ResponseState, UserPrompt
 from chatui.providers.base import (
@@ -25,6 +22,9 @@ from chatui.providers.base import (
 )
 from chatui.store import Store
 from chatui.turn import Turn, TurnSettings
+from tests.support.clocks import LoopClock
+from tests.support.scripted import RAISE, STALL, ScriptedProvider, words
+from tests.support.turns import Sink, make_turn, stored
 
 
 async def test_a_late_cancel_of_a_finished_turn_cancels_nothing(store: Store) -> None:

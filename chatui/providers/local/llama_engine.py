@@ -95,7 +95,7 @@ def generation_threads() -> int:
     Measured on 2 cores with the default model: 1 thread generates 22.6
     tokens/s, 2 threads 38.5, but with 2 the UI thread waits for a core and
     Esc → stop on screen goes from p50 22 / p99 33 ms to p50 30 / p99 60 ms
-    (`bench/terminal_escape.py --cases local --n-threads N`). The prompt is
+    (`python -m bench.terminal_escape --cases local --n-threads N`). The prompt is
     still read on every core (`n_threads_batch`): a stop aborts it within one
     graph node.
     """

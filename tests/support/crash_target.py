@@ -6,11 +6,10 @@ import asyncio
 import sys
 from pathlib import Path
 
-from scripted import ScriptedProvider
-
 from chatui.providers.base import TextDelta
 from chatui.store import Store
 from chatui.turn import Turn
+from tests.support.scripted import ScriptedProvider
 
 
 async def main(db: Path) -> None:

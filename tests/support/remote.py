@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
-from loop_clock import LoopClock
-from wire import WireServer
-
+from chatui.config import AnthropicConfig, OpenAIConfig
+from chatui.providers.anthropic_messages import AnthropicProvider
 from chatui.providers.base import RetryWait
+from chatui.providers.openai_chat import OpenAIProvider
+from chatui.providers.remote import RemoteProvider
 from chatui.store import Store
 from chatui.turn import TurnOutcome, TurnSettings
+from tests.support.clocks import LoopClock
+from tests.support.wire import WireServer
 
 SECRET = "sk-test-4f9a2c7e1b8d6053aa71c0de99f1e2b3"  # Key-shaped: must never show.
 WAIT = 10.0  # The most any step below waits for the other side.
@@ -75,3 +78,28 @@ def assert_no_secret(store: Store, *texts: str | None) -> None:
     for conversation_id, _title in store.list_conversations():
         dump = repr(store.load_conversation(conversation_id).items)
         assert key_runs(dump) == []
+
+
+def openai_at(base_url: str, **config: object) -> OpenAIProvider:
+    """The OpenAI provider on a server at `base_url` (its /v1 added), with the test key."""
+    values: dict[str, object] = {
+        "api_key": SECRET,
+        "base_url": f"{base_url}/v1",
+        "model": "wire-model",
+    }
+    values.update(config)
+    return OpenAIProvider(OpenAIConfig(**values))  # type: ignore[arg-type]
+
+
+def anthropic_at(base_url: str, **config: object) -> AnthropicProvider:
+    """The Anthropic provider on a server at `base_url`, with the test key."""
+    values: dict[str, object] = {"api_key": SECRET, "base_url": base_url, "model": "wire-model"}
+    values.update(config)
+    return AnthropicProvider(AnthropicConfig(**values))  # type: ignore[arg-type]
+
+
+PROVIDERS: dict[str, Callable[..., RemoteProvider]] = {
+    "openai": openai_at,
+    "anthropic": anthropic_at,
+}
+"""Each remote provider by name, on a server at a base URL."""

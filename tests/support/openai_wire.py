@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from wire import Send, Step
+from tests.support.wire import Send, Step
 
 DONE = Send("[DONE]")
 

@@ -18,6 +18,7 @@ its own, and a clock that only moves forward breaks nothing that reads it.
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 
 class LoopClock:
@@ -39,3 +40,14 @@ class LoopClock:
         # so has every timer that fell due before it (one of which may cancel this wait).
         self.loop.call_at(self.loop.time(), lambda: fired.done() or fired.set_result(None))
         await fired
+
+
+class FakeClock:
+    """A clock that advances a fixed step each time it is read: deterministic figures."""
+
+    def __init__(self, step: float = 0.010) -> None:
+        self._ticks = itertools.count()
+        self.step = step
+
+    def __call__(self) -> float:
+        return next(self._ticks) * self.step

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from wire import Send, Step
+from tests.support.wire import Send, Step
 
 
 def sign(thinking: str) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+import re
 import time
 from collections.abc import Callable
 
@@ -58,3 +60,9 @@ async def fix_stop_time(pilot: Pilot, ms: float = 20.0) -> None:
 def approval_shown(app: ChatApp) -> Callable[[], bool]:
     """True once the approval dialog is on top and drawn: a key typed from then on answers it."""
     return lambda: isinstance(app.screen, ApprovalDialog) and app.screen.shown_at is not None
+
+
+def screen_text(app) -> str:
+    """The text on screen, from the app's own screenshot."""
+    svg = app.export_screenshot()
+    return html.unescape(re.sub(r"<[^>]+>", "", svg)).replace("\xa0", " ")

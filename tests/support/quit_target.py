@@ -1,6 +1,6 @@
 """Run on a pseudo-terminal by test_quit_never_hangs: chatui with a tool that blocks.
 
-    python tests/quit_target.py DB WORKSPACE CASE TIMEOUT
+    python -m tests.support.quit_target DB WORKSPACE CASE TIMEOUT
 
 The app is built as the `chatui` command builds it (`cli.run_app`), with a
 provider whose first reply calls the tool of CASE and whose second says
@@ -24,13 +24,12 @@ import sys
 import threading
 from pathlib import Path
 
-from scripted import ScriptedProvider, tool_call, words
-
 from chatui.cli import run_app
 from chatui.config import Config, ToolsConfig
 from chatui.providers.base import StreamEnd
 from chatui.store import Store
 from chatui.tools import Tool, ToolRegistry, build_registry
+from tests.support.scripted import ScriptedProvider, tool_call, words
 
 
 def registry(case: str, workspace: Path, timeout: float) -> tuple[ToolRegistry, str, str]:

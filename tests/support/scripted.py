@@ -145,3 +145,11 @@ class ScriptedProvider(ProviderLifecycle):
                     await asyncio.sleep(0)
                 record.yielded += 1
                 yield step  # type: ignore[misc]
+
+
+def calls(*specs: tuple[str, str, str]) -> list:
+    """One reply calling (id, name, arguments) each, then ending for tool calls."""
+    steps: list = []
+    for n, (call_id, name, arguments) in enumerate(specs):
+        steps += tool_call(n, call_id, name, [arguments])
+    return [*steps, StreamEnd("tool_calls")]

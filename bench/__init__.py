@@ -1,0 +1,1 @@
+"""chatui's benchmarks: run each from the repository root, `python -m bench.NAME`."""

@@ -1,0 +1,18 @@
+"""What the tests (and bench/) share; a test module imports from here, never from another.
+
+- `app`: drive `ChatApp` with Pilot (`make_app`, `send`, `wait_until`, `screen_text`).
+- `turns`: run a `Turn` with no app (`make_turn`, `run_turn`, the recording `Sink`).
+- `scripted`: `ScriptedProvider`, a provider that plays a script of stream events.
+- `wire`, `openai_wire`, `anthropic_wire`: a real HTTP server on 127.0.0.1 that
+  plays each API's stream to the real SDKs and records what they sent.
+- `remote`: the remote providers on a wire server, the test key, waits and checks.
+- `local`: the local provider's config, a look into its KV cache, holds on llama.cpp.
+- `tiny_gguf`: writes a tiny random-weight GGUF model for real llama.cpp.
+- `clocks`: `LoopClock` (moves the event loop's time on) and `FakeClock`.
+- `processes`: find, wait for and check processes a test started; a pty runner.
+- `quit_target`, `crash_target`: programs the tests run as subprocesses
+  (`python -m tests.support.NAME`).
+
+Fixtures shared by many modules (`store`, `config`, `tiny_model`,
+`default_model_cache`, `fake_clock`) are in `tests/conftest.py`.
+"""

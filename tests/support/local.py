@@ -1,0 +1,147 @@
+"""The local provider in tests: its config, a look into its KV cache, and holds on llama.cpp.
+
+The holds make a stop land at an exact point on any machine: half-way through
+reading a prompt, or at a reply's N-th token. They wrap the engine's `eval` so
+the rest of the work waits until the turn is stopped.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import llama_cpp
+
+from chatui.config import LocalConfig
+from chatui.providers.base import ToolSpec
+from chatui.providers.local.chat_format import GEMMA_TEMPLATE
+from chatui.providers.local.provider import LocalProvider
+
+
+def local_config(model: Path, **overrides: object) -> LocalConfig:
+    values = dict(
+        model_path=str(model),
+        n_ctx=4096,
+        temperature=0.0,
+        repeat_penalty=1.0,
+        max_tokens=24,
+        n_threads=2,
+        chat_template=GEMMA_TEMPLATE,  # The default model's format (the tiny GGUF's trims).
+    )
+    values.update(overrides)
+    return LocalConfig(**values)  # type: ignore[arg-type]
+
+
+def cache_state(provider: LocalProvider) -> tuple[int, int, int]:
+    """(n_tokens, committed tokens, last position in the KV cache + 1)."""
+    engine = provider.engine
+    assert engine is not None and engine.llm is not None and engine.kv is not None
+
+    def read() -> tuple[int, int, int]:
+        memory = llama_cpp.llama_get_memory(engine.llm.ctx)
+        top = llama_cpp.llama_memory_seq_pos_max(memory, 0) + 1
+        return engine.llm.n_tokens, len(engine.kv.committed), top
+
+    return engine.call(read).result()
+
+
+def wait_for_the_stop(provider: LocalProvider) -> None:
+    """On the engine thread: block until the running job's turn is stopped."""
+    stopped = threading.Event()
+    provider.last_job.cancel.on_cancel(stopped.set)
+    assert stopped.wait(30), "the turn was never stopped"
+
+
+def hold_the_prefill_midway(provider: LocalProvider) -> threading.Event:
+    """From now on, a long prompt is read in part, then held until the turn is stopped.
+
+    The stop lands while the prompt is half read, on any machine: the rest of it is
+    read only once the stop was asked for, and the abort ends that decode. The event
+    is set once the prompt is held.
+    """
+    llm = provider.engine.llm
+    original, held = llm.eval, threading.Event()
+
+    def eval_in_two(tokens):  # type: ignore[no-untyped-def]
+        if len(tokens) <= 100:
+            return original(tokens)
+        original(tokens[:64])  # 64 tokens of the prompt are in the cache...
+        held.set()
+        wait_for_the_stop(provider)
+        return original(tokens[64:])  # ...and the rest is read after the stop.
+
+    llm.eval = eval_in_two
+    return held
+
+
+def hold_the_reply_at(provider: LocalProvider, tokens: int) -> None:
+    """From now on, a reply's `tokens`-th token is evaluated only once the turn is stopped.
+
+    Each token is shown as it is sampled, before it is evaluated: by then the reply
+    has shown `tokens` tokens, however fast or slow the model runs here.
+    """
+    llm = provider.engine.llm
+    original, evaluated = llm.eval, [0]
+
+    def eval_held(batch):  # type: ignore[no-untyped-def]
+        if len(batch) == 1:  # Generation evaluates one token at a time.
+            evaluated[0] += 1
+            if evaluated[0] == tokens:
+                wait_for_the_stop(provider)
+        return original(batch)
+
+    llm.eval = eval_held
+
+
+TOOLS_TEMPLATE = (
+    "{{ bos_token }}"
+    "{%- for message in messages if message['role'] != 'system' -%}"
+    "{{ '<start_of_turn>' + ('model' if message['role'] == 'assistant' else 'user') + '\n' }}"
+    "{%- if loop.first and tools -%}"
+    "{%- for tool in tools -%}"
+    "{%- set f = tool['function'] -%}"
+    "{%- set params = f['parameters'] -%}"
+    "{{ f['name'] + ': ' + f['description'] + '\n' }}"
+    "{%- for name, spec in params.get('properties', {}).items() -%}"
+    "{{ '- ' ~ name ~ ': ' ~ ('str' if spec['type'] == 'string' else spec['type']) }}"
+    "{%- if name in params.get('required', []) %}{{ ', required' }}{% endif -%}"
+    "{%- for key, value in spec.items() if key != 'type' -%}"
+    "{{ ', ' + key + '=' + (value | tojson) }}"
+    "{%- endfor -%}"
+    "{{ '\n' }}"
+    "{%- endfor -%}"
+    "{{ tool | tojson }}{{ '\n\n' }}"
+    "{%- endfor -%}"
+    "{%- endif -%}"
+    "{{ message['content'] | trim }}"
+    "{%- for call in message.get('tool_calls', []) -%}"
+    "{{ '<tool_call>' + (call['function'] | tojson) + '</tool_call>' }}"
+    "{%- endfor -%}"
+    "{{ '<end_of_turn>\n' }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<start_of_turn>model\n' }}{%- endif -%}"
+)
+"""A GGUF's own template that shows tools as templates do: it walks the schema,
+prints its keys and values, compares its types, and dumps it with `tojson`."""
+
+HONEST_TOOL = ToolSpec(
+    "search",
+    "Search the notes.",
+    {
+        "type": "object",
+        "properties": {
+            "query": {
+                "type": "string",
+                "title": "Query",
+                "pattern": "^\\w+$",
+                "examples": ["to do"],
+            },
+            "mode": {"type": "string", "enum": ["fast", "exact"], "default": "fast"},
+            "limit": {"type": ["integer", "null"], "minimum": 1, "default": 10},
+            "tags": {"type": "array", "items": {"type": "string", "minLength": 1}},
+            "type": {"type": "string", "description": "A property named like a keyword."},
+        },
+        "required": ["query", "type"],
+        "additionalProperties": False,
+    },
+)

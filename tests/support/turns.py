@@ -1,0 +1,129 @@
+"""Running a turn outside the app: a sink that records what reached the "UI", and helpers.
+
+`make_turn` builds a `Turn` whose sink is a `Sink`; `run_turn` runs one to its
+end (optionally stopping it after a number of text pieces), the way the app
+would, with nothing on screen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from chatui.messages import Conversation, ToolCallPart, ToolResult
+from chatui.providers.base import Provider, TextDelta, ToolSpec
+from chatui.store import Store
+from chatui.turn import (
+    Approver,
+    ToolReport,
+    ToolRunner,
+    Turn,
+    TurnEvent,
+    TurnOutcome,
+    TurnSettings,
+)
+
+
+class Sink:
+    """Records what reached the "UI", and whether the turn was already stopped then.
+
+    `stop_after=N` stops the turn as its N-th text piece arrives.
+    """
+
+    def __init__(self) -> None:
+        self.events: list[TurnEvent] = []
+        self.after_stop = 0
+        self.turn: Turn | None = None
+        self.on_event: Callable[[TurnEvent], None] | None = None
+        self.stop_after: int | None = None
+
+    async def __call__(self, event: TurnEvent) -> None:
+        assert self.turn is not None
+        if self.turn.token.cancelled:
+            self.after_stop += 1
+        self.events.append(event)
+        if self.on_event is not None:
+            self.on_event(event)
+        if self.stop_after is not None and len(self.texts) >= self.stop_after:
+            self.turn.cancel()
+        await asyncio.sleep(0)
+
+    @property
+    def texts(self) -> list[str]:
+        return [e.payload.text for e in self.events if isinstance(e.payload, TextDelta)]
+
+
+def make_turn(
+    store: Store,
+    provider: Provider,
+    *,
+    conversation: Conversation | None = None,
+    settings: TurnSettings | None = None,
+    tools: ToolRunner | None = None,
+    prompt: str = "hi",
+) -> tuple[Turn, Sink]:
+    """A turn of `prompt` in `conversation` (a new one by default), not started."""
+    conversation = conversation or store.create_conversation()
+    sink = Sink()
+    turn = Turn(
+        conversation=conversation,
+        prompt=prompt,
+        provider=provider,
+        store=store,
+        sink=sink,
+        settings=settings,
+        tools=tools,
+    )
+    sink.turn = turn
+    return turn, sink
+
+
+BRIEF = TurnSettings(system_prompt="Be brief.", idle_timeout=60.0)
+"""The settings `run_turn` uses unless told otherwise."""
+
+
+async def run_turn(
+    provider: Provider,
+    store: Store,
+    conversation: Conversation,
+    prompt: str,
+    *,
+    stop_after: int | None = None,
+    settings: TurnSettings = BRIEF,
+) -> tuple[TurnOutcome, Sink]:
+    """Run a turn to its end; `stop_after=N` stops it at its N-th text piece."""
+    turn, sink = make_turn(
+        store, provider, conversation=conversation, settings=settings, prompt=prompt
+    )
+    sink.stop_after = stop_after
+    return await turn.run(), sink
+
+
+def stored(store: Store, turn: Turn) -> list:  # type: ignore[type-arg]
+    """The turn's conversation as the store holds it now."""
+    return store.load_conversation(turn.conversation.id).items
+
+
+class RecordingTools:
+    """A tool runner double: `echo` answers, `wait` blocks until cancelled, `boom` raises."""
+
+    def __init__(self) -> None:
+        self.ran: list[str] = []
+        self.cancelled: list[str] = []
+        self.blocked = asyncio.Event()
+
+    def specs(self) -> list[ToolSpec]:
+        return [ToolSpec("echo", "echo"), ToolSpec("wait", "wait")]
+
+    async def run(self, call: ToolCallPart, approve: Approver, report: ToolReport) -> ToolResult:
+        self.ran.append(call.id)
+        if call.name == "wait":
+            self.blocked.set()
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                self.cancelled.append(call.id)
+                raise
+        if call.name == "boom":
+            raise RuntimeError("tool exploded")
+        return ToolResult(call.id, call.name, f"echo {call.arguments}")
