@@ -69,6 +69,10 @@ MIGRATIONS: list[str] = [
     ALTER TABLE conversations ADD COLUMN owner TEXT;
     ALTER TABLE conversations ADD COLUMN owner_pid INTEGER;
     """,
+    """
+    ALTER TABLE conversations ADD COLUMN draft TEXT NOT NULL DEFAULT '';
+    CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -299,6 +303,36 @@ class Store:
 
     def delete_conversation(self, conversation_id: str) -> None:
         self._db.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
+
+    # Drafts: the composer's unsent text, per conversation
+
+    def save_draft(self, conversation_id: str, text: str) -> None:
+        """Keep `text` as the conversation's draft (an empty one clears it).
+
+        The conversation's `updated` time is left alone: a draft is not activity
+        that reorders the conversation list.
+        """
+        self._db.execute("UPDATE conversations SET draft = ? WHERE id = ?", (text, conversation_id))
+
+    def load_draft(self, conversation_id: str) -> str:
+        """The conversation's draft, or "" (also for a conversation that is gone)."""
+        row = self._db.execute(
+            "SELECT draft FROM conversations WHERE id = ?", (conversation_id,)
+        ).fetchone()
+        return str(row[0]) if row else ""
+
+    # Settings the app keeps between runs (the theme picked in the palette)
+
+    def get_setting(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+        return str(row[0]) if row else None
+
+    def set_setting(self, key: str, value: str) -> None:
+        self._db.execute(
+            "INSERT INTO settings (key, value) VALUES (?, ?)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
 
     # Items
 

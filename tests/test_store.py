@@ -293,3 +293,38 @@ def test_sigkill_mid_stream_keeps_prompt_and_partial_reply(tmp_path: Path) -> No
     assert isinstance(response, ModelResponse)
     assert response.state is ResponseState.INTERRUPTED
     assert response.text.startswith(text)
+
+
+def test_a_draft_and_a_setting_outlive_the_store_and_leave_the_order_alone(tmp_path: Path) -> None:
+    path = tmp_path / "chat.sqlite3"
+    first = Store(path)
+    older, newer = first.create_conversation("older"), first.create_conversation("newer")
+    first.rename_conversation(newer.id, "newer")  # The most recently updated.
+    first.save_draft(older.id, "half a question\nsecond line")
+    first.set_setting("theme", "nord")
+    first.set_setting("theme", "gruvbox")
+    first.close()
+
+    reopened = Store(path)
+    assert reopened.load_draft(older.id) == "half a question\nsecond line"
+    assert reopened.load_draft(newer.id) == ""
+    assert reopened.get_setting("theme") == "gruvbox" and reopened.get_setting("other") is None
+    assert [title for _id, title in reopened.list_conversations()] == ["newer", "older"]
+    reopened.save_draft(older.id, "")
+    reopened.delete_conversation(older.id)
+    assert reopened.load_draft(older.id) == ""
+    reopened.close()
+
+
+def test_a_database_of_the_previous_schema_gains_drafts_and_settings(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.executescript(f"{MIGRATIONS[0]}; {MIGRATIONS[1]}; PRAGMA user_version = 2;")
+        db.execute(
+            "INSERT INTO conversations (id, title, created, updated) VALUES ('c', 't', 0, 0)"
+        )
+    store = Store(path)
+    assert store.load_draft("c") == ""
+    store.save_draft("c", "kept")
+    assert store.load_draft("c") == "kept"
+    store.close()
