@@ -25,49 +25,22 @@ from chatui.widgets.tool_call import ToolCallView
 from tests.support import anthropic_wire as aw
 from tests.support import openai_wire as ow
 from tests.support.app import make_app, send, settled, wait_until
-from tests.support.remote import PROVIDERS, assert_no_secret, settings
+from tests.support.remote import PROVIDERS, WIRES, Wire, assert_no_secret, settings
 from tests.support.turns import make_turn, stored
 from tests.support.wire import Error, Raw, Send, Step, WireServer, sse
 
-KINDS = ["openai", "anthropic"]
-ANTHROPIC_STOPS = {"stop": "end_turn", "tool_calls": "tool_use", "length": "max_tokens"}
 PYTHON_ERRORS = ("Error:", "Exception", "Traceback", "NoneType", "KeyError")
 
 
-@pytest.fixture(params=KINDS)
-def kind(request: pytest.FixtureRequest) -> str:
+@pytest.fixture(params=WIRES, ids=[wire.name for wire in WIRES])
+def wire(request: pytest.FixtureRequest) -> Wire:
     return request.param
 
 
 @pytest.fixture
-def server(kind: str) -> Iterator[WireServer]:
-    with WireServer(validate=ow.validate if kind == "openai" else aw.validate) as wire:
-        yield wire
-
-
-def opening(kind: str, text: str = "") -> list[Step]:
-    """The start of a reply, and `text` as its first words (Anthropic: block 0)."""
-    if kind == "openai":
-        return ow.text(text) if text else []
-    return [*aw.start(), *(aw.text_block(0, text) if text else [])]
-
-
-def call(kind: str, n: int, call_id: str, name: str, *fragments: str) -> list[Step]:
-    """The reply's `n`-th call (from 0), whole: each protocol's own framing."""
-    if kind == "openai":
-        return ow.tool_call(n, call_id, name, *fragments)
-    return aw.tool_block(n + 1, call_id, name, *fragments)
-
-
-def ending(kind: str, reason: str) -> list[Step]:
-    """The end of a reply, for OpenAI's finish `reason` or its Anthropic stop reason."""
-    if kind == "openai":
-        return ow.ending(reason)
-    return aw.ending(ANTHROPIC_STOPS[reason])
-
-
-def reply(kind: str, text: str) -> list[Step]:
-    return ow.reply(text) if kind == "openai" else aw.reply(text)
+def server(wire: Wire) -> Iterator[WireServer]:
+    with wire.serve() as running:
+        yield running
 
 
 class Notes:
@@ -96,12 +69,12 @@ def assert_a_sentence(error: str | None) -> None:
 
 
 async def test_a_call_cut_by_the_token_limit_is_shown_cut_off_never_runs_and_is_not_sent_back(
-    kind: str, server: WireServer, store: Store
+    wire: Wire, server: WireServer, store: Store
 ) -> None:
     notes = Notes()
-    cut = call(kind, 0, "call_1", "note", '{"text": "hal', "f a")
-    server.play([*opening(kind, "Let me note it."), *cut, *ending(kind, "length")])
-    provider = PROVIDERS[kind](server.base_url)
+    cut = wire.call(0, "call_1", "note", '{"text": "hal', "f a")
+    server.play([*wire.opening("Let me note it."), *cut, *wire.ending("length")])
+    provider = wire.provider(server.base_url)
     app = make_app(store, provider, tools=notes.registry)
     async with app.run_test(size=(100, 40)) as pilot:
         await send(pilot, "take a note")
@@ -117,7 +90,7 @@ async def test_a_call_cut_by_the_token_limit_is_shown_cut_off_never_runs_and_is_
         assert notes.ran == []
         assert len(server.requests) == 1  # Nothing ran, so nothing was sent back.
 
-        server.play(reply(kind, "Fine."))
+        server.play(wire.reply("Fine."))
         await send(pilot, "again")
         await wait_until(pilot, settled(app))
         assert app.last_outcome.state is ResponseState.COMPLETE
@@ -130,15 +103,15 @@ async def test_a_call_cut_by_the_token_limit_is_shown_cut_off_never_runs_and_is_
 
 
 async def test_only_the_call_the_token_limit_cut_is_cut_off(
-    kind: str, server: WireServer, store: Store
+    wire: Wire, server: WireServer, store: Store
 ) -> None:
     """A call that ended before the next one began is whole: it runs, and is answered."""
     notes = Notes()
-    first = call(kind, 0, "call_1", "note", '{"text": ', '"one"}')
-    second = call(kind, 1, "call_2", "note", '{"text": "tw')
-    server.play([*opening(kind, "Two notes."), *first, *second, *ending(kind, "length")])
-    server.play(reply(kind, "Noted one."))
-    provider = PROVIDERS[kind](server.base_url)
+    first = wire.call(0, "call_1", "note", '{"text": ', '"one"}')
+    second = wire.call(1, "call_2", "note", '{"text": "tw')
+    server.play([*wire.opening("Two notes."), *first, *second, *wire.ending("length")])
+    server.play(wire.reply("Noted one."))
+    provider = wire.provider(server.base_url)
     turn, _ = make_turn(store, provider, tools=notes.registry, settings=settings())
 
     outcome = await turn.run()
@@ -256,20 +229,11 @@ def _odd_anthropic_events() -> list[Step]:
 
 
 async def test_chunks_and_events_that_carry_nothing_usable_are_skipped(
-    kind: str, server: WireServer, store: Store
+    wire: Wire, server: WireServer, store: Store
 ) -> None:
-    if kind == "openai":
-        steps = [*ow.text("Hello "), *_odd_openai_chunks(), *ow.reply("world.")]
-    else:
-        steps = [
-            *aw.start(),
-            *aw.text_block(0, "Hello ", stop=False),
-            *_odd_anthropic_events(),
-            *aw.text_block(0, "world.")[1:],  # Block 0's next delta, and its stop.
-            *aw.ending(),
-        ]
-    server.play(steps)
-    provider = PROVIDERS[kind](server.base_url)
+    odd = _odd_openai_chunks() if wire.name == "openai" else _odd_anthropic_events()
+    server.play([*wire.opening("Hello ", cut=True), *odd, *wire.rest("world.")])
+    provider = wire.provider(server.base_url)
     turn, _ = make_turn(store, provider, settings=settings())
 
     outcome = await turn.run()
@@ -300,19 +264,19 @@ async def test_arguments_for_a_block_that_never_started_are_skipped(store: Store
 
 
 async def test_arguments_sent_as_an_object_are_taken_as_its_json(
-    kind: str, server: WireServer, store: Store
+    wire: Wire, server: WireServer, store: Store
 ) -> None:
     notes = Notes()
     arguments = {"text": "as an object"}
-    if kind == "openai":
+    if wire.name == "openai":
         steps = [ow.call_delta(0, id="call_1", name="note", arguments=arguments)]
         steps += ow.ending("tool_calls")
     else:
         steps = [*aw.start(), *aw.tool_block(1, "call_1", "note", stop=False)]
         steps += [aw.json_delta(1, arguments), aw.event({"type": "content_block_stop", "index": 1})]
         steps += aw.ending("tool_use")
-    server.play(steps, reply(kind, "Done."))
-    provider = PROVIDERS[kind](server.base_url)
+    server.play(steps, wire.reply("Done."))
+    provider = wire.provider(server.base_url)
     turn, _ = make_turn(store, provider, tools=notes.registry, settings=settings())
 
     outcome = await turn.run()
@@ -347,19 +311,16 @@ async def test_a_tool_use_whose_input_comes_whole_in_its_start_is_called_with_it
 
 
 async def test_bytes_that_are_not_utf8_are_replaced_and_the_user_told_once(
-    kind: str, server: WireServer, store: Store
+    wire: Wire, server: WireServer, store: Store
 ) -> None:
     """The spec decodes an event stream with replacement characters: the reply goes on."""
-    if kind == "openai":
-        bad = b'data: {"choices": [{"index": 0, "delta": {"content": "caf\xe9 "}}]}'
-        steps = [*ow.text("Half "), sse(bad), sse(bad), *ow.reply("more.")]
+    if wire.name == "openai":
+        bad = sse(b'data: {"choices": [{"index": 0, "delta": {"content": "caf\xe9 "}}]}')
     else:
         delta = b'{"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", '
         bad = sse("event: content_block_delta", b"data: " + delta + b'"text": "caf\xe9 "}}')
-        steps = [*aw.start(), *aw.text_block(0, "Half ", stop=False), bad, bad]
-        steps += [*aw.text_block(0, "more.")[1:], *aw.ending()]
-    server.play(steps)
-    provider = PROVIDERS[kind](server.base_url)
+    server.play([*wire.opening("Half ", cut=True), bad, bad, *wire.rest("more.")])
+    provider = wire.provider(server.base_url)
     notices: list[str] = []
     provider.on_notice = notices.append
     turn, _ = make_turn(store, provider, settings=settings())
@@ -378,32 +339,26 @@ async def test_bytes_that_are_not_utf8_are_replaced_and_the_user_told_once(
 
 
 async def test_an_error_that_is_a_bare_string_is_explained(
-    kind: str, server: WireServer, store: Store
+    wire: Wire, server: WireServer, store: Store
 ) -> None:
     server.play([Error(401, {"error": "Unauthorized: invalid x-api-key"})])
-    provider = PROVIDERS[kind](server.base_url)
+    provider = wire.provider(server.base_url)
     turn, _ = make_turn(store, provider, settings=settings())
 
     outcome = await turn.run()
 
     assert outcome.state is ResponseState.FAILED
-    label = "OpenAI-compatible server" if kind == "openai" else "Anthropic"
-    assert f"{label} refused the API key (401)" in outcome.error
+    assert f"{wire.label} refused the API key (401)" in outcome.error
     assert "Unauthorized: invalid x-api-key" in outcome.error
     assert_a_sentence(outcome.error)
     await provider.close()
 
 
 async def test_an_error_event_that_is_a_bare_string_is_explained(
-    kind: str, server: WireServer, store: Store
+    wire: Wire, server: WireServer, store: Store
 ) -> None:
-    if kind == "openai":
-        steps = [*ow.text("Half "), Send({"error": "upstream timed out"})]
-    else:
-        steps = [*aw.start(), *aw.text_block(0, "Half ", stop=False)]
-        steps.append(Send({"type": "error", "error": "upstream timed out"}, event="error"))
-    server.play(steps)
-    provider = PROVIDERS[kind](server.base_url)
+    server.play([*wire.opening("Half ", cut=True), wire.error_event("upstream timed out")])
+    provider = wire.provider(server.base_url)
     turn, _ = make_turn(store, provider, settings=settings())
 
     outcome = await turn.run()
@@ -420,17 +375,17 @@ async def test_an_error_event_that_is_a_bare_string_is_explained(
 
 
 async def test_fields_that_dispatch_no_event_are_skipped(
-    kind: str, server: WireServer, store: Store
+    wire: Wire, server: WireServer, store: Store
 ) -> None:
     """`retry:` and `id:` alone, and comments, dispatch nothing (the SSE spec)."""
     quiet = [sse("retry: 3000"), sse("id: 7"), sse(": keep-alive"), Raw(b"\n")]
-    if kind == "openai":
+    if wire.name == "openai":
         steps = [*quiet, *ow.text("All "), *quiet, *ow.reply("here.")]
     else:
         steps = [*quiet, *aw.start(), *aw.text_block(0, "All ", "here.", stop=False), *quiet]
         steps += [aw.event({"type": "content_block_stop", "index": 0}), *aw.ending()]
     server.play(steps)
-    provider = PROVIDERS[kind](server.base_url)
+    provider = wire.provider(server.base_url)
     turn, _ = make_turn(store, provider, settings=settings())
 
     outcome = await turn.run()
@@ -444,11 +399,11 @@ async def test_fields_that_dispatch_no_event_are_skipped(
 
 
 async def test_a_finished_reply_leaves_its_connection_for_the_next_request(
-    kind: str, server: WireServer, store: Store
+    wire: Wire, server: WireServer, store: Store
 ) -> None:
     """The body is read to its end after the last event, so HTTP/1.1 reuses the connection."""
-    server.play(reply(kind, "One."), reply(kind, "Two."))
-    provider = PROVIDERS[kind](server.base_url)
+    server.play(wire.reply("One."), wire.reply("Two."))
+    provider = wire.provider(server.base_url)
     first, _ = make_turn(store, provider, settings=settings(), prompt="one")
     assert (await first.run()).state is ResponseState.COMPLETE
     second, _ = make_turn(

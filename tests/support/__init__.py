@@ -5,7 +5,8 @@
 - `scripted`: `ScriptedProvider`, a provider that plays a script of stream events.
 - `wire`, `openai_wire`, `anthropic_wire`: a real HTTP server on 127.0.0.1 that
   plays each API's stream to the real SDKs and records what they sent.
-- `remote`: the remote providers on a wire server, the test key, waits and checks.
+- `remote`: the remote providers on a wire server, the test key, waits and checks;
+  `Wire` (`WIRES`): each API's framing, for a test written once for both.
 - `local`: the local provider's config, a look into its KV cache, holds on llama.cpp.
 - `tiny_gguf`: writes a tiny random-weight GGUF model for real llama.cpp.
 - `clocks`: `LoopClock` (moves the event loop's time on) and `FakeClock`.

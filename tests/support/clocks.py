@@ -1,4 +1,4 @@
-"""A controlled clock for the running event loop: tests move time on instead of waiting.
+"""Clocks the tests control: the event loop's (`LoopClock`) and a function's (`FakeClock`).
 
 The turn's idle deadline, a tool's timeout and a retry's wait are timers on
 the event loop's clock (`loop.time()`). Tested on real timers, they either
@@ -13,6 +13,10 @@ the machine.
 
 The offset stays on the loop for the rest of the test: each test has a loop of
 its own, and a clock that only moves forward breaks nothing that reads it.
+
+`FakeClock` is a `time.monotonic` stand-in that moves a fixed step each time
+it is read, for code that takes a clock function (the app's stop-time figure):
+its figures are the same on any machine.
 """
 
 from __future__ import annotations

@@ -1,0 +1,448 @@
+"""What both remote providers must do, each test run on the real `openai` and `anthropic` SDKs.
+
+Each test runs once per API (`remote.WIRES`, ids "openai" and "anthropic")
+against a loopback server (`wire.WireServer`) that checks each request as that
+API does and records it, and when the client left: a stop must close the
+stream for real in every state, the next request must pass the API's checks,
+and every failure must be a clear sentence without the key. How each API
+frames a reply, a call or an error is the `Wire`'s business, not the test's.
+What only one API does is tested in `test_openai_provider.py` and
+`test_anthropic_provider.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from chatui.messages import ModelResponse, ResponseState, ToolCallPart
+from chatui.providers.base import RetryWait, TextDelta, ToolCallDelta
+from chatui.store import Store
+from chatui.widgets.chat_message import AssistantMessage, ErrorNotice
+from chatui.widgets.status_bar import StatusBar
+from tests.support.app import make_app, send, settled, wait_until
+from tests.support.clocks import LoopClock
+from tests.support.remote import (
+    SECRET,
+    WAIT,
+    WIRES,
+    Wire,
+    assert_no_secret,
+    disconnected,
+    retry_waits,
+    run_skipping_retry_waits,
+    settings,
+    when,
+)
+from tests.support.turns import make_turn, stored
+from tests.support.wire import DROP, STALL, Error, Gate, Headers, Step, WireServer
+
+
+@pytest.fixture(params=WIRES, ids=[wire.name for wire in WIRES])
+def wire(request: pytest.FixtureRequest) -> Wire:
+    return request.param
+
+
+@pytest.fixture
+def server(wire: Wire) -> Iterator[WireServer]:
+    with wire.serve() as running:
+        yield running
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# A reply, and what was sent for it
+
+
+async def test_a_streamed_reply_is_stored_with_its_usage(
+    wire: Wire, server: WireServer, store: Store
+) -> None:
+    server.play(wire.reply("Hello", ", ", "world.", input_tokens=12, output_tokens=4))
+    provider = wire.provider(server.base_url, max_tokens=321)
+    turn, sink = make_turn(store, provider, settings=settings(system_prompt="Be brief."))
+
+    outcome = await turn.run()
+
+    assert outcome.state is ResponseState.COMPLETE
+    assert sink.texts == ["Hello", ", ", "world."]
+    response = stored(store, turn)[-1]
+    assert response.text == "Hello, world." and response.finish_reason == "stop"
+    assert (response.usage.input_tokens, response.usage.output_tokens) == (12, 4)
+    assert not response.usage.estimated
+    (request,) = server.requests
+    assert request.path == wire.path
+    assert request.headers["authorization"] == f"Bearer {SECRET}"  # anthropic 2.x sends it so.
+    assert {name: request.body.get(name) for name in wire.stream_fields} == wire.stream_fields
+    assert request.body["model"] == "wire-model" and request.body["max_tokens"] == 321
+    assert wire.prompt_of(request.body) == ("Be brief.", [wire.user("hi")])
+    await provider.close()
+
+
+async def test_a_gated_reply_streams_as_it_is_released(
+    wire: Wire, server: WireServer, store: Store
+) -> None:
+    """Text is shown as it arrives, not when the reply ends."""
+    gate = threading.Event()
+    server.play([*wire.opening("first ", cut=True), Gate(gate), *wire.rest("second")])
+    provider = wire.provider(server.base_url)
+    turn, sink = make_turn(store, provider, settings=settings())
+    task = asyncio.create_task(turn.run())
+    await when(lambda: sink.texts == ["first "])
+    assert isinstance(turn.conversation.items[-1], ModelResponse)
+    assert turn.conversation.items[-1].text == "first "
+
+    gate.set()
+    assert (await task).state is ResponseState.COMPLETE
+    assert [type(e.payload) for e in sink.events].count(TextDelta) == 2
+    await provider.close()
+
+
+# Esc closes the stream for real, in every state
+
+
+async def test_esc_while_the_reader_waits_on_a_stalled_server_closes_the_stream(
+    wire: Wire, server: WireServer, store: Store
+) -> None:
+    server.play([*wire.opening("Once ", "upon ", cut=True), STALL], wire.reply("Again."))
+    provider = wire.provider(server.base_url)
+    turn, sink = make_turn(store, provider, settings=settings())
+    task = asyncio.create_task(turn.run())
+    await when(lambda: len(sink.texts) == 2)
+
+    assert turn.cancel()
+    outcome = await task
+    await disconnected(server)
+
+    assert outcome.state is ResponseState.INTERRUPTED
+    assert sink.after_stop == 0
+    response = stored(store, turn)[-1]
+    assert response.state is ResponseState.INTERRUPTED and response.text == "Once upon "
+    assert response.usage.estimated  # The output count never came: estimated, and flagged.
+    if wire.opening_input_tokens is not None:  # The input count came before the text.
+        assert response.usage.input_tokens == wire.opening_input_tokens
+
+    # The next turn: accepted by the API's checks, and without the interrupted reply.
+    second, _ = make_turn(store, provider, conversation=turn.conversation, settings=settings())
+    assert (await second.run()).state is ResponseState.COMPLETE
+    request = server.requests[1]
+    assert request.refused is None
+    assert "Once upon" not in json.dumps(request.body)
+    assert "interrupted" in wire.text_of(request.body["messages"][-1])
+    await provider.close()
+
+
+async def test_esc_before_the_response_headers_closes_the_connection(
+    wire: Wire, server: WireServer, store: Store
+) -> None:
+    server.play([STALL])  # Not even a status line.
+    provider = wire.provider(server.base_url)
+    turn, _ = make_turn(store, provider, settings=settings())
+    task = asyncio.create_task(turn.run())
+    await asyncio.to_thread(server.wait_for_request, 1)
+
+    assert turn.cancel()
+    outcome = await task
+    await disconnected(server)
+    assert outcome.state is ResponseState.INTERRUPTED
+    assert stored(store, turn)[-1].text == ""
+    await provider.close()
+
+
+async def test_esc_after_create_returned_but_before_the_first_chunk_closes_the_stream(
+    wire: Wire, server: WireServer, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The measured trap: a stream cancelled before its first read never closed by itself."""
+    server.play([Headers(), STALL])
+    returned = asyncio.Event()
+    create = wire.sdk_stream.create
+
+    async def create_and_tell(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        stream = await create(self, *args, **kwargs)
+        returned.set()
+        return stream
+
+    monkeypatch.setattr(wire.sdk_stream, "create", create_and_tell)
+    provider = wire.provider(server.base_url)
+    turn, _ = make_turn(store, provider, settings=settings())
+    task = asyncio.create_task(turn.run())
+    await asyncio.wait_for(returned.wait(), WAIT)
+
+    assert turn.cancel()  # Before the reader has asked for a chunk.
+    assert (await task).state is ResponseState.INTERRUPTED
+    await disconnected(server)
+    await provider.close()
+
+
+async def test_esc_in_a_tool_calls_arguments_keeps_it_cut_off_and_out_of_the_history(
+    wire: Wire, server: WireServer, store: Store
+) -> None:
+    call = wire.call(0, "call_abc", "read_file", '{"pa', 'th": "no', cut=True)
+    server.play([*wire.opening("Let me look."), *call, STALL], wire.reply("Fine."))
+    provider = wire.provider(server.base_url)
+    turn, sink = make_turn(store, provider, settings=settings())
+    task = asyncio.create_task(turn.run())
+    await when(lambda: sum(isinstance(e.payload, ToolCallDelta) for e in sink.events) == 2)
+
+    turn.cancel()
+    assert (await task).state is ResponseState.INTERRUPTED
+    await disconnected(server)
+    (part,) = stored(store, turn)[-1].tool_calls
+    assert isinstance(part, ToolCallPart)
+    assert (part.id, part.name, part.arguments, part.complete) == (
+        "call_abc",
+        "read_file",
+        '{"path": "no',
+        False,
+    )
+
+    second, _ = make_turn(store, provider, conversation=turn.conversation, settings=settings())
+    assert (await second.run()).state is ResponseState.COMPLETE
+    request = server.requests[1]
+    assert request.refused is None
+    assert "call_abc" not in json.dumps(request.body)
+    await provider.close()
+
+
+async def test_the_earlier_messages_keep_their_bytes_from_turn_to_turn_after_a_stop(
+    wire: Wire, server: WireServer, store: Store
+) -> None:
+    server.play(
+        wire.reply("First answer."), [*wire.opening("Cut ", cut=True), STALL], wire.reply("Third.")
+    )
+    provider = wire.provider(server.base_url)
+    first, _ = make_turn(store, provider, settings=settings(), prompt="one")
+    await first.run()
+    conversation = first.conversation
+    second, sink = make_turn(
+        store, provider, conversation=conversation, settings=settings(), prompt="two"
+    )
+    task = asyncio.create_task(second.run())
+    await when(lambda: bool(sink.texts))
+    second.cancel()
+    await task
+    third, _ = make_turn(
+        store, provider, conversation=conversation, settings=settings(), prompt="three"
+    )
+    await third.run()
+
+    assert all(r.refused is None for r in server.requests)
+    sent = [r.body["messages"] for r in server.requests]
+    assert json.dumps(sent[1][:2]) == json.dumps(sent[2][:2])  # "one" and its answer.
+    assert sent[0] == sent[1][:1]
+    assert wire.text_of(sent[2][2]).startswith("two\n\n[The user interrupted")  # Kept, noted.
+    assert "Cut" not in json.dumps(sent[2])
+    await provider.close()
+
+
+# Retries, and Esc during their waits
+
+
+async def test_a_429_is_retried_after_its_retry_after_and_shown_as_a_wait(
+    wire: Wire, server: WireServer, store: Store
+) -> None:
+    body = wire.error_body("rate_limit_error", "slow down")
+    server.play([Error(429, body, {"retry-after": "0"})], wire.reply("Done."))
+    provider = wire.provider(server.base_url)
+    turn, sink = make_turn(store, provider, settings=settings())
+
+    assert (await turn.run()).state is ResponseState.COMPLETE
+    assert retry_waits(sink) == [RetryWait(0.0, "429")]
+    assert len(server.requests) == 2
+    await provider.close()
+
+
+async def test_a_retry_after_longer_than_the_cap_is_not_waited_for(
+    wire: Wire, server: WireServer, store: Store
+) -> None:
+    body = wire.error_body("rate_limit_error", "quota")
+    server.play([Error(429, body, {"retry-after": "3600"})])
+    provider = wire.provider(server.base_url)
+    turn, sink = make_turn(store, provider, settings=settings())
+
+    outcome = await turn.run()
+
+    assert outcome.state is ResponseState.FAILED
+    assert "429" in outcome.error and "quota" in outcome.error
+    assert len(server.requests) == 1
+    assert retry_waits(sink) == []
+    await provider.close()
+
+
+async def test_esc_during_a_retry_wait_ends_it_at_once(
+    wire: Wire, server: WireServer, store: Store
+) -> None:
+    body = wire.error_body("overloaded_error", "busy")
+    server.play([Error(wire.busy, body, {"retry-after": "15"})])
+    provider = wire.provider(server.base_url)
+    turn, sink = make_turn(store, provider, settings=settings())
+    task = asyncio.create_task(turn.run())
+    await when(lambda: bool(retry_waits(sink)))
+
+    turn.cancel()
+    outcome = await asyncio.wait_for(task, 2)  # Far less than the 15 s wait.
+    assert outcome.state is ResponseState.INTERRUPTED
+    assert len(server.requests) == 1
+    await provider.close()
+
+
+# Failures, each a clear sentence without the key
+
+
+@pytest.mark.parametrize(
+    ("status", "kind", "words"),
+    [
+        (400, "invalid_request_error", "rejected the request (400)"),
+        (401, "authentication_error", "{key_variable}"),
+        (403, "permission_error", "(403)"),
+        (404, "not_found_error", "'wire-model'"),
+        (413, "request_too_large", "too large"),
+        (500, "api_error", "server error (500)"),
+    ],
+)
+async def test_an_http_error_is_a_clear_failed_outcome(
+    wire: Wire, server: WireServer, store: Store, status: int, kind: str, words: str
+) -> None:
+    body = wire.error_body(kind, f"details for {status}")
+    server.play(*[[Error(status, body, {"retry-after": "0"})]] * 3)
+    provider = wire.provider(server.base_url)
+    turn, _ = make_turn(store, provider, settings=settings())
+
+    outcome = await turn.run()
+
+    assert outcome.state is ResponseState.FAILED
+    assert words.format(key_variable=wire.key_variable) in outcome.error
+    assert f"details for {status}" in outcome.error
+    assert len(server.requests) == (3 if status == 500 else 1)  # 500: two retries.
+    assert stored(store, turn)[-1].state is ResponseState.FAILED
+    assert_no_secret(store, outcome.error)
+    await provider.close()
+
+
+BROKEN: dict[str, tuple[Callable[[Wire], list[Step]], str]] = {
+    "not-json": (lambda wire: [wire.not_json()], "not JSON"),
+    "dropped": (lambda wire: [DROP], "dropped"),
+    "just-ends": (lambda wire: [], "ended before the reply did"),
+    "error-event": (lambda wire: [wire.error_event({"message": "boom"})], "boom"),
+    "overloaded-event": (
+        lambda wire: [wire.error_event({"type": "overloaded_error", "message": "Overloaded"})],
+        "overloaded",
+    ),
+}
+"""How a stream breaks after its first words (each API's framing), and what the error says."""
+
+
+@pytest.mark.parametrize(("breaks", "words"), BROKEN.values(), ids=BROKEN.keys())
+async def test_a_broken_stream_fails_the_turn_with_the_partial_kept(
+    wire: Wire,
+    server: WireServer,
+    store: Store,
+    breaks: Callable[[Wire], list[Step]],
+    words: str,
+) -> None:
+    server.play([*wire.opening("Half ", cut=True), *breaks(wire)])
+    provider = wire.provider(server.base_url)
+    turn, _ = make_turn(store, provider, settings=settings())
+
+    outcome = await turn.run()
+
+    assert outcome.state is ResponseState.FAILED, outcome.error
+    assert words in outcome.error, outcome.error
+    response = stored(store, turn)[-1]
+    assert response.state is ResponseState.FAILED and response.text == "Half "
+    assert len(server.requests) == 1  # A reply that had begun is never retried.
+    assert_no_secret(store, outcome.error)
+    await provider.close()
+
+
+async def test_a_silent_stall_ends_at_the_idle_timeout(
+    wire: Wire, server: WireServer, store: Store
+) -> None:
+    clock = LoopClock()
+    server.play([*wire.opening("Hm", cut=True), STALL])
+    provider = wire.provider(server.base_url)
+    turn, sink = make_turn(store, provider, settings=settings(idle_timeout=60))
+    task = asyncio.create_task(turn.run())
+    await when(lambda: sink.texts == ["Hm"])  # The server is silent from here on.
+
+    await clock.advance(61)
+    outcome = await asyncio.wait_for(task, WAIT)
+
+    assert outcome.state is ResponseState.FAILED
+    assert "sent nothing for 60 s" in outcome.error
+    await disconnected(server)
+    assert stored(store, turn)[-1].text == "Hm"
+    await provider.close()
+
+
+async def test_connection_refused_is_retried_then_explained(wire: Wire, store: Store) -> None:
+    url = f"http://127.0.0.1:{_free_port()}"
+    provider = wire.provider(url)
+    turn, sink = make_turn(store, provider, settings=settings())
+
+    outcome = await run_skipping_retry_waits(turn.run(), sink)
+
+    assert outcome.state is ResponseState.FAILED
+    assert "connection refused" in outcome.error and wire.api_url(url) in outcome.error
+    assert retry_waits(sink) == [RetryWait(1.0, "no connection"), RetryWait(2.0, "no connection")]
+    assert_no_secret(store, outcome.error)
+    await provider.close()
+
+
+async def test_a_tls_failure_is_explained(wire: Wire, store: Store) -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def answer_in_plain_http() -> None:  # To a TLS hello: not TLS at all.
+        connection, _ = listener.accept()
+        with connection:
+            connection.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+
+    threading.Thread(target=answer_in_plain_http, daemon=True).start()
+    provider = wire.provider(f"https://127.0.0.1:{port}")
+    turn, _ = make_turn(store, provider, settings=settings())
+
+    outcome = await turn.run()
+
+    assert outcome.state is ResponseState.FAILED
+    assert "TLS" in outcome.error, outcome.error
+    await provider.close()
+    listener.close()
+
+
+async def test_no_key_names_the_variable_and_the_config_key(wire: Wire, store: Store) -> None:
+    provider = wire.keyless()
+    turn, _ = make_turn(store, provider, settings=settings())
+
+    outcome = await turn.run()
+
+    assert outcome.state is ResponseState.FAILED
+    assert wire.key_variable in outcome.error and f"[{wire.name}]" in outcome.error
+
+
+async def test_an_error_is_shown_inline_without_the_key(
+    wire: Wire, server: WireServer, store: Store
+) -> None:
+    body = wire.error_body("authentication_error", f"Incorrect API key provided: {SECRET}")
+    server.play([Error(401, body)])
+    app = make_app(store, wire.provider(server.base_url))
+    async with app.run_test() as pilot:
+        await send(pilot, "hello")
+        await wait_until(pilot, settled(app))
+
+        (notice,) = app.screen.query(ErrorNotice)
+        shown = str(notice.render())
+        assert "refused the API key (401)" in shown and wire.key_variable in shown
+        assert SECRET not in shown and "***" in shown  # The server echoed it: redacted.
+        assert app.screen.query_one(StatusBar).state == "failed"
+        (view,) = app.screen.query(AssistantMessage)
+        assert "-failed" in view.classes
+    assert_no_secret(store, app.last_outcome.error)
