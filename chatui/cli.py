@@ -11,10 +11,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import stat
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, TextIO
 
 from chatui import __version__
 from chatui.config import PROVIDERS, Config, ConfigError, load_config
@@ -63,6 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     except StoreError as error:
         print(f"chatui: {error}", file=sys.stderr)
         return 2
+    if no_terminal := terminal_problem():  # Said after the config's and the store's errors.
+        # The full-screen UI would draw into a pipe or a file, and wait for keys forever.
+        store.close()
+        print(f"chatui needs a terminal: {no_terminal}. Run it in a terminal.", file=sys.stderr)
+        return 2
 
     provider, problem = None, None
     try:
@@ -70,6 +76,37 @@ def main(argv: list[str] | None = None) -> int:
     except ProviderError as error:
         problem = str(error)
     return run_app(config, store, provider, provider_error=problem)
+
+
+def terminal_problem() -> str | None:
+    """Why stdin or stdout is not a terminal ("stdin is not a terminal (a pipe)"), or None."""
+    problems = [
+        f"{name} is not a terminal ({what})"
+        for name, stream in (("stdin", sys.__stdin__), ("stdout", sys.__stdout__))
+        if (what := _not_a_terminal(stream)) is not None
+    ]
+    return ", and ".join(problems) or None
+
+
+def _not_a_terminal(stream: TextIO | None) -> str | None:
+    """What `stream` is instead of a terminal (a pipe, a file, /dev/null), or None for one."""
+    try:
+        fd = stream.fileno() if stream is not None else -1
+        if os.isatty(fd):
+            return None
+        mode = os.fstat(fd)
+    except (OSError, ValueError):
+        return "closed"
+    if stat.S_ISFIFO(mode.st_mode):
+        return "a pipe"
+    if stat.S_ISREG(mode.st_mode):
+        return "a file"
+    if stat.S_ISSOCK(mode.st_mode):
+        return "a socket"
+    with contextlib.suppress(OSError):
+        if os.path.samestat(mode, os.stat(os.devnull)):
+            return os.devnull
+    return "a device"
 
 
 def run_app(

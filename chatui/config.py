@@ -12,6 +12,7 @@ import dataclasses
 import math
 import os
 import tomllib
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -21,7 +22,8 @@ import platformdirs
 from chatui.history import DEFAULT_INTERRUPTED_NOTE
 
 PROVIDERS = ("local", "openai", "anthropic")
-SECRET_ENV = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")  # Never passed on to a tool's process.
+KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}  # Section: variable.
+SECRET_ENV = tuple(KEY_ENV.values())  # Never passed on to a tool's process.
 TOOL_CHOICES = ("auto", "required", "none")
 DEFAULT_ESCAPE_DELAY_MS = 10  # How long a lone ESC byte waits for the rest of a sequence.
 CONFIG_ENV = "CHATUI_CONFIG"
@@ -61,6 +63,7 @@ class OpenAIConfig:
     base_url: str = ""
     model: str = "gpt-4o-mini"
     max_tokens: int = 2048
+    context_window: int = 0  # Tokens; 0: as the server reports it, or as its errors tell.
     temperature: float = 0.7
 
 
@@ -70,6 +73,7 @@ class AnthropicConfig:
     base_url: str = ""
     model: str = "claude-sonnet-4-5"
     max_tokens: int = 2048  # The Messages API requires it. (anthropic 2.x takes no temperature.)
+    context_window: int = 0  # Tokens; 0: learned from the API's "prompt is too long" errors.
     thinking_budget: int = 0  # Extended thinking's budget: 0 off, else 1024 to max_tokens - 1.
 
 
@@ -164,6 +168,16 @@ def _apply(target: Any, data: dict[str, Any], source: str, prefix: str) -> None:
 
 
 def _coerce(value: Any, expected: Any, source: str, key: str) -> Any:
+    try:
+        return _coerced(value, expected, source, key)
+    except ConfigError as error:
+        if key.endswith("api_key"):  # A key in the wrong shape is still a key: never shown.
+            problem = error.problem.partition(", got ")[0]
+            raise ConfigError(source, key, f"{problem}, got a {type(value).__name__}") from None
+        raise
+
+
+def _coerced(value: Any, expected: Any, source: str, key: str) -> Any:
     if expected == list[str]:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(source, key, f"expected a list of strings, got {value!r}")
@@ -181,12 +195,12 @@ def _coerce(value: Any, expected: Any, source: str, key: str) -> Any:
 
 
 def _apply_env(config: Config, env: dict[str, str]) -> None:
-    if key := env.get("OPENAI_API_KEY"):
-        config.openai.api_key = key
+    for section, variable in KEY_ENV.items():
+        if key := env.get(variable):
+            _check_key(key, "environment", variable)
+            getattr(config, section).api_key = key
     if url := env.get("OPENAI_BASE_URL"):
         config.openai.base_url = url
-    if key := env.get("ANTHROPIC_API_KEY"):
-        config.anthropic.api_key = key
     if url := env.get("ANTHROPIC_BASE_URL"):
         config.anthropic.base_url = url
     if delay := env.get("ESCDELAY", "").strip():
@@ -215,10 +229,23 @@ def _validate(config: Config, source: str) -> None:
         raise ConfigError(source, "local.tool_choice", f"must be one of {', '.join(TOOL_CHOICES)}")
     if local.n_ubatch > local.n_batch:
         raise ConfigError(source, "local.n_ubatch", "must not be larger than local.n_batch")
+    if local.max_tokens >= local.n_ctx:
+        raise ConfigError(
+            source, "local.max_tokens", "must be less than local.n_ctx (the prompt needs room too)"
+        )
     for section in ("openai", "anthropic"):
-        if getattr(config, section).max_tokens <= 0:
+        remote = getattr(config, section)
+        if remote.max_tokens <= 0:
             raise ConfigError(source, f"{section}.max_tokens", "must be more than 0")
+        if remote.context_window and remote.context_window <= remote.max_tokens:
+            raise ConfigError(
+                source,
+                f"{section}.context_window",
+                f"must be 0 (unknown) or more than {section}.max_tokens",
+            )
     _validate_tools(config.tools, source)
+    for section in KEY_ENV:  # A key from the environment was checked as it was read.
+        _check_key(getattr(config, section).api_key, source, f"{section}.api_key")
     anthropic = config.anthropic
     if anthropic.thinking_budget and not 1024 <= anthropic.thinking_budget < anthropic.max_tokens:
         raise ConfigError(
@@ -226,6 +253,38 @@ def _validate(config: Config, source: str) -> None:
             "anthropic.thinking_budget",
             "must be 0 (off), or at least 1024 and less than anthropic.max_tokens",
         )
+
+
+def _check_key(key: str, source: str, name: str) -> None:
+    """Refuse a key that cannot go in an HTTP header, naming where it is and never quoting it.
+
+    Such a key fails every request, in a way the SDKs report as a
+    connection or encoding failure that blames the server; said here, it
+    points at the key. A control character is usually a pasted line break,
+    a non-ASCII one a typographic quote.
+    """
+    for position, char in enumerate(key, 1):
+        if unicodedata.category(char) == "Cc":
+            what = CONTROL_NAMES.get(char, f"a control character (U+{ord(char):04X})")
+        elif not char.isascii():
+            named = f" {unicodedata.name(char)}" if unicodedata.name(char, "") else ""
+            what = f"a character that is not ASCII (U+{ord(char):04X}{named})"
+        else:
+            continue
+        raise ConfigError(
+            source,
+            name,
+            f"contains {what} at character {position}: an API key is one line of "
+            "plain ASCII; copy it again",
+        )
+
+
+CONTROL_NAMES = {
+    "\n": "a line break",
+    "\r": "a line break (carriage return)",
+    "\t": "a tab",
+    "\0": "a NUL character",
+}
 
 
 def _validate_tools(tools: ToolsConfig, source: str) -> None:

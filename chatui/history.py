@@ -18,6 +18,9 @@ in one deterministic pass:
 - Reasoning goes back only as the provider signed it (an Anthropic thinking
   block with its signature, or a redacted one), unmodified; unsigned
   reasoning (an OpenAI-compatible server's) was only for the user to read.
+- Once a conversation outgrew the model's context window, the history starts
+  at its view start (`view_start`, always a user prompt): earlier items are
+  left out, and the first message says so (`TRIMMED_NOTE`).
 - Consecutive user messages are merged into one, and an assistant message
   with neither text (but whitespace) nor tool calls is left out, so both the OpenAI and the
   Anthropic APIs accept the result.
@@ -33,6 +36,10 @@ from typing import Literal
 from chatui.messages import Item, ModelResponse, ResponseState, ToolResult, UserPrompt
 
 DEFAULT_INTERRUPTED_NOTE = "[The user interrupted your previous reply; it is not shown.]"
+TRIMMED_NOTE = (
+    "[Earlier messages of this conversation were left out to fit your context window; "
+    "the conversation continues from here.]"
+)
 CANCELLED_TOOL_RESULT = "The tool call was cancelled by the user before it finished."
 _UNSAFE_ID = re.compile(r"[^a-zA-Z0-9_-]")
 
@@ -72,14 +79,18 @@ def build_history(
     *,
     system_prompt: str = "",
     interrupted_note: str = DEFAULT_INTERRUPTED_NOTE,
+    view_start: str | None = None,
 ) -> list[ChatMessage]:
-    """Return the repaired history for `items` (oldest first)."""
+    """Return the repaired history for `items` (oldest first), from `view_start` on."""
+    items, trimmed = in_view(items, view_start)
     results = pair_results(items)
     used_ids: set[str] = set()
     messages: list[ChatMessage] = []
     if system_prompt:
         messages.append(ChatMessage("system", system_prompt))
     note_pending = False
+    if trimmed:
+        _append_user(messages, TRIMMED_NOTE)  # Merged into the first prompt kept.
     for n, item in enumerate(items):
         if isinstance(item, UserPrompt):
             text = f"{interrupted_note}\n\n{item.text}" if note_pending else item.text
@@ -91,6 +102,17 @@ def build_history(
                 continue
             messages.extend(_response_messages(n, item, results, used_ids))
     return messages
+
+
+def in_view(items: list[Item], view_start: str | None) -> tuple[list[Item], bool]:
+    """The items from `view_start` on, and whether any were left out before it.
+
+    An unknown `view_start` (its item is gone) leaves nothing out.
+    """
+    if view_start is None:
+        return items, False
+    start = next((n for n, item in enumerate(items) if item.id == view_start), 0)
+    return items[start:], start > 0
 
 
 def history_bytes(messages: list[ChatMessage]) -> bytes:

@@ -194,11 +194,16 @@ Item = UserPrompt | ModelResponse | ToolResult
 
 @dataclass
 class Conversation:
-    """A titled list of items, oldest first."""
+    """A titled list of items, oldest first.
+
+    `view_start` is the id of the first item the model still sees, once the
+    conversation outgrew its context window (None: it sees them all).
+    """
 
     id: str = field(default_factory=new_id)
     title: str = "New conversation"
     items: list[Item] = field(default_factory=list)
+    view_start: str | None = None
 
 
 def item_to_dict(item: Item) -> dict[str, Any]:

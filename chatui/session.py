@@ -19,7 +19,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from chatui.config import Config
-from chatui.messages import Conversation, ResponseState
+from chatui.messages import Conversation
 from chatui.providers.base import (
     Notice,
     Provider,
@@ -256,13 +256,16 @@ class Session:
         )
 
     def turn_finished(self, turn: Turn, outcome: TurnOutcome) -> None:
-        """Record `outcome`; a first turn that did not fail titles its conversation.
+        """Record `outcome`; a first turn titles its conversation from its prompt.
 
-        Raises StorageFailed if the title could not be saved (it is kept in memory).
+        Whatever the reply did (failed too): the prompt is the conversation's
+        first item all the same. Only a prompt that could not be stored, and so
+        is not in the conversation, titles nothing. Raises StorageFailed if the
+        title could not be saved (it is kept in memory).
         """
         self.last_outcome = outcome
         conversation = turn.conversation
-        if conversation.title != UNTITLED or outcome.state is ResponseState.FAILED:
+        if conversation.title != UNTITLED or outcome.prompt not in conversation.items:
             return
         conversation.title = title = _title(outcome.prompt.text)
         try:

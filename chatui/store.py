@@ -71,6 +71,7 @@ MIGRATIONS: list[str] = [
     """,
     """
     ALTER TABLE conversations ADD COLUMN draft TEXT NOT NULL DEFAULT '';
+    ALTER TABLE conversations ADD COLUMN view_start TEXT;
     CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     """,
 ]
@@ -282,7 +283,7 @@ class Store:
 
     def load_conversation(self, conversation_id: str) -> Conversation:
         row = self._db.execute(
-            "SELECT title FROM conversations WHERE id = ?", (conversation_id,)
+            "SELECT title, view_start FROM conversations WHERE id = ?", (conversation_id,)
         ).fetchone()
         if row is None:
             raise KeyError(conversation_id)
@@ -293,7 +294,7 @@ class Store:
                 (conversation_id,),
             )
         ]
-        return Conversation(id=conversation_id, title=row[0], items=items)
+        return Conversation(id=conversation_id, title=row[0], items=items, view_start=row[1])
 
     def rename_conversation(self, conversation_id: str, title: str) -> None:
         self._db.execute(
@@ -303,6 +304,15 @@ class Store:
 
     def delete_conversation(self, conversation_id: str) -> None:
         self._db.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
+
+    def set_view_start(self, conversation_id: str, item_id: str | None) -> None:
+        """Keep where the model's view of the conversation starts (None: at the beginning).
+
+        Earlier items stay stored and on screen; they are no longer sent.
+        """
+        self._db.execute(
+            "UPDATE conversations SET view_start = ? WHERE id = ?", (item_id, conversation_id)
+        )
 
     # Drafts: the composer's unsent text, per conversation
 
@@ -344,6 +354,10 @@ class Store:
             self._db.execute(
                 "UPDATE conversations SET updated = ? WHERE id = ?", (time.time(), conversation_id)
             )
+
+    def delete_item(self, item_id: str) -> None:
+        """Forget one item (a prompt that was refused before anything was sent)."""
+        self._db.execute("DELETE FROM items WHERE id = ?", (item_id,))
 
     def _write_item(self, item: Item, conversation_id: str | None = None) -> None:
         data = json.dumps(item_to_dict(item))

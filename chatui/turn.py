@@ -31,9 +31,11 @@ from enum import Enum
 from typing import Literal, Protocol
 
 from chatui.cancel import CancelToken, current_token, stop_requested, tried_to_exit
+from chatui.context import DoesNotFit, fit_history
 from chatui.history import (
     CANCELLED_TOOL_RESULT,
     DEFAULT_INTERRUPTED_NOTE,
+    ChatMessage,
     build_history,
     unique_id,
 )
@@ -50,6 +52,7 @@ from chatui.messages import (
     UserPrompt,
 )
 from chatui.providers.base import (
+    ContextOverflow,
     ModelRequest,
     PromptProgress,
     Provider,
@@ -66,6 +69,8 @@ from chatui.providers.base import (
     ToolCallStart,
     ToolSpec,
     UsageUpdate,
+    lifecycle_of,
+    request_chars,
 )
 from chatui.redact import Redactor, StreamRedactor, current_redactor
 from chatui.store import Store
@@ -102,7 +107,29 @@ class ToolResultAdded:
     result: ToolResult
 
 
-TurnPayload = StreamEvent | ResponseStarted | ToolStatusChanged | ToolResultAdded
+@dataclass(frozen=True)
+class ContextTrimmed:
+    """The model's view of the conversation now starts at item `view_start` (a prompt)."""
+
+    view_start: str
+
+
+@dataclass(frozen=True)
+class ContextFill:
+    """A request's prompt takes `tokens` of the model's `window`."""
+
+    tokens: int
+    window: int
+
+
+TurnPayload = (
+    StreamEvent
+    | ResponseStarted
+    | ToolStatusChanged
+    | ToolResultAdded
+    | ContextTrimmed
+    | ContextFill
+)
 
 
 @dataclass(frozen=True)
@@ -122,6 +149,7 @@ class TurnOutcome:
     prompt: UserPrompt
     responses: list[ModelResponse] = field(default_factory=list)
     error: str | None = None
+    refused: bool = False  # The prompt could never fit: it was not kept, nothing was sent.
 
 
 @dataclass
@@ -324,6 +352,11 @@ class Turn:
         if isinstance(error, StorageError):
             state, reason = ResponseState.FAILED, "error"
             outcome.error = str(error)
+        elif isinstance(error, DoesNotFit) and self._nothing_answered():
+            outcome.state, outcome.error = ResponseState.FAILED, self._too_long(error)
+            outcome.refused = self._unkeep()
+            outcome.responses.clear()
+            return
         elif self._finished_before_the_end():
             state, reason = ResponseState.COMPLETE, "stop"  # The stop or error came too late.
         elif self.token.requested:
@@ -355,7 +388,41 @@ class Turn:
         calls = [c for c in self._responses[-1].tool_calls if c.complete]
         return not calls or self.tools is None
 
+    def _nothing_answered(self) -> bool:
+        """Whether no reply of this turn holds anything (a refusal learned the window)."""
+        return len(self._responses) <= 1 and not any(r.parts or r.received for r in self._responses)
+
+    def _too_long(self, error: DoesNotFit) -> str:
+        first = self._nothing_answered()
+        what = "This prompt is" if first else "This turn's tool results are"
+        return (
+            f"{what} too long for the model: with room for the reply it needs "
+            f"{error.tokens + error.window - error.limit} tokens, and {self.provider.name}'s "
+            f"context window holds {error.window}. "
+            + (
+                "Shorten it, or raise the context window (local.n_ctx) "
+                "or lower max_tokens in the config."
+                if first
+                else "Send a new prompt to go on without them, or start a new conversation."
+            )
+        )
+
+    def _unkeep(self) -> bool:
+        """Take back a prompt nothing answered, and its empty reply; True once unstored."""
+        taken: list[Item] = [self.prompt, *self._responses]
+        for item in taken:
+            if item in self.conversation.items:
+                self.conversation.items.remove(item)
+        try:
+            for item in taken:
+                self.store.delete_item(item.id)
+        except (sqlite3.Error, OSError):
+            return False
+        return True
+
     def _explain(self, error: BaseException) -> str:
+        if isinstance(error, DoesNotFit):
+            return self._too_long(error)
         if isinstance(error, TimeoutError):
             return (
                 f"{self.provider.name} sent nothing for {self.settings.idle_timeout:g} s, "
@@ -428,22 +495,98 @@ class Turn:
 
     async def _request(self) -> ModelResponse:
         self._raise_if_cancelled()  # A stop after the last tool result: nothing more is sent.
-        messages = build_history(
-            self.conversation.items,
-            system_prompt=self.settings.system_prompt,
-            interrupted_note=self.settings.interrupted_note,
-        )
         tools = self.tools.specs() if self.tools is not None else []
+        messages = await self._fitted_history(tools)
         response = ModelResponse(self.provider.name, self.provider.model)
         response.timings.started = self.clock()
         self._responses.append(response)
-        self._calls, self._got_usage = {}, False
-        self._input_chars = sum(len(m.content) for m in messages)
         self.conversation.items.append(response)
         self._save(response)
         await self._emit(ResponseStarted(response))
+        for attempt in (1, 2):
+            self._calls, self._got_usage = {}, False
+            self._input_chars = request_chars(messages, tools)
+            request = ModelRequest(messages, self.token, tools, self.conversation.id)
+            try:
+                await self._stream(response, request)
+            except ContextOverflow as overflow:
+                if attempt == 2 or response.parts or response.received:
+                    raise
+                self._learn_window(overflow, messages, tools)  # Then trim, and send once more.
+                messages = await self._fitted_history(tools)
+            else:
+                break
+        self._calibrate(response)
+        return response
 
-        request = ModelRequest(messages, self.token, tools, self.conversation.id)
+    async def _fitted_history(self, tools: list[ToolSpec]) -> list[ChatMessage]:
+        """The history to send: all of it that fits the model's context, with the reply's room."""
+        conversation, provider = self.conversation, lifecycle_of(self.provider)
+
+        def build(view_start: str | None) -> list[ChatMessage]:
+            return build_history(
+                conversation.items,
+                system_prompt=self.settings.system_prompt,
+                interrupted_note=self.settings.interrupted_note,
+                view_start=view_start,
+            )
+
+        window = provider.context_window
+        if window is None:
+            return build(conversation.view_start)
+
+        async def count(messages: list[ChatMessage]) -> int:
+            return await provider.count_tokens(messages, tools)
+
+        fit = await fit_history(
+            conversation.items,
+            conversation.view_start,
+            build=build,
+            count=count,
+            window=window,
+            reply_room=provider.reply_room,
+        )
+        self._raise_if_cancelled()
+        if fit.view_start != conversation.view_start and fit.view_start is not None:
+            conversation.view_start = fit.view_start
+            self._save_view_start(fit.view_start)
+            await self._emit(ContextTrimmed(fit.view_start))
+        await self._emit(ContextFill(fit.tokens, window))
+        return fit.messages
+
+    def _learn_window(
+        self, overflow: ContextOverflow, messages: list[ChatMessage], tools: list[ToolSpec]
+    ) -> None:
+        """After a server said "too long": the window it named, or one under what was sent."""
+        provider = lifecycle_of(self.provider)
+        chars = request_chars(messages, tools)
+        if overflow.prompt_tokens:  # The server's own count: the estimates follow it.
+            provider.chars_per_token = max(chars / overflow.prompt_tokens, 0.5)
+        sent = provider.reply_room + math.ceil(chars / provider.chars_per_token)
+        window = overflow.window or max(sent - 1, provider.reply_room + 1)
+        if not overflow.prompt_tokens and sent <= window:
+            provider.chars_per_token *= 0.75  # It seemed to fit: the estimates were low.
+        known = provider.context_window
+        provider.learned_context_window = min(window, known) if known else window
+
+    def _calibrate(self, response: ModelResponse) -> None:
+        """Learn the provider's characters per token from the usage it reported."""
+        usage = response.usage
+        if self._got_usage and not usage.estimated and usage.input_tokens > 0:
+            ratio = self._input_chars / usage.input_tokens
+            if 1.0 <= ratio <= 8.0:  # Figures past these are not a tokenizer's: ignored.
+                lifecycle_of(self.provider).chars_per_token = ratio
+
+    def _save_view_start(self, view_start: str) -> None:
+        try:
+            self.store.set_view_start(self.conversation.id, view_start)
+        except (sqlite3.Error, OSError) as error:
+            raise StorageError(
+                f"The conversation could not be saved ({error}). What is on screen is kept."
+            ) from None
+
+    async def _stream(self, response: ModelResponse, request: ModelRequest) -> None:
+        """Read one request's stream into `response`, to its end."""
         keys = StreamRedactor(self._redact)  # A server may echo a key into the reply.
         last_flush = self.clock()
         loop, idle = asyncio.get_running_loop(), self.settings.idle_timeout
@@ -480,7 +623,6 @@ class Turn:
                     self._save(response)
         if not response.state.ended:
             raise ProviderError(f"{self.provider.name} closed the stream before the reply ended")
-        return response
 
     def _apply(self, response: ModelResponse, event: StreamEvent) -> None:
         if isinstance(event, TextDelta | ThinkingDelta | ToolCallStart | ToolCallDelta):

@@ -211,3 +211,93 @@ def test_a_bad_escape_delay_is_refused_naming_its_key(tmp_path, text, env, key):
     with pytest.raises(ConfigError) as raised:
         load_config(path, env=env)
     assert raised.value.key == key
+
+
+KEY = "sk-test-4f9a2c7e1b8d6053aa71c0de99f1e2b3"  # Key-shaped: no 8 characters of it may show.
+
+
+def key_runs(text: str, run: int = 8) -> list[str]:
+    """The runs of `run` characters of `KEY` in `text`."""
+    return [KEY[i : i + run] for i in range(len(KEY) - run + 1) if KEY[i : i + run] in text]
+
+
+BAD_KEYS = [
+    (KEY + "\n", "a line break"),
+    (KEY[:20] + "\r\n" + KEY[20:], "a line break"),
+    (KEY[:20] + "\t" + KEY[20:], "a tab"),
+    (KEY[:20] + "\0" + KEY[20:], "a NUL character"),
+    (KEY[:20] + "\x1b" + KEY[20:], "a control character (U+001B)"),
+    (KEY[:20] + "\x85" + KEY[20:], "a control character (U+0085)"),
+    ("\u201c" + KEY + "\u201d", "not ASCII (U+201C LEFT DOUBLE QUOTATION MARK)"),
+    (KEY[:20] + "é" + KEY[20:], "not ASCII (U+00E9 LATIN SMALL LETTER E WITH ACUTE)"),
+]
+
+
+@pytest.mark.parametrize("section", ["openai", "anthropic"])
+@pytest.mark.parametrize(("key", "what"), BAD_KEYS)
+def test_an_api_key_with_a_control_or_non_ascii_character_is_refused_naming_it(
+    tmp_path: Path, section: str, key: str, what: str
+) -> None:
+    escaped = "".join(c if " " <= c <= "~" else f"\\u{ord(c):04X}" for c in key)
+    path = write(tmp_path, f'[{section}]\napi_key = "{escaped}"\n')
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env={})
+
+    assert (caught.value.source, caught.value.key) == (str(path), f"{section}.api_key")
+    assert what in caught.value.problem
+    assert key_runs(str(caught.value)) == []
+
+
+@pytest.mark.parametrize("variable", ["OPENAI_API_KEY", "ANTHROPIC_API_KEY"])
+@pytest.mark.parametrize(("key", "what"), BAD_KEYS)
+def test_an_api_key_from_the_environment_is_refused_naming_the_variable(
+    tmp_path: Path, variable: str, key: str, what: str
+) -> None:
+    path = write(tmp_path, "")
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env={variable: key})
+
+    assert (caught.value.source, caught.value.key) == ("environment", variable)
+    assert what in caught.value.problem
+    assert key_runs(str(caught.value)) == []
+
+
+def test_a_bad_key_in_the_file_that_the_environment_replaces_is_not_used_nor_refused(
+    tmp_path: Path,
+) -> None:
+    path = write(tmp_path, f'[openai]\napi_key = "{KEY}\\n"\n')
+
+    assert load_config(path, env={"OPENAI_API_KEY": KEY}).openai.api_key == KEY
+
+
+@pytest.mark.parametrize("value", [f'["{KEY}"]', f'{{ key = "{KEY}" }}'])
+def test_an_api_key_of_the_wrong_type_is_refused_without_showing_it(
+    tmp_path: Path, value: str
+) -> None:
+    path = write(tmp_path, f"[anthropic]\napi_key = {value}\n")
+
+    with pytest.raises(ConfigError, match="expected a string") as caught:
+        load_config(path, env={})
+
+    assert caught.value.key == "anthropic.api_key"
+    assert key_runs(str(caught.value)) == []
+
+
+def test_cli_refuses_a_key_holding_a_line_break_at_start(tmp_path: Path) -> None:
+    path = write(tmp_path, 'provider = "openai"\n')
+    env = {**os.environ, "CHATUI_DB": str(tmp_path / "db.sqlite3"), "OPENAI_API_KEY": KEY + "\n"}
+
+    result = subprocess.run(
+        [sys.executable, "-m", "chatui", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )
+
+    assert result.returncode == 2
+    assert "OPENAI_API_KEY" in result.stderr and "a line break" in result.stderr
+    assert key_runs(result.stdout + result.stderr) == [] and "Traceback" not in result.stderr

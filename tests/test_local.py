@@ -20,7 +20,7 @@ from chatui.cancel import CancelToken
 from chatui.config import LocalConfig
 from chatui.history import ChatMessage
 from chatui.messages import ResponseState
-from chatui.providers.base import PromptProgress, ProviderError, TextDelta
+from chatui.providers.base import ModelRequest, PromptProgress, ProviderError, TextDelta
 from chatui.providers.local.llama_engine import model_identity
 from chatui.providers.local.llama_runtime import AbortFlag, amx_present
 from chatui.providers.local.provider import LocalProvider, check_gguf
@@ -155,13 +155,17 @@ async def test_turn_after_a_cancel_matches_a_cold_context_and_evaluates_only_new
 
 
 async def test_failed_request_rolls_back(provider, store: Store) -> None:
+    """The engine's own check (a turn would have refused this prompt before sending it)."""
     conversation = store.create_conversation()
     await run_turn(provider, store, conversation, "ok")
     before = cache_state(provider)
-    outcome, _ = await run_turn(provider, store, conversation, "x" * 5000)  # Beyond n_ctx.
+    too_long = [ChatMessage("user", "x" * 5000)]  # Beyond n_ctx.
+    request = ModelRequest(too_long, CancelToken(), [], conversation.id)
 
-    assert outcome.state is ResponseState.FAILED
-    assert "no longer fits" in outcome.error
+    with pytest.raises(ProviderError, match="no longer fits"):
+        async with provider.stream(request) as events:
+            async for _event in events:
+                pass
     assert cache_state(provider) == before
 
 

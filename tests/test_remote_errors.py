@@ -13,8 +13,12 @@ from collections.abc import Iterator
 
 import pytest
 
+from chatui.config import AnthropicConfig, OpenAIConfig
 from chatui.messages import ResponseState
+from chatui.providers.anthropic_messages import AnthropicProvider
 from chatui.providers.base import RetryWait
+from chatui.providers.openai_chat import OpenAIProvider
+from chatui.providers.remote import RemoteProvider
 from chatui.store import Store
 from tests.support import anthropic_wire as aw
 from tests.support import openai_wire as ow
@@ -53,8 +57,49 @@ async def test_a_host_that_cannot_be_resolved_is_said_so_and_not_retried(
     outcome = await turn.run()
 
     assert outcome.state is ResponseState.FAILED
-    assert "could not be found (DNS)" in outcome.error and UNKNOWN_HOST in outcome.error
+    assert f"could not resolve {UNKNOWN_HOST} (DNS)" in outcome.error
+    assert "check base_url" in outcome.error  # The host is base_url's: it may be mistyped.
     assert asked == [UNKNOWN_HOST]  # Once: a name that does not resolve will not next time.
+    assert not [e for e in sink.events if isinstance(e.payload, RetryWait)]
+    assert_no_secret(store, outcome.error)
+    await provider.close()
+
+
+OWN_HOSTS = {"openai": "api.openai.com", "anthropic": "api.anthropic.com"}
+
+
+def own_api(provider_name: str) -> RemoteProvider:
+    """The provider on its company's own API: no base_url set."""
+    if provider_name == "openai":
+        return OpenAIProvider(OpenAIConfig(api_key=SECRET, model="wire-model"))
+    return AnthropicProvider(AnthropicConfig(api_key=SECRET, model="wire-model"))
+
+
+@pytest.mark.parametrize("provider_name", PROVIDERS)
+async def test_an_unresolvable_api_host_is_named_and_base_url_is_not_blamed_when_none_is_set(
+    store: Store, monkeypatch: pytest.MonkeyPatch, provider_name: str
+) -> None:
+    for proxy in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY"):  # Straight to the resolver.
+        monkeypatch.delenv(proxy, raising=False)
+        monkeypatch.delenv(proxy.lower(), raising=False)
+    asked: list[str] = []
+
+    def offline(host, *args, **kwargs):  # type: ignore[no-untyped-def]
+        asked.append(host.decode() if isinstance(host, bytes) else host)
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(socket, "getaddrinfo", offline)  # Every name fails: no network used.
+    provider = own_api(provider_name)
+    turn, sink = make_turn(store, provider, settings=settings())
+
+    outcome = await turn.run()
+
+    assert outcome.state is ResponseState.FAILED
+    host = OWN_HOSTS[provider_name]
+    assert asked == [host]
+    assert f"could not resolve {host} (DNS)" in outcome.error
+    assert "base_url" not in outcome.error and "its API" not in outcome.error
+    assert "network" in outcome.error  # What the user can check instead.
     assert not [e for e in sink.events if isinstance(e.payload, RetryWait)]
     assert_no_secret(store, outcome.error)
     await provider.close()

@@ -157,15 +157,33 @@ async def test_the_first_turn_titles_the_conversation(store: Store) -> None:
     assert dict(store.list_conversations())[conversation.id] == conversation.title
 
 
-async def test_a_failed_first_turn_leaves_the_title(store: Store) -> None:
+async def test_a_conversation_whose_first_reply_failed_is_titled_from_its_prompt(
+    store: Store,
+) -> None:
     session = make_session(store, ScriptedProvider([RAISE]))
     conversation = session.open_startup_conversation()
 
-    _, outcome = await run_turn(session, conversation, "hello")
+    _, outcome = await run_turn(session, conversation, "hello\n  there")
 
     assert outcome.state is ResponseState.FAILED
     assert session.last_outcome is outcome
+    assert conversation.title == "hello there"
+    assert dict(store.list_conversations())[conversation.id] == "hello there"
+
+
+async def test_a_prompt_that_could_not_be_stored_titles_nothing(store: Store) -> None:
+    """The conversation does not hold the prompt: a title from it would name nothing in it."""
+    session = make_session(store, ScriptedProvider(words("hi")))
+    conversation = session.open_startup_conversation()
+    turn = session.new_turn(conversation, "hello", sink=ignore)
+    store._db.execute("DROP TABLE items")  # Saving the prompt fails.
+
+    outcome = await turn.run()
+    session.turn_finished(turn, outcome)
+
+    assert outcome.state is ResponseState.FAILED and conversation.items == []
     assert conversation.title == "New conversation"
+    assert dict(store.list_conversations())[conversation.id] == "New conversation"
 
 
 async def test_a_title_that_cannot_be_saved_is_a_storage_error(store: Store) -> None:

@@ -71,6 +71,8 @@ class AnthropicProvider(remote.RemoteProvider):
         self.config = config
         self.model = model or config.model
         self.base_url = config.base_url
+        self.configured_context_window = config.context_window
+        self.max_tokens = config.max_tokens
 
     def unavailable(self) -> str | None:
         if not self.config.api_key:

@@ -10,6 +10,8 @@ cancellation so that the cleanup really runs.
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -139,6 +141,21 @@ class ProviderError(Exception):
     """A provider failure with a message fit to show the user (the turn redacts `secrets`)."""
 
 
+class ContextOverflow(ProviderError):
+    """The server refused the request as longer than the model's context window.
+
+    `window` is the window the server named and `prompt_tokens` what it
+    counted in the request, where it said; the turn then trims the history to
+    fit and sends once more.
+    """
+
+    def __init__(
+        self, message: str, window: int | None = None, prompt_tokens: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.window, self.prompt_tokens = window, prompt_tokens
+
+
 Progress = Callable[[str], None]
 Notice = Callable[[str], None]
 
@@ -158,6 +175,22 @@ class ProviderLifecycle:
     """
 
     on_notice: Notice = staticmethod(_ignore)
+    learned_context_window: int | None = None  # From a server's "too long" error.
+    chars_per_token: float = 3.0  # For estimates; the turn refines it from reported usage.
+
+    @property
+    def context_window(self) -> int | None:
+        """The model's context window in tokens, known without I/O, or None."""
+        return self.learned_context_window
+
+    @property
+    def reply_room(self) -> int:
+        """Tokens a request leaves free for the reply (the configured max_tokens)."""
+        return 0
+
+    async def count_tokens(self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec]) -> int:
+        """The request's prompt in tokens: exact where the provider can tell, else estimated."""
+        return estimate_tokens(messages, tools, self.chars_per_token)
 
     @property
     def secrets(self) -> Sequence[str]:
@@ -180,6 +213,27 @@ class ProviderLifecycle:
 
     async def close(self) -> None:
         """Release what the provider holds; no request follows."""
+
+
+MESSAGE_OVERHEAD = 8  # Tokens of a message's framing (role, separators), generously.
+
+
+def request_chars(messages: Sequence[ChatMessage], tools: Sequence[ToolSpec]) -> int:
+    """Characters a request's prompt holds: contents, calls and tool schemas."""
+    chars = sum(
+        len(m.content) + sum(len(c.name) + len(c.arguments) for c in m.tool_calls) for m in messages
+    )
+    return chars + sum(
+        len(t.name) + len(t.description) + len(json.dumps(t.parameters)) for t in tools
+    )
+
+
+def estimate_tokens(
+    messages: Sequence[ChatMessage], tools: Sequence[ToolSpec], chars_per_token: float
+) -> int:
+    """A request's tokens from its characters, erring high: framing counts per message."""
+    chars = request_chars(messages, tools)
+    return math.ceil(chars / chars_per_token) + MESSAGE_OVERHEAD * (len(messages) + len(tools))
 
 
 def lifecycle_of(provider: object) -> ProviderLifecycle:

@@ -31,6 +31,7 @@ from chatui.messages import FinishReason
 from chatui.providers import remote, sse
 from chatui.providers.base import (
     ModelRequest,
+    Progress,
     ProviderError,
     StreamEnd,
     StreamEvent,
@@ -42,6 +43,7 @@ from chatui.providers.base import (
     ToolSpec,
     UsageUpdate,
 )
+from chatui.providers.served_window import served_window
 
 REASONING_FIELDS = ("reasoning_content", "reasoning")  # llama.cpp/vLLM/DeepSeek, Ollama/vLLM.
 PLACEHOLDER_KEY = "no-key"  # A compatible server without keys; the SDK insists on one.
@@ -66,6 +68,9 @@ class OpenAIProvider(remote.RemoteProvider):
         self.config = config
         self.model = model or config.model
         self.base_url = config.base_url
+        self.configured_context_window = config.context_window
+        self._asked_window = False
+        self.max_tokens = config.max_tokens
         self.label = "OpenAI" if not config.base_url else "the OpenAI-compatible server"
 
     def unavailable(self) -> str | None:
@@ -76,6 +81,19 @@ class OpenAIProvider(remote.RemoteProvider):
                 "server (Ollama, vLLM, llama.cpp server, LM Studio), set base_url instead."
             )
         return None
+
+    async def prepare(self, progress: Progress = lambda _detail: None) -> None:
+        """Ask a compatible server for its model's context window, unless the config says it."""
+        if self.base_url and not self.configured_context_window and not self._asked_window:
+            self._asked_window = True
+            if self._client is None:
+                self._client = self._make_client()
+            client = self._client
+
+            async def get(url: str) -> Any:
+                return await client.get(url, cast_to=object)
+
+            self.server_context_window = await served_window(get, self.base_url, self.model)
 
     def _make_client(self) -> openai.AsyncOpenAI:
         return openai.AsyncOpenAI(

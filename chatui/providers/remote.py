@@ -43,6 +43,7 @@ from chatui.providers.base import (
     RetryWait,
     StreamEvent,
 )
+from chatui.providers.overflow import as_overflow
 
 RETRIES = 2
 MAX_RETRY_WAIT = 20.0
@@ -219,7 +220,12 @@ def unreadable_text(label: str) -> str:
 
 
 def transport_text(label: str, base_url: str, error: BaseException) -> str | None:
-    """A connection-level failure in words, or None if `error` is not one."""
+    """A connection-level failure in words, or None if `error` is not one.
+
+    It names the host that failed, and blames `base_url` only when one is
+    set: without it the host is the provider's own, and the network is what
+    the user can check.
+    """
     names = {cls.__name__ for cls in type(error).__mro__}
     chain: list[BaseException] = []
     cause: BaseException | None = error.__cause__ or error.__context__
@@ -227,7 +233,8 @@ def transport_text(label: str, base_url: str, error: BaseException) -> str | Non
         chain.append(cause)
         cause = cause.__cause__ or cause.__context__
     cause_names = {cls.__name__ for link in chain for cls in type(link).__mro__}
-    where = base_url or "its API"
+    host = _host_of(error) or urlsplit(base_url).hostname or "its API's host"
+    where = base_url or host
     text = " ".join(str(link) for link in [error, *chain]).lower()
     if names & {"APITimeoutError", "ReadTimeout", "TimeoutException", "ConnectTimeout"}:
         return f"{label} did not answer in time ({where})."
@@ -240,14 +247,36 @@ def transport_text(label: str, base_url: str, error: BaseException) -> str | Non
         return f"The connection to {label} was dropped in the middle of the reply."
     if names & {"APIConnectionError", "ConnectError", "NetworkError", "TransportError"}:
         if "ssl" in text or "certificate" in text or "tls" in text:
-            return f"The TLS handshake with {where} failed: check the URL and its certificate."
+            if base_url:
+                return f"The TLS handshake with {where} failed: check base_url and its certificate."
+            return (
+                f"The TLS handshake with {host} failed: a proxy or this system's "
+                "certificates may be in the way."
+            )
         dns = ("name or service", "name resolution", "nodename", "getaddrinfo")
         if any(words in text for words in dns):
-            return f"The host of {where} could not be found (DNS): check base_url."
+            if base_url:
+                return (
+                    f"chatui could not resolve {host} (DNS): check base_url ({base_url}) "
+                    "and the network connection."
+                )
+            return f"chatui could not resolve {host} (DNS): check the network connection."
         if "refused" in text or "all connection attempts failed" in text:
-            return f"Nothing answers at {where} (connection refused): is the server running?"
+            if base_url:
+                return f"Nothing answers at {where} (connection refused): is the server running?"
+            return f"{host} refused the connection: check the network connection and any proxy."
         return f"chatui could not reach {label} at {where}."
     return None
+
+
+def _host_of(error: BaseException) -> str | None:
+    """The host of the request that failed (both SDKs' connection errors carry the request)."""
+    try:
+        request = getattr(error, "request", None)
+    except RuntimeError:  # httpx's errors raise it when they have no request.
+        return None
+    host = getattr(getattr(request, "url", None), "host", None)
+    return host if isinstance(host, str) and host else None
 
 
 def retryable_connection(error: BaseException) -> bool:
@@ -304,7 +333,7 @@ def _explained(
 ) -> ProviderError:
     """`explain(error)`, or a plain sentence if a body of an unforeseen shape made it fail."""
     try:
-        return explain(error)
+        return as_overflow(error, explain(error))
     except Exception:
         return ProviderError(unreadable_text("The server"))
 
@@ -333,6 +362,23 @@ class RemoteProvider(ProviderLifecycle):
         return [self._api_key] if self._api_key else []
 
     base_url = ""  # Where the server is, when it is not the provider's own.
+    configured_context_window = 0  # The config's context_window; 0: not set.
+    server_context_window: int | None = None  # What the server reported, if it does.
+    max_tokens = 0
+
+    @property
+    def context_window(self) -> int | None:
+        """The smallest window known: configured, reported by the server, or learned."""
+        known = (
+            self.configured_context_window,
+            self.server_context_window,
+            self.learned_context_window,
+        )
+        return min((w for w in known if w), default=None)
+
+    @property
+    def reply_room(self) -> int:
+        return self.max_tokens
 
     async def problem(self) -> str | None:
         """`unavailable()`, or whether the `base_url` server takes connections (a TCP probe)."""

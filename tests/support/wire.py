@@ -26,6 +26,10 @@ A reply is a list of steps, played in order (`WireServer.play`):
 
 A `validate` function may refuse a request before its reply is played, the way
 the real API would: it returns an error body, sent with status 400.
+
+A GET (a client asking a server about itself, such as its models' context
+windows) takes no scripted reply and is not among `requests`: it is answered
+from `documents` (path → JSON body), else with a 404, and recorded in `gets`.
 """
 
 from __future__ import annotations
@@ -106,6 +110,8 @@ class WireServer:
     def __init__(self, validate: Validator | None = None) -> None:
         self.validate = validate
         self.requests: list[Recorded] = []
+        self.documents: dict[str, Any] = {}  # What a GET of each path is answered with.
+        self.gets: list[Recorded] = []
         self._replies: deque[list[Step]] = deque()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.Server | None = None
@@ -187,6 +193,13 @@ class WireServer:
             body = raw.decode("utf-8", "replace")
         request = Recorded(method, path, headers, body, time.monotonic())
         request.peer = writer.get_extra_info("peername")
+        if method == "GET":
+            self.gets.append(request)
+            document = self.documents.get(path)
+            await _send_whole(
+                writer, Error(404, "not found") if document is None else Error(200, document)
+            )
+            return True
         with self._arrived:
             self.requests.append(request)
             self._arrived.notify_all()

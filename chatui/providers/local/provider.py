@@ -17,7 +17,7 @@ import contextlib
 import hashlib
 import os
 import tempfile
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -25,6 +25,7 @@ import platformdirs
 
 from chatui.cancel import CancelToken
 from chatui.config import LocalConfig
+from chatui.history import ChatMessage
 from chatui.providers.base import (
     ModelRequest,
     Progress,
@@ -237,7 +238,32 @@ class LocalProvider(ProviderLifecycle):
             await _released(done)
             await reader.aclose()
 
+    @property
+    def context_window(self) -> int:
+        return self.config.n_ctx
+
+    @property
+    def reply_room(self) -> int:
+        return self.config.max_tokens
+
+    async def count_tokens(self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec]) -> int:
+        """The prompt's exact length: rendered and tokenized as a request would be."""
+        await self.prepare()
+        engine, chat_format = self.engine, self.format
+        assert engine is not None and chat_format is not None
+        offered = self._offered(list(tools))
+        prompt = chat_format.render(list(messages), offered)
+
+        def count() -> int:
+            assert engine.kv is not None
+            return len(engine.kv.tokens_for(prompt)[0])
+
+        return await asyncio.wrap_future(engine.call(count))
+
     def _tools(self, request: ModelRequest) -> list[ToolSpec]:
+        return self._offered(request.tools)
+
+    def _offered(self, tools: list[ToolSpec]) -> list[ToolSpec]:
         """The tools offered: all for "required"; for "auto", if the model can use them.
 
         "auto" offers none to a model without a chat template of its own (the
@@ -246,7 +272,7 @@ class LocalProvider(ProviderLifecycle):
         """
         choice = self.config.tool_choice
         if choice == "required" or (choice == "auto" and self.knows_tools):
-            return request.tools
+            return tools
         return []
 
     def _grammar(self, request: ModelRequest, tools: list[ToolSpec]) -> ToolGrammar | None:
