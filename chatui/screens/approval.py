@@ -1,10 +1,16 @@
 """The approval dialog: may this tool call run? Once, for this conversation, or not at all.
 
 The call's name and arguments come from the model: they are shown literally
-(plain `Text` through `visible()`). Enter on the focused button answers; the
-focus starts on Deny, so an Enter meant for something else never runs a
-command. Esc closes the dialog and stops the turn (`on_stop`): the call does
-not run and is answered "cancelled by the user".
+(plain `Text` and `Content` through `visible()`, never markup). Enter on the
+focused button answers; the focus starts on Deny, so an Enter meant for
+something else never runs a command. Esc closes the dialog and stops the
+turn (`on_stop`): the call does not run and is answered "cancelled by the user".
+
+The user must be able to read all of what they approve, at any terminal size
+from 40x12 up: the call wraps (nothing is cut off sideways), it scrolls with
+Up/Down, PageUp/PageDown and Home/End while the focus stays on the buttons,
+a line under it says how many lines are out of view, and the buttons always
+fit (with short labels and no borders on a small terminal).
 
 The dialog opens by itself, while the user may be typing the next prompt: a
 key read from the terminal before the dialog was first drawn was meant for
@@ -23,22 +29,182 @@ from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.content import Content
+from textual.geometry import Size
+from textual.message import Message
 from textual.widgets import Button, Static
+from textual.widgets.button import ButtonVariant
 
 from chatui._textual.first_draw import DrawnModalScreen
 from chatui.messages import ToolCallPart
 from chatui.sanitize import visible
 from chatui.turn import Approval
 
+# Below these sizes the dialog drops its padding, margins and button borders
+# (short) and uses short button labels (narrow), so the buttons fit at 40x12.
+TALL = 24
+WIDE = 76
+
+CONTINUED = "↪ "  # Marks a row that goes on from the row above.
+
+# Each button's id (its answer), its look, its label, and its label on a narrow terminal.
+BUTTONS: list[tuple[str, ButtonVariant, str, str]] = [
+    ("once", "primary", "Approve once (y)", "Once (y)"),
+    ("conversation", "default", "For this conversation (a)", "Chat (a)"),
+    ("deny", "error", "Deny (n)", "Deny (n)"),
+]
+
+
+class CallView(VerticalScroll, can_focus=False):
+    """The call's text, scrolled by the dialog's keys; says how much of it is out of view.
+
+    It wraps the text itself, to the view's width, so that a row that goes on
+    from the row above is marked (`↪`) and not read as a line of its own, and
+    so that it knows which line each row belongs to: what is out of view is
+    counted in the call's lines, not in rows. Not focusable: the focus stays
+    on the buttons, where Enter is safe.
+    """
+
+    class Hidden(Message):
+        """How many of the call's lines are (wholly or in part) above and below the view."""
+
+        def __init__(self, above: int, below: int) -> None:
+            super().__init__()
+            self.above = above
+            self.below = below
+
+    def __init__(self, text: str, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._lines = text.expandtabs(8).split("\n")
+        self._line_of_row = list(range(len(self._lines)))  # Until it is wrapped.
+        self._wrapped_at = 0  # The width it was wrapped to.
+
+    def compose(self) -> ComposeResult:
+        # Textual wraps it until the view knows its width and wraps it itself.
+        yield Static(Content("\n".join(self._lines)))
+
+    def on_resize(self, event: events.Resize) -> None:
+        """The view or its text changed size (the text's new height comes as a resize too)."""
+        width = self.scrollable_content_region.width
+        if width > len(CONTINUED) and width != self._wrapped_at:
+            self._wrapped_at = width
+            self._wrap(width - len(CONTINUED))
+        self._report()
+
+    def watch_scroll_y(self, old_value: float, new_value: float) -> None:
+        super().watch_scroll_y(old_value, new_value)
+        self._report()
+
+    def _wrap(self, width: int) -> None:
+        rows: list[Content] = []
+        self._line_of_row = []
+        for number, line in enumerate(self._lines):
+            first, *rest = Content(line).wrap(width)
+            rows += [first, *(Content.styled(CONTINUED, "dim") + row for row in rest)]
+            self._line_of_row += [number] * (1 + len(rest))
+        self.query_one(Static).update(Content("\n").join(rows))
+
+    def _report(self) -> None:
+        top = round(self.scroll_y)
+        bottom = min(top + self.scrollable_content_region.height, len(self._line_of_row)) - 1
+        if bottom < top:
+            return  # Not laid out yet.
+        rows = self._line_of_row
+        first, last = rows[top], rows[bottom]
+        above = first + (top > 0 and rows[top - 1] == first)  # Its top cut off: not seen whole.
+        below = len(self._lines) - 1 - last + (bottom + 1 < len(rows) and rows[bottom + 1] == last)
+        self.post_message(self.Hidden(above, below))
+
+
+def fit(size: Size) -> tuple[bool, bool]:
+    """Whether a terminal of `size` is narrow (short labels) and short (borderless buttons)."""
+    return size.width < WIDE, size.height < TALL
+
+
+def hidden_lines(above: int, below: int) -> str:
+    """What is out of view, as `↑ 3 lines above · ↓ 29 more lines`; empty when nothing is."""
+    parts = []
+    if above:
+        parts.append(f"↑ {above} {'line' if above == 1 else 'lines'} above")
+    if below:
+        parts.append(f"↓ {below} more {'line' if below == 1 else 'lines'}")
+    return " · ".join(parts)
+
 
 class ApprovalDialog(DrawnModalScreen[Approval | None]):
     """Ask about one call; dismisses with the `Approval`, or None when Esc stopped the turn."""
+
+    # The name docks at the top and the buttons at the bottom, so that the call
+    # takes only the rows it needs, and at most the rows the screen has left.
+    DEFAULT_CSS = """
+    ApprovalDialog {
+        align: center middle;
+    }
+    ApprovalDialog #approval-dialog {
+        width: 76;
+        max-width: 100%;
+        height: auto;
+        max-height: 90%;
+        padding: 1 2;
+        border: round $warning;
+        border-title-color: $warning;
+        background: $surface;
+    }
+    ApprovalDialog #approval-tool {
+        dock: top;
+        padding: 0 0 1 0;
+    }
+    ApprovalDialog #approval-arguments {
+        height: auto;
+        max-height: 100%;
+        padding: 0 1;
+        background: $boost;
+        scrollbar-size-vertical: 1;
+    }
+    ApprovalDialog #approval-answers {
+        dock: bottom;
+        height: auto;
+    }
+    ApprovalDialog #approval-hidden {
+        width: 100%;
+        text-align: right;
+        color: $text-muted;
+    }
+    ApprovalDialog #approval-buttons {
+        height: auto;
+        align: center middle;
+        margin: 1 0 0 0;
+    }
+    ApprovalDialog #approval-buttons Button {
+        margin: 0 1;
+    }
+    ApprovalDialog #approval-dialog.-short {
+        max-height: 100%;
+        padding: 0 1;
+        #approval-tool {
+            padding: 0;
+        }
+        #approval-buttons {
+            margin: 0;
+        }
+    }
+    ApprovalDialog #approval-dialog.-narrow #approval-buttons Button {
+        min-width: 0;
+        margin: 0 1;
+    }
+    """
 
     BINDINGS = [
         Binding("escape", "stop", "Stop the reply"),
         Binding("y", "answer('once')", "Approve once"),
         Binding("a", "answer('conversation')", "Approve for this conversation"),
         Binding("n", "answer('deny')", "Deny"),
+        Binding("up", "scroll('up')", "Scroll up", show=False),
+        Binding("down", "scroll('down')", "Scroll down", show=False),
+        Binding("pageup", "scroll('page_up')", "Page up", show=False),
+        Binding("pagedown", "scroll('page_down')", "Page down", show=False),
+        Binding("home", "scroll('home')", "Top", show=False),
+        Binding("end", "scroll('end')", "Bottom", show=False),
     ]
 
     def __init__(
@@ -58,24 +224,48 @@ class ApprovalDialog(DrawnModalScreen[Approval | None]):
         self._on_early_key = on_early_key
 
     def compose(self) -> ComposeResult:
+        narrow, short = fit(self.app.size)
         with Vertical(id="approval-dialog") as dialog:
+            dialog.set_class(narrow, "-narrow").set_class(short, "-short")
             dialog.border_title = "Allow this tool call?"
             name = Text("The model wants to run ")
             name.append(visible(self.call.name), style="bold")
             yield Static(name, id="approval-tool")
-            with VerticalScroll(id="approval-arguments"):
-                yield Static(Text(visible(describe_arguments(self.call.arguments))))
-            with Horizontal(id="approval-buttons"):
-                yield Button("Approve once (y)", id="once", variant="primary")
-                yield Button("For this conversation (a)", id="conversation")
-                yield Button("Deny (n)", id="deny", variant="error")
+            yield CallView(
+                visible(describe_arguments(self.call.arguments)), id="approval-arguments"
+            )
+            with Vertical(id="approval-answers"):
+                yield Static(id="approval-hidden")
+                with Horizontal(id="approval-buttons"):
+                    for answer, variant, label, short_label in BUTTONS:
+                        shown = short_label if narrow else label
+                        yield Button(shown, id=answer, variant=variant, compact=short)
 
     def on_mount(self) -> None:
         self.query_one("#deny", Button).focus()
 
+    def on_resize(self, event: events.Resize) -> None:
+        """Short labels and borderless buttons where the full ones would not fit."""
+        narrow, short = fit(event.size)
+        for dialog in self.query("#approval-dialog"):  # None yet while it is being composed.
+            dialog.set_class(narrow, "-narrow").set_class(short, "-short")
+        labels = {
+            answer: short_label if narrow else label for answer, _, label, short_label in BUTTONS
+        }
+        for button in self.query(Button):
+            button.label = labels[button.id or ""]
+            button.compact = short
+
+    def on_call_view_hidden(self, event: CallView.Hidden) -> None:
+        shown = self.query_one("#approval-hidden", Static)
+        text = hidden_lines(event.above, event.below)
+        shown.update(text)
+        shown.display = bool(text)
+
     def ready(self) -> bool:
         """Shown once its buttons are: `shown_at` is when they first reached the terminal."""
-        return bool(self.query_one("#deny", Button).region)
+        deny = self.query("#deny")  # None yet while the screen is being composed.
+        return bool(deny) and bool(deny.first().region)
 
     def on_key(self, event: events.Key) -> None:
         """Keep a key read before the dialog was shown from answering it (or moving its focus).
@@ -96,6 +286,18 @@ class ApprovalDialog(DrawnModalScreen[Approval | None]):
 
     def action_answer(self, answer: str) -> None:
         self.dismiss(Approval(answer))
+
+    def action_scroll(self, where: str) -> None:
+        """Scroll the call's text; the focus stays where it is."""
+        view = self.query_one(CallView)
+        {
+            "up": view.scroll_up,
+            "down": view.scroll_down,
+            "page_up": view.scroll_page_up,
+            "page_down": view.scroll_page_down,
+            "home": view.scroll_home,
+            "end": view.scroll_end,
+        }[where](animate=False)
 
     def action_stop(self) -> None:
         self.stop_for_escape(None)
