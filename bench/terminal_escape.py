@@ -31,6 +31,8 @@ Cases (`--cases`; each process runs all its trials, a new conversation every
   ESC as the Esc key.
 - `scripted-kitty`: the same, Esc as `ESC [ 2 7 u`, what a terminal with the
   kitty keyboard protocol sends: no escape delay.
+- `scripted-ctrl-c` (not run by default): the same, stopped with Ctrl+C (byte
+  0x03), which takes Esc's path: no escape delay either.
 - `local`: the real `chatui` command, default local model, `n_threads = 2`
   (`--n-threads`), a
   temp config and temp database; a prompt asking for a long story; lone ESC.
@@ -75,8 +77,18 @@ from tests.support.processes import alive, living, marker
 HERE = Path(__file__).resolve().parent
 LONE_ESC = b"\x1b"
 KITTY_ESC = b"\x1b[27u"
+CTRL_C = b"\x03"
 CTRL_N = b"\x0e"
-CASES = ("scripted", "scripted-kitty", "local", "floor", "floor-kitty", "echo", "shell")
+CASES = (
+    "scripted",
+    "scripted-kitty",
+    "scripted-ctrl-c",
+    "local",
+    "floor",
+    "floor-kitty",
+    "echo",
+    "shell",
+)
 DEFAULT_CASES = ("scripted", "scripted-kitty", "local", "floor")
 NEW_CONVERSATION_EVERY = 20
 LOCAL_PROMPT = "Write a very long story about a lighthouse keeper, in many chapters."
@@ -103,7 +115,7 @@ def build_case(name: str, tmp: Path, rate: int, no_extra_bufts: bool, n_threads:
     python = sys.executable
     launcher = [python, "-m", "bench._pty_app"]  # Run in `root`: its own code.
     kitty = name.endswith("-kitty")
-    esc = KITTY_ESC if kitty else LONE_ESC
+    esc = KITTY_ESC if kitty else CTRL_C if name.endswith("-ctrl-c") else LONE_ESC
     if name.startswith("scripted"):
         db = tmp / f"{name}.sqlite3"
         argv = [*launcher, "scripted", "--db", str(db), "--rate", str(rate)]

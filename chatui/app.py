@@ -1,20 +1,25 @@
 """The Textual application: wiring of the session (config, store, provider) and screens.
 
-Quitting (Ctrl+Q, Ctrl+C, SIGTERM) stops the running turn the way Esc does
-and stores it, closes the provider, then exits; it never hangs, whatever a
-tool or a server does. The stop and the close get `QUIT_GRACE` seconds; a
-second quit exits at once. Threads the loop starts for `asyncio.to_thread`
-are daemon threads that nothing waits for (`threads.DaemonThreadExecutor`),
-and with an `ExitDeadline` (the `chatui` command gives one) the process
-ends itself if exiting still hangs (a task that swallows its cancellation).
+Ctrl+C copies what is selected; else it stops a reply the way Esc does; else
+it says how to quit, and a second Ctrl+C within `CTRL_C_AGAIN` seconds quits.
+Quitting (Ctrl+Q, Ctrl+C twice, SIGTERM) stores the composer's draft, stops
+the running turn the way Esc does and stores it, closes the provider, then
+exits; it never hangs, whatever a tool or a server does. The stop and the
+close get `QUIT_GRACE` seconds; a second quit exits at once. Threads the
+loop starts for `asyncio.to_thread` are daemon threads that nothing waits
+for (`threads.DaemonThreadExecutor`), and with an `ExitDeadline` (the
+`chatui` command gives one) the process ends itself if exiting still hangs
+(a task that swallows its cancellation).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import signal
+import sqlite3
 import sys
 import threading
 import time
@@ -24,6 +29,7 @@ from types import FrameType
 from typing import Any, Literal
 
 from textual import events
+from textual.actions import SkipAction
 from textual.app import SystemCommand
 from textual.binding import Binding
 from textual.driver import Driver
@@ -44,6 +50,10 @@ from chatui.turn import ToolRunner, TurnOutcome
 SWITCH_INTERVAL = 0.001  # Seconds; Python's default is 0.005.
 QUIT_GRACE = 5.0  # Seconds quitting waits for the turn to store and the provider to close.
 EXIT_GRACE = 2.0  # Seconds the app may then take to exit, past which an ExitDeadline ends it.
+CTRL_C_AGAIN = 2.0  # Seconds (the event loop's clock) in which a second Ctrl+C quits.
+QUIT_HINT = "Press Ctrl+C again to quit, or Ctrl+Q."
+PICKED_THEME = "theme"  # Setting: the theme last picked in the command palette.
+PICKED_OVER = "theme.config"  # Setting: the config's theme when it was picked.
 
 
 class ChatApp(QuickEscapeApp[None]):
@@ -53,7 +63,10 @@ class ChatApp(QuickEscapeApp[None]):
     TITLE = "chatui"
     BINDINGS = [
         Binding("ctrl+q", "quit", "Quit", priority=True),
-        Binding("ctrl+c", "quit", "Quit", show=False),
+        # Priority, so it also acts in dialogs (their bindings end at the dialog); with
+        # text selected it steps aside for the copy. A Ctrl+C from the terminal that
+        # can stop a reply never gets here: `take_escape` takes it as it arrives.
+        Binding("ctrl+c", "ctrl_c", "Stop, or quit", show=False, priority=True),
     ]
 
     def __init__(
@@ -93,6 +106,8 @@ class ChatApp(QuickEscapeApp[None]):
         self._sigterm_before: Any = None  # The SIGTERM handler to put back on unmount.
         self._terminated = False  # A SIGTERM came.
         self.terminal_released = False  # Unmounted: Textual has given the terminal back.
+        self._ctrl_c_at = -math.inf  # When a Ctrl+C last said how to quit (the loop's clock).
+        self._theme_applied = False  # The startup theme is set: a change now is the user's.
 
     def get_driver_class(self) -> type[Driver]:
         """Textual's driver for this platform; on Linux and macOS, one whose lone Esc is quick."""
@@ -104,10 +119,55 @@ class ChatApp(QuickEscapeApp[None]):
         return TerminalDriver
 
     def take_escape(self, key: events.Key) -> bool:
-        """Stop the running turn for an Esc, if the chat screen acts on one now."""
+        """Stop the running turn for an Esc or a Ctrl+C, if the screen on top acts on one now.
+
+        Ctrl+C takes the same path as Esc, so its "stopped in" counts from its
+        byte too; but with text selected it is left to copy it.
+        """
         stack = self.screen_stack
         top = stack[-1] if stack else None
-        return isinstance(top, ChatScreen | ApprovalDialog) and top.stop_for_escape(key.time)
+        if key.key != "ctrl+c":
+            return isinstance(top, ChatScreen | ApprovalDialog) and top.stop_for_escape(key.time)
+        if top is None or _has_selection(top):
+            return False
+        if isinstance(top, ApprovalDialog):
+            return top.stop_for_escape(key.time)
+        return isinstance(top, ChatScreen) and top.stop_for_ctrl_c(key.time)
+
+    async def on_event(self, event: events.Event) -> None:
+        """A key as it reaches the app: text typed while the message list has the focus.
+
+        Before Textual hands the key to the focused widget: the composer takes
+        the focus here, in the app's queue, so this key and every one read with
+        it reach the composer, in order.
+        """
+        if isinstance(event, events.Key) and not event.is_forwarded:
+            stack = self.screen_stack
+            if stack and isinstance(stack[-1], ChatScreen):
+                stack[-1].claim_typed_key(event)
+        await super().on_event(event)
+
+    async def action_ctrl_c(self) -> None:
+        """Ctrl+C: copy what is selected; else stop the reply; else say how to quit, or quit.
+
+        The stop is here for a Ctrl+C that came another way than from the
+        terminal (`take_escape` takes those), or while another screen is on
+        top (the conversation list). Never quits on a single press.
+        """
+        if _has_selection(self.screen):
+            raise SkipAction()  # The focused widget or the screen copies it.
+        if self.session.quitting:
+            await self.action_quit()  # Already quitting: now at once.
+            return
+        if self.is_screen_installed("chat") and self.chat.stop_for_ctrl_c(None):
+            return
+        now = asyncio.get_running_loop().time()
+        if now - self._ctrl_c_at <= CTRL_C_AGAIN:
+            self._ctrl_c_at = -math.inf
+            await self.action_quit()
+            return
+        self._ctrl_c_at = now
+        self.notify(QUIT_HINT, timeout=CTRL_C_AGAIN, markup=False)
 
     @property
     def last_outcome(self) -> TurnOutcome | None:
@@ -125,13 +185,7 @@ class ChatApp(QuickEscapeApp[None]):
         # Whatever is left blocked in `asyncio.to_thread` (a tool's call, the model's
         # assembly) is never waited for on exit.
         loop.set_default_executor(DaemonThreadExecutor())
-        theme = self.session.config.theme
-        try:
-            self.theme = theme
-        except Exception:
-            self.notify(
-                f"Unknown theme {theme!r}; using the default.", severity="warning", markup=False
-            )
+        self._apply_startup_theme()
         conversation = self.session.open_startup_conversation()
         self.install_screen(ChatScreen(self.session, conversation), "chat")
         await self.push_screen("chat")
@@ -139,6 +193,44 @@ class ChatApp(QuickEscapeApp[None]):
         if threading.current_thread() is threading.main_thread():
             # A plain handler, not the loop's: it runs even while the loop is stuck.
             self._sigterm_before = signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    def _apply_startup_theme(self) -> None:
+        """The theme last picked in the palette, unless the config's changed since it was picked.
+
+        Whichever the user chose last wins: a pick over the config's theme it
+        replaced, a later edit of the config over the pick. A picked theme
+        that no longer exists gives way to the config's without a word.
+        """
+        theme = configured = self.session.config.theme
+        store = self.session.store
+        with contextlib.suppress(sqlite3.Error):  # An unreadable setting is no setting.
+            picked = store.get_setting(PICKED_THEME)
+            if picked in self.available_themes and store.get_setting(PICKED_OVER) == configured:
+                theme = picked
+        try:
+            self.theme = theme
+        except Exception:
+            self.notify(
+                f"Unknown theme {theme!r}; using the default.",
+                severity="warning",
+                markup=False,
+            )
+        self._theme_applied = True
+
+    def watch_theme(self, theme: str) -> None:
+        """Remember a theme set once the app is up (the palette's): it is the next start's."""
+        if not self._theme_applied:
+            return
+        store = self.session.store
+        try:
+            store.set_setting(PICKED_THEME, theme)
+            store.set_setting(PICKED_OVER, self.session.config.theme)
+        except sqlite3.Error as error:
+            self.notify(
+                f"The theme could not be saved for the next start: {error}",
+                severity="warning",
+                markup=False,
+            )
 
     def on_unmount(self) -> None:
         self.terminal_released = True
@@ -188,6 +280,8 @@ class ChatApp(QuickEscapeApp[None]):
         never hangs and never ends in a traceback.
         """
         self._arm_exit_deadline(again=self.session.quitting)
+        if self.is_screen_installed("chat"):
+            self.chat.save_draft()  # First: however the rest goes, the draft is kept.
         if self.session.quitting:
             self.exit()
             return
@@ -209,3 +303,10 @@ class ChatApp(QuickEscapeApp[None]):
     async def open_conversation(self, conversation_id: str | None) -> None:
         """Switch the chat screen to a stored conversation, or to a new one for None."""
         await self.chat.open_conversation(conversation_id)
+
+
+def _has_selection(screen: Screen[Any]) -> bool:
+    """Whether Ctrl+C has something to copy: text selected on `screen`, or in its focused input."""
+    if screen.get_selected_text():
+        return True
+    return bool(getattr(screen.focused, "selected_text", ""))

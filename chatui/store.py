@@ -264,11 +264,14 @@ class Store:
         return owner != self.instance_id and self._instance_alive(owner, pid)
 
     def open_startup_conversation(self) -> Conversation:
-        """The latest conversation if it is empty and we can claim it, else a new one."""
+        """The latest conversation if it is empty or holds a draft, and we can claim it.
+
+        Else a new one. A draft left when chatui quit is thus back on screen.
+        """
         recent = self.list_conversations()
         if recent and self.claim_conversation(recent[0][0]):
             latest = self.load_conversation(recent[0][0])  # Loaded once it is ours: it is final.
-            if not latest.items:
+            if not latest.items or self.load_draft(latest.id):
                 return latest
             self.release_conversation(latest.id)
         return self.create_conversation()

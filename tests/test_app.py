@@ -417,7 +417,7 @@ async def test_quitting_stops_the_turn_and_stores_the_partial(store: Store) -> N
     assert response.state is ResponseState.INTERRUPTED and response.text == "half of it"
 
 
-async def test_ctrl_c_quits_the_same_way(store: Store) -> None:
+async def test_ctrl_c_stops_the_reply_and_twice_quits(store: Store) -> None:
     provider = ScriptedProvider([*words("partial", end=None), STALL])
     app = make_app(store, provider)
     async with app.run_test() as pilot:
@@ -426,6 +426,9 @@ async def test_ctrl_c_quits_the_same_way(store: Store) -> None:
         await provider.last.stalled.wait()
         conversation_id = app.chat.conversation.id
         await pilot.press("ctrl+c")
+        await wait_until(pilot, settled(app))
+        assert app.is_running and app.last_outcome.state is ResponseState.INTERRUPTED
+        await pilot.press("ctrl+c", "ctrl+c")
         await wait_until(pilot, lambda: not app.is_running)
 
     response = store.load_conversation(conversation_id).items[1]

@@ -112,7 +112,14 @@ async def test_cancel_before_the_engine_starts_the_job(provider, store: Store) -
         store, provider, conversation=conversation, settings=BRIEF, prompt="x"
     )
     blocker = threading.Event()
-    provider.engine.call(lambda: blocker.wait(30))  # The model thread is busy.
+    count_tokens = provider.count_tokens
+
+    async def counted_then_busy(*args):  # type: ignore[no-untyped-def]
+        tokens = await count_tokens(*args)
+        provider.engine.call(lambda: blocker.wait(30))  # The model thread is busy.
+        return tokens
+
+    provider.count_tokens = counted_then_busy
     task = asyncio.create_task(turn.run())
     while provider.last_job is None or provider.last_job.prompt_text == "":
         await asyncio.sleep(0.001)
@@ -123,6 +130,35 @@ async def test_cancel_before_the_engine_starts_the_job(provider, store: Store) -
     assert outcome.state is ResponseState.INTERRUPTED
     assert provider.last_job.stopped == "before start"
     assert provider.last_job.evaluated == 0
+    assert recorder.texts == []
+
+
+async def test_a_stop_while_the_prompt_waits_to_be_measured_ends_the_turn_at_once(
+    provider, store: Store
+) -> None:
+    """The prompt is measured on the model's thread: a stop need not wait for it to be free."""
+    conversation = store.create_conversation()
+    turn, recorder = make_turn(
+        store, provider, conversation=conversation, settings=BRIEF, prompt="x"
+    )
+    blocker, measuring = threading.Event(), asyncio.Event()
+    provider.engine.call(lambda: blocker.wait(30))  # The model thread is busy.
+    count_tokens = provider.count_tokens
+
+    async def measured(*args):  # type: ignore[no-untyped-def]
+        measuring.set()
+        return await count_tokens(*args)
+
+    provider.count_tokens = measured
+    task = asyncio.create_task(turn.run())
+    await measuring.wait()
+    turn.cancel()
+    outcome = await task
+    blocker.set()
+
+    assert outcome.state is ResponseState.INTERRUPTED
+    assert provider.last_job is None  # Nothing was sent to the model.
+    assert [i.text for i in store.load_conversation(conversation.id).items] == ["x"]
     assert recorder.texts == []
 
 

@@ -328,3 +328,21 @@ def test_a_database_of_the_previous_schema_gains_drafts_and_settings(tmp_path: P
     store.save_draft("c", "kept")
     assert store.load_draft("c") == "kept"
     store.close()
+
+
+def test_startup_reopens_the_latest_conversation_when_it_holds_a_draft(tmp_path: Path) -> None:
+    path = tmp_path / "chat.sqlite3"
+    first = Store(path)
+    talked = first.open_startup_conversation()
+    first.save_item(talked.id, UserPrompt("hello"))
+    first.save_draft(talked.id, "and then")
+    first.close()
+
+    second = Store(path)
+    assert second.open_startup_conversation().id == talked.id
+    second.save_draft(talked.id, "")
+    second.close()
+
+    third = Store(path)
+    assert third.open_startup_conversation().id != talked.id  # No draft: a new one.
+    third.close()

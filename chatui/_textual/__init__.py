@@ -29,7 +29,9 @@ Ledger (module: private API touched; gain; guarding test; what would retire it)
   and an App setting for the escape delay.
 - `escape` (`App._build_driver` wrapping the driver's `send_message`, and
   `Screen._on_timer_update`): an Esc acts on its first trip through the loop,
-  before a frame that was due. Gain: lone Esc → stop visible p50 26.4 and
+  before a frame that was due; so does a Ctrl+C, which stops a reply the same
+  way (guarded by tests/test_keys.py, "from the terminal stops on its first
+  trip"). Gain: lone Esc → stop visible p50 26.4 and
   26.9 → 24.6 and 24.7 ms (two rounds each, with every other Esc change in
   place; the kitty Esc shows no difference); in-process ack p50 0.9 → 0.3 ms, p99 8.3 →
   1.1 ms. Guard: tests/test_app.py (first trip, frame due before the

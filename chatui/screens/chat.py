@@ -1,20 +1,30 @@
-"""The chat screen: the conversation, the composer, the status bar, and Esc."""
+"""The chat screen: the conversation, the composer, the status bar, and Esc.
+
+Nothing the user writes is lost: the composer's draft is stored with its
+conversation (a moment after typing stops, and at once on a switch and on
+quitting) and comes back when the conversation is opened again; text typed
+while the focus is on the message list goes to the composer; PageUp,
+PageDown, Home and End scroll the conversation from the composer when the
+composer has no use for them.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import math
+import sqlite3
 import time
 from typing import Any
 
 from textual import events
+from textual.actions import SkipAction
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.widget import Widget
-from textual.widgets import Static
+from textual.widgets import Static, TextArea
 
 from chatui._textual.bindings import focus_chain_binds
 from chatui._textual.escape import EscapeFirstScreen
@@ -60,11 +70,12 @@ from chatui.turn import (
 )
 from chatui.widgets.chat_message import AssistantMessage, ErrorNotice, UserMessage
 from chatui.widgets.composer import BUSY_NOTICE, Composer
-from chatui.widgets.message_list import MessageList
+from chatui.widgets.message_list import MessageList, MoreBelow
 from chatui.widgets.status_bar import StatusBar
 from chatui.widgets.welcome import Welcome
 
 SHOWN_ITEMS = 40
+DRAFT_SAVE_DELAY = 1.0  # Seconds after the last change to the draft that it is stored.
 
 
 class ChatScreen(EscapeFirstScreen[None]):
@@ -88,6 +99,12 @@ class ChatScreen(EscapeFirstScreen[None]):
         # Priority, or the composer takes Ctrl+U (delete to the line's start); it only
         # acts while earlier items are hidden (check_action), else the composer has it.
         Binding("ctrl+u", "show_earlier", "Earlier", show=False, priority=True),
+        # Priority, or the composer takes them; each goes on to the focused widget when
+        # that is not the composer or the composer has use for it (`Composer.wants_key`).
+        *(
+            Binding(key, f"scroll_conversation('{key}')", show=False, priority=True)
+            for key in ("pageup", "pagedown", "home", "end")
+        ),
     ]
 
     def __init__(self, session: Session, conversation: Conversation) -> None:
@@ -110,9 +127,13 @@ class ChatScreen(EscapeFirstScreen[None]):
         self._asking = asyncio.Lock()  # One approval dialog at a time.
         self._answered_at = -math.inf  # When the last approval dialog was answered.
         self._early_keys: list[events.Key] = []  # Typed before the dialog showed: the composer's.
+        self._drafts_ready = False  # The open conversation's draft is in the composer.
+        self._saved_draft: tuple[str, str] | None = None  # (conversation id, draft) last stored.
+        self._draft_timer: asyncio.TimerHandle | None = None  # The debounced save.
 
     def compose(self) -> ComposeResult:
         yield MessageList(id="messages")
+        yield MoreBelow()
         yield Composer()
         yield StatusBar(id="status")
         yield KeyFooter()
@@ -123,10 +144,13 @@ class ChatScreen(EscapeFirstScreen[None]):
         self._composer = self.query_one(Composer)
         self._status.provider, self._status.model = self.session.provider_label()
         self.session.begin_prepare(self.show_loading)  # The app shows how it ends.
+        self.watch(self._messages, "more_below", self._show_more_below)
         await self.show_conversation(self.conversation)
+        self._load_draft()
         self._composer.focus()
 
     def on_unmount(self) -> None:
+        self.save_draft()  # However the app ends.
         if self.turn is not None:
             self.turn.cancel()  # However the app ends, a running turn stops the same way.
         if self._gc_hold is not None:
@@ -172,6 +196,9 @@ class ChatScreen(EscapeFirstScreen[None]):
         messages.anchor()
         self.recallable = _recallable_prompt(conversation)
         self.refresh_bindings()
+
+    def _show_more_below(self, shown: bool) -> None:
+        self.query_one(MoreBelow).display = shown
 
     def _show_welcome(self) -> None:
         """Fill the empty conversation's page, then learn (maybe by a probe) if it can answer."""
@@ -231,10 +258,13 @@ class ChatScreen(EscapeFirstScreen[None]):
         self.turn, self._view, self.stop_requested_at = turn, None, None
         self._turn_views, self._stop_drawn = [], None
         self.recallable = None
+        composer.prompts.append(message.text)
         if (welcome := self._welcome) is not None:
             self._welcome = None
             welcome.display = False  # At once; removed below, after the prompt is placed.
         prompt_shown = self._messages.mount(UserMessage(message.text))  # Placed before the reply.
+        self._messages.follow()  # The prompt and its reply in sight, even if scrolled up.
+        self._messages.receiving = True
         self._turn_task = asyncio.create_task(self._run_turn(turn))
         self._set_status("waiting", response=None, stop_ms=None, detail="")
         if message.key_time <= self._idle_escape_at:
@@ -259,6 +289,7 @@ class ChatScreen(EscapeFirstScreen[None]):
             self.call_after_refresh(hold.release)
             if self.turn is turn:
                 self._composer.unlock()
+                self._messages.receiving = False
 
     async def _approve(self, call: ToolCallPart) -> Approval:
         """Whether a tool call that needs approval may run: the approval dialog.
@@ -456,16 +487,65 @@ class ChatScreen(EscapeFirstScreen[None]):
             self._idle_escape_at = max(self._idle_escape_at, key_time)
         return False
 
+    def stop_for_ctrl_c(self, key_time: float | None) -> bool:
+        """Ctrl+C with nothing selected: stop the running turn as Esc does; True if it stops one.
+
+        `key_time`: when its byte was read, or None for a key that came
+        another way (the app's binding). Unlike Esc, it acts whatever has the
+        focus: nothing here binds Ctrl+C but to copy. Like Esc, one that finds
+        no turn is remembered, so that a prompt sent by an Enter read just
+        before it stops as it starts; for the binding, which such a key
+        reaches next, a prompt sent and not yet done with counts as stopping.
+        """
+        if self.turn is not None and self.turn.stoppable:
+            self.action_stop(key_time)
+            return True
+        if key_time is not None:
+            self._idle_escape_at = max(self._idle_escape_at, key_time)
+            return False
+        return self._composer.locked
+
+    def claim_typed_key(self, key: events.Key) -> None:
+        """Text or Enter typed while the message list (or nothing) has the focus: the composer's.
+
+        Called as the key reaches the app, before it goes to the focused
+        widget: the composer takes the focus, so the key and those read with
+        it are typed there, and an Enter sends as in the composer (it never
+        toggles a fold in the list).
+        """
+        if not (key.is_printable or key.key == "enter"):
+            return
+        focused, messages = self.focused, self._messages
+        if focused is None or focused is messages or messages in focused.ancestors:
+            self.set_focus(self._composer)
+
     def action_recall(self) -> None:
-        """Put the last interrupted or failed prompt back in the composer."""
+        """Show the last interrupted or failed prompt in the composer, again and again.
+
+        What the composer held stays: Ctrl+Z or Down brings it back.
+        """
         if self.recallable is None:
             return
-        composer = self.query_one(Composer)
-        composer.text = self.recallable
-        composer.move_cursor(composer.document.end)
-        composer.focus()
-        self.recallable = None
-        self.refresh_bindings()
+        self._composer.recall(self.recallable)
+        self.set_focus(self._composer)
+
+    def action_scroll_conversation(self, key: str) -> None:
+        """PageUp, PageDown, Home or End in the composer: scroll the conversation.
+
+        Unless the composer has use for the key (a draft of several lines);
+        End also follows the newest reply again.
+        """
+        composer, messages = self._composer, self._messages
+        if self.focused is not composer or composer.wants_key(key):
+            raise SkipAction()
+        if key == "pageup":
+            messages.scroll_page_up(animate=False)
+        elif key == "pagedown":
+            messages.scroll_page_down(animate=False)
+        elif key == "home":
+            messages.scroll_home(animate=False)
+        else:
+            messages.follow()
 
     async def action_show_earlier(self) -> None:
         """Mount the whole conversation, however long."""
@@ -524,14 +604,79 @@ class ChatScreen(EscapeFirstScreen[None]):
     # Conversations
 
     async def open_conversation(self, conversation_id: str | None) -> None:
-        """Switch to a stored conversation, or to a new one for None (see Session)."""
+        """Switch to a stored conversation, or to a new one for None (see Session).
+
+        The draft stays with the conversation it was written in and the
+        opened one's comes back; the draft of a conversation that was deleted
+        comes along. The status bar starts afresh.
+        """
         await self.stop_and_wait()
+        self.save_draft()
+        left = self.conversation.id
         try:
             conversation = await self.session.open_conversation(conversation_id, self.conversation)
         except SessionError as error:
             self._tell(error)
             return
         await self.show_conversation(conversation)
+        if conversation.id != left:
+            self._load_draft(keep=not self.session.exists(left))
+        status = self._status
+        if status.state != "loading":
+            status.state, status.detail = "idle", ""
+        status.stop_ms, status.response = None, None
+        self.set_focus(self._composer)
+
+    # Drafts
+
+    def save_draft(self) -> None:
+        """Store the composer's draft as the open conversation's, now (a switch, quitting)."""
+        if self._draft_timer is not None:
+            self._draft_timer.cancel()
+            self._draft_timer = None
+        if not self._drafts_ready:
+            return
+        saved = (self.conversation.id, self._composer.draft)
+        if saved == self._saved_draft:
+            return
+        try:
+            self.session.store.save_draft(*saved)
+        except sqlite3.Error as error:
+            self.notify(
+                f"Your draft could not be stored: {error}", severity="warning", markup=False
+            )
+            return
+        self._saved_draft = saved
+
+    def on_text_area_changed(self, event: TextArea.Changed) -> None:
+        """The composer's text changed: store it once typing pauses."""
+        if event.text_area is not self._composer or not self._drafts_ready:
+            return
+        if self._draft_timer is not None:
+            self._draft_timer.cancel()
+        loop = asyncio.get_running_loop()
+        self._draft_timer = loop.call_later(DRAFT_SAVE_DELAY, self.save_draft)
+
+    def _load_draft(self, *, keep: bool = False) -> None:
+        """Put the open conversation's draft in the composer; `keep`: keep the composer's."""
+        conversation = self.conversation
+        prompts = [item.text for item in conversation.items if isinstance(item, UserPrompt)]
+        draft = self._composer.draft
+        if not keep:
+            try:
+                draft = self.session.store.load_draft(conversation.id)
+            except sqlite3.Error as error:
+                self.notify(
+                    f"The conversation's draft could not be read: {error}",
+                    severity="warning",
+                    markup=False,
+                )
+                draft = ""
+        self._composer.load_draft(draft, prompts)
+        self._drafts_ready = True
+        self._saved_draft = None if keep else (conversation.id, draft)
+        if keep:
+            self.save_draft()
 
     async def delete_conversation(self, conversation_id: str) -> None:
         """Delete a stored conversation; the open one's turn is stopped and stored first."""

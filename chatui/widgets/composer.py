@@ -1,4 +1,11 @@
-"""The multi-line prompt editor: Enter sends, Shift+Enter or Ctrl+J inserts a newline."""
+"""The multi-line prompt editor: Enter sends, Shift+Enter or Ctrl+J inserts a newline.
+
+Up on an empty composer walks back through the conversation's earlier
+prompts, as in a shell, and Down walks forward, back to what was being
+written; the same walk shows a recalled prompt (Ctrl+R). Each step replaces
+the text through the editor's own edits, so Ctrl+Z brings back what was
+there: no key discards a draft.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +17,7 @@ from textual import events
 from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import TextArea
+from textual.widgets.text_area import Selection
 
 NEWLINE_KEYS = ("shift+enter", "ctrl+j", "alt+enter")
 BUSY_NOTICE = "A reply is on its way: Esc stops it. Your text stays here until then."
@@ -37,6 +45,9 @@ class Composer(TextArea):
         super().__init__(id="composer", soft_wrap=True, show_line_numbers=False)
         self.placeholder = "Message… (Enter sends, Shift+Enter or Ctrl+J for a new line)"
         self.locked = False
+        self.prompts: list[str] = []  # The conversation's prompts, oldest first: Up's walk.
+        self._walk: int | None = None  # Which of them is shown, while walking.
+        self._walk_draft = ""  # What was here when the walk began: Down ends there.
 
     def on_mount(self) -> None:
         self.cursor_blink = not self.app.is_headless  # Steady frames for snapshots.
@@ -52,6 +63,7 @@ class Composer(TextArea):
                 return
             text, self.locked = self.text, True
             self.clear()
+            self._walk = None
             self.post_message(self.Submitted(text, event.time))
             return
         if event.key in NEWLINE_KEYS:
@@ -82,6 +94,111 @@ class Composer(TextArea):
             elif key.is_printable and key.character:
                 self.insert(key.character)
 
+    # The draft, and the walk through earlier prompts
+
+    @property
+    def draft(self) -> str:
+        """What the user is writing, to keep: the text, unless it is an earlier prompt, unchanged.
+
+        Then it is what was here before the walk (that prompt is stored already).
+        """
+        return self._walk_draft if self._showing_prompt() else self.text
+
+    def load_draft(self, draft: str, prompts: list[str]) -> None:
+        """Show another conversation's `draft` and walk its `prompts` (its undo starts afresh)."""
+        self.prompts = list(prompts)
+        self._walk = None
+        if draft != self.text:
+            self.load_text(draft)
+        self.move_cursor(self.document.end)
+
+    def recall(self, prompt: str) -> None:
+        """Show `prompt` to edit and send again, in place of the text, which stays recoverable.
+
+        Ctrl+Z, or Down past the newest prompt, brings the text back.
+        """
+        if prompt in self.prompts:
+            self._show_prompt(len(self.prompts) - 1 - self.prompts[::-1].index(prompt))
+        else:
+            self._walk = None
+            self._replace_all(prompt)
+
+    def action_cursor_up(self, select: bool = False) -> None:
+        if not select and self._walk_back():
+            return
+        super().action_cursor_up(select)
+
+    def action_cursor_down(self, select: bool = False) -> None:
+        if not select and self._walk_forward():
+            return
+        super().action_cursor_down(select)
+
+    def _walk_back(self) -> bool:
+        """Up: the prompt before, from an empty composer or an earlier prompt shown unchanged.
+
+        In the latter, only from its first line: above it, Up moves the cursor.
+        """
+        if self._showing_prompt():
+            assert self._walk is not None
+            if self._walk == 0 or not self.navigator.is_first_wrapped_line(self.cursor_location):
+                return False
+            self._show_prompt(self._walk - 1)
+            return True
+        if self.text or not self.prompts:
+            return False
+        self._show_prompt(len(self.prompts) - 1)
+        return True
+
+    def _walk_forward(self) -> bool:
+        """Down: the next prompt, and after the newest, the text from before the walk."""
+        if not self._showing_prompt():
+            return False
+        assert self._walk is not None
+        if not self.navigator.is_last_wrapped_line(self.cursor_location):
+            return False
+        if self._walk + 1 < len(self.prompts):
+            self._show_prompt(self._walk + 1)
+        else:
+            self._walk = None
+            self._replace_all(self._walk_draft)
+        return True
+
+    def _showing_prompt(self) -> bool:
+        walk = self._walk
+        return walk is not None and walk < len(self.prompts) and self.text == self.prompts[walk]
+
+    def _show_prompt(self, index: int) -> None:
+        if not self._showing_prompt():
+            self._walk_draft = self.text  # A walk begins: this is where Down ends.
+        self._walk = index
+        self._replace_all(self.prompts[index])
+
+    def _replace_all(self, text: str) -> None:
+        """Put `text` here as one edit of its own, so one Ctrl+Z takes it back."""
+        if text != self.text:
+            self.history.checkpoint()
+            self.replace(text, (0, 0), self.document.end, maintain_selection_offset=False)
+            self.history.checkpoint()
+        self.move_cursor(self.document.end)
+
+    def wants_key(self, key: str) -> bool:
+        """Whether Home, End, PageUp or PageDown has work here, or may scroll the conversation.
+
+        PageUp and PageDown page through a draft taller than the composer.
+        Home and End move in a draft of several lines; in a one-line draft,
+        only when they move the cursor (a second Home goes to the
+        conversation's top).
+        """
+        if key in ("pageup", "pagedown"):
+            return self.max_scroll_y > 0
+        if self.document.line_count > 1:
+            return True
+        if key == "home":
+            target = self.get_cursor_line_start_location(smart_home=True)
+        else:
+            target = self.get_cursor_line_end_location()
+        return self.selection != Selection.cursor(target)
+
     def unlock(self) -> None:
         """Let Enter send again."""
         self.locked = False
@@ -93,7 +210,8 @@ class Composer(TextArea):
         self.move_cursor(self.document.end)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        # Ctrl+C copies a selection; with nothing selected it falls through to quit.
+        # Ctrl+C copies a selection; with nothing selected it goes on to the app's
+        # Ctrl+C (stop the reply, or say how to quit).
         if action == "copy":
             return bool(self.selected_text)
         return super().check_action(action, parameters)

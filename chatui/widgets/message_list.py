@@ -1,4 +1,9 @@
-"""The scrolling list of a conversation's items, which folds what is out of sight."""
+"""The scrolling list of a conversation's items, which folds what is out of sight.
+
+It follows the newest item as it grows until the user scrolls up; `MoreBelow`
+then says, while a reply comes in, that there is more below, until the view
+is back at the bottom (End, or `follow()`).
+"""
 
 from __future__ import annotations
 
@@ -7,9 +12,11 @@ from typing import Any
 
 from textual import events
 from textual.containers import VerticalScroll
+from textual.reactive import reactive
 from textual.screen import Screen
 from textual.scrollbar import ScrollBar
 from textual.widget import Widget
+from textual.widgets import Static
 
 from chatui._textual.after_layout import after_each_layout
 from chatui._textual.light_scrollbar import light_vertical_scrollbar
@@ -31,11 +38,16 @@ class MessageList(VerticalScroll):
 
     BLANK = True  # It draws nothing itself (its items and scrollbar do): no lines to render.
 
+    # Whether there is more below the view that the user has not seen: set once a reply
+    # grows while the view is scrolled up (`receiving`), cleared at the bottom.
+    more_below: reactive[bool] = reactive(False)
+
     def __init__(self, *, id: str | None = None) -> None:
         self._fold = Fold()
         super().__init__(self._fold.spacer, id=id)  # Composed first: always the first child.
         self._folded_inside: set[FoldsInside] = set()
         self._folded_at_width = 0
+        self.receiving = False  # A reply is on its way (set by the screen).
 
     @property
     def vertical_scrollbar(self) -> ScrollBar:
@@ -51,6 +63,7 @@ class MessageList(VerticalScroll):
         # as blank lines: the view's top moves up when the view grows taller (by at
         # most what else the screen holds) and when the newest content shrinks (by
         # at most the height of the newest reply's last block, when re-parsed).
+        self._check_more_below()
         width = self.scrollable_content_region.width
         if width != self._folded_at_width:
             self._folded_at_width = width
@@ -60,6 +73,16 @@ class MessageList(VerticalScroll):
         last = items[-1] if items else None
         shrink = last.tail_height() if isinstance(last, FoldsInside) else 0
         self.fold_above_view(margin=screen.size.height - self.outer_size.height + shrink)
+
+    def follow(self) -> None:
+        """Scroll to the newest item and keep following it as it grows (until scrolled up)."""
+        self.anchor()  # Also when the user had scrolled away: it follows again.
+        self.more_below = False
+
+    def _check_more_below(self) -> None:
+        # Anchored content shorter than the view sits at its bottom: a negative scroll_y.
+        below = self.max_scroll_y - max(0.0, self.scroll_y) >= 1
+        self.more_below = below and (self.more_below or self.receiving)
 
     @property
     def folded(self) -> list[Widget]:
@@ -100,8 +123,28 @@ class MessageList(VerticalScroll):
 
     def watch_scroll_y(self, old_value: float, new_value: float) -> None:
         super().watch_scroll_y(old_value, new_value)
+        self._check_more_below()
         if new_value < old_value:
             self.unfold()  # Laid out again before the next frame.
 
     def on_resize(self, event: events.Resize) -> None:
         self.unfold()  # A new width re-wraps the items; a taller view can reach a fold.
+
+
+class MoreBelow(Static):
+    """The sign, above the composer, that the conversation goes on below the view."""
+
+    DEFAULT_CSS = """
+    MoreBelow {
+        height: 1;
+        width: 100%;
+        padding: 0 2;
+        text-align: right;
+        color: $accent;
+        text-style: bold;
+        display: none;
+    }
+    """
+
+    def __init__(self) -> None:
+        super().__init__("↓ more below (End)", id="more-below")
