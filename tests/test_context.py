@@ -22,8 +22,6 @@ from chatui.messages import ModelResponse, ResponseState, TextPart, UserPrompt
 from chatui.providers.base import (
     ContextOverflow,
     ProviderError,
-    ToolSpec,
-    estimate_tokens,
 )
 from chatui.providers.local.provider import LocalProvider
 from chatui.providers.overflow import as_overflow
@@ -31,7 +29,7 @@ from chatui.store import Store
 from chatui.turn import ContextFill, ContextTrimmed, TurnSettings
 from tests.support.local import local_config
 from tests.support.remote import SECRET, WIRES, Wire
-from tests.support.scripted import ScriptedProvider, calls, words
+from tests.support.scripted import WindowedProvider, calls, words
 from tests.support.turns import RecordingTools, make_turn, run_turn
 from tests.support.wire import WireServer
 
@@ -136,31 +134,6 @@ async def test_a_tool_call_is_never_separated_from_its_result(store: Store) -> N
         answered = [m.tool_call_id for m in messages if m.role == "tool"]
         assert sorted(offered) == sorted(answered)  # No call without its result, nor after.
         assert provider.counted(record.request.messages) <= 700 - 50
-
-
-class WindowedProvider(ScriptedProvider):
-    """The scripted provider with a context window, counting a token per 4 characters."""
-
-    def __init__(self, window: int, reply: int) -> None:
-        super().__init__()
-        self._window, self._reply = window, reply
-
-    def play(self, script: list[Any]) -> None:
-        self._scripts.append(list(script))
-
-    @property
-    def context_window(self) -> int:
-        return self._window
-
-    @property
-    def reply_room(self) -> int:
-        return self._reply
-
-    def counted(self, messages: Sequence[ChatMessage]) -> int:
-        return estimate_tokens(messages, [], 4.0)
-
-    async def count_tokens(self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec]) -> int:
-        return self.counted(messages)
 
 
 # Local: real llama.cpp, exact counts

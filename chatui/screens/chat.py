@@ -61,6 +61,8 @@ from chatui.screens.model_switcher import ModelSwitcher
 from chatui.session import ConversationRefused, NoProvider, Session, SessionError
 from chatui.turn import (
     Approval,
+    ContextFill,
+    ContextTrimmed,
     ResponseStarted,
     ToolResultAdded,
     ToolStatusChanged,
@@ -68,7 +70,12 @@ from chatui.turn import (
     TurnEvent,
     TurnOutcome,
 )
-from chatui.widgets.chat_message import AssistantMessage, ErrorNotice, UserMessage
+from chatui.widgets.chat_message import (
+    AssistantMessage,
+    ContextDivider,
+    ErrorNotice,
+    UserMessage,
+)
 from chatui.widgets.composer import BUSY_NOTICE, Composer
 from chatui.widgets.message_list import MessageList, MoreBelow
 from chatui.widgets.status_bar import StatusBar
@@ -181,7 +188,9 @@ class ChatScreen(EscapeFirstScreen[None]):
         views: list[AssistantMessage] = []
         for item in items[hidden:]:
             if isinstance(item, UserPrompt):
-                widgets.append(UserMessage(item.text))
+                if item.id == conversation.view_start:
+                    widgets.append(ContextDivider())
+                widgets.append(UserMessage(item.text, item.id))
             elif isinstance(item, ModelResponse):
                 view = AssistantMessage(item, streaming=False)
                 views.append(view)
@@ -262,7 +271,8 @@ class ChatScreen(EscapeFirstScreen[None]):
         if (welcome := self._welcome) is not None:
             self._welcome = None
             welcome.display = False  # At once; removed below, after the prompt is placed.
-        prompt_shown = self._messages.mount(UserMessage(message.text))  # Placed before the reply.
+        prompt = UserMessage(message.text, turn.prompt.id)
+        prompt_shown = self._messages.mount(prompt)  # Placed before the reply.
         self._messages.follow()  # The prompt and its reply in sight, even if scrolled up.
         self._messages.receiving = True
         self._turn_task = asyncio.create_task(self._run_turn(turn))
@@ -343,6 +353,12 @@ class ChatScreen(EscapeFirstScreen[None]):
             return  # A late event from an older turn.
         payload = event.payload
         view = self._view
+        if isinstance(payload, ContextFill):
+            self._status.context = (payload.tokens, payload.window)
+            return
+        if isinstance(payload, ContextTrimmed):
+            await self._show_view_start(payload.view_start)
+            return
         if isinstance(payload, ResponseStarted):
             if view is not None:
                 await view.finish()  # The previous request of this turn (a tool call's).
@@ -391,7 +407,36 @@ class ChatScreen(EscapeFirstScreen[None]):
             status.state, status.detail = "streaming", ""
         status.touch()
 
+    async def _show_view_start(self, view_start: str) -> None:
+        """Move the divider to just above the prompt where the model's view now starts."""
+        messages = self._messages
+        for divider in messages.query(ContextDivider):
+            await divider.remove()
+        for widget in messages.items:
+            if isinstance(widget, UserMessage) and widget.item_id == view_start:
+                await messages.mount(ContextDivider(), before=widget)
+                return
+
+    async def _take_back(self, turn: Turn, outcome: TurnOutcome) -> None:
+        """A prompt refused before it was sent: off the screen, and back in the composer."""
+        for widget in list(self._messages.items):
+            mine = isinstance(widget, UserMessage) and widget.item_id == turn.prompt.id
+            if mine or widget in self._turn_views:
+                await widget.remove()
+        self._turn_views, self._view = [], None
+        composer = self._composer
+        if composer.prompts and composer.prompts[-1] == outcome.prompt.text:
+            composer.prompts.pop()  # Not sent: not one of the conversation's prompts.
+        composer.restore(outcome.prompt.text)
+        await self._mount(ErrorNotice(outcome.error or "The prompt was not sent."))
+        self._set_status("failed", detail="", response=None)
+        self.refresh_bindings()
+
     async def _show_outcome(self, turn: Turn, outcome: TurnOutcome) -> None:
+        if outcome.refused:
+            await self._take_back(turn, outcome)
+            self.session.turn_finished(turn, outcome)  # Nothing to title: it was not kept.
+            return
         if self._view is not None:
             await self._view.finish()
         _show_results(turn.conversation.items, self._turn_views)  # Stored after the stop too.
@@ -624,7 +669,7 @@ class ChatScreen(EscapeFirstScreen[None]):
         status = self._status
         if status.state != "loading":
             status.state, status.detail = "idle", ""
-        status.stop_ms, status.response = None, None
+        status.stop_ms, status.response, status.context = None, None, None
         self.set_focus(self._composer)
 
     # Drafts

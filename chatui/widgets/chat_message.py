@@ -84,11 +84,21 @@ def reply_markdown(text: str | None = None) -> ReplyMarkdown:
 
 
 class UserMessage(Static):
-    """A prompt the user sent."""
+    """A prompt the user sent (`item_id`: its `UserPrompt`'s id)."""
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, item_id: str = "") -> None:
         super().__init__(Text(visible(text)), classes="user-message")
         self.border_title = "You"
+        self.item_id = item_id
+
+
+class ContextDivider(Static):
+    """Where the model's view of the conversation starts, once it outgrew its context."""
+
+    TEXT = "Above: no longer sent to the model, whose context is full (still here and stored)"
+
+    def __init__(self) -> None:
+        super().__init__(Text(f"▲ {self.TEXT}"), classes="context-divider")
 
 
 class ErrorNotice(Static):

@@ -1,4 +1,4 @@
-"""The status line: provider and model, turn state, tokens, speed, latencies."""
+"""The status line: provider and model, turn state, tokens, speed, latencies, context."""
 
 from __future__ import annotations
 
@@ -37,6 +37,8 @@ class StatusBar(Static):
     detail: reactive[str] = reactive("")
     stop_ms: reactive[float | None] = reactive(None)
     response: reactive[ModelResponse | None] = reactive(None, always_update=True)
+    # The request's prompt in tokens and the model's context window, once a request said.
+    context: reactive[tuple[int, int] | None] = reactive(None)
     _stale = False
 
     def touch(self) -> None:
@@ -70,4 +72,16 @@ class StatusBar(Static):
                 parts.append(f" │ {speed:.0f} tok/s")
             if (first := timings.time_to_first_token) is not None:
                 parts.append(f" │ TTFT {first * 1000:.0f} ms")
+        if (context := self.context) is not None:
+            prompt, window = context
+            reply = self.response
+            used = prompt + (max(reply.usage.output_tokens, reply.received) if reply else 0)
+            parts.append(f" │ ctx {_tokens(used)}/{_tokens(window)}")
         return Content.assemble(*parts)
+
+
+def _tokens(count: int) -> str:
+    """A token count, short: 950, 4.1k, 128k."""
+    if count < 1000:
+        return str(count)
+    return f"{count / 1000:.1f}k" if count < 100_000 else f"{count // 1000}k"

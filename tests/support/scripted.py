@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
+from chatui.history import ChatMessage
 from chatui.providers.base import (
     ModelRequest,
     Progress,
@@ -28,7 +29,9 @@ from chatui.providers.base import (
     ToolCallDelta,
     ToolCallEnd,
     ToolCallStart,
+    ToolSpec,
     UsageUpdate,
+    estimate_tokens,
 )
 
 STALL = "stall"
@@ -153,3 +156,28 @@ def calls(*specs: tuple[str, str, str]) -> list:
     for n, (call_id, name, arguments) in enumerate(specs):
         steps += tool_call(n, call_id, name, [arguments])
     return [*steps, StreamEnd("tool_calls")]
+
+
+class WindowedProvider(ScriptedProvider):
+    """The scripted provider with a context window, counting a token per 4 characters."""
+
+    def __init__(self, window: int, reply: int) -> None:
+        super().__init__()
+        self._window, self._reply = window, reply
+
+    def play(self, script: list[Step]) -> None:
+        self._scripts.append(list(script))
+
+    @property
+    def context_window(self) -> int:
+        return self._window
+
+    @property
+    def reply_room(self) -> int:
+        return self._reply
+
+    def counted(self, messages: Sequence[ChatMessage]) -> int:
+        return estimate_tokens(messages, [], 4.0)
+
+    async def count_tokens(self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec]) -> int:
+        return self.counted(messages)
