@@ -229,9 +229,11 @@ def _validate(config: Config, source: str) -> None:
         raise ConfigError(source, "local.tool_choice", f"must be one of {', '.join(TOOL_CHOICES)}")
     if local.n_ubatch > local.n_batch:
         raise ConfigError(source, "local.n_ubatch", "must not be larger than local.n_batch")
-    if local.max_tokens >= local.n_ctx:
+    if local.max_tokens > local.n_ctx * 3 // 4:
         raise ConfigError(
-            source, "local.max_tokens", "must be less than local.n_ctx (the prompt needs room too)"
+            source,
+            "local.max_tokens",
+            "must be at most three quarters of local.n_ctx (the conversation needs the rest)",
         )
     for section in ("openai", "anthropic"):
         remote = getattr(config, section)

@@ -109,9 +109,12 @@ class ToolResultAdded:
 
 @dataclass(frozen=True)
 class ContextTrimmed:
-    """The model's view of the conversation now starts at item `view_start` (a prompt)."""
+    """The model's view of the conversation now starts at item `view_start` (a prompt).
 
-    view_start: str
+    None: at its beginning again (the window grew).
+    """
+
+    view_start: str | None
 
 
 @dataclass(frozen=True)
@@ -261,6 +264,7 @@ class Turn:
         self._input_chars = 0
         self._got_usage = False
         self._redact = Redactor(self.settings.secrets)
+        self._view_start_before = conversation.view_start  # What a refused prompt leaves.
         self.token.on_cancel(self._cancel_task)
 
     @property
@@ -393,29 +397,41 @@ class Turn:
         return len(self._responses) <= 1 and not any(r.parts or r.received for r in self._responses)
 
     def _too_long(self, error: DoesNotFit) -> str:
+        provider, name = lifecycle_of(self.provider), self.provider.name
+        raise_window = f" or raise {provider.window_setting}" if provider.window_setting else ""
+        if error.limit <= 0:  # The reply's room alone fills the window: no prompt could fit.
+            return (
+                f"The room kept for the reply ({name}.max_tokens) leaves no room for a prompt "
+                f"in {name}'s context window of {error.window} tokens. Lower {name}.max_tokens"
+                f"{raise_window} in the config."
+            )
         first = self._nothing_answered()
         what = "This prompt is" if first else "This turn's tool results are"
         return (
             f"{what} too long for the model: with room for the reply it needs "
-            f"{error.tokens + error.window - error.limit} tokens, and {self.provider.name}'s "
+            f"{error.tokens + error.window - error.limit} tokens, and {name}'s "
             f"context window holds {error.window}. "
             + (
-                "Shorten it, or raise the context window (local.n_ctx) "
-                "or lower max_tokens in the config."
+                f"Shorten it, or lower {name}.max_tokens{raise_window} in the config."
                 if first
                 else "Send a new prompt to go on without them, or start a new conversation."
             )
         )
 
     def _unkeep(self) -> bool:
-        """Take back a prompt nothing answered, and its empty reply; True once unstored."""
+        """Take back a prompt nothing answered, its empty reply and any trim made for it.
+
+        True once unstored: the conversation is then as it was before the turn.
+        """
         taken: list[Item] = [self.prompt, *self._responses]
         for item in taken:
             if item in self.conversation.items:
                 self.conversation.items.remove(item)
+        self.conversation.view_start = self._view_start_before  # Never a prompt not kept.
         try:
             for item in taken:
                 self.store.delete_item(item.id)
+            self.store.set_view_start(self.conversation.id, self._view_start_before)
         except (sqlite3.Error, OSError):
             return False
         return True
@@ -547,7 +563,7 @@ class Turn:
             reply_room=provider.reply_room,
         )
         self._raise_if_cancelled()
-        if fit.view_start != conversation.view_start and fit.view_start is not None:
+        if fit.view_start != conversation.view_start:
             conversation.view_start = fit.view_start
             self._save_view_start(fit.view_start)
             await self._emit(ContextTrimmed(fit.view_start))
@@ -557,15 +573,28 @@ class Turn:
     def _learn_window(
         self, overflow: ContextOverflow, messages: list[ChatMessage], tools: list[ToolSpec]
     ) -> None:
-        """After a server said "too long": the window it named, or one under what was sent."""
+        """After a server said "too long": the window it named, or one under what was sent.
+
+        The server's words are untrusted: a prompt count no tokenizer would give is
+        ignored, and a named window is believed only if it explains the refusal (what
+        was sent, by the best count there is, did not fit it). Else the window is taken
+        just under what was sent, which the server did refuse.
+        """
         provider = lifecycle_of(self.provider)
         chars = request_chars(messages, tools)
-        if overflow.prompt_tokens:  # The server's own count: the estimates follow it.
-            provider.chars_per_token = max(chars / overflow.prompt_tokens, 0.5)
-        sent = provider.reply_room + math.ceil(chars / provider.chars_per_token)
-        window = overflow.window or max(sent - 1, provider.reply_room + 1)
-        if not overflow.prompt_tokens and sent <= window:
-            provider.chars_per_token *= 0.75  # It seemed to fit: the estimates were low.
+        counted = overflow.prompt_tokens
+        if counted and not _plausible(chars / counted):
+            counted = None
+        if counted:  # The server's own count: the estimates follow it.
+            provider.chars_per_token = chars / counted
+        sent = provider.reply_room + (counted or math.ceil(chars / provider.chars_per_token))
+        named = overflow.window
+        if named and named < sent:
+            window = named
+        else:
+            window = max(sent - 1, provider.reply_room + 1)
+            if named and not counted:
+                provider.chars_per_token *= 0.75  # It seemed to fit: the estimates were low.
         known = provider.context_window
         provider.learned_context_window = min(window, known) if known else window
 
@@ -574,10 +603,10 @@ class Turn:
         usage = response.usage
         if self._got_usage and not usage.estimated and usage.input_tokens > 0:
             ratio = self._input_chars / usage.input_tokens
-            if 1.0 <= ratio <= 8.0:  # Figures past these are not a tokenizer's: ignored.
+            if _plausible(ratio):
                 lifecycle_of(self.provider).chars_per_token = ratio
 
-    def _save_view_start(self, view_start: str) -> None:
+    def _save_view_start(self, view_start: str | None) -> None:
         try:
             self.store.set_view_start(self.conversation.id, view_start)
         except (sqlite3.Error, OSError) as error:
@@ -751,6 +780,11 @@ def _own_call_id(offered: str, items: Sequence[Item], response: ModelResponse) -
         return offered
     number = sum(isinstance(item, ModelResponse) for item in items)
     return unique_id(f"call_{number}_{len(response.tool_calls)}", used)
+
+
+def _plausible(chars_per_token: float) -> bool:
+    """Whether a tokenizer could give this ratio: figures past these are ignored."""
+    return 1.0 <= chars_per_token <= 8.0
 
 
 def _step_limit_result(steps: int) -> str:

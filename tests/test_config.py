@@ -75,6 +75,8 @@ def test_config_path_from_environment(tmp_path: Path) -> None:
         ("provider = 'gemini'\n", "provider", "must be one of"),
         ("local = 3\n", "local", "expected a table"),
         ("[local]\nn_batch = 64\nn_ubatch = 128\n", "local.n_ubatch", "must not be larger"),
+        ("[local]\nn_ctx = 4096\nmax_tokens = 3500\n", "local.max_tokens", "three quarters"),
+        ("[openai]\nmax_tokens = 4096\ncontext_window = 4096\n", "openai.context_window", "more"),
     ],
 )
 def test_bad_keys_name_the_file_the_key_and_the_problem(

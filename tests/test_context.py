@@ -30,7 +30,7 @@ from chatui.turn import ContextFill, ContextTrimmed, TurnSettings
 from tests.support.local import local_config
 from tests.support.remote import SECRET, WIRES, Wire
 from tests.support.scripted import WindowedProvider, calls, words
-from tests.support.turns import RecordingTools, make_turn, run_turn
+from tests.support.turns import BRIEF, RecordingTools, make_turn, run_turn
 from tests.support.wire import WireServer
 
 WINDOW, REPLY = 512, 32  # The local model's n_ctx and max_tokens here.
@@ -103,6 +103,80 @@ async def test_the_view_stays_put_until_a_request_no_longer_fits() -> None:
     second = await plan(items, first.view_start, 1000, 100)
     assert second.view_start == first.view_start
     assert second.messages[: len(first.messages)] == first.messages  # The same prefix.
+
+
+async def test_a_trim_keeps_the_largest_view_even_where_old_text_costs_more_tokens() -> None:
+    """The estimate of what a start leaves out is an average; the view taken is still the
+    largest that frees a quarter, checked by real counts, not a later one."""
+    items = [*exchanges(8, size=120), *exchanges(8, size=20), UserPrompt("the new one")]
+    for item in items[:16]:  # The oldest exchanges (code, say): three tokens a character.
+        if isinstance(item, UserPrompt):
+            item.text = item.text.replace("x", "Z")
+        else:
+            item.parts = [TextPart(item.text.replace("y", "Z"))]
+
+    def counted(messages: Sequence[ChatMessage]) -> int:
+        return sum(len(m.content) + 2 * m.content.count("Z") for m in messages)
+
+    async def count(messages: list[ChatMessage]) -> int:
+        return counted(messages)
+
+    window, reply = 1200, 100
+    fit = await fit_history(
+        items,
+        None,
+        build=lambda start: build_history(items, view_start=start),
+        count=count,
+        window=window,
+        reply_room=reply,
+    )
+    target = window - reply - window // 4
+    start = next(n for n, item in enumerate(items) if item.id == fit.view_start)
+    assert fit.tokens <= target
+    earlier = items[start - 2]
+    assert counted(build_history(items, view_start=earlier.id)) > target
+
+
+async def test_a_larger_window_brings_the_left_out_exchanges_back() -> None:
+    """A window that grew (local.n_ctx raised, a larger model): what fits is sent again,
+    from the earliest prompt that still leaves a quarter free."""
+    items = [*exchanges(30), UserPrompt("next")]
+    trimmed = await plan(items, None, 1000, 100)
+    assert trimmed.view_start is not None
+
+    assert (await plan(items, trimmed.view_start, 1100, 100)).view_start == trimmed.view_start
+
+    larger = await plan(items, trimmed.view_start, 2000, 100)
+    assert larger.view_start is not None
+    assert items.index(next(i for i in items if i.id == larger.view_start)) < items.index(
+        next(i for i in items if i.id == trimmed.view_start)
+    )
+    assert larger.tokens <= 2000 - 100 - 2000 // 4
+
+    everything = await plan(items, trimmed.view_start, 10_000, 100)
+    assert everything.view_start is None and everything.messages == build_history(items)
+
+
+async def test_a_turn_with_a_larger_window_sends_the_whole_conversation_again(
+    store: Store,
+) -> None:
+    provider = WindowedProvider(window=400, reply=50)
+    conversation = store.create_conversation()
+    while conversation.view_start is None:
+        provider.play(words("An answer " + "and so on " * 10))
+        await run_turn(provider, store, conversation, "A question " + "of some length " * 5)
+
+    larger = WindowedProvider(window=8000, reply=50)
+    larger.play(words("Fine."))
+    outcome, sink = await run_turn(larger, store, conversation, "One more?")
+
+    assert outcome.state is ResponseState.COMPLETE, outcome.error
+    assert [t.view_start for t in payloads(sink, ContextTrimmed)] == [None]
+    assert conversation.view_start is None
+    assert store.load_conversation(conversation.id).view_start is None
+    sent = [m for m in larger.records[-1].request.messages if m.role != "system"]
+    assert not sent[0].content.startswith(TRIMMED_NOTE)
+    assert len(sent) == len(conversation.items) - 1  # Every prompt and answer but the new one's.
 
 
 async def test_only_the_newest_exchange_that_still_does_not_fit_is_refused() -> None:
@@ -424,11 +498,16 @@ class StatusError(Exception):
             4096,
             None,
         ),
+        (
+            {"error": {"message": "Your input exceeds the context window of this model."}},
+            None,
+            None,
+        ),
     ],
-    ids=["openai", "vllm", "llama.cpp", "anthropic", "anthropic-limit", "lm-studio"],
+    ids=["openai", "vllm", "llama.cpp", "anthropic", "anthropic-limit", "lm-studio", "exceeds"],
 )
 def test_each_servers_too_long_refusal_is_read_with_its_window(
-    body: Any, window: int, prompt: int | None
+    body: Any, window: int | None, prompt: int | None
 ) -> None:
     read = as_overflow(StatusError(body), ProviderError("The server refused the request."))
     assert isinstance(read, ContextOverflow)
@@ -475,3 +554,147 @@ async def test_a_configured_window_asks_the_server_nothing() -> None:
         provider = WIRES[0].provider(server.base_url, context_window=1000)
         await provider.prepare()
     assert provider.context_window == 1000 and server.gets == []
+
+
+# What a refusal leaves, and what it says
+
+
+async def test_the_largest_prompt_a_turn_sends_still_gets_its_whole_reply(
+    small: LocalProvider, store: Store
+) -> None:
+    """The engine keeps one position free: a prompt the plan lets through at its very limit
+    must still leave all of max_tokens for the reply."""
+    largest = WINDOW - small.reply_room
+    for size in range(100, 4 * WINDOW):
+        prompt = "a b " * (size // 4) + "c" * (size % 4)
+        history = build_history([UserPrompt(prompt)], system_prompt=BRIEF.system_prompt)
+        if await small.count_tokens(history, []) == largest:
+            break
+    else:
+        pytest.fail("no prompt of the largest size")
+
+    outcome, _ = await run_turn(small, store, store.create_conversation(), prompt)
+
+    assert outcome.state is ResponseState.COMPLETE, outcome.error
+    assert small.last_job.prompt_tokens == largest
+    assert len(small.last_job.reply_tokens) == REPLY  # Not one token short.
+
+
+async def test_a_refused_prompt_takes_its_trim_back_with_it(wire: Wire, store: Store) -> None:
+    """The view moved for a prompt that is then refused: not kept, it leaves the view as it was."""
+
+    def refuse_all(body: dict[str, Any]) -> dict[str, Any]:
+        return too_long(wire, 60, 70)
+
+    with WireServer(validate=refuse_all) as server:
+        provider = wire.provider(server.base_url, max_tokens=50, context_window=600)
+        conversation = store.create_conversation()
+        for item in (
+            UserPrompt("Tell me a long story."),
+            ModelResponse("p", "m", [TextPart("Once " + "upon " * 400)], ResponseState.COMPLETE),
+        ):
+            conversation.items.append(item)
+            store.save_item(conversation.id, item)
+        turn, sink = make_turn(store, provider, conversation=conversation, prompt="And then?")
+        outcome = await turn.run()
+
+    assert payloads(sink, ContextTrimmed)  # The view had moved, to the refused prompt itself.
+    assert outcome.refused and len(server.requests) == 1
+    assert conversation.view_start is None
+    assert store.load_conversation(conversation.id).view_start is None
+
+
+@pytest.mark.parametrize(
+    ("window", "prompt", "cause"),
+    [(60, "One more? " * 20, "This prompt is too long"), (40, "One more?", "leaves no room")],
+    ids=["long-prompt", "max-tokens"],
+)
+async def test_a_remote_refusal_names_the_setting_that_would_help(
+    wire: Wire, store: Store, window: int, prompt: str, cause: str
+) -> None:
+    """A remote model's window is the server's: the way out named is its own max_tokens."""
+
+    def refuse_all(body: dict[str, Any]) -> dict[str, Any]:
+        return too_long(wire, window, 500)
+
+    with WireServer(validate=refuse_all) as server:
+        provider = wire.provider(server.base_url, max_tokens=50)
+        outcome, _ = await run_turn(provider, store, history_of(store, 2), prompt)
+    assert outcome.refused and outcome.error is not None
+    assert cause in outcome.error
+    assert f"{wire.name}.max_tokens" in outcome.error and "local." not in outcome.error
+
+
+async def test_a_local_model_too_small_for_its_max_tokens_says_so(
+    tiny_model: Path, tmp_path: Path, store: Store
+) -> None:
+    local = LocalProvider(local_config(tiny_model, n_ctx=64, max_tokens=63))
+    try:
+        outcome, _ = await run_turn(local, store, store.create_conversation(), "Hi.")
+    finally:
+        await local.close()
+    assert outcome.refused and outcome.error is not None
+    assert "This prompt is too long" not in outcome.error
+    assert "local.max_tokens" in outcome.error and "leaves no room" in outcome.error
+
+
+# Hostile or odd numbers in a refusal
+
+
+def refusing_over(wire: Wire, window: int, named: int | None, counted: int | None) -> WireServer:
+    """A server holding `window` tokens (4 characters each, with max_tokens) that refuses a
+    longer request naming the window `named` and the prompt's tokens `counted` (its own count
+    if None)."""
+
+    def validate(body: dict[str, Any]) -> dict[str, Any] | None:
+        prompt = len(json.dumps(body.get("messages", []))) // 4
+        if prompt + body.get("max_tokens", 0) <= window:
+            return wire.validate(body)
+        return too_long(wire, named or window, counted or prompt)
+
+    return WireServer(validate=validate)
+
+
+async def test_a_named_window_the_refused_request_already_fit_is_not_believed(
+    wire: Wire, store: Store
+) -> None:
+    """Its own count says the request fit the window it names: the window is under what was
+    sent, not the one named (believed, nothing would ever be trimmed again)."""
+    with refusing_over(wire, 400, named=10**9, counted=None) as server:
+        provider = wire.provider(server.base_url, max_tokens=50)
+        server.play(wire.reply("Fine."))
+        outcome, _ = await run_turn(provider, store, history_of(store, 5), "One more?")
+    assert [r.refused is not None for r in server.requests] == [True, False]
+    assert outcome.state is ResponseState.COMPLETE, outcome.error
+    assert provider.context_window is not None and provider.context_window < 10**6
+
+
+async def test_an_absurd_prompt_count_in_a_refusal_is_ignored(wire: Wire, store: Store) -> None:
+    """A count no tokenizer gives (a billion tokens for a few thousand characters) must not
+    make every later estimate absurd: the prompt that fits is sent, not refused."""
+    with refusing_over(wire, 400, named=400, counted=999_999_999) as server:
+        provider = wire.provider(server.base_url, max_tokens=50)
+        server.play(wire.reply("Fine."))
+        outcome, _ = await run_turn(provider, store, history_of(store, 8), "One more? " * 30)
+    assert not outcome.refused and outcome.state is ResponseState.COMPLETE, outcome.error
+    assert [r.refused is not None for r in server.requests] == [True, False]
+    assert 1.0 <= provider.chars_per_token <= 8.0
+
+
+async def test_an_error_that_only_mentions_the_context_window_is_not_a_refusal(
+    wire: Wire, store: Store
+) -> None:
+    """Another 400 that happens to say "context window" is shown as it is: nothing is learned,
+    trimmed or sent again."""
+    message = "The 1M-token context window is not available to this key; remove the beta header."
+
+    def refuse_all(body: dict[str, Any]) -> dict[str, Any]:
+        return wire.error_body("invalid_request_error", message)
+
+    with WireServer(validate=refuse_all) as server:
+        provider = wire.provider(server.base_url, max_tokens=50)
+        conversation = history_of(store, 8)
+        outcome, _ = await run_turn(provider, store, conversation, "One more?")
+    assert outcome.state is ResponseState.FAILED and not outcome.refused
+    assert len(server.requests) == 1
+    assert provider.context_window is None and conversation.view_start is None

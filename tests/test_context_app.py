@@ -10,13 +10,14 @@ import itertools
 
 from chatui.history import TRIMMED_NOTE
 from chatui.messages import UserPrompt
+from chatui.providers.base import ContextOverflow
 from chatui.store import Store
 from chatui.widgets.chat_message import ContextDivider, ErrorNotice, UserMessage
 from chatui.widgets.composer import Composer
 from chatui.widgets.status_bar import StatusBar
 from tests.support.app import make_app, screen_text, send, settled, wait_until
 from tests.support.clocks import FakeClock
-from tests.support.scripted import WindowedProvider, words
+from tests.support.scripted import RAISE, WindowedProvider, words
 
 SIZE = (90, 30)
 QUESTION = "Question {n}: " + "tell me more " * 8
@@ -126,3 +127,53 @@ def test_the_divider_and_the_context_figure(store: Store, snap_compare) -> None:
         assert "no longer sent to the model" in screen_text(app)
 
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+class LearningProvider(WindowedProvider):
+    """The windowed provider whose window shrinks to what a "too long" refusal teaches."""
+
+    @property
+    def context_window(self) -> int:
+        learned = self.learned_context_window
+        return min(self._window, learned) if learned else self._window
+
+
+async def test_a_refused_prompt_leaves_the_divider_where_the_view_starts(store: Store) -> None:
+    """The view moved for a prompt then refused: the divider goes back with the view start."""
+    provider = LearningProvider(window=400, reply=50)
+    provider.error = ContextOverflow("The server said the prompt is too long.", window=20)
+    app = make_app(store, provider)
+    async with app.run_test(size=SIZE) as pilot:
+        for n in range(2):
+            provider.play(words(f"Answer {n}: " + "and so on " * 120))
+            await send(pilot, f"Question {n}?")
+            await wait_until(pilot, settled(app))
+        assert app.chat.conversation.view_start is None and divider_above(app) is None
+
+        provider.play([RAISE])  # The first fit moves the view to this prompt, then the refusal.
+        await send(pilot, "Question 2?")
+        await wait_until(pilot, settled(app))
+
+        assert app.last_outcome.refused
+        assert app.screen.query_one(Composer).text == "Question 2?"
+        assert app.chat.conversation.view_start is None
+        assert store.load_conversation(app.chat.conversation.id).view_start is None
+        assert not app.chat._messages.query(ContextDivider)
+
+
+async def test_the_divider_goes_when_a_larger_window_holds_everything_again(
+    store: Store,
+) -> None:
+    provider = WindowedProvider(window=400, reply=50)
+    app = make_app(store, provider)
+    async with app.run_test(size=SIZE) as pilot:
+        while app.chat.conversation.view_start is None:
+            await talk(pilot, provider, 1, first=len(provider.records))
+        assert divider_above(app) == app.chat.conversation.view_start
+
+        provider._window = 8000  # local.n_ctx raised, say.
+        await talk(pilot, provider, 1, first=len(provider.records))
+
+        assert app.chat.conversation.view_start is None
+        assert not app.chat._messages.query(ContextDivider)
+        assert not provider.records[-1].request.messages[0].content.startswith(TRIMMED_NOTE)

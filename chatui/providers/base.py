@@ -176,6 +176,7 @@ class ProviderLifecycle:
 
     on_notice: Notice = staticmethod(_ignore)
     learned_context_window: int | None = None  # From a server's "too long" error.
+    window_setting = ""  # The config key that can make the window larger, if the user can.
     chars_per_token: float = 3.0  # For estimates; the turn refines it from reported usage.
 
     @property

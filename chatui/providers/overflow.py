@@ -29,8 +29,11 @@ _SIGNS = (
     "context length of only",
     "prompt is too long",
     "exceed context limit",
-    "context window",
 )
+# Other errors mention the context window too (a feature not offered, say): it is a sign
+# only with words saying that something went past it ("input exceeds the context window").
+_WEAK_SIGN = "context window"
+_PAST_IT = ("exceed", "too long", "too large", "longer than", "too many tokens")
 _PROMPT = (
     re.compile(r"\((\d+) in the messages"),
     re.compile(r"(?:resulted in|your request has|you requested) (\d+) (?:input )?tokens"),
@@ -49,7 +52,8 @@ def as_overflow(error: BaseException, explained: ProviderError) -> ProviderError
     """`explained`, as a `ContextOverflow` if `error` refused a request as too long."""
     body = getattr(error, "body", None)
     text = f"{_text(body)}\n{getattr(error, 'message', '')}\n{explained}".lower()
-    if not any(sign in text for sign in _SIGNS):
+    weak = _WEAK_SIGN in text and any(words in text for words in _PAST_IT)
+    if not weak and not any(sign in text for sign in _SIGNS):
         return explained
     return ContextOverflow(str(explained), _window(body, text), _prompt_tokens(body, text))
 

@@ -2,8 +2,9 @@
 
 Nothing the user writes is lost: the composer's draft is stored with its
 conversation (a moment after typing stops, and at once on a switch and on
-quitting) and comes back when the conversation is opened again; text typed
-while the focus is on the message list goes to the composer; PageUp,
+quitting) and comes back when the conversation is opened again; a draft the
+store cannot keep stays in the composer, across switches; text typed or
+pasted while the focus is on the message list goes to the composer; PageUp,
 PageDown, Home and End scroll the conversation from the composer when the
 composer has no use for them.
 """
@@ -133,9 +134,11 @@ class ChatScreen(EscapeFirstScreen[None]):
         self._approved: dict[str, set[str]] = {}  # Tools approved for each conversation.
         self._asking = asyncio.Lock()  # One approval dialog at a time.
         self._answered_at = -math.inf  # When the last approval dialog was answered.
-        self._early_keys: list[events.Key] = []  # Typed before the dialog showed: the composer's.
+        # Typed (or pasted) before the dialog showed: the composer's.
+        self._early_keys: list[events.Key | events.Paste] = []
         self._drafts_ready = False  # The open conversation's draft is in the composer.
         self._saved_draft: tuple[str, str] | None = None  # (conversation id, draft) last stored.
+        self.draft_error: str | None = None  # Why the last try to store the draft failed.
         self._draft_timer: asyncio.TimerHandle | None = None  # The debounced save.
 
     def compose(self) -> ComposeResult:
@@ -333,7 +336,7 @@ class ChatScreen(EscapeFirstScreen[None]):
             approved.add(call.name)
         return approval or Approval.DENY
 
-    def _typed_ahead(self, key: events.Key) -> None:
+    def _typed_ahead(self, key: events.Key | events.Paste) -> None:
         """A key typed before the approval dialog was on screen: the composer's, once it closes.
 
         Unless it was typed while the previous dialog was open (a second `y` for
@@ -407,9 +410,10 @@ class ChatScreen(EscapeFirstScreen[None]):
             status.state, status.detail = "streaming", ""
         status.touch()
 
-    async def _show_view_start(self, view_start: str) -> None:
+    async def _show_view_start(self, view_start: str | None) -> None:
         """Move the divider to just above the prompt where the model's view now starts."""
         messages = self._messages
+        messages.unfold()  # The prompt may be folded far above: placed among the laid-out items.
         for divider in messages.query(ContextDivider):
             await divider.remove()
         for widget in messages.items:
@@ -424,6 +428,7 @@ class ChatScreen(EscapeFirstScreen[None]):
             if mine or widget in self._turn_views:
                 await widget.remove()
         self._turn_views, self._view = [], None
+        await self._show_view_start(turn.conversation.view_start)  # A trim for it is undone.
         composer = self._composer
         if composer.prompts and composer.prompts[-1] == outcome.prompt.text:
             composer.prompts.pop()  # Not sent: not one of the conversation's prompts.
@@ -550,15 +555,15 @@ class ChatScreen(EscapeFirstScreen[None]):
             return False
         return self._composer.locked
 
-    def claim_typed_key(self, key: events.Key) -> None:
-        """Text or Enter typed while the message list (or nothing) has the focus: the composer's.
+    def claim_typed_key(self, key: events.Key | events.Paste) -> None:
+        """Text, a paste or Enter while the message list (or nothing) has the focus: the composer's.
 
         Called as the key reaches the app, before it goes to the focused
         widget: the composer takes the focus, so the key and those read with
         it are typed there, and an Enter sends as in the composer (it never
         toggles a fold in the list).
         """
-        if not (key.is_printable or key.key == "enter"):
+        if isinstance(key, events.Key) and not (key.is_printable or key.key == "enter"):
             return
         focused, messages = self.focused, self._messages
         if focused is None or focused is messages or messages in focused.ancestors:
@@ -577,8 +582,8 @@ class ChatScreen(EscapeFirstScreen[None]):
     def action_scroll_conversation(self, key: str) -> None:
         """PageUp, PageDown, Home or End in the composer: scroll the conversation.
 
-        Unless the composer has use for the key (a draft of several lines);
-        End also follows the newest reply again.
+        Unless the composer has use for the key (`Composer.wants_key`: a draft
+        of several lines); End also follows the newest reply again.
         """
         composer, messages = self._composer, self._messages
         if self.focused is not composer or composer.wants_key(key):
@@ -651,21 +656,28 @@ class ChatScreen(EscapeFirstScreen[None]):
     async def open_conversation(self, conversation_id: str | None) -> None:
         """Switch to a stored conversation, or to a new one for None (see Session).
 
-        The draft stays with the conversation it was written in and the
-        opened one's comes back; the draft of a conversation that was deleted
-        comes along. The status bar starts afresh.
+        The draft stays with the conversation it was written in, with every
+        key typed before the switch, and the opened one's comes back. A draft
+        that could not be stored, or whose conversation was deleted, comes
+        along, after the opened one's own. The status bar starts afresh.
         """
         await self.stop_and_wait()
-        self.save_draft()
+        await self._typed_keys_arrived()
+        stored = self.save_draft()
         left = self.conversation.id
+        # Until the opened one's draft is in the composer, no save runs: one due now
+        # would store the draft being left as the opened conversation's.
+        self._drafts_ready = False
         try:
             conversation = await self.session.open_conversation(conversation_id, self.conversation)
+            await self.show_conversation(conversation)
+            if conversation.id != left:
+                self._load_draft(carry=not stored or not self.session.exists(left))
         except SessionError as error:
             self._tell(error)
             return
-        await self.show_conversation(conversation)
-        if conversation.id != left:
-            self._load_draft(keep=not self.session.exists(left))
+        finally:
+            self._drafts_ready = True
         status = self._status
         if status.state != "loading":
             status.state, status.detail = "idle", ""
@@ -674,24 +686,51 @@ class ChatScreen(EscapeFirstScreen[None]):
 
     # Drafts
 
-    def save_draft(self) -> None:
-        """Store the composer's draft as the open conversation's, now (a switch, quitting)."""
+    def save_draft(self) -> bool:
+        """Store the composer's draft as the open conversation's, now; False if the store failed.
+
+        A failure is told once, until a draft is stored again. Meanwhile the
+        text stays in the composer: it comes along to the next conversation
+        opened, and quitting prints it (`unsaved_draft`).
+        """
         if self._draft_timer is not None:
             self._draft_timer.cancel()
             self._draft_timer = None
         if not self._drafts_ready:
-            return
+            return True
         saved = (self.conversation.id, self._composer.draft)
         if saved == self._saved_draft:
-            return
+            return True
         try:
             self.session.store.save_draft(*saved)
         except sqlite3.Error as error:
-            self.notify(
-                f"Your draft could not be stored: {error}", severity="warning", markup=False
-            )
-            return
-        self._saved_draft = saved
+            if self.draft_error is None:
+                self.notify(
+                    f"Your draft could not be stored: {error}. It stays in the composer.",
+                    severity="warning",
+                    markup=False,
+                )
+            self.draft_error = str(error)
+            return False
+        self._saved_draft, self.draft_error = saved, None
+        return True
+
+    @property
+    def unsaved_draft(self) -> str | None:
+        """The draft the store failed to keep at the last try, or None."""
+        if self.draft_error is None or not self._composer.draft.strip():
+            return None
+        return self._composer.draft
+
+    async def _typed_keys_arrived(self) -> None:
+        """Let the keys on their way to the composer reach it (those read before a switch).
+
+        Textual hands each key to the focused widget's own queue; a key read
+        with Ctrl+N, before it, may still be there when the switch begins.
+        """
+        arrived = asyncio.Event()
+        if self._composer.call_later(arrived.set):
+            await arrived.wait()
 
     def on_text_area_changed(self, event: TextArea.Changed) -> None:
         """The composer's text changed: store it once typing pauses."""
@@ -702,25 +741,27 @@ class ChatScreen(EscapeFirstScreen[None]):
         loop = asyncio.get_running_loop()
         self._draft_timer = loop.call_later(DRAFT_SAVE_DELAY, self.save_draft)
 
-    def _load_draft(self, *, keep: bool = False) -> None:
-        """Put the open conversation's draft in the composer; `keep`: keep the composer's."""
+    def _load_draft(self, *, carry: bool = False) -> None:
+        """Put the open conversation's draft in the composer; `carry`: the composer's after it."""
         conversation = self.conversation
         prompts = [item.text for item in conversation.items if isinstance(item, UserPrompt)]
-        draft = self._composer.draft
-        if not keep:
-            try:
-                draft = self.session.store.load_draft(conversation.id)
-            except sqlite3.Error as error:
-                self.notify(
-                    f"The conversation's draft could not be read: {error}",
-                    severity="warning",
-                    markup=False,
-                )
-                draft = ""
+        carried = self._composer.draft if carry else ""
+        try:
+            own = self.session.store.load_draft(conversation.id)
+        except sqlite3.Error as error:
+            self.notify(
+                f"The conversation's draft could not be read: {error}",
+                severity="warning",
+                markup=False,
+            )
+            own = ""
+        draft = own
+        if carried.strip() and carried != own:
+            draft = f"{own}\n{carried}" if own.strip() else carried
         self._composer.load_draft(draft, prompts)
         self._drafts_ready = True
-        self._saved_draft = None if keep else (conversation.id, draft)
-        if keep:
+        self._saved_draft = (conversation.id, own)
+        if draft != own:
             self.save_draft()
 
     async def delete_conversation(self, conversation_id: str) -> None:

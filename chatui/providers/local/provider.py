@@ -242,9 +242,12 @@ class LocalProvider(ProviderLifecycle):
     def context_window(self) -> int:
         return self.config.n_ctx
 
+    window_setting = "local.n_ctx"
+
     @property
     def reply_room(self) -> int:
-        return self.config.max_tokens
+        """max_tokens, and the position the engine keeps free after the prompt."""
+        return self.config.max_tokens + 1
 
     async def count_tokens(self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec]) -> int:
         """The prompt's exact length: rendered and tokenized as a request would be."""
