@@ -1,10 +1,12 @@
 """The Textual application: wiring of the session (config, store, provider) and screens.
 
 Ctrl+C copies what is selected; else it stops a reply the way Esc does; else
-it says how to quit, and a second Ctrl+C within `CTRL_C_AGAIN` seconds quits.
-Quitting (Ctrl+Q, Ctrl+C twice, SIGTERM) stores the composer's draft, stops
-the running turn the way Esc does and stores it, closes the provider, then
-exits; it never hangs, whatever a tool or a server does. The stop and the
+it says how to quit, and a second Ctrl+C within `CTRL_C_AGAIN` seconds quits
+(a Ctrl+C that stopped a reply in between starts the count afresh).
+Quitting (Ctrl+Q, Ctrl+C twice, SIGTERM) stores the composer's draft (or,
+if the store cannot keep it, prints it once the terminal is given back),
+stops the running turn the way Esc does and stores it, closes the provider,
+then exits; it never hangs, whatever a tool or a server does. The stop and the
 close get `QUIT_GRACE` seconds; a second quit exits at once. Threads the
 loop starts for `asyncio.to_thread` are daemon threads that nothing waits
 for (`threads.DaemonThreadExecutor`), and with an `ExitDeadline` (the
@@ -28,6 +30,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Literal
 
+from rich.console import RenderableType
+from rich.text import Text
 from textual import events
 from textual.actions import SkipAction
 from textual.app import SystemCommand
@@ -39,6 +43,7 @@ from chatui._textual.escape import QuickEscapeApp
 from chatui._textual.input import set_escape_delay
 from chatui.config import Config
 from chatui.providers.base import Provider
+from chatui.sanitize import visible
 from chatui.screens.approval import ApprovalDialog
 from chatui.screens.chat import ChatScreen
 from chatui.session import Session
@@ -131,17 +136,21 @@ class ChatApp(QuickEscapeApp[None]):
         if top is None or _has_selection(top):
             return False
         if isinstance(top, ApprovalDialog):
-            return top.stop_for_escape(key.time)
-        return isinstance(top, ChatScreen) and top.stop_for_ctrl_c(key.time)
+            stopped = top.stop_for_escape(key.time)
+        else:
+            stopped = isinstance(top, ChatScreen) and top.stop_for_ctrl_c(key.time)
+        if stopped:
+            self._ctrl_c_at = -math.inf  # A stop, not the first press of a quit.
+        return stopped
 
     async def on_event(self, event: events.Event) -> None:
-        """A key as it reaches the app: text typed while the message list has the focus.
+        """A key or a paste as it reaches the app: text typed while the message list has the focus.
 
-        Before Textual hands the key to the focused widget: the composer takes
-        the focus here, in the app's queue, so this key and every one read with
+        Before Textual hands it to the focused widget: the composer takes the
+        focus here, in the app's queue, so this key and every one read with
         it reach the composer, in order.
         """
-        if isinstance(event, events.Key) and not event.is_forwarded:
+        if isinstance(event, events.Key | events.Paste) and not event.is_forwarded:
             stack = self.screen_stack
             if stack and isinstance(stack[-1], ChatScreen):
                 stack[-1].claim_typed_key(event)
@@ -160,6 +169,7 @@ class ChatApp(QuickEscapeApp[None]):
             await self.action_quit()  # Already quitting: now at once.
             return
         if self.is_screen_installed("chat") and self.chat.stop_for_ctrl_c(None):
+            self._ctrl_c_at = -math.inf  # A stop, not the first press of a quit.
             return
         now = asyncio.get_running_loop().time()
         if now - self._ctrl_c_at <= CTRL_C_AGAIN:
@@ -288,6 +298,19 @@ class ChatApp(QuickEscapeApp[None]):
         self.session.quitting = True
         # In a task of its own, so keys keep flowing meanwhile (a second quit among them).
         self._quit_task = asyncio.create_task(self._stop_close_and_exit())
+
+    def exit(
+        self, result: None = None, return_code: int = 0, message: RenderableType | None = None
+    ) -> None:
+        """Exit; a draft the store could not keep is printed once the terminal is given back."""
+        if message is None and self.is_screen_installed("chat"):
+            screen = self.chat
+            if (draft := screen.unsaved_draft) is not None:
+                message = Text(
+                    f"chatui could not store your draft ({screen.draft_error}). "
+                    f"Here it is, to keep:\n\n{visible(draft)}"
+                )
+        super().exit(result, return_code, message)
 
     async def _stop_close_and_exit(self) -> None:
         try:

@@ -20,7 +20,7 @@ from textual.widgets import Button
 
 from chatui.messages import ToolCallPart
 from chatui.providers.base import StreamEnd, TextDelta
-from chatui.screens.approval import ApprovalDialog
+from chatui.screens.approval import ApprovalDialog, CallView
 from chatui.store import Store
 from chatui.tools import Tool, ToolRegistry
 from chatui.widgets.composer import Composer
@@ -278,6 +278,32 @@ async def test_the_dialog_says_how_many_lines_are_out_of_view(
         assert figures[6] == figures[0]  # Back home.
 
 
+async def test_a_line_longer_than_the_view_is_counted_in_rows(store: Store) -> None:
+    """One line of 5,000 characters out of view is not "1 more line": its rows are counted."""
+    app, _shell = shell_app(store, "x" * 5000)
+    async with app.run_test(size=SMALL) as pilot:
+        dialog = await open_the_dialog(pilot, app)
+        view = dialog.query_one(CallView)
+        rows, height = view.virtual_size.height, view.scrollable_content_region.height
+        assert rows > 100  # Wrapped to the dialog's width.
+        figures = []
+        for key in [None, "pagedown", "end"]:
+            if key is not None:
+                await pilot.press(key)
+                await pilot.pause()
+            top = round(view.scroll_y)
+            await wait_until(
+                pilot, lambda: "↓" in dialog_text(dialog) or "↑" in dialog_text(dialog)
+            )
+            figures.append((top, dialog_text(dialog)))
+
+        (start, at_start), (middle, in_middle), (end, at_end) = figures
+        assert start == 0 and f"↓ {rows - height} more rows" in at_start
+        below = rows - height - middle
+        assert f"↑ {middle} rows above · ↓ {below} more rows" in in_middle
+        assert end == rows - height and f"↑ {end} rows above" in at_end and "↓" not in at_end
+
+
 async def test_nothing_is_said_to_be_out_of_view_when_all_of_the_call_shows(store: Store) -> None:
     app, _shell = shell_app(store, "ls -la ~/projects")
     async with app.run_test(size=LARGE) as pilot:
@@ -345,6 +371,23 @@ async def test_a_scroll_key_typed_before_the_dialog_was_drawn_does_not_scroll_it
         composer = app.chat.query_one(Composer)
         await wait_until(pilot, lambda: composer.text != "")
         assert composer.text == "h" and shell.ran == []  # The early keys were the composer's.
+
+
+async def test_a_paste_read_before_the_dialog_was_drawn_goes_to_the_composer(
+    store: Store,
+) -> None:
+    app, shell = shell_app(store)
+    async with app.run_test(size=LARGE) as pilot:
+        pasted = events.Paste("a prompt\nI was pasting")  # Read before the dialog was drawn.
+        await send(pilot, "Publish the site.")
+        await wait_until(pilot, approval_shown(app))
+        app.post_message(pasted)
+        await pilot.press("n")
+        await wait_until(pilot, settled(app))
+        composer = app.chat.query_one(Composer)
+        await wait_until(pilot, lambda: composer.text != "")
+
+        assert composer.text == "a prompt\nI was pasting" and shell.ran == []
 
 
 def test_the_dialog_is_not_shown_before_its_buttons_exist() -> None:

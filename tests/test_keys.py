@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 
 import pytest
 from textual import events
 from textual.command import CommandPalette
+from textual.widget import Widget
 from textual.widgets import Collapsible
 from textual.widgets.text_area import Selection
 
@@ -195,6 +197,27 @@ async def test_one_ctrl_c_never_quits_it_says_how_and_a_second_soon_after_quits(
     assert app.return_code == 0
 
 
+async def test_a_ctrl_c_that_stops_a_reply_starts_the_count_to_quit_afresh(
+    store: Store,
+) -> None:
+    provider = ScriptedProvider([*words("partial", end=None), STALL])
+    app = make_app(store, provider)
+    async with app.run_test() as pilot:
+        await pilot.press("ctrl+c")  # Nothing to stop: says how to quit.
+        await pilot.pause()
+        await send(pilot, "go")
+        await provider.last.stalled.wait()
+        await pilot.press("ctrl+c")  # Stops the reply (soon after the first press).
+        await wait_until(pilot, settled(app))
+
+        await pilot.press("ctrl+c")  # The first press since the stop: it only says how.
+        await pilot.pause()
+        assert app.is_running
+        assert notices(app) == [QUIT_HINT, QUIT_HINT]
+        await pilot.press("ctrl+c")
+        await wait_until(pilot, lambda: not app.is_running)
+
+
 async def test_ctrl_c_in_the_conversation_list_stops_the_reply_below(store: Store) -> None:
     provider = ScriptedProvider([*words("partial", end=None), STALL])
     app = make_app(store, provider)
@@ -341,6 +364,135 @@ async def test_the_draft_of_a_deleted_conversation_comes_along(store: Store) -> 
         assert store.load_draft(app.chat.conversation.id) == "keep me"
 
 
+async def test_text_typed_in_the_same_read_as_ctrl_n_stays_with_its_conversation(
+    store: Store,
+) -> None:
+    app = make_app(store, ScriptedProvider(words("an answer")))
+    async with app.run_test() as pilot:
+        await send(pilot, "first question")
+        await wait_until(pilot, settled(app))
+        first = app.chat.conversation.id
+
+        type_keys(app, "typed fast")
+        app.post_message(key("ctrl+n"))  # Read with the text, before it reached the composer.
+        await wait_until(pilot, lambda: app.chat.conversation.id != first)
+        await pilot.pause()
+
+        assert composer(app).text == ""  # The new conversation's own (empty) draft.
+        assert store.load_draft(first) == "typed fast"
+        await app.open_conversation(first)
+        assert composer(app).text == "typed fast"
+
+
+async def test_a_pending_draft_save_never_lands_in_the_conversation_being_opened(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = make_app(store, ScriptedProvider(words("an answer")))
+    async with app.run_test() as pilot:
+        clock = LoopClock()
+        await send(pilot, "first question")
+        await wait_until(pilot, settled(app))
+        first = app.chat.conversation.id
+        messages = app.chat.query_one(MessageList)
+        shown, showing = Gate(), messages.replace_items
+
+        async def held(widgets: list[Widget]) -> None:  # The new one's items, slow to mount.
+            shown.reached.set()
+            await shown.opened.wait()
+            await showing(widgets)
+
+        monkeypatch.setattr(messages, "replace_items", held)
+        type_keys(app, "typed fast")
+        app.post_message(key("ctrl+n"))
+        await shown.reached.wait()
+        await clock.advance(DRAFT_SAVE_DELAY)  # The save the last key asked for falls due.
+        shown.opened.set()
+        await wait_until(pilot, lambda: app.chat.conversation.id != first)
+        await wait_until(pilot, lambda: composer(app).prompts == [])
+        await clock.advance(DRAFT_SAVE_DELAY)
+
+        assert composer(app).text == ""
+        assert store.load_draft(app.chat.conversation.id) == ""
+        assert store.load_draft(first) == "typed fast"
+
+
+async def test_a_draft_carried_from_a_deleted_conversation_keeps_the_opened_ones_draft(
+    store: Store,
+) -> None:
+    other = stored_conversation(store, ("older question", ResponseState.COMPLETE))
+    app = make_app(store, ScriptedProvider(words("ok")))
+    async with app.run_test() as pilot:
+        store.save_draft(other, "their draft")  # Left there by an earlier run.
+        await send(pilot, "doomed")
+        await wait_until(pilot, settled(app))
+        type_keys(app, "keep me")
+        await wait_until(pilot, lambda: composer(app).text == "keep me")
+
+        await pilot.press("ctrl+o")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConversationList))
+        await pilot.press("d")
+        await wait_until(pilot, lambda: not isinstance(app.screen, ConversationList))
+        await pilot.press("enter")  # Confirm: the open conversation is deleted.
+        await wait_until(pilot, lambda: isinstance(app.screen, ConversationList))
+        await pilot.press("enter")  # Open the one left, which has a draft of its own.
+        await wait_until(pilot, lambda: composer(app).prompts == ["older question"])
+
+        assert app.chat.conversation.id == other
+        assert composer(app).text == "their draft\nkeep me"
+        assert store.load_draft(other) == "their draft\nkeep me"
+
+
+def full_disk(conversation_id: str, text: str) -> None:
+    raise sqlite3.OperationalError("database or disk is full")
+
+
+async def test_a_draft_the_store_cannot_keep_is_told_once_and_never_lost(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = make_app(store, ScriptedProvider(words("an answer")))
+    async with app.run_test() as pilot:
+        clock = LoopClock()
+        await send(pilot, "first question")
+        await wait_until(pilot, settled(app))
+        first = app.chat.conversation.id
+        monkeypatch.setattr(store, "save_draft", full_disk)
+
+        type_keys(app, "half")
+        await wait_until(pilot, lambda: composer(app).text == "half")
+        await clock.advance(DRAFT_SAVE_DELAY)
+        type_keys(app, " done")
+        await wait_until(pilot, lambda: composer(app).text == "half done")
+        await clock.advance(DRAFT_SAVE_DELAY)
+        await pilot.press("ctrl+n")  # Storing fails again on the way out.
+        await wait_until(pilot, lambda: app.chat.conversation.id != first)
+
+        assert composer(app).text == "half done"  # Not stored: it comes along.
+        told = [notice for notice in notices(app) if "draft" in notice]
+        assert len(told) == 1 and "database or disk is full" in told[0]
+
+        monkeypatch.undo()  # Room again: the next save keeps it, here.
+        type_keys(app, "!")
+        await wait_until(pilot, lambda: composer(app).text == "half done!")
+        await clock.advance(DRAFT_SAVE_DELAY)
+        assert store.load_draft(app.chat.conversation.id) == "half done!"
+
+
+async def test_quitting_with_a_draft_the_store_cannot_keep_gives_it_back_on_the_terminal(
+    store: Store, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    app = make_app(store, ScriptedProvider())
+    async with app.run_test() as pilot:
+        monkeypatch.setattr(store, "save_draft", full_disk)
+        type_keys(app, "words worth keeping")
+        await wait_until(pilot, lambda: composer(app).text == "words worth keeping")
+        await pilot.press("ctrl+q")
+        await wait_until(pilot, lambda: not app.is_running)
+
+    printed = capsys.readouterr().err
+    assert "database or disk is full" in printed
+    assert "words worth keeping" in printed
+
+
 # 3. Ctrl+R and Up: earlier prompts, with the draft always recoverable
 
 
@@ -369,6 +521,41 @@ async def test_recall_keeps_the_draft_for_ctrl_z_and_down_and_works_again(store:
         await pilot.press("ctrl+r", "!", "enter")  # And again: edited and sent.
         await wait_until(pilot, lambda: len(provider.records) == 2)
         assert prompts(store, app.chat.conversation.id) == ["stopped prompt", "stopped prompt!"]
+
+
+async def test_sending_a_recalled_prompt_gives_the_draft_back(store: Store) -> None:
+    provider = ScriptedProvider([STALL], words("ok"))
+    app = make_app(store, provider)
+    async with app.run_test() as pilot:
+        await send(pilot, "stopped prompt")
+        await provider.last.stalled.wait()
+        await pilot.press("escape")
+        await wait_until(pilot, settled(app))
+        type_keys(app, "my draft")
+        await wait_until(pilot, lambda: composer(app).text == "my draft")
+
+        await pilot.press("ctrl+r", "enter")  # Sent again, as it was.
+        await wait_until(pilot, settled(app))
+        await wait_until(pilot, lambda: len(provider.records) == 2)
+
+        assert prompts(store, app.chat.conversation.id) == ["stopped prompt", "stopped prompt"]
+        assert composer(app).text == "my draft"
+
+
+async def test_quitting_while_editing_a_recalled_prompt_keeps_both_texts(store: Store) -> None:
+    conversation_id = stored_conversation(store, ("stopped", ResponseState.INTERRUPTED))
+    app = make_app(store, ScriptedProvider())
+    async with app.run_test() as pilot:
+        await app.open_conversation(conversation_id)
+        type_keys(app, "my draft")
+        await wait_until(pilot, lambda: composer(app).text == "my draft")
+        await pilot.press("ctrl+r")
+        type_keys(app, " again")
+        await wait_until(pilot, lambda: composer(app).text == "stopped again")
+        await pilot.press("ctrl+q")
+        await wait_until(pilot, lambda: not app.is_running)
+
+    assert store.load_draft(conversation_id) == "stopped again\nmy draft"
 
 
 async def test_quitting_while_a_prompt_is_recalled_keeps_the_draft(store: Store) -> None:
@@ -416,6 +603,25 @@ async def test_up_on_an_empty_composer_walks_back_through_the_prompts(store: Sto
         assert shown[-1] == "new"  # With a draft, Up is the cursor's.
 
 
+async def test_up_and_down_walk_past_a_prompt_the_editor_shows_otherwise(store: Store) -> None:
+    """A stored prompt with Windows line ends shows with the editor's: the walk goes on."""
+    conversation_id = stored_conversation(
+        store,
+        ("one", ResponseState.COMPLETE),
+        ("two\r\nlines", ResponseState.COMPLETE),
+        ("three", ResponseState.COMPLETE),
+    )
+    app = make_app(store, ScriptedProvider())
+    async with app.run_test() as pilot:
+        await app.open_conversation(conversation_id)
+        shown: list[str] = []
+        for name in ["up", "up", "up", "up", "down", "down", "down"]:
+            await pilot.press(name)
+            shown.append(composer(app).text.replace("\r\n", "\n"))
+
+        assert shown == ["three", "two\nlines", "two\nlines", "one", "two\nlines", "three", ""]
+
+
 # 4. Text typed while the focus is in the message list goes to the composer
 
 
@@ -448,6 +654,22 @@ async def test_text_and_enter_typed_on_a_result_fold_go_to_the_composer(store: S
         assert prompts(store, app.chat.conversation.id) == ["look", "next question"]
         assert fold.collapsed  # Enter sent the prompt; it toggled nothing.
         assert app.focused is composer(app) and composer(app).text == ""
+
+
+async def test_text_pasted_while_the_list_has_focus_goes_to_the_composer(store: Store) -> None:
+    provider = ScriptedProvider(words("one"), words("two"))
+    app = make_app(store, provider)
+    async with app.run_test(size=SIZE) as pilot:
+        await send(pilot, "first")
+        await wait_until(pilot, settled(app))
+        await pilot.press("tab")
+        assert app.focused is app.chat.query_one(MessageList)
+
+        app.post_message(events.Paste("a pasted\nprompt"))  # Bracketed paste, then Enter,
+        type_keys(app, "\r")  # in one read.
+        await wait_until(pilot, lambda: len(provider.records) == 2)
+        await wait_until(pilot, settled(app))
+        assert prompts(store, app.chat.conversation.id) == ["first", "a pasted\nprompt"]
 
 
 async def test_text_typed_after_tab_goes_to_the_composer(store: Store) -> None:
@@ -624,6 +846,35 @@ async def test_scrolled_up_during_a_stream_a_sign_says_more_is_below_until_end(
         await pilot.pause()
         assert not sign.display and messages.scroll_y == messages.max_scroll_y  # Following.
         assert shown == [True, False]
+
+
+async def test_end_at_the_end_of_a_multi_line_draft_follows_the_reply_as_the_sign_says(
+    store: Store,
+) -> None:
+    conversation_id = long_conversation(store)
+    gate = Gate()
+    provider = ScriptedProvider([*words("a " * 200, end=None), gate, StreamEnd("stop")])
+    app = make_app(store, provider)
+    async with app.run_test(size=SIZE) as pilot:
+        await app.open_conversation(conversation_id)
+        messages = app.chat.query_one(MessageList)
+        sign = app.chat.query_one(MoreBelow)
+        await send(pilot, "go")
+        await gate.reached.wait()
+        type_keys(app, "the next question")
+        await pilot.press("ctrl+j")
+        type_keys(app, "in two lines")
+        await wait_until(pilot, lambda: composer(app).text.endswith("in two lines"))
+        await pilot.press("pageup")
+        await pilot.pause()
+        assert sign.display and "(End)" in screen_text(app)
+
+        await pilot.press("end")  # The cursor is at the draft's end: End has nothing to do there.
+        await pilot.pause()
+        assert not sign.display and messages.scroll_y == messages.max_scroll_y
+        assert composer(app).text == "the next question\nin two lines"
+        gate.opened.set()
+        await wait_until(pilot, settled(app))
 
 
 async def test_no_sign_while_the_view_follows_a_reply_shorter_than_the_screen(

@@ -9,13 +9,15 @@ turn (`on_stop`): the call does not run and is answered "cancelled by the user".
 The user must be able to read all of what they approve, at any terminal size
 from 40x12 up: the call wraps (nothing is cut off sideways), it scrolls with
 Up/Down, PageUp/PageDown and Home/End while the focus stays on the buttons,
-a line under it says how many lines are out of view, and the buttons always
-fit (with short labels and no borders on a small terminal).
+a line under it says how many lines are out of view (in rows, where a line
+out of view is taller than the view), and the buttons always fit (with short
+labels and no borders on a small terminal).
 
 The dialog opens by itself, while the user may be typing the next prompt: a
 key read from the terminal before the dialog was first drawn was meant for
-the composer, so it answers nothing here (printable ones go to the composer,
-through `on_early_key`). Only Esc acts whenever it was typed: it stops the turn.
+the composer, so it answers nothing here (printable ones and a paste go to
+the composer, through `on_early_key`). Only Esc acts whenever it was typed: it
+stops the turn.
 """
 
 from __future__ import annotations
@@ -61,22 +63,34 @@ class CallView(VerticalScroll, can_focus=False):
     It wraps the text itself, to the view's width, so that a row that goes on
     from the row above is marked (`↪`) and not read as a line of its own, and
     so that it knows which line each row belongs to: what is out of view is
-    counted in the call's lines, not in rows. Not focusable: the focus stays
-    on the buttons, where Enter is safe.
+    counted in the call's lines, not in rows; but in rows on a side where a
+    line out of view is taller than the view (one line of 5,000 characters
+    is not "1 more line"). Not focusable: the focus stays on the buttons,
+    where Enter is safe.
     """
 
     class Hidden(Message):
-        """How many of the call's lines are (wholly or in part) above and below the view."""
+        """How much of the call is above and below the view: lines (wholly or in part), or rows."""
 
-        def __init__(self, above: int, below: int) -> None:
+        def __init__(
+            self,
+            above: int,
+            below: int,
+            *,
+            above_in_rows: bool = False,
+            below_in_rows: bool = False,
+        ) -> None:
             super().__init__()
             self.above = above
             self.below = below
+            self.above_in_rows = above_in_rows
+            self.below_in_rows = below_in_rows
 
     def __init__(self, text: str, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self._lines = text.expandtabs(8).split("\n")
         self._line_of_row = list(range(len(self._lines)))  # Until it is wrapped.
+        self._rows_of_line = [1] * len(self._lines)
         self._wrapped_at = 0  # The width it was wrapped to.
 
     def compose(self) -> ComposeResult:
@@ -97,23 +111,33 @@ class CallView(VerticalScroll, can_focus=False):
 
     def _wrap(self, width: int) -> None:
         rows: list[Content] = []
-        self._line_of_row = []
+        self._line_of_row, self._rows_of_line = [], []
         for number, line in enumerate(self._lines):
             first, *rest = Content(line).wrap(width)
             rows += [first, *(Content.styled(CONTINUED, "dim") + row for row in rest)]
             self._line_of_row += [number] * (1 + len(rest))
+            self._rows_of_line.append(1 + len(rest))
         self.query_one(Static).update(Content("\n").join(rows))
 
     def _report(self) -> None:
-        top = round(self.scroll_y)
-        bottom = min(top + self.scrollable_content_region.height, len(self._line_of_row)) - 1
+        top, height = round(self.scroll_y), self.scrollable_content_region.height
+        bottom = min(top + height, len(self._line_of_row)) - 1
         if bottom < top:
             return  # Not laid out yet.
-        rows = self._line_of_row
+        rows, lines = self._line_of_row, len(self._lines)
         first, last = rows[top], rows[bottom]
         above = first + (top > 0 and rows[top - 1] == first)  # Its top cut off: not seen whole.
-        below = len(self._lines) - 1 - last + (bottom + 1 < len(rows) and rows[bottom + 1] == last)
-        self.post_message(self.Hidden(above, below))
+        below = lines - 1 - last + (bottom + 1 < len(rows) and rows[bottom + 1] == last)
+        above_in_rows = any(self._rows_of_line[n] > height for n in range(above))
+        below_in_rows = any(self._rows_of_line[n] > height for n in range(lines - below, lines))
+        self.post_message(
+            self.Hidden(
+                top if above_in_rows else above,
+                len(rows) - 1 - bottom if below_in_rows else below,
+                above_in_rows=above_in_rows,
+                below_in_rows=below_in_rows,
+            )
+        )
 
 
 def fit(size: Size) -> tuple[bool, bool]:
@@ -121,14 +145,23 @@ def fit(size: Size) -> tuple[bool, bool]:
     return size.width < WIDE, size.height < TALL
 
 
-def hidden_lines(above: int, below: int) -> str:
-    """What is out of view, as `↑ 3 lines above · ↓ 29 more lines`; empty when nothing is."""
+def hidden_lines(
+    above: int, below: int, *, above_in_rows: bool = False, below_in_rows: bool = False
+) -> str:
+    """What is out of view, as `↑ 3 lines above · ↓ 29 more lines`; empty when nothing is.
+
+    A side `…_in_rows` counts rows instead (`↓ 150 more rows`).
+    """
     parts = []
     if above:
-        parts.append(f"↑ {above} {'line' if above == 1 else 'lines'} above")
+        parts.append(f"↑ {above} {_unit(above, 'row' if above_in_rows else 'line')} above")
     if below:
-        parts.append(f"↓ {below} more {'line' if below == 1 else 'lines'}")
+        parts.append(f"↓ {below} more {_unit(below, 'row' if below_in_rows else 'line')}")
     return " · ".join(parts)
+
+
+def _unit(count: int, unit: str) -> str:
+    return unit if count == 1 else f"{unit}s"
 
 
 class ApprovalDialog(DrawnModalScreen[Approval | None]):
@@ -211,12 +244,12 @@ class ApprovalDialog(DrawnModalScreen[Approval | None]):
         self,
         call: ToolCallPart,
         on_stop: Callable[[float | None], None],
-        on_early_key: Callable[[events.Key], None] = lambda key: None,
+        on_early_key: Callable[[events.Key | events.Paste], None] = lambda key: None,
     ) -> None:
         """`on_stop(key_time)` stops the turn (its task then closes this dialog).
 
-        `on_early_key(key)` takes a key that reached the dialog but was read
-        before the dialog was on screen (not Esc).
+        `on_early_key(key)` takes a key (not Esc) or a paste that reached the
+        dialog but was read before the dialog was on screen.
         """
         super().__init__()
         self.call = call
@@ -258,7 +291,12 @@ class ApprovalDialog(DrawnModalScreen[Approval | None]):
 
     def on_call_view_hidden(self, event: CallView.Hidden) -> None:
         shown = self.query_one("#approval-hidden", Static)
-        text = hidden_lines(event.above, event.below)
+        text = hidden_lines(
+            event.above,
+            event.below,
+            above_in_rows=event.above_in_rows,
+            below_in_rows=event.below_in_rows,
+        )
         shown.update(text)
         shown.display = bool(text)
 
@@ -279,6 +317,13 @@ class ApprovalDialog(DrawnModalScreen[Approval | None]):
         event.stop()
         event.prevent_default()
         self._on_early_key(event)
+
+    def on_paste(self, event: events.Paste) -> None:
+        """A paste read before the dialog was shown was meant for the composer, as a key is."""
+        if not self.shown_before(event.time):
+            event.stop()
+            event.prevent_default()
+            self._on_early_key(event)
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         event.stop()

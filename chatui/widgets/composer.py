@@ -4,7 +4,8 @@ Up on an empty composer walks back through the conversation's earlier
 prompts, as in a shell, and Down walks forward, back to what was being
 written; the same walk shows a recalled prompt (Ctrl+R). Each step replaces
 the text through the editor's own edits, so Ctrl+Z brings back what was
-there: no key discards a draft.
+there: no key discards a draft. What was set aside for the walk also comes
+back once the prompt is sent, and is kept with the draft meanwhile.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class Composer(TextArea):
         self.locked = False
         self.prompts: list[str] = []  # The conversation's prompts, oldest first: Up's walk.
         self._walk: int | None = None  # Which of them is shown, while walking.
+        self._shown = ""  # That prompt as the editor shows it (its line ends are the editor's).
         self._walk_draft = ""  # What was here when the walk began: Down ends there.
 
     def on_mount(self) -> None:
@@ -61,9 +63,11 @@ class Composer(TextArea):
             if self.locked:
                 self.notify(BUSY_NOTICE, severity="warning", markup=False)
                 return
-            text, self.locked = self.text, True
+            text, self.locked, aside = self.text, True, self._aside()
             self.clear()
             self._walk = None
+            if aside:
+                self.insert(aside)  # Set aside for the prompt just sent: back in its place.
             self.post_message(self.Submitted(text, event.time))
             return
         if event.key in NEWLINE_KEYS:
@@ -73,8 +77,8 @@ class Composer(TextArea):
             return
         await super()._on_key(event)
 
-    async def type_keys(self, keys: Iterable[events.Key]) -> None:
-        """Type `keys` here, in order, as if they came now: text, new lines, editing keys.
+    async def type_keys(self, keys: Iterable[events.Key | events.Paste]) -> None:
+        """Type `keys` here, in order, as if they came now: text, pastes, new lines, editing keys.
 
         For keys typed while something else held the keyboard (a dialog that
         opened on its own). Enter is left out: it was not meant to send.
@@ -87,7 +91,9 @@ class Composer(TextArea):
             for name in binding.key.split(",")
         }
         for key in keys:
-            if key.key in NEWLINE_KEYS:
+            if isinstance(key, events.Paste):
+                self.insert(key.text)
+            elif key.key in NEWLINE_KEYS:
                 self.insert("\n")
             elif key.key in actions:
                 await self.run_action(actions[key.key])
@@ -98,11 +104,20 @@ class Composer(TextArea):
 
     @property
     def draft(self) -> str:
-        """What the user is writing, to keep: the text, unless it is an earlier prompt, unchanged.
+        """What the user is writing, to keep: the text, and what a walk set aside.
 
-        Then it is what was here before the walk (that prompt is stored already).
+        An earlier prompt shown unchanged is stored already: then it is only
+        what was here before the walk. An edited one comes first, then that.
         """
-        return self._walk_draft if self._showing_prompt() else self.text
+        if self._showing_prompt():
+            return self._walk_draft
+        aside = self._aside()
+        return f"{self.text}\n{aside}" if aside and self.text.strip() else aside or self.text
+
+    def _aside(self) -> str:
+        """What a walk (Up, Ctrl+R) set aside and is not back yet; empty if nothing."""
+        walked = self._walk is not None and self.text != self._walk_draft
+        return self._walk_draft if walked and self._walk_draft.strip() else ""
 
     def load_draft(self, draft: str, prompts: list[str]) -> None:
         """Show another conversation's `draft` and walk its `prompts` (its undo starts afresh)."""
@@ -132,6 +147,12 @@ class Composer(TextArea):
         if not select and self._walk_forward():
             return
         super().action_cursor_down(select)
+
+    def undo(self) -> None:
+        """Undo; an undo back to the text from before a walk ends the walk (it is back)."""
+        super().undo()
+        if self._walk is not None and self.text == self._walk_draft:
+            self._walk = None
 
     def _walk_back(self) -> bool:
         """Up: the prompt before, from an empty composer or an earlier prompt shown unchanged.
@@ -165,13 +186,14 @@ class Composer(TextArea):
 
     def _showing_prompt(self) -> bool:
         walk = self._walk
-        return walk is not None and walk < len(self.prompts) and self.text == self.prompts[walk]
+        return walk is not None and walk < len(self.prompts) and self.text == self._shown
 
     def _show_prompt(self, index: int) -> None:
         if not self._showing_prompt():
             self._walk_draft = self.text  # A walk begins: this is where Down ends.
         self._walk = index
         self._replace_all(self.prompts[index])
+        self._shown = self.text
 
     def _replace_all(self, text: str) -> None:
         """Put `text` here as one edit of its own, so one Ctrl+Z takes it back."""
@@ -185,19 +207,20 @@ class Composer(TextArea):
         """Whether Home, End, PageUp or PageDown has work here, or may scroll the conversation.
 
         PageUp and PageDown page through a draft taller than the composer.
-        Home and End move in a draft of several lines; in a one-line draft,
-        only when they move the cursor (a second Home goes to the
-        conversation's top).
+        Home and End are the draft's when they move the cursor, and in a draft
+        of several lines also when they do not, unless the cursor is at its
+        very start (Home) or end (End): a second Home in a one-line draft goes
+        to the conversation's top, End at a draft's end follows the reply.
         """
         if key in ("pageup", "pagedown"):
             return self.max_scroll_y > 0
-        if self.document.line_count > 1:
-            return True
         if key == "home":
-            target = self.get_cursor_line_start_location(smart_home=True)
+            target, edge = self.get_cursor_line_start_location(smart_home=True), (0, 0)
         else:
-            target = self.get_cursor_line_end_location()
-        return self.selection != Selection.cursor(target)
+            target, edge = self.get_cursor_line_end_location(), self.document.end
+        if self.selection != Selection.cursor(target):
+            return True
+        return self.document.line_count > 1 and self.cursor_location != edge
 
     def unlock(self) -> None:
         """Let Enter send again."""
