@@ -604,15 +604,13 @@ async def test_a_refused_prompt_takes_its_trim_back_with_it(wire: Wire, store: S
     assert store.load_conversation(conversation.id).view_start is None
 
 
-@pytest.mark.parametrize(
-    ("window", "prompt", "cause"),
-    [(60, "One more? " * 20, "This prompt is too long"), (40, "One more?", "leaves no room")],
-    ids=["long-prompt", "max-tokens"],
-)
-async def test_a_remote_refusal_names_the_setting_that_would_help(
-    wire: Wire, store: Store, window: int, prompt: str, cause: str
-) -> None:
-    """A remote model's window is the server's: the way out named is its own max_tokens."""
+async def test_a_remote_refusal_names_the_setting_that_would_help(wire: Wire, store: Store) -> None:
+    """A remote model's window is the server's: the way out named is its own max_tokens.
+
+    (A window at or below max_tokens leaves half of it to the prompt: see
+    `test_a_small_served_window_keeps_half_for_the_prompt_and_asks_for_the_rest`.)
+    """
+    window, prompt, cause = 60, "One more? " * 20, "This prompt is too long"
 
     def refuse_all(body: dict[str, Any]) -> dict[str, Any]:
         return too_long(wire, window, 500)
@@ -698,3 +696,18 @@ async def test_an_error_that_only_mentions_the_context_window_is_not_a_refusal(
     assert outcome.state is ResponseState.FAILED and not outcome.refused
     assert len(server.requests) == 1
     assert provider.context_window is None and conversation.view_start is None
+
+
+async def test_a_small_served_window_keeps_half_for_the_prompt_and_asks_for_the_rest(
+    store: Store,
+) -> None:
+    """A llama.cpp server started with a window below max_tokens still answers."""
+    with WireServer(validate=WIRES[0].validate) as server:
+        server.documents = {"/props": {"default_generation_settings": {"n_ctx": 1024}}}
+        provider = WIRES[0].provider(server.base_url, max_tokens=2048)
+        await provider.prepare()
+        server.play(WIRES[0].reply("Fine."))
+        outcome, _ = await run_turn(provider, store, store.create_conversation(), "Hello?")
+    assert outcome.state is ResponseState.COMPLETE, outcome.error
+    assert provider.reply_room == 512
+    assert server.requests[0].body["max_tokens"] == 512

@@ -96,12 +96,19 @@ class AnthropicProvider(remote.RemoteProvider):
     def _read(self, stream: Any) -> AsyncGenerator[StreamEvent, None]:
         return _read(_events(stream.response.aiter_bytes(), self._not_utf8))
 
+    @property
+    def reply_room(self) -> int:
+        """As for any server, but more than the thinking budget, which the API requires."""
+        room = super().reply_room
+        budget = self.config.thinking_budget
+        return max(room, budget + 1) if budget else room
+
     def _params(self, request: ModelRequest) -> dict[str, Any]:
         budget = self.config.thinking_budget
         system, messages = to_anthropic_messages(request.messages, thinking=budget > 0)
         params: dict[str, Any] = {
             "model": self.model,
-            "max_tokens": self.config.max_tokens,
+            "max_tokens": self.reply_room,
             "messages": messages,
             "stream": True,
         }

@@ -119,7 +119,7 @@ class OpenAIProvider(remote.RemoteProvider):
         }
         # OpenAI's own API wants max_completion_tokens; compatible servers know max_tokens.
         limit = "max_tokens" if self.config.base_url else "max_completion_tokens"
-        params[limit] = self.config.max_tokens
+        params[limit] = self.reply_room
         if request.tools:
             params["tools"] = to_openai_tools(request.tools)
         return params

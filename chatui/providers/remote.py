@@ -378,7 +378,13 @@ class RemoteProvider(ProviderLifecycle):
 
     @property
     def reply_room(self) -> int:
-        return self.max_tokens
+        """The configured max_tokens, but at most half a known window: the rest is the prompt's.
+
+        A small window (a llama.cpp server started with `-c 2048`) would
+        otherwise leave no room for any prompt. It is what the request asks for.
+        """
+        window = self.context_window
+        return min(self.max_tokens, max(window // 2, 1)) if window else self.max_tokens
 
     async def problem(self) -> str | None:
         """`unavailable()`, or whether the `base_url` server takes connections (a TCP probe)."""

@@ -25,21 +25,28 @@ Get = Callable[[str], Awaitable[Any]]  # GET a URL (relative to base_url, or who
 
 async def served_window(get: Get, base_url: str, model: str) -> int | None:
     """The window the server at `base_url` reports for `model`, or None."""
-    with contextlib.suppress(Exception):  # Unknown, whatever went wrong.
+    try:
         async with asyncio.timeout(ASK_TIMEOUT):
-            listed = await get("models")
-            entries = listed.get("data", []) if isinstance(listed, dict) else []
-            for entry in entries if isinstance(entries, list) else []:
-                if isinstance(entry, dict) and entry.get("id") == model:
-                    return _positive(entry.get("max_model_len")) or await _props_window(
-                        get, base_url
-                    )
-            return await _props_window(get, base_url)
+            return await _models_window(get, model) or await _props_window(get, base_url)
+    except TimeoutError:
+        return None
+
+
+async def _models_window(get: Get, model: str) -> int | None:
+    with contextlib.suppress(Exception):  # Not a vLLM, or no such list: unknown here.
+        listed = await get("models")
+        entries = listed.get("data", []) if isinstance(listed, dict) else []
+        for entry in entries if isinstance(entries, list) else []:
+            if isinstance(entry, dict) and entry.get("id") == model:
+                return _positive(entry.get("max_model_len"))
     return None
 
 
 async def _props_window(get: Get, base_url: str) -> int | None:
-    props = await get(_root(base_url) + "/props")
+    try:
+        props = await get(_root(base_url) + "/props")
+    except Exception:  # Not a llama.cpp server: unknown.
+        return None
     if not isinstance(props, dict):
         return None
     settings = props.get("default_generation_settings")
