@@ -63,6 +63,11 @@ class StatusBar(Static):
             parts.append((f" {self.detail}", style))
         if self.state == "stopped" and self.stop_ms is not None:
             parts.append((f" in {self.stop_ms:.1f} ms", style))
+        if (context := self.context) is not None:  # Before the speed figures: a narrow
+            prompt, window = context  # terminal cuts those first.
+            reply = self.response
+            used = prompt + (max(reply.usage.output_tokens, reply.received) if reply else 0)
+            parts.append(f" │ ctx {_tokens(used)}/{_tokens(window)}")
         if (response := self.response) is not None:
             usage, timings = response.usage, response.timings
             tokens = max(usage.output_tokens, response.received)
@@ -72,11 +77,6 @@ class StatusBar(Static):
                 parts.append(f" │ {speed:.0f} tok/s")
             if (first := timings.time_to_first_token) is not None:
                 parts.append(f" │ TTFT {first * 1000:.0f} ms")
-        if (context := self.context) is not None:
-            prompt, window = context
-            reply = self.response
-            used = prompt + (max(reply.usage.output_tokens, reply.received) if reply else 0)
-            parts.append(f" │ ctx {_tokens(used)}/{_tokens(window)}")
         return Content.assemble(*parts)
 
 
