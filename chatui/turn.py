@@ -455,8 +455,12 @@ class Turn:
             response.error = error
 
     def _save(self, item: Item) -> None:
+        self._write(lambda: self.store.save_item(self.conversation.id, item))
+
+    def _write(self, write: Callable[[], None]) -> None:
+        """Run a store write; a failure is a `StorageError` in words (a full disk, say)."""
         try:
-            self.store.save_item(self.conversation.id, item)
+            write()
         except (sqlite3.Error, OSError) as error:
             full = isinstance(error, sqlite3.OperationalError) and "full" in str(error)
             full = full or getattr(error, "errno", None) == errno.ENOSPC
@@ -607,12 +611,7 @@ class Turn:
                 lifecycle_of(self.provider).chars_per_token = ratio
 
     def _save_view_start(self, view_start: str | None) -> None:
-        try:
-            self.store.set_view_start(self.conversation.id, view_start)
-        except (sqlite3.Error, OSError) as error:
-            raise StorageError(
-                f"The conversation could not be saved ({error}). What is on screen is kept."
-            ) from None
+        self._write(lambda: self.store.set_view_start(self.conversation.id, view_start))
 
     async def _stream(self, response: ModelResponse, request: ModelRequest) -> None:
         """Read one request's stream into `response`, to its end."""

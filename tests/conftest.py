@@ -7,6 +7,7 @@ from there, never from another test module.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,9 @@ from chatui.config import Config
 from chatui.providers.local import provider as local_module
 from chatui.store import Store
 from tests.support.clocks import FakeClock
+from tests.support.remote import WIRES, Wire
 from tests.support.tiny_gguf import write_tiny_model
+from tests.support.wire import WireServer
 
 ROOT = Path(__file__).resolve().parent.parent
 SNAPSHOTS = ROOT / "snapshots"
@@ -63,3 +66,16 @@ def default_model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     local_module.assemble_default_model(target, messages.append)
     assert messages[-1] == "preparing model 100%"
     return target
+
+
+@pytest.fixture(params=WIRES, ids=[wire.name for wire in WIRES])
+def wire(request: pytest.FixtureRequest) -> Wire:
+    """Each remote API in turn (`tests.support.remote.Wire`), for a test both share."""
+    return request.param
+
+
+@pytest.fixture
+def server(wire: Wire) -> Iterator[WireServer]:
+    """A wire server checking requests as `wire`'s API does (a module may define its own)."""
+    with wire.serve() as running:
+        yield running

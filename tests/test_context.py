@@ -308,11 +308,6 @@ def too_long(wire: Wire, window: int, tokens: int) -> dict[str, Any]:
     return body
 
 
-@pytest.fixture(params=WIRES, ids=str)
-def wire(request: pytest.FixtureRequest) -> Wire:
-    return request.param
-
-
 @pytest.fixture
 def server(wire: Wire) -> Iterator[WireServer]:
     """A server whose model holds 400 tokens of 4 characters (its own count)."""

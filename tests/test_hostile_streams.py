@@ -12,9 +12,7 @@ is a sentence rather than a Python exception.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
-
-import pytest
+from collections.abc import AsyncIterator
 
 from chatui.messages import ModelResponse, ResponseState, ToolResult
 from chatui.providers.base import ToolCallDelta, ToolCallStart
@@ -25,22 +23,11 @@ from chatui.widgets.tool_call import ToolCallView
 from tests.support import anthropic_wire as aw
 from tests.support import openai_wire as ow
 from tests.support.app import make_app, send, settled, wait_until
-from tests.support.remote import PROVIDERS, WIRES, Wire, assert_no_secret, settings
+from tests.support.remote import PROVIDERS, Wire, assert_no_secret, settings
 from tests.support.turns import make_turn, stored
 from tests.support.wire import Error, Raw, Send, Step, WireServer, sse
 
 PYTHON_ERRORS = ("Error:", "Exception", "Traceback", "NoneType", "KeyError")
-
-
-@pytest.fixture(params=WIRES, ids=[wire.name for wire in WIRES])
-def wire(request: pytest.FixtureRequest) -> Wire:
-    return request.param
-
-
-@pytest.fixture
-def server(wire: Wire) -> Iterator[WireServer]:
-    with wire.serve() as running:
-        yield running
 
 
 class Notes:

@@ -16,7 +16,7 @@ import asyncio
 import json
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
@@ -30,7 +30,6 @@ from tests.support.clocks import LoopClock
 from tests.support.remote import (
     SECRET,
     WAIT,
-    WIRES,
     Wire,
     assert_no_secret,
     disconnected,
@@ -41,17 +40,6 @@ from tests.support.remote import (
 )
 from tests.support.turns import make_turn, stored
 from tests.support.wire import DROP, STALL, Error, Gate, Headers, Step, WireServer
-
-
-@pytest.fixture(params=WIRES, ids=[wire.name for wire in WIRES])
-def wire(request: pytest.FixtureRequest) -> Wire:
-    return request.param
-
-
-@pytest.fixture
-def server(wire: Wire) -> Iterator[WireServer]:
-    with wire.serve() as running:
-        yield running
 
 
 def _free_port() -> int:

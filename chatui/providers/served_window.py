@@ -18,6 +18,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from chatui.providers.remote import integer
+
 ASK_TIMEOUT = 2.0  # Seconds; the first turn waits at most this long for the answer.
 
 Get = Callable[[str], Awaitable[Any]]  # GET a URL (relative to base_url, or whole): its JSON.
@@ -62,4 +64,5 @@ def _root(base_url: str) -> str:
 
 
 def _positive(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+    number = integer(value)
+    return number if number is not None and number > 0 else None

@@ -15,5 +15,5 @@
   (`python -m tests.support.NAME`).
 
 Fixtures shared by many modules (`store`, `config`, `tiny_model`,
-`default_model_cache`, `fake_clock`) are in `tests/conftest.py`.
+`default_model_cache`, `fake_clock`, `wire` and `server`) are in `tests/conftest.py`.
 """
