@@ -9,6 +9,7 @@ before the response ended.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
@@ -141,6 +142,7 @@ class ModelResponse:
     usage: Usage = field(default_factory=Usage)
     timings: Timings = field(default_factory=Timings)
     received: int = 0  # Content events received: about one per token.
+    continued: int = 0  # Times it was continued after it stopped short ("Continue").
     id: str = field(default_factory=new_id)
     kind: Literal["response"] = "response"
 
@@ -192,18 +194,202 @@ class ToolResult:
 Item = UserPrompt | ModelResponse | ToolResult
 
 
+@dataclass(frozen=True)
+class BranchOrigin:
+    """Where a forked conversation came from: the original's id and its title at the fork.
+
+    The title is kept so that "branched from …" still reads right once the
+    original is renamed or deleted.
+    """
+
+    conversation_id: str
+    title: str
+
+
+@dataclass(frozen=True)
+class QueuedMessage:
+    """A message typed while a reply streamed, waiting to be sent.
+
+    Sending it turns it into `prompt()`, a `UserPrompt` with the same id: the
+    store's `save_item` of that prompt removes the queued message in the same
+    transaction, so it is never both queued and sent, nor neither.
+    """
+
+    id: str
+    text: str
+
+    def prompt(self) -> UserPrompt:
+        """The prompt this message becomes once sent (same id, same text)."""
+        return UserPrompt(self.text, id=self.id)
+
+
 @dataclass
 class Conversation:
-    """A titled list of items, oldest first.
+    """A titled tree of items, and the path through it that is shown: `items`.
+
+    Every item has a parent: the item before it on its path (None for a first
+    item). Items of one kind that share a parent are versions of each other: a
+    retried reply is a sibling of the old reply (both children of the prompt),
+    an edited prompt a sibling of the old prompt. `items` is the selected path,
+    oldest first: what the screen shows and the history sends.
+
+    Code that only reads `items`, appends to it or takes back what it appended
+    needs nothing else: an item appended to `items` is a child of the item
+    before it, and one removed from it that has no other versions below it (a
+    prompt never kept) is forgotten. The tree catches up with `items` whenever
+    it is asked something. To make a new version:
+
+    - Retry: `rewind_to(prompt.id)`, then append the new reply.
+    - Edit the last prompt: `rewind_to(parent_of(prompt.id))`, then append the
+      new prompt.
+    - Flip between versions: `select(version.id)`.
+
+    Then save each new item with `parent=conversation.parent_of(item.id)`, and a
+    `select` with the store's `set_leaf(conversation.id, conversation.leaf)`.
 
     `view_start` is the id of the first item the model still sees, once the
     conversation outgrew its context window (None: it sees them all).
+    `branched_from` names the conversation this one was forked from.
     """
 
     id: str = field(default_factory=new_id)
     title: str = "New conversation"
     items: list[Item] = field(default_factory=list)
     view_start: str | None = None
+    branched_from: BranchOrigin | None = None
+    # Every item known, shown or not, in stored order, and each one's parent.
+    _known: dict[str, Item] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _parents: dict[str, str | None] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    # The ids of `items` when the tree last caught up with it.
+    _shown: list[str] = field(default_factory=list, init=False, repr=False, compare=False)
+
+    @classmethod
+    def from_tree(
+        cls,
+        id: str,
+        title: str,
+        stored: Iterable[tuple[Item, str | None]],
+        leaf: str | None,
+        *,
+        view_start: str | None = None,
+        branched_from: BranchOrigin | None = None,
+    ) -> Conversation:
+        """Rebuild a conversation from its (item, parent id) pairs in stored order.
+
+        The shown path ends at `leaf` (None: nothing is shown). A parent that is
+        not stored before its child makes the child a first item, and a leaf
+        that is not stored shows the path to the latest item, so damaged rows
+        still show everything they can.
+        """
+        conversation = cls(id=id, title=title, view_start=view_start, branched_from=branched_from)
+        known, parents = conversation._known, conversation._parents
+        for item, parent in stored:
+            known[item.id] = item
+            parents[item.id] = parent if parent in known else None
+        if leaf is not None and leaf not in known:
+            leaf = next(reversed(known), None)
+        conversation.items = [] if leaf is None else conversation._path(leaf)
+        conversation._shown = [item.id for item in conversation.items]
+        return conversation
+
+    @property
+    def leaf(self) -> str | None:
+        """The id of the last item shown (None when nothing is)."""
+        return self.items[-1].id if self.items else None
+
+    def all_items(self) -> list[Item]:
+        """Every item, shown or not (all versions), in stored order."""
+        self._catch_up()
+        return list(self._known.values())
+
+    def parent_of(self, item_id: str) -> str | None:
+        """The id of the item before `item_id` on its path (None for a first item)."""
+        self._catch_up()
+        if item_id not in self._known:
+            raise KeyError(item_id)
+        return self._parents[item_id]
+
+    def path_to(self, item_id: str) -> list[Item]:
+        """The items from the first one down to `item_id`, oldest first."""
+        self._catch_up()
+        if item_id not in self._known:
+            raise KeyError(item_id)
+        return self._path(item_id)
+
+    def versions(self, item: Item) -> list[Item]:
+        """`item` and its siblings of the same kind, in stored order (oldest version first)."""
+        parent = self.parent_of(item.id)
+        return [
+            other
+            for other in self._known.values()
+            if self._parents[other.id] == parent and other.kind == item.kind
+        ]
+
+    def version_of(self, item: Item) -> tuple[int, int]:
+        """Which version `item` is, and of how many: (2, 3) shows as "2/3"."""
+        ids = [version.id for version in self.versions(item)]
+        return ids.index(item.id) + 1, len(ids)
+
+    def select(self, item_id: str) -> None:
+        """Show version `item_id`: the path to it, then down to its latest item.
+
+        The latest item below it is the most recently stored one: a version
+        comes back with the last exchange made after it.
+        """
+        self._catch_up()
+        if item_id not in self._known:
+            raise KeyError(item_id)
+        below = {item_id}
+        for other, parent in self._parents.items():  # Stored order: parents come first.
+            if parent in below:
+                below.add(other)
+        latest = next(other for other in reversed(self._known) if other in below)
+        self._show(self._path(latest))
+
+    def rewind_to(self, item_id: str | None) -> None:
+        """Show the path up to `item_id` only (None: nothing), keeping every item.
+
+        The next item appended to `items` is then a child of `item_id`: a new
+        version of the item that followed it.
+        """
+        self._catch_up()
+        if item_id is not None and item_id not in self._known:
+            raise KeyError(item_id)
+        self._show([] if item_id is None else self._path(item_id))
+
+    def _path(self, item_id: str) -> list[Item]:
+        path: list[Item] = []
+        at: str | None = item_id
+        while at is not None and at in self._known and len(path) <= len(self._known):
+            path.append(self._known[at])
+            at = self._parents[at]
+        path.reverse()
+        return path
+
+    def _show(self, path: list[Item]) -> None:
+        self.items[:] = path  # In place: whoever holds the list sees the new path.
+        self._shown = [item.id for item in path]
+
+    def _catch_up(self) -> None:
+        """Make the tree agree with `items` as others appended to it or removed from it."""
+        ids = [item.id for item in self.items]
+        if ids == self._shown:
+            return
+        on_path = set(ids)
+        for gone in reversed(self._shown):  # Newest first: its children go before it.
+            if gone in on_path or gone not in self._known:
+                continue
+            if gone not in self._parents.values():  # No other version hangs below it.
+                del self._known[gone], self._parents[gone]
+        parent: str | None = None
+        for item in self.items:
+            if item.id not in self._known:
+                self._parents[item.id] = parent
+            self._known[item.id] = item
+            parent = item.id
+        self._shown = ids
 
 
 def item_to_dict(item: Item) -> dict[str, Any]:

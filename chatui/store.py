@@ -14,6 +14,13 @@ dies, and unlike a PID a random id is never reused. Replies with no writer id
 (from schema 1) count as dead. Without `fcntl` (Windows) the recorded PID is
 checked instead. Each instance writes only into conversations it owns: see
 `claim_conversation` and `open_startup_conversation`.
+
+Versions: each item row names its parent (the item before it on its path), so
+a conversation is a tree whose siblings are versions (a retried reply, an
+edited prompt), and each conversation row names its `leaf`, the last item of
+the path shown. A conversation loads in one query over its items and is built
+in Python (`Conversation.from_tree`). Messages typed while a reply streams wait
+in `queued` until they are sent, which turns each into a prompt of the same id.
 """
 
 from __future__ import annotations
@@ -22,7 +29,9 @@ import json
 import os
 import sqlite3
 import time
+from enum import Enum
 from pathlib import Path
+from typing import Final, Literal
 
 try:
     import fcntl
@@ -32,10 +41,13 @@ except ImportError:  # Windows: liveness falls back to PIDs.
 import platformdirs
 
 from chatui.messages import (
+    BranchOrigin,
     Conversation,
     Item,
     ModelResponse,
+    QueuedMessage,
     ResponseState,
+    UserPrompt,
     item_from_dict,
     item_to_dict,
     new_id,
@@ -74,8 +86,42 @@ MIGRATIONS: list[str] = [
     ALTER TABLE conversations ADD COLUMN view_start TEXT;
     CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     """,
+    # Versions, forks and the queue. An existing item's parent is the item stored
+    # before it, and a conversation's leaf its last item: it loads as it did.
+    """
+    ALTER TABLE items ADD COLUMN parent TEXT;
+    UPDATE items SET parent = (
+        SELECT earlier.id FROM items AS earlier
+        WHERE earlier.conversation_id = items.conversation_id
+          AND (earlier.seq < items.seq OR (earlier.seq = items.seq AND earlier.rowid < items.rowid))
+        ORDER BY earlier.seq DESC, earlier.rowid DESC LIMIT 1
+    );
+    ALTER TABLE conversations ADD COLUMN leaf TEXT;
+    UPDATE conversations SET leaf = (
+        SELECT id FROM items WHERE items.conversation_id = conversations.id
+        ORDER BY seq DESC, rowid DESC LIMIT 1
+    );
+    ALTER TABLE conversations ADD COLUMN branched_from TEXT;
+    ALTER TABLE conversations ADD COLUMN branched_title TEXT;
+    CREATE TABLE queued (
+        id TEXT PRIMARY KEY,
+        conversation_id TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+        seq INTEGER NOT NULL,
+        text TEXT NOT NULL
+    );
+    CREATE INDEX queued_by_conversation ON queued (conversation_id, seq);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
+BRANCH_SUFFIX = " (branch)"
+
+
+class _End(Enum):
+    PATH = "path"
+
+
+AT_PATH_END: Final = _End.PATH
+"""`save_item`'s default parent: the last item of the conversation's stored path."""
 
 
 def default_db_path() -> Path:
@@ -264,14 +310,15 @@ class Store:
         return owner != self.instance_id and self._instance_alive(owner, pid)
 
     def open_startup_conversation(self) -> Conversation:
-        """The latest conversation if it is empty or holds a draft, and we can claim it.
+        """The latest conversation if it is empty or holds a draft or a queue, and we can claim it.
 
-        Else a new one. A draft left when chatui quit is thus back on screen.
+        Else a new one. A draft or queued messages left when chatui quit are
+        thus back on screen.
         """
         recent = self.list_conversations()
         if recent and self.claim_conversation(recent[0][0]):
             latest = self.load_conversation(recent[0][0])  # Loaded once it is ours: it is final.
-            if not latest.items or self.load_draft(latest.id):
+            if not latest.items or self.load_draft(latest.id) or self.load_queue(latest.id):
                 return latest
             self.release_conversation(latest.id)
         return self.create_conversation()
@@ -285,19 +332,26 @@ class Store:
         )
 
     def load_conversation(self, conversation_id: str) -> Conversation:
+        """The conversation with every version of its items, showing its stored path."""
         row = self._db.execute(
-            "SELECT title, view_start FROM conversations WHERE id = ?", (conversation_id,)
+            "SELECT title, view_start, leaf, branched_from, branched_title"
+            " FROM conversations WHERE id = ?",
+            (conversation_id,),
         ).fetchone()
         if row is None:
             raise KeyError(conversation_id)
-        items = [
-            item_from_dict(json.loads(data))
-            for (data,) in self._db.execute(
-                "SELECT data FROM items WHERE conversation_id = ? ORDER BY seq",
+        title, view_start, leaf, branched_from, branched_title = row
+        stored = [
+            (item_from_dict(json.loads(data)), parent)
+            for data, parent in self._db.execute(
+                "SELECT data, parent FROM items WHERE conversation_id = ? ORDER BY seq, rowid",
                 (conversation_id,),
             )
         ]
-        return Conversation(id=conversation_id, title=row[0], items=items, view_start=row[1])
+        origin = None if branched_from is None else BranchOrigin(branched_from, branched_title)
+        return Conversation.from_tree(
+            conversation_id, title, stored, leaf, view_start=view_start, branched_from=origin
+        )
 
     def rename_conversation(self, conversation_id: str, title: str) -> None:
         self._db.execute(
@@ -306,7 +360,55 @@ class Store:
         )
 
     def delete_conversation(self, conversation_id: str) -> None:
+        """Delete the conversation with its items, versions, draft and queued messages."""
         self._db.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
+
+    def fork_conversation(self, conversation_id: str, before_item_id: str) -> Conversation:
+        """A new conversation, owned by this instance, holding the path before `before_item_id`.
+
+        For editing an earlier prompt: the items from the first one down to the
+        parent of `before_item_id` are copied with new ids (each the child of the
+        copy before it; tool-call ids, results and states unchanged), and the
+        original is not written to at all. The fork is titled as the original,
+        with " (branch)" after it (once: a fork of a fork is not "(branch)
+        (branch)"), and `branched_from` names the original by its id and title.
+        Its view start follows when the item it names is copied. Raises KeyError
+        when the conversation or the item is not stored.
+        """
+        original = self.load_conversation(conversation_id)
+        before = original.parent_of(before_item_id)
+        path = [] if before is None else original.path_to(before)
+        copies = {item.id: _copy(item) for item in path}
+        fork = Conversation(
+            title=original.title
+            if original.title.endswith(BRANCH_SUFFIX)
+            else original.title + BRANCH_SUFFIX,
+            branched_from=BranchOrigin(original.id, original.title),
+            view_start=copies[original.view_start].id if original.view_start in copies else None,
+        )
+        now = time.time()
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute(
+                "INSERT INTO conversations (id, title, created, updated, owner, owner_pid,"
+                " view_start, branched_from, branched_title) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    fork.id,
+                    fork.title,
+                    now,
+                    now,
+                    self.instance_id,
+                    os.getpid(),
+                    fork.view_start,
+                    original.id,
+                    original.title,
+                ),
+            )
+            for copy in copies.values():
+                self._write_item(copy, fork.id, parent=fork.leaf)
+                fork.items.append(copy)
+            self._db.execute("UPDATE conversations SET leaf = ? WHERE id = ?", (fork.leaf, fork.id))
+        return fork
 
     def set_view_start(self, conversation_id: str, item_id: str | None) -> None:
         """Keep where the model's view of the conversation starts (None: at the beginning).
@@ -347,22 +449,123 @@ class Store:
             (key, value),
         )
 
+    # Queued messages: typed while a reply streamed, per conversation, in order
+
+    def queue_message(self, conversation_id: str, text: str) -> QueuedMessage:
+        """Queue `text` after the conversation's other queued messages.
+
+        Like a draft, it leaves the conversation list's order alone.
+        """
+        message = QueuedMessage(new_id(), text)
+        self._db.execute(
+            "INSERT INTO queued (id, conversation_id, seq, text) VALUES (?, ?,"
+            " (SELECT COALESCE(MAX(seq), 0) + 1 FROM queued WHERE conversation_id = ?), ?)",
+            (message.id, conversation_id, conversation_id, text),
+        )
+        return message
+
+    def edit_queued(self, message_id: str, text: str) -> bool:
+        """Replace a queued message's text; False if it is no longer queued (sent or removed)."""
+        return (
+            self._db.execute("UPDATE queued SET text = ? WHERE id = ?", (text, message_id)).rowcount
+            == 1
+        )
+
+    def remove_queued(self, message_id: str) -> bool:
+        """Take a message out of the queue unsent; False if it was no longer queued."""
+        return self._db.execute("DELETE FROM queued WHERE id = ?", (message_id,)).rowcount == 1
+
+    def load_queue(self, conversation_id: str) -> list[QueuedMessage]:
+        """The conversation's queued messages, first queued first."""
+        return [
+            QueuedMessage(message_id, text)
+            for message_id, text in self._db.execute(
+                "SELECT id, text FROM queued WHERE conversation_id = ? ORDER BY seq",
+                (conversation_id,),
+            )
+        ]
+
     # Items
 
-    def save_item(self, conversation_id: str, item: Item) -> None:
-        """Insert `item` at the end of the conversation, or rewrite it in place."""
+    def save_item(
+        self,
+        conversation_id: str,
+        item: Item,
+        parent: str | Literal[_End.PATH] | None = AT_PATH_END,
+    ) -> None:
+        """Store a new item as the child of `parent`, or rewrite a stored one in place.
+
+        A new item goes after `parent` (None: a first item; by default the last
+        item of the stored path, as a conversation without versions always
+        did) and becomes the end of the stored path. Pass
+        `parent=conversation.parent_of(item.id)` to store a new version made
+        with `Conversation.rewind_to`. An item already stored (the same id: a
+        streaming reply rewritten, a reply continued) keeps its parent, its
+        place and the path as they are: `parent` is then ignored.
+
+        A prompt with the id of a queued message is that message sent: the
+        queued message is removed in the same transaction, so a failed save
+        leaves it queued. Raises KeyError if `parent` is not an item of the
+        conversation.
+        """
         with self._db:
             self._db.execute("BEGIN")
-            self._write_item(item, conversation_id)
-            self._db.execute(
-                "UPDATE conversations SET updated = ? WHERE id = ?", (time.time(), conversation_id)
-            )
+            if isinstance(item, UserPrompt):
+                self._db.execute("DELETE FROM queued WHERE id = ?", (item.id,))
+            if self._write_item(item, conversation_id, parent):
+                self._db.execute(
+                    "UPDATE conversations SET updated = ?, leaf = ? WHERE id = ?",
+                    (time.time(), item.id, conversation_id),
+                )
+            else:
+                self._db.execute(
+                    "UPDATE conversations SET updated = ? WHERE id = ?",
+                    (time.time(), conversation_id),
+                )
+
+    def set_leaf(self, conversation_id: str, item_id: str | None) -> None:
+        """Keep the path shown: the one ending at `item_id` (None: nothing shown).
+
+        Call it after `Conversation.select` with `conversation.leaf`, so the
+        version shown is the one shown after a restart. It leaves the
+        conversation list's order alone. Raises KeyError if `item_id` is not an
+        item of the conversation.
+        """
+        if item_id is not None:
+            self._check_item(conversation_id, item_id)
+        self._db.execute(
+            "UPDATE conversations SET leaf = ? WHERE id = ?", (item_id, conversation_id)
+        )
 
     def delete_item(self, item_id: str) -> None:
-        """Forget one item (a prompt that was refused before anything was sent)."""
-        self._db.execute("DELETE FROM items WHERE id = ?", (item_id,))
+        """Forget one item (a prompt that was refused before anything was sent).
 
-    def _write_item(self, item: Item, conversation_id: str | None = None) -> None:
+        Whatever followed it now follows its parent, and a path that ended at
+        it ends at its parent.
+        """
+        with self._db:
+            self._db.execute("BEGIN")
+            row = self._db.execute("SELECT parent FROM items WHERE id = ?", (item_id,)).fetchone()
+            if row is None:
+                return
+            self._db.execute("UPDATE items SET parent = ? WHERE parent = ?", (row[0], item_id))
+            self._db.execute("UPDATE conversations SET leaf = ? WHERE leaf = ?", (row[0], item_id))
+            self._db.execute("DELETE FROM items WHERE id = ?", (item_id,))
+
+    def _check_item(self, conversation_id: str, item_id: str) -> None:
+        found = self._db.execute(
+            "SELECT 1 FROM items WHERE id = ? AND conversation_id = ?", (item_id, conversation_id)
+        ).fetchone()
+        if found is None:
+            raise KeyError(item_id)
+
+    def _write_item(
+        self,
+        item: Item,
+        conversation_id: str | None = None,
+        parent: str | Literal[_End.PATH] | None = AT_PATH_END,
+    ) -> bool:
+        """Rewrite `item` in place, else insert it into `conversation_id`; True if inserted."""
         data = json.dumps(item_to_dict(item))
         state = item.state.value if isinstance(item, ModelResponse) else None
         streaming = state == ResponseState.STREAMING.value
@@ -371,14 +574,40 @@ class Store:
             "UPDATE items SET data = ?, state = ?, writer = ?, writer_pid = ? WHERE id = ?",
             (data, state, writer, pid, item.id),
         )
-        if updated.rowcount == 0 and conversation_id is not None:
-            self._db.execute(
-                "INSERT INTO items"
-                " (id, conversation_id, seq, kind, state, writer, writer_pid, data)"
-                " VALUES (?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM items"
-                " WHERE conversation_id = ?), ?, ?, ?, ?, ?)",
-                (item.id, conversation_id, conversation_id, item.kind, state, writer, pid, data),
-            )
+        if updated.rowcount or conversation_id is None:
+            return False
+        if parent is AT_PATH_END:
+            row = self._db.execute(
+                "SELECT leaf FROM conversations WHERE id = ?", (conversation_id,)
+            ).fetchone()
+            parent = None if row is None else row[0]
+        elif parent is not None:
+            self._check_item(conversation_id, parent)
+        self._db.execute(
+            "INSERT INTO items"
+            " (id, conversation_id, parent, seq, kind, state, writer, writer_pid, data)"
+            " VALUES (?, ?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM items"
+            " WHERE conversation_id = ?), ?, ?, ?, ?, ?)",
+            (
+                item.id,
+                conversation_id,
+                parent,
+                conversation_id,
+                item.kind,
+                state,
+                writer,
+                pid,
+                data,
+            ),
+        )
+        return True
+
+
+def _copy(item: Item) -> Item:
+    """An equal item with a new id (for a fork: its tool-call ids are unchanged)."""
+    copy = item_from_dict(item_to_dict(item))
+    copy.id = new_id()
+    return copy
 
 
 def _pid_alive(pid: int | None) -> bool:

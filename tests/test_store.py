@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from chatui.messages import (
+    BranchOrigin,
     ModelResponse,
     ResponseState,
     TextPart,
@@ -346,3 +347,234 @@ def test_startup_reopens_the_latest_conversation_when_it_holds_a_draft(tmp_path:
     third = Store(path)
     assert third.open_startup_conversation().id != talked.id  # No draft: a new one.
     third.close()
+
+
+# Schema 4: versions, forks and the queue
+
+
+def _schema_3_database(path: Path, rows: list[tuple[str, int, object]]) -> None:
+    """A database as schema 3 wrote it: conversation 'c', with (id, seq, item) rows."""
+    with sqlite3.connect(path) as db:
+        db.executescript(
+            f"{MIGRATIONS[0]}; {MIGRATIONS[1]}; {MIGRATIONS[2]}; PRAGMA user_version = 3;"
+        )
+        db.execute(
+            "INSERT INTO conversations (id, title, created, updated) VALUES ('c', 'old', 0, 0)"
+        )
+        for item_id, seq, item in rows:
+            db.execute(
+                "INSERT INTO items (id, conversation_id, seq, kind, state, data)"
+                " VALUES (?, 'c', ?, ?, ?, ?)",
+                (
+                    item_id,
+                    seq,
+                    item.kind,
+                    getattr(item, "state", None),
+                    json.dumps(item_to_dict(item)),
+                ),
+            )
+
+
+def test_a_schema_3_database_migrates_and_shows_each_conversation_as_before(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    items = [
+        UserPrompt("a"),
+        ModelResponse("p", "m", parts=[TextPart("A")], state=ResponseState.COMPLETE),
+        UserPrompt("b"),
+        ModelResponse("p", "m", parts=[TextPart("B")], state=ResponseState.INTERRUPTED),
+    ]
+    seqs = [1, 2, 5, 6]  # Gaps where refused prompts were deleted.
+    _schema_3_database(path, [(item.id, seq, item) for item, seq in zip(items, seqs, strict=True)])
+
+    store = Store(path)
+    loaded = store.load_conversation("c")
+    version = store._db.execute("PRAGMA user_version").fetchone()[0]
+
+    assert version == SCHEMA_VERSION == 4
+    assert loaded.items == items
+    assert [loaded.parent_of(item.id) for item in items] == [None, *(i.id for i in items[:-1])]
+    assert all(loaded.versions(item) == [item] for item in items)
+    store.save_item("c", follow_up := UserPrompt("c"))  # Appended after the last, as before.
+    assert store.load_conversation("c").items == [*items, follow_up]
+    store.close()
+
+
+def test_a_schema_3_conversation_with_repeated_tool_call_ids_still_loads(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    items: list = []
+    for n in range(2):  # A server that numbers its calls from 0 in each reply.
+        items += [
+            UserPrompt(f"list files {n}"),
+            ModelResponse(
+                "p",
+                "m",
+                parts=[ToolCallPart("call_0", "list_files", "{}", complete=True)],
+                state=ResponseState.COMPLETE,
+                finish_reason="tool_calls",
+            ),
+            ToolResult("call_0", "list_files", f"files {n}"),
+            ModelResponse("p", "m", parts=[TextPart(f"done {n}")], state=ResponseState.COMPLETE),
+        ]
+    _schema_3_database(path, [(item.id, seq, item) for seq, item in enumerate(items, 1)])
+
+    store = Store(path)
+    loaded = store.load_conversation("c")
+    store.close()
+
+    assert loaded.items == items
+    assert [loaded.parent_of(item.id) for item in items[1:]] == [item.id for item in items[:-1]]
+
+
+def test_queued_messages_keep_their_order_edits_and_removals_across_a_restart(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "chat.sqlite3"
+    store = Store(path)
+    conversation, other = store.create_conversation("here"), store.create_conversation("other")
+    store.rename_conversation(other.id, "other")  # The most recently updated.
+    first = store.queue_message(conversation.id, "first")
+    second = store.queue_message(conversation.id, "second")
+    third = store.queue_message(conversation.id, "third")
+    store.queue_message(other.id, "elsewhere")
+    assert store.edit_queued(second.id, "second, edited")
+    assert store.remove_queued(first.id)
+    store.close()
+
+    store = Store(path)
+    assert [(m.id, m.text) for m in store.load_queue(conversation.id)] == [
+        (second.id, "second, edited"),
+        (third.id, "third"),
+    ]
+    assert [title for _, title in store.list_conversations()] == ["other", "here"]
+    assert not store.remove_queued(first.id) and not store.edit_queued(first.id, "gone")
+    store.close()
+
+
+def test_a_queued_message_sent_is_a_prompt_of_its_id_and_leaves_the_queue(store: Store) -> None:
+    conversation = store.create_conversation()
+    message = store.queue_message(conversation.id, "and then?")
+    store.queue_message(conversation.id, "later")
+
+    prompt = message.prompt()
+    store.save_item(conversation.id, prompt)
+    store.save_item(conversation.id, prompt)  # Sent twice (Enter and Esc in one read): one prompt.
+
+    assert [m.text for m in store.load_queue(conversation.id)] == ["later"]
+    assert store.load_conversation(conversation.id).items == [
+        UserPrompt("and then?", id=message.id)
+    ]
+    assert not store.edit_queued(message.id, "too late")  # An edit after the send changes nothing.
+
+
+@pytest.mark.parametrize(
+    "failing", ["BEFORE INSERT ON items", "BEFORE DELETE ON queued"], ids=["prompt", "dequeue"]
+)
+def test_a_queued_message_whose_send_fails_is_still_queued_and_not_sent(
+    store: Store, failing: str
+) -> None:
+    conversation = store.create_conversation()
+    message = store.queue_message(conversation.id, "keep me")
+    store._db.execute(  # One of the send's two writes fails, as on a full disk.
+        f"CREATE TEMP TRIGGER full {failing}"
+        " BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+    )
+
+    with pytest.raises(sqlite3.Error, match="disk is full"):
+        store.save_item(conversation.id, message.prompt())
+
+    assert store.load_queue(conversation.id) == [message]
+    assert store.load_conversation(conversation.id).all_items() == []
+    store._db.execute("DROP TRIGGER full")
+    store.save_item(conversation.id, message.prompt())
+    assert store.load_queue(conversation.id) == []
+    assert [item.id for item in store.load_conversation(conversation.id).items] == [message.id]
+
+
+def test_deleting_a_conversation_deletes_its_queue(store: Store) -> None:
+    doomed, kept = store.create_conversation(), store.create_conversation()
+    store.queue_message(doomed.id, "never sent")
+    store.queue_message(kept.id, "still here")
+
+    store.delete_conversation(doomed.id)
+
+    assert store._db.execute("SELECT text FROM queued").fetchall() == [("still here",)]
+
+
+def test_startup_reopens_the_latest_conversation_when_it_has_a_queue(tmp_path: Path) -> None:
+    path = tmp_path / "chat.sqlite3"
+    first = Store(path)
+    talked = first.open_startup_conversation()
+    first.save_item(talked.id, UserPrompt("hello"))
+    message = first.queue_message(talked.id, "typed while it streamed")
+    first.close()
+
+    second = Store(path)
+    assert second.open_startup_conversation().id == talked.id
+    assert second.remove_queued(message.id)
+    second.close()
+
+    third = Store(path)
+    assert third.open_startup_conversation().id != talked.id  # Nothing queued: a new one.
+    third.close()
+
+
+def _rows(store: Store, conversation_id: str) -> list[tuple]:
+    """Every stored row of a conversation, byte for byte."""
+    db = store._db
+    return [
+        *db.execute("SELECT * FROM conversations WHERE id = ?", (conversation_id,)),
+        *db.execute(
+            "SELECT * FROM items WHERE conversation_id = ? ORDER BY rowid", (conversation_id,)
+        ),
+        *db.execute(
+            "SELECT * FROM queued WHERE conversation_id = ? ORDER BY rowid", (conversation_id,)
+        ),
+    ]
+
+
+def test_a_fork_copies_the_path_before_the_edited_prompt_and_leaves_the_original_alone(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "chat.sqlite3"
+    store = Store(path)
+    original = store.create_conversation("Plans")
+    call = ToolCallPart("call_0", "read_file", '{"path": "a"}', complete=True)
+    p1 = UserPrompt("one")
+    r1 = ModelResponse("p", "m", parts=[call], state=ResponseState.COMPLETE)
+    t1 = ToolResult("call_0", "read_file", "contents")
+    r1b = ModelResponse("p", "m", parts=[TextPart("read it")], state=ResponseState.COMPLETE)
+    p2 = UserPrompt("two")
+    r2 = ModelResponse("p", "m", parts=[TextPart("2")], state=ResponseState.COMPLETE)
+    for item in (p1, r1, t1, r1b, p2, r2):
+        store.save_item(original.id, item)
+    other_version = ModelResponse("p", "m", parts=[TextPart("other")])
+    store.save_item(original.id, other_version, parent=p1.id)  # Not on the edited path.
+    store.set_leaf(original.id, r2.id)
+    store.save_draft(original.id, "a draft")
+    store.queue_message(original.id, "queued")
+    before = _rows(store, original.id)
+
+    fork = store.fork_conversation(original.id, p2.id)
+
+    assert _rows(store, original.id) == before
+    assert fork.id != original.id and fork.title == "Plans (branch)"
+    assert fork.branched_from == BranchOrigin(original.id, "Plans")
+    copies = fork.items
+    assert [item_to_dict(c) | {"id": ""} for c in copies] == [
+        item_to_dict(i) | {"id": ""} for i in (p1, r1, t1, r1b)
+    ]
+    assert not {c.id for c in copies} & {i.id for i in (p1, r1, t1, r1b, other_version)}
+    assert copies[1].tool_calls[0].id == "call_0" and copies[2].call_id == "call_0"
+    assert store.claim_conversation(fork.id) and store.load_queue(fork.id) == []
+    store.close()
+
+    store = Store(path)
+    loaded = store.load_conversation(fork.id)
+    assert loaded.items == copies and loaded.all_items() == copies
+    assert [loaded.parent_of(c.id) for c in copies] == [None, *(c.id for c in copies[:-1])]
+    assert loaded.branched_from == BranchOrigin(original.id, "Plans")
+    assert store.fork_conversation(fork.id, copies[3].id).title == "Plans (branch)"
+    assert store.fork_conversation(original.id, p1.id).items == []  # Before the first prompt.
+    with pytest.raises(KeyError):
+        store.fork_conversation(original.id, "no such item")
+    store.close()

@@ -135,6 +135,10 @@ class ModelRequest:
     cancel: CancelToken
     tools: list[ToolSpec] = field(default_factory=list)
     conversation_id: str = ""
+    continuing: bool = False
+    """The last message is the model's own reply, cut short (a stop, max_tokens): the
+    model goes on from its last character, and the stream carries only what follows.
+    That message holds text alone (no tool call: a call of a cut reply never ran)."""
 
 
 class ProviderError(Exception):
