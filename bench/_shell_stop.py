@@ -20,7 +20,8 @@ from chatui.config import ToolsConfig
 from chatui.messages import ToolCallPart, ToolResult
 from chatui.store import Store
 from chatui.tools import Tool, ToolRegistry, build_registry
-from chatui.turn import Approval, Turn, TurnEvent
+from chatui.tools.protocol import Approval
+from chatui.turn import QuietObserver, Turn
 from tests.support.processes import (
     alive,
     marker,
@@ -39,8 +40,11 @@ def shell_registry(workspace: Path, only: str | None = None) -> ToolRegistry:
     return ToolRegistry([Tool(shell.function, parameters=parameters, needs_approval=True)])
 
 
-async def approve(call: ToolCallPart) -> Approval:
-    return Approval.ONCE
+class Approving(QuietObserver):
+    """Shows nothing; approves every call."""
+
+    async def approve(self, call: ToolCallPart) -> Approval:
+        return Approval.ONCE
 
 
 async def one_stop(
@@ -50,17 +54,13 @@ async def one_stop(
     prepare()
     conversation = store.create_conversation()
 
-    async def sink(event: TurnEvent) -> None:
-        pass
-
     turn = Turn(
         conversation=conversation,
         prompt="run it",
         provider=provider,
         store=store,
-        sink=sink,
+        observer=Approving(),
         tools=tools,
-        approve=approve,
     )
     task = asyncio.create_task(turn.run())
     pids = [p.pid for p in await until_running(mark, 2, timeout=60)]

@@ -7,7 +7,7 @@ real SDK). After a random number of tokens, `Turn.cancel()` is called (what
 Esc does). The figure is the time from that call to the moment the server
 (`tests/wire.py`, on its own thread) saw the client's socket close. Both read
 the same clock (`time.monotonic`). "tokens after ack" counts events that
-reached the UI's sink after the cancel; the goal is 0.
+reached the UI (the turn's observer) after the cancel; the goal is 0.
 
 The floor, in the same run: a bare task reading the same stream with the same
 SDK (`create()`, then `async for`), cancelled, and its stream closed in a
@@ -43,7 +43,7 @@ from chatui.providers.anthropic_messages import AnthropicProvider
 from chatui.providers.base import TextDelta
 from chatui.providers.openai_chat import OpenAIProvider
 from chatui.store import Store
-from chatui.turn import Turn, TurnEvent
+from chatui.turn import QuietObserver, Turn, TurnEvent
 from tests.support import anthropic_wire as aw
 from tests.support import openai_wire as ow
 from tests.support.wire import STALL, Sleep, Step, WireServer
@@ -78,14 +78,17 @@ async def chatui_stop(server: WireServer, store: Store, provider: Any, after: in
     texts, late = 0, 0
     turn: Turn
 
-    async def sink(event: TurnEvent) -> None:
-        nonlocal texts, late
-        if turn.token.cancelled:
-            late += 1
-        if isinstance(event.payload, TextDelta):
-            texts += 1
+    class Count(QuietObserver):
+        async def on_event(self, event: TurnEvent) -> None:
+            nonlocal texts, late
+            if turn.token.cancelled:
+                late += 1
+            if isinstance(event.payload, TextDelta):
+                texts += 1
 
-    turn = Turn(conversation=conversation, prompt="go", provider=provider, store=store, sink=sink)
+    turn = Turn(
+        conversation=conversation, prompt="go", provider=provider, store=store, observer=Count()
+    )
     task = asyncio.create_task(turn.run())
     await _until(lambda: texts >= after)
     cancelled = time.monotonic()

@@ -17,7 +17,7 @@ chunks arrive would take one of the machine's two cores from the app).
 " provider · model │ state …" (`_pty.STATUS_LINE`). It is the one sign that
 is unique to this trial: the "■ interrupted" markers of earlier replies stay
 on screen. chatui draws "stopping" in a frame of its own the moment the Esc
-acts (`action_stop`: `_set_status("stopping")`, then
+acts (`action_stop`, then `TurnView.show_stop`: `Phase.STOPPING`, then
 `frame_clock.draw_widgets_now` for the status line), and the reply's marker and
 last text in the full frame after it; "turn over" below waits for "stopped".
 The floor app writes "stopped" into a status line of the same form.

@@ -50,7 +50,8 @@ from chatui.session import Session
 from chatui.store import Store
 from chatui.threads import DaemonThreadExecutor, ExitDeadline
 from chatui.tools import build_registry
-from chatui.turn import ToolRunner, TurnOutcome
+from chatui.tools.protocol import ToolRunner
+from chatui.turn import TurnOutcome
 
 SWITCH_INTERVAL = 0.001  # Seconds; Python's default is 0.005.
 QUIT_GRACE = 5.0  # Seconds quitting waits for the turn to store and the provider to close.

@@ -25,7 +25,7 @@ from chatui.store import Store, StoreError, default_db_path
 from chatui.threads import ExitDeadline
 
 if TYPE_CHECKING:
-    from chatui.turn import ToolRunner
+    from chatui.tools.protocol import ToolRunner
 
 # What Textual turns on (the alternate screen, mouse reports, bracketed paste, focus
 # events, the kitty keyboard protocol, a hidden cursor), turned off again.

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from chatui.config import Config
 from chatui.messages import Conversation
@@ -30,7 +30,8 @@ from chatui.providers.base import (
 from chatui.providers.registry import ModelChoice, configured_choices, create_provider
 from chatui.redact import Redactor
 from chatui.store import Store
-from chatui.turn import Approver, Sink, ToolRunner, Turn, TurnOutcome, TurnSettings, deny_all
+from chatui.tools.protocol import ToolRunner
+from chatui.turn import Turn, TurnObserver, TurnOutcome, TurnSettings
 
 TITLE_LENGTH = 48
 UNTITLED = "New conversation"  # A new conversation's title (see Store.create_conversation).
@@ -235,11 +236,12 @@ class Session:
         conversation: Conversation,
         prompt: str,
         *,
-        sink: Sink,
-        approve: Approver = deny_all,
-        before_storing_stop: Callable[[], Awaitable[None]] | None = None,
+        observer: TurnObserver,
     ) -> Turn:
-        """A turn for `prompt` in `conversation`, ready to run (see `Turn`); raises NoProvider."""
+        """A turn for `prompt` in `conversation`, ready to run (see `Turn`); raises NoProvider.
+
+        `observer` is shown its events and answers its tools' approvals.
+        """
         if self.provider is None:
             raise NoProvider(self.provider_problem())
         return Turn(
@@ -247,11 +249,9 @@ class Session:
             prompt=prompt,
             provider=self.provider,
             store=self.store,
-            sink=sink,
+            observer=observer,
             settings=self.turn_settings(),
             tools=self.tools,
-            approve=approve,
-            before_storing_stop=before_storing_stop,
             clock=self.clock,
         )
 

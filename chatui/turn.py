@@ -5,10 +5,12 @@ A `Turn` owns a `CancelToken` that exists before any provider work starts.
 turn's own task, which runs the model requests; the provider's stream is
 closed by the `async with` that reads it, in that task. The token takes
 effect on the event loop's thread, so from the moment it is set no event of
-this turn reaches the sink (the UI) and no further part reaches the store:
-the only write left is the partial reply marked `interrupted`. Tool calls
-run in that task too, and so does the wait for the user's approval of one
-(`Approver`): a stop cancels that wait, and the call never runs.
+this turn reaches its observer (the UI, a `TurnObserver`) and no further part
+reaches the store: the only write left is the partial reply marked
+`interrupted`. Tool calls run in that task too, and so does the wait for the
+user's approval of one (`TurnObserver.approve`): a stop cancels that wait, and
+the call never runs. The tools' side of that (`ToolRunner`, `Approval`) is in
+`chatui.tools.protocol`.
 
 `run()` always returns one outcome: a provider error, an idle stream or a
 store that cannot be written (a full disk) make it `failed` with a message,
@@ -25,10 +27,9 @@ import itertools
 import math
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from enum import Enum
-from typing import Literal, Protocol
+from typing import Protocol
 
 from chatui.cancel import CancelToken, current_token, stop_requested, tried_to_exit
 from chatui.context import DoesNotFit, fit_history
@@ -74,6 +75,7 @@ from chatui.providers.base import (
 )
 from chatui.redact import Redactor, StreamRedactor, current_redactor
 from chatui.store import Store
+from chatui.tools.protocol import Approval, ToolRunner, ToolStatus, deny_all
 
 FLUSH_INTERVAL = 1.0
 STOP_SHOW_WAIT = 0.25  # Seconds a stop's partial reply waits for the UI to draw the stop.
@@ -89,9 +91,6 @@ class ResponseStarted:
     """A model request of this turn began; `response` fills as events arrive."""
 
     response: ModelResponse
-
-
-ToolStatus = Literal["approval", "running"]
 
 
 @dataclass(frozen=True)
@@ -164,49 +163,52 @@ class TurnSettings:
     max_steps: int = DEFAULT_MAX_STEPS  # Model requests per turn; the last one's calls don't run.
 
 
-class Approval(Enum):
-    """The user's answer to a tool call that needs approval."""
+class TurnObserver(Protocol):
+    """What a turn tells its caller (the chat screen's `TurnView`), and asks of it.
 
-    ONCE = "once"  # Run this call.
-    CONVERSATION = "conversation"  # Run it; the approver asks no more about this tool here.
-    DENY = "deny"  # Do not run it.
+    `on_event` and `approve` are awaited in the task that runs the requests,
+    so a stop (`Turn.cancel()`, Esc) cancels them like any other step of the
+    turn; `stop_shown` is awaited by `run()` once that task is over.
+    """
 
+    async def on_event(self, event: TurnEvent) -> None:
+        """Show `event`. Awaited: once a part is stored, it is shown before the turn goes on.
 
-Approver = Callable[[ToolCallPart], Awaitable[Approval]]
-"""Asks the user whether a tool call may run (the chat screen's dialog, say).
+        So the store and the screen stay in step at a stop: from the moment the
+        stop takes effect no event reaches the observer, and what was shown is
+        what was stored.
+        """
+        ...
 
-It is awaited in the turn's own task, so a stop (`Turn.cancel()`, Esc)
-cancels the wait like any other step of the turn: the call does not run and
-gets a "cancelled by the user" result. An approver answering CONVERSATION
-remembers it for that conversation and answers at once for that tool later.
-"""
+    async def approve(self, call: ToolCallPart) -> Approval:
+        """Whether a tool call that needs approval may run (`chatui.tools.protocol.Approver`)."""
+        ...
 
+    async def stop_shown(self) -> None:
+        """Return once the stop is on screen; awaited after a stop, before the partial is stored.
 
-async def deny_all(call: ToolCallPart) -> Approval:
-    """The approver where nobody can be asked: nothing that needs approval runs."""
-    return Approval.DENY
-
-
-ToolReport = Callable[[ToolStatus], Awaitable[None]]
-"""Tells the turn (and so the UI) that a call waits for approval, or runs."""
-
-
-class ToolRunner(Protocol):
-    """Runs the model's tool calls (`chatui.tools.ToolRegistry`)."""
-
-    def specs(self) -> list[ToolSpec]: ...
-
-    async def run(self, call: ToolCallPart, approve: Approver, report: ToolReport) -> ToolResult:
-        """Run `call` and return its result; only a stop (cancellation) raises.
-
-        A call that needs the user's approval reports "approval" and awaits
-        `approve(call)` first; on DENY it does not run, and its result says so.
-        It reports "running" as it starts.
+        For at most `STOP_SHOW_WAIT` seconds, once the requests have ended: the
+        UI draws the stop first, the store writes after. If it raises or takes
+        longer, the partial reply is stored all the same.
         """
         ...
 
 
-Sink = Callable[[TurnEvent], Awaitable[None]]
+class QuietObserver:
+    """An observer that shows nothing and waits for nothing: a base for callers that want events.
+
+    It asks nobody, so nothing that needs approval runs (`deny_all`).
+    """
+
+    async def on_event(self, event: TurnEvent) -> None:
+        return None
+
+    async def approve(self, call: ToolCallPart) -> Approval:
+        return await deny_all(call)
+
+    async def stop_shown(self) -> None:
+        return None
+
 
 _turn_ids = itertools.count(1)
 
@@ -230,20 +232,12 @@ class Turn:
         prompt: str,
         provider: Provider,
         store: Store,
-        sink: Sink,
+        observer: TurnObserver,
         settings: TurnSettings | None = None,
         tools: ToolRunner | None = None,
-        approve: Approver = deny_all,
-        before_storing_stop: Callable[[], Awaitable[None]] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """`approve` answers for tool calls that need the user's approval (see `Approver`).
-
-        `before_storing_stop` is awaited after a stop, once the requests have
-        ended and before the partial reply is stored (for at most
-        `STOP_SHOW_WAIT` seconds): the UI draws the stop first, the store
-        writes after.
-        """
+        """`observer` is shown the turn's events and answers for it (see `TurnObserver`)."""
         self.id = next(_turn_ids)
         self.token = CancelToken()
         self.conversation = conversation
@@ -252,10 +246,8 @@ class Turn:
         self.store = store
         self.settings = settings or TurnSettings()
         self.tools = tools
-        self.approve = approve
-        self._before_storing_stop = before_storing_stop
+        self.observer = observer
         self.clock = clock
-        self._sink = sink
         self._task: asyncio.Task[None] | None = None
         self._started = self._ended = False
         self._responses: list[ModelResponse] = []
@@ -337,12 +329,10 @@ class Turn:
         return outcome
 
     async def _let_the_stop_show(self) -> bool:
-        """Await `before_storing_stop`; False if the caller was cancelled meanwhile."""
-        if self._before_storing_stop is None:
-            return True
+        """Await the observer's `stop_shown`; False if the caller was cancelled meanwhile."""
         try:
             async with asyncio.timeout(STOP_SHOW_WAIT):
-                await self._before_storing_stop()
+                await self.observer.stop_shown()
         except asyncio.CancelledError:
             return False  # Quitting: store the partial reply now, then pass the cancel on.
         except Exception:
@@ -485,7 +475,7 @@ class Turn:
 
     async def _emit(self, payload: TurnPayload) -> None:
         self._raise_if_cancelled()
-        await self._sink(TurnEvent(self.id, payload))
+        await self.observer.on_event(TurnEvent(self.id, payload))
 
     async def _request_loop(self) -> None:
         current_token.set(self.token)  # In this task's context: its tools see it,
@@ -636,7 +626,7 @@ class Turn:
                     deadline.reschedule(now + idle)
                     pushed = now
                 for piece in keys(event):  # The event itself, unless it may hold a key.
-                    # No await from the check to the sink: a stop (which takes effect on this
+                    # No await from the check to the observer: a stop (which takes effect on this
                     # thread) cannot come between storing an event and showing it.
                     self._raise_if_cancelled()
                     self._apply(response, piece)
@@ -701,7 +691,7 @@ class Turn:
                 await self._emit(ToolStatusChanged(call.id, status))
 
             try:
-                result = await tools.run(call, self.approve, report)
+                result = await tools.run(call, self.observer.approve, report)
             except Exception as error:  # A runner's bug: the model hears of it, the turn goes on.
                 result = ToolResult(call.id, call.name, f"The tool failed: {error}", "error")
             except asyncio.CancelledError:

@@ -292,7 +292,7 @@ async def test_the_stop_is_on_screen_before_the_partial_reply_is_stored(
         assert app.post_message(events.Key("escape", None))
         await wait_until(pilot, settled(app))
         assert saves[-1] == (ResponseState.INTERRUPTED, 1)  # Stored after the stop's draw.
-        assert app.chat.stop_drawn_at >= draws[0]  # "stopped in" ends at that draw.
+        assert app.chat.turn_view.stop_drawn_at >= draws[0]  # "stopped in" ends at that draw.
 
 
 async def test_stopped_in_counts_from_when_the_escs_byte_was_read(store: Store) -> None:
@@ -309,8 +309,8 @@ async def test_stopped_in_counts_from_when_the_escs_byte_was_read(store: Store) 
         await wait_until(pilot, settled(app))
         status = app.screen.query_one(StatusBar)
         assert status.state == "stopped"
-        assert app.chat.stop_requested_at == key.time
-        assert 500 <= status.stop_ms == (app.chat.stop_drawn_at - key.time) * 1000
+        assert app.chat.turn_view.stop_requested_at == key.time
+        assert 500 <= status.stop_ms == (app.chat.turn_view.stop_drawn_at - key.time) * 1000
 
 
 async def test_an_escape_that_stops_nothing_keeps_its_place_among_the_keys(store: Store) -> None:

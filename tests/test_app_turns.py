@@ -12,12 +12,14 @@ from textual import events
 from chatui.messages import ModelResponse, ResponseState, UserPrompt
 from chatui.providers.base import StreamEnd, TextDelta, ToolCallStart
 from chatui.screens.conversations import ConversationList, TextPrompt
+from chatui.screens.turn_view import TurnView
 from chatui.session import Session
 from chatui.store import Store
 from chatui.turn import ResponseStarted, TurnEvent
 from chatui.widgets.chat_message import AssistantMessage, ErrorNotice, UserMessage
 from chatui.widgets.composer import Composer
-from chatui.widgets.status_bar import StatusBar
+from chatui.widgets.message_list import MessageList
+from chatui.widgets.status_bar import Phase, StatusBar
 from tests.support.app import make_app, screen_text, send, settled, wait_until
 from tests.support.scripted import STALL, ScriptedProvider, words
 
@@ -398,11 +400,11 @@ async def test_the_screen_drops_the_late_events_of_an_older_turn(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Nothing renders after a stop: an older turn's event, delivered late, shows nothing."""
-    sinks = []
+    observers = []
     new_turn = Session.new_turn
 
     def recording_new_turn(self: Session, *args, **kwargs):
-        sinks.append(kwargs["sink"])
+        observers.append(kwargs["observer"])
         return new_turn(self, *args, **kwargs)
 
     monkeypatch.setattr(Session, "new_turn", recording_new_turn)
@@ -430,7 +432,7 @@ async def test_the_screen_drops_the_late_events_of_an_older_turn(
             StreamEnd("stop"),
         ]
         for payload in late:
-            await sinks[0](TurnEvent(old_turn.id, payload))
+            await observers[0].on_event(TurnEvent(old_turn.id, payload))
         await pilot.pause()
 
         assert list(app.chat.query(AssistantMessage)) == views  # No reply view added.
@@ -438,3 +440,49 @@ async def test_the_screen_drops_the_late_events_of_an_older_turn(
         assert all("LATE" not in str(view.response.text) for view in views)
         assert app.screen.query_one(StatusBar).state == "streaming"
         assert app.chat.turn.stoppable
+
+
+async def test_the_status_line_says_each_phase_in_the_words_it_always_used(store: Store) -> None:
+    words_shown = [
+        *("idle", "loading", "waiting", "streaming", "awaiting approval", "running tools"),
+        *("stopping", "stopped", "failed"),
+    ]
+    app = make_app(store, ScriptedProvider())
+    async with app.run_test():
+        status = app.chat.query_one(StatusBar)
+        status.detail = ""
+        shown = []
+        for phase in Phase:
+            status.state = phase
+            shown.append(str(status.render()).split(" │ ")[1])
+
+    assert shown == words_shown
+
+
+async def test_a_request_that_goes_on_with_a_reply_on_screen_is_shown_in_that_reply(
+    store: Store,
+) -> None:
+    """A turn view made with the replies on screen adopts the one a request goes on with."""
+    app = make_app(store, ScriptedProvider(words("the first reply")))
+    async with app.run_test() as pilot:
+        await send(pilot, "hi")
+        await wait_until(pilot, settled(app))
+        screen = app.chat
+        (reply,) = screen.query(AssistantMessage)
+        view = TurnView(
+            screen,
+            screen.conversation,
+            messages=screen.query_one(MessageList),
+            status=screen.query_one(StatusBar),
+            composer=screen.query_one(Composer),
+            approved=set(),
+            stop=screen.action_stop,
+            shown=[reply],
+        )
+        await view.on_event(TurnEvent(0, ResponseStarted(reply.response)))
+        await view.on_event(TurnEvent(0, ResponseStarted(ModelResponse("scripted", "script-1"))))
+        await pilot.pause()
+
+        replies = list(screen.query(AssistantMessage))
+        assert replies[0] is reply and len(replies) == 2  # The first adopted, the second new.
+        assert view.views == replies and view.current is replies[1]

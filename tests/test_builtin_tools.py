@@ -27,9 +27,9 @@ from chatui.messages import ToolCallPart
 from chatui.tools import build_registry, shell
 from chatui.tools.calculator import CalculationError, calculate
 from chatui.tools.files import Workspace, list_directory, read_text_file
+from chatui.tools.protocol import Approval
 from chatui.tools.registry import ToolFailed
 from chatui.tools.shell import DRAIN_WAIT, ShellResult, run_shell
-from chatui.turn import Approval
 from tests.support.processes import group_alive, living, marker, nested_sleepers, until_running
 
 # The calculator

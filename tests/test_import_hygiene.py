@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PROVIDERS = ROOT / "chatui" / "providers"
+TOOLS = ROOT / "chatui" / "tools"
 CORE = [
     "chatui.cancel",
     "chatui.config",
@@ -63,3 +65,24 @@ def test_importing_loads_neither_textual_nor_rich(module: str) -> None:
 
 def test_the_screens_do_not_import_the_app() -> None:
     assert loaded("chatui.screens.chat", "chatui.app") == []
+
+
+def test_the_tools_do_not_import_the_turn() -> None:
+    """The tools speak to a turn through `chatui.tools.protocol`: no import of `chatui.turn`.
+
+    Not at load time, nor anywhere in their source (a lazy import, a type-checking one).
+    """
+    assert loaded("chatui.tools", "chatui.turn") == []
+    found = []
+    for path in sorted(TOOLS.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                module = node.module or ""
+                names = [module, *(f"{module}.{alias.name}" for alias in node.names)]
+            else:
+                continue
+            if any(name == "chatui.turn" or name.startswith("chatui.turn.") for name in names):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert found == [], "the tools import chatui.turn at:\n" + "\n".join(found)

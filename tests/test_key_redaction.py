@@ -22,7 +22,8 @@ from chatui.redact import MIN_FRAGMENT, Redactor
 from chatui.store import Store
 from chatui.tools import Tool, ToolRegistry
 from chatui.tools.builtin import build_registry
-from chatui.turn import Approval, TurnSettings
+from chatui.tools.protocol import Approval
+from chatui.turn import TurnSettings
 from tests.support import openai_wire as ow
 from tests.support.remote import SECRET, assert_no_secret, key_runs, openai_at, settings
 from tests.support.scripted import ScriptedProvider, tool_call, words
@@ -52,8 +53,8 @@ async def run_tool(store: Store, workspace: Path, name: str, arguments: str) -> 
         provider,
         tools=build_registry(config, workspace=workspace),
         settings=TurnSettings(secrets=[SECRET, OTHER_KEY]),
+        approve=approve,
     )
-    turn.approve = approve
     await turn.run()
     (result,) = [i for i in stored(store, turn) if isinstance(i, ToolResult)]
     shown = [e.payload.result.content for e in sink.events if hasattr(e.payload, "result")]

@@ -134,8 +134,8 @@ async def test_ctrl_c_stops_a_reply_like_esc_timed_from_its_byte(store: Store, p
         assert app.is_running
         assert app.last_outcome.state is ResponseState.INTERRUPTED
         assert status.state == "stopped" and not isinstance(app.screen, ApprovalDialog)
-        assert app.chat.stop_requested_at == ctrl_c.time  # The same path as Esc.
-        assert 500 <= status.stop_ms == (app.chat.stop_drawn_at - ctrl_c.time) * 1000
+        assert app.chat.turn_view.stop_requested_at == ctrl_c.time  # The same path as Esc.
+        assert 500 <= status.stop_ms == (app.chat.turn_view.stop_drawn_at - ctrl_c.time) * 1000
         assert QUIT_HINT not in notices(app)  # A stop is not a quit's first press.
 
 

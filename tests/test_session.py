@@ -22,12 +22,12 @@ from chatui.session import (
     StorageFailed,
 )
 from chatui.store import Store
-from chatui.turn import Approval, Approver, ToolReport, Turn, TurnEvent, TurnOutcome
+from chatui.tools.protocol import Approval, Approver, ToolReport
+from chatui.turn import QuietObserver, Turn, TurnOutcome
 from tests.support.scripted import RAISE, ScriptedProvider, tool_call, words
+from tests.support.turns import Sink
 
-
-async def ignore(event: TurnEvent) -> None:
-    pass
+QUIET = QuietObserver()  # Shows nothing; nothing that needs approval runs.
 
 
 @pytest.fixture
@@ -46,7 +46,7 @@ def make_session(store: Store, provider=None, **kw) -> Session:
 
 
 async def run_turn(session: Session, conversation, prompt: str) -> tuple[Turn, TurnOutcome]:
-    turn = session.new_turn(conversation, prompt, sink=ignore)
+    turn = session.new_turn(conversation, prompt, observer=QUIET)
     outcome = await turn.run()
     session.turn_finished(turn, outcome)
     return turn, outcome
@@ -175,7 +175,7 @@ async def test_a_prompt_that_could_not_be_stored_titles_nothing(store: Store) ->
     """The conversation does not hold the prompt: a title from it would name nothing in it."""
     session = make_session(store, ScriptedProvider(words("hi")))
     conversation = session.open_startup_conversation()
-    turn = session.new_turn(conversation, "hello", sink=ignore)
+    turn = session.new_turn(conversation, "hello", observer=QUIET)
     store._db.execute("DROP TABLE items")  # Saving the prompt fails.
 
     outcome = await turn.run()
@@ -189,7 +189,7 @@ async def test_a_prompt_that_could_not_be_stored_titles_nothing(store: Store) ->
 async def test_a_title_that_cannot_be_saved_is_a_storage_error(store: Store) -> None:
     session = make_session(store, ScriptedProvider(words("hi")))
     conversation = session.open_startup_conversation()
-    turn = session.new_turn(conversation, "hello", sink=ignore)
+    turn = session.new_turn(conversation, "hello", observer=QUIET)
     outcome = await turn.run()
     store.close()
 
@@ -221,7 +221,7 @@ def test_without_a_provider_no_turn_starts_and_the_problem_is_told(store: Store)
     conversation = session.open_startup_conversation()
 
     with pytest.raises(NoProvider, match=r"^Set an API key\.$"):
-        session.new_turn(conversation, "hi", sink=ignore)
+        session.new_turn(conversation, "hi", observer=QUIET)
     assert session.startup_notice == "Set an API key."
     assert session.provider_label() == ("openai", "not available")
     assert Session(config, store, None).provider_problem() == "No model provider is configured."
@@ -264,7 +264,7 @@ async def test_the_approver_is_passed_to_the_tools(store: Store) -> None:
         asked.append(call.id)
         return Approval.ONCE if call.id == "c1" else Approval.DENY
 
-    turn = session.new_turn(conversation, "go", sink=ignore, approve=approve)
+    turn = session.new_turn(conversation, "go", observer=Sink(approve=approve))
     outcome = await turn.run()
 
     assert outcome.state is ResponseState.COMPLETE
@@ -277,7 +277,7 @@ async def test_without_an_approver_nothing_that_needs_approval_runs(store: Store
     session = make_session(store, ScriptedProvider(asking("c1"), words("ok")), tools=tools)
     conversation = session.open_startup_conversation()
 
-    await session.new_turn(conversation, "go", sink=ignore).run()
+    await session.new_turn(conversation, "go", observer=QUIET).run()
 
     assert tools.answers == [Approval.DENY] and tools.ran == []
 
@@ -298,7 +298,7 @@ async def test_a_stop_while_the_approver_waits_interrupts_the_turn(store: Store)
             raise
         return Approval.ONCE
 
-    turn = session.new_turn(conversation, "go", sink=ignore, approve=approve)
+    turn = session.new_turn(conversation, "go", observer=Sink(approve=approve))
     task = asyncio.create_task(turn.run())
     await waiting.wait()
 

@@ -26,7 +26,7 @@ from chatui.providers.registry import ModelChoice
 from chatui.screens.model_switcher import ModelSwitcher
 from chatui.session import NoProvider, Session
 from chatui.store import Store
-from chatui.turn import TurnEvent
+from chatui.turn import QuietObserver
 from chatui.widgets.chat_message import AssistantMessage
 from chatui.widgets.status_bar import StatusBar
 from chatui.widgets.welcome import Welcome
@@ -42,10 +42,6 @@ from tests.support.wire import WireServer
 
 OPENAI = ModelChoice("openai", "gpt-test", "gpt-test")
 ANTHROPIC = ModelChoice("anthropic", "claude-test", "claude-test")
-
-
-async def ignore(event: TurnEvent) -> None:
-    pass
 
 
 def scripted_factory(made: list[ScriptedProvider], *scripts: list):  # type: ignore[no-untyped-def]
@@ -70,7 +66,7 @@ def closed_port() -> int:
 
 
 async def run(session: Session, conversation, prompt: str):  # type: ignore[no-untyped-def]
-    turn = session.new_turn(conversation, prompt, sink=ignore)
+    turn = session.new_turn(conversation, prompt, observer=QuietObserver())
     outcome = await turn.run()
     session.turn_finished(turn, outcome)
     return turn, outcome
@@ -124,7 +120,7 @@ async def test_a_reply_streaming_during_a_switch_keeps_its_provider(store: Store
     made: list[ScriptedProvider] = []
     session = Session(Config(), store, first, factory=scripted_factory(made, words("next")))
     conversation = session.open_startup_conversation()
-    turn = session.new_turn(conversation, "first", sink=ignore)
+    turn = session.new_turn(conversation, "first", observer=QuietObserver())
     task = asyncio.create_task(turn.run())
     await first.started.wait()
     await first.last.stalled.wait()
@@ -222,7 +218,7 @@ async def test_a_conversation_continues_across_providers_and_back(
     )
     session.switch(ANTHROPIC)
     await run(session, conversation, "Hello Claude")
-    turn = session.new_turn(conversation, "Go on", sink=ignore)
+    turn = session.new_turn(conversation, "Go on", observer=QuietObserver())
     task = asyncio.create_task(turn.run())
     await when(lambda: "Half" in conversation.items[-1].text)
     turn.cancel()

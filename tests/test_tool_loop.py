@@ -14,7 +14,8 @@ from chatui.providers.anthropic_messages import to_anthropic_messages
 from chatui.providers.openai_chat import to_openai_messages
 from chatui.store import Store
 from chatui.tools import Tool, ToolRegistry
-from chatui.turn import Approval, ToolResultAdded, ToolStatusChanged, TurnSettings
+from chatui.tools.protocol import Approval
+from chatui.turn import ToolResultAdded, ToolStatusChanged, TurnSettings
 from tests.support import anthropic_wire as aw
 from tests.support import openai_wire as ow
 from tests.support.clocks import LoopClock
@@ -158,8 +159,8 @@ async def test_a_denied_call_is_a_result_the_model_sees(store: Store) -> None:
         return Approval.DENY
 
     provider = ScriptedProvider(calls(("r", "risky", "{}")), words("Fine, I won't."))
-    turn, _ = make_turn(store, provider, tools=ToolRegistry([Tool(risky, needs_approval=True)]))
-    turn.approve = deny
+    tools = ToolRegistry([Tool(risky, needs_approval=True)])
+    turn, _ = make_turn(store, provider, tools=tools, approve=deny)
 
     outcome = await turn.run()
 

@@ -36,6 +36,7 @@ from chatui.providers.local.provider import LocalProvider
 from chatui.providers.openai_chat import OpenAIProvider, to_openai_messages
 from chatui.screens.approval import ApprovalDialog
 from chatui.screens.chat import ChatScreen
+from chatui.screens.turn_view import TurnView
 from chatui.store import Store
 from chatui.tools import Tool, ToolRegistry, build_registry
 from chatui.turn import ToolResultAdded
@@ -328,7 +329,7 @@ async def test_esc_while_a_shell_command_runs_kills_its_process_group(
         await send(pilot, "run it")
         await wait_until(pilot, approval_shown(app))  # A key typed before it: not an answer.
         await pilot.press("a")  # For this conversation: parallel shells run without asking.
-        calls = app.chat._turn_views[0].response.tool_calls
+        calls = app.chat.turn_view.views[0].response.tool_calls
         shells = len([c for c in calls if c.name == "shell"])
         await wait_until(pilot, lambda: len(rig.tools.ran("shell")) == shells)
         await until_running(rig.mark, 2 * shells)  # Each: a child and a grandchild.
@@ -364,26 +365,27 @@ async def test_a_stop_after_the_last_result_sends_nothing_more(rig: Rig, store: 
         if not rig.local:
             rig.calls(("call_1", "record", ["{}"]), ("call_2", "record", [""]))
         screen = app.chat
-        handle = screen._on_turn_event
+        handle = TurnView.on_event
         results: list[ToolResult] = []
 
-        async def stop_after_the_last_result(event) -> None:  # type: ignore[no-untyped-def]
-            await handle(event)
+        async def stop_after_the_last_result(view: TurnView, event) -> None:  # type: ignore[no-untyped-def]
+            await handle(view, event)
             if isinstance(event.payload, ToolResultAdded):
                 results.append(event.payload.result)
-                calls = screen._turn_views[-1].response.tool_calls
+                calls = view.views[-1].response.tool_calls
                 if len(results) == len(calls):
                     screen.action_stop()  # As Esc does, at this very point.
 
-        screen._on_turn_event = stop_after_the_last_result  # type: ignore[method-assign]
-        requests_before = 0 if rig.local else len(rig.server.requests)  # type: ignore[union-attr]
-        jobs = []
-        if rig.local:
-            await rig.provider.prepare()
-            original = rig.provider.engine.generate
-            rig.provider.engine.generate = lambda job: (jobs.append(job), original(job))[1]
-        await send(pilot, "record")
-        await wait_until(pilot, settled(app))
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(TurnView, "on_event", stop_after_the_last_result)
+            requests_before = 0 if rig.local else len(rig.server.requests)  # type: ignore[union-attr]
+            jobs = []
+            if rig.local:
+                await rig.provider.prepare()
+                original = rig.provider.engine.generate
+                rig.provider.engine.generate = lambda job: (jobs.append(job), original(job))[1]
+            await send(pilot, "record")
+            await wait_until(pilot, settled(app))
 
         assert_stopped_on_screen(app)
         assert set(statuses(app)) == {"done"}
@@ -397,5 +399,4 @@ async def test_a_stop_after_the_last_result_sends_nothing_more(rig: Rig, store: 
             assert len(jobs) == 1  # No second request.
         else:
             assert len(rig.server.requests) == requests_before + 1  # type: ignore[union-attr]
-        screen._on_turn_event = handle  # type: ignore[method-assign]
         await next_turn_is_accepted(rig, app, pilot, store)

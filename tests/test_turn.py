@@ -61,7 +61,7 @@ async def test_prompt_is_stored_before_the_request_starts(store: Store) -> None:
             items = stored(store, turn)
             seen_in_store.append([i.text for i in items if isinstance(i, UserPrompt)])
 
-    sink.on_event = check
+    sink.react = check
     await turn.run()
 
     assert seen_in_store == [["keep me"]]
@@ -109,7 +109,7 @@ async def test_cancel_between_response_start_and_stream_open_stops_the_provider(
 ) -> None:
     provider = ScriptedProvider(words("never shown"))
     turn, sink = make_turn(store, provider)
-    sink.on_event = lambda event: turn.cancel()  # Esc right after ResponseStarted.
+    sink.react = lambda event: turn.cancel()  # Esc right after ResponseStarted.
 
     outcome = await turn.run()
 
@@ -129,7 +129,7 @@ async def test_nothing_reaches_ui_or_store_after_stop_with_a_busy_provider(store
         if len(sink.texts) == 5:
             turn.cancel()
 
-    sink.on_event = stop_at_fifth
+    sink.react = stop_at_fifth
     outcome = await turn.run()
 
     assert outcome.state is ResponseState.INTERRUPTED
@@ -146,7 +146,7 @@ async def test_cancel_from_another_thread_drops_every_later_event(store: Store) 
     provider = ScriptedProvider([*tokens, STALL])  # Only the stop ends it, however late.
     turn, sink = make_turn(store, provider)
     ten_seen = threading.Event()
-    sink.on_event = lambda event: len(sink.events) == 10 and ten_seen.set()
+    sink.react = lambda event: len(sink.events) == 10 and ten_seen.set()
 
     def esc_from_thread() -> None:
         ten_seen.wait(10)
@@ -329,7 +329,7 @@ async def test_partial_reply_is_flushed_to_the_store_while_streaming(
         prompt="p",
         provider=provider,
         store=store,
-        sink=sink,
+        observer=sink,
         clock=lambda: next(ticks) * 0.5,  # Half a second passes at every reading.
     )
     sink.turn = turn

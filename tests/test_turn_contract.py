@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from chatui.messages import ModelResponse, ResponseState, UserPrompt
+from chatui.messages import ModelResponse, ResponseState, ToolCallPart, UserPrompt
 from chatui.providers.base import (
     ModelRequest,
     PromptProgress,
@@ -21,9 +21,11 @@ from chatui.providers.base import (
     TextDelta,
 )
 from chatui.store import Store
-from chatui.turn import Turn, TurnSettings
+from chatui.tools import Tool, ToolRegistry
+from chatui.tools.protocol import Approval
+from chatui.turn import Turn, TurnEvent, TurnSettings
 from tests.support.clocks import LoopClock
-from tests.support.scripted import RAISE, STALL, ScriptedProvider, words
+from tests.support.scripted import RAISE, STALL, ScriptedProvider, calls, words
 from tests.support.turns import Sink, make_turn, stored
 
 
@@ -78,11 +80,11 @@ async def test_a_full_disk_mid_reply_fails_the_turn_with_the_partial_kept(store:
         prompt="write a lot",
         provider=provider,
         store=store,
-        sink=sink,
+        observer=sink,
         clock=lambda: next(ticks) * 2.0,  # Every token is a flush.
     )
     sink.turn = turn
-    sink.on_event = lambda event: len(sink.texts) == 3 and _fill_the_disk(store)
+    sink.react = lambda event: len(sink.texts) == 3 and _fill_the_disk(store)
 
     outcome = await turn.run()  # Returns: a storage failure never escapes.
 
@@ -169,7 +171,7 @@ async def test_screen_and_store_agree_whichever_thread_cancels(store: Store) -> 
         turn, sink = make_turn(store, provider)
         at = rng.randrange(5, 400)
         reached = threading.Event()
-        sink.on_event = lambda _, sink=sink, at=at, reached=reached: (
+        sink.react = lambda _, sink=sink, at=at, reached=reached: (
             len(sink.events) >= at and reached.set()
         )
 
@@ -320,16 +322,15 @@ async def test_a_prompt_that_could_not_be_stored_is_never_sent_later(store: Stor
     assert [m.content for m in provider.last.request.messages] == ["second"]
 
 
-def _stopping_turn(store: Store, before_storing_stop) -> tuple[Turn, ScriptedProvider]:
+def _stopping_turn(store: Store, stop_shown) -> tuple[Turn, ScriptedProvider]:
     provider = ScriptedProvider([*words("partial", end=None), STALL])
-    sink = Sink()
+    sink = Sink(stop_shown=stop_shown)
     turn = sink.turn = Turn(
         conversation=store.create_conversation(),
         prompt="go",
         provider=provider,
         store=store,
-        sink=sink,
-        before_storing_stop=before_storing_stop,
+        observer=sink,
     )
     return turn, provider
 
@@ -338,15 +339,15 @@ def _stored_states(store: Store, turn: Turn) -> list[ResponseState]:
     return [i.state for i in stored(store, turn) if isinstance(i, ModelResponse)]
 
 
-async def test_a_stop_stores_the_partial_reply_only_after_before_storing_stop(
+async def test_a_stop_stores_the_partial_reply_only_once_the_stop_is_shown(
     store: Store,
 ) -> None:
     seen: list[list[ResponseState]] = []
 
-    async def before_storing_stop() -> None:
+    async def stop_shown() -> None:
         seen.append(_stored_states(store, turn))
 
-    turn, provider = _stopping_turn(store, before_storing_stop)
+    turn, provider = _stopping_turn(store, stop_shown)
     running = asyncio.create_task(turn.run())
     await asyncio.wait_for(provider.started.wait(), 10)
     await asyncio.wait_for(provider.last.stalled.wait(), 10)
@@ -359,18 +360,18 @@ async def test_a_stop_stores_the_partial_reply_only_after_before_storing_stop(
 
 
 @pytest.mark.parametrize("hook", ["hangs", "raises"])
-async def test_a_before_storing_stop_that_hangs_or_raises_never_keeps_the_reply_unstored(
+async def test_a_stop_shown_that_hangs_or_raises_never_keeps_the_reply_unstored(
     store: Store, monkeypatch: pytest.MonkeyPatch, hook: str
 ) -> None:
     monkeypatch.setattr("chatui.turn.STOP_SHOW_WAIT", 0.05)
     never = asyncio.Event()
 
-    async def before_storing_stop() -> None:
+    async def stop_shown() -> None:
         if hook == "raises":
             raise RuntimeError("the screen is gone")
         await never.wait()
 
-    turn, provider = _stopping_turn(store, before_storing_stop)
+    turn, provider = _stopping_turn(store, stop_shown)
     running = asyncio.create_task(turn.run())
     await asyncio.wait_for(provider.started.wait(), 10)
     await asyncio.wait_for(provider.last.stalled.wait(), 10)
@@ -385,11 +386,11 @@ async def test_quitting_while_the_stop_is_drawn_still_stores_the_partial_reply(
 ) -> None:
     waiting = asyncio.Event()
 
-    async def before_storing_stop() -> None:
+    async def stop_shown() -> None:
         waiting.set()
         await asyncio.Event().wait()
 
-    turn, provider = _stopping_turn(store, before_storing_stop)
+    turn, provider = _stopping_turn(store, stop_shown)
     running = asyncio.create_task(turn.run())
     await asyncio.wait_for(provider.started.wait(), 10)
     await asyncio.wait_for(provider.last.stalled.wait(), 10)
@@ -450,3 +451,54 @@ async def test_a_provider_that_exits_the_program_fails_the_reply_and_chatui_goes
     assert isinstance(response, ModelResponse)
     assert (response.state, response.text) == (ResponseState.FAILED, "Part")
     assert not turn.token.requested
+
+
+async def test_one_observer_sees_the_events_answers_approvals_and_shows_the_stop_first(
+    store: Store,
+) -> None:
+    """The turn has one observer: it is shown each event in order, asked about each call
+    that needs approval, and awaited after a stop before the partial reply is stored."""
+    provider = ScriptedProvider(calls(("c1", "risky", "{}")), [*words("partial", end=None), STALL])
+    seen: list[object] = []
+    streaming = asyncio.Event()
+
+    class Observer:
+        async def on_event(self, event: TurnEvent) -> None:
+            assert event.turn_id == turn.id
+            payload = event.payload
+            seen.append(getattr(payload, "status", None) or type(payload).__name__)
+            if isinstance(payload, TextDelta):
+                streaming.set()
+
+        async def approve(self, call: ToolCallPart) -> Approval:
+            seen.append(f"approve {call.id}")
+            return Approval.ONCE
+
+        async def stop_shown(self) -> None:
+            seen.append(("stop_shown", _stored_states(store, turn)))
+
+    def risky() -> str:
+        """Something that needs the user's approval."""
+        return "done"
+
+    turn = Turn(
+        conversation=store.create_conversation(),
+        prompt="go",
+        provider=provider,
+        store=store,
+        observer=Observer(),
+        tools=ToolRegistry([Tool(risky, needs_approval=True)]),
+    )
+    running = asyncio.create_task(turn.run())
+    await asyncio.wait_for(streaming.wait(), 10)
+    turn.cancel()
+    outcome = await running
+
+    assert outcome.state is ResponseState.INTERRUPTED
+    assert seen == [
+        *("ResponseStarted", "ToolCallStart", "ToolCallDelta", "ToolCallEnd", "StreamEnd"),
+        *("approval", "approve c1", "running", "ToolResultAdded"),
+        *("ResponseStarted", "TextDelta"),
+        ("stop_shown", [ResponseState.COMPLETE, ResponseState.STREAMING]),  # Not stored yet.
+    ]
+    assert _stored_states(store, turn) == [ResponseState.COMPLETE, ResponseState.INTERRUPTED]

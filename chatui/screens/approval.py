@@ -40,7 +40,7 @@ from textual.widgets.button import ButtonVariant
 from chatui._textual.first_draw import DrawnModalScreen
 from chatui.messages import ToolCallPart
 from chatui.sanitize import visible
-from chatui.turn import Approval
+from chatui.tools.protocol import Approval
 
 # Below these sizes the dialog drops its padding, margins and button borders
 # (short) and uses short button labels (narrow), so the buttons fit at 40x12.

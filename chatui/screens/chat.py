@@ -1,5 +1,10 @@
 """The chat screen: the conversation, the composer, the status bar, and Esc.
 
+The screen composes and sends prompts, opens conversations and keeps drafts;
+each turn it starts is shown by a `TurnView` of its own (`turn_view.py`: the
+replies, the approvals, the status line's phase, the stop drawn), which the
+screen asks to draw the stop when Esc cancels the turn.
+
 Nothing the user writes is lost: the composer's draft is stored with its
 conversation (a moment after typing stops, and at once on a switch and on
 quitting) and comes back when the conversation is opened again; a draft the
@@ -15,62 +20,26 @@ import asyncio
 import contextlib
 import math
 import sqlite3
-import time
-from typing import Any
 
 from textual import events
 from textual.actions import SkipAction
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.notifications import SeverityLevel
-from textual.screen import Screen
-from textual.widget import Widget
 from textual.widgets import Static, TextArea
 
 from chatui._textual.bindings import focus_chain_binds
 from chatui._textual.escape import EscapeFirstScreen
-from chatui._textual.first_draw import event_clock
 from chatui._textual.footer import KeyFooter
-from chatui._textual.frame_clock import draw_when_settled, draw_widgets_now
 from chatui.gc_pause import FullCollectionHold
-from chatui.history import pair_results
-from chatui.messages import (
-    Conversation,
-    Item,
-    ModelResponse,
-    ResponseState,
-    ToolCallPart,
-    UserPrompt,
-)
-from chatui.providers.base import (
-    PromptProgress,
-    ProviderError,
-    RedactedThinking,
-    RetryWait,
-    StreamEnd,
-    TextDelta,
-    ThinkingDelta,
-    ToolCallDelta,
-    ToolCallEnd,
-    ToolCallStart,
-    UsageUpdate,
-)
+from chatui.messages import Conversation, ModelResponse, ResponseState, UserPrompt
+from chatui.providers.base import ProviderError
 from chatui.providers.registry import ModelChoice
-from chatui.screens.approval import ApprovalDialog
 from chatui.screens.conversations import NEW, ConversationList
 from chatui.screens.model_switcher import ModelSwitcher
+from chatui.screens.turn_view import TurnView, show_results
 from chatui.session import ConversationRefused, NoProvider, Session, SessionError
-from chatui.turn import (
-    Approval,
-    ContextFill,
-    ContextTrimmed,
-    ResponseStarted,
-    ToolResultAdded,
-    ToolStatusChanged,
-    Turn,
-    TurnEvent,
-    TurnOutcome,
-)
+from chatui.turn import Turn, TurnOutcome
 from chatui.widgets.chat_message import (
     AssistantMessage,
     ContextDivider,
@@ -79,7 +48,7 @@ from chatui.widgets.chat_message import (
 )
 from chatui.widgets.composer import BUSY_NOTICE, Composer
 from chatui.widgets.message_list import MessageList, MoreBelow
-from chatui.widgets.status_bar import StatusBar
+from chatui.widgets.status_bar import Phase, StatusBar
 from chatui.widgets.welcome import Welcome
 
 SHOWN_ITEMS = 40
@@ -120,22 +89,14 @@ class ChatScreen(EscapeFirstScreen[None]):
         self.session = session
         self.conversation = conversation
         self.turn: Turn | None = None
+        self.turn_view: TurnView | None = None  # The screen's side of `turn`.
         self._turn_task: asyncio.Task[None] | None = None
-        self._view: AssistantMessage | None = None
-        self._turn_views: list[AssistantMessage] = []
-        self.stop_requested_at: float | None = None  # When the Esc's byte was read.
-        self.stop_drawn_at = 0.0  # When the whole stop (status, marker, last text) was on screen.
         self.recallable: str | None = None
         self.hidden_items = 0
         self._gc_hold: FullCollectionHold | None = None
-        self._stop_drawn: asyncio.Task[None] | None = None
         self._idle_escape_at = -math.inf  # When an Esc last found no turn to stop.
         self._welcome: Welcome | None = None  # Shown while the conversation is empty.
         self._approved: dict[str, set[str]] = {}  # Tools approved for each conversation.
-        self._asking = asyncio.Lock()  # One approval dialog at a time.
-        self._answered_at = -math.inf  # When the last approval dialog was answered.
-        # Typed (or pasted) before the dialog showed: the composer's.
-        self._early_keys: list[events.Key | events.Paste] = []
         self._drafts_ready = False  # The open conversation's draft is in the composer.
         self._saved_draft: tuple[str, str] | None = None  # (conversation id, draft) last stored.
         self.draft_error: str | None = None  # Why the last try to store the draft failed.
@@ -204,7 +165,7 @@ class ChatScreen(EscapeFirstScreen[None]):
             widgets.append(ErrorNotice(notice))  # The welcome says it in an empty one.
         await messages.replace_items(widgets)
         self._show_welcome()
-        _show_results(items, views)
+        show_results(items, views)
         messages.anchor()
         self.recallable = _recallable_prompt(conversation)
         self.refresh_bindings()
@@ -229,9 +190,9 @@ class ChatScreen(EscapeFirstScreen[None]):
         """Show model preparation progress (None: done) while the user can type."""
         status = self._status
         if detail is not None:
-            status.state, status.detail = "loading", detail
-        elif status.state == "loading":
-            status.state, status.detail = "idle", ""
+            status.state, status.detail = Phase.LOADING, detail
+        elif status.state is Phase.LOADING:
+            status.state, status.detail = Phase.IDLE, ""
 
     async def show_error(self, text: str) -> None:
         await self._mount(ErrorNotice(text))
@@ -254,21 +215,23 @@ class ChatScreen(EscapeFirstScreen[None]):
             return
         # The turn exists from the moment the prompt is accepted, before any await:
         # an Esc from here on stops it, even before it runs.
+        view = TurnView(
+            self,
+            self.conversation,
+            messages=self._messages,
+            status=self._status,
+            composer=composer,
+            approved=self._approved.setdefault(self.conversation.id, set()),
+            stop=self.action_stop,
+        )
         try:
-            turn = self.session.new_turn(
-                self.conversation,
-                message.text,
-                sink=self._on_turn_event,
-                approve=self._approve,
-                before_storing_stop=self._stop_shown,
-            )
+            turn = self.session.new_turn(self.conversation, message.text, observer=view)
         except NoProvider as problem:
             composer.restore(message.text)
             composer.unlock()
             await self._mount(ErrorNotice(str(problem)))
             return
-        self.turn, self._view, self.stop_requested_at = turn, None, None
-        self._turn_views, self._stop_drawn = [], None
+        self.turn, self.turn_view = turn, view
         self.recallable = None
         composer.prompts.append(message.text)
         if (welcome := self._welcome) is not None:
@@ -279,7 +242,7 @@ class ChatScreen(EscapeFirstScreen[None]):
         self._messages.follow()  # The prompt and its reply in sight, even if scrolled up.
         self._messages.receiving = True
         self._turn_task = asyncio.create_task(self._run_turn(turn))
-        self._set_status("waiting", response=None, stop_ms=None, detail="")
+        view.begin()
         if message.key_time <= self._idle_escape_at:
             self.action_stop()  # An Esc that came after this Enter, before the turn existed.
         self.refresh_bindings()
@@ -297,175 +260,24 @@ class ChatScreen(EscapeFirstScreen[None]):
                 await self._show_outcome(turn, outcome)
             except Exception as error:  # A bug of ours: say so, and keep the app usable.
                 await self.show_error(f"chatui could not show how the reply ended: {error!r}")
-                self._set_status("failed")
+                self._status.state = Phase.FAILED
         finally:
             self.call_after_refresh(hold.release)
             if self.turn is turn:
                 self._composer.unlock()
                 self._messages.receiving = False
 
-    async def _approve(self, call: ToolCallPart) -> Approval:
-        """Whether a tool call that needs approval may run: the approval dialog.
-
-        One dialog at a time (parallel calls queue). A tool approved "for
-        this conversation" is not asked about again in it. This is awaited in
-        the turn's task, so Esc (which cancels that task, from the dialog
-        too) ends the wait and closes the dialog; the call does not run.
-        """
-        approved = self._approved.setdefault(self.conversation.id, set())
-        async with self._asking:
-            if call.name in approved:
-                return Approval.CONVERSATION
-            answered: asyncio.Future[Approval | None] = asyncio.get_running_loop().create_future()
-
-            def answer(approval: Approval | None) -> None:
-                self._answered_at = event_clock()
-                if not answered.done():
-                    answered.set_result(approval)
-
-            dialog = ApprovalDialog(call, self.action_stop, self._typed_ahead)
-            try:
-                await self.app.push_screen(dialog, answer)
-                approval = await answered
-            except asyncio.CancelledError:  # Stopped (Esc, quitting): the dialog goes too.
-                _close(dialog)
-                raise
-            finally:
-                self._replay_typed_ahead()
-        if approval is Approval.CONVERSATION:
-            approved.add(call.name)
-        return approval or Approval.DENY
-
-    def _typed_ahead(self, key: events.Key | events.Paste) -> None:
-        """A key typed before the approval dialog was on screen: the composer's, once it closes.
-
-        Unless it was typed while the previous dialog was open (a second `y` for
-        parallel calls): meant for a dialog, it goes nowhere.
-        """
-        if key.time > self._answered_at:
-            self._early_keys.append(key)
-
-    def _replay_typed_ahead(self) -> None:
-        """The keys typed before the dialog showed, in order, to the composer they were for."""
-        keys, self._early_keys = self._early_keys, []
-        if keys:
-            self.run_worker(self._composer.type_keys(keys), group="typed-ahead")
-
-    async def _on_turn_event(self, event: TurnEvent) -> None:
-        if self.turn is None or event.turn_id != self.turn.id:
-            return  # A late event from an older turn.
-        payload = event.payload
-        view = self._view
-        if isinstance(payload, ContextFill):
-            self._status.context = (payload.tokens, payload.window)
-            return
-        if isinstance(payload, ContextTrimmed):
-            await self._show_view_start(payload.view_start)
-            return
-        if isinstance(payload, ResponseStarted):
-            if view is not None:
-                await view.finish()  # The previous request of this turn (a tool call's).
-            self._view = AssistantMessage(payload.response)
-            self._turn_views.append(self._view)
-            await self._mount(self._view)
-            self._set_status("waiting", response=payload.response)
-        elif view is None:
-            return
-        elif isinstance(payload, TextDelta):
-            await view.write(payload.text)
-        elif isinstance(payload, ThinkingDelta | RedactedThinking):
-            await view.write_thinking(view.response.thinking[-1])  # The part it grew.
-        elif isinstance(payload, ToolCallStart):
-            await view.start_tool_call(payload.index, view.response.tool_calls[-1])
-        elif isinstance(payload, ToolCallDelta | ToolCallEnd):
-            view.update_tool_call(payload.index)
-        elif isinstance(payload, ToolResultAdded):
-            _show_results(self.turn.conversation.items, self._turn_views)
-            return
-        elif isinstance(payload, ToolStatusChanged):
-            # The calls run after their reply ended: theirs may be an earlier view of the turn
-            # (the latest that has the call: ids are unique, but older versions repeated them).
-            for turn_view in reversed(self._turn_views):
-                if turn_view.set_tool_status(payload.call_id, payload.status):
-                    break
-            state = "awaiting approval" if payload.status == "approval" else "running tools"
-            self._set_status(state, detail="")
-            return
-        elif isinstance(payload, StreamEnd):
-            await view.finish()  # The rest of the text, then the reply's end, on screen at
-            await draw_when_settled(self, view)  # once, before the turn stores and wraps up.
-        elif isinstance(payload, UsageUpdate):
-            pass
-        elif isinstance(payload, PromptProgress):
-            if payload.total and payload.done < payload.total:
-                self._status.detail = f"reading the prompt {100 * payload.done // payload.total}%"
-            else:
-                self._status.detail = ""
-            return
-        elif isinstance(payload, RetryWait):
-            self._status.detail = f"retrying in {payload.seconds:.0f} s ({payload.reason})"
-            return
-        status = self._status
-        if status.state != "streaming":
-            status.state, status.detail = "streaming", ""
-        status.touch()
-
-    async def _show_view_start(self, view_start: str | None) -> None:
-        """Move the divider to just above the prompt where the model's view now starts."""
-        messages = self._messages
-        messages.unfold()  # The prompt may be folded far above: placed among the laid-out items.
-        for divider in messages.query(ContextDivider):
-            await divider.remove()
-        for widget in messages.items:
-            if isinstance(widget, UserMessage) and widget.item_id == view_start:
-                await messages.mount(ContextDivider(), before=widget)
-                return
-
-    async def _take_back(self, turn: Turn, outcome: TurnOutcome) -> None:
-        """A prompt refused before it was sent: off the screen, and back in the composer."""
-        for widget in list(self._messages.items):
-            mine = isinstance(widget, UserMessage) and widget.item_id == turn.prompt.id
-            if mine or widget in self._turn_views:
-                await widget.remove()
-        self._turn_views, self._view = [], None
-        await self._show_view_start(turn.conversation.view_start)  # A trim for it is undone.
-        composer = self._composer
-        if composer.prompts and composer.prompts[-1] == outcome.prompt.text:
-            composer.prompts.pop()  # Not sent: not one of the conversation's prompts.
-        composer.restore(outcome.prompt.text)
-        await self._mount(ErrorNotice(outcome.error or "The prompt was not sent."))
-        self._set_status("failed", detail="", response=None)
-        self.refresh_bindings()
-
     async def _show_outcome(self, turn: Turn, outcome: TurnOutcome) -> None:
+        """The turn has ended: its view shows how, then the screen and the session wrap up."""
+        view = self.turn_view
+        assert view is not None  # Set with `turn`, before it ran.
+        await view.show_outcome(outcome, provider=self.session.provider_label()[0])
         if outcome.refused:
-            await self._take_back(turn, outcome)
+            self.refresh_bindings()
             self.session.turn_finished(turn, outcome)  # Nothing to title: it was not kept.
             return
-        if self._view is not None:
-            await self._view.finish()
-        _show_results(turn.conversation.items, self._turn_views)  # Stored after the stop too.
-        last = outcome.responses[-1] if outcome.responses else None
-        if outcome.state is ResponseState.INTERRUPTED:
-            if last is None:
-                notice = AssistantMessage(
-                    ModelResponse(self.session.provider_label()[0], ""), streaming=False
-                )
-                notice.response.state = ResponseState.INTERRUPTED
-                await self._mount(notice)
-            stop_ms = None
-            if self._stop_drawn is not None and self.stop_requested_at is not None:
-                await asyncio.shield(self._stop_drawn)  # Esc's byte read to the stop drawn.
-                stop_ms = (self.stop_drawn_at - self.stop_requested_at) * 1000
-            self._set_status("stopped", stop_ms=stop_ms, detail="")
+        if outcome.state is not ResponseState.COMPLETE:
             self.recallable = outcome.prompt.text
-        elif outcome.state is ResponseState.FAILED:
-            await self._mount(ErrorNotice(outcome.error or "The request failed."))
-            self._set_status("failed", detail="")
-            self.recallable = outcome.prompt.text
-        else:
-            self._set_status("idle", detail="")
-        self._status.response = last
         if len(self._messages.items) > 2 * SHOWN_ITEMS:
             await self.show_conversation(self.conversation)  # Keep the layout small.
         self.refresh_bindings()
@@ -489,35 +301,16 @@ class ChatScreen(EscapeFirstScreen[None]):
         return True
 
     def action_stop(self, key_time: float | None = None) -> None:
-        """Esc: stop the running turn, and draw the stop at once.
+        """Esc: stop the running turn, and have its view draw the stop at once.
 
         `key_time` is when the Esc's byte was read from the terminal (its key
         event's `time`); the status bar's "stopped in" counts from it to the
         stop on screen.
         """
-        turn = self.turn
-        if turn is not None and turn.stoppable and turn.cancel():
-            self.stop_requested_at = time.monotonic() if key_time is None else key_time
-            self._set_status("stopping")
-            if (view := self._view) is not None:
-                view.mark_stopped()  # No more text reaches it; its marker waits for a layout.
-            # First frame: the status line alone, which needs no layout (about 1 ms).
-            draw_widgets_now(self, self._status)
+        turn, view = self.turn, self.turn_view
+        if turn is not None and view is not None and turn.stoppable and turn.cancel():
+            view.show_stop(key_time)
             self.refresh_bindings()
-            # The rest of the stop (the marker, which lays the list out) is drawn as
-            # soon as it reaches the screen, not at the frame clock's next tick; the
-            # turn stores the partial reply after this (`before_storing_stop`).
-            # The task is kept: the event loop holds tasks only weakly.
-            self._stop_drawn = asyncio.create_task(self._draw_stop(view or self._status))
-
-    async def _draw_stop(self, widget: Widget) -> None:
-        await draw_when_settled(self, widget)
-        self.stop_drawn_at = time.monotonic()
-
-    async def _stop_shown(self) -> None:
-        """The turn's `before_storing_stop`: wait until the stop is on screen."""
-        if self._stop_drawn is not None:
-            await asyncio.shield(self._stop_drawn)
 
     def stop_for_escape(self, key_time: float) -> bool:
         """Stop the running turn for an Esc that has just reached the app, as the binding would.
@@ -679,8 +472,8 @@ class ChatScreen(EscapeFirstScreen[None]):
         finally:
             self._drafts_ready = True
         status = self._status
-        if status.state != "loading":
-            status.state, status.detail = "idle", ""
+        if status.state is not Phase.LOADING:
+            status.state, status.detail = Phase.IDLE, ""
         status.stop_ms, status.response, status.context = None, None, None
         self.set_focus(self._composer)
 
@@ -794,33 +587,6 @@ class ChatScreen(EscapeFirstScreen[None]):
 
     async def _mount(self, widget: Static | AssistantMessage) -> None:
         await self._messages.mount(widget)
-
-    def _set_status(self, state: str, **values: object) -> None:
-        status = self._status
-        status.state = state
-        for name, value in values.items():
-            setattr(status, name, value)
-
-
-def _show_results(items: list[Item], views: list[AssistantMessage]) -> None:
-    """Show each result of `items` under its call in `views`, paired as the model's history is.
-
-    By the call itself, not its id: a conversation stored by an older
-    version may give several calls one id (a server that sent none, or the
-    same one each time), and a result must not be shown under another call.
-    """
-    by_response = {id(view.response): view for view in views}
-    for (n, k), result in pair_results(items).items():
-        view = by_response.get(id(items[n]))
-        if view is not None:
-            view.show_tool_result(view.response.tool_calls[k], result)
-
-
-def _close(dialog: Screen[Any]) -> None:
-    """Take `dialog` off the screen stack, with whatever was opened over it."""
-    if dialog.is_attached and dialog in dialog.app.screen_stack:
-        dialog.pop_until_active()
-        dialog.dismiss(None)
 
 
 def _recallable_prompt(conversation: Conversation) -> str | None:

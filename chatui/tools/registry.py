@@ -36,8 +36,8 @@ from chatui.cancel import stop_requested, tried_to_exit
 from chatui.messages import ToolCallPart, ToolResult
 from chatui.providers.base import ToolSpec
 from chatui.threads import in_daemon_thread
+from chatui.tools.protocol import Approval, Approver, ToolReport
 from chatui.tools.schema import InvalidArguments, describe, parse_arguments, validate
-from chatui.turn import Approval, Approver, ToolReport
 
 DEFAULT_TIMEOUT = 30.0
 

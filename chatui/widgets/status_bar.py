@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 from textual.content import Content
 from textual.reactive import reactive
 from textual.widgets import Static
@@ -9,16 +11,31 @@ from textual.widgets import Static
 from chatui.messages import ModelResponse
 from chatui.sanitize import visible
 
+
+class Phase(StrEnum):
+    """What the app is doing, as the status line says it (its value is the word shown)."""
+
+    IDLE = "idle"
+    LOADING = "loading"  # The model is being prepared; the detail says how far.
+    WAITING = "waiting"  # A prompt was sent; nothing has come back yet.
+    STREAMING = "streaming"
+    AWAITING_APPROVAL = "awaiting approval"
+    RUNNING_TOOLS = "running tools"
+    STOPPING = "stopping"  # Esc was pressed; the turn is winding down.
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
 STATE_STYLES = {
-    "idle": "dim",
-    "loading": "ansi_yellow",
-    "waiting": "ansi_yellow",
-    "streaming": "ansi_green",
-    "awaiting approval": "bold ansi_yellow",
-    "running tools": "ansi_cyan",
-    "stopping": "bold ansi_yellow",
-    "stopped": "bold ansi_yellow",
-    "failed": "bold ansi_red",
+    Phase.IDLE: "dim",
+    Phase.LOADING: "ansi_yellow",
+    Phase.WAITING: "ansi_yellow",
+    Phase.STREAMING: "ansi_green",
+    Phase.AWAITING_APPROVAL: "bold ansi_yellow",
+    Phase.RUNNING_TOOLS: "ansi_cyan",
+    Phase.STOPPING: "bold ansi_yellow",
+    Phase.STOPPED: "bold ansi_yellow",
+    Phase.FAILED: "bold ansi_red",
 }
 
 
@@ -33,7 +50,7 @@ class StatusBar(Static):
 
     provider: reactive[str] = reactive("")
     model: reactive[str] = reactive("")
-    state: reactive[str] = reactive("idle")
+    state: reactive[Phase] = reactive(Phase.IDLE)
     detail: reactive[str] = reactive("")
     stop_ms: reactive[float | None] = reactive(None)
     response: reactive[ModelResponse | None] = reactive(None, always_update=True)
@@ -51,17 +68,16 @@ class StatusBar(Static):
         # Textual's Content, not Rich Text: this line is drawn on every frame of a
         # stream, and Content renders without Rich's console pipeline.
         self._stale = False
-        style = STATE_STYLES.get(self.state, "")
+        state = self.state
+        style = STATE_STYLES[state]
         parts: list[str | tuple[str, str]] = [(f" {visible(self.provider)}", "bold")]
         if self.model:
             parts.append(f" · {visible(self.model)}")
-        parts += [
-            " │ ",
-            (self.detail if self.state == "loading" and self.detail else self.state, style),
-        ]
-        if self.detail and self.state != "loading":
+        loading = state is Phase.LOADING
+        parts += [" │ ", (self.detail if loading and self.detail else state.value, style)]
+        if self.detail and not loading:
             parts.append((f" {self.detail}", style))
-        if self.state == "stopped" and self.stop_ms is not None:
+        if state is Phase.STOPPED and self.stop_ms is not None:
             parts.append((f" in {self.stop_ms:.1f} ms", style))
         if (context := self.context) is not None:  # Before the speed figures: a narrow
             prompt, window = context  # terminal cuts those first.

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from chatui.providers.base import TextDelta
 from chatui.store import Store
-from chatui.turn import Turn
+from chatui.turn import QuietObserver, Turn
 from tests.support.scripted import ScriptedProvider
 
 
@@ -17,15 +17,12 @@ async def main(db: Path) -> None:
     provider = ScriptedProvider([TextDelta(f"word{i} ") for i in range(100_000)], pace=0.005)
     conversation = store.create_conversation("crash test")
 
-    async def sink(event: object) -> None:
-        return None
-
     turn = Turn(
         conversation=conversation,
         prompt="tell me a long story",
         provider=provider,
         store=store,
-        sink=sink,
+        observer=QuietObserver(),
     )
     await turn.run()
 

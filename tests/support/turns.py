@@ -1,52 +1,62 @@
-"""Running a turn outside the app: a sink that records what reached the "UI", and helpers.
+"""Running a turn outside the app: an observer that records what reached the "UI", and helpers.
 
-`make_turn` builds a `Turn` whose sink is a `Sink`; `run_turn` runs one to its
-end (optionally stopping it after a number of text pieces), the way the app
-would, with nothing on screen.
+`make_turn` builds a `Turn` whose observer is a `Sink`; `run_turn` runs one to
+its end (optionally stopping it after a number of text pieces), the way the
+app would, with nothing on screen.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from chatui.messages import Conversation, ToolCallPart, ToolResult
 from chatui.providers.base import Provider, TextDelta, ToolSpec
 from chatui.store import Store
-from chatui.turn import (
-    Approver,
-    ToolReport,
-    ToolRunner,
-    Turn,
-    TurnEvent,
-    TurnOutcome,
-    TurnSettings,
-)
+from chatui.tools.protocol import Approval, Approver, ToolReport, ToolRunner, deny_all
+from chatui.turn import QuietObserver, Turn, TurnEvent, TurnOutcome, TurnSettings
 
 
-class Sink:
-    """Records what reached the "UI", and whether the turn was already stopped then.
+class Sink(QuietObserver):
+    """The turn's observer: records what reached the "UI", and whether the turn was stopped then.
 
-    `stop_after=N` stops the turn as its N-th text piece arrives.
+    `stop_after=N` stops the turn (`turn`, once set) as its N-th text piece
+    arrives; `react(event)` is called with each event. Tool calls that need
+    approval are answered by `approve` (default: denied), and after a stop
+    `stop_shown` is awaited as the screen's drawing of the stop would be.
     """
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        *,
+        approve: Approver = deny_all,
+        stop_shown: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self.events: list[TurnEvent] = []
         self.after_stop = 0
         self.turn: Turn | None = None
-        self.on_event: Callable[[TurnEvent], None] | None = None
+        self.react: Callable[[TurnEvent], object] | None = None
         self.stop_after: int | None = None
+        self.approver = approve
+        self.showing_stop = stop_shown
 
-    async def __call__(self, event: TurnEvent) -> None:
-        assert self.turn is not None
-        if self.turn.token.cancelled:
+    async def on_event(self, event: TurnEvent) -> None:
+        if self.turn is not None and self.turn.token.cancelled:
             self.after_stop += 1
         self.events.append(event)
-        if self.on_event is not None:
-            self.on_event(event)
+        if self.react is not None:
+            self.react(event)
         if self.stop_after is not None and len(self.texts) >= self.stop_after:
+            assert self.turn is not None
             self.turn.cancel()
         await asyncio.sleep(0)
+
+    async def approve(self, call: ToolCallPart) -> Approval:
+        return await self.approver(call)
+
+    async def stop_shown(self) -> None:
+        if self.showing_stop is not None:
+            await self.showing_stop()
 
     @property
     def texts(self) -> list[str]:
@@ -61,16 +71,20 @@ def make_turn(
     settings: TurnSettings | None = None,
     tools: ToolRunner | None = None,
     prompt: str = "hi",
+    approve: Approver = deny_all,
 ) -> tuple[Turn, Sink]:
-    """A turn of `prompt` in `conversation` (a new one by default), not started."""
+    """A turn of `prompt` in `conversation` (a new one by default), not started.
+
+    `approve` answers the tool calls that need approval (default: denied).
+    """
     conversation = conversation or store.create_conversation()
-    sink = Sink()
+    sink = Sink(approve=approve)
     turn = Turn(
         conversation=conversation,
         prompt=prompt,
         provider=provider,
         store=store,
-        sink=sink,
+        observer=sink,
         settings=settings,
         tools=tools,
     )

@@ -1,0 +1,61 @@
+"""What a turn and its tools say to each other: the runner, the approval, the reports.
+
+The turn (`chatui.turn`) runs the model's tool calls through a `ToolRunner`
+(`chatui.tools.ToolRegistry`); the runner asks the user through an
+`Approver` and tells the turn what a call is doing through a `ToolReport`.
+It lives here, with the tools, so that they need nothing of the turn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from enum import Enum
+from typing import Literal, Protocol
+
+from chatui.messages import ToolCallPart, ToolResult
+from chatui.providers.base import ToolSpec
+
+
+class Approval(Enum):
+    """The user's answer to a tool call that needs approval."""
+
+    ONCE = "once"  # Run this call.
+    CONVERSATION = "conversation"  # Run it; the approver asks no more about this tool here.
+    DENY = "deny"  # Do not run it.
+
+
+Approver = Callable[[ToolCallPart], Awaitable[Approval]]
+"""Asks the user whether a tool call may run (the chat screen's dialog, say).
+
+It is awaited in the turn's own task, so a stop (`Turn.cancel()`, Esc)
+cancels the wait like any other step of the turn: the call does not run and
+gets a "cancelled by the user" result. An approver answering CONVERSATION
+remembers it for that conversation and answers at once for that tool later.
+"""
+
+
+async def deny_all(call: ToolCallPart) -> Approval:
+    """The approver where nobody can be asked: nothing that needs approval runs."""
+    return Approval.DENY
+
+
+ToolStatus = Literal["approval", "running"]
+"""What a complete call is doing: waiting for the user's approval, or running."""
+
+ToolReport = Callable[[ToolStatus], Awaitable[None]]
+"""Tells the turn (and so the UI) that a call waits for approval, or runs."""
+
+
+class ToolRunner(Protocol):
+    """Runs the model's tool calls (`chatui.tools.ToolRegistry`)."""
+
+    def specs(self) -> list[ToolSpec]: ...
+
+    async def run(self, call: ToolCallPart, approve: Approver, report: ToolReport) -> ToolResult:
+        """Run `call` and return its result; only a stop (cancellation) raises.
+
+        A call that needs the user's approval reports "approval" and awaits
+        `approve(call)` first; on DENY it does not run, and its result says so.
+        It reports "running" as it starts.
+        """
+        ...
