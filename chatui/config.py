@@ -25,6 +25,8 @@ PROVIDERS = ("local", "openai", "anthropic")
 KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}  # Section: variable.
 SECRET_ENV = tuple(KEY_ENV.values())  # Never passed on to a tool's process.
 TOOL_CHOICES = ("auto", "required", "none")
+INTERRUPTED_REPLIES = ("drop", "keep")  # What the model is sent of a reply the user stopped.
+CONTINUE_WAYS = ("auto", "prefill", "instruction")  # How a remote model continues a reply.
 DEFAULT_ESCAPE_DELAY_MS = 10  # How long a lone ESC byte waits for the rest of a sequence.
 CONFIG_ENV = "CHATUI_CONFIG"
 
@@ -65,6 +67,7 @@ class OpenAIConfig:
     max_tokens: int = 2048
     context_window: int = 0  # Tokens; 0: as the server reports it, or as its errors tell.
     temperature: float = 0.7
+    continue_with: str = "auto"  # How "Continue" goes on: CONTINUE_WAYS; auto: per server.
 
 
 @dataclass
@@ -75,6 +78,7 @@ class AnthropicConfig:
     max_tokens: int = 2048  # The Messages API requires it. (anthropic 2.x takes no temperature.)
     context_window: int = 0  # Tokens; 0: learned from the API's "prompt is too long" errors.
     thinking_budget: int = 0  # Extended thinking's budget: 0 off, else 1024 to max_tokens - 1.
+    continue_with: str = "auto"  # CONTINUE_WAYS; auto: prefill, or instruction while thinking.
 
 
 TOOL_NAMES = ("current_datetime", "calculate", "read_file", "list_directory", "shell")
@@ -100,6 +104,7 @@ class Config:
     system_prompt: str = "You are a helpful assistant."
     theme: str = "textual-dark"
     interrupted_note: str = DEFAULT_INTERRUPTED_NOTE
+    interrupted_reply: str = "drop"  # INTERRUPTED_REPLIES: a stopped reply dropped, or sent.
     idle_timeout: float = 60.0
     escape_delay_ms: int = DEFAULT_ESCAPE_DELAY_MS  # Env ESCDELAY (ncurses' name) overrides.
     db_path: str = ""  # Empty: the platform's user data dir.
@@ -215,6 +220,10 @@ def _apply_env(config: Config, env: dict[str, str]) -> None:
 def _validate(config: Config, source: str) -> None:
     if config.provider not in PROVIDERS:
         raise ConfigError(source, "provider", f"must be one of {', '.join(PROVIDERS)}")
+    if config.interrupted_reply not in INTERRUPTED_REPLIES:
+        raise ConfigError(
+            source, "interrupted_reply", f"must be one of {', '.join(INTERRUPTED_REPLIES)}"
+        )
     if config.idle_timeout <= 0:
         raise ConfigError(source, "idle_timeout", "must be more than 0 seconds")
     if not 1 <= config.escape_delay_ms <= 2000:
@@ -239,6 +248,10 @@ def _validate(config: Config, source: str) -> None:
         remote = getattr(config, section)
         if remote.max_tokens <= 0:
             raise ConfigError(source, f"{section}.max_tokens", "must be more than 0")
+        if remote.continue_with not in CONTINUE_WAYS:
+            raise ConfigError(
+                source, f"{section}.continue_with", f"must be one of {', '.join(CONTINUE_WAYS)}"
+            )
         if remote.context_window and remote.context_window <= remote.max_tokens:
             raise ConfigError(
                 source,
@@ -254,6 +267,13 @@ def _validate(config: Config, source: str) -> None:
             source,
             "anthropic.thinking_budget",
             "must be 0 (off), or at least 1024 and less than anthropic.max_tokens",
+        )
+    if anthropic.thinking_budget and anthropic.continue_with == "prefill":
+        raise ConfigError(
+            source,
+            "anthropic.continue_with",
+            'cannot be "prefill" while anthropic.thinking_budget is on: the API refuses a '
+            'prefilled reply with extended thinking; use "auto" or "instruction"',
         )
 
 

@@ -6,6 +6,14 @@ in one deterministic pass:
 - A response that did not complete (interrupted or failed) is left out, with
   any tool calls it made. After an interrupted one, the next user message
   starts with a note saying the previous reply was interrupted by the user.
+  With `interrupted_reply="keep"`, an interrupted response's text is sent
+  instead, as the assistant's, followed by `KEPT_REPLY_NOTE` so the model
+  knows the user cut it there; its tool calls never are (a cut-off call is
+  not whole, and a whole one never ran). One with no text is left out, as
+  with "drop".
+- Continuing a response (`continuing`): the history of the items before it,
+  then its text alone (no thinking, no tool calls) as the final assistant
+  message, for the model to go on from.
 - A completed tool call is always followed by its result. A call whose result
   is missing (its run was stopped) gets a synthesized "cancelled by the user"
   result.
@@ -40,6 +48,7 @@ TRIMMED_NOTE = (
     "[Earlier messages of this conversation were left out to fit your context window; "
     "the conversation continues from here.]"
 )
+KEPT_REPLY_NOTE = "[The user interrupted this reply here.]"
 CANCELLED_TOOL_RESULT = "The tool call was cancelled by the user before it finished."
 _UNSAFE_ID = re.compile(r"[^a-zA-Z0-9_-]")
 
@@ -80,9 +89,21 @@ def build_history(
     system_prompt: str = "",
     interrupted_note: str = DEFAULT_INTERRUPTED_NOTE,
     view_start: str | None = None,
+    interrupted_reply: str = "drop",
+    continuing: ModelResponse | None = None,
 ) -> list[ChatMessage]:
-    """Return the repaired history for `items` (oldest first), from `view_start` on."""
+    """Return the repaired history for `items` (oldest first), from `view_start` on.
+
+    `interrupted_reply` is "drop" or "keep" (the config's key, see above). With
+    `continuing` (a response in `items`, the reply cut short), the history ends
+    with that reply's text as the assistant's, for the model to go on from.
+    """
     items, trimmed = in_view(items, view_start)
+    if continuing is not None:
+        at = next((n for n, item in enumerate(items) if item.id == continuing.id), None)
+        if at is None:
+            raise ValueError("the response to continue is not in the history's view")
+        items = items[:at]
     results = pair_results(items)
     used_ids: set[str] = set()
     messages: list[ChatMessage] = []
@@ -97,10 +118,18 @@ def build_history(
             note_pending = False
             _append_user(messages, text)
         elif isinstance(item, ModelResponse):
-            if item.state is not ResponseState.COMPLETE:
-                note_pending = note_pending or item.state is not ResponseState.FAILED
+            if item.state is ResponseState.COMPLETE:
+                messages.extend(_response_messages(n, item, results, used_ids))
+            elif item.state is ResponseState.FAILED:
                 continue
-            messages.extend(_response_messages(n, item, results, used_ids))
+            elif interrupted_reply == "keep" and item.text.strip():
+                kept = f"{item.text.rstrip()}\n\n{KEPT_REPLY_NOTE}"
+                messages.append(ChatMessage("assistant", kept))
+                note_pending = False  # The note in the reply itself says it.
+            else:
+                note_pending = True
+    if continuing is not None:
+        messages.append(ChatMessage("assistant", continuing.text))
     return messages
 
 

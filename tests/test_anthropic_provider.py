@@ -3,13 +3,15 @@
 What both remote providers must do (a stop closes the stream in every state,
 retries, failures in words) is tested once for both in
 `test_remote_providers.py`. Here: how a history becomes Messages API
-messages, the server's own check of them, and Anthropic's "overloaded" (529).
+messages, the server's own check of them, Anthropic's "overloaded" (529), and
+how a reply is continued (a prefill, or an instruction while thinking is on).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -17,9 +19,10 @@ from chatui.history import ChatMessage, ToolCall
 from chatui.messages import ResponseState
 from chatui.providers.anthropic_messages import to_anthropic_messages
 from chatui.providers.base import RetryWait
+from chatui.providers.remote import CONTINUE_INSTRUCTION
 from chatui.store import Store
 from tests.support import anthropic_wire as aw
-from tests.support.remote import anthropic_at, settings
+from tests.support.remote import anthropic_at, request, settings, texts
 from tests.support.turns import make_turn
 from tests.support.wire import Error, WireServer
 
@@ -84,4 +87,69 @@ async def test_overloaded_is_retried_then_shown(server: WireServer, store: Store
         "529",
     ]
     assert len(server.requests) == 3
+    await provider.close()
+
+
+# Continuing a reply: a prefill, unless thinking is on
+
+HISTORY = [ChatMessage("user", "A poem?"), ChatMessage("assistant", "Roses are ")]
+"""A reply cut short after "Roses are ", to continue."""
+
+
+def test_the_server_validation_refuses_what_the_api_refuses_of_a_prefill() -> None:
+    """The check itself: trailing whitespace, and any prefill while thinking is on."""
+    messages: list[dict[str, Any]] = [
+        {"role": "user", "content": "x"},
+        {"role": "assistant", "content": [{"type": "text", "text": "Roses are "}]},
+    ]
+    body = {"max_tokens": 2000, "messages": messages}
+    refused = aw.validate(body)
+    assert refused is not None
+    assert "final assistant content cannot end with trailing whitespace" in str(refused)
+    messages[1]["content"][0]["text"] = "Roses are"
+    assert aw.validate(body) is None
+    thinking = {**body, "thinking": {"type": "enabled", "budget_tokens": 1024}}
+    assert "must start with a thinking block" in str(aw.validate(thinking))
+
+
+async def test_continuing_prefills_the_partial_and_the_seam_loses_no_space(
+    server: WireServer,
+) -> None:
+    server.play(aw.reply(" red", " and blue."))
+    provider = anthropic_at(server.base_url)
+
+    events = await request(provider, HISTORY, continuing=True)
+
+    (sent,) = server.requests
+    assert sent.refused is None, sent.refused
+    assert sent.body["messages"] == [
+        {"role": "user", "content": [{"type": "text", "text": "A poem?"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "Roses are"}]},
+    ]
+    assert texts(events) == ["red", " and blue."]  # The space the partial ends with: once.
+    await provider.close()
+
+
+@pytest.mark.parametrize(
+    "config",
+    [{"thinking_budget": 1024, "max_tokens": 2048}, {"continue_with": "instruction"}],
+    ids=["thinking-on", "instruction-set"],
+)
+async def test_continuing_asks_by_instruction_while_thinking_or_when_set_to(
+    server: WireServer, config: dict[str, Any]
+) -> None:
+    server.play([*aw.start(), *aw.text_block(0, "red."), *aw.ending()])
+    provider = anthropic_at(server.base_url, **config)
+
+    events = await request(provider, HISTORY, continuing=True)
+
+    (sent,) = server.requests
+    assert sent.refused is None, sent.refused
+    assert sent.body["messages"] == [
+        {"role": "user", "content": [{"type": "text", "text": "A poem?"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "Roses are"}]},
+        {"role": "user", "content": [{"type": "text", "text": CONTINUE_INSTRUCTION}]},
+    ]
+    assert ("thinking" in sent.body) == ("thinking_budget" in config)
+    assert "Roses are " + "".join(texts(events)) == "Roses are red."
     await provider.close()

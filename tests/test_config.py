@@ -77,6 +77,22 @@ def test_config_path_from_environment(tmp_path: Path) -> None:
         ("[local]\nn_batch = 64\nn_ubatch = 128\n", "local.n_ubatch", "must not be larger"),
         ("[local]\nn_ctx = 4096\nmax_tokens = 3500\n", "local.max_tokens", "three quarters"),
         ("[openai]\nmax_tokens = 4096\ncontext_window = 4096\n", "openai.context_window", "more"),
+        ("interrupted_reply = 'forget'\n", "interrupted_reply", "must be one of drop, keep"),
+        (
+            "[openai]\ncontinue_with = 'guess'\n",
+            "openai.continue_with",
+            "must be one of auto, prefill, instruction",
+        ),
+        (
+            "[anthropic]\ncontinue_with = 'Prefill'\n",
+            "anthropic.continue_with",
+            "must be one of auto, prefill, instruction",
+        ),
+        (
+            "[anthropic]\nthinking_budget = 1024\ncontinue_with = 'prefill'\n",
+            "anthropic.continue_with",
+            "refuses a prefilled reply with extended thinking",
+        ),
     ],
 )
 def test_bad_keys_name_the_file_the_key_and_the_problem(
@@ -91,6 +107,33 @@ def test_bad_keys_name_the_file_the_key_and_the_problem(
     assert caught.value.key == key
     assert problem in caught.value.problem
     assert str(path) in str(caught.value) and key in str(caught.value)
+
+
+def test_interrupted_reply_and_continue_with_default_to_drop_and_auto_and_are_read(
+    tmp_path: Path,
+) -> None:
+    defaults = load_config(write(tmp_path, ""), env={})
+    assert defaults.interrupted_reply == "drop"
+    assert (defaults.openai.continue_with, defaults.anthropic.continue_with) == ("auto", "auto")
+
+    path = write(
+        tmp_path,
+        """
+        interrupted_reply = "keep"
+        [openai]
+        continue_with = "prefill"
+        [anthropic]
+        thinking_budget = 1024
+        continue_with = "instruction"
+        """,
+    )
+    config = load_config(path, env={})
+
+    assert config.interrupted_reply == "keep"
+    assert (config.openai.continue_with, config.anthropic.continue_with) == (
+        "prefill",
+        "instruction",
+    )
 
 
 def test_malformed_toml_is_reported_with_the_file(tmp_path: Path) -> None:

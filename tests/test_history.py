@@ -7,6 +7,8 @@ import re
 
 from chatui.history import (
     CANCELLED_TOOL_RESULT,
+    KEPT_REPLY_NOTE,
+    TRIMMED_NOTE,
     ChatMessage,
     ToolCall,
     build_history,
@@ -17,6 +19,7 @@ from chatui.messages import (
     ModelResponse,
     ResponseState,
     TextPart,
+    ThinkingPart,
     ToolCallPart,
     ToolResult,
     UserPrompt,
@@ -347,3 +350,135 @@ def test_a_stored_conversation_with_repeated_ids_pairs_each_result_with_its_own_
     answers = {sent[m.tool_call_id]: m.content for m in messages if m.role == "tool"}
     assert answers == {**shown, "d": CANCELLED_TOOL_RESULT}
     assert_api_shape(messages)
+
+
+# interrupted_reply = "keep": the model sees what it had said, never its calls
+
+
+def keep(items, **kwargs) -> list[ChatMessage]:
+    return build_history(items, interrupted_note=NOTE, interrupted_reply="keep", **kwargs)
+
+
+def test_keep_sends_an_interrupted_replys_text_marked_as_interrupted() -> None:
+    items = [
+        UserPrompt("write a poem"),
+        reply("Roses are \n", state=ResponseState.INTERRUPTED),
+        UserPrompt("shorter please"),
+    ]
+
+    messages = keep(items)
+
+    assert messages == [
+        ChatMessage("user", "write a poem"),
+        ChatMessage("assistant", f"Roses are\n\n{KEPT_REPLY_NOTE}"),
+        ChatMessage("user", "shorter please"),  # The reply says it was cut: no note here.
+    ]
+    assert_api_shape(messages)
+
+
+def test_keep_never_sends_a_tool_call_of_an_interrupted_reply() -> None:
+    whole = ToolCallPart("c1", "echo", "{}", complete=True)  # Whole, but it never ran.
+    cut = ToolCallPart("c2", "search", '{"query": "wea', complete=False)
+    items = [
+        UserPrompt("weather?"),
+        reply("Let me look.", whole, cut, state=ResponseState.INTERRUPTED),
+        ToolResult("c1", "echo", "late"),
+        UserPrompt("never mind"),
+    ]
+
+    messages = keep(items)
+
+    assert messages == [
+        ChatMessage("user", "weather?"),
+        ChatMessage("assistant", f"Let me look.\n\n{KEPT_REPLY_NOTE}"),
+        ChatMessage("user", "never mind"),
+    ]
+    assert_api_shape(messages)
+
+
+def test_keep_drops_an_interrupted_reply_without_text_and_notes_the_next_prompt() -> None:
+    cut = ToolCallPart("c1", "search", '{"q', complete=False)
+    items = [
+        UserPrompt("one"),
+        reply(" \n", cut, state=ResponseState.INTERRUPTED),
+        UserPrompt("two"),
+        reply("par", state=ResponseState.FAILED),  # Failed, not stopped: left out, no note.
+        UserPrompt("three"),
+    ]
+
+    assert keep(items) == [ChatMessage("user", f"one\n\n{NOTE}\n\ntwo\n\nthree")]
+
+
+def test_drop_is_the_default_and_sends_the_same_bytes() -> None:
+    items = [
+        UserPrompt("x", id="1"),
+        reply("par", ToolCallPart("c0", "e", "{", complete=False), state=ResponseState.INTERRUPTED),
+        UserPrompt("y", id="2"),
+        reply("ok", ToolCallPart("c1", "echo", '{"a": 1}', complete=True)),
+        ToolResult("c1", "echo", "one"),
+        UserPrompt("z", id="3"),
+    ]
+
+    dropped = build_history(items, interrupted_note=NOTE, interrupted_reply="drop")
+
+    assert history_bytes(dropped) == history_bytes(build(items))
+    assert history_bytes(keep(items)) != history_bytes(dropped)
+
+
+# Continuing a reply: the history before it, then its text as the assistant's
+
+
+def test_continuing_ends_with_the_replys_text_alone_after_the_repaired_history() -> None:
+    earlier = ToolCallPart("c1", "echo", "{}", complete=True)
+    cut = ToolCallPart("c2", "search", '{"q": "ro', complete=False)
+    partial = ModelResponse(
+        "p",
+        "m",
+        parts=[ThinkingPart("hm", signature="sig"), TextPart("Roses are "), cut],
+        state=ResponseState.INTERRUPTED,
+    )
+    items = [
+        UserPrompt("go"),
+        reply("", earlier),  # Its run was stopped: a cancelled result.
+        UserPrompt("a poem then"),
+        partial,
+    ]
+
+    messages = build_history(items, system_prompt="s", interrupted_note=NOTE, continuing=partial)
+
+    assert messages == [
+        ChatMessage("system", "s"),
+        ChatMessage("user", "go"),
+        ChatMessage("assistant", "", tool_calls=(ToolCall("c1", "echo", "{}"),)),
+        ChatMessage("tool", CANCELLED_TOOL_RESULT, tool_call_id="c1", name="echo"),
+        ChatMessage("user", "a poem then"),
+        ChatMessage("assistant", "Roses are "),  # Text only: no thinking, no cut-off call.
+    ]
+    assert_api_shape(messages)
+
+
+def test_continuing_a_reply_that_keep_would_send_sends_it_once() -> None:
+    partial = reply("Once upon", state=ResponseState.INTERRUPTED)
+    items = [UserPrompt("a story"), partial]
+
+    assert keep(items, continuing=partial) == [
+        ChatMessage("user", "a story"),
+        ChatMessage("assistant", "Once upon"),
+    ]
+
+
+def test_continuing_composes_with_the_view_start() -> None:
+    partial = reply("The end is", state=ResponseState.INTERRUPTED)
+    items = [
+        UserPrompt("old", id="old"),
+        reply("old answer"),
+        UserPrompt("new", id="new"),
+        partial,
+    ]
+
+    messages = build_history(items, view_start="new", continuing=partial)
+
+    assert messages == [
+        ChatMessage("user", f"{TRIMMED_NOTE}\n\nnew"),
+        ChatMessage("assistant", "The end is"),
+    ]

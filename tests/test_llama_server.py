@@ -15,6 +15,12 @@ tokens (its own `request.is_disconnected()` check after each chunk is a
 second route, enough by itself).
 `interrupt_requests` is off: otherwise a waiting follow-up request would stop
 the first generation by itself, and a stop would prove nothing about Esc.
+
+A final assistant message is not continued: with the GGUF's chat template,
+this server always adds the generation prompt, so it closes that message with
+`<end_of_turn>` and opens a new model turn after it, and it ignores vLLM's
+`continue_final_message`. It reports no kind (`/props` is a 404, `/v1/models`
+says `owned_by` "me"), so Continue asks it by instruction.
 """
 
 from __future__ import annotations
@@ -29,17 +35,19 @@ from typing import Any
 import anyio
 import llama_cpp
 import llama_cpp.server.app as server_app
+import openai
 import pytest
 import uvicorn
 from llama_cpp.server.settings import ModelSettings, ServerSettings
 
 from chatui.config import OpenAIConfig
-from chatui.history import DEFAULT_INTERRUPTED_NOTE
+from chatui.history import DEFAULT_INTERRUPTED_NOTE, ChatMessage
 from chatui.messages import ResponseState
 from chatui.providers.openai_chat import OpenAIProvider
+from chatui.providers.remote import CONTINUE_INSTRUCTION
 from chatui.store import Store
 from chatui.turn import Turn
-from tests.support.remote import WAIT, settings
+from tests.support.remote import WAIT, request, settings, texts
 from tests.support.tiny_gguf import write_tiny_model
 from tests.support.turns import Sink, make_turn, stored
 
@@ -54,6 +62,7 @@ class Generation:
     """One streamed request as the server handled it."""
 
     request: dict[str, Any]
+    prompt: str = ""  # The prompt the server rendered for it, special tokens spelled out.
     tokens: int = 0  # Tokens `Llama.generate` yielded for it.
     cancelled: bool = False  # Its publisher ended by cancellation: the client left.
     ended: threading.Event = field(default_factory=threading.Event)  # Lock released.
@@ -110,6 +119,8 @@ def generations(monkeypatch: pytest.MonkeyPatch) -> list[Generation]:
 
     def probed_generate(self: llama_cpp.Llama, *args: Any, **kwargs: Any) -> Iterator[int]:
         generation = seen[-1]  # The server runs one request at a time (its lock).
+        prompt = args[0] if args else kwargs["tokens"]
+        generation.prompt = self.detokenize(list(prompt), special=True).decode("utf-8", "replace")
         for token in generate(self, *args, **kwargs):
             generation.tokens += 1
             yield token
@@ -140,7 +151,7 @@ async def interrupted_turn(store: Store, provider: OpenAIProvider) -> tuple[Turn
     own close of the stream, not a cancelled read, then ends the connection.
     """
     turn, sink = make_turn(store, provider, settings=settings())
-    sink.on_event = lambda _: len(sink.texts) == 5 and turn.cancel()
+    sink.react = lambda _: len(sink.texts) == 5 and turn.cancel()
     assert (await turn.run()).state is ResponseState.INTERRUPTED
     assert len(sink.texts) == 5
     return turn, sink
@@ -221,3 +232,47 @@ async def test_the_turn_after_an_interrupted_one_completes_without_the_partial_r
         ResponseState.INTERRUPTED,
         ResponseState.COMPLETE,
     ]
+
+
+# Continuing a reply on this server
+
+CUT = [ChatMessage("user", "hi"), ChatMessage("assistant", "Roses are ")]
+"""A reply cut short after "Roses are ", to continue."""
+ASKED = "<start_of_turn>user\nhi<end_of_turn>\n<start_of_turn>model\nRoses are"
+
+
+async def test_a_final_assistant_message_is_answered_with_a_new_turn_not_continued(
+    base_url: str, generations: list[Generation]
+) -> None:
+    """What a forced prefill gets here, and why "auto" does not prefill on this server."""
+    provider = OpenAIProvider(
+        OpenAIConfig(base_url=base_url, model=ALIAS, max_tokens=SHORT, continue_with="prefill")
+    )
+    await request(provider, CUT, continuing=True)
+    client = openai.AsyncOpenAI(base_url=base_url, api_key="none")  # With vLLM's own fields.
+    await client.chat.completions.create(
+        model=ALIAS,
+        messages=[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Roses are"}],
+        max_tokens=1,
+        extra_body={"continue_final_message": True, "add_generation_prompt": False},
+    )
+
+    assert generations[0].request["messages"][-1] == {"role": "assistant", "content": "Roses are"}
+    for generation in generations:  # The message is closed, and a new turn opened after it.
+        assert generation.prompt.endswith(f"{ASKED}<end_of_turn>\n<start_of_turn>model\n")
+    await client.close()
+    await provider.close()
+
+
+async def test_continue_asks_this_server_by_instruction_and_streams_only_the_new_text(
+    short_provider: OpenAIProvider, generations: list[Generation]
+) -> None:
+    events = await request(short_provider, CUT, continuing=True)
+
+    (generation,) = generations
+    assert generation.prompt.endswith(
+        f"{ASKED}<end_of_turn>\n<start_of_turn>user\n{CONTINUE_INSTRUCTION}<end_of_turn>\n"
+        "<start_of_turn>model\n"
+    )
+    assert generation.tokens == SHORT and texts(events)
+    assert "Roses are" not in "".join(texts(events))  # Only what the server generated.

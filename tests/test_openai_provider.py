@@ -3,23 +3,28 @@
 What both remote providers must do (a stop closes the stream in every state,
 retries, failures in words) is tested once for both in
 `test_remote_providers.py`. Here: how a history becomes Chat Completions
-messages, the server's own check of them, and a `base_url` without a key.
+messages, the server's own check of them, a `base_url` without a key, and how
+a reply is continued on each kind of server (vLLM, llama.cpp's server, any
+other; `llama_cpp.server` in `test_llama_server.py`).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
+from chatui.history import ChatMessage
 from chatui.messages import ResponseState
-from chatui.providers.openai_chat import to_openai_messages
+from chatui.providers.openai_chat import continue_way, is_openai, to_openai_messages
+from chatui.providers.remote import CONTINUE_INSTRUCTION
 from chatui.store import Store
 from tests.support import openai_wire as ow
-from tests.support.remote import openai_at, settings
+from tests.support.remote import openai_at, request, settings, texts
 from tests.support.turns import make_turn
-from tests.support.wire import WireServer
+from tests.support.wire import Validator, WireServer
 
 
 @pytest.fixture
@@ -81,4 +86,130 @@ async def test_a_base_url_without_a_key_sends_a_placeholder(
 
     assert (await turn.run()).state is ResponseState.COMPLETE
     assert server.requests[0].headers["authorization"] == "Bearer no-key"
+    await provider.close()
+
+
+# Continuing a reply: how depends on the server
+
+
+HISTORY = [ChatMessage("user", "A poem?"), ChatMessage("assistant", "Roses are ")]
+"""A reply cut short after "Roses are ", to continue."""
+
+
+def test_openai_itself_is_asked_by_instruction_and_the_setting_forces_either_way() -> None:
+    assert is_openai("") and is_openai("https://api.openai.com/v1")
+    assert not is_openai("http://127.0.0.1:8000/v1")
+    ways = {
+        (setting, kind): continue_way(setting, kind)
+        for setting in ("auto", "prefill", "instruction")
+        for kind in ("vllm", "llama.cpp", "unknown")
+    }
+    assert ways == {
+        ("auto", "vllm"): "prefill",
+        ("auto", "llama.cpp"): "prefill",
+        ("auto", "unknown"): "instruction",
+        **{("prefill", kind): "prefill" for kind in ("vllm", "llama.cpp", "unknown")},
+        **{("instruction", kind): "instruction" for kind in ("vllm", "llama.cpp", "unknown")},
+    }
+
+
+async def test_a_server_that_says_nothing_of_itself_is_asked_to_continue_by_instruction(
+    server: WireServer,
+) -> None:
+    """As OpenAI is: the strict check refuses any field OpenAI does not know."""
+    server.play(ow.reply(" red."))
+    provider = openai_at(server.base_url)
+
+    events = await request(provider, HISTORY, continuing=True)
+
+    (sent,) = server.requests
+    assert sent.refused is None, sent.refused
+    assert sent.body["messages"] == [
+        {"role": "user", "content": "A poem?"},
+        {"role": "assistant", "content": "Roses are"},
+        {"role": "user", "content": CONTINUE_INSTRUCTION},
+    ]
+    assert "Roses are " + "".join(texts(events)) == "Roses are red."
+    assert [g.path for g in server.gets] == ["/v1/models", "/props"]  # Asked what it is.
+    await provider.close()
+
+
+async def test_vllm_is_asked_to_continue_the_final_assistant_message() -> None:
+    with WireServer(validate=ow.validate_vllm) as server:
+        server.documents["/v1/models"] = ow.VLLM_MODELS
+        server.play(ow.reply(" red."), ow.reply(" blue."))
+        provider = openai_at(server.base_url)
+
+        first = await request(provider, HISTORY, continuing=True)
+        await request(provider, HISTORY, continuing=True)
+
+    sent = server.requests[0]
+    assert sent.refused is None, sent.refused
+    assert sent.body["continue_final_message"] is True
+    assert sent.body["add_generation_prompt"] is False
+    assert sent.body["messages"][-1] == {"role": "assistant", "content": "Roses are"}
+    assert texts(first) == ["red."]
+    assert server.requests[1].refused is None
+    assert [g.path for g in server.gets] == ["/v1/models"]  # Asked once, and it said enough.
+    await provider.close()
+
+
+async def test_vllm_refuses_a_final_assistant_message_without_continue_final_message() -> None:
+    """The check itself: vLLM wants to be told, and OpenAI refuses vLLM's fields."""
+    body = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
+    prefill = {**body, "messages": [*body["messages"], {"role": "assistant", "content": "y"}]}
+    told = {**prefill, "continue_final_message": True, "add_generation_prompt": False}
+    assert "continue_final_message" in ow.validate_vllm(prefill)["error"]["message"]
+    assert ow.validate_vllm(told) is None
+    assert ow.validate_vllm({**told, "add_generation_prompt": True}) is not None
+    assert ow.validate_vllm({**body, "continue_final_message": True}) is not None
+    assert "Unrecognized request argument" in ow.validate(told)["error"]["message"]
+
+
+async def test_a_llama_cpp_server_continues_the_final_assistant_message_with_thinking_off() -> None:
+    """llama.cpp's server prefills a final assistant message by itself, but refuses to while
+    the model thinks; the request turns thinking off."""
+    with WireServer(validate=ow.llama_cpp_validator(thinking=True)) as server:
+        server.documents["/props"] = ow.LLAMA_CPP_PROPS
+        server.play(ow.reply("red."))
+        provider = openai_at(server.base_url)
+
+        events = await request(provider, HISTORY, continuing=True)
+
+    (sent,) = server.requests
+    assert sent.refused is None, sent.refused
+    assert sent.body["messages"][-1] == {"role": "assistant", "content": "Roses are"}
+    assert sent.body["chat_template_kwargs"] == {"enable_thinking": False}
+    assert "continue_final_message" not in sent.body
+    assert "Roses are " + "".join(texts(events)) == "Roses are red."
+    await provider.close()
+
+
+@pytest.mark.parametrize(
+    ("setting", "documents", "validate", "prefilled"),
+    [
+        ("instruction", {"/v1/models": ow.VLLM_MODELS}, ow.validate_vllm, False),
+        ("prefill", {}, ow.validate, True),
+    ],
+    ids=["instruction-on-vllm", "prefill-on-an-unknown-server"],
+)
+async def test_continue_with_forces_either_way(
+    setting: str, documents: dict[str, Any], validate: Validator, prefilled: bool
+) -> None:
+    with WireServer(validate=validate) as server:
+        server.documents.update(documents)
+        server.play(ow.reply("red."))
+        provider = openai_at(server.base_url, continue_with=setting)
+
+        await request(provider, HISTORY, continuing=True)
+
+    (sent,) = server.requests
+    assert sent.refused is None, sent.refused
+    last = sent.body["messages"][-1]
+    assert last == (
+        {"role": "assistant", "content": "Roses are"}
+        if prefilled
+        else {"role": "user", "content": CONTINUE_INSTRUCTION}
+    )
+    assert "continue_final_message" not in sent.body  # Only vLLM is told, and only to prefill.
     await provider.close()

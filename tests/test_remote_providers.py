@@ -20,8 +20,10 @@ from collections.abc import Callable
 
 import pytest
 
-from chatui.messages import ModelResponse, ResponseState, ToolCallPart
+from chatui.history import KEPT_REPLY_NOTE, ChatMessage, build_history
+from chatui.messages import ModelResponse, ResponseState, TextPart, ToolCallPart, UserPrompt
 from chatui.providers.base import RetryWait, TextDelta, ToolCallDelta
+from chatui.providers.remote import CONTINUE_INSTRUCTION
 from chatui.store import Store
 from chatui.widgets.chat_message import AssistantMessage, ErrorNotice
 from chatui.widgets.status_bar import StatusBar
@@ -33,9 +35,11 @@ from tests.support.remote import (
     Wire,
     assert_no_secret,
     disconnected,
+    request,
     retry_waits,
     run_skipping_retry_waits,
     settings,
+    texts,
     when,
 )
 from tests.support.turns import make_turn, stored
@@ -434,3 +438,92 @@ async def test_an_error_is_shown_inline_without_the_key(
         (view,) = app.screen.query(AssistantMessage)
         assert "-failed" in view.classes
     assert_no_secret(store, app.last_outcome.error)
+
+
+# Continuing a reply cut short, and a stopped reply kept in the history
+
+SEAMS: dict[str, tuple[str, list[str], str]] = {
+    "space": ("Roses are ", [" red", " and blue."], "Roses are red and blue."),
+    "paragraph-in-pieces": ("One.\n\n", ["\n", "\nTwo."], "One.\n\nTwo."),
+    "more-than-before": ("One.\n", ["\n\nTwo."], "One.\n\nTwo."),
+    "less-than-before": ("One.\n\n", ["\nTwo."], "One.\n\nTwo."),
+    "no-whitespace": ("Roses are", [" red."], "Roses are red."),
+}
+"""A partial, the continuation the server streams, and the one reply they make on screen."""
+
+
+@pytest.mark.parametrize(("partial", "pieces", "whole"), SEAMS.values(), ids=SEAMS.keys())
+async def test_continuing_sends_the_partial_without_trailing_whitespace_and_streams_the_rest(
+    wire: Wire, server: WireServer, partial: str, pieces: list[str], whole: str
+) -> None:
+    server.play(wire.reply(*pieces))
+    provider = wire.provider(server.base_url)
+    history = [
+        ChatMessage("system", "Be brief."),
+        ChatMessage("user", "A poem?"),
+        ChatMessage("assistant", partial),
+    ]
+
+    events = await request(provider, history, continuing=True)
+
+    (sent,) = server.requests
+    assert sent.refused is None, sent.refused
+    system, messages = wire.prompt_of(sent.body)
+    assert system == "Be brief." and messages[0] == wire.user("A poem?")
+    if wire.continues_by == "instruction":
+        *messages, instruction = messages
+        assert instruction == wire.user(CONTINUE_INSTRUCTION)
+    assert len(messages) == 2 and messages[-1]["role"] == "assistant"
+    assert wire.text_of(messages[-1]) == partial.rstrip()
+    assert partial + "".join(texts(events)) == whole  # Nothing lost or doubled at the seam.
+    await provider.close()
+
+
+async def test_continuing_a_reply_of_only_whitespace_asks_for_a_reply_as_usual(
+    wire: Wire, server: WireServer
+) -> None:
+    server.play(wire.reply("\n", "Hello."))
+    provider = wire.provider(server.base_url)
+    history = [ChatMessage("user", "Hi?"), ChatMessage("assistant", "\n\n")]
+
+    events = await request(provider, history, continuing=True)
+
+    (sent,) = server.requests
+    assert sent.refused is None, sent.refused
+    assert wire.prompt_of(sent.body)[1] == [wire.user("Hi?")]
+    assert texts(events) == ["Hello."]  # Its "\n" repeated the partial's: dropped.
+    await provider.close()
+
+
+KEPT: dict[str, list[ToolCallPart]] = {
+    "text-only": [],
+    "with-a-cut-off-call": [
+        ToolCallPart("call_1", "read_file", '{"path": "a"}', complete=True),  # It never ran.
+        ToolCallPart("call_2", "read_file", '{"pa', complete=False),
+    ],
+}
+
+
+@pytest.mark.parametrize("calls", KEPT.values(), ids=KEPT.keys())
+async def test_a_kept_interrupted_reply_is_accepted_by_the_api_without_its_calls(
+    wire: Wire, server: WireServer, calls: list[ToolCallPart]
+) -> None:
+    stopped = ModelResponse(
+        "p", "m", [TextPart("Let me look. "), *calls], ResponseState.INTERRUPTED
+    )
+    items = [UserPrompt("Read a."), stopped, UserPrompt("Never mind.")]
+    server.play(wire.reply("Fine."))
+    provider = wire.provider(server.base_url)
+
+    history = build_history(items, system_prompt="Be brief.", interrupted_reply="keep")
+    events = await request(provider, history)
+
+    (sent,) = server.requests
+    assert sent.refused is None, sent.refused
+    _system, messages = wire.prompt_of(sent.body)
+    assert [m["role"] for m in messages] == ["user", "assistant", "user"]
+    assert wire.text_of(messages[1]) == f"Let me look.\n\n{KEPT_REPLY_NOTE}"
+    assert wire.text_of(messages[2]) == "Never mind."  # No "interrupted" note: the reply says it.
+    assert "call_" not in json.dumps(sent.body) and "read_file" not in json.dumps(sent.body)
+    assert texts(events) == ["Fine."]
+    await provider.close()

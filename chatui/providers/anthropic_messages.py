@@ -18,6 +18,11 @@ An `event: error` inside the stream becomes `remote.ErrorEvent`; its error
 type (`overloaded_error`, say) decides the text, and gateways that send the
 error as a bare string are understood too. Retries, error texts and the
 close on a stop: `chatui.providers.remote`.
+
+Continuing a reply (`continue_with`): the Messages API continues a final
+assistant message (a prefill), but refuses one that ends in whitespace and
+refuses any prefill while extended thinking is on; "auto" prefills, or asks
+by instruction while thinking is on (`remote.continued`, and its seam rule).
 """
 
 from __future__ import annotations
@@ -81,6 +86,10 @@ class AnthropicProvider(remote.RemoteProvider):
                 "or api_key under [anthropic] in the config file."
             )
         return None
+
+    async def _continue(self, request: ModelRequest) -> tuple[list[ChatMessage], str]:
+        prefill = self.config.continue_with != "instruction" and not self.config.thinking_budget
+        return remote.continued(request.messages, prefill=prefill)
 
     def _make_client(self) -> anthropic.AsyncAnthropic:
         return anthropic.AsyncAnthropic(

@@ -10,6 +10,19 @@ token limit is kept incomplete, so it never runs and never goes back to the
 model. Reasoning that compatible servers stream (`reasoning_content` or
 `reasoning`) is never merged into the answer.
 
+Continuing a reply (`continue_with`, "auto" by default): OpenAI itself answers
+a final assistant message with a new turn, so it is asked by instruction
+(`remote.continued`). vLLM continues a final assistant message when told to
+(`continue_final_message`, without `add_generation_prompt`). llama.cpp's server
+continues one by itself (it renders the messages before it, then appends its
+text as is), but refuses to while a thinking model's `enable_thinking` is on,
+so the request turns it off. Which server it is comes from what it reports
+(`served_window`); any other server is asked by instruction. That includes
+llama-cpp-python's `llama_cpp.server`: with a GGUF's chat template (0.3.x) it
+always adds the generation prompt, so it closes a final assistant message with
+the end-of-turn and opens a new one after it (tests/test_llama_server.py shows
+the prompt it renders), and it ignores vLLM's fields.
+
 The SDK makes the request and raises its status errors; the body's events
 are read by `chatui.providers.sse` (why: there), as JSON, each field checked.
 Retries, error texts and the close on a stop: `chatui.providers.remote`.
@@ -21,7 +34,8 @@ import json
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import openai
 
@@ -43,7 +57,7 @@ from chatui.providers.base import (
     ToolSpec,
     UsageUpdate,
 )
-from chatui.providers.served_window import served_window
+from chatui.providers.served_window import Served, ServerKind, served
 
 REASONING_FIELDS = ("reasoning_content", "reasoning")  # llama.cpp/vLLM/DeepSeek, Ollama/vLLM.
 PLACEHOLDER_KEY = "no-key"  # A compatible server without keys; the SDK insists on one.
@@ -56,6 +70,23 @@ FINISH_REASONS: dict[str, FinishReason] = {
 # Finish reasons after which every call's arguments are whole. Some compatible servers end a
 # reply of calls with "stop". Any other ("length", "content_filter") cut the last call short.
 CALLS_ENDED = frozenset({"tool_calls", "function_call", "stop"})
+PREFILL_FIELDS: dict[ServerKind, dict[str, Any]] = {
+    "vllm": {"continue_final_message": True, "add_generation_prompt": False},
+    "llama.cpp": {"chat_template_kwargs": {"enable_thinking": False}},
+}
+"""What a request that prefills adds, per server that continues a final assistant message."""
+
+
+def continue_way(setting: str, kind: ServerKind) -> Literal["prefill", "instruction"]:
+    """How a reply is continued on a server of `kind`: as `setting` says, unless "auto"."""
+    if setting == "auto":
+        return "prefill" if kind in PREFILL_FIELDS else "instruction"
+    return "prefill" if setting == "prefill" else "instruction"
+
+
+def is_openai(base_url: str) -> bool:
+    """Whether `base_url` is OpenAI's own API (no base_url at all is)."""
+    return not base_url or urlsplit(base_url).hostname == "api.openai.com"
 
 
 class OpenAIProvider(remote.RemoteProvider):
@@ -69,7 +100,7 @@ class OpenAIProvider(remote.RemoteProvider):
         self.model = model or config.model
         self.base_url = config.base_url
         self.configured_context_window = config.context_window
-        self._asked_window = False
+        self._served: Served | None = None  # What the server said of itself, once asked.
         self.max_tokens = config.max_tokens
         self.label = "OpenAI" if not config.base_url else "the OpenAI-compatible server"
 
@@ -84,16 +115,30 @@ class OpenAIProvider(remote.RemoteProvider):
 
     async def prepare(self, progress: Progress = lambda _detail: None) -> None:
         """Ask a compatible server for its model's context window, unless the config says it."""
-        if self.base_url and not self.configured_context_window and not self._asked_window:
-            self._asked_window = True
-            if self._client is None:
-                self._client = self._make_client()
-            client = self._client
+        if self.base_url and not self.configured_context_window:
+            await self._server()
 
-            async def get(url: str) -> Any:
-                return await client.get(url, cast_to=object)
+    async def _server(self) -> Served:
+        """What the compatible server says of itself, asked once (OpenAI itself: nothing)."""
+        if self._served is None:
+            self._served = Served()
+            if not is_openai(self.base_url):
+                if self._client is None:
+                    self._client = self._make_client()
+                client = self._client
 
-            self.server_context_window = await served_window(get, self.base_url, self.model)
+                async def get(url: str) -> Any:
+                    return await client.get(url, cast_to=object)
+
+                self._served = await served(get, self.base_url, self.model)
+                self.server_context_window = self._served.window
+        return self._served
+
+    async def _continue(self, request: ModelRequest) -> tuple[list[ChatMessage], str]:
+        setting = self.config.continue_with
+        kind = (await self._server()).kind if setting != "instruction" else "unknown"
+        prefill = continue_way(setting, kind) == "prefill"
+        return remote.continued(request.messages, prefill=prefill)
 
     def _make_client(self) -> openai.AsyncOpenAI:
         return openai.AsyncOpenAI(
@@ -122,6 +167,9 @@ class OpenAIProvider(remote.RemoteProvider):
         params[limit] = self.reply_room
         if request.tools:
             params["tools"] = to_openai_tools(request.tools)
+        prefill = request.continuing and request.messages[-1].role == "assistant"
+        if prefill and self._served is not None and self._served.kind in PREFILL_FIELDS:
+            params["extra_body"] = PREFILL_FIELDS[self._served.kind]
         return params
 
     def _explain(self, error: BaseException) -> ProviderError:

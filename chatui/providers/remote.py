@@ -16,6 +16,21 @@ and `json_text` read them so that what carries nothing usable is skipped.
 An error inside the stream is an `ErrorEvent`, and every error text is a
 sentence, never a Python exception (`unreadable_text` is the last resort).
 
+**Continuing a reply** (`ModelRequest.continuing`: the last message is the
+model's own reply, cut short). A provider either *prefills*: sends the partial
+as the final assistant message, which the API or server continues; or sends
+an *instruction*: the partial, then a short user message asking the model to
+go on exactly where it stopped (`CONTINUE_INSTRUCTION`). Either way the
+partial goes without its trailing whitespace (Anthropic refuses a prefill that
+ends in whitespace, templates trim it, and a lone trailing space is a token a
+model rarely saw), and the stream carries only the new text. The seam rule
+keeps the stored text (partial, then continuation) from doubling that
+whitespace: the continuation's first characters, as far as they repeat the
+whitespace the partial ends with, are dropped (`Seam`). "Roses are " then
+" red" reads "Roses are red"; "One.\n\n" then "\n\nTwo" reads
+"One.\n\nTwo"; "One.\n" then "\n\nTwo" reads "One.\n\nTwo". Nothing the
+user has seen is ever taken back.
+
 **Closing for real.** `create_then_close` runs the SDK's `create()` in a task
 of its own, so a stop that lands just as `create()` returns cannot lose the
 stream it returned: whatever it returned is closed on every way out, shielded
@@ -26,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import email.utils
 import json
 import socket
@@ -36,12 +52,14 @@ from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from chatui import redact
+from chatui.history import ChatMessage
 from chatui.providers.base import (
     ModelRequest,
     ProviderError,
     ProviderLifecycle,
     RetryWait,
     StreamEvent,
+    TextDelta,
 )
 from chatui.providers.overflow import as_overflow
 
@@ -51,6 +69,56 @@ DETAIL_LIMIT = 300  # Characters of a server's own words shown with an error.
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 CONNECT_TIMEOUT = 10.0
 PROBE_TIMEOUT = 3.0  # Seconds the empty conversation waits to learn if `base_url` answers.
+CONTINUE_INSTRUCTION = (
+    "[Your reply above was cut off. Continue it exactly where it stopped, even in the "
+    "middle of a word or a sentence: write only the text that comes next, without "
+    "repeating any of it and without saying that you continue.]"
+)
+
+
+def continued(messages: list[ChatMessage], *, prefill: bool) -> tuple[list[ChatMessage], str]:
+    """The messages that make the model go on from the partial (the last message), and the seam.
+
+    The seam is the whitespace the partial ends with, which it is sent
+    without (see the module docstring). A partial with nothing but whitespace
+    leaves nothing to go on from: the model is asked for a reply as usual
+    (and so is it when the last message is not the model's).
+    """
+    if not messages or messages[-1].role != "assistant":
+        return messages, ""
+    *before, last = messages
+    text = last.content.rstrip()
+    seam = last.content[len(text) :]
+    if not text:
+        return before, seam
+    partial = ChatMessage("assistant", text)
+    if prefill:
+        return [*before, partial], seam
+    return [*before, partial, ChatMessage("user", CONTINUE_INSTRUCTION)], seam
+
+
+class Seam:
+    """Drops a continuation's first characters as far as they repeat the partial's end."""
+
+    def __init__(self, whitespace: str) -> None:
+        self._pending = whitespace  # What the continuation may still repeat.
+
+    def text(self, text: str) -> str:
+        """A piece of the continuation's text, without what repeats the seam."""
+        pending = self._pending
+        n = 0
+        while n < len(text) and n < len(pending) and text[n] == pending[n]:
+            n += 1
+        # All of the piece repeated the seam: more may still. Otherwise the seam is behind.
+        self._pending = pending[n:] if n == len(text) else ""
+        return text[n:]
+
+    def event(self, event: StreamEvent) -> StreamEvent | None:
+        """`event`, its text passed through `text` (None: nothing of it is left)."""
+        if not self._pending or not isinstance(event, TextDelta):
+            return event
+        text = self.text(event.text)
+        return TextDelta(text) if text else None
 
 
 class Closable(Protocol):
@@ -416,6 +484,11 @@ class RemoteProvider(ProviderLifecycle):
     def _explain(self, error: BaseException) -> ProviderError:
         raise NotImplementedError
 
+    async def _continue(self, request: ModelRequest) -> tuple[list[ChatMessage], str]:
+        """The messages sent to continue the partial, and its seam: by instruction, unless
+        a subclass knows its API continues a final assistant message."""
+        return continued(request.messages, prefill=False)
+
     def _not_utf8(self) -> None:
         """The reply held bytes that are not UTF-8 (told once a reply): they show as U+FFFD."""
         self.on_notice(
@@ -451,6 +524,10 @@ class RemoteProvider(ProviderLifecycle):
         if self._client is None:
             self._client = self._make_client()
         client = self._client
+        seam = Seam("")
+        if request.continuing:
+            messages, whitespace = await self._continue(request)
+            request, seam = dataclasses.replace(request, messages=messages), Seam(whitespace)
 
         async def attempt() -> AsyncGenerator[StreamEvent, None]:
             async with (
@@ -462,7 +539,8 @@ class RemoteProvider(ProviderLifecycle):
 
         async with aclosing(with_retries(attempt, self._explain, self._status_of)) as events:
             async for event in events:
-                yield event
+                if (shown := seam.event(event)) is not None:
+                    yield shown
 
 
 def _unreachable(error: OSError | TimeoutError) -> str:

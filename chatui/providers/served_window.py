@@ -1,13 +1,18 @@
-"""The context window an OpenAI-compatible server reports for its model, where it does.
+"""What an OpenAI-compatible server tells of itself: which server it is, and its model's window.
 
-- vLLM lists each model's `max_model_len` in `GET /v1/models`.
+- vLLM lists each model's `max_model_len` in `GET /v1/models` (`owned_by`
+  "vllm").
 - llama.cpp's server gives its `n_ctx` in `GET /props` (at the server's root,
-  under `default_generation_settings`, or at the top in older builds).
+  under `default_generation_settings`, or at the top in older builds); its
+  `/v1/models` says `owned_by` "llamacpp".
 
-OpenAI itself, Ollama and LM Studio report no window here: chatui then learns
-it from their first "too long" refusal. Asking is a courtesy, never a
-condition: any failure, odd shape or slow answer (`ASK_TIMEOUT`) is "unknown".
-What a server sends is untrusted: only a positive integer is taken.
+Which server it is decides how a reply is continued (`openai_chat`): vLLM and
+llama.cpp's server continue a final assistant message. OpenAI itself, Ollama,
+LM Studio and llama-cpp-python's `llama_cpp.server` report neither: their kind
+is "unknown", and chatui learns their window from their first "too long"
+refusal. Asking is a courtesy, never a condition: any failure, odd shape or
+slow answer (`ASK_TIMEOUT`) is "unknown". What a server sends is untrusted:
+only a positive integer is taken as a window.
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from chatui.providers.remote import integer
@@ -23,28 +29,53 @@ from chatui.providers.remote import integer
 ASK_TIMEOUT = 2.0  # Seconds; the first turn waits at most this long for the answer.
 
 Get = Callable[[str], Awaitable[Any]]  # GET a URL (relative to base_url, or whole): its JSON.
+ServerKind = Literal["vllm", "llama.cpp", "unknown"]
 
 
-async def served_window(get: Get, base_url: str, model: str) -> int | None:
-    """The window the server at `base_url` reports for `model`, or None."""
+@dataclass(frozen=True)
+class Served:
+    """What the server said of itself."""
+
+    kind: ServerKind = "unknown"
+    window: int | None = None  # Its model's context window in tokens, if it said.
+
+
+async def served(get: Get, base_url: str, model: str) -> Served:
+    """What the server at `base_url` says of itself and of `model`.
+
+    `/props` is asked only when `/v1/models` gave no window for `model`.
+    """
     try:
         async with asyncio.timeout(ASK_TIMEOUT):
-            return await _models_window(get, model) or await _props_window(get, base_url)
+            kind, window = await _models(get, model)
+            if window is None:
+                props = await _props(get, base_url)
+                if props is not None:
+                    return Served("llama.cpp" if kind == "unknown" else kind, props)
+            return Served(kind, window)
     except TimeoutError:
-        return None
+        return Served()
 
 
-async def _models_window(get: Get, model: str) -> int | None:
-    with contextlib.suppress(Exception):  # Not a vLLM, or no such list: unknown here.
+async def _models(get: Get, model: str) -> tuple[ServerKind, int | None]:
+    kind: ServerKind = "unknown"
+    with contextlib.suppress(Exception):  # No such list: unknown here.
         listed = await get("models")
         entries = listed.get("data", []) if isinstance(listed, dict) else []
         for entry in entries if isinstance(entries, list) else []:
-            if isinstance(entry, dict) and entry.get("id") == model:
-                return _positive(entry.get("max_model_len"))
-    return None
+            if not isinstance(entry, dict):
+                continue
+            if "max_model_len" in entry or entry.get("owned_by") == "vllm":
+                kind = "vllm"
+            elif entry.get("owned_by") == "llamacpp":
+                kind = "llama.cpp"
+            if entry.get("id") == model:
+                return kind, _positive(entry.get("max_model_len"))
+    return kind, None
 
 
-async def _props_window(get: Get, base_url: str) -> int | None:
+async def _props(get: Get, base_url: str) -> int | None:
+    """llama.cpp's window from `/props`, or None (not a llama.cpp server, or no window)."""
     try:
         props = await get(_root(base_url) + "/props")
     except Exception:  # Not a llama.cpp server: unknown.

@@ -7,6 +7,9 @@ in the very next message, and a `tool_result` must answer a `tool_use` of the
 message just before it. A thinking block must come back with the signature
 this server gave it (`sign`), and with thinking on, an assistant message
 whose tool calls the last message answers must start with a thinking block.
+A final assistant message is a prefill, which the model continues: its text
+must not end in whitespace, and with thinking on it must start with a thinking
+block too, so a prefill of text alone is refused then.
 """
 
 from __future__ import annotations
@@ -105,6 +108,11 @@ def _refuse(message: str) -> dict[str, Any]:
     return error_body("invalid_request_error", message)
 
 
+def _blocks(content: Any) -> list[dict[str, Any]]:
+    """A message's content as blocks (a string is one text block)."""
+    return [{"type": "text", "text": content}] if isinstance(content, str) else content
+
+
 def validate(body: dict[str, Any]) -> dict[str, Any] | None:
     """None if Anthropic would accept `body`'s messages, else its error body."""
     messages = body.get("messages")
@@ -117,7 +125,7 @@ def validate(body: dict[str, Any]) -> dict[str, Any] | None:
         role, content = message.get("role"), message.get("content")
         if role != ("user" if n % 2 == 0 else "assistant"):
             return _refuse(f"messages.{n}: roles must alternate, starting with 'user'")
-        blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content
+        blocks = _blocks(content)
         if not blocks:
             return _refuse(f"messages.{n}: all messages must have non-empty content")
         answered = {b.get("tool_use_id") for b in blocks if b.get("type") == "tool_result"}
@@ -151,11 +159,17 @@ def validate(body: dict[str, Any]) -> dict[str, Any] | None:
     answers = isinstance(last["content"], list) and any(
         b.get("type") == "tool_result" for b in last["content"]
     )
-    if thinking and answers and len(messages) > 1:
-        first = messages[-2]["content"][0].get("type")
+    prefill = last["role"] == "assistant"
+    if prefill:
+        final = _blocks(last["content"])[-1]
+        if final.get("type") == "text" and final.get("text", "") != final.get("text", "").rstrip():
+            return _refuse("messages: final assistant content cannot end with trailing whitespace")
+    if thinking and (answers or prefill) and len(messages) > 1:
+        at = len(messages) - (1 if prefill else 2)
+        first = _blocks(messages[at]["content"])[0].get("type")
         if first not in ("thinking", "redacted_thinking"):
             return _refuse(
-                f"messages.{len(messages) - 2}.content.0.type: Expected `thinking` or "
+                f"messages.{at}.content.0.type: Expected `thinking` or "
                 f"`redacted_thinking`, but found `{first}`. When `thinking` is enabled, a final "
                 "`assistant` message must start with a thinking block."
             )

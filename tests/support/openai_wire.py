@@ -1,12 +1,25 @@
-"""Chat Completions stream chunks for `wire.WireServer`, and the checks the real API makes.
+"""Chat Completions stream chunks for `wire.WireServer`, and the checks the real servers make.
 
-`validate` refuses a request the way OpenAI does: an assistant message with
-`tool_calls` must be followed by one `tool` message per call, and a `tool`
-message must answer a call made just before it.
+`validate` refuses a request the way OpenAI does: a parameter it does not
+know (vLLM's or llama.cpp's own fields, say) is refused; an assistant message
+with `tool_calls` must be followed by one `tool` message per call, and a
+`tool` message must answer a call made just before it. A final assistant
+message is accepted (OpenAI answers it with a new turn; it does not continue
+it).
+
+`validate_vllm` checks what vLLM checks of its own fields, on top of the
+messages: `continue_final_message` needs a final assistant message and
+`add_generation_prompt` off, and (as its Mistral tokenizer does) a final
+assistant message needs `continue_final_message`. `llama_cpp_validator` checks
+what llama.cpp's server does before it prefills a final assistant message:
+no two assistant messages at the end, and no prefill while the model's
+`enable_thinking` is on (unless `chat_template_kwargs` turns it off).
+`VLLM_MODELS` and `LLAMA_CPP_PROPS` are what each answers about itself.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from tests.support.wire import Send, Step
@@ -93,8 +106,95 @@ def _error(message: str) -> dict[str, Any]:
     return {"error": {"message": message, "type": "invalid_request_error", "code": None}}
 
 
+OPENAI_PARAMETERS = frozenset(
+    {
+        "model",
+        "messages",
+        "stream",
+        "stream_options",
+        "temperature",
+        "top_p",
+        "max_tokens",
+        "max_completion_tokens",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "n",
+        "stop",
+        "seed",
+        "presence_penalty",
+        "frequency_penalty",
+        "logit_bias",
+        "logprobs",
+        "top_logprobs",
+        "response_format",
+        "reasoning_effort",
+        "user",
+        "metadata",
+        "store",
+    }
+)
+"""Chat Completions parameters OpenAI knows; it refuses any other."""
+
+VLLM_MODELS = {
+    "object": "list",
+    "data": [{"id": "wire-model", "object": "model", "owned_by": "vllm", "max_model_len": 8192}],
+}
+LLAMA_CPP_PROPS = {"default_generation_settings": {"n_ctx": 8192}, "chat_template": "..."}
+
+
 def validate(body: dict[str, Any]) -> dict[str, Any] | None:
-    """None if OpenAI would accept `body`'s messages, else its error body."""
+    """None if OpenAI would accept `body`, else its error body."""
+    if unknown := sorted(set(body) - OPENAI_PARAMETERS):
+        return _error(f"Unrecognized request argument supplied: {unknown[0]}")
+    return validate_messages(body)
+
+
+def validate_vllm(body: dict[str, Any]) -> dict[str, Any] | None:
+    """None if vLLM would accept `body`, else its error body."""
+    if refused := validate_messages(body):
+        return refused
+    continuing = bool(body.get("continue_final_message", False))
+    generation_prompt = bool(body.get("add_generation_prompt", True))
+    last = body["messages"][-1].get("role")
+    if continuing and generation_prompt:
+        return _error(
+            "Cannot set both `continue_final_message` and `add_generation_prompt` to True."
+        )
+    if generation_prompt and last == "assistant":
+        return _error(
+            "Cannot set `add_generation_prompt` to True when the last message is from the "
+            "assistant. Consider using `continue_final_message` instead."
+        )
+    if continuing and last != "assistant":
+        return _error(
+            "Cannot set `continue_final_message` to True when the last message is not from "
+            "the assistant."
+        )
+    return None
+
+
+def llama_cpp_validator(*, thinking: bool = False) -> Callable[[dict[str, Any]], Any]:
+    """llama.cpp's server's checks, for a model whose `enable_thinking` is `thinking`."""
+
+    def check(body: dict[str, Any]) -> dict[str, Any] | None:
+        if refused := validate_messages(body):
+            return refused
+        messages = body["messages"]
+        if messages[-1].get("role") != "assistant":
+            return None
+        if len(messages) > 1 and messages[-2].get("role") == "assistant":
+            return _error("Cannot have 2 or more assistant messages at the end of the list.")
+        kwargs = body.get("chat_template_kwargs") or {}
+        if kwargs.get("enable_thinking", thinking):
+            return _error("Assistant response prefill is incompatible with enable_thinking.")
+        return None
+
+    return check
+
+
+def validate_messages(body: dict[str, Any]) -> dict[str, Any] | None:
+    """None if `body`'s messages are a history OpenAI accepts, else its error body."""
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         return _error("'messages' must be a non-empty array")

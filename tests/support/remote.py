@@ -14,9 +14,11 @@ from typing import Any, ClassVar
 import anthropic
 import openai
 
+from chatui.cancel import CancelToken
 from chatui.config import AnthropicConfig, OpenAIConfig
+from chatui.history import ChatMessage
 from chatui.providers.anthropic_messages import AnthropicProvider
-from chatui.providers.base import RetryWait
+from chatui.providers.base import ModelRequest, RetryWait, StreamEvent, TextDelta
 from chatui.providers.openai_chat import OpenAIProvider
 from chatui.providers.remote import RemoteProvider
 from chatui.store import Store
@@ -39,6 +41,20 @@ async def when(condition, timeout: float = WAIT) -> None:  # type: ignore[no-unt
     async with asyncio.timeout(timeout):
         while not condition():
             await asyncio.sleep(0.001)
+
+
+async def request(
+    provider: RemoteProvider, messages: list[ChatMessage], *, continuing: bool = False
+) -> list[StreamEvent]:
+    """Send one request straight to `provider` (no turn) and return all its stream's events."""
+    sent = ModelRequest(messages, CancelToken(), continuing=continuing)
+    async with provider.stream(sent) as events:
+        return [event async for event in events]
+
+
+def texts(events: list[StreamEvent]) -> list[str]:
+    """The text pieces among `events`, in order."""
+    return [event.text for event in events if isinstance(event, TextDelta)]
 
 
 def retry_waits(sink: Any) -> list[RetryWait]:
@@ -132,6 +148,7 @@ class Wire:
     opening_input_tokens: ClassVar[int | None]  # Input counted before any text, if the API does.
     sdk_stream: ClassVar[type]  # The SDK class whose `create` opens the stream.
     validate: ClassVar[Validator]  # The API's own checks of a request.
+    continues_by: ClassVar[str]  # How its provider continues a reply here by default.
 
     def __repr__(self) -> str:
         return self.name
@@ -210,6 +227,7 @@ class OpenAIWire(Wire):
     opening_input_tokens = None  # The usage chunk comes last, or never.
     sdk_stream = openai.resources.chat.completions.AsyncCompletions
     validate = staticmethod(ow.validate)
+    continues_by = "instruction"  # A server that says nothing of itself, as OpenAI.
 
     def api_url(self, base_url: str) -> str:
         return f"{base_url}/v1"
@@ -269,6 +287,7 @@ class AnthropicWire(Wire):
     opening_input_tokens = 10  # `message_start` counts the input (`aw.start`).
     sdk_stream = anthropic.resources.messages.AsyncMessages
     validate = staticmethod(aw.validate)
+    continues_by = "prefill"
     STOPS: ClassVar[dict[str, str]] = {
         "stop": "end_turn",
         "tool_calls": "tool_use",
