@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 
 from chatui.config import Config
-from chatui.messages import Conversation
+from chatui.messages import Conversation, UserPrompt
 from chatui.providers.base import (
     Notice,
     Provider,
@@ -32,6 +32,7 @@ from chatui.redact import Redactor
 from chatui.store import Store
 from chatui.tools.protocol import ToolRunner
 from chatui.turn import Turn, TurnObserver, TurnOutcome, TurnSettings
+from chatui.turn_kinds import TurnAsk
 
 TITLE_LENGTH = 48
 UNTITLED = "New conversation"  # A new conversation's title (see Store.create_conversation).
@@ -229,16 +230,20 @@ class Session:
             # The config's keys, and the provider's own (one built in code has no config).
             secrets=[*self.config.secrets(), *self._lifecycle.secrets],
             max_steps=self.config.tools.max_steps,
+            interrupted_reply=self.config.interrupted_reply,
         )
 
     def new_turn(
         self,
         conversation: Conversation,
-        prompt: str,
+        prompt: str | TurnAsk,
         *,
         observer: TurnObserver,
     ) -> Turn:
         """A turn for `prompt` in `conversation`, ready to run (see `Turn`); raises NoProvider.
+
+        `prompt`: a new prompt's text, or another ask (`chatui.turn_kinds`): a
+        queued message, an edited prompt, a retry, a continue.
 
         `observer` is shown its events and answers its tools' approvals.
         """
@@ -306,6 +311,22 @@ class Session:
         for provider in list(self._made.values()):
             await lifecycle_of(provider).conversation_left()
         return conversation
+
+    async def fork(self, conversation: Conversation, prompt: UserPrompt) -> Conversation:
+        """A new conversation holding `conversation`'s path before `prompt`: edit it there.
+
+        The original is left as it is (no write to it). The fork is owned by
+        this chatui and becomes the open one; `conversation` is released.
+        Raises StorageFailed if the store fails.
+        """
+        try:
+            fork = self.store.fork_conversation(conversation.id, prompt.id)
+            self.store.release_conversation(conversation.id)
+        except (sqlite3.Error, KeyError) as error:
+            raise StorageFailed(f"The conversation could not be branched: {error}") from None
+        for provider in list(self._made.values()):
+            await lifecycle_of(provider).conversation_left()
+        return fork
 
     def delete_conversation(self, conversation_id: str) -> None:
         """Delete a stored conversation (stop its turn first); refused if open elsewhere."""

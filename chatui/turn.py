@@ -47,6 +47,7 @@ from chatui.messages import (
     ModelResponse,
     ResponseState,
     ThinkingPart,
+    Timings,
     ToolCallPart,
     ToolResult,
     Usage,
@@ -76,6 +77,7 @@ from chatui.providers.base import (
 from chatui.redact import Redactor, StreamRedactor, current_redactor
 from chatui.store import Store
 from chatui.tools.protocol import Approval, ToolRunner, ToolStatus, deny_all
+from chatui.turn_kinds import Continue, NewPrompt, Retry, TurnAsk, last_prompt
 
 FLUSH_INTERVAL = 1.0
 STOP_SHOW_WAIT = 0.25  # Seconds a stop's partial reply waits for the UI to draw the stop.
@@ -161,6 +163,7 @@ class TurnSettings:
     idle_timeout: float = 60.0
     secrets: Sequence[str] = ()
     max_steps: int = DEFAULT_MAX_STEPS  # Model requests per turn; the last one's calls don't run.
+    interrupted_reply: str = "drop"  # Or "keep": an interrupted reply's text is sent, marked.
 
 
 class TurnObserver(Protocol):
@@ -229,7 +232,7 @@ class Turn:
         self,
         *,
         conversation: Conversation,
-        prompt: str,
+        prompt: str | TurnAsk,
         provider: Provider,
         store: Store,
         observer: TurnObserver,
@@ -237,11 +240,26 @@ class Turn:
         tools: ToolRunner | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """`observer` is shown the turn's events and answers for it (see `TurnObserver`)."""
+        """`prompt`: a new prompt's text, or what else to do (`chatui.turn_kinds`).
+
+        `observer` is shown the turn's events and answers for it (see `TurnObserver`).
+        """
         self.id = next(_turn_ids)
         self.token = CancelToken()
         self.conversation = conversation
-        self.prompt = UserPrompt(prompt)
+        self.ask = ask = NewPrompt(prompt) if isinstance(prompt, str) else prompt
+        self._continuing = ask.response if isinstance(ask, Continue) else None
+        match ask:
+            case NewPrompt(text=text, id=prompt_id):
+                self.prompt = UserPrompt(text, id=prompt_id)
+            case Retry(prompt=retried):
+                self.prompt = retried
+            case Continue(response=response):
+                before = conversation.items[: conversation.items.index(response)]
+                self.prompt = last_prompt(before) or UserPrompt("")
+        self._path_before = list(conversation.items)  # What a turn that keeps nothing leaves.
+        self._reopened: _Reopened | None = None  # A continued reply as it was.
+        self._output_before = 0  # Output tokens a continued reply had before this request.
         self.provider = provider
         self.store = store
         self.settings = settings or TurnSettings()
@@ -299,15 +317,15 @@ class Turn:
         outcome = TurnOutcome(self.id, ResponseState.COMPLETE, self.prompt, self._responses)
         outside_cancel = False
         try:
-            self.conversation.items.append(self.prompt)
             try:
-                self._save(self.prompt)
+                self._place_prompt()
             except StorageError as error:
-                self.conversation.items.remove(self.prompt)  # Never sent as history unsaved.
+                self._show_path_before()  # Never sent as history unsaved.
                 outcome.state, outcome.error = ResponseState.FAILED, str(error)
                 return outcome
             if self.token.cancelled:
                 outcome.state = ResponseState.INTERRUPTED
+                self._keep_nothing_unasked()
                 return outcome
             task = self._task = asyncio.create_task(self._request_loop())
             # Awaited directly: a cancel of the caller's task (the app quitting) reaches
@@ -321,12 +339,43 @@ class Turn:
             elif self.token.requested and not self._finished_before_the_end():
                 outside_cancel = not await self._let_the_stop_show()
             self._finish(outcome, task)
+            self._keep_nothing_unasked()
         finally:
             self._ended = True
             self.token.unbind()
         if outside_cancel:
             raise asyncio.CancelledError
         return outcome
+
+    def _place_prompt(self) -> None:
+        """Put the turn's prompt at the end of the path, and store it (before anything is sent).
+
+        Edit: a new version of the last prompt. Retry: the path ends at the
+        prompt again, its reply kept as a version. Continue: nothing moves.
+        """
+        conversation, ask = self.conversation, self.ask
+        if isinstance(ask, NewPrompt):
+            if ask.replaces is not None:
+                conversation.rewind_to(conversation.parent_of(ask.replaces.id))
+            conversation.items.append(self.prompt)
+            self._save(self.prompt)
+        elif isinstance(ask, Retry):
+            conversation.rewind_to(ask.prompt.id)
+
+    def _show_path_before(self) -> None:
+        """The path as it was before the turn (what it placed is forgotten, unless stored)."""
+        self.conversation.items[:] = self._path_before
+
+    def _keep_nothing_unasked(self) -> None:
+        """A retry that made no reply leaves the path on the old one; a continue with nothing
+        new leaves its reply as it was."""
+        if isinstance(self.ask, Retry) and not self._responses:
+            self._show_path_before()
+        reopened = self._reopened
+        if reopened is not None and reopened.response.received == reopened.received:
+            reopened.restore()
+            with contextlib.suppress(StorageError):
+                self._save(reopened.response)
 
     async def _let_the_stop_show(self) -> bool:
         """Await the observer's `stop_shown`; False if the caller was cancelled meanwhile."""
@@ -346,7 +395,11 @@ class Turn:
         if isinstance(error, StorageError):
             state, reason = ResponseState.FAILED, "error"
             outcome.error = str(error)
-        elif isinstance(error, DoesNotFit) and self._nothing_answered():
+        elif (
+            isinstance(error, DoesNotFit)
+            and isinstance(self.ask, NewPrompt)
+            and self._nothing_answered()
+        ):
             outcome.state, outcome.error = ResponseState.FAILED, self._too_long(error)
             outcome.refused = self._unkeep()
             outcome.responses.clear()
@@ -395,6 +448,11 @@ class Turn:
                 f"in {name}'s context window of {error.window} tokens. Lower {name}.max_tokens"
                 f"{raise_window} in the config."
             )
+        if self._continuing is not None:
+            return (
+                f"This reply is too long to go on with in {name}'s context window of "
+                f"{error.window} tokens. Retry it, or lower {name}.max_tokens{raise_window}."
+            )
         first = self._nothing_answered()
         what = "This prompt is" if first else "This turn's tool results are"
         return (
@@ -418,11 +476,13 @@ class Turn:
             if item in self.conversation.items:
                 self.conversation.items.remove(item)
         self.conversation.view_start = self._view_start_before  # Never a prompt not kept.
+        self._show_path_before()  # An edited prompt's old version is shown again.
         try:
             for item in taken:
                 self.store.delete_item(item.id)
             self.store.set_view_start(self.conversation.id, self._view_start_before)
-        except (sqlite3.Error, OSError):
+            self.store.set_leaf(self.conversation.id, self.conversation.leaf)
+        except (sqlite3.Error, OSError, KeyError):
             return False
         return True
 
@@ -445,13 +505,15 @@ class Turn:
             response.error = error
 
     def _save(self, item: Item) -> None:
-        self._write(lambda: self.store.save_item(self.conversation.id, item))
+        """Store `item`: a new one after the item before it on the path, else in place."""
+        parent = self.conversation.parent_of(item.id)
+        self._write(lambda: self.store.save_item(self.conversation.id, item, parent))
 
     def _write(self, write: Callable[[], None]) -> None:
         """Run a store write; a failure is a `StorageError` in words (a full disk, say)."""
         try:
             write()
-        except (sqlite3.Error, OSError) as error:
+        except (sqlite3.Error, OSError, KeyError) as error:  # KeyError: its parent is gone.
             full = isinstance(error, sqlite3.OperationalError) and "full" in str(error)
             full = full or getattr(error, "errno", None) == errno.ENOSPC
             hint = (
@@ -506,31 +568,45 @@ class Turn:
     async def _request(self) -> ModelResponse:
         self._raise_if_cancelled()  # A stop after the last tool result: nothing more is sent.
         tools = self.tools.specs() if self.tools is not None else []
-        messages = await self._fitted_history(tools)
-        response = ModelResponse(self.provider.name, self.provider.model)
-        response.timings.started = self.clock()
+        continuing = self._continuing if not self._responses else None
+        if continuing is not None and not continuing.text.strip():
+            continuing = None  # Nothing to go on from: a reply from the start, in its place.
+        messages = await self._fitted_history(tools, continuing)
+        if self._continuing is not None and not self._responses:
+            response = self._reopen(self._continuing)
+        else:
+            response = ModelResponse(self.provider.name, self.provider.model)
+            self.conversation.items.append(response)
+            self._output_before = 0
+        response.timings = Timings(started=self.clock())
         self._responses.append(response)
-        self.conversation.items.append(response)
         self._save(response)
         await self._emit(ResponseStarted(response))
         for attempt in (1, 2):
             self._calls, self._got_usage = {}, False
             self._input_chars = request_chars(messages, tools)
-            request = ModelRequest(messages, self.token, tools, self.conversation.id)
+            request = ModelRequest(
+                messages, self.token, tools, self.conversation.id, continuing=continuing is not None
+            )
             try:
                 await self._stream(response, request)
             except ContextOverflow as overflow:
                 if attempt == 2 or response.parts or response.received:
                     raise
                 self._learn_window(overflow, messages, tools)  # Then trim, and send once more.
-                messages = await self._fitted_history(tools)
+                messages = await self._fitted_history(tools, continuing)
             else:
                 break
         self._calibrate(response)
         return response
 
-    async def _fitted_history(self, tools: list[ToolSpec]) -> list[ChatMessage]:
-        """The history to send: all of it that fits the model's context, with the reply's room."""
+    async def _fitted_history(
+        self, tools: list[ToolSpec], continuing: ModelResponse | None = None
+    ) -> list[ChatMessage]:
+        """The history to send: all of it that fits the model's context, with the reply's room.
+
+        `continuing`: the reply this request goes on with, sent last as the model's own.
+        """
         conversation, provider = self.conversation, lifecycle_of(self.provider)
 
         def build(view_start: str | None) -> list[ChatMessage]:
@@ -539,6 +615,8 @@ class Turn:
                 system_prompt=self.settings.system_prompt,
                 interrupted_note=self.settings.interrupted_note,
                 view_start=view_start,
+                interrupted_reply=self.settings.interrupted_reply,
+                continuing=continuing,
             )
 
         window = provider.context_window
@@ -591,6 +669,19 @@ class Turn:
                 provider.chars_per_token *= 0.75  # It seemed to fit: the estimates were low.
         known = provider.context_window
         provider.learned_context_window = min(window, known) if known else window
+
+    def _reopen(self, response: ModelResponse) -> ModelResponse:
+        """Make the reply being continued stream again: its text stays, its calls go.
+
+        None of its calls ran (a cut-off one never does); the model goes on from
+        its text, and the new text is appended to it.
+        """
+        self._reopened = _Reopened(response)
+        response.parts[:] = [part for part in response.parts if not isinstance(part, ToolCallPart)]
+        response.state, response.finish_reason, response.error = ResponseState.STREAMING, None, None
+        response.continued += 1
+        self._output_before = response.usage.output_tokens
+        return response
 
     def _calibrate(self, response: ModelResponse) -> None:
         """Learn the provider's characters per token from the usage it reported."""
@@ -666,7 +757,7 @@ class Turn:
             case ToolCallEnd(index=index):
                 self._calls[index].complete = True
             case UsageUpdate(input_tokens=input_tokens, output_tokens=output_tokens):
-                response.usage = Usage(input_tokens, output_tokens)
+                response.usage = Usage(input_tokens, self._output_before + output_tokens)
                 self._got_usage = True
             case StreamEnd(reason=reason):
                 response.finish_reason = reason
@@ -725,7 +816,11 @@ class Turn:
     def _add_result(self, result: ToolResult) -> None:
         result.content = self._redact(result.content)  # A file or a command may hold a key.
         self.conversation.items.append(result)
-        self._save(result)
+        try:
+            self._save(result)
+        except StorageError:
+            self.conversation.items.remove(result)  # Nothing comes after what is not stored.
+            raise
 
     def _end_current(
         self, state: ResponseState, reason: FinishReason, error: str | None = None
@@ -778,3 +873,28 @@ def _plausible(chars_per_token: float) -> bool:
 
 def _step_limit_result(steps: int) -> str:
     return f"Not run: the turn reached its limit of {steps} model requests (tools.max_steps)."
+
+
+class _Reopened:
+    """A reply as it was before Continue reopened it: put back if nothing new arrives."""
+
+    def __init__(self, response: ModelResponse) -> None:
+        self.response = response
+        self.received = response.received
+        self._parts = list(response.parts)
+        self._ending = (response.state, response.finish_reason, response.error)
+        self._usage, self._timings, self._continued = (
+            response.usage,
+            response.timings,
+            response.continued,
+        )
+
+    def restore(self) -> None:
+        response = self.response
+        response.parts[:] = self._parts
+        response.state, response.finish_reason, response.error = self._ending
+        response.usage, response.timings, response.continued = (
+            self._usage,
+            self._timings,
+            self._continued,
+        )
