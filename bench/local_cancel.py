@@ -1,5 +1,6 @@
 """The local provider with the default model (2 threads): stopping, prefill cost of
-the abort callback, KV reuse after a cancel, and reopening a saved conversation.
+the abort callback, KV reuse after a cancel, reopening a saved conversation, and
+Continue after a stop (against Retry and a cold context).
 
 `--parts shell`: Esc while a shell tool runs → its process group is gone
 (`bench/_shell_stop.py`; goal p99 ≤ 50 ms). The call is written by the tiny
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import itertools
 import random
 import sys
 import tempfile
@@ -26,6 +28,8 @@ from bench._shell_stop import GOAL_P99_MS, shell_stops
 from chatui.app import ChatApp
 from chatui.cancel import CancelToken
 from chatui.config import Config, LocalConfig
+from chatui.history import ChatMessage
+from chatui.providers.base import ModelRequest, TextDelta
 from chatui.providers.local.chat_format import GEMMA_TEMPLATE
 from chatui.providers.local.llama_engine import GenerationJob, LlamaEngine
 from chatui.providers.local.provider import (
@@ -34,7 +38,7 @@ from chatui.providers.local.provider import (
     default_model_path,
 )
 from chatui.store import Store
-from chatui.turn import Turn, TurnSettings
+from chatui.turn import QuietObserver, Turn, TurnEvent, TurnSettings
 from tests.support.tiny_gguf import write_tiny_model
 
 PROSE = "the river runs past old stone houses where people talk about the weather and"
@@ -151,18 +155,19 @@ async def turn(provider: LocalProvider, store: Store, conversation, prompt: str,
     stopping = {"texts": 0}
     current: list[Turn] = []
 
-    async def sink(event) -> None:
-        if stop_after is not None and getattr(event.payload, "text", None):
-            stopping["texts"] += 1
-            if stopping["texts"] >= stop_after:
-                current[0].cancel()
+    class StopAfter(QuietObserver):
+        async def on_event(self, event: TurnEvent) -> None:
+            if stop_after is not None and getattr(event.payload, "text", None):
+                stopping["texts"] += 1
+                if stopping["texts"] >= stop_after:
+                    current[0].cancel()
 
     t = Turn(
         conversation=conversation,
         prompt=prompt,
         provider=provider,
         store=store,
-        sink=sink,
+        observer=StopAfter(),
         settings=TurnSettings(system_prompt=""),
     )
     current.append(t)
@@ -219,6 +224,152 @@ async def reuse_after_cancel(model: Path, context: int, tmp: Path) -> dict[str, 
     }
 
 
+# Stop mid-reply, then Continue, against Retry and a cold context
+
+STORY = "Now write a long story about the river."
+ACTIONS = ("continue", "retry", "cold")
+
+
+async def read_reply(
+    provider: LocalProvider,
+    messages: list[ChatMessage],
+    *,
+    continuing: bool = False,
+    stop_after: int | None = None,
+    rng: random.Random | None = None,
+) -> dict:
+    """Stream one request as the app reads it; Esc lands at a random moment after the
+    `stop_after`-th text, and what arrives after it is dropped, as a turn drops it."""
+    token = CancelToken()
+    request = ModelRequest(messages, token, [], "bench", continuing=continuing)
+    loop = asyncio.get_running_loop()
+    texts: list[str] = []
+    stamps: list[float] = []
+    start = time.perf_counter()
+    async with provider.stream(request) as events:
+        async for event in events:
+            if token.cancelled:
+                break
+            if isinstance(event, TextDelta):
+                texts.append(event.text)
+                stamps.append(time.perf_counter())
+                if len(texts) == stop_after and rng is not None:
+                    loop.call_later(rng.uniform(0.0, 0.04), token.cancel)
+    gaps = [b - a for a, b in itertools.pairwise(stamps)]
+    job = provider.last_job
+    assert job is not None
+    return {
+        "text": "".join(texts),
+        "job": job,
+        "ttft_ms": (stamps[0] - start) * 1000 if stamps else float("nan"),
+        "step_ms": percentile(gaps, 50) * 1000 if gaps else float("nan"),
+    }
+
+
+async def continue_after_stop(model: Path, rounds: int, rng: random.Random) -> list[dict]:
+    """Each round: a reply stopped at a random moment after about 30 tokens, then
+    Continue (the partial as the last message), or Retry (the same prompt again), or
+    the Continue's prompt in a cold context; the three take turns going first."""
+    settings = config(model_path=str(model), max_tokens=32)
+    warm = LocalProvider(settings, state_dir=None)
+    cold = LocalProvider(config(model_path=str(model), max_tokens=8), state_dir=None)
+    await warm.prepare()
+    await cold.prepare()
+    question = [ChatMessage("user", "Read this: " + text_of(1000))]
+    first = await read_reply(warm, question)
+    history = [*question, ChatMessage("assistant", first["text"]), ChatMessage("user", STORY)]
+    engine = warm.engine
+    assert engine is not None and engine.kv is not None
+    base = len(engine.kv.committed)
+    trials = []
+    for round_ in range(rounds):
+        for action in ACTIONS[round_ % 3 :] + ACTIONS[: round_ % 3]:
+            engine.call(lambda: engine.kv.truncate(base)).result()  # The same start each time.
+            warm.config.max_tokens = 400
+            stopped = await read_reply(warm, history, stop_after=30, rng=rng)
+            warm.config.max_tokens = 8
+            partial = [*history, ChatMessage("assistant", stopped["text"])]
+            if action == "continue":
+                done = await read_reply(warm, partial, continuing=True)
+            elif action == "retry":
+                done = await read_reply(warm, history)
+            else:
+                cold_engine = cold.engine
+                assert cold_engine is not None and cold_engine.kv is not None
+                cold_engine.call(lambda e=cold_engine: e.kv.truncate(0)).result()
+                done = await read_reply(cold, partial, continuing=True)
+            job, stop_job = done["job"], stopped["job"]
+            # The token whose decode the stop cut short was never evaluated: reading it
+            # is not reading the partial again.
+            unread = stop_job.stopped == "in decode" and job.ahead == 0
+            trials.append(
+                {
+                    "action": action,
+                    "stop": stop_job.stopped,
+                    "prompt_tokens": job.prompt_tokens,
+                    "reused": job.reused,
+                    "evaluated_before_first": job.prompt_evaluated,
+                    "partial_evaluated_again": job.prompt_evaluated - unread
+                    if action == "continue"
+                    else None,
+                    "ahead": job.ahead,
+                    "ttft_ms": done["ttft_ms"],
+                    "step_ms": stopped["step_ms"],
+                }
+            )
+    await warm.close()
+    await cold.close()
+    return trials
+
+
+def print_continue(figures: dict) -> None:
+    trials = figures["continue"]
+    rows, summary = [], {}
+    groups = {
+        "continue, stopped in decode": ("continue", "in decode"),
+        "continue, stopped between tokens": ("continue", "between tokens"),
+        "continue, all": ("continue", None),
+        "retry": ("retry", None),
+        "cold": ("cold", None),
+    }
+    for group, (action, stop) in groups.items():
+        mine = [t for t in trials if t["action"] == action and stop in (None, t["stop"])]
+        if not mine:
+            continue
+        ttft = [t["ttft_ms"] for t in mine]
+        steps = [t["ttft_ms"] / t["step_ms"] for t in mine]
+        again = [
+            t["partial_evaluated_again"] for t in mine if t["partial_evaluated_again"] is not None
+        ]
+        row = {
+            "trials": len(mine),
+            "stops_in_decode": sum(t["stop"] == "in decode" for t in mine),
+            "prompt_tokens": round(percentile([t["prompt_tokens"] for t in mine], 50)),
+            "evaluated_p50": percentile([t["evaluated_before_first"] for t in mine], 50),
+            "evaluated_max": max(t["evaluated_before_first"] for t in mine),
+            "partial_again_max": max(again) if again else None,
+            "ahead_p50": percentile([t["ahead"] for t in mine], 50),
+            "ttft_p50_ms": percentile(ttft, 50),
+            "ttft_max_ms": max(ttft),
+            "step_p50_ms": percentile([t["step_ms"] for t in mine], 50),
+            "ttft_p50_steps": percentile(steps, 50),
+            "ttft_max_steps": max(steps),
+        }
+        summary[group] = row
+        rows.append([group, *("-" if v is None else v for v in row.values())])
+    every = summary["continue, all"]
+    met = every["partial_again_max"] == 0 and every["ttft_max_steps"] <= 2
+    print_table(
+        "Stop mid-reply, then Continue / Retry / a cold context, default model, 2 threads "
+        f"(goal: Continue reads 0 tokens of the partial again, first token ≤ 2 decode steps: "
+        f"{'met' if met else 'NOT met'})",
+        ["after the stop", "trials", "in decode", "prompt", "evaluated p50", "max", "partial again",
+         "ahead p50", "TTFT p50 ms", "max ms", "step ms", "TTFT p50 steps", "max steps"],
+        rows,
+    )  # fmt: skip
+    figures["continue"] = {"summary": summary, "goal_met": met, "trials": trials}
+
+
 async def shell_case(stops: int) -> list[float]:
     with tempfile.TemporaryDirectory() as tmp:
         tiny = write_tiny_model(Path(tmp) / "tiny.gguf")
@@ -252,6 +403,8 @@ async def main_async(args) -> dict:
     if "reuse" in args.parts:
         with tempfile.TemporaryDirectory() as tmp:
             figures["reuse"] = [await reuse_after_cancel(model, n, Path(tmp)) for n in (1000, 3000)]
+    if "continue" in args.parts:
+        figures["continue"] = await continue_after_stop(model, args.continue_rounds, rng)
     return figures
 
 
@@ -262,9 +415,12 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--shell-stops", type=int, default=50, help="stops while a shell tool runs")
     p.add_argument(
+        "--continue-rounds", type=int, default=20, help="rounds of Continue, Retry and cold"
+    )
+    p.add_argument(
         "--parts",
         nargs="+",
-        default=["stops", "prefill", "reuse", "shell"],
+        default=["stops", "prefill", "reuse", "continue", "shell"],
         help="what to measure",
     )
     args = p.parse_args()
@@ -275,6 +431,8 @@ def main() -> int:
         print_prefill(figures)
     if "reuse" in figures:
         print_reuse(figures)
+    if "continue" in figures:
+        print_continue(figures)
     if "shell" in figures:
         print_shell(figures)
     write_json(args.json, {"benchmark": "local_cancel", **figures})

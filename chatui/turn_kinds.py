@@ -1,7 +1,7 @@
 """What a turn is asked to do: send a new prompt, retry the last reply, or continue it.
 
-After a stop the user chooses what comes next (contract point 12): each
-choice is one of these, and `Turn` runs it with the same stop, store and
+After a stop the user chooses what comes next, and no key press discards
+what they wrote: each choice is one of these, and `Turn` runs it with the same stop, store and
 history rules as any turn. `continuable` and `retryable` say which choices
 the conversation's path allows now, for the keys and the command palette.
 """

@@ -199,3 +199,80 @@ def test_saved_state_keeps_special_tokens_apart_from_their_text(
     assert cache.load(tmp_path / "c.kv", "model-a")
     assert cache.committed_key == key and cache.committed == ids
     assert ids.count(END_OF_TURN_ID) == 1
+
+
+# A stopped reply kept for a Continue
+
+PROMPT = "<start_of_turn>user\nhi<end_of_turn>\n<start_of_turn>model\n"
+
+
+def keep_a_stopped_reply(cache: KVCache, llm, reply: str) -> list[int]:  # type: ignore[no-untyped-def]
+    """Commit a first exchange, then evaluate PROMPT and `reply` (byte tokens) and keep them."""
+    with cache.begin() as tx:
+        llm.eval(tokens(llm, "committed part"))
+        tx.commit("committed part", llm.n_tokens)
+    text = "committed part" + PROMPT
+    ids, mark = cache.tokens_for(text)
+    generated = [ord(c) for c in reply]
+    with cache.begin() as tx:
+        llm.eval(ids[cache.prepare(ids) :] + generated)
+        tx.keep(text, len(ids), mark, list(reply), next_token=ord("!"))
+    return ids + generated
+
+
+def test_a_kept_reply_stays_cached_but_uncommitted(cache: KVCache, llm) -> None:
+    cached = keep_a_stopped_reply(cache, llm, "abc")
+
+    assert cache.committed == tokens(llm, "committed part")
+    assert llm.n_tokens == top(llm) == len(cached)
+    assert cache.savepoint is not None and cache.savepoint.tokens == cached
+    assert cache.savepoint.next_token == ord("!")
+
+
+def test_a_continue_adopts_the_kept_reply_and_commits_it_when_done(cache: KVCache, llm) -> None:
+    cached = keep_a_stopped_reply(cache, llm, "abc")
+    text = "committed part" + PROMPT + "abc"
+
+    with cache.begin(continuing=True) as tx:
+        ids, mark = cache.tokens_for(text)
+        assert ids == cached  # The reply's own ids, from the kept reply's marks.
+        assert cache.prepare([*ids, ord("!")]) == len(ids)  # Nothing evaluated again.
+        llm.eval([ord("!")])
+        tx.commit(text, len(ids), mark, ["!"])
+
+    assert cache.committed == [*cached, ord("!")] and cache.savepoint is None
+    assert cache.committed_key.endswith("abc!")
+
+
+def test_any_other_transaction_rolls_a_kept_reply_back(cache: KVCache, llm) -> None:
+    keep_a_stopped_reply(cache, llm, "abc")
+    committed = list(cache.committed)
+
+    with cache.begin():
+        assert llm.n_tokens == top(llm) == len(committed)
+        assert cache.adopted() is None
+    assert cache.savepoint is None and cache.committed == committed
+
+
+def test_a_failed_continue_rolls_back_to_the_last_commit(cache: KVCache, llm) -> None:
+    keep_a_stopped_reply(cache, llm, "abc")
+    committed = list(cache.committed)
+
+    with pytest.raises(ValueError), cache.begin(continuing=True):
+        llm.eval([ord("!")])
+        raise ValueError("the continue failed")
+
+    assert llm.n_tokens == top(llm) == len(committed) and cache.committed == committed
+    assert cache.savepoint is None
+
+
+def test_a_kept_reply_is_never_saved(cache: KVCache, llm, tmp_path: Path) -> None:
+    keep_a_stopped_reply(cache, llm, "abc")
+    committed = list(cache.committed)
+
+    assert cache.save(tmp_path / "c.kv", "model-a")
+    assert llm.n_tokens == top(llm) == len(committed)  # Rolled back before the write.
+    assert cache.savepoint is None
+    cache.truncate(0)
+    assert cache.load(tmp_path / "c.kv", "model-a")
+    assert cache.committed == committed and llm.n_tokens == top(llm) == len(committed)

@@ -25,7 +25,7 @@ from chatui.providers.local.llama_engine import model_identity
 from chatui.providers.local.llama_runtime import AbortFlag, amx_present
 from chatui.providers.local.provider import LocalProvider, check_gguf
 from chatui.store import Store
-from chatui.turn import Turn, TurnEvent, TurnSettings
+from chatui.turn import QuietObserver, Turn, TurnEvent, TurnSettings
 from tests.support.clocks import LoopClock
 from tests.support.local import (
     cache_state,
@@ -59,7 +59,9 @@ async def test_complete_turn_commits_the_reply_to_the_cache(provider, store: Sto
     assert committed == n_tokens == top == job.prompt_tokens + 23  # The last token is unevaluated.
 
 
-async def test_abort_during_generation_stops_at_once_and_rolls_back(provider, store: Store) -> None:
+async def test_abort_during_generation_stops_at_once_and_commits_nothing(
+    provider, store: Store
+) -> None:
     conversation = store.create_conversation()
     await run_turn(provider, store, conversation, "first")
     before = cache_state(provider)
@@ -72,7 +74,11 @@ async def test_abort_during_generation_stops_at_once_and_rolls_back(provider, st
     assert len(recorder.texts) == 5 and recorder.after_stop == 0
     assert provider.last_job.stopped in ("between tokens", "in decode")
     assert 5 <= len(provider.last_job.reply_tokens) <= 10
-    assert cache_state(provider) == before
+    job = provider.last_job
+    evaluated = len(job.reply_tokens) - (job.stopped == "in decode")
+    n_tokens, committed, top = cache_state(provider)
+    assert committed == before[1]  # Rolled back, as far as the conversation goes ...
+    assert n_tokens == top == job.prompt_tokens + evaluated  # ... and kept for a Continue.
     stored = store.load_conversation(conversation.id).items[-1]
     assert stored.state is ResponseState.INTERRUPTED and stored.text == "".join(recorder.texts)
 
@@ -613,13 +619,15 @@ async def test_a_long_prefill_is_not_an_idle_stream(
     await provider.prepare()
     seen: list[str] = []  # "progress" while the prompt is read, "text", and each "10 idle".
 
-    async def sink(event: TurnEvent) -> None:
-        if isinstance(event.payload, PromptProgress) and event.payload.done < event.payload.total:
-            seen.append("progress")
-            await clock.advance(10 * idle)  # The next batch takes this long.
-            seen.append("10 idle")
-        elif isinstance(event.payload, TextDelta):
-            seen.append("text")
+    class Watch(QuietObserver):
+        async def on_event(self, event: TurnEvent) -> None:
+            payload = event.payload
+            if isinstance(payload, PromptProgress) and payload.done < payload.total:
+                seen.append("progress")
+                await clock.advance(10 * idle)  # The next batch takes this long.
+                seen.append("10 idle")
+            elif isinstance(payload, TextDelta):
+                seen.append("text")
 
     try:
         turn = Turn(
@@ -627,7 +635,7 @@ async def test_a_long_prefill_is_not_an_idle_stream(
             prompt="long " * 150,  # About 150 tokens: five batches or more.
             provider=provider,
             store=store,
-            sink=sink,
+            observer=Watch(),
             settings=TurnSettings(idle_timeout=idle),
         )
         outcome = await turn.run()

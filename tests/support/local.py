@@ -2,19 +2,26 @@
 
 The holds make a stop land at an exact point on any machine: half-way through
 reading a prompt, or at a reply's N-th token. They wrap the engine's `eval` so
-the rest of the work waits until the turn is stopped.
+the rest of the work waits until the turn is stopped. `ask` streams one
+request straight to the provider (no turn), and can stop it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import llama_cpp
 
+from chatui.cancel import CancelToken
 from chatui.config import LocalConfig
-from chatui.providers.base import ToolSpec
+from chatui.history import ChatMessage
+from chatui.providers.base import ModelRequest, StreamEvent, TextDelta, ToolSpec
 from chatui.providers.local.chat_format import GEMMA_TEMPLATE
+from chatui.providers.local.llama_engine import GenerationJob
 from chatui.providers.local.provider import LocalProvider
 
 
@@ -91,6 +98,98 @@ def hold_the_reply_at(provider: LocalProvider, tokens: int) -> None:
         return original(batch)
 
     llm.eval = eval_held
+
+
+def hold_after_the_reply_token(provider: LocalProvider, tokens: int) -> threading.Event:
+    """From now on, once a reply's `tokens`-th token is evaluated, the reply waits for the stop.
+
+    Stop the turn only once the event is set: the stop then lands between two
+    tokens, after `tokens` tokens were shown and evaluated and the next one was
+    sampled, on any machine. Holds one reply, once.
+    """
+    llm = provider.engine.llm
+    original, evaluated, held = llm.eval, [0], threading.Event()
+
+    def eval_then_hold(batch):  # type: ignore[no-untyped-def]
+        original(batch)
+        if len(batch) == 1 and not held.is_set():  # Generation evaluates one token at a time.
+            evaluated[0] += 1
+            if evaluated[0] == tokens:
+                held.set()
+                wait_for_the_stop(provider)
+
+    llm.eval = eval_then_hold
+    return held
+
+
+def fail_the_next_decode(provider: LocalProvider) -> None:
+    """The next evaluation raises, as a llama.cpp failure that no stop asked for would."""
+    llm = provider.engine.llm
+    original = llm.eval
+
+    def failing(batch):  # type: ignore[no-untyped-def]
+        llm.eval = original
+        raise RuntimeError("llama_decode returned -3")
+
+    llm.eval = failing
+
+
+@dataclass
+class Asked:
+    """One request's stream as the provider gave it, and the engine's job for it."""
+
+    events: list[StreamEvent]
+    job: GenerationJob
+    error: BaseException | None = None
+    texts: list[str] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.texts)
+
+
+async def ask(
+    provider: LocalProvider,
+    messages: Sequence[ChatMessage],
+    *,
+    conversation: str = "c",
+    continuing: bool = False,
+    tools: Sequence[ToolSpec] = (),
+    stop_after: int | None = None,
+    stop_when: threading.Event | None = None,
+) -> Asked:
+    """Stream one request; stop it at its `stop_after`-th text piece, or once `stop_when` is set.
+
+    A provider error is kept in `Asked.error`, not raised.
+    """
+    token = CancelToken()
+    request = ModelRequest(list(messages), token, list(tools), conversation, continuing=continuing)
+    events: list[StreamEvent] = []
+    texts: list[str] = []
+    watcher = None
+    if stop_when is not None:
+
+        async def stop_once_held() -> None:
+            assert await asyncio.to_thread(stop_when.wait, 30), "the reply was never held"
+            token.cancel()  # A no-op if the reply ended (below) without being held.
+
+        watcher = asyncio.create_task(stop_once_held())
+    error = None
+    try:
+        async with provider.stream(request) as stream:
+            async for event in stream:
+                events.append(event)
+                if isinstance(event, TextDelta):
+                    texts.append(event.text)
+                    if stop_after is not None and len(texts) >= stop_after:
+                        token.cancel()
+    except Exception as failure:
+        error = failure
+    if watcher is not None:
+        stop_when.set()  # type: ignore[union-attr]  # Lets the watcher go if it was never held.
+        await watcher
+    assert provider.last_job is not None
+    return Asked(events, provider.last_job, error, texts)
 
 
 TOOLS_TEMPLATE = (

@@ -14,6 +14,10 @@ of a tool from someone's MCP server. So each such string is bracketed by
 markers that nothing else can contain while the template renders, and the
 result is a `Prompt`: the text, split into the template's pieces and the
 contents'.
+
+A Continue renders the history before the reply that was cut short, with the
+generation prompt, and appends that reply's text as a content: the model
+goes on from its last character, and whatever the reply spells stays text.
 """
 
 from __future__ import annotations
@@ -123,6 +127,24 @@ class ChatFormat:
         their text; a template that cuts them apart (a slice, a split) is
         rendered again with each content as one opaque marker instead.
         """
+        return self._render_prompt(messages, tools)
+
+    def render_continue(
+        self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec] = ()
+    ) -> tuple[Prompt, Prompt]:
+        """The prompt that continues the last message, the model's reply cut short.
+
+        Returns the prompt and its head: `messages` but the last, rendered
+        with the generation prompt. The prompt is the head, then the reply's
+        text as a content, never the template's: rendered as a message, the
+        reply would be closed by an end of turn, and some templates trim it.
+        """
+        if not messages or messages[-1].role != "assistant":
+            raise ProviderError("there is no reply of the model's to continue")
+        head = self._render_prompt(messages[:-1], tools)
+        return Prompt([*head.segments, (messages[-1].content, False)]), head
+
+    def _render_prompt(self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec]) -> Prompt:
         for atomic in (False, True):
             contents = _Contents(atomic=atomic)
             segments = contents.split(self._render(messages, tools, contents))

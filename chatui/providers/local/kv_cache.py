@@ -16,6 +16,15 @@ Rollback is idempotent and a no-op after commit. Committed state can be saved
 to disk (atomically: temp file, fsync, rename) and loaded back; a missing,
 stale or corrupt file is refused, never trusted.
 
+A reply stopped after its prompt was read can be *kept* instead (`tx.keep`):
+its evaluated tokens stay in the cache as an uncommitted tail, a `Savepoint`,
+so that a Continue need not evaluate them again. The next transaction decides:
+`begin(continuing=True)` adopts the tail (its prompt is matched against the
+tail, and `commit()` makes it committed; a rollback drops it with the rest,
+back to the last commit), while any other `begin()`, `discard()`, `save()`,
+`load()` or truncation rolls it back first. The committed state, and what is
+saved to disk, never include it.
+
 Special tokens (turn markers like `<start_of_turn>`: llama.cpp's control
 tokens) come only from the chat template's own text. A `Prompt` says which of
 its parts the template wrote; the rest (message contents: the user's text,
@@ -39,6 +48,7 @@ import os
 import re
 import struct
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
@@ -73,6 +83,27 @@ class LlamaLike(Protocol):
     def ctx(self) -> Any: ...  # `Llama.ctx` is a read-only property.
 
 
+@dataclass
+class Savepoint:
+    """A stopped reply kept in the cache, uncommitted, for a Continue to adopt.
+
+    `tokens`, `key` and `marks` are as for the committed state, and cover it,
+    the stopped request's prompt and its reply so far: the first `cached` of
+    the tokens are in the cache, and one more may follow that was shown but
+    whose decode the stop aborted. `next_token` was sampled after the last
+    cached token but neither evaluated nor shown (a stop between tokens): a
+    Continue whose prompt is exactly `tokens` starts with it, without a decode.
+    `markup`: some of the reply was tool-call markup.
+    """
+
+    tokens: list[int]
+    key: str
+    marks: list[tuple[int, int]]
+    cached: int
+    next_token: int | None = None
+    markup: bool = False
+
+
 class KVCache:
     """The committed conversation held in the llama.cpp context (sequence 0)."""
 
@@ -82,6 +113,7 @@ class KVCache:
         self.committed_key = ""
         # (tokens, chars): committed[:tokens] stands for committed_key[:chars].
         self.marks: list[tuple[int, int]] = [(0, 0)]
+        self.savepoint: Savepoint | None = None  # A stopped reply's uncommitted tail.
         self._open: KVTransaction | None = None
         self._attrs: dict[int, int] = {}
         self._markup_cache: dict[str, list[str | int]] = {}
@@ -98,11 +130,24 @@ class KVCache:
         cache exactly.
         """
         key = self.key(prompt)
+        known, known_key, marks = self._view()
         # Character by character is what is wanted here, not path components.
-        shared = len(os.path.commonprefix((self.committed_key, key)))  # noqa: RUF071
-        tokens, chars = max((m for m in self.marks if m[1] <= shared), default=(0, 0))
-        ids = self.committed[:tokens] + self._tokenize_key(key[chars:])
-        return ids, self.marks.index((tokens, chars))
+        shared = len(os.path.commonprefix((known_key, key)))  # noqa: RUF071
+        tokens, chars = max((m for m in marks if m[1] <= shared), default=(0, 0))
+        ids = known[:tokens] + self._tokenize_key(key[chars:])
+        return ids, marks.index((tokens, chars))
+
+    def _view(self) -> tuple[list[int], str, list[tuple[int, int]]]:
+        """The tokens, key and marks prompts are matched against: the committed
+        conversation, or the kept reply the open transaction adopted."""
+        adopted = self._open.adopted if self._open is not None else None
+        if adopted is not None:
+            return adopted.tokens, adopted.key, adopted.marks
+        return self.committed, self.committed_key, self.marks
+
+    def adopted(self) -> Savepoint | None:
+        """The kept reply the open transaction continues, if any."""
+        return self._open.adopted if self._open is not None else None
 
     def key(self, prompt: str) -> str:
         """`prompt` as the cache compares it: its text, with special tokens set apart.
@@ -202,16 +247,28 @@ class KVCache:
 
     # Transactions
 
-    def begin(self) -> KVTransaction:
-        """Start a turn. The cache must hold exactly the committed tokens."""
+    def begin(self, continuing: bool = False) -> KVTransaction:
+        """Start a turn; a `continuing` one adopts the kept reply, any other drops it.
+
+        Either way the cache then holds the committed tokens, and for a
+        continuing turn the kept reply's after them.
+        """
         if self._open is not None:
             raise RuntimeError("a KV transaction is already open")
-        self.truncate(min(self.llm.n_tokens, len(self.committed)))
-        self._open = KVTransaction(self, len(self.committed))
+        kept, self.savepoint = self.savepoint, None
+        if not continuing or kept is None or self.llm.n_tokens != kept.cached:
+            kept = None
+            self.discard()
+        self._open = KVTransaction(self, len(self.committed), kept)
         return self._open
 
+    def discard(self) -> None:
+        """Roll a kept reply back: the cache holds the committed conversation alone."""
+        self.truncate(len(self.committed))
+
     def truncate(self, length: int) -> None:
-        """Drop every cached token from position `length` on."""
+        """Drop every cached token from position `length` on (and any kept reply)."""
+        self.savepoint = None
         length = min(length, self.llm.n_tokens)
         memory = llama_cpp.llama_get_memory(self.llm.ctx)
         llama_cpp.llama_memory_seq_rm(memory, 0, length, -1)
@@ -221,24 +278,60 @@ class KVCache:
             self.marks = [m for m in self.marks if m[0] <= length]
             self.committed_key = self.committed_key[: self.marks[-1][1]]
 
-    def _commit(
+    def _record(
         self, prompt: str, prompt_tokens: int, base_mark: int, pieces: list[str] | None
-    ) -> None:
-        self.committed = list(map(int, self.llm.input_ids[: self.llm.n_tokens]))
-        marks = self.marks[: base_mark + 1]
+    ) -> tuple[list[int], str, list[tuple[int, int]]]:
+        """The cached tokens after a reply to `prompt`, with their key and marks."""
+        tokens = list(map(int, self.llm.input_ids[: self.llm.n_tokens]))
+        marks = self._view()[2][: base_mark + 1]
         key = self.key(prompt)
         marks.append((prompt_tokens, len(key)))
         for n, piece in enumerate(pieces or (), start=prompt_tokens + 1):
-            if n > len(self.committed):
+            if n > len(tokens):
                 break
-            # A special token the model wrote is one in the key too: it shows no text, and
-            # must never stand for the text of a later prompt.
-            special = self._is_special(self.committed[n - 1])
-            key += _special_key(self.committed[n - 1]) if special else _text(piece)
-            if special or piece:  # An empty piece may be half a character: no mark inside it.
-                marks.append((n, len(key)))
-        self.marks, self.committed_key = marks, key
+            key = self._extend(key, marks, n, tokens[n - 1], piece)
+        return tokens, key, marks
+
+    def _extend(
+        self, key: str, marks: list[tuple[int, int]], n: int, token: int, piece: str
+    ) -> str:
+        """`key` with the `n`-th token, a reply token whose text is `piece`; marks it."""
+        # A special token the model wrote is one in the key too: it shows no text, and
+        # must never stand for the text of a later prompt.
+        special = self._is_special(token)
+        key += _special_key(token) if special else _text(piece)
+        if special or piece:  # An empty piece may be half a character: no mark inside it.
+            marks.append((n, len(key)))
+        return key
+
+    def _commit(
+        self, prompt: str, prompt_tokens: int, base_mark: int, pieces: list[str] | None
+    ) -> None:
+        self.committed, self.committed_key, self.marks = self._record(
+            prompt, prompt_tokens, base_mark, pieces
+        )
         self._open = None
+
+    def _keep(
+        self,
+        prompt: str,
+        prompt_tokens: int,
+        base_mark: int,
+        pieces: list[str],
+        shown: tuple[int, str] | None,
+        next_token: int | None,
+        markup: bool,
+    ) -> None:
+        # A decode the stop aborted may have left cells past n_tokens.
+        memory = llama_cpp.llama_get_memory(self.llm.ctx)
+        llama_cpp.llama_memory_seq_rm(memory, 0, self.llm.n_tokens, -1)
+        tokens, key, marks = self._record(prompt, prompt_tokens, base_mark, pieces)
+        cached = len(tokens)
+        if shown is not None and cached == prompt_tokens + len(pieces):  # It comes next.
+            tokens.append(shown[0])
+            key = self._extend(key, marks, len(tokens), *shown)
+        self._open = None
+        self.savepoint = Savepoint(tokens, key, marks, cached, next_token, markup)
 
     def _rollback(self, length: int) -> None:
         self.truncate(min(length, len(self.committed)))
@@ -247,9 +340,13 @@ class KVCache:
     # Persistence
 
     def save(self, path: Path, model_id: str) -> bool:
-        """Write the committed state to `path` atomically. False if there is none."""
+        """Write the committed state to `path` atomically. False if there is none.
+
+        A kept reply is rolled back first: llama.cpp writes the whole sequence.
+        """
         if not self.committed or self.llm.n_tokens < len(self.committed):
             return False
+        self.discard()
         ctx = self.llm.ctx
         size = llama_cpp.llama_state_seq_get_size(ctx, 0)
         buffer = (ctypes.c_uint8 * size)()
@@ -310,11 +407,13 @@ class KVCache:
 
 
 class KVTransaction:
-    """One turn's changes to the cache: `commit()` keeps them, anything else drops them."""
+    """One turn's changes to the cache: `commit()` keeps them, `keep()` sets them
+    aside for a Continue, anything else drops them."""
 
-    def __init__(self, cache: KVCache, base: int) -> None:
+    def __init__(self, cache: KVCache, base: int, adopted: Savepoint | None = None) -> None:
         self.cache = cache
         self.base = base
+        self.adopted = adopted  # The kept reply this transaction continues.
         self.state = "open"
 
     def commit(
@@ -335,6 +434,31 @@ class KVTransaction:
             raise RuntimeError(f"cannot commit a transaction that is {self.state}")
         self.cache._commit(prompt, prompt_tokens, base_mark, pieces)
         self.state = "committed"
+
+    def keep(
+        self,
+        prompt: str,
+        prompt_tokens: int,
+        base_mark: int,
+        pieces: list[str],
+        *,
+        shown: tuple[int, str] | None = None,
+        next_token: int | None = None,
+        markup: bool = False,
+    ) -> None:
+        """The reply was stopped after its prompt was read: keep it as the cache's savepoint.
+
+        Arguments as for `commit()`; `pieces` are the texts of the evaluated
+        reply tokens. `shown` is a reply token shown whose decode the stop
+        aborted, with its text; `next_token` one sampled after the last
+        evaluated token, neither evaluated nor shown; `markup`: the reply
+        wrote tool-call markup. Nothing is committed: the next transaction
+        adopts the kept reply or rolls it back.
+        """
+        if self.state != "open":
+            raise RuntimeError(f"cannot keep a transaction that is {self.state}")
+        self.cache._keep(prompt, prompt_tokens, base_mark, pieces, shown, next_token, markup)
+        self.state = "kept"
 
     def rollback(self) -> None:
         """Remove everything after the committed length. Idempotent; no-op after commit."""

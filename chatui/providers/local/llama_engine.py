@@ -3,9 +3,10 @@
 `Llama` is not thread-safe, so exactly one thread (the engine's) ever calls
 it: loading, every generation, KV-cache rollback, state save and load. Work
 is queued to that thread; a cancelled turn's job finishes (its decode
-aborted within one micro-batch, its KV transaction rolled back) before the
-next job starts. Results travel back through a thread-safe `emit` callable;
-while the prompt is processed, a `PromptProgress` event follows every batch.
+aborted within one micro-batch, its KV transaction rolled back, or its reply
+kept uncommitted for a Continue) before the next job starts. Results travel
+back through a thread-safe `emit` callable; while the prompt is processed, a
+`PromptProgress` event follows every batch.
 
 A disk error while saving KV state never fails a job: it is reported through
 `on_notice` (called on the engine thread) and the state is simply not saved.
@@ -21,10 +22,13 @@ of llama_cpp used in these files.
   the `sampler` chain of the `LlamaSampler` it returns, from
   `llama_cpp._internals`): the checked tool grammar goes first in the
   sampler chain; `Llama` would add an unchecked one, whose null sampler
-  crashes later. Relies on `Llama.generate` building its sampler through this
-  method, with `grammar` passed by keyword. Guard:
-  tests/test_private_api.py::test_llama_samples_through_the_override_that_checks_the_grammar
-  and tests/test_tool_grammar.py::test_required_calls_follow_the_schemas_even_from_a_random_model.
+  crashes later. The override also shows a continued reply's tokens so far to
+  the new chain (`LlamaSampler.accept`), so its repeat penalty counts them as
+  the stopped reply's did. Relies on `Llama.generate` building its sampler
+  through this method, with `grammar` passed by keyword. Guard:
+  tests/test_private_api.py::test_llama_samples_through_the_override_that_checks_the_grammar,
+  tests/test_tool_grammar.py::test_required_calls_follow_the_schemas_even_from_a_random_model
+  and tests/test_local_continue.py::test_a_continued_reply_keeps_its_repeat_penalty.
 - `_model` (`Llama._model`, the `LlamaModel` of `llama_cpp._internals`): its
   `vocab` for the low-level vocabulary calls (end of generation, a token's
   attributes and text) and its `token_bos`, `token_eos`, `token_get_text` for
@@ -55,6 +59,7 @@ import concurrent.futures
 import contextlib
 import hashlib
 import io
+import itertools
 import os
 import queue
 import re
@@ -115,6 +120,7 @@ class CountingLlama(llama_cpp.Llama):
 
     evaluated = 0
     on_batch: Callable[[int], None] | None = None
+    prime: Sequence[int] = ()  # Tokens the next sampler has already seen (a reply so far).
 
     # `Llama.__init__` builds its model parameters in this attribute and loads the
     # model from them; the setter is the one place to change them before the load.
@@ -137,7 +143,10 @@ class CountingLlama(llama_cpp.Llama):
         # `Llama` passes every argument by keyword, so `args` is empty and cannot hold a
         # grammar too; it stays in the signature to match the method it overrides.
         if not isinstance(grammar, ToolGrammar):
-            return super()._init_sampler(*args, **{**kwargs, "grammar": grammar})
+            sampler = super()._init_sampler(*args, **{**kwargs, "grammar": grammar})
+            for token in self.prime:  # A continued reply's repeat penalty counts its start.
+                sampler.accept(token)
+            return sampler
         head = grammar.sampler(self._model.vocab)  # Raises before the chain is touched.
         sampler = super()._init_sampler(*args, **{**kwargs, "grammar": None})
         chain = sampler.sampler
@@ -163,6 +172,18 @@ class CountingLlama(llama_cpp.Llama):
 
 
 @dataclass
+class _Reply:
+    """A reply as far as it went: what a commit, or a keep after a stop, needs."""
+
+    base_mark: int = 0  # The mark its prompt was built on (`KVCache.tokens_for`).
+    prompt_read: bool = False  # The prompt is in the cache: a stop keeps the reply.
+    pieces: list[str] = field(default_factory=list)  # Texts of the evaluated reply tokens.
+    shown: tuple[int, str] | None = None  # Shown, with its text, not evaluated yet.
+    next_token: int | None = None  # Sampled, neither shown nor evaluated (a stop between).
+    markup: bool = False  # Some of it was a tool call.
+
+
+@dataclass
 class GenerationJob:
     """One model request for the engine thread."""
 
@@ -172,10 +193,14 @@ class GenerationJob:
     emit: Emit
     parse_tools: bool = False
     grammar: ToolGrammar | None = None  # Holds the reply's tool calls to their schemas.
+    # A Continue: `prompt_text` ends with the reply so far, after `reply_head` (a Prompt).
+    continuing: bool = False
+    reply_head: str = ""
     # Filled in by the engine:
     prompt_tokens: int = 0
     prompt_ids: list[int] = field(default_factory=list)
     reused: int = 0  # Prompt tokens found in the KV cache.
+    ahead: int = 0  # Reply tokens a Continue took from the kept reply, without a decode.
     prompt_evaluated: int = 0  # Prompt tokens evaluated (what reuse saves shows here).
     evaluated: int = 0  # All tokens evaluated, prompt and reply.
     reply_tokens: list[int] = field(default_factory=list)
@@ -314,17 +339,38 @@ class LlamaEngine:
         return "" if token < 0 else model.token_get_text(token)
 
     def generate(self, job: GenerationJob) -> None:
-        """Stream one reply for `job`, inside a KV transaction; runs on the thread."""
+        """Stream one reply for `job`, inside a KV transaction; runs on the thread.
+
+        A reply stopped after its prompt was read is kept in the cache,
+        uncommitted (`KVTransaction.keep`), for a Continue; anything else
+        that does not complete rolls back.
+        """
         llm, kv = self.llm, self.kv
         assert llm is not None and kv is not None
         self._switch_conversation(job.conversation_id)
         self.abort.clear()
         unregister = job.cancel.on_cancel(self.abort.set)
         evaluated_before = llm.evaluated
+        reply = _Reply()
         try:
-            with kv.begin() as transaction:
-                base_mark, pieces = self._generate(job, llm, kv)
-                transaction.commit(job.prompt_text, job.prompt_tokens, base_mark, pieces)
+            with kv.begin(continuing=job.continuing) as transaction:
+                try:
+                    self._generate(job, llm, kv, reply)
+                except (Aborted, RuntimeError):
+                    if self.abort.is_set() and reply.prompt_read:
+                        transaction.keep(
+                            job.prompt_text,
+                            job.prompt_tokens,
+                            reply.base_mark,
+                            reply.pieces,
+                            shown=reply.shown,
+                            next_token=reply.next_token,
+                            markup=reply.markup,
+                        )
+                    raise
+                transaction.commit(
+                    job.prompt_text, job.prompt_tokens, reply.base_mark, reply.pieces
+                )
         except Aborted as stop:
             job.stopped = str(stop)
         except RuntimeError:
@@ -333,6 +379,7 @@ class LlamaEngine:
             job.stopped = "in decode"  # llama_decode returned 2: stopped between graph nodes.
         finally:
             llm.on_batch = None
+            llm.prime = ()
             unregister()
             self.abort.clear()
             job.evaluated = llm.evaluated - evaluated_before
@@ -340,14 +387,12 @@ class LlamaEngine:
                 job.prompt_evaluated = job.evaluated
             job.ended_at = time.perf_counter()
 
-    def _generate(
-        self, job: GenerationJob, llm: CountingLlama, kv: KVCache
-    ) -> tuple[int, list[str] | None]:
-        """Returns the mark the prompt was built on and the evaluated reply tokens' texts."""
+    def _generate(self, job: GenerationJob, llm: CountingLlama, kv: KVCache, reply: _Reply) -> None:
+        """Stream the reply, noting in `reply` what a commit or a keep needs."""
         c = self.config
         if job.cancel.cancelled:
             raise Aborted("before start")
-        tokens, base_mark = kv.tokens_for(job.prompt_text)
+        tokens, reply.base_mark = kv.tokens_for(job.prompt_text)
         job.prompt_tokens, job.prompt_ids = len(tokens), list(tokens)
         room = llm.n_ctx() - len(tokens)
         if room <= 1:
@@ -355,41 +400,49 @@ class LlamaEngine:
                 f"the conversation ({len(tokens)} tokens) no longer fits the model's context "
                 f"({llm.n_ctx()} tokens): start a new conversation or raise local.n_ctx"
             )
-        job.reused = kv.prepare(tokens)
+        limit = min(c.max_tokens, room - 1)
+        ahead = self._ahead(job, kv, tokens)[:limit]
+        if job.continuing and job.grammar is None:
+            llm.prime = self._reply_so_far(job, kv, tokens) + ahead
+        job.reused, job.ahead = min(kv.prepare(tokens + ahead), len(tokens)), len(ahead)
         job.emit(UsageUpdate(len(tokens), 0))
         job.emit(PromptProgress(job.reused, len(tokens)))
         llm.on_batch = lambda done: job.emit(PromptProgress(done, len(tokens)))
         evaluated_before = llm.evaluated
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         parser = ToolCallMarkupParser(id_prefix=new_call_prefix()) if job.parse_tools else None
-        evaluated_text: list[str] = []  # Text of the reply tokens that are in the cache.
         last_piece = ""
-        limit = min(c.max_tokens, room - 1)
         finish = "length"
         context = list(tokens)  # generate() may modify the list it is given.
-        for token in llm.generate(
-            list(tokens),
+        sampled = llm.generate(
+            tokens + ahead,
             temp=c.temperature,
             top_k=c.top_k,
             top_p=c.top_p,
             repeat_penalty=c.repeat_penalty,
             reset=True,
             grammar=job.grammar,
-        ):
-            if self.abort.is_set():
-                raise Aborted("between tokens")
-            if not job.reply_tokens and not evaluated_text:  # The prompt is processed.
+        )
+        for n, token in enumerate(itertools.chain(ahead, sampled)):
+            if not reply.prompt_read:  # The prompt is processed.
+                reply.prompt_read = True
                 llm.on_batch = None
                 job.prompt_evaluated = llm.evaluated - evaluated_before
-            evaluated_text.append(last_piece)  # generate() evaluated the previous token.
+            else:
+                reply.pieces.append(last_piece)  # generate() evaluated the previous token.
+            reply.shown = None
+            if n >= len(ahead) and self.abort.is_set():  # The tokens ahead take no decode.
+                reply.next_token = token
+                raise Aborted("between tokens")
             if llama_cpp.llama_vocab_is_eog(llm._model.vocab, token):
-                finish, last_piece = "stop", ""
+                finish = "stop"
                 break
             job.reply_tokens.append(token)
             last_piece = decoder.decode(llm.detokenize([token], prev_tokens=context))
             context.append(token)
+            reply.shown = (token, last_piece)  # Until generate() evaluates it.
             if last_piece:
-                self._emit_text(job, parser, last_piece)
+                reply.markup |= self._emit_text(job, parser, last_piece)
             if len(job.reply_tokens) >= limit:
                 break
         tail = decoder.decode(b"", final=True)
@@ -401,15 +454,41 @@ class LlamaEngine:
         job.finish = finish
         job.emit(UsageUpdate(job.prompt_tokens, len(job.reply_tokens)))
         job.emit(StreamEnd("stop" if finish == "stop" else "length"))
-        return base_mark, evaluated_text[1:]
 
     @staticmethod
-    def _emit_text(job: GenerationJob, parser: ToolCallMarkupParser | None, text: str) -> None:
+    def _ahead(job: GenerationJob, kv: KVCache, tokens: list[int]) -> list[int]:
+        """Reply tokens a Continue starts with, known without a decode.
+
+        The kept reply holds what its model sampled after `tokens`, when they
+        are a prefix of its own: the token sampled after its last evaluated
+        one, and the tokens sampled and evaluated before the stop reached the
+        screen. They are the reply's next tokens, as if generated again. Not
+        after tool-call markup: a call cut off is written anew, if at all.
+        """
+        kept = kv.adopted()
+        if kept is None or kept.markup or job.grammar is not None:
+            return []
+        if kept.tokens[: len(tokens)] != tokens:
+            return []
+        following = [] if kept.next_token is None else [kept.next_token]
+        return kept.tokens[len(tokens) :] + following
+
+    @staticmethod
+    def _reply_so_far(job: GenerationJob, kv: KVCache, tokens: list[int]) -> list[int]:
+        """The tokens of a continued reply so far: those of `tokens` after its head."""
+        head = kv.tokens_for(job.reply_head)[0] if job.reply_head else tokens
+        return tokens[len(head) :] if tokens[: len(head)] == head else []
+
+    @staticmethod
+    def _emit_text(job: GenerationJob, parser: ToolCallMarkupParser | None, text: str) -> bool:
+        """Emit `text` as text or tool-call events; True if it made any of the latter."""
         if parser is None:
             job.emit(TextDelta(text))
-        else:
-            for event in parser.feed(text):
-                job.emit(event)
+            return False
+        events = parser.feed(text)
+        for event in events:
+            job.emit(event)
+        return any(not isinstance(event, TextDelta) for event in events)
 
     # Persisted KV state
 
@@ -420,6 +499,8 @@ class LlamaEngine:
 
     def _switch_conversation(self, conversation_id: str) -> None:
         """Save the open conversation's state and load the next one's, if saved.
+
+        A reply kept for a Continue in the open conversation is rolled back.
 
         Neither a failed save nor an unreadable state file stops the switch:
         the cache then simply has less to reuse.
@@ -447,11 +528,17 @@ class LlamaEngine:
     def save_state(self) -> None:
         """Save the open conversation's committed KV state (engine thread only).
 
+        A reply kept for a Continue is rolled back first, saved or not: the
+        user has moved on (another conversation, or quitting).
+
         Never raises for a disk error (a full disk, an unwritable dir): the
         state is not saved, and the failure is reported through `on_notice`
         once, until a save succeeds again.
         """
-        if self.kv is None or self.conversation_id is None:
+        if self.kv is None:
+            return
+        self.kv.discard()
+        if self.conversation_id is None:
             return
         path = self._state_path(self.conversation_id)
         if path is None:

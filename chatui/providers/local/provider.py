@@ -194,7 +194,11 @@ class LocalProvider(ProviderLifecycle):
         engine, chat_format = self.engine, self.format
         assert engine is not None and chat_format is not None
         tools = self._tools(request)
-        prompt = chat_format.render(request.messages, tools)
+        head = ""
+        if request.continuing:
+            prompt, head = chat_format.render_continue(request.messages, tools)
+        else:
+            prompt = chat_format.render(request.messages, tools)
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[StreamEvent | None] = asyncio.Queue()
 
@@ -211,6 +215,8 @@ class LocalProvider(ProviderLifecycle):
             emit,
             parse_tools=bool(tools),
             grammar=self._grammar(request, tools),
+            continuing=request.continuing,
+            reply_head=head,
         )
 
         def run() -> None:
@@ -282,9 +288,16 @@ class LocalProvider(ProviderLifecycle):
         """The tool-call grammar for a reply that must call tools ("required"), else None.
 
         "required" holds the reply to the user's message; a reply to tool
-        results may be text, or the turn would never end.
+        results may be text, or the turn would never end. A Continue of such
+        a reply is held too while it has no text (a call cut off is written
+        again from its start); after text, no call may follow.
         """
-        answering_user = bool(request.messages) and request.messages[-1].role == "user"
+        before = request.messages
+        if request.continuing:
+            if not before or before[-1].content:
+                return None
+            before = before[:-1]
+        answering_user = bool(before) and before[-1].role == "user"
         if tools and self.config.tool_choice == "required" and answering_user:
             return tool_grammar(tools)  # About 0.4 ms for the built-in five.
         return None
