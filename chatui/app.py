@@ -46,6 +46,7 @@ from chatui.providers.base import Provider
 from chatui.sanitize import visible
 from chatui.screens.approval import ApprovalDialog
 from chatui.screens.chat import ChatScreen
+from chatui.screens.turn_choices import turn_commands
 from chatui.session import Session
 from chatui.store import Store
 from chatui.threads import DaemonThreadExecutor, ExitDeadline
@@ -278,6 +279,13 @@ class ChatApp(QuickEscapeApp[None]):
                 "The provider and model that answer from the next turn on (Ctrl+L)",
                 screen.action_switch_model,
             )
+            yield from turn_commands(screen)
+            if screen.check_action("send_queued", ()) is True:  # Offered while it would act.
+                yield SystemCommand(
+                    "Send the queued message now",
+                    "Send the first message queued while a reply streamed (Ctrl+S)",
+                    screen.action_send_queued,
+                )
 
     def show_notice(self, text: str) -> None:
         """A warning from the provider (untrusted text, shown literally)."""

@@ -1,4 +1,4 @@
-"""UI behaviour with Pilot: Esc, the marker, recall, quitting, conversations, errors."""
+"""UI behaviour with Pilot: Esc, the marker, editing, quitting, conversations, errors."""
 
 from __future__ import annotations
 
@@ -276,10 +276,10 @@ async def test_the_stop_is_on_screen_before_the_partial_reply_is_stored(
 
     save_item = store.save_item
 
-    def recording_save_item(conversation_id: str, item: object) -> None:
+    def recording_save_item(conversation_id: str, item: object, *parent: object) -> None:
         if isinstance(item, ModelResponse):
             saves.append((item.state, len(draws)))
-        save_item(conversation_id, item)
+        save_item(conversation_id, item, *parent)
 
     monkeypatch.setattr(frame_clock, "draw_now", recording_draw_now)
     monkeypatch.setattr(store, "save_item", recording_save_item)
@@ -377,7 +377,9 @@ async def test_escape_closes_the_command_palette_not_a_turn(store: Store) -> Non
         assert app.last_outcome.state is ResponseState.INTERRUPTED
 
 
-async def test_recall_puts_the_interrupted_prompt_back_for_editing(store: Store) -> None:
+async def test_edit_puts_the_interrupted_prompt_back_to_send_as_a_new_version(
+    store: Store,
+) -> None:
     provider = ScriptedProvider([STALL], words("second answer"))
     app = make_app(store, provider)
     async with app.run_test() as pilot:
@@ -388,16 +390,19 @@ async def test_recall_puts_the_interrupted_prompt_back_for_editing(store: Store)
         await wait_until(pilot, settled(app))
         assert app.screen.query_one(Composer).text == ""
 
-        await pilot.press("ctrl+r")
+        await pilot.press("ctrl+e")
         assert app.screen.query_one(Composer).text == "my long\nprompt"
         await pilot.press("!", "enter")
         await wait_until(pilot, settled(app))
 
-        items = store.load_conversation(app.chat.conversation.id).items
-        prompts = [i.text for i in items if isinstance(i, UserPrompt)]
-        assert prompts == ["my long\nprompt", "my long\nprompt!"]
-        # The resent prompt's history carries no trace of the empty interrupted reply.
-        assert provider.records[1].request.messages[-1].content.endswith("my long\nprompt!")
+        conversation = store.load_conversation(app.chat.conversation.id)
+        prompts = [i.text for i in conversation.items if isinstance(i, UserPrompt)]
+        assert prompts == ["my long\nprompt!"]
+        kept = [i.text for i in conversation.all_items() if isinstance(i, UserPrompt)]
+        assert kept == ["my long\nprompt", "my long\nprompt!"]  # The old one, as a version.
+        # The new version's history carries no trace of the old one or its reply.
+        (sent,) = [m.content for m in provider.records[1].request.messages if m.role == "user"]
+        assert sent == "my long\nprompt!"
 
 
 async def test_quitting_stops_the_turn_and_stores_the_partial(store: Store) -> None:
@@ -530,4 +535,4 @@ async def test_stored_conversation_shows_interrupted_marker_after_reload(store: 
 
         (view,) = app.screen.query(AssistantMessage)
         assert "-interrupted" in view.classes
-        assert app.chat.recallable == "q"
+        assert app.chat.check_action("continue_reply", ()) is True  # Ctrl+G goes on with it.

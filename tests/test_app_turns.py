@@ -112,7 +112,7 @@ async def test_enter_then_escape_in_one_read_stops_the_turn_the_enter_started(
         assert all(r.yielded == 0 for r in provider.records)
         assert app.screen.query_one(StatusBar).state == "stopped"
         assert prompts(store, app) == ["stop me"]  # The prompt is never lost...
-        assert app.chat.recallable == "stop me"  # ...and Ctrl+R brings it back.
+        assert app.chat.check_action("retry", ()) is True  # ...and Ctrl+R retries it.
 
 
 async def test_an_escape_before_the_enter_does_not_stop_the_turn(store: Store) -> None:
@@ -208,7 +208,7 @@ async def test_a_full_disk_mid_reply_is_shown_and_the_app_keeps_running(store: S
         view = app.chat.query(AssistantMessage).last()
         assert view.response.text == partial  # Still on screen.
         assert app.screen.query_one(StatusBar).state == "failed"
-        assert app.chat.recallable == "hi"
+        assert app.chat.check_action("retry", ()) is True
 
 
 HOSTILE_MODELS = ["tiny-[Q4_K_M].gguf", "m[@click=app.quit]x.gguf", 'm[x="]y.gguf']

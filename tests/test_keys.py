@@ -1,4 +1,4 @@
-"""Keys that never lose work: Ctrl+C, drafts, Ctrl+R and Up, stray typing, scrolling, Ctrl+N."""
+"""Keys that never lose work: Ctrl+C, drafts, Ctrl+E and Up, stray typing, scrolling, Ctrl+N."""
 
 from __future__ import annotations
 
@@ -493,10 +493,10 @@ async def test_quitting_with_a_draft_the_store_cannot_keep_gives_it_back_on_the_
     assert "words worth keeping" in printed
 
 
-# 3. Ctrl+R and Up: earlier prompts, with the draft always recoverable
+# 3. Ctrl+E and Up: earlier prompts, with the draft always recoverable
 
 
-async def test_recall_keeps_the_draft_for_ctrl_z_and_down_and_works_again(store: Store) -> None:
+async def test_edit_keeps_the_draft_for_ctrl_z_and_down_and_works_again(store: Store) -> None:
     provider = ScriptedProvider([STALL])
     app = make_app(store, provider)
     async with app.run_test() as pilot:
@@ -507,23 +507,23 @@ async def test_recall_keeps_the_draft_for_ctrl_z_and_down_and_works_again(store:
         type_keys(app, "my draft")
         await wait_until(pilot, lambda: composer(app).text == "my draft")
 
-        await pilot.press("ctrl+r")
+        await pilot.press("ctrl+e")
         assert composer(app).text == "stopped prompt"
         await pilot.press("ctrl+z")
         assert composer(app).text == "my draft"  # Undo brings the draft back.
 
-        await pilot.press("ctrl+r")  # Again.
+        await pilot.press("ctrl+e")  # Again.
         assert composer(app).text == "stopped prompt"
         await pilot.press("down")
         assert composer(app).text == "my draft"  # So does Down, as in a shell.
         assert composer(app).cursor_location == (0, len("my draft"))
 
-        await pilot.press("ctrl+r", "!", "enter")  # And again: edited and sent.
+        await pilot.press("ctrl+e", "!", "enter")  # And again: edited and sent, a new version.
         await wait_until(pilot, lambda: len(provider.records) == 2)
-        assert prompts(store, app.chat.conversation.id) == ["stopped prompt", "stopped prompt!"]
+        assert prompts(store, app.chat.conversation.id) == ["stopped prompt!"]
 
 
-async def test_sending_a_recalled_prompt_gives_the_draft_back(store: Store) -> None:
+async def test_sending_an_edited_prompt_gives_the_draft_back(store: Store) -> None:
     provider = ScriptedProvider([STALL], words("ok"))
     app = make_app(store, provider)
     async with app.run_test() as pilot:
@@ -534,22 +534,23 @@ async def test_sending_a_recalled_prompt_gives_the_draft_back(store: Store) -> N
         type_keys(app, "my draft")
         await wait_until(pilot, lambda: composer(app).text == "my draft")
 
-        await pilot.press("ctrl+r", "enter")  # Sent again, as it was.
+        await pilot.press("ctrl+e", "enter")  # Sent again, as it was: a new version of it.
         await wait_until(pilot, settled(app))
         await wait_until(pilot, lambda: len(provider.records) == 2)
 
-        assert prompts(store, app.chat.conversation.id) == ["stopped prompt", "stopped prompt"]
+        assert prompts(store, app.chat.conversation.id) == ["stopped prompt"]
+        assert len(store.load_conversation(app.chat.conversation.id).all_items()) == 4
         assert composer(app).text == "my draft"
 
 
-async def test_quitting_while_editing_a_recalled_prompt_keeps_both_texts(store: Store) -> None:
+async def test_quitting_while_editing_a_prompt_keeps_both_texts(store: Store) -> None:
     conversation_id = stored_conversation(store, ("stopped", ResponseState.INTERRUPTED))
     app = make_app(store, ScriptedProvider())
     async with app.run_test() as pilot:
         await app.open_conversation(conversation_id)
         type_keys(app, "my draft")
         await wait_until(pilot, lambda: composer(app).text == "my draft")
-        await pilot.press("ctrl+r")
+        await pilot.press("ctrl+e")
         type_keys(app, " again")
         await wait_until(pilot, lambda: composer(app).text == "stopped again")
         await pilot.press("ctrl+q")
@@ -558,14 +559,16 @@ async def test_quitting_while_editing_a_recalled_prompt_keeps_both_texts(store: 
     assert store.load_draft(conversation_id) == "stopped again\nmy draft"
 
 
-async def test_quitting_while_a_prompt_is_recalled_keeps_the_draft(store: Store) -> None:
+async def test_quitting_while_a_prompt_is_in_the_composer_to_edit_keeps_the_draft(
+    store: Store,
+) -> None:
     conversation_id = stored_conversation(store, ("stopped", ResponseState.INTERRUPTED))
     app = make_app(store, ScriptedProvider())
     async with app.run_test() as pilot:
         await app.open_conversation(conversation_id)
         type_keys(app, "my draft")
         await wait_until(pilot, lambda: composer(app).text == "my draft")
-        await pilot.press("ctrl+r")
+        await pilot.press("ctrl+e")
         assert composer(app).text == "stopped"
         await pilot.press("ctrl+q")
         await wait_until(pilot, lambda: not app.is_running)

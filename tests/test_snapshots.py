@@ -149,22 +149,6 @@ def test_no_provider_configured(snap_compare, store: Store) -> None:
     assert snap_compare(app, terminal_size=SIZE)
 
 
-def test_text_typed_while_a_reply_streams_stays_in_the_composer(snap_compare, store: Store) -> None:
-    script = [*words("Soda bread is a quick bread made with", end=None), STALL]
-    provider = ScriptedProvider(script)
-    app = make_app(store, provider, clock=FakeClock())
-
-    async def run_before(pilot) -> None:
-        await send(pilot, "How do I bake bread without yeast?")
-        await provider.last.stalled.wait()
-        await wait_until(pilot, written(app, 8))
-        await pilot.press(*"And with spelt?")
-        await pilot.press("enter")  # Refused while the reply streams: the text stays.
-        await wait_until(pilot, lambda: bool(app._notifications))
-
-    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
-
-
 def test_hostile_model_name_and_bidi_controls_appear_literally(snap_compare, store: Store) -> None:
     provider = ScriptedProvider(
         words("The file is named invoice\u202efdp.exe, really."),

@@ -199,7 +199,9 @@ async def next_turn_is_accepted(rig: Rig, app, pilot, store: Store, *, kept: boo
     assert_both_protocols_accept(items)
     if rig.local:
         n_tokens, committed, top = cache_state(rig.provider)
-        assert n_tokens == committed == top  # Only committed tokens are in the cache.
+        # The committed tokens, and after a stop the reply's, kept uncommitted for Continue.
+        assert committed <= n_tokens == top
+        assert (n_tokens > committed) is not kept
         answered = rig.provider.last_job.prompt_tokens  # The prompt the calls answered.
         rig.provider.config.tool_choice = "auto"  # The tiny model then writes text.
     else:
@@ -208,6 +210,7 @@ async def next_turn_is_accepted(rig: Rig, app, pilot, store: Store, *, kept: boo
     await wait_until(pilot, settled(app))
     assert app.last_outcome.state is ResponseState.COMPLETE
     if rig.local:
+        assert len(set(cache_state(rig.provider))) == 1  # The stopped reply was rolled back.
         job = rig.provider.last_job
         assert (committed > 0) is kept  # A stopped reply's tokens were rolled back.
         if kept:  # The cached conversation is reused, up to the reply at least.

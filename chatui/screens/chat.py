@@ -3,7 +3,9 @@
 The screen composes and sends prompts, opens conversations and keeps drafts;
 each turn it starts is shown by a `TurnView` of its own (`turn_view.py`: the
 replies, the approvals, the status line's phase, the stop drawn), which the
-screen asks to draw the stop when Esc cancels the turn.
+screen asks to draw the stop when Esc cancels the turn. Enter while a turn
+runs queues the text (`message_queue.py`): a turn that completes sends the
+first queued message next; after a stop or a failure they wait for Ctrl+S.
 
 Nothing the user writes is lost: the composer's draft is stored with its
 conversation (a moment after typing stops, and at once on a switch and on
@@ -20,6 +22,7 @@ import asyncio
 import contextlib
 import math
 import sqlite3
+import time
 
 from textual import events
 from textual.actions import SkipAction
@@ -36,19 +39,32 @@ from chatui.messages import Conversation, ModelResponse, ResponseState, UserProm
 from chatui.providers.base import ProviderError
 from chatui.providers.registry import ModelChoice
 from chatui.screens.conversations import NEW, ConversationList
+from chatui.screens.message_queue import MessageQueue
 from chatui.screens.model_switcher import ModelSwitcher
+from chatui.screens.turn_choices import Editing, Versions, replaced_widgets, show_hints
 from chatui.screens.turn_view import TurnView, show_results
 from chatui.session import ConversationRefused, NoProvider, Session, SessionError
 from chatui.turn import Turn, TurnOutcome
+from chatui.turn_kinds import (
+    Continue,
+    NewPrompt,
+    Retry,
+    TurnAsk,
+    continuable,
+    last_prompt,
+    retryable,
+)
 from chatui.widgets.chat_message import (
     AssistantMessage,
     ContextDivider,
     ErrorNotice,
     UserMessage,
 )
-from chatui.widgets.composer import BUSY_NOTICE, Composer
+from chatui.widgets.composer import Composer
 from chatui.widgets.message_list import MessageList, MoreBelow
+from chatui.widgets.queue_panel import QueuePanel
 from chatui.widgets.status_bar import Phase, StatusBar
+from chatui.widgets.versions import BranchedFrom, EditBanner
 from chatui.widgets.welcome import Welcome
 
 SHOWN_ITEMS = 40
@@ -65,7 +81,15 @@ class ChatScreen(EscapeFirstScreen[None]):
         # before visiting the focused widget and bubbling back. check_action lets Esc
         # through to a focused widget that binds Esc itself, and when no turn runs.
         Binding("escape", "stop", "Stop", priority=True),
-        Binding("ctrl+r", "recall", "Recall prompt"),
+        Binding("ctrl+r", "retry", "Retry"),
+        # Not in the footer, which is full at 80 columns: the interrupted marker names them.
+        Binding("ctrl+g", "continue_reply", "Continue", show=False),
+        # Priority, or the composer takes Ctrl+E (its end of line, which End also does).
+        Binding("ctrl+e", "edit_prompt", "Edit", show=False, priority=True),
+        Binding("alt+left", "version(-1)", "Previous version", show=False, priority=True),
+        Binding("alt+right", "version(1)", "Next version", show=False, priority=True),
+        # After "stop", which takes Esc while a turn runs: else it cancels an edit.
+        Binding("escape", "cancel_edit", show=False, priority=True),
         # Priority: taken as they arrive, before keys typed after them reach the composer
         # (Ctrl+N, text, Enter in one read sends the text in the new conversation).
         Binding("ctrl+n", "new_conversation", "New", priority=True),
@@ -73,6 +97,8 @@ class ChatScreen(EscapeFirstScreen[None]):
         # Not in the footer, which is full at 80 columns: the empty conversation and
         # the command palette name it.
         Binding("ctrl+l", "switch_model", "Model", show=False, priority=True),
+        # Not in the footer either: the queue's panel names it while it would act.
+        Binding("ctrl+s", "send_queued", "Send queued", show=False, priority=True),
         # Priority, or the composer takes Ctrl+U (delete to the line's start); it only
         # acts while earlier items are hidden (check_action), else the composer has it.
         Binding("ctrl+u", "show_earlier", "Earlier", show=False, priority=True),
@@ -91,7 +117,8 @@ class ChatScreen(EscapeFirstScreen[None]):
         self.turn: Turn | None = None
         self.turn_view: TurnView | None = None  # The screen's side of `turn`.
         self._turn_task: asyncio.Task[None] | None = None
-        self.recallable: str | None = None
+        self.editing: Editing | None = None  # The prompt Ctrl+E put in the composer.
+        self.versions = Versions()  # The conversation's versions on screen, and the flips.
         self.hidden_items = 0
         self._gc_hold: FullCollectionHold | None = None
         self._idle_escape_at = -math.inf  # When an Esc last found no turn to stop.
@@ -101,10 +128,16 @@ class ChatScreen(EscapeFirstScreen[None]):
         self._saved_draft: tuple[str, str] | None = None  # (conversation id, draft) last stored.
         self.draft_error: str | None = None  # Why the last try to store the draft failed.
         self._draft_timer: asyncio.TimerHandle | None = None  # The debounced save.
+        self._queue_panel = QueuePanel()
+        self._queue = MessageQueue(session.store, self._queue_panel)  # Typed while it streamed.
+        self._sent_at = -math.inf  # When the running turn was asked for (its key's read).
+        self._leaving = False  # Stopping to switch or quit: nothing queued goes out meanwhile.
 
     def compose(self) -> ComposeResult:
         yield MessageList(id="messages")
         yield MoreBelow()
+        yield self._queue_panel
+        yield EditBanner()
         yield Composer()
         yield StatusBar(id="status")
         yield KeyFooter()
@@ -113,6 +146,7 @@ class ChatScreen(EscapeFirstScreen[None]):
         self._status = self.query_one(StatusBar)
         self._messages = self.query_one(MessageList)
         self._composer = self.query_one(Composer)
+        self._banner = self.query_one(EditBanner)
         self._status.provider, self._status.model = self.session.provider_label()
         self.session.begin_prepare(self.show_loading)  # The app shows how it ends.
         self.watch(self._messages, "more_below", self._show_more_below)
@@ -143,6 +177,8 @@ class ChatScreen(EscapeFirstScreen[None]):
         items = conversation.items
         hidden = 0 if everything else max(0, len(items) - SHOWN_ITEMS)
         widgets: list[Static | AssistantMessage] = []
+        if (origin := conversation.branched_from) is not None:
+            widgets.append(BranchedFrom(origin.title))
         if hidden:
             widgets.append(Static(f"▲ {hidden} earlier items (Ctrl+U shows them)", id="earlier"))
         self.hidden_items = hidden
@@ -166,8 +202,9 @@ class ChatScreen(EscapeFirstScreen[None]):
         await messages.replace_items(widgets)
         self._show_welcome()
         show_results(items, views)
+        self._load_queue(conversation.id)
+        self._show_choices()
         messages.anchor()
-        self.recallable = _recallable_prompt(conversation)
         self.refresh_bindings()
 
     def _show_more_below(self, shown: bool) -> None:
@@ -209,46 +246,95 @@ class ChatScreen(EscapeFirstScreen[None]):
         if self.session.quitting:
             composer.restore(message.text)
             return  # Quitting overtook this Enter: no turn starts now.
-        if self.busy:  # The composer locks itself, so this is a second line of defence.
-            composer.restore(message.text)
-            self.notify(BUSY_NOTICE, severity="warning", markup=False)
+        if self.busy:  # A turn runs: the text waits in the queue, sent when the reply completes.
+            self._queue_text(message.text)
+            composer.unlock()
             return
-        # The turn exists from the moment the prompt is accepted, before any await:
-        # an Esc from here on stops it, even before it runs.
+        ask = await self._asked(message.text)
+        if ask is None or await self.start_turn(ask, key_time=message.key_time) is None:
+            composer.restore(message.text)
+        composer.unlock()  # Its turn exists (or it is back): from now on, Enter queues.
+
+    async def start_turn(self, ask: TurnAsk, *, key_time: float | None = None) -> Turn | None:
+        """Start a turn in the open conversation: a new prompt, a retry, or a continue.
+
+        The turn exists before any await: an Esc from here on stops it, even
+        before it runs. A new prompt is placed on screen (an edited one in place
+        of its old version and what followed it), a retried reply leaves it, a
+        continued one goes on where it is. `key_time`: when the key that asked
+        for it was read. None, with the reason on screen, if no provider can answer.
+        """
+        messages, composer = self._messages, self._composer
+        shown = (
+            [
+                v
+                for v in messages.items
+                if isinstance(v, AssistantMessage) and v.response is ask.response
+            ]
+            if isinstance(ask, Continue)
+            else []
+        )
         view = TurnView(
             self,
             self.conversation,
-            messages=self._messages,
+            messages=messages,
             status=self._status,
             composer=composer,
             approved=self._approved.setdefault(self.conversation.id, set()),
             stop=self.action_stop,
+            shown=shown,
         )
         try:
-            turn = self.session.new_turn(self.conversation, message.text, observer=view)
+            turn = self.session.new_turn(self.conversation, ask, observer=view)
         except NoProvider as problem:
-            composer.restore(message.text)
-            composer.unlock()
             await self._mount(ErrorNotice(str(problem)))
-            return
+            return None
         self.turn, self.turn_view = turn, view
-        self.recallable = None
-        composer.prompts.append(message.text)
-        if (welcome := self._welcome) is not None:
+        self._sent_at = time.monotonic() if key_time is None else key_time
+        self._queue.turn_started(turn.prompt.id)  # A queued message it sends leaves the panel.
+        view.begin()
+        show_hints(self.conversation, messages.items, running=True)
+        gone = replaced_widgets(messages.items, ask)
+        welcome, placed = self._welcome, None
+        if welcome is not None:
             self._welcome = None
             welcome.display = False  # At once; removed below, after the prompt is placed.
-        prompt = UserMessage(message.text, turn.prompt.id)
-        prompt_shown = self._messages.mount(prompt)  # Placed before the reply.
-        self._messages.follow()  # The prompt and its reply in sight, even if scrolled up.
-        self._messages.receiving = True
+        if isinstance(ask, NewPrompt):
+            if ask.replaces is not None and composer.prompts[-1:] == [ask.replaces.text]:
+                composer.prompts.pop()  # Its new version takes its place in Up's walk.
+            composer.prompts.append(ask.text)
+            placed = messages.mount(UserMessage(ask.text, turn.prompt.id))  # Before the reply.
+        messages.follow()  # The prompt and its reply in sight, even if scrolled up.
+        messages.receiving = True
         self._turn_task = asyncio.create_task(self._run_turn(turn))
-        view.begin()
-        if message.key_time <= self._idle_escape_at:
+        if key_time is not None and key_time <= self._idle_escape_at:
             self.action_stop()  # An Esc that came after this Enter, before the turn existed.
         self.refresh_bindings()
-        await prompt_shown
+        if gone:
+            await messages.remove_children(gone)
+        if placed is not None:
+            await placed
         if welcome is not None:
             await welcome.remove()
+        return turn
+
+    async def _asked(self, text: str) -> NewPrompt | None:
+        """What Enter sends: a new prompt, or an edited one (Ctrl+E); None if it cannot be sent.
+
+        An edit of the last prompt is a new version of it. An edit of an earlier
+        one goes to a new conversation branched before that prompt, which opens
+        (the original stays as it is); None if the branch could not be made.
+        """
+        editing, self.editing = self.editing, None
+        self._banner.hide()
+        items = self.conversation.items
+        if editing is None or editing.prompt not in items:
+            return NewPrompt(text)
+        if editing.prompt is last_prompt(items):
+            return NewPrompt(text, replaces=editing.prompt)
+        original = self.conversation
+        await self.open_conversation(None, branch_before=editing.prompt)
+        return None if self.conversation is original else NewPrompt(text)
 
     async def _run_turn(self, turn: Turn) -> None:
         # The full pass held off during the turn waits for the turn's last frame:
@@ -258,6 +344,7 @@ class ChatScreen(EscapeFirstScreen[None]):
             outcome = await turn.run()
             try:
                 await self._show_outcome(turn, outcome)
+                await self._send_queued_after(turn, outcome)
             except Exception as error:  # A bug of ours: say so, and keep the app usable.
                 await self.show_error(f"chatui could not show how the reply ended: {error!r}")
                 self._status.state = Phase.FAILED
@@ -272,14 +359,18 @@ class ChatScreen(EscapeFirstScreen[None]):
         view = self.turn_view
         assert view is not None  # Set with `turn`, before it ran.
         await view.show_outcome(outcome, provider=self.session.provider_label()[0])
+        ask = turn.ask
+        # Nothing kept of a retry or an edit: the old version is shown again.
+        kept_nothing = isinstance(ask, Retry) and not outcome.responses
+        kept_nothing |= isinstance(ask, NewPrompt) and ask.replaces is not None and outcome.refused
+        if kept_nothing or len(self._messages.items) > 2 * SHOWN_ITEMS:
+            await self.show_conversation(self.conversation)  # Also keeps the layout small.
+        else:
+            self._show_choices()
         if outcome.refused:
             self.refresh_bindings()
             self.session.turn_finished(turn, outcome)  # Nothing to title: it was not kept.
             return
-        if outcome.state is not ResponseState.COMPLETE:
-            self.recallable = outcome.prompt.text
-        if len(self._messages.items) > 2 * SHOWN_ITEMS:
-            await self.show_conversation(self.conversation)  # Keep the layout small.
         self.refresh_bindings()
         try:
             self.session.turn_finished(turn, outcome)
@@ -294,10 +385,12 @@ class ChatScreen(EscapeFirstScreen[None]):
         if action == "stop":
             stoppable = self.turn is not None and self.turn.stoppable
             return True if stoppable and not self._focus_binds_escape() else None
-        if action == "recall":
-            return True if self.recallable is not None else None
+        if action in ("retry", "continue_reply", "edit_prompt", "version", "cancel_edit"):
+            return self._check_choice(action, parameters)
         if action == "show_earlier":
             return bool(self.hidden_items) and not self.busy
+        if action == "send_queued":
+            return True if self._queue.first is not None and not self.busy else None
         return True
 
     def action_stop(self, key_time: float | None = None) -> None:
@@ -346,7 +439,7 @@ class ChatScreen(EscapeFirstScreen[None]):
         if key_time is not None:
             self._idle_escape_at = max(self._idle_escape_at, key_time)
             return False
-        return self._composer.locked
+        return self._composer.locked or self.busy
 
     def claim_typed_key(self, key: events.Key | events.Paste) -> None:
         """Text, a paste or Enter while the message list (or nothing) has the focus: the composer's.
@@ -362,15 +455,208 @@ class ChatScreen(EscapeFirstScreen[None]):
         if focused is None or focused is messages or messages in focused.ancestors:
             self.set_focus(self._composer)
 
-    def action_recall(self) -> None:
-        """Show the last interrupted or failed prompt in the composer, again and again.
+    def _check_choice(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Whether Continue, Retry, Edit, a flip or Esc's end of an edit would act now.
 
-        What the composer held stays: Ctrl+Z or Down brings it back.
+        Not while a turn runs (None: dimmed in the footer), but to edit a queued message.
         """
-        if self.recallable is None:
+        if action == "edit_prompt" and self.has_queued():
+            return True
+        if self.turn is not None and not self.turn.ended:
+            return False if action == "cancel_edit" else None
+        conversation = self.conversation
+        if action == "retry":
+            can = retryable(conversation) is not None
+        elif action == "continue_reply":
+            can = continuable(conversation) is not None
+        elif action == "edit_prompt":
+            can = last_prompt(conversation.items) is not None
+        elif action == "version":
+            step = parameters[0] if parameters else 0
+            can = isinstance(step, int) and self.versions.target(step) is not None
+        else:
+            return self.editing is not None and not self._focus_binds_escape()
+        return True if can else None
+
+    async def action_continue_reply(self) -> None:
+        """Ctrl+G: the model goes on with the last reply from exactly where it stopped."""
+        if (response := continuable(self.conversation)) is not None and not self.busy:
+            await self.start_turn(Continue(response))
+
+    async def action_retry(self) -> None:
+        """Ctrl+R: the last reply again; the old one stays, as a version (Alt+Left shows it)."""
+        if (prompt := retryable(self.conversation)) is not None and not self.busy:
+            await self.start_turn(Retry(prompt))
+
+    def action_edit_prompt(self) -> None:
+        """Ctrl+E: the last prompt in the composer, to send as a new version; again, the one before.
+
+        What the composer held stays: Ctrl+Z brings it back, and Esc ends the
+        edit with it. A queued message is edited first (the last one).
+        """
+        if self.edit_last_queued():
             return
-        self._composer.recall(self.recallable)
+        prompts = [item for item in self.conversation.items if isinstance(item, UserPrompt)]
+        if not prompts or self.busy:
+            return
+        editing, composer = self.editing, self._composer
+        at = len(prompts) - 1
+        if editing is not None and editing.prompt in prompts:
+            at = max(0, prompts.index(editing.prompt) - 1)  # Walk back.
+        self.editing = Editing(prompts[at], composer.text if editing is None else editing.before)
+        composer.recall(prompts[at].text)
+        self._banner.show(last=at == len(prompts) - 1)
+        self.set_focus(composer)
+
+    def action_cancel_edit(self) -> None:
+        """Esc while editing, with no turn running: no edit, and the composer's text from before."""
+        editing, self.editing = self.editing, None
+        self._banner.hide()
+        if editing is not None:
+            self._composer.put_back(editing.before)
+
+    async def action_version(self, step: int) -> None:
+        """Alt+Left (-1), Alt+Right (+1): the previous or next version of the last exchange.
+
+        The history follows: the next turn sends the version shown.
+        """
+        conversation, target = self.conversation, self.versions.target(step)
+        if target is None or self.busy:
+            return
+        conversation.select(target.id)
+        try:
+            self.session.store.set_leaf(conversation.id, conversation.leaf)
+        except sqlite3.Error as error:
+            self.notify(
+                f"The version shown could not be stored for the next start: {error}",
+                severity="warning",
+                markup=False,
+            )
+        await self.show_conversation(conversation)
+        self._composer.prompts = [i.text for i in conversation.items if isinstance(i, UserPrompt)]
+
+    # The queue: messages typed while a turn runs (`MessageQueue`, shown in the QueuePanel)
+
+    def has_queued(self) -> bool:
+        """Whether the open conversation has queued messages: Ctrl+E edits the last one first."""
+        return self._queue.first is not None
+
+    def edit_last_queued(self) -> bool:
+        """Take the last queued message back into the composer to edit; False if none is queued.
+
+        What the composer held stays after it. Sent again with Enter: queued
+        again (at the end) while a turn runs, else sent.
+        """
+        text = self.take_last_queued()
+        if text is None:
+            return False
+        self._composer.restore(text)
+        self.save_draft()  # Out of the queue, into the draft: stored either way.
         self.set_focus(self._composer)
+        return True
+
+    def take_last_queued(self) -> str | None:
+        """Take the last queued message out of the queue (store and panel); its text, or None.
+
+        The caller puts the text in the composer (Ctrl+E does), whose draft is
+        then stored as soon as the caller is done: the message goes from the
+        queue to the stored draft, never lost. None if nothing is queued, or if
+        the store could not take it out (then it stays queued, and the user is
+        told).
+        """
+        return self._take_queued(None)
+
+    async def action_send_queued(self) -> None:
+        """Ctrl+S: send the first queued message now, when no turn runs (else it waits its turn)."""
+        first = self._queue.first
+        if first is None or self.busy or self.session.quitting:
+            return
+        await self.start_turn(NewPrompt(first.text, id=first.id))
+
+    def on_queue_panel_take_back(self, message: QueuePanel.TakeBack) -> None:
+        """A click on a queued message's ✕: back into the composer, before what is there."""
+        text = self._take_queued(message.message_id)
+        if text is not None:
+            self._composer.restore(text)
+            self.save_draft()
+            self.set_focus(self._composer)
+
+    def _take_queued(self, message_id: str | None) -> str | None:
+        try:
+            taken = self._queue.take(message_id)
+        except sqlite3.Error as error:
+            self.notify(
+                f"The queued message could not be taken out of the queue: {error}",
+                severity="warning",
+                markup=False,
+            )
+            return None
+        if taken is not None:
+            self.call_later(self.save_draft)  # Once the caller has put it in the composer.
+        self.refresh_bindings()
+        return None if taken is None else taken.text
+
+    def _queue_text(self, text: str) -> None:
+        """Enter while a turn runs: `text` waits in the queue (stored now), else in the composer."""
+        try:
+            self._queue.add(text)
+        except sqlite3.Error as error:
+            self._composer.restore(text)
+            self.notify(
+                f"Your message could not be queued: {error}. It stays in the composer.",
+                severity="warning",
+                markup=False,
+            )
+        self.refresh_bindings()
+
+    def _load_queue(self, conversation_id: str) -> None:
+        """Show the conversation's queue as stored."""
+        try:
+            self._queue.load(conversation_id)
+        except sqlite3.Error as error:
+            self.notify(
+                f"The conversation's queued messages could not be read: {error}",
+                severity="warning",
+                markup=False,
+            )
+
+    async def _send_queued_after(self, turn: Turn, outcome: TurnOutcome) -> None:
+        """The turn is over: if its reply completed, the first queued message goes next.
+
+        Not after a stop or a failure: they stay, and the panel says how to
+        send them. Nor when the user asked for a stop meanwhile (an Esc since
+        the key that asked for this turn, even one too late to stop it), nor
+        while the screen leaves the conversation or quits. Decided and started
+        with no await in between: a Ctrl+S or an Enter meanwhile finds a turn
+        running (`busy`), so no message is sent twice.
+        """
+        if self.turn is not turn:
+            return
+        self._queue.turn_ended()
+        self._load_queue(self.conversation.id)  # A prompt the store could not keep is queued.
+        goes_on = (
+            outcome.state is ResponseState.COMPLETE
+            and not outcome.refused
+            and not turn.token.requested
+            and self._idle_escape_at < self._sent_at
+            and not self._leaving
+            and not self.session.quitting
+        )
+        if goes_on and (first := self._queue.first) is not None:
+            await self.start_turn(NewPrompt(first.text, id=first.id))
+        self.refresh_bindings()
+
+    def _show_choices(self) -> None:
+        """Label the versions on screen, find where a flip goes, hint at the last reply's choices.
+
+        An edit whose prompt is no longer shown ends (its text stays in the composer).
+        """
+        widgets, conversation = self._messages.items, self.conversation
+        self.versions.refresh(conversation, widgets)
+        show_hints(conversation, widgets, running=self.turn is not None and not self.turn.ended)
+        if self.editing is not None and self.editing.prompt not in conversation.items:
+            self.editing = None
+            self._banner.hide()
 
     def action_scroll_conversation(self, key: str) -> None:
         """PageUp, PageDown, Home or End in the composer: scroll the conversation.
@@ -446,8 +732,13 @@ class ChatScreen(EscapeFirstScreen[None]):
 
     # Conversations
 
-    async def open_conversation(self, conversation_id: str | None) -> None:
+    async def open_conversation(
+        self, conversation_id: str | None, *, branch_before: UserPrompt | None = None
+    ) -> None:
         """Switch to a stored conversation, or to a new one for None (see Session).
+
+        `branch_before`: to a new conversation branched from the open one before
+        that prompt (`Session.fork`), to send an edit of it there.
 
         The draft stays with the conversation it was written in, with every
         key typed before the switch, and the opened one's comes back. A draft
@@ -462,7 +753,12 @@ class ChatScreen(EscapeFirstScreen[None]):
         # would store the draft being left as the opened conversation's.
         self._drafts_ready = False
         try:
-            conversation = await self.session.open_conversation(conversation_id, self.conversation)
+            if branch_before is not None:
+                conversation = await self.session.fork(self.conversation, branch_before)
+            else:
+                conversation = await self.session.open_conversation(
+                    conversation_id, self.conversation
+                )
             await self.show_conversation(conversation)
             if conversation.id != left:
                 self._load_draft(carry=not stored or not self.session.exists(left))
@@ -526,9 +822,18 @@ class ChatScreen(EscapeFirstScreen[None]):
             await arrived.wait()
 
     def on_text_area_changed(self, event: TextArea.Changed) -> None:
-        """The composer's text changed: store it once typing pauses."""
+        """The composer's text changed: store it once typing pauses.
+
+        An edit whose text from before is back (Ctrl+Z, Down) is given up; not
+        once Enter sent it (the composer, locked, shows that text again).
+        """
         if event.text_area is not self._composer or not self._drafts_ready:
             return
+        editing, composer = self.editing, self._composer
+        back = editing is not None and editing.before.strip() and composer.text == editing.before
+        if back and not composer.locked:
+            self.editing = None
+            self._banner.hide()
         if self._draft_timer is not None:
             self._draft_timer.cancel()
         loop = asyncio.get_running_loop()
@@ -567,12 +872,20 @@ class ChatScreen(EscapeFirstScreen[None]):
             self._tell(error)
 
     async def stop_and_wait(self) -> None:
-        """Cancel the running turn, if any, and wait until it has stored its outcome."""
-        if self.turn is not None:
-            self.action_stop()
-        if self._turn_task is not None:
-            with contextlib.suppress(Exception):  # Its failure was shown where it happened.
-                await asyncio.shield(self._turn_task)
+        """Cancel the running turn, if any, and wait until it has stored its outcome.
+
+        Nothing queued is sent meanwhile, even if the reply completes: the
+        screen is leaving the conversation, or quitting.
+        """
+        self._leaving = True
+        try:
+            if self.turn is not None:
+                self.action_stop()
+            if self._turn_task is not None:
+                with contextlib.suppress(Exception):  # Its failure was shown where it happened.
+                    await asyncio.shield(self._turn_task)
+        finally:
+            self._leaving = False
 
     # Helpers
 
@@ -587,15 +900,3 @@ class ChatScreen(EscapeFirstScreen[None]):
 
     async def _mount(self, widget: Static | AssistantMessage) -> None:
         await self._messages.mount(widget)
-
-
-def _recallable_prompt(conversation: Conversation) -> str | None:
-    """The last prompt, if the reply to it did not complete."""
-    last_prompt: str | None = None
-    ended = ResponseState.COMPLETE
-    for item in conversation.items:
-        if isinstance(item, UserPrompt):
-            last_prompt, ended = item.text, ResponseState.INTERRUPTED
-        elif isinstance(item, ModelResponse):
-            ended = item.state
-    return last_prompt if ended is not ResponseState.COMPLETE else None

@@ -86,8 +86,8 @@ class TurnView:
 
         `stop(key_time)` stops the turn as Esc does (the approval dialog's Esc).
         `shown`: replies already on screen; a request of this turn that goes on
-        with one of them (its `ResponseStarted` names that response) is shown in
-        it, not in a new reply.
+        with one of them (its `ResponseStarted` names that response: Continue) is
+        shown in it, reopened, not in a new reply.
         """
         self._screen = screen
         self._conversation = conversation
@@ -97,6 +97,7 @@ class TurnView:
         self._approved = approved
         self._stop = stop
         self._shown = {id(view.response): view for view in shown}
+        self._reopened: dict[AssistantMessage, int] = {}  # Each with its `continued` count.
         self.views: list[AssistantMessage] = []  # This turn's replies, in order.
         self.current: AssistantMessage | None = None  # The reply the events go to.
         self.stop_requested_at: float | None = None  # When the Esc's byte was read.
@@ -240,6 +241,7 @@ class TurnView:
             return
         if self.current is not None:
             await self.current.finish()
+        await self._redraw_restored()
         show_results(self._conversation.items, self.views)  # Stored after the stop too.
         last = outcome.responses[-1] if outcome.responses else None
         if outcome.state is ResponseState.INTERRUPTED:
@@ -272,8 +274,23 @@ class TurnView:
         # The reply the events go to from now on, before any await: a stop meanwhile marks it.
         self.current = view
         self.views.append(view)
-        if not shown:
+        if shown:
+            self._reopened[view] = response.continued
+            await view.reopen()
+        else:
             await self._messages.mount(view)
+
+    async def _redraw_restored(self) -> None:
+        """A reopened reply to which nothing came is as it was (the turn put it back): redrawn."""
+        for view, continued in self._reopened.items():
+            if view.response.continued < continued and view.is_attached:
+                again = AssistantMessage(view.response, streaming=False)
+                await self._messages.mount(again, before=view)
+                await view.remove()
+                self.views[self.views.index(view)] = again
+                if self.current is view:
+                    self.current = again
+        self._reopened.clear()
 
     async def _draw_stop(self, widget: Widget) -> None:
         await draw_when_settled(self._screen, widget)

@@ -22,7 +22,14 @@ from textual.widgets.markdown import MarkdownStream
 
 from chatui._textual.repeat_lines import RepeatedMiddle
 from chatui._textual.top_down import TopDownStack
-from chatui.messages import ModelResponse, ResponseState, ThinkingPart, ToolCallPart, ToolResult
+from chatui.messages import (
+    ModelResponse,
+    ResponseState,
+    TextPart,
+    ThinkingPart,
+    ToolCallPart,
+    ToolResult,
+)
 from chatui.sanitize import visible
 from chatui.widgets.fold import Fold
 from chatui.widgets.streaming_markdown import StreamingMarkdown
@@ -140,6 +147,7 @@ class AssistantMessage(Vertical, TopDownStack, RepeatedMiddle):
         self.stopped_at: float | None = None
         self.late_writes = 0
         self.written = 0
+        self.hints = ""  # What the marker suggests next ("Ctrl+G continue"), while it may.
 
     def fold_above(self, screen_y: int) -> int:
         """Fold the early blocks of text runs (and tool calls' arguments) above `screen_y`."""
@@ -255,6 +263,36 @@ class AssistantMessage(Vertical, TopDownStack, RepeatedMiddle):
             if result.state == "cancelled" and self.is_mounted:
                 self._show_marker()  # Stopped while it ran: the reply's work was interrupted.
 
+    async def reopen(self) -> None:
+        """Stream into this reply again: Continue goes on with its response.
+
+        The turn has dropped the response's tool calls (none ran): their views
+        go. The new text follows the old in its last text run, so the seam does
+        not show; the marker becomes the "continued" note. A stop marks it as
+        any streaming reply.
+        """
+        self.closed, self.stopped_at, self._streaming, self.hints = False, None, True, ""
+        kept = self.response.tool_calls
+        gone = [view for view in self._call_views if not any(view.call is c for c in kept)]
+        self._call_views = [view for view in self._call_views if view not in gone]
+        self._calls = {}
+        self._show_marker()
+        await self.remove_children(gone)
+        parts, children = self.response.parts, list(self.children)
+        last = children[-2] if len(children) > 1 else None  # The marker is the last child.
+        if isinstance(last, ReplyMarkdown) and parts and isinstance(parts[-1], TextPart):
+            self._next_markdown = last
+        else:
+            self._next_markdown = reply_markdown()
+            await self.mount(self._next_markdown, before=self._marker)
+
+    def show_hints(self, hints: str) -> None:
+        """Suggest what to do next after the marker ("Ctrl+G continue"), or nothing ("")."""
+        if hints != self.hints:
+            self.hints = hints
+            if self.closed and self.is_mounted:
+                self._show_marker()
+
     def mark_stopped(self) -> None:
         """Acknowledge a stop at once: close the view and show the marker."""
         self.closed = True
@@ -290,19 +328,29 @@ class AssistantMessage(Vertical, TopDownStack, RepeatedMiddle):
             state = ResponseState.INTERRUPTED  # Complete, but a stop cancelled its tool call.
         self.set_class(state is ResponseState.INTERRUPTED, "-interrupted")
         self.set_class(state is ResponseState.FAILED, "-failed")
+        words, style = self._marker_words(state)
+        continued = self.response.continued > 0 and words.startswith("↻")
+        self.set_class(continued, "-continued")
         marker = self._marker
-        marker.display = True
+        marker.display = bool(words)
+        if words:
+            hints = self.hints if self.closed and state is not ResponseState.STREAMING else ""
+            marker.update(Text.assemble((words, style), (f" · {hints}" if hints else "", "")))
+
+    def _marker_words(self, state: ResponseState) -> tuple[str, str]:
+        """The marker's words and their style; "" when the reply ended as it should."""
         if state is ResponseState.INTERRUPTED:
             words = "■ interrupted"
             if not self.response.parts:
                 words += " before the first token"
-            marker.update(Text(words, style="bold"))
-        elif state is ResponseState.FAILED:
-            marker.update(Text("✗ failed", style="bold"))
-        elif state is ResponseState.STREAMING and not self._streaming:
+            return words, "bold"
+        if state is ResponseState.FAILED:
+            return "✗ failed", "bold"
+        if state is ResponseState.STREAMING and not self._streaming:
             # Loaded while its writer (another chatui) still runs: never shown as complete.
-            marker.update(Text("… unfinished: another chatui is still writing it", style="italic"))
-        elif self.response.finish_reason == "length":
-            marker.update(Text("… stopped at the token limit", style="italic"))
-        else:
-            marker.display = False
+            return "… unfinished: another chatui is still writing it", "italic"
+        continued = "↻ continued" if self.response.continued else ""
+        if state is not ResponseState.STREAMING and self.response.finish_reason == "length":
+            cut = "… stopped at the token limit"
+            return (f"{continued} · {cut}" if continued else cut), "italic"
+        return continued, "dim italic"

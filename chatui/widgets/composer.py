@@ -21,20 +21,23 @@ from textual.widgets import TextArea
 from textual.widgets.text_area import Selection
 
 NEWLINE_KEYS = ("shift+enter", "ctrl+j", "alt+enter")
-BUSY_NOTICE = "A reply is on its way: Esc stops it. Your text stays here until then."
+BUSY_NOTICE = "A prompt was just sent: this text stays here. Press Enter again to send it next."
 
 
 class Composer(TextArea):
     """Where the user writes a prompt.
 
     Enter sends the text and empties the composer in the same step, and the
-    composer stays `locked` until the screen is done with that prompt
-    (`unlock()`; `restore()` puts back a prompt the screen did not take).
-    While locked, Enter sends nothing and the text stays: keys that arrive in
-    one read with the first Enter (a paste in a terminal without bracketed
-    paste, a double Enter) can neither start a second turn nor be glued to the
-    prompt that was sent.
+    composer stays `locked` until the screen has taken that prompt (started
+    its turn, or queued it behind the running one: `unlock()`; `restore()`
+    puts back a prompt the screen did not take). While locked, Enter sends
+    nothing and the text stays: keys that arrive in one read with the first
+    Enter (a paste in a terminal without bracketed paste, a double Enter) can
+    neither start a second turn nor be glued to the prompt that was sent.
     """
+
+    # Ctrl+E edits the last prompt (the chat screen's); not the end of the line, which is End.
+    BINDINGS = [Binding("ctrl+e", "screen.edit_prompt", "Edit the prompt", show=False)]
 
     @dataclass
     class Submitted(Message):
@@ -137,6 +140,11 @@ class Composer(TextArea):
         else:
             self._walk = None
             self._replace_all(prompt)
+
+    def put_back(self, text: str) -> None:
+        """Show `text` again in place of what is here (an edit given up), as one undoable edit."""
+        self._walk = None
+        self._replace_all(text)
 
     def action_cursor_up(self, select: bool = False) -> None:
         if not select and self._walk_back():
