@@ -315,8 +315,9 @@ class Session:
     async def fork(self, conversation: Conversation, prompt: UserPrompt) -> Conversation:
         """A new conversation holding `conversation`'s path before `prompt`: edit it there.
 
-        The original is left as it is (no write to it). The fork is owned by
-        this chatui and becomes the open one; `conversation` is released.
+        The original's items, versions, draft and queue are left as they are:
+        it is only released, as any conversation one leaves. The fork is owned
+        by this chatui and becomes the open one.
         Raises StorageFailed if the store fails.
         """
         try:

@@ -306,6 +306,8 @@ class Turn:
     async def run(self) -> TurnOutcome:
         """Run the turn to its one outcome. Stores the prompt before anything else.
 
+        A new prompt already in the conversation (a queued message sent twice)
+        is complete at once, with no reply: nothing is stored or sent again.
         Never raises but for the caller's own cancellation (the app quitting),
         which stops the turn the way Esc does and is re-raised once the partial
         reply is stored.
@@ -317,6 +319,8 @@ class Turn:
         outcome = TurnOutcome(self.id, ResponseState.COMPLETE, self.prompt, self._responses)
         outside_cancel = False
         try:
+            if self._sent_already():
+                return outcome  # Nothing to do: it was answered, or is being answered.
             try:
                 self._place_prompt()
             except StorageError as error:
@@ -362,20 +366,48 @@ class Turn:
         elif isinstance(ask, Retry):
             conversation.rewind_to(ask.prompt.id)
 
+    def _sent_already(self) -> bool:
+        """Whether this new prompt's id is in the conversation: a queued message sent twice.
+
+        Two sends of one queued message can race (Enter and Esc in one read):
+        the store keeps its prompt once, and so does the conversation; the
+        second turn sends nothing.
+        """
+        if not isinstance(self.ask, NewPrompt):
+            return False
+        return any(item.id == self.prompt.id for item in self.conversation.all_items())
+
     def _show_path_before(self) -> None:
         """The path as it was before the turn (what it placed is forgotten, unless stored)."""
         self.conversation.items[:] = self._path_before
 
     def _keep_nothing_unasked(self) -> None:
         """A retry that made no reply leaves the path on the old one; a continue with nothing
-        new leaves its reply as it was."""
-        if isinstance(self.ask, Retry) and not self._responses:
-            self._show_path_before()
+        new leaves its reply as it was.
+
+        A retry stopped before any of its reply arrived made nothing either: its
+        empty reply is not kept as a version, and the old one stays shown.
+        """
+        if isinstance(self.ask, Retry):
+            if not self._responses:
+                self._show_path_before()
+            elif self.token.requested and self._nothing_answered():
+                self._take_back_empty_retry()
         reopened = self._reopened
         if reopened is not None and reopened.response.received == reopened.received:
             reopened.restore()
             with contextlib.suppress(StorageError):
                 self._save(reopened.response)
+
+    def _take_back_empty_retry(self) -> None:
+        """Forget a retry's reply that holds nothing, and show the path as before, stored too."""
+        empty = list(self._responses)
+        self._responses.clear()  # The outcome's too: none of them is in the conversation.
+        self._show_path_before()
+        with contextlib.suppress(sqlite3.Error, OSError, KeyError):  # Then it stays a version.
+            for response in empty:
+                self.store.delete_item(response.id)
+            self.store.set_leaf(self.conversation.id, self.conversation.leaf)
 
     async def _let_the_stop_show(self) -> bool:
         """Await the observer's `stop_shown`; False if the caller was cancelled meanwhile."""

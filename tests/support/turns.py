@@ -15,6 +15,7 @@ from chatui.providers.base import Provider, TextDelta, ToolSpec
 from chatui.store import Store
 from chatui.tools.protocol import Approval, Approver, ToolReport, ToolRunner, deny_all
 from chatui.turn import QuietObserver, Turn, TurnEvent, TurnOutcome, TurnSettings
+from chatui.turn_kinds import TurnAsk
 
 
 class Sink(QuietObserver):
@@ -70,10 +71,12 @@ def make_turn(
     conversation: Conversation | None = None,
     settings: TurnSettings | None = None,
     tools: ToolRunner | None = None,
-    prompt: str = "hi",
+    prompt: str | TurnAsk = "hi",
     approve: Approver = deny_all,
 ) -> tuple[Turn, Sink]:
     """A turn of `prompt` in `conversation` (a new one by default), not started.
+
+    `prompt`: a new prompt's text, or another ask (`chatui.turn_kinds`: continue, retry...).
 
     `approve` answers the tool calls that need approval (default: denied).
     """
