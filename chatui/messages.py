@@ -103,6 +103,7 @@ class Timings:
     first_token: float | None = None
     last_token: float | None = None
     ended: float | None = None
+    counted_from: int = 0  # Content events the reply had before these timings (a continue).
 
     @property
     def time_to_first_token(self) -> float | None:
@@ -110,6 +111,7 @@ class Timings:
 
     def tokens_per_second(self, received: int) -> float | None:
         """Streaming speed over `received` content events (about one per token)."""
+        received -= self.counted_from  # Those of this request only.
         if self.first_token is None or self.last_token is None or received < 2:
             return None
         span = self.last_token - self.first_token

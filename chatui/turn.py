@@ -538,8 +538,11 @@ class Turn:
 
     def _save(self, item: Item) -> None:
         """Store `item`: a new one after the item before it on the path, else in place."""
-        parent = self.conversation.parent_of(item.id)
-        self._write(lambda: self.store.save_item(self.conversation.id, item, parent))
+        conversation = self.conversation  # The parent is looked up in the write: a KeyError
+        # (the item is gone from the path) is a failed write, told as one.
+        self._write(
+            lambda: self.store.save_item(conversation.id, item, conversation.parent_of(item.id))
+        )
 
     def _write(self, write: Callable[[], None]) -> None:
         """Run a store write; a failure is a `StorageError` in words (a full disk, say)."""
@@ -610,7 +613,7 @@ class Turn:
             response = ModelResponse(self.provider.name, self.provider.model)
             self.conversation.items.append(response)
             self._output_before = 0
-        response.timings = Timings(started=self.clock())
+        response.timings = Timings(started=self.clock(), counted_from=response.received)
         self._responses.append(response)
         self._save(response)
         await self._emit(ResponseStarted(response))

@@ -45,6 +45,7 @@ from chatui.turn_kinds import (
     retryable,
     shown_version,
 )
+from tests.support.clocks import FakeClock
 from tests.support.local import hold_after_the_reply_token, local_config
 from tests.support.remote import WAIT, Wire, disconnected, settings, when
 from tests.support.scripted import (
@@ -342,6 +343,26 @@ async def test_a_reply_cut_at_the_token_limit_is_continued(store: Store) -> None
     (_prompt, whole) = stored(store, again)
     assert whole.text == "A long story ends here." and whole.continued == 1
     assert whole.finish_reason == "stop" and continuable(again.conversation) is None
+
+
+async def test_a_continued_replys_speed_counts_the_continuation_alone(store: Store) -> None:
+    provider = ScriptedProvider(
+        [TextDelta("A long "), TextDelta("story"), StreamEnd("length")],
+        [TextDelta(" ends"), TextDelta(" here"), TextDelta("."), StreamEnd("stop")],
+    )
+    turn, _ = make_turn(store, provider)
+    await turn.run()
+    reply = continuable(turn.conversation)
+    assert reply is not None and reply.received == 2
+    again, _ = make_turn(store, provider, conversation=turn.conversation, prompt=Continue(reply))
+    again.clock = FakeClock()  # Each read a step later: the span is known.
+    await again.run()
+
+    timings = reply.timings
+    assert reply.received == 5 and timings.counted_from == 2
+    assert timings.first_token is not None and timings.last_token is not None
+    span = timings.last_token - timings.first_token
+    assert span > 0 and timings.tokens_per_second(reply.received) == 2 / span  # Two gaps.
 
 
 async def test_a_continue_that_fails_before_anything_new_leaves_the_reply_as_it_was(
