@@ -22,11 +22,13 @@ chooses where to start counting, and real counts decide.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from chatui.history import ChatMessage
 from chatui.messages import Item, ModelResponse, ResponseState, ToolResult, UserPrompt
+from chatui.providers.base import ContextOverflow, ProviderLifecycle
 
 TRIM_SHARE = 4  # A trim frees at least 1/TRIM_SHARE of the window.
 
@@ -145,3 +147,40 @@ def _chars(item: Item) -> int:
         calls = sum(len(c.name) + len(c.arguments) for c in item.tool_calls)
         return len(item.text) + calls
     return 0
+
+
+def learn_window(provider: ProviderLifecycle, overflow: ContextOverflow, chars: int) -> None:
+    """After a server said "too long" to a request of `chars` characters: learn its window.
+
+    The window it named, or one just under what was sent. The server's words
+    are untrusted: a prompt count no tokenizer would give is ignored, and a
+    named window is believed only if it explains the refusal (what was sent,
+    by the best count there is, did not fit it). Else the window is taken just
+    under what was sent, which the server did refuse.
+    """
+    counted = overflow.prompt_tokens
+    if counted and not plausible(chars / counted):
+        counted = None
+    if counted:  # The server's own count: the estimates follow it.
+        provider.chars_per_token = chars / counted
+    sent = provider.reply_room + (counted or math.ceil(chars / provider.chars_per_token))
+    named = overflow.window
+    if named and named < sent:
+        window = named
+    else:
+        window = max(sent - 1, provider.reply_room + 1)
+        if named and not counted:
+            provider.chars_per_token *= 0.75  # It seemed to fit: the estimates were low.
+    known = provider.context_window
+    provider.learned_context_window = min(window, known) if known else window
+
+
+def calibrate(provider: ProviderLifecycle, chars: int, input_tokens: int) -> None:
+    """Learn the provider's characters per token from a request's reported prompt tokens."""
+    if input_tokens > 0 and plausible(ratio := chars / input_tokens):
+        provider.chars_per_token = ratio
+
+
+def plausible(chars_per_token: float) -> bool:
+    """Whether a tokenizer could give this ratio: figures past these are ignored."""
+    return 1.0 <= chars_per_token <= 8.0

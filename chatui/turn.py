@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from chatui.cancel import CancelToken, current_token, stop_requested, tried_to_exit
-from chatui.context import DoesNotFit, fit_history
+from chatui.context import DoesNotFit, calibrate, fit_history, learn_window
 from chatui.history import (
     CANCELLED_TOOL_RESULT,
     DEFAULT_INTERRUPTED_NOTE,
@@ -628,11 +628,12 @@ class Turn:
             except ContextOverflow as overflow:
                 if attempt == 2 or response.parts or response.received:
                     raise
-                self._learn_window(overflow, messages, tools)  # Then trim, and send once more.
+                learn_window(lifecycle_of(self.provider), overflow, request_chars(messages, tools))
                 messages = await self._fitted_history(tools, continuing)
             else:
                 break
-        self._calibrate(response)
+        if self._got_usage and not response.usage.estimated:  # The provider's own count.
+            calibrate(lifecycle_of(self.provider), self._input_chars, response.usage.input_tokens)
         return response
 
     async def _fitted_history(
@@ -677,34 +678,6 @@ class Turn:
         await self._emit(ContextFill(fit.tokens, window))
         return fit.messages
 
-    def _learn_window(
-        self, overflow: ContextOverflow, messages: list[ChatMessage], tools: list[ToolSpec]
-    ) -> None:
-        """After a server said "too long": the window it named, or one under what was sent.
-
-        The server's words are untrusted: a prompt count no tokenizer would give is
-        ignored, and a named window is believed only if it explains the refusal (what
-        was sent, by the best count there is, did not fit it). Else the window is taken
-        just under what was sent, which the server did refuse.
-        """
-        provider = lifecycle_of(self.provider)
-        chars = request_chars(messages, tools)
-        counted = overflow.prompt_tokens
-        if counted and not _plausible(chars / counted):
-            counted = None
-        if counted:  # The server's own count: the estimates follow it.
-            provider.chars_per_token = chars / counted
-        sent = provider.reply_room + (counted or math.ceil(chars / provider.chars_per_token))
-        named = overflow.window
-        if named and named < sent:
-            window = named
-        else:
-            window = max(sent - 1, provider.reply_room + 1)
-            if named and not counted:
-                provider.chars_per_token *= 0.75  # It seemed to fit: the estimates were low.
-        known = provider.context_window
-        provider.learned_context_window = min(window, known) if known else window
-
     def _reopen(self, response: ModelResponse) -> ModelResponse:
         """Make the reply being continued stream again: its text stays, its calls go.
 
@@ -717,14 +690,6 @@ class Turn:
         response.continued += 1
         self._output_before = response.usage.output_tokens
         return response
-
-    def _calibrate(self, response: ModelResponse) -> None:
-        """Learn the provider's characters per token from the usage it reported."""
-        usage = response.usage
-        if self._got_usage and not usage.estimated and usage.input_tokens > 0:
-            ratio = self._input_chars / usage.input_tokens
-            if _plausible(ratio):
-                lifecycle_of(self.provider).chars_per_token = ratio
 
     def _save_view_start(self, view_start: str | None) -> None:
         self._write(lambda: self.store.set_view_start(self.conversation.id, view_start))
@@ -899,11 +864,6 @@ def _own_call_id(offered: str, items: Sequence[Item], response: ModelResponse) -
         return offered
     number = sum(isinstance(item, ModelResponse) for item in items)
     return unique_id(f"call_{number}_{len(response.tool_calls)}", used)
-
-
-def _plausible(chars_per_token: float) -> bool:
-    """Whether a tokenizer could give this ratio: figures past these are ignored."""
-    return 1.0 <= chars_per_token <= 8.0
 
 
 def _step_limit_result(steps: int) -> str:

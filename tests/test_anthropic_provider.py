@@ -18,7 +18,7 @@ import pytest
 from chatui.history import ChatMessage, ToolCall
 from chatui.messages import ResponseState
 from chatui.providers.anthropic_messages import to_anthropic_messages
-from chatui.providers.base import RetryWait
+from chatui.providers.base import ProviderError, RetryWait
 from chatui.providers.remote import CONTINUE_INSTRUCTION
 from chatui.store import Store
 from tests.support import anthropic_wire as aw
@@ -152,4 +152,41 @@ async def test_continuing_asks_by_instruction_while_thinking_or_when_set_to(
     ]
     assert ("thinking" in sent.body) == ("thinking_budget" in config)
     assert "Roses are " + "".join(texts(events)) == "Roses are red."
+    await provider.close()
+
+
+async def test_a_model_that_refuses_a_prefill_is_asked_by_instruction_from_then_on() -> None:
+    """Claude 4.6 and later refuse any prefill (a 400): "auto" asks by instruction then, at
+    once and in the same request, and for every continue after it."""
+    with WireServer(validate=aw.validate_without_prefill) as server:
+        server.play(aw.reply("red."), aw.reply("blue."))
+        provider = anthropic_at(server.base_url)
+
+        first = await request(provider, HISTORY, continuing=True)
+        second = await request(provider, HISTORY, continuing=True)
+
+    refused, *asked = server.requests
+    assert refused.refused is not None and aw.PREFILL_REFUSED in str(refused.refused)
+    for sent in asked:
+        assert sent.refused is None, sent.refused
+        assert sent.body["messages"][-1] == {
+            "role": "user",
+            "content": [{"type": "text", "text": CONTINUE_INSTRUCTION}],
+        }
+    assert len(asked) == 2  # The second continue did not try the prefill again.
+    assert texts(first) == ["red."] and texts(second) == ["blue."]
+    await provider.close()
+
+
+async def test_a_refused_prefill_set_by_the_user_is_shown_in_words() -> None:
+    """`continue_with = "prefill"` is the user's choice: no fallback, the API's words shown."""
+    with WireServer(validate=aw.validate_without_prefill) as server:
+        provider = anthropic_at(server.base_url, continue_with="prefill")
+
+        with pytest.raises(ProviderError) as failed:
+            await request(provider, HISTORY, continuing=True)
+
+    assert len(server.requests) == 1
+    assert "Anthropic rejected the request (400)" in str(failed.value)
+    assert aw.PREFILL_REFUSED in str(failed.value)
     await provider.close()

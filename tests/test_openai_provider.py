@@ -10,7 +10,9 @@ other; `llama_cpp.server` in `test_llama_server.py`).
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,11 +22,13 @@ from chatui.history import ChatMessage
 from chatui.messages import ResponseState
 from chatui.providers.openai_chat import continue_way, is_openai, to_openai_messages
 from chatui.providers.remote import CONTINUE_INSTRUCTION
+from chatui.providers.served_window import ASK_TIMEOUT
 from chatui.store import Store
 from tests.support import openai_wire as ow
-from tests.support.remote import openai_at, request, settings, texts
+from tests.support.clocks import LoopClock
+from tests.support.remote import WAIT, openai_at, request, settings, texts, when
 from tests.support.turns import make_turn
-from tests.support.wire import Validator, WireServer
+from tests.support.wire import Gate, Validator, WireServer
 
 
 @pytest.fixture
@@ -212,4 +216,106 @@ async def test_continue_with_forces_either_way(
         else {"role": "user", "content": CONTINUE_INSTRUCTION}
     )
     assert "continue_final_message" not in sent.body  # Only vLLM is told, and only to prefill.
+    await provider.close()
+
+
+LISTINGS = {
+    "a-gateway": [
+        {"id": "local-llama", "object": "model", "owned_by": "vllm", "max_model_len": 4096},
+        {"id": "wire-model", "object": "model", "owned_by": "openai"},
+    ],
+    "sglang": [{"id": "wire-model", "object": "model", "owned_by": "sglang", "max_model_len": 8}],
+}
+"""`/v1/models` answers in which the model asked for is not vLLM's, though vLLM's marks show."""
+
+
+@pytest.mark.parametrize("listed", LISTINGS.values(), ids=LISTINGS.keys())
+async def test_only_the_models_own_entry_says_which_server_answers_it(
+    server: WireServer, listed: list[dict[str, Any]]
+) -> None:
+    """A gateway may list a vLLM model beside this one, and SGLang lists `max_model_len` as
+    vLLM does: neither takes vLLM's fields (OpenAI's own check refuses them)."""
+    server.documents["/v1/models"] = {"object": "list", "data": listed}
+    server.play(ow.reply(" red."))
+    provider = openai_at(server.base_url)
+
+    events = await request(provider, HISTORY, continuing=True)
+
+    (sent,) = server.requests
+    assert sent.refused is None, sent.refused
+    assert sent.body["messages"][-1] == {"role": "user", "content": CONTINUE_INSTRUCTION}
+    assert texts(events) == ["red."]
+    await provider.close()
+
+
+async def test_a_server_that_refuses_the_prefill_fields_is_asked_by_instruction_from_then_on(
+    server: WireServer,
+) -> None:
+    """It says it is vLLM, but something in front of it checks as OpenAI does."""
+    server.documents["/v1/models"] = ow.VLLM_MODELS
+    server.play(ow.reply("red."), ow.reply("blue."))
+    provider = openai_at(server.base_url)
+
+    first = await request(provider, HISTORY, continuing=True)
+    second = await request(provider, HISTORY, continuing=True)
+
+    refused, *asked = server.requests
+    assert "Unrecognized request argument" in str(refused.refused)
+    assert len(asked) == 2
+    for sent in asked:
+        assert sent.refused is None, sent.refused
+        assert sent.body["messages"][-1] == {"role": "user", "content": CONTINUE_INSTRUCTION}
+    assert texts(first) == ["red."] and texts(second) == ["blue."]
+    await provider.close()
+
+
+async def test_a_stop_while_the_server_is_asked_what_it_is_ends_at_once_and_asks_again() -> None:
+    """Esc during the question (a server that does not answer it) stops the request at once,
+    and leaves nothing learnt: the next continue asks again, and prefills on vLLM."""
+    opened = threading.Event()
+    with WireServer(validate=ow.validate_vllm) as server:
+        server.documents["/v1/models"] = Gate(opened)
+        server.play(ow.reply("red."))
+        provider = openai_at(server.base_url)
+
+        asking = asyncio.ensure_future(request(provider, HISTORY, continuing=True))
+        await when(lambda: len(server.gets) == 1)
+        asking.cancel()
+        await asyncio.wait({asking}, timeout=WAIT)
+        assert asking.cancelled()
+        await when(lambda: server.gets[0].disconnected)  # The question itself was dropped.
+        assert server.requests == []
+
+        server.documents["/v1/models"] = ow.VLLM_MODELS
+        events = await request(provider, HISTORY, continuing=True)
+
+    (sent,) = server.requests
+    assert sent.refused is None, sent.refused
+    assert sent.body["continue_final_message"] is True
+    assert [g.path for g in server.gets] == ["/v1/models", "/v1/models"]
+    assert texts(events) == ["red."]
+    opened.set()
+    await provider.close()
+
+
+async def test_a_server_that_never_says_what_it_is_holds_a_continue_no_longer_than_the_ask(
+    server: WireServer,
+) -> None:
+    """The question has its own deadline (`ASK_TIMEOUT`): then the server is "unknown", and
+    the continue goes by instruction."""
+    opened = threading.Event()
+    server.documents["/v1/models"] = Gate(opened)
+    server.play(ow.reply("red."))
+    provider = openai_at(server.base_url)
+    clock = LoopClock()
+
+    asking = asyncio.ensure_future(request(provider, HISTORY, continuing=True))
+    await when(lambda: len(server.gets) == 1)
+    await clock.advance(ASK_TIMEOUT)
+    events = await asyncio.wait_for(asking, WAIT)
+
+    (sent,) = server.requests
+    assert sent.body["messages"][-1] == {"role": "user", "content": CONTINUE_INSTRUCTION}
+    assert texts(events) == ["red."]
+    opened.set()
     await provider.close()

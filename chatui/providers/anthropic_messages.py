@@ -23,6 +23,8 @@ Continuing a reply (`continue_with`): the Messages API continues a final
 assistant message (a prefill), but refuses one that ends in whitespace and
 refuses any prefill while extended thinking is on; "auto" prefills, or asks
 by instruction while thinking is on (`remote.continued`, and its seam rule).
+Claude 4.6 and later models refuse any prefill (a 400): "auto" then asks by
+instruction, at once and from then on (`remote.PrefillRefused`).
 """
 
 from __future__ import annotations
@@ -88,8 +90,13 @@ class AnthropicProvider(remote.RemoteProvider):
         return None
 
     async def _continue(self, request: ModelRequest) -> tuple[list[ChatMessage], str]:
-        prefill = self.config.continue_with != "instruction" and not self.config.thinking_budget
+        setting = self.config.continue_with
+        auto = setting == "auto" and not self.prefill_refused
+        prefill = (setting == "prefill" or auto) and not self.config.thinking_budget
         return remote.continued(request.messages, prefill=prefill)
+
+    def _falls_back(self) -> bool:
+        return self.config.continue_with == "auto"
 
     def _make_client(self) -> anthropic.AsyncAnthropic:
         return anthropic.AsyncAnthropic(

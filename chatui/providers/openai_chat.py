@@ -17,11 +17,13 @@ a final assistant message with a new turn, so it is asked by instruction
 continues one by itself (it renders the messages before it, then appends its
 text as is), but refuses to while a thinking model's `enable_thinking` is on,
 so the request turns it off. Which server it is comes from what it reports
-(`served_window`); any other server is asked by instruction. That includes
-llama-cpp-python's `llama_cpp.server`: with a GGUF's chat template (0.3.x) it
+of the model (`served_window`); any other server is asked by instruction. That
+includes llama-cpp-python's `llama_cpp.server`: with a GGUF's chat template (0.3.x) it
 always adds the generation prompt, so it closes a final assistant message with
 the end-of-turn and opens a new one after it (tests/test_llama_server.py shows
-the prompt it renders), and it ignores vLLM's fields.
+the prompt it renders), and it ignores vLLM's fields. A server that refuses
+the prefill (a gateway that does not know vLLM's fields, say) is asked by
+instruction at once, and from then on (`remote.PrefillRefused`).
 
 The SDK makes the request and raises its status errors; the body's events
 are read by `chatui.providers.sse` (why: there), as JSON, each field checked.
@@ -119,26 +121,35 @@ class OpenAIProvider(remote.RemoteProvider):
             await self._server()
 
     async def _server(self) -> Served:
-        """What the compatible server says of itself, asked once (OpenAI itself: nothing)."""
+        """What the compatible server says of itself, asked once (OpenAI itself: nothing).
+
+        Kept only once the question is over: a stop in the middle of it (Esc)
+        leaves nothing learnt, and the next request asks again.
+        """
         if self._served is None:
-            self._served = Served()
-            if not is_openai(self.base_url):
-                if self._client is None:
-                    self._client = self._make_client()
-                client = self._client
+            if is_openai(self.base_url):
+                self._served = Served()
+                return self._served
+            if self._client is None:
+                self._client = self._make_client()
+            client = self._client
 
-                async def get(url: str) -> Any:
-                    return await client.get(url, cast_to=object)
+            async def get(url: str) -> Any:
+                return await client.get(url, cast_to=object)
 
-                self._served = await served(get, self.base_url, self.model)
-                self.server_context_window = self._served.window
+            answer = await served(get, self.base_url, self.model)
+            self._served, self.server_context_window = answer, answer.window
         return self._served
 
     async def _continue(self, request: ModelRequest) -> tuple[list[ChatMessage], str]:
         setting = self.config.continue_with
-        kind = (await self._server()).kind if setting != "instruction" else "unknown"
+        asks = setting == "instruction" or (setting == "auto" and self.prefill_refused)
+        kind = "unknown" if asks else (await self._server()).kind
         prefill = continue_way(setting, kind) == "prefill"
         return remote.continued(request.messages, prefill=prefill)
+
+    def _falls_back(self) -> bool:
+        return self.config.continue_with == "auto"
 
     def _make_client(self) -> openai.AsyncOpenAI:
         return openai.AsyncOpenAI(

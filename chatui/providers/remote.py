@@ -29,7 +29,12 @@ whitespace: the continuation's first characters, as far as they repeat the
 whitespace the partial ends with, are dropped (`Seam`). "Roses are " then
 " red" reads "Roses are red"; "One.\n\n" then "\n\nTwo" reads
 "One.\n\nTwo"; "One.\n" then "\n\nTwo" reads "One.\n\nTwo". Nothing the
-user has seen is ever taken back.
+user has seen is ever taken back. A server may refuse a prefill all the same
+(Claude 4.6 and later models take none; a gateway in front of vLLM may refuse
+its fields): with `continue_with = "auto"`, a refusal that names the prefill
+(`PREFILL_REFUSALS`, a 400 before anything of the reply came) is sent again at
+once by instruction, and that provider asks by instruction from then on
+(`prefill_refused`).
 
 **Closing for real.** `create_then_close` runs the SDK's `create()` in a task
 of its own, so a stop that lands just as `create()` returns cannot lose the
@@ -69,6 +74,14 @@ DETAIL_LIMIT = 300  # Characters of a server's own words shown with an error.
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 CONNECT_TIMEOUT = 10.0
 PROBE_TIMEOUT = 3.0  # Seconds the empty conversation waits to learn if `base_url` answers.
+PREFILL_REFUSALS = (
+    "prefill",  # Anthropic's "does not support assistant message prefill", llama.cpp's own.
+    "final assistant",  # Anthropic's "final assistant content cannot end with ...".
+    "continue_final_message",  # vLLM's fields, refused by what does not know them.
+    "add_generation_prompt",
+    "chat_template_kwargs",
+)
+"""Words of a refusal (400) of a prefilled request that say it is the prefill refused."""
 CONTINUE_INSTRUCTION = (
     "[Your reply above was cut off. Continue it exactly where it stopped, even in the "
     "middle of a word or a sentence: write only the text that comes next, without "
@@ -95,6 +108,10 @@ def continued(messages: list[ChatMessage], *, prefill: bool) -> tuple[list[ChatM
     if prefill:
         return [*before, partial], seam
     return [*before, partial, ChatMessage("user", CONTINUE_INSTRUCTION)], seam
+
+
+class PrefillRefused(ProviderError):
+    """The server refused a prefill before anything of the reply came: ask by instruction."""
 
 
 class Seam:
@@ -433,6 +450,7 @@ class RemoteProvider(ProviderLifecycle):
     configured_context_window = 0  # The config's context_window; 0: not set.
     server_context_window: int | None = None  # What the server reported, if it does.
     max_tokens = 0
+    prefill_refused = False  # The server refused a prefill: "auto" asks by instruction.
 
     @property
     def context_window(self) -> int | None:
@@ -489,6 +507,18 @@ class RemoteProvider(ProviderLifecycle):
         a subclass knows its API continues a final assistant message."""
         return continued(request.messages, prefill=False)
 
+    def _falls_back(self) -> bool:
+        """Whether a refused prefill is asked again by instruction (`continue_with` "auto")."""
+        return False
+
+    def _refuses_prefill(self, error: BaseException) -> bool:
+        """Whether `error` is the server refusing the prefill (see the module docstring)."""
+        status = self._status_of(error)
+        if status is None or status[0] not in (400, 422):
+            return False
+        said = error_detail(getattr(error, "body", None), str(getattr(error, "message", "")))
+        return any(words in said.lower() for words in PREFILL_REFUSALS)
+
     def _not_utf8(self) -> None:
         """The reply held bytes that are not UTF-8 (told once a reply): they show as U+FFFD."""
         self.on_notice(
@@ -523,24 +553,45 @@ class RemoteProvider(ProviderLifecycle):
             raise ProviderError(why)
         if self._client is None:
             self._client = self._make_client()
-        client = self._client
-        seam = Seam("")
+        sent, seam, prefilled = request, Seam(""), False
         if request.continuing:
             messages, whitespace = await self._continue(request)
-            request, seam = dataclasses.replace(request, messages=messages), Seam(whitespace)
+            prefilled = bool(messages) and messages[-1].role == "assistant" and self._falls_back()
+            sent, seam = dataclasses.replace(request, messages=messages), Seam(whitespace)
+        while True:  # Twice at most: `PrefillRefused` comes only of a prefill.
+            try:
+                async with aclosing(self._attempts(sent, prefilled=prefilled)) as events:
+                    async for event in events:
+                        if (shown := seam.event(event)) is not None:
+                            yield shown
+                return
+            except PrefillRefused:  # Nothing of the reply came: the same request, by instruction.
+                self.prefill_refused = True
+                messages, whitespace = continued(request.messages, prefill=False)
+                sent, seam = dataclasses.replace(request, messages=messages), Seam(whitespace)
+                prefilled = False
+
+    def _attempts(
+        self, request: ModelRequest, *, prefilled: bool = False
+    ) -> AsyncGenerator[StreamEvent, None]:
+        """`request`'s events, with the retry policy; `prefilled`: a refusal of its prefill
+        raises `PrefillRefused` (when `continue_with` lets it be asked again)."""
+        client = self._client
 
         async def attempt() -> AsyncGenerator[StreamEvent, None]:
-            async with (
-                create_then_close(self._open(client, request)) as stream,
-                aclosing(self._read(stream)) as events,
-            ):
-                async for event in events:
-                    yield event
+            try:
+                async with (
+                    create_then_close(self._open(client, request)) as stream,
+                    aclosing(self._read(stream)) as events,
+                ):
+                    async for event in events:
+                        yield event
+            except Exception as error:
+                if prefilled and self._refuses_prefill(error):
+                    raise PrefillRefused(str(_explained(self._explain, error))) from error
+                raise
 
-        async with aclosing(with_retries(attempt, self._explain, self._status_of)) as events:
-            async for event in events:
-                if (shown := seam.event(event)) is not None:
-                    yield shown
+        return with_retries(attempt, self._explain, self._status_of)
 
 
 def _unreachable(error: OSError | TimeoutError) -> str:

@@ -7,9 +7,11 @@
   `/v1/models` says `owned_by` "llamacpp".
 
 Which server it is decides how a reply is continued (`openai_chat`): vLLM and
-llama.cpp's server continue a final assistant message. OpenAI itself, Ollama,
-LM Studio and llama-cpp-python's `llama_cpp.server` report neither: their kind
-is "unknown", and chatui learns their window from their first "too long"
+llama.cpp's server continue a final assistant message. Only the model's own
+entry of `/v1/models` says which server answers it (a gateway lists models of
+several); a `/props` with a window says llama.cpp. OpenAI itself, Ollama, LM
+Studio, SGLang and llama-cpp-python's `llama_cpp.server` report neither: their
+kind is "unknown", and chatui learns their window from their first "too long"
 refusal. Asking is a courtesy, never a condition: any failure, odd shape or
 slow answer (`ASK_TIMEOUT`) is "unknown". What a server sends is untrusted:
 only a positive integer is taken as a window.
@@ -57,21 +59,25 @@ async def served(get: Get, base_url: str, model: str) -> Served:
         return Served()
 
 
+OWNERS: dict[str, ServerKind] = {"vllm": "vllm", "llamacpp": "llama.cpp"}
+"""The `owned_by` each server writes on the models it lists, and the server it names."""
+
+
 async def _models(get: Get, model: str) -> tuple[ServerKind, int | None]:
-    kind: ServerKind = "unknown"
+    """Which server `model`'s own entry of `/v1/models` names, and its window.
+
+    Only that entry counts: a gateway lists models of several servers (a vLLM
+    one beside an OpenAI one), and SGLang lists `max_model_len` as vLLM does.
+    """
     with contextlib.suppress(Exception):  # No such list: unknown here.
         listed = await get("models")
         entries = listed.get("data", []) if isinstance(listed, dict) else []
         for entry in entries if isinstance(entries, list) else []:
-            if not isinstance(entry, dict):
-                continue
-            if "max_model_len" in entry or entry.get("owned_by") == "vllm":
-                kind = "vllm"
-            elif entry.get("owned_by") == "llamacpp":
-                kind = "llama.cpp"
-            if entry.get("id") == model:
+            if isinstance(entry, dict) and entry.get("id") == model:
+                owner = entry.get("owned_by")
+                kind = OWNERS.get(owner, "unknown") if isinstance(owner, str) else "unknown"
                 return kind, _positive(entry.get("max_model_len"))
-    return kind, None
+    return "unknown", None
 
 
 async def _props(get: Get, base_url: str) -> int | None:

@@ -9,7 +9,8 @@ this server gave it (`sign`), and with thinking on, an assistant message
 whose tool calls the last message answers must start with a thinking block.
 A final assistant message is a prefill, which the model continues: its text
 must not end in whitespace, and with thinking on it must start with a thinking
-block too, so a prefill of text alone is refused then.
+block too, so a prefill of text alone is refused then. `validate_without_prefill`
+is a model that takes no prefill at all, as Claude 4.6 and later models are.
 """
 
 from __future__ import annotations
@@ -176,3 +177,17 @@ def validate(body: dict[str, Any]) -> dict[str, Any] | None:
     if owed:
         return _refuse(f"the last message has `tool_use` without results: {sorted(owed)}")
     return None
+
+
+PREFILL_REFUSED = (
+    "This model does not support assistant message prefill. The conversation must end with a "
+    "user message."
+)
+
+
+def validate_without_prefill(body: dict[str, Any]) -> dict[str, Any] | None:
+    """As `validate`, for a model that refuses any prefill (Claude 4.6 and later)."""
+    messages = body.get("messages")
+    if isinstance(messages, list) and messages and messages[-1].get("role") == "assistant":
+        return _refuse(PREFILL_REFUSED)
+    return validate(body)

@@ -30,6 +30,8 @@ the real API would: it returns an error body, sent with status 400.
 A GET (a client asking a server about itself, such as its models' context
 windows) takes no scripted reply and is not among `requests`: it is answered
 from `documents` (path → JSON body), else with a 404, and recorded in `gets`.
+A document that is a `Gate` holds the GET until the test opens it (then a
+404) or the client leaves: a server that does not answer.
 """
 
 from __future__ import annotations
@@ -196,6 +198,11 @@ class WireServer:
         if method == "GET":
             self.gets.append(request)
             document = self.documents.get(path)
+            if isinstance(document, Gate):
+                await _Reply(request, reader, writer)._wait(document.opened)
+                if request.disconnected:
+                    return False
+                document = None
             await _send_whole(
                 writer, Error(404, "not found") if document is None else Error(200, document)
             )
