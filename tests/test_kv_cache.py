@@ -266,6 +266,31 @@ def test_a_failed_continue_rolls_back_to_the_last_commit(cache: KVCache, llm) ->
     assert cache.savepoint is None
 
 
+def test_a_continue_stopped_before_reading_puts_the_kept_reply_back(cache: KVCache, llm) -> None:
+    cached = keep_a_stopped_reply(cache, llm, "abc")
+    kept = cache.savepoint
+
+    with cache.begin(continuing=True) as tx:
+        llm.eval(tokens(llm, " and more"))  # Read in part when the stop came.
+        tx.put_back()
+
+    assert tx.state == "kept" and cache.savepoint is kept
+    assert llm.n_tokens == top(llm) == len(cached)
+    assert cache.committed == tokens(llm, "committed part")
+
+
+def test_a_stopped_continue_rolls_back_once_the_kept_reply_is_cut(cache: KVCache, llm) -> None:
+    keep_a_stopped_reply(cache, llm, "abc")
+    committed = list(cache.committed)
+
+    with cache.begin(continuing=True) as tx:
+        cache.prepare(committed + tokens(llm, "another prompt"))  # Diverges inside it.
+        tx.put_back()
+
+    assert tx.state == "rolled back" and cache.savepoint is None
+    assert llm.n_tokens == top(llm) == len(committed) and cache.committed == committed
+
+
 def test_a_kept_reply_is_never_saved(cache: KVCache, llm, tmp_path: Path) -> None:
     keep_a_stopped_reply(cache, llm, "abc")
     committed = list(cache.committed)
@@ -276,3 +301,26 @@ def test_a_kept_reply_is_never_saved(cache: KVCache, llm, tmp_path: Path) -> Non
     cache.truncate(0)
     assert cache.load(tmp_path / "c.kv", "model-a")
     assert cache.committed == committed and llm.n_tokens == top(llm) == len(committed)
+
+
+def test_a_state_longer_than_the_context_asked_for_is_refused(
+    cache: KVCache, llm, tmp_path: Path
+) -> None:
+    """llama.cpp rounds a context of 300 up to 512, as this one's: the state's tokens
+    fit the rounded context, but not the 300 the `Llama` object keeps the ids of."""
+    text = "a long committed conversation " * 16
+    with cache.begin() as tx:
+        llm.eval(tokens(llm, text))
+        tx.commit(text, llm.n_tokens)
+    assert 300 < len(cache.committed) < 512
+    assert cache.save(tmp_path / "c.kv", "model-a")
+    smaller = llama_cpp.Llama(model_path=llm.model_path, n_ctx=300, n_batch=64, verbose=False)
+    try:
+        assert smaller.n_ctx() == llm.n_ctx() == 512
+        other = KVCache(smaller)
+        loaded = other.load(tmp_path / "c.kv", "model-a")
+        state = (smaller.n_tokens, other.committed)
+    finally:
+        smaller.close()
+
+    assert not loaded and state == (0, [])

@@ -13,14 +13,23 @@ from __future__ import annotations
 
 import itertools
 import json
+import threading
 from pathlib import Path
 
 import llama_cpp
 import pytest
 
+from chatui.cancel import CancelToken
 from chatui.history import ChatMessage
 from chatui.messages import ModelResponse, ResponseState
-from chatui.providers.base import ToolCallDelta, ToolCallEnd, ToolCallStart, ToolSpec
+from chatui.providers.base import (
+    ModelRequest,
+    ProviderError,
+    ToolCallDelta,
+    ToolCallEnd,
+    ToolCallStart,
+    ToolSpec,
+)
 from chatui.providers.local.chat_format import GEMMA_TEMPLATE, Prompt
 from chatui.providers.local.provider import LocalProvider
 from chatui.providers.local.tool_grammar import ToolGrammar
@@ -32,8 +41,10 @@ from tests.support.local import (
     cache_state,
     fail_the_next_decode,
     hold_after_the_reply_token,
+    hold_the_prefill_midway,
     hold_the_reply_at,
     local_config,
+    wait_for_the_stop,
 )
 from tests.support.tiny_gguf import END_OF_TURN_ID, START_OF_TURN_ID
 from tests.support.turns import BRIEF, make_turn, run_turn
@@ -68,13 +79,14 @@ async def uninterrupted(  # type: ignore[no-untyped-def]
         await fresh.close()
 
 
-def cold_reply(model: Path, prompt_ids: list[int], tokens: int) -> list[int]:
+def cold_reply(
+    model: Path, prompt_ids: list[int], tokens: int, repeat_penalty: float = 1.0
+) -> list[int]:
     """The reply a cold context gives to these very prompt tokens, greedy."""
     cold = llama_cpp.Llama(model_path=str(model), n_ctx=4096, n_threads=2, verbose=False)
     try:
-        return list(
-            itertools.islice(cold.generate(prompt_ids, temp=0.0, repeat_penalty=1.0), tokens)
-        )
+        sampled = cold.generate(prompt_ids, temp=0.0, repeat_penalty=repeat_penalty)
+        return list(itertools.islice(sampled, tokens))
     finally:
         cold.close()
 
@@ -223,6 +235,27 @@ async def test_a_continued_reply_keeps_its_repeat_penalty(
     assert stopped.text + continued.text == whole.text
 
 
+async def test_a_request_after_a_continue_samples_as_if_no_continue_came_before(
+    provider: LocalProvider, tiny_model: Path
+) -> None:
+    """The continue's sampler saw its reply so far; the next request's sees nothing."""
+    provider.config.repeat_penalty = 1.5
+    stopped = await stop(provider, QUESTION, "between tokens", at=10)
+    provider.config.max_tokens = 6
+    continued = await continue_(provider, QUESTION, stopped.text)
+    history = [
+        *QUESTION,
+        ChatMessage("assistant", stopped.text + continued.text),
+        ChatMessage("user", "And then?"),
+    ]
+    provider.config.max_tokens = 30
+    after = await ask(provider, history)
+
+    assert after.job.reply_tokens == cold_reply(
+        tiny_model, after.job.prompt_ids, 30, repeat_penalty=1.5
+    )
+
+
 async def test_a_new_request_after_a_stop_rolls_the_kept_reply_back(
     provider: LocalProvider, tiny_model: Path
 ) -> None:
@@ -277,6 +310,47 @@ async def test_saving_after_a_stop_writes_only_the_committed_conversation(
     assert continued.job.reused == committed  # The kept reply is gone: it is read again ...
     assert continued.job.prompt_evaluated == continued.job.prompt_tokens - committed
     assert stopped.job.reply_tokens + continued.job.reply_tokens == whole  # ... and goes on.
+
+
+async def test_a_continue_after_a_request_elsewhere_goes_on_from_the_saved_commit(
+    provider: LocalProvider, tiny_model: Path
+) -> None:
+    """Stop, a request in another conversation, back: the state saved on the way out
+    holds the committed conversation alone, and the Continue reads the partial again."""
+    provider.config.max_tokens = 6
+    first = await ask(provider, QUESTION)
+    history = [*QUESTION, ChatMessage("assistant", first.text), ChatMessage("user", "And then?")]
+    committed = cache_state(provider)[1]
+    provider.config.max_tokens = 2000
+    stopped = await stop(provider, history, "between tokens", at=7)
+    provider.config.max_tokens = 4
+    await ask(provider, [ChatMessage("user", "Something else.")], conversation="other")
+    provider.config.max_tokens = 10
+    continued = await continue_(provider, history, stopped.text)  # Loads c.kv.
+    whole = cold_reply(tiny_model, stopped.job.prompt_ids, 7 + 10)
+
+    assert continued.job.reused == committed and continued.job.ahead == 0
+    assert continued.job.prompt_evaluated == continued.job.prompt_tokens - committed
+    assert stopped.job.reply_tokens + continued.job.reply_tokens == whole
+
+
+async def test_a_continue_under_another_system_prompt_goes_on_from_the_partial(
+    provider: LocalProvider, tiny_model: Path
+) -> None:
+    """The history changed before the partial: it is read again, under the new prompt."""
+    stopped = await stop(provider, QUESTION, "between tokens", at=7)
+    provider.config.max_tokens = 10
+    changed = [ChatMessage("system", "Be brief."), *QUESTION]
+    continued = await continue_(provider, changed, stopped.text)
+    job = continued.job
+
+    assert job.ahead == 0 and job.reused < stopped.job.prompt_tokens
+    assert job.prompt_text.endswith(
+        "Be brief.\n\nTell me about the river.<end_of_turn>\n<start_of_turn>model\n" + stopped.text
+    )
+    assert job.reply_tokens == cold_reply(tiny_model, job.prompt_ids, 10)
+    committed = job.prompt_tokens + 10 - 1
+    assert cache_state(provider) == (committed, committed, committed)
 
 
 async def test_a_continue_stopped_again_is_continued_again(
@@ -426,3 +500,159 @@ async def test_a_continued_reply_that_spells_turn_markers_stays_text(
     assert continued.job.prompt_ids.count(END_OF_TURN_ID) == head_ids.count(END_OF_TURN_ID) == 1
     assert continued.job.prompt_ids.count(START_OF_TURN_ID) == 2
     assert continued.error is None and len(continued.job.reply_tokens) == 4
+
+
+# A continue stopped before it read anything
+
+
+def hold_the_next_decode(provider: LocalProvider) -> threading.Event:
+    """The next evaluation waits for the stop, then runs (and the abort ends it).
+
+    The event is set once it waits: stop the turn then, and the stop lands in
+    that decode on any machine.
+    """
+    llm = provider.engine.llm
+    original, held = llm.eval, threading.Event()
+
+    def eval_held(batch):  # type: ignore[no-untyped-def]
+        llm.eval = original
+        held.set()
+        wait_for_the_stop(provider)
+        return original(batch)
+
+    llm.eval = eval_held
+    return held
+
+
+async def continue_stopped_before_start(
+    provider: LocalProvider, messages: list[ChatMessage], partial: str
+) -> None:
+    """A continuing request whose turn was stopped before the engine took it up."""
+    token = CancelToken()
+    token.cancel()
+    request = ModelRequest(
+        [*messages, ChatMessage("assistant", partial)], token, [], "c", continuing=True
+    )
+    async with provider.stream(request) as stream:
+        assert [event async for event in stream] == []
+    assert provider.last_job.stopped == "before start"
+
+
+@pytest.mark.parametrize("when", ["before start", "in its first decode"])
+async def test_a_continue_stopped_before_it_read_anything_leaves_the_kept_reply(
+    provider: LocalProvider, tiny_model: Path, when: str
+) -> None:
+    """Esc as a Continue starts costs the next Continue nothing: the kept reply stays."""
+    stopped = await stop(provider, QUESTION, "in decode", at=8)
+    kept = cache_state(provider)
+    if when == "before start":
+        await continue_stopped_before_start(provider, QUESTION, stopped.text)
+    else:
+        held = hold_the_next_decode(provider)  # The token whose decode the first stop cut.
+        again = await continue_(provider, QUESTION, stopped.text, stop_when=held)
+        assert again.job.stopped == "in decode" and again.texts == []
+    between = cache_state(provider)
+    provider.config.max_tokens = 12
+    continued = await continue_(provider, QUESTION, stopped.text)
+    whole = await uninterrupted(tiny_model, QUESTION, 8 + 12)
+
+    assert between == kept  # Still cached, still uncommitted.
+    assert (continued.job.prompt_evaluated, continued.job.ahead) == (1, 0)  # Only the cut token.
+    assert stopped.text + continued.text == whole.text
+
+
+async def test_a_continue_stopped_while_reading_new_text_keeps_only_the_kept_reply(
+    provider: LocalProvider, tiny_model: Path
+) -> None:
+    """The reply went on elsewhere (another model) and this Continue's read of that text
+    is stopped: the kept reply stays, without the half-read text."""
+    stopped = await stop(provider, QUESTION, "between tokens", at=8)
+    kept = cache_state(provider)
+    partial = stopped.text + " and the rest" * 40  # Over 100 tokens: held midway.
+    held = hold_the_prefill_midway(provider)  # 64 of them are read before the stop.
+    again = await continue_(provider, QUESTION, partial, stop_when=held)
+    between = cache_state(provider)
+    provider.config.max_tokens = 12
+    continued = await continue_(provider, QUESTION, stopped.text)
+    whole = await uninterrupted(tiny_model, QUESTION, 8 + 12)
+
+    assert again.job.stopped == "in decode"
+    assert between == kept
+    assert (continued.job.prompt_evaluated, continued.job.ahead) == (0, 1)
+    assert stopped.text + continued.text == whole.text
+
+
+# A reply cut inside a character (a grammar makes the ASCII-only tiny model write one)
+
+
+def spelling(text: str) -> ToolGrammar:
+    """A reply that starts with `text`, then goes on in lower-case letters."""
+    return ToolGrammar(f"root ::= {json.dumps(text)} [a-z]{{1,40}}")
+
+
+async def test_a_reply_cut_by_max_tokens_inside_a_character_is_continued_whole(
+    tiny_model: Path,
+) -> None:
+    """Three tokens: "a", "b" and the first byte of "é". The cut shows no replacement
+    character, and the Continue writes the "é" whole, after "ab"."""
+    provider = LocalProvider(local_config(tiny_model, max_tokens=3), state_dir=None)
+    await provider.prepare()
+    # The model writes "é" next, whether it starts the reply or goes on with "ab".
+    provider._grammar = lambda request, tools: (  # type: ignore[method-assign]
+        spelling("\u00e9cd") if request.continuing else spelling("ab\u00e9cd")
+    )
+    try:
+        cut = await ask(provider, QUESTION)
+        provider.config.max_tokens = 6
+        continued = await continue_(provider, QUESTION, cut.text)
+    finally:
+        await provider.close()
+    reference = LocalProvider(local_config(tiny_model, max_tokens=2 + 6), state_dir=None)
+    await reference.prepare()
+    reference._grammar = lambda request, tools: spelling("ab\u00e9cd")  # type: ignore[method-assign]
+    try:
+        whole = await ask(reference, QUESTION, conversation="reference")
+    finally:
+        await reference.close()
+
+    assert cut.job.finish == "length" and cut.job.reply_tokens[-1] == 0xC3  # é's first byte.
+    assert cut.text == "ab"  # Not "ab\ufffd".
+    assert cut.text + continued.text == whole.text == "ab\u00e9cd" + whole.text[5:]
+
+
+async def test_a_stop_between_the_bytes_of_a_character_loses_none_of_it(
+    provider: LocalProvider,
+) -> None:
+    provider._grammar = lambda request, tools: (  # type: ignore[method-assign]
+        None if request.continuing else spelling("ab\u00e9cd")
+    )
+    held = hold_after_the_reply_token(provider, 3)  # "a", "b", é's first byte; then its second.
+    stopped = await ask(provider, QUESTION, stop_when=held)
+    provider.config.max_tokens = 4
+    continued = await continue_(provider, QUESTION, stopped.text)
+
+    assert stopped.texts == ["a", "b"] and stopped.job.stopped == "between tokens"
+    assert continued.job.ahead == 2 and continued.job.prompt_evaluated == 0
+    assert continued.texts[0] == "\u00e9"  # Both bytes, from the kept reply, whole.
+
+
+# The end of the context
+
+
+async def test_a_reply_never_runs_past_the_configured_context(tiny_model: Path) -> None:
+    """llama.cpp rounds a context of 100 up to 256; the tokens past 100 would be
+    cached but not known to the `Llama` object, nor committed."""
+    config = local_config(tiny_model, n_ctx=100, max_tokens=75)
+    provider = LocalProvider(config, state_dir=None)
+    await provider.prepare()
+    try:
+        cut = await ask(provider, QUESTION)
+        state = cache_state(provider)
+        past = await continue_(provider, QUESTION, cut.text)
+    finally:
+        await provider.close()
+
+    assert cut.job.prompt_tokens + len(cut.job.reply_tokens) == 100 - 1
+    assert state == (98, 98, 98)  # All of it committed: the last token is unevaluated.
+    assert isinstance(past.error, ProviderError)
+    assert "(100 tokens)" in str(past.error)  # The context the user set.

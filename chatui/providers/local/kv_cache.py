@@ -21,9 +21,10 @@ its evaluated tokens stay in the cache as an uncommitted tail, a `Savepoint`,
 so that a Continue need not evaluate them again. The next transaction decides:
 `begin(continuing=True)` adopts the tail (its prompt is matched against the
 tail, and `commit()` makes it committed; a rollback drops it with the rest,
-back to the last commit), while any other `begin()`, `discard()`, `save()`,
-`load()` or truncation rolls it back first. The committed state, and what is
-saved to disk, never include it.
+back to the last commit, but a Continue stopped before it read its prompt
+puts it back, `tx.put_back()`), while any other `begin()`, `discard()`,
+`save()`, `load()` or truncation rolls it back first. The committed state, and
+what is saved to disk, never include it.
 
 Special tokens (turn markers like `<start_of_turn>`: llama.cpp's control
 tokens) come only from the chat template's own text. A `Prompt` says which of
@@ -224,6 +225,12 @@ class KVCache:
         text = llama_cpp.llama_vocab_get_text(self.llm._model.vocab, token)
         return (text or b"").decode("utf-8", errors="replace")
 
+    def capacity(self) -> int:
+        """How many tokens the context holds: llama.cpp rounds the context up (to a
+        multiple of 256), but the `Llama` object keeps the ids of only as many as
+        it was asked for, and a token past those would be cached but not known."""
+        return min(self.llm.n_ctx(), len(self.llm.input_ids))
+
     def cached_prefix(self, tokens: list[int]) -> int:
         """How many leading `tokens` are already in the cache."""
         cached = self.llm.input_ids[: self.llm.n_tokens]
@@ -337,6 +344,21 @@ class KVCache:
         self.truncate(min(length, len(self.committed)))
         self._open = None
 
+    def _put_back(self, length: int) -> bool:
+        """Keep the adopted reply again if the cache still holds it all; else roll back."""
+        kept = self.adopted()
+        cached = kept.cached if kept is not None else 0
+        if kept is None or self.cached_prefix(kept.tokens[:cached]) < cached:
+            self._rollback(length)
+            return False
+        # Drop what the stopped turn read past it, and any cells its aborted decode left.
+        memory = llama_cpp.llama_get_memory(self.llm.ctx)
+        llama_cpp.llama_memory_seq_rm(memory, 0, cached, -1)
+        self.llm.n_tokens = cached
+        self._open = None
+        self.savepoint = kept
+        return True
+
     # Persistence
 
     def save(self, path: Path, model_id: str) -> bool:
@@ -387,7 +409,7 @@ class KVCache:
             header.get("model") == model_id
             and header.get("n_ctx") == self.llm.n_ctx()
             and isinstance(tokens, list)
-            and 0 < len(tokens) < self.llm.n_ctx()
+            and 0 < len(tokens) < self.capacity()
             and all(isinstance(t, int) for t in tokens)
             and key is not None
             and _valid_marks(header.get("marks"), len(tokens), len(key))
@@ -459,6 +481,17 @@ class KVTransaction:
             raise RuntimeError(f"cannot keep a transaction that is {self.state}")
         self.cache._keep(prompt, prompt_tokens, base_mark, pieces, shown, next_token, markup)
         self.state = "kept"
+
+    def put_back(self) -> None:
+        """A Continue was stopped before it read its prompt: the kept reply it adopted
+        stays kept, for the next Continue, as if this one had never begun.
+
+        Without a kept reply (or if the cache no longer holds all of it) this
+        is a rollback. A failure rolls back instead: the cache may be unsound.
+        """
+        if self.state == "open":
+            kept = self.cache._put_back(self.base)
+            self.state = "kept" if kept else "rolled back"
 
     def rollback(self) -> None:
         """Remove everything after the committed length. Idempotent; no-op after commit."""

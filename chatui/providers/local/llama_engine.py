@@ -342,8 +342,9 @@ class LlamaEngine:
         """Stream one reply for `job`, inside a KV transaction; runs on the thread.
 
         A reply stopped after its prompt was read is kept in the cache,
-        uncommitted (`KVTransaction.keep`), for a Continue; anything else
-        that does not complete rolls back.
+        uncommitted (`KVTransaction.keep`), for a Continue; a Continue stopped
+        before that leaves the reply it adopted kept (`put_back`); anything
+        else that does not complete rolls back.
         """
         llm, kv = self.llm, self.kv
         assert llm is not None and kv is not None
@@ -367,6 +368,8 @@ class LlamaEngine:
                             next_token=reply.next_token,
                             markup=reply.markup,
                         )
+                    elif self.abort.is_set():  # A Continue stopped before it read anything.
+                        transaction.put_back()
                     raise
                 transaction.commit(
                     job.prompt_text, job.prompt_tokens, reply.base_mark, reply.pieces
@@ -394,11 +397,11 @@ class LlamaEngine:
             raise Aborted("before start")
         tokens, reply.base_mark = kv.tokens_for(job.prompt_text)
         job.prompt_tokens, job.prompt_ids = len(tokens), list(tokens)
-        room = llm.n_ctx() - len(tokens)
+        room = kv.capacity() - len(tokens)
         if room <= 1:
             raise ProviderError(
                 f"the conversation ({len(tokens)} tokens) no longer fits the model's context "
-                f"({llm.n_ctx()} tokens): start a new conversation or raise local.n_ctx"
+                f"({kv.capacity()} tokens): start a new conversation or raise local.n_ctx"
             )
         limit = min(c.max_tokens, room - 1)
         ahead = self._ahead(job, kv, tokens)[:limit]
@@ -445,7 +448,9 @@ class LlamaEngine:
                 reply.markup |= self._emit_text(job, parser, last_piece)
             if len(job.reply_tokens) >= limit:
                 break
-        tail = decoder.decode(b"", final=True)
+        # A reply cut at max_tokens inside a character shows none of it (not U+FFFD):
+        # its bytes are in no mark, so a Continue writes the character whole.
+        tail = decoder.decode(b"", final=True) if finish == "stop" else ""
         if tail:
             self._emit_text(job, parser, tail)
         if parser is not None:
