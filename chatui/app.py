@@ -150,13 +150,23 @@ class ChatApp(QuickEscapeApp[None]):
 
         Before Textual hands it to the focused widget: the composer takes the
         focus here, in the app's queue, so this key and every one read with
-        it reach the composer, in order.
+        it reach the composer, in order. A key's bindings run in here (the
+        priority ones first, the others once it has bubbled back): meanwhile
+        the chat screen knows when it was read (`ChatScreen.key_time`), so an
+        Esc read with a key that starts a turn stops that turn.
         """
-        if isinstance(event, events.Key | events.Paste) and not event.is_forwarded:
-            stack = self.screen_stack
-            if stack and isinstance(stack[-1], ChatScreen):
-                stack[-1].claim_typed_key(event)
-        await super().on_event(event)
+        stack = self.screen_stack
+        chat = stack[-1] if stack and isinstance(stack[-1], ChatScreen) else None
+        if chat is None or not isinstance(event, events.Key | events.Paste):
+            await super().on_event(event)
+            return
+        if not event.is_forwarded:
+            chat.claim_typed_key(event)
+        chat.key_time = event.time if isinstance(event, events.Key) else None
+        try:
+            await super().on_event(event)
+        finally:
+            chat.key_time = None
 
     async def action_ctrl_c(self) -> None:
         """Ctrl+C: copy what is selected; else stop the reply; else say how to quit, or quit.

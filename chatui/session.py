@@ -323,7 +323,9 @@ class Session:
         try:
             fork = self.store.fork_conversation(conversation.id, prompt.id)
             self.store.release_conversation(conversation.id)
-        except (sqlite3.Error, KeyError) as error:
+        except KeyError:  # The conversation, or the prompt, is no longer stored.
+            raise ConversationRefused(GONE) from None
+        except sqlite3.Error as error:
             raise StorageFailed(f"The conversation could not be branched: {error}") from None
         for provider in list(self._made.values()):
             await lifecycle_of(provider).conversation_left()

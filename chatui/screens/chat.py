@@ -41,19 +41,17 @@ from chatui.providers.registry import ModelChoice
 from chatui.screens.conversations import NEW, ConversationList
 from chatui.screens.message_queue import MessageQueue
 from chatui.screens.model_switcher import ModelSwitcher
-from chatui.screens.turn_choices import Editing, Versions, replaced_widgets, show_hints
+from chatui.screens.turn_choices import (
+    Editing,
+    Versions,
+    continue_target,
+    replaced_widgets,
+    show_hints,
+)
 from chatui.screens.turn_view import TurnView, show_results
 from chatui.session import ConversationRefused, NoProvider, Session, SessionError
 from chatui.turn import Turn, TurnOutcome
-from chatui.turn_kinds import (
-    Continue,
-    NewPrompt,
-    Retry,
-    TurnAsk,
-    continuable,
-    last_prompt,
-    retryable,
-)
+from chatui.turn_kinds import Continue, NewPrompt, Retry, TurnAsk, last_prompt, retryable
 from chatui.widgets.chat_message import (
     AssistantMessage,
     ContextDivider,
@@ -68,6 +66,19 @@ from chatui.widgets.versions import BranchedFrom, EditBanner
 from chatui.widgets.welcome import Welcome
 
 SHOWN_ITEMS = 40
+AFTER_STOP = ("continue_reply", "retry", "edit_prompt")  # Taken once a stop has wrapped up.
+# What does nothing while the screen switches conversations: each would act on one of the two.
+NOT_WHILE_SWITCHING = (
+    "retry",
+    "continue_reply",
+    "edit_prompt",
+    "cancel_edit",
+    "version",
+    "send_queued",
+    "show_earlier",
+    "new_conversation",
+    "conversations",
+)
 DRAFT_SAVE_DELAY = 1.0  # Seconds after the last change to the draft that it is stored.
 
 
@@ -132,6 +143,13 @@ class ChatScreen(EscapeFirstScreen[None]):
         self._queue = MessageQueue(session.store, self._queue_panel)  # Typed while it streamed.
         self._sent_at = -math.inf  # When the running turn was asked for (its key's read).
         self._leaving = False  # Stopping to switch or quit: nothing queued goes out meanwhile.
+        # When the key whose binding runs now was read (set by the app around it), else None:
+        # a turn that key starts is stopped by an Esc read with it or after it.
+        self.key_time: float | None = None
+        self._switching = False  # Between two conversations (`open_conversation`).
+        # Ctrl+G, Ctrl+R or Ctrl+E pressed while a stop wrapped up, and when its key was
+        # read: taken once the stop has wrapped up.
+        self._after_stop: tuple[str, float | None] | None = None
 
     def compose(self) -> ComposeResult:
         yield MessageList(id="messages")
@@ -290,11 +308,14 @@ class ChatScreen(EscapeFirstScreen[None]):
             await self._mount(ErrorNotice(str(problem)))
             return None
         self.turn, self.turn_view = turn, view
+        if self.editing is not None:  # Not this turn's prompt (`_asked` ends that edit).
+            self.editing = None  # Enter now queues the text as it is: no banner says otherwise.
+            self._banner.hide()
         self._sent_at = time.monotonic() if key_time is None else key_time
         self._queue.turn_started(turn.prompt.id)  # A queued message it sends leaves the panel.
         view.begin()
         show_hints(self.conversation, messages.items, running=True)
-        gone = replaced_widgets(messages.items, ask)
+        gone = replaced_widgets(messages.items, ask, self.conversation.view_start)
         welcome, placed = self._welcome, None
         if welcome is not None:
             self._welcome = None
@@ -353,6 +374,10 @@ class ChatScreen(EscapeFirstScreen[None]):
             if self.turn is turn:
                 self._composer.unlock()
                 self._messages.receiving = False
+            after, self._after_stop = self._after_stop, None
+            if after is not None and not self._leaving and not self.session.quitting:
+                # Once this task is done (no longer `busy`), in the conversation it was for.
+                self.call_later(self._take_choice_after_stop, *after, self.conversation)
 
     async def _show_outcome(self, turn: Turn, outcome: TurnOutcome) -> None:
         """The turn has ended: its view shows how, then the screen and the session wrap up."""
@@ -360,8 +385,9 @@ class ChatScreen(EscapeFirstScreen[None]):
         assert view is not None  # Set with `turn`, before it ran.
         await view.show_outcome(outcome, provider=self.session.provider_label()[0])
         ask = turn.ask
-        # Nothing kept of a retry or an edit: the old version is shown again.
-        kept_nothing = isinstance(ask, Retry) and not outcome.responses
+        # Nothing kept of a retry or an edit: the old version is shown again; nor of a
+        # continue stopped before its request: its reply is shown as it was, alone.
+        kept_nothing = isinstance(ask, Retry | Continue) and not outcome.responses
         kept_nothing |= isinstance(ask, NewPrompt) and ask.replaces is not None and outcome.refused
         if kept_nothing or len(self._messages.items) > 2 * SHOWN_ITEMS:
             await self.show_conversation(self.conversation)  # Also keeps the layout small.
@@ -382,6 +408,8 @@ class ChatScreen(EscapeFirstScreen[None]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         # None, not False: the key stays in the footer, dimmed, so the footer keeps
         # the same keys from turn to turn (and Esc still reaches popups and inputs).
+        if self._switching and action in NOT_WHILE_SWITCHING:
+            return None  # Read while an Enter branches off (say): the screen is between two.
         if action == "stop":
             stoppable = self.turn is not None and self.turn.stoppable
             return True if stoppable and not self._focus_binds_escape() else None
@@ -458,17 +486,21 @@ class ChatScreen(EscapeFirstScreen[None]):
     def _check_choice(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Whether Continue, Retry, Edit, a flip or Esc's end of an edit would act now.
 
-        Not while a turn runs (None: dimmed in the footer), but to edit a queued message.
+        Not while a turn runs or wraps up (None: dimmed in the footer), but to
+        edit a queued message, and but Continue, Retry and Edit while a stop
+        wraps up: they act once it has (`_defer_while_stopping`).
         """
         if action == "edit_prompt" and self.has_queued():
             return True
-        if self.turn is not None and not self.turn.ended:
+        if self.busy:
+            if action in AFTER_STOP and self._stopping():
+                return True
             return False if action == "cancel_edit" else None
         conversation = self.conversation
         if action == "retry":
             can = retryable(conversation) is not None
         elif action == "continue_reply":
-            can = continuable(conversation) is not None
+            can = continue_target(conversation) is not None
         elif action == "edit_prompt":
             can = last_prompt(conversation.items) is not None
         elif action == "version":
@@ -480,13 +512,47 @@ class ChatScreen(EscapeFirstScreen[None]):
 
     async def action_continue_reply(self) -> None:
         """Ctrl+G: the model goes on with the last reply from exactly where it stopped."""
-        if (response := continuable(self.conversation)) is not None and not self.busy:
-            await self.start_turn(Continue(response))
+        if self._defer_while_stopping("continue_reply"):
+            return
+        if (response := continue_target(self.conversation)) is not None and not self.busy:
+            await self.start_turn(Continue(response), key_time=self.key_time)
 
     async def action_retry(self) -> None:
         """Ctrl+R: the last reply again; the old one stays, as a version (Alt+Left shows it)."""
+        if self._defer_while_stopping("retry"):
+            return
         if (prompt := retryable(self.conversation)) is not None and not self.busy:
-            await self.start_turn(Retry(prompt))
+            await self.start_turn(Retry(prompt), key_time=self.key_time)
+
+    def _stopping(self) -> bool:
+        """Whether the turn is wrapping up a stop asked for (Esc): its reply is about to be kept."""
+        return self.busy and self.turn is not None and self.turn.token.requested
+
+    def _defer_while_stopping(self, action: str) -> bool:
+        """While a stop wraps up, keep `action` to take once it has (True); else False.
+
+        Esc then Ctrl+G (in one read, say) means: stop, then go on. The reply
+        cannot be continued, retried or edited before it is stored as stopped.
+        """
+        if not self._stopping():
+            return False
+        self._after_stop = (action, self.key_time)
+        return True
+
+    async def _take_choice_after_stop(
+        self, action: str, key_time: float | None, conversation: Conversation
+    ) -> None:
+        """The stop is wrapped up: take the choice made meanwhile, if still in its conversation.
+
+        As from its key: an Esc read with it or after it stops the turn it starts.
+        """
+        if self.conversation is not conversation or self._leaving or self.session.quitting:
+            return
+        self.key_time = key_time
+        try:
+            await self.run_action(action)
+        finally:
+            self.key_time = None
 
     def action_edit_prompt(self) -> None:
         """Ctrl+E: the last prompt in the composer, to send as a new version; again, the one before.
@@ -494,7 +560,7 @@ class ChatScreen(EscapeFirstScreen[None]):
         What the composer held stays: Ctrl+Z brings it back, and Esc ends the
         edit with it. A queued message is edited first (the last one).
         """
-        if self.edit_last_queued():
+        if self.edit_last_queued() or self._defer_while_stopping("edit_prompt"):
             return
         prompts = [item for item in self.conversation.items if isinstance(item, UserPrompt)]
         if not prompts or self.busy:
@@ -743,8 +809,17 @@ class ChatScreen(EscapeFirstScreen[None]):
         The draft stays with the conversation it was written in, with every
         key typed before the switch, and the opened one's comes back. A draft
         that could not be stored, or whose conversation was deleted, comes
-        along, after the opened one's own. The status bar starts afresh.
+        along, after the opened one's own. The status bar starts afresh. Keys
+        that would act on a conversation do nothing meanwhile (`NOT_WHILE_SWITCHING`).
         """
+        self._switching = True
+        try:
+            await self._switch(conversation_id, branch_before)
+        finally:
+            self._switching = False
+        self.refresh_bindings()
+
+    async def _switch(self, conversation_id: str | None, branch_before: UserPrompt | None) -> None:
         await self.stop_and_wait()
         await self._typed_keys_arrived()
         stored = self.save_draft()
@@ -878,6 +953,7 @@ class ChatScreen(EscapeFirstScreen[None]):
         screen is leaving the conversation, or quitting.
         """
         self._leaving = True
+        self._after_stop = None  # A choice made for the conversation being left goes with it.
         try:
             if self.turn is not None:
                 self.action_stop()

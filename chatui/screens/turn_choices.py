@@ -29,7 +29,7 @@ from chatui.turn_kinds import (
     retryable,
     shown_version,
 )
-from chatui.widgets.chat_message import AssistantMessage, UserMessage
+from chatui.widgets.chat_message import AssistantMessage, ContextDivider, UserMessage
 from chatui.widgets.versions import version_label
 
 CONTINUE_HINT = "Ctrl+G continue"
@@ -74,11 +74,16 @@ def turn_commands(screen: Screen[Any]) -> Iterator[SystemCommand]:
             yield SystemCommand(title, help_text, partial(screen.run_action, action))
 
 
-def replaced_widgets(widgets: Sequence[Widget], ask: TurnAsk) -> list[Widget]:
+def replaced_widgets(
+    widgets: Sequence[Widget], ask: TurnAsk, view_start: str | None = None
+) -> list[Widget]:
     """What a turn takes off the screen: a retried reply, or an edited prompt and its reply.
 
     Everything after the prompt's widget (the reply, its tool calls, a failure's
-    notice), and for an edit the prompt too: the last exchange is replaced.
+    notice), and for an edit the prompt too: the last exchange is replaced. An
+    edited prompt where the model's view started (`view_start`) takes the
+    divider above it along: the new version is not where the view starts (the
+    turn places the divider again if its request must leave earlier items out).
     """
     if isinstance(ask, Retry):
         prompt, first = ask.prompt, 1
@@ -88,8 +93,24 @@ def replaced_widgets(widgets: Sequence[Widget], ask: TurnAsk) -> list[Widget]:
         return []
     for n, widget in enumerate(widgets):
         if isinstance(widget, UserMessage) and widget.item_id == prompt.id:
-            return list(widgets[n + first :])
+            start = n + first
+            above = widgets[n - 1] if n else None
+            if first == 0 and prompt.id == view_start and isinstance(above, ContextDivider):
+                start -= 1
+            return list(widgets[start:])
     return []
+
+
+def continue_target(conversation: Conversation) -> ModelResponse | None:
+    """The reply Continue (Ctrl+G) goes on with: `continuable`, with text to go on from.
+
+    A reply stopped before any of its text (before its first token, in its
+    thinking, in a tool call's arguments) has none: the model would start
+    afresh in it, dropping what was cut off. Retry does that and keeps the old
+    one as a version.
+    """
+    response = continuable(conversation)
+    return response if response is not None and response.text.strip() else None
 
 
 def hints(conversation: Conversation, response: ModelResponse) -> str:
@@ -101,7 +122,7 @@ def hints(conversation: Conversation, response: ModelResponse) -> str:
     items = conversation.items
     if not items or items[-1] is not response:
         return ""
-    go_on = continuable(conversation) is response and bool(response.text.strip())
+    go_on = continue_target(conversation) is response
     again = retryable(conversation) is not None
     if response.state is ResponseState.INTERRUPTED:
         keys = [CONTINUE_HINT] if go_on else []
@@ -123,7 +144,9 @@ class Versions:
     """The versions of the conversation on screen: each exchange's label, and the flips.
 
     `refresh` after the path or the widgets changed; `previous` and `next` are
-    what Alt+Left and Alt+Right show of the last exchange that has versions.
+    what Alt+Left and Alt+Right show of the last exchange on screen that has
+    versions (one among the earlier items not shown would take away, unseen,
+    everything shown after it).
     """
 
     def __init__(self) -> None:
@@ -139,26 +162,31 @@ class Versions:
         items = conversation.items
         # Every item off the path belongs to a version: none off it, none at all.
         has_versions = len(conversation.all_items()) > len(items)
-        positions = {item.id: n for n, item in enumerate(items)}
+        prompts = {w.item_id: w for w in widgets if isinstance(w, UserMessage)}
         replies = {id(w.response): w for w in widgets if isinstance(w, AssistantMessage)}
-        for widget in widgets:
-            if isinstance(widget, UserMessage) and widget.item_id in positions:
-                at = positions[widget.item_id]
-                after = items[at + 1] if at + 1 < len(items) else None
-                reply = replies.get(id(after)) if isinstance(after, ModelResponse) else None
-                prompt = items[at]
-                label = None
-                if has_versions and isinstance(prompt, UserPrompt) and _versioned(conversation, at):
-                    label = version_label(*shown_version(conversation, prompt))
+        shown: list[int] = []  # Where the exchanges on screen begin on the path.
+        for at, prompt in enumerate(items):
+            if not isinstance(prompt, UserPrompt):
+                continue
+            widget = prompts.get(prompt.id)
+            after = items[at + 1] if at + 1 < len(items) else None
+            reply = replies.get(id(after)) if isinstance(after, ModelResponse) else None
+            if widget is None and reply is None:
+                continue  # Not on screen (among the earlier items not shown).
+            shown.append(at)
+            label = None
+            if has_versions and _versioned(conversation, at):
+                label = version_label(*shown_version(conversation, prompt))
+            if widget is not None:
                 widget.border_subtitle = "" if reply is not None else (label or "")
-                if reply is not None:
-                    reply.border_subtitle = label or ""
+            if reply is not None:  # Its prompt's widget may be among those not shown.
+                reply.border_subtitle = label or ""
         if has_versions:
-            self._find_flips(conversation)
+            self._find_flips(conversation, shown)
 
-    def _find_flips(self, conversation: Conversation) -> None:
+    def _find_flips(self, conversation: Conversation, on_screen: list[int]) -> None:
         items = conversation.items
-        for at in range(len(items) - 1, -1, -1):
+        for at in reversed(on_screen):
             prompt = items[at]
             if isinstance(prompt, UserPrompt) and _versioned(conversation, at):
                 versions = exchange_versions(conversation, prompt)

@@ -38,9 +38,13 @@ def hint(count: int, *, waiting: bool) -> str:
 
 
 def first_line(text: str) -> str:
-    """The message's first line with text, marked "…" when more follows."""
+    """The message's first line with text, marked "…" when more follows.
+
+    Its tabs are spaces: the line is cut to the panel's width by its cells,
+    and a tab, which the terminal widens, would push the ✕ out of sight.
+    """
     lines = [line for line in text.strip().splitlines() if line.strip()]
-    head = lines[0].strip() if lines else ""
+    head = lines[0].strip().expandtabs(4) if lines else ""
     return f"{head}…" if len(lines) > 1 else head
 
 
