@@ -32,7 +32,7 @@ from chatui.messages import (
 )
 from chatui.providers.base import StreamEnd, TextDelta, ToolCallDelta
 from chatui.providers.local.provider import LocalProvider
-from chatui.providers.remote import CONTINUE_INSTRUCTION
+from chatui.providers.remote import continue_instruction
 from chatui.session import Session
 from chatui.store import Store
 from chatui.turn import ResponseStarted, TurnEvent, TurnSettings
@@ -163,7 +163,7 @@ async def test_a_continue_sends_the_partial_and_the_reply_stays_one_with_nothing
     way = wire.continues_by if continue_with == "auto" else continue_with
     if way == "instruction":
         *messages, instruction = messages
-        assert instruction == wire.user(CONTINUE_INSTRUCTION)
+        assert instruction == wire.user(continue_instruction("Roses are"))
     assert [message["role"] for message in messages] == ["user", "assistant"]
     assert wire.text_of(messages[0]) == "A poem?"
     assert wire.text_of(messages[1]) == "Roses are"  # The partial, ending as it must.

@@ -19,7 +19,7 @@ from chatui.history import ChatMessage, ToolCall
 from chatui.messages import ResponseState
 from chatui.providers.anthropic_messages import to_anthropic_messages
 from chatui.providers.base import ProviderError, RetryWait
-from chatui.providers.remote import CONTINUE_INSTRUCTION
+from chatui.providers.remote import continue_instruction
 from chatui.store import Store
 from tests.support import anthropic_wire as aw
 from tests.support.remote import anthropic_at, request, settings, texts
@@ -94,6 +94,8 @@ async def test_overloaded_is_retried_then_shown(server: WireServer, store: Store
 
 HISTORY = [ChatMessage("user", "A poem?"), ChatMessage("assistant", "Roses are ")]
 """A reply cut short after "Roses are ", to continue."""
+GO_ON = continue_instruction("Roses are")
+"""The instruction that asks to continue `HISTORY`: it names the words to begin with again."""
 
 
 def test_the_server_validation_refuses_what_the_api_refuses_of_a_prefill() -> None:
@@ -148,7 +150,7 @@ async def test_continuing_asks_by_instruction_while_thinking_or_when_set_to(
     assert sent.body["messages"] == [
         {"role": "user", "content": [{"type": "text", "text": "A poem?"}]},
         {"role": "assistant", "content": [{"type": "text", "text": "Roses are"}]},
-        {"role": "user", "content": [{"type": "text", "text": CONTINUE_INSTRUCTION}]},
+        {"role": "user", "content": [{"type": "text", "text": GO_ON}]},
     ]
     assert ("thinking" in sent.body) == ("thinking_budget" in config)
     assert "Roses are " + "".join(texts(events)) == "Roses are red."
@@ -171,7 +173,7 @@ async def test_a_model_that_refuses_a_prefill_is_asked_by_instruction_from_then_
         assert sent.refused is None, sent.refused
         assert sent.body["messages"][-1] == {
             "role": "user",
-            "content": [{"type": "text", "text": CONTINUE_INSTRUCTION}],
+            "content": [{"type": "text", "text": GO_ON}],
         }
     assert len(asked) == 2  # The second continue did not try the prefill again.
     assert texts(first) == ["red."] and texts(second) == ["blue."]

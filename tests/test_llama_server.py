@@ -44,7 +44,7 @@ from chatui.config import OpenAIConfig
 from chatui.history import DEFAULT_INTERRUPTED_NOTE, ChatMessage
 from chatui.messages import ResponseState
 from chatui.providers.openai_chat import OpenAIProvider
-from chatui.providers.remote import CONTINUE_INSTRUCTION
+from chatui.providers.remote import continue_instruction
 from chatui.store import Store
 from chatui.turn import Turn
 from tests.support.remote import WAIT, request, settings, texts
@@ -238,6 +238,8 @@ async def test_the_turn_after_an_interrupted_one_completes_without_the_partial_r
 
 CUT = [ChatMessage("user", "hi"), ChatMessage("assistant", "Roses are ")]
 """A reply cut short after "Roses are ", to continue."""
+GO_ON = continue_instruction("Roses are")
+"""The instruction that asks to continue `CUT`: it names the words to begin with again."""
 ASKED = "<start_of_turn>user\nhi<end_of_turn>\n<start_of_turn>model\nRoses are"
 
 
@@ -271,8 +273,7 @@ async def test_continue_asks_this_server_by_instruction_and_streams_only_the_new
 
     (generation,) = generations
     assert generation.prompt.endswith(
-        f"{ASKED}<end_of_turn>\n<start_of_turn>user\n{CONTINUE_INSTRUCTION}<end_of_turn>\n"
-        "<start_of_turn>model\n"
+        f"{ASKED}<end_of_turn>\n<start_of_turn>user\n{GO_ON}<end_of_turn>\n<start_of_turn>model\n"
     )
     assert generation.tokens == SHORT and texts(events)
     assert "Roses are" not in "".join(texts(events))  # Only what the server generated.

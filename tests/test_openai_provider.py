@@ -21,7 +21,7 @@ import pytest
 from chatui.history import ChatMessage
 from chatui.messages import ResponseState
 from chatui.providers.openai_chat import continue_way, is_openai, to_openai_messages
-from chatui.providers.remote import CONTINUE_INSTRUCTION
+from chatui.providers.remote import continue_instruction
 from chatui.providers.served_window import ASK_TIMEOUT
 from chatui.store import Store
 from tests.support import openai_wire as ow
@@ -98,6 +98,8 @@ async def test_a_base_url_without_a_key_sends_a_placeholder(
 
 HISTORY = [ChatMessage("user", "A poem?"), ChatMessage("assistant", "Roses are ")]
 """A reply cut short after "Roses are ", to continue."""
+GO_ON = continue_instruction("Roses are")
+"""The instruction that asks to continue `HISTORY`: it names the words to begin with again."""
 
 
 def test_openai_itself_is_asked_by_instruction_and_the_setting_forces_either_way() -> None:
@@ -131,7 +133,7 @@ async def test_a_server_that_says_nothing_of_itself_is_asked_to_continue_by_inst
     assert sent.body["messages"] == [
         {"role": "user", "content": "A poem?"},
         {"role": "assistant", "content": "Roses are"},
-        {"role": "user", "content": CONTINUE_INSTRUCTION},
+        {"role": "user", "content": GO_ON},
     ]
     assert "Roses are " + "".join(texts(events)) == "Roses are red."
     assert [g.path for g in server.gets] == ["/v1/models", "/props"]  # Asked what it is.
@@ -213,7 +215,7 @@ async def test_continue_with_forces_either_way(
     assert last == (
         {"role": "assistant", "content": "Roses are"}
         if prefilled
-        else {"role": "user", "content": CONTINUE_INSTRUCTION}
+        else {"role": "user", "content": GO_ON}
     )
     assert "continue_final_message" not in sent.body  # Only vLLM is told, and only to prefill.
     await provider.close()
@@ -243,7 +245,7 @@ async def test_only_the_models_own_entry_says_which_server_answers_it(
 
     (sent,) = server.requests
     assert sent.refused is None, sent.refused
-    assert sent.body["messages"][-1] == {"role": "user", "content": CONTINUE_INSTRUCTION}
+    assert sent.body["messages"][-1] == {"role": "user", "content": GO_ON}
     assert texts(events) == ["red."]
     await provider.close()
 
@@ -264,7 +266,7 @@ async def test_a_server_that_refuses_the_prefill_fields_is_asked_by_instruction_
     assert len(asked) == 2
     for sent in asked:
         assert sent.refused is None, sent.refused
-        assert sent.body["messages"][-1] == {"role": "user", "content": CONTINUE_INSTRUCTION}
+        assert sent.body["messages"][-1] == {"role": "user", "content": GO_ON}
     assert texts(first) == ["red."] and texts(second) == ["blue."]
     await provider.close()
 
@@ -315,7 +317,7 @@ async def test_a_server_that_never_says_what_it_is_holds_a_continue_no_longer_th
     events = await asyncio.wait_for(asking, WAIT)
 
     (sent,) = server.requests
-    assert sent.body["messages"][-1] == {"role": "user", "content": CONTINUE_INSTRUCTION}
+    assert sent.body["messages"][-1] == {"role": "user", "content": GO_ON}
     assert texts(events) == ["red."]
     opened.set()
     await provider.close()

@@ -22,11 +22,14 @@ import pytest
 
 from chatui.history import KEPT_REPLY_NOTE, ChatMessage, build_history
 from chatui.messages import ModelResponse, ResponseState, TextPart, ToolCallPart, UserPrompt
-from chatui.providers.base import RetryWait, TextDelta, ToolCallDelta
-from chatui.providers.remote import CONTINUE_INSTRUCTION
+from chatui.providers.base import RetryWait, TextDelta, ThinkingDelta, ToolCallDelta, ToolCallStart
+from chatui.providers.remote import continue_instruction, repeat_tail
 from chatui.store import Store
+from chatui.turn_kinds import Continue
 from chatui.widgets.chat_message import AssistantMessage, ErrorNotice
 from chatui.widgets.status_bar import StatusBar
+from tests.support import anthropic_wire as aw
+from tests.support import openai_wire as ow
 from tests.support.app import make_app, send, settled, wait_until
 from tests.support.clocks import LoopClock
 from tests.support.remote import (
@@ -472,7 +475,7 @@ async def test_continuing_sends_the_partial_without_trailing_whitespace_and_stre
     assert system == "Be brief." and messages[0] == wire.user("A poem?")
     if wire.continues_by == "instruction":
         *messages, instruction = messages
-        assert instruction == wire.user(CONTINUE_INSTRUCTION)
+        assert instruction == wire.user(continue_instruction(partial.rstrip()))
     assert len(messages) == 2 and messages[-1]["role"] == "assistant"
     assert wire.text_of(messages[-1]) == partial.rstrip()
     assert partial + "".join(texts(events)) == whole  # Nothing lost or doubled at the seam.
@@ -492,6 +495,192 @@ async def test_continuing_a_reply_of_only_whitespace_asks_for_a_reply_as_usual(
     assert sent.refused is None, sent.refused
     assert wire.prompt_of(sent.body)[1] == [wire.user("Hi?")]
     assert texts(events) == ["Hello."]  # Its "\n" repeated the partial's: dropped.
+    await provider.close()
+
+
+# Continuing by instruction: the model says the partial's last words again, then goes on
+
+INSTRUCTED = {"continue_with": "instruction"}
+
+
+def _cut_after(partial: str) -> list[ChatMessage]:
+    """A conversation whose reply was cut short after `partial`."""
+    return [ChatMessage("user", "A poem?"), ChatMessage("assistant", partial)]
+
+
+def test_the_words_to_say_again_are_the_last_line_s_last_five_words_within_40_characters() -> None:
+    assert repeat_tail("A poem.\nOne two three four five six seven") == "three four five six seven"
+    assert repeat_tail("Roses are") == "Roses are"
+    assert repeat_tail("x\nsupercalifragilistic expialidocious, truly") == "expialidocious, truly"
+    url = "https://example.com/" + "a" * 60
+    assert repeat_tail(f"See {url}") == url[-40:]  # A word longer than that: its end.
+    assert repeat_tail("我喜欢吃饭") == "我喜欢吃饭"
+
+
+async def test_an_instructed_continue_names_the_last_words_to_say_again(
+    wire: Wire, server: WireServer
+) -> None:
+    server.play(wire.reply(" eight."))
+    provider = wire.provider(server.base_url, **INSTRUCTED)
+
+    await request(
+        provider, _cut_after("A poem.\nOne two three four five six seven "), continuing=True
+    )
+
+    (sent,) = server.requests
+    assert sent.refused is None, sent.refused
+    *_before, partial, instruction = wire.prompt_of(sent.body)[1]
+    assert wire.text_of(partial) == "A poem.\nOne two three four five six seven"
+    said = wire.text_of(instruction)
+    assert '"three four five six seven"' in said and "Begin by writing its last words" in said
+    assert instruction == wire.user(continue_instruction("three four five six seven"))
+    await provider.close()
+
+
+REPEATS: dict[str, tuple[str, list[str], str]] = {
+    "exactly": ("Roses are", ["Roses are", " red."], "Roses are red."),
+    "after-a-space": ("Roses are", [" Roses are red."], "Roses are red."),
+    "after-a-newline": ("Roses are", ["\nRoses are red."], "Roses are red."),
+    "the-last-word-only": ("Roses are", ["are red."], "Roses are red."),
+    "after-a-partial-ending-in-a-space": ("Roses are ", ["Roses are", " red."], "Roses are red."),
+    "more-than-asked": (
+        "A poem.\nOne two three four five six seven",
+        ["One two three four five six seven", " eight."],
+        "A poem.\nOne two three four five six seven eight.",
+    ),
+    "in-one-character-pieces": ("Roses are", list(" Roses are red."), "Roses are red."),
+}
+"""A partial, a continuation that begins with its last words again, and the one reply."""
+
+
+@pytest.mark.parametrize(("partial", "pieces", "whole"), REPEATS.values(), ids=REPEATS.keys())
+async def test_an_instructed_continue_drops_the_last_words_the_model_says_again(
+    wire: Wire, server: WireServer, partial: str, pieces: list[str], whole: str
+) -> None:
+    server.play(wire.reply(*pieces))
+    provider = wire.provider(server.base_url, **INSTRUCTED)
+
+    events = await request(provider, _cut_after(partial), continuing=True)
+
+    assert server.requests[0].refused is None, server.requests[0].refused
+    assert partial + "".join(texts(events)) == whole  # Nothing doubled, nothing lost.
+    await provider.close()
+
+
+CUT_WORDS: dict[str, tuple[str, list[str], str]] = {
+    "started-again": ("Fresh bre", ["bread", " today."], "Fresh bread today."),
+    "started-again-after-a-space": ("Fresh bre", [" bread today."], "Fresh bread today."),
+    "with-the-words-before-it": ("Fresh bre", ["Fresh bread today."], "Fresh bread today."),
+    "in-one-character-pieces": ("Fresh bre", list("bread today."), "Fresh bread today."),
+    "a-number-not-repeated": ("It was 19", ["84."], "It was 1984."),
+}
+"""A partial cut in the middle of a word, its continuation, and the one reply."""
+
+
+@pytest.mark.parametrize(("partial", "pieces", "whole"), CUT_WORDS.values(), ids=CUT_WORDS.keys())
+async def test_an_instructed_continue_joins_a_word_cut_in_the_middle_into_one(
+    wire: Wire, server: WireServer, partial: str, pieces: list[str], whole: str
+) -> None:
+    server.play(wire.reply(*pieces))
+    provider = wire.provider(server.base_url, **INSTRUCTED)
+
+    events = await request(provider, _cut_after(partial), continuing=True)
+
+    assert partial + "".join(texts(events)) == whole
+    await provider.close()
+
+
+NO_REPEAT: dict[str, tuple[str, list[str], str]] = {
+    "a-new-word": ("Roses are", ["red."], "Roses are red."),
+    "a-new-word-that-begins-like-the-last": ("Roses are", list("arrows."), "Roses are arrows."),
+    "after-trailing-whitespace": ("Roses are ", ["red."], "Roses are red."),
+    "punctuation": ("Roses are red", [", and blue."], "Roses are red, and blue."),
+    "a-script-without-spaces": ("我喜欢", ["吃饭。"], "我喜欢吃饭。"),
+}
+"""A partial, a continuation that does not say its last words again, and the one reply."""
+
+
+@pytest.mark.parametrize(("partial", "pieces", "whole"), NO_REPEAT.values(), ids=NO_REPEAT.keys())
+async def test_an_instructed_continue_that_repeats_nothing_gets_one_space_between_two_words(
+    wire: Wire, server: WireServer, partial: str, pieces: list[str], whole: str
+) -> None:
+    server.play(wire.reply(*pieces))
+    provider = wire.provider(server.base_url, **INSTRUCTED)
+
+    events = await request(provider, _cut_after(partial), continuing=True)
+
+    assert partial + "".join(texts(events)) == whole
+    await provider.close()
+
+
+def _ended_in_a_repeat(wire: Wire, how: str) -> list[Step]:
+    """A continuation that is the partial's last words again and nothing new, then `how`."""
+    if how == "a-tool-call":
+        call = wire.call(0, "call_1", "read_file", '{"path": "a"}')
+        return [*wire.opening("Roses are"), *call, *wire.ending("tool_calls")]
+    return [*wire.opening("Roses a"), *wire.ending("stop")]  # Cut short: nothing new.
+
+
+@pytest.mark.parametrize("how", ["a-tool-call", "the-end"])
+async def test_a_repeat_that_ends_at_a_tool_call_or_the_reply_s_end_adds_nothing(
+    wire: Wire, server: WireServer, how: str
+) -> None:
+    server.play(_ended_in_a_repeat(wire, how))
+    provider = wire.provider(server.base_url, **INSTRUCTED)
+
+    events = await request(provider, _cut_after("Roses are"), continuing=True)
+
+    assert texts(events) == []
+    calls = [event for event in events if isinstance(event, ToolCallStart)]
+    assert [call.name for call in calls] == (["read_file"] if how == "a-tool-call" else [])
+    await provider.close()
+
+
+def _reasoning(wire: Wire, text: str) -> list[Step]:
+    """Reasoning after the text so far: it passes the seam at once, so the test sees it came."""
+    if wire.name == "openai":
+        return ow.reasoning(text)
+    return aw.thinking_block(1, text, stop=False)
+
+
+async def test_a_stop_while_the_repeated_words_are_held_back_keeps_the_partial_once(
+    wire: Wire, server: WireServer, store: Store
+) -> None:
+    """The start of a continuation that may be the repeat asked for is held back until it can
+    be told apart: a stop then drops it (it only ever said the partial's words again), so the
+    store and what was shown both read the partial, once."""
+    held = threading.Event()
+    server.play(
+        [*wire.opening("Roses ", "are", cut=True), Gate(held), *wire.rest("never sent")],
+        [*wire.opening("Roses", " ar", cut=True), *_reasoning(wire, "Hm."), STALL],
+    )
+    provider = wire.provider(server.base_url, **INSTRUCTED)
+    turn, sink = make_turn(store, provider, settings=settings(), prompt="A poem?")
+    task = asyncio.create_task(turn.run())
+    await when(lambda: len(sink.texts) == 2)
+    turn.cancel()
+    assert (await task).state is ResponseState.INTERRUPTED
+    stopped = stored(store, turn)[-1]
+    assert stopped.text == "Roses are"
+
+    again, shown = make_turn(
+        store,
+        provider,
+        conversation=turn.conversation,
+        settings=settings(),
+        prompt=Continue(stopped),
+    )
+    running = asyncio.create_task(again.run())
+    await when(lambda: any(isinstance(e.payload, ThinkingDelta) for e in shown.events))
+    again.cancel()
+
+    assert (await running).state is ResponseState.INTERRUPTED
+    await disconnected(server, 2)
+    assert shown.texts == []  # Nothing of the repeat was shown...
+    for conversation in (again.conversation, store.load_conversation(turn.conversation.id)):
+        (_prompt, reply) = conversation.items
+        assert isinstance(reply, ModelResponse)
+        assert reply.text == "Roses are"  # ...nor stored: the partial, once.
     await provider.close()
 
 

@@ -89,7 +89,7 @@ class AnthropicProvider(remote.RemoteProvider):
             )
         return None
 
-    async def _continue(self, request: ModelRequest) -> tuple[list[ChatMessage], str]:
+    async def _continue(self, request: ModelRequest) -> tuple[list[ChatMessage], remote.Seam]:
         setting = self.config.continue_with
         auto = setting == "auto" and not self.prefill_refused
         prefill = (setting == "prefill" or auto) and not self.config.thinking_budget

@@ -141,7 +141,7 @@ class OpenAIProvider(remote.RemoteProvider):
             self._served, self.server_context_window = answer, answer.window
         return self._served
 
-    async def _continue(self, request: ModelRequest) -> tuple[list[ChatMessage], str]:
+    async def _continue(self, request: ModelRequest) -> tuple[list[ChatMessage], remote.Seam]:
         setting = self.config.continue_with
         asks = setting == "instruction" or (setting == "auto" and self.prefill_refused)
         kind = "unknown" if asks else (await self._server()).kind

@@ -20,21 +20,47 @@ sentence, never a Python exception (`unreadable_text` is the last resort).
 model's own reply, cut short). A provider either *prefills*: sends the partial
 as the final assistant message, which the API or server continues; or sends
 an *instruction*: the partial, then a short user message asking the model to
-go on exactly where it stopped (`CONTINUE_INSTRUCTION`). Either way the
+go on exactly where it stopped (`continue_instruction`). Either way the
 partial goes without its trailing whitespace (Anthropic refuses a prefill that
 ends in whitespace, templates trim it, and a lone trailing space is a token a
-model rarely saw), and the stream carries only the new text. The seam rule
-keeps the stored text (partial, then continuation) from doubling that
-whitespace: the continuation's first characters, as far as they repeat the
-whitespace the partial ends with, are dropped (`Seam`). "Roses are " then
-" red" reads "Roses are red"; "One.\n\n" then "\n\nTwo" reads
-"One.\n\nTwo"; "One.\n" then "\n\nTwo" reads "One.\n\nTwo". Nothing the
-user has seen is ever taken back. A server may refuse a prefill all the same
-(Claude 4.6 and later models take none; a gateway in front of vLLM may refuse
-its fields): with `continue_with = "auto"`, a refusal that names the prefill
-(`PREFILL_REFUSALS`, a 400 before anything of the reply came) is sent again at
-once by instruction, and that provider asks by instruction from then on
-(`prefill_refused`).
+model rarely saw), and the stream carries only the new text. The `Seam` keeps
+the stored text (partial, then continuation) whole, and never takes back what
+it let through:
+
+- Whitespace: the continuation's first characters, as far as they repeat the
+  whitespace the partial ends with, are dropped. "Roses are " then " red"
+  reads "Roses are red"; "One.\n\n" then "\n\nTwo" reads "One.\n\nTwo";
+  "One.\n" then "\n\nTwo" reads "One.\n\nTwo".
+- By instruction, the model begins a new message, and such a message rarely
+  starts with a space: "Roses are" then "red." would read "Roses arered.", and
+  a word cut in the middle ("bre") is as often started again ("bread") as
+  finished ("ad"). So the instruction names the partial's last words
+  (`repeat_tail`: its last line's last five words, at most 40 characters) and
+  asks the model to begin by writing them again. The continuation's start is
+  held back while it may still be that repeat (past its leading whitespace,
+  it is the beginning of one of the partial's last line's endings that start
+  a word); then the longest such ending it begins with is dropped: "Roses
+  are" then " Roses are red." reads "Roses are red.", and "Fresh bre" then
+  "bread" reads "Fresh bread".
+- A continuation that repeats nothing gets one space after a partial that
+  ends in a letter or digit, when it starts with one ("Roses are" then "red."
+  reads "Roses are red."), except where the cut is evident or a script puts no
+  space between words: a number cut in two ("19" then "84"), and characters
+  of scripts written without spaces (Chinese, Japanese). A word cut in the
+  middle is not evident from its letters ("are" or "bre"): the repeat is what
+  joins it. (A model that repeats nothing but begins with the partial's last
+  letters, "are" then "arena", is read as one that repeats them.)
+- Text held back while it may be the repeat is, past its leading whitespace,
+  only the partial's own words again. So when the text ends before it can be
+  told apart (a tool call, the reply's end), those words are dropped and the
+  whitespace alone goes on; a stop or an error drops all of it. Nothing new
+  is lost, and the store and the screen agree: neither ever had it.
+
+A server may refuse a prefill all the same (Claude 4.6 and later models take
+none; a gateway in front of vLLM may refuse its fields): with `continue_with =
+"auto"`, a refusal that names the prefill (`PREFILL_REFUSALS`, a 400 before
+anything of the reply came) is sent again at once by instruction, and that
+provider asks by instruction from then on (`prefill_refused`).
 
 **Closing for real.** `create_then_close` runs the SDK's `create()` in a task
 of its own, so a stop that lands just as `create()` returns cannot lose the
@@ -49,8 +75,10 @@ import contextlib
 import dataclasses
 import email.utils
 import json
+import re
 import socket
 import time
+import unicodedata
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing, asynccontextmanager
 from typing import Any, Protocol, TypeVar
@@ -63,8 +91,12 @@ from chatui.providers.base import (
     ProviderError,
     ProviderLifecycle,
     RetryWait,
+    StreamEnd,
     StreamEvent,
     TextDelta,
+    ToolCallDelta,
+    ToolCallEnd,
+    ToolCallStart,
 )
 from chatui.providers.overflow import as_overflow
 
@@ -84,44 +116,162 @@ PREFILL_REFUSALS = (
 """Words of a refusal (400) of a prefilled request that say it is the prefill refused."""
 CONTINUE_INSTRUCTION = (
     "[Your reply above was cut off. Continue it exactly where it stopped, even in the "
-    "middle of a word or a sentence: write only the text that comes next, without "
-    "repeating any of it and without saying that you continue.]"
+    "middle of a word or a sentence. Begin by writing its last words again, exactly as "
+    'they are: "{tail}", then go straight on with what comes next, without saying that '
+    "you continue.]"
 )
+"""The request to go on (`continue_instruction`); `{tail}` is the partial's last words."""
+TAIL_WORDS = 5  # The most words the model is asked to say again...
+TAIL_CHARS = 40  # ...and the most characters.
+REPEAT_WINDOW = 200  # How far back in the partial's last line a repeat may begin.
 
 
-def continued(messages: list[ChatMessage], *, prefill: bool) -> tuple[list[ChatMessage], str]:
+def continue_instruction(tail: str) -> str:
+    """The request to go on from a partial that ends with `tail`, beginning with it again."""
+    return CONTINUE_INSTRUCTION.format(tail=tail)
+
+
+def repeat_tail(text: str) -> str:
+    """The last words of `text` (no trailing whitespace) the model is asked to say again.
+
+    Its last line's last `TAIL_WORDS` words, as far as they fit in
+    `TAIL_CHARS`; a last word longer than that (a URL, say) is cut to its end.
+    """
+    line = text[text.rfind("\n") + 1 :]
+    words = [match.start() for match in re.finditer(r"\S+", line[-REPEAT_WINDOW:])]
+    offset = max(0, len(line) - REPEAT_WINDOW)
+    start = next(
+        (offset + w for w in words[-TAIL_WORDS:] if len(line) - offset - w <= TAIL_CHARS), None
+    )
+    return line[start:] if start is not None else line[-TAIL_CHARS:]
+
+
+def continued(messages: list[ChatMessage], *, prefill: bool) -> tuple[list[ChatMessage], Seam]:
     """The messages that make the model go on from the partial (the last message), and the seam.
 
-    The seam is the whitespace the partial ends with, which it is sent
-    without (see the module docstring). A partial with nothing but whitespace
-    leaves nothing to go on from: the model is asked for a reply as usual
-    (and so is it when the last message is not the model's).
+    The partial is sent without its trailing whitespace (see the module
+    docstring). A partial with nothing but whitespace leaves nothing to go on
+    from: the model is asked for a reply as usual (and so is it when the last
+    message is not the model's).
     """
     if not messages or messages[-1].role != "assistant":
-        return messages, ""
+        return messages, Seam()
     *before, last = messages
     text = last.content.rstrip()
-    seam = last.content[len(text) :]
+    whitespace = last.content[len(text) :]
     if not text:
-        return before, seam
+        return before, Seam(whitespace)
     partial = ChatMessage("assistant", text)
     if prefill:
-        return [*before, partial], seam
-    return [*before, partial, ChatMessage("user", CONTINUE_INSTRUCTION)], seam
+        return [*before, partial], Seam(whitespace)
+    tail = repeat_tail(text)
+    asked = ChatMessage("user", continue_instruction(tail))
+    return [*before, partial, asked], Seam(whitespace, partial=text, tail=tail)
 
 
 class PrefillRefused(ProviderError):
     """The server refused a prefill before anything of the reply came: ask by instruction."""
 
 
+def _unspaced(char: str) -> bool:
+    """A character of a script written without spaces between words (Chinese, Japanese)."""
+    return unicodedata.east_asian_width(char) in ("W", "F")
+
+
+def _word_start(line: str, i: int) -> bool:
+    """Whether a word (or a piece of punctuation before one) starts at `line[i]`."""
+    char = line[i]
+    if char.isspace():
+        return False
+    if i == 0:
+        return True
+    before = line[i - 1]
+    return (
+        before.isspace()
+        or (char.isalnum() and not before.isalnum())
+        or _unspaced(char)
+        or _unspaced(before)
+    )
+
+
+def _repeats(partial: str, tail: str) -> list[str]:
+    """What the model may say again of `partial`, longest first: the endings of its last line
+    that start a word (within `REPEAT_WINDOW`), and the `tail` it was asked for."""
+    line = partial[partial.rfind("\n") + 1 :]
+    first = max(0, len(line) - REPEAT_WINDOW)
+    endings = {line[i:] for i in range(first, len(line)) if _word_start(line, i)}
+    return sorted(endings | {tail}, key=len, reverse=True)
+
+
+def _spaced(before: str, after: str) -> bool:
+    """Whether one space goes between `before` and `after`, which repeats none of it.
+
+    Yes between a letter or digit and another, unless the cut is evident (a
+    number in two: digits on both sides) or the script puts no space there.
+    """
+    last, first = before[-1:], after[:1]
+    if not (last.isalnum() and first.isalnum()):
+        return False
+    if last.isdigit() and first.isdigit():
+        return False
+    return not (_unspaced(last) or _unspaced(first))
+
+
 class Seam:
-    """Drops a continuation's first characters as far as they repeat the partial's end."""
+    """Where the partial ends and its continuation begins: what of the continuation is new.
 
-    def __init__(self, whitespace: str) -> None:
-        self._pending = whitespace  # What the continuation may still repeat.
+    `whitespace` is what the partial ends with (it was sent without it). With
+    a `tail`, the model was asked by instruction to say the partial's last
+    words again: the continuation's start is held back until it can be told
+    whether it does (see the module docstring).
+    """
 
-    def text(self, text: str) -> str:
-        """A piece of the continuation's text, without what repeats the seam."""
+    def __init__(self, whitespace: str = "", *, partial: str = "", tail: str = "") -> None:
+        self._whitespace = whitespace
+        self._pending = whitespace  # What the continuation may still repeat of it.
+        self._partial = partial
+        self._repeats = _repeats(partial, tail) if tail else []
+        self._held: str | None = "" if tail else None  # None: nothing is held any more.
+
+    def event(self, event: StreamEvent) -> list[StreamEvent]:
+        """What of `event` is shown: its text past the seam, or the event itself.
+
+        What is still held is released ahead of a tool call and of the end.
+        """
+        if self._held is None and not self._pending:  # The seam is behind: as it came.
+            return [event]
+        if isinstance(event, TextDelta):
+            text = self._text(event.text)
+            return [TextDelta(text)] if text else []
+        if isinstance(event, ToolCallStart | ToolCallDelta | ToolCallEnd | StreamEnd):
+            text = self._release()
+            return [TextDelta(text), event] if text else [event]
+        return [event]
+
+    def _text(self, text: str) -> str:
+        """What of a piece of the continuation's text is shown now."""
+        if self._held is None:
+            return self._past_whitespace(text)
+        held = self._held + text
+        said = held.lstrip()
+        if any(len(repeat) >= len(said) and repeat.startswith(said) for repeat in self._repeats):
+            self._held = held  # It may still be the repeat asked for (or more of it).
+            return ""
+        self._held = None
+        if repeat := next((r for r in self._repeats if said.startswith(r)), ""):
+            return self._past_whitespace(said[len(repeat) :])
+        text = self._past_whitespace(held)
+        return f" {text}" if not self._whitespace and _spaced(self._partial, text) else text
+
+    def _release(self) -> str:
+        """The continuation's text ended: the held whitespace goes on, the words repeated not."""
+        held, self._held = self._held, None
+        if not held or held.strip():
+            return ""
+        return self._past_whitespace(held)
+
+    def _past_whitespace(self, text: str) -> str:
+        """`text`, without its first characters as far as they repeat the partial's whitespace."""
         pending = self._pending
         n = 0
         while n < len(text) and n < len(pending) and text[n] == pending[n]:
@@ -129,13 +279,6 @@ class Seam:
         # All of the piece repeated the seam: more may still. Otherwise the seam is behind.
         self._pending = pending[n:] if n == len(text) else ""
         return text[n:]
-
-    def event(self, event: StreamEvent) -> StreamEvent | None:
-        """`event`, its text passed through `text` (None: nothing of it is left)."""
-        if not self._pending or not isinstance(event, TextDelta):
-            return event
-        text = self.text(event.text)
-        return TextDelta(text) if text else None
 
 
 class Closable(Protocol):
@@ -502,7 +645,7 @@ class RemoteProvider(ProviderLifecycle):
     def _explain(self, error: BaseException) -> ProviderError:
         raise NotImplementedError
 
-    async def _continue(self, request: ModelRequest) -> tuple[list[ChatMessage], str]:
+    async def _continue(self, request: ModelRequest) -> tuple[list[ChatMessage], Seam]:
         """The messages sent to continue the partial, and its seam: by instruction, unless
         a subclass knows its API continues a final assistant message."""
         return continued(request.messages, prefill=False)
@@ -553,23 +696,22 @@ class RemoteProvider(ProviderLifecycle):
             raise ProviderError(why)
         if self._client is None:
             self._client = self._make_client()
-        sent, seam, prefilled = request, Seam(""), False
+        sent, seam, prefilled = request, Seam(), False
         if request.continuing:
-            messages, whitespace = await self._continue(request)
+            messages, seam = await self._continue(request)
             prefilled = bool(messages) and messages[-1].role == "assistant" and self._falls_back()
-            sent, seam = dataclasses.replace(request, messages=messages), Seam(whitespace)
+            sent = dataclasses.replace(request, messages=messages)
         while True:  # Twice at most: `PrefillRefused` comes only of a prefill.
             try:
                 async with aclosing(self._attempts(sent, prefilled=prefilled)) as events:
                     async for event in events:
-                        if (shown := seam.event(event)) is not None:
+                        for shown in seam.event(event):
                             yield shown
                 return
             except PrefillRefused:  # Nothing of the reply came: the same request, by instruction.
                 self.prefill_refused = True
-                messages, whitespace = continued(request.messages, prefill=False)
-                sent, seam = dataclasses.replace(request, messages=messages), Seam(whitespace)
-                prefilled = False
+                messages, seam = continued(request.messages, prefill=False)
+                sent, prefilled = dataclasses.replace(request, messages=messages), False
 
     def _attempts(
         self, request: ModelRequest, *, prefilled: bool = False
