@@ -31,23 +31,33 @@ from chatui.messages import (
     item_to_dict,
 )
 from chatui.providers.base import StreamEnd, TextDelta, ToolCallDelta
+from chatui.providers.local.llama_engine import GenerationJob
 from chatui.providers.local.provider import LocalProvider
 from chatui.providers.remote import continue_instruction
 from chatui.session import Session
 from chatui.store import Store
-from chatui.turn import ResponseStarted, TurnEvent, TurnSettings
+from chatui.turn import ResponseStarted, Turn, TurnEvent, TurnOutcome, TurnSettings
 from chatui.turn_kinds import (
     Continue,
     NewPrompt,
     Retry,
+    TurnAsk,
     continuable,
     exchange_versions,
     retryable,
     shown_version,
 )
 from tests.support.clocks import FakeClock
-from tests.support.local import hold_after_the_reply_token, local_config
-from tests.support.remote import WAIT, Wire, disconnected, settings, when
+from tests.support.local import hold_after_the_reply_token, local_config, reference_reply
+from tests.support.remote import (
+    WAIT,
+    Wire,
+    continue_turn,
+    disconnected,
+    run_and_stop_when,
+    settings,
+    when,
+)
 from tests.support.scripted import (
     RAISE,
     STALL,
@@ -57,7 +67,7 @@ from tests.support.scripted import (
     tool_call,
     words,
 )
-from tests.support.turns import BRIEF, RecordingTools, Sink, make_turn, run_turn, stored
+from tests.support.turns import BRIEF, RecordingTools, Sink, make_turn, stored
 from tests.support.wire import STALL as WIRE_STALL
 from tests.support.wire import Gate as WireGate
 from tests.support.wire import WireServer
@@ -121,6 +131,21 @@ async def stopped_at(
     return turn.conversation
 
 
+STOPPED_EARLY = ["before the request", "before its first token"]
+
+
+async def run_stopped_early(turn: Turn, when_stopped: str, gate: Gate) -> TurnOutcome:
+    """Run `turn`, stopped (Esc) `when_stopped`: before it sends its request, or once its
+    request waits at `gate`, before the reply's first token."""
+    if when_stopped == "before the request":
+        turn.cancel()
+        return await turn.run()
+    task = asyncio.create_task(turn.run())
+    await asyncio.wait_for(gate.reached.wait(), WAIT)
+    turn.cancel()
+    return await task
+
+
 # Continue: one reply, the partial then what follows it
 
 
@@ -138,22 +163,13 @@ async def test_a_continue_sends_the_partial_and_the_reply_stays_one_with_nothing
     )
     provider = wire.provider(server.base_url, continue_with=continue_with)
     turn, sink = make_turn(store, provider, settings=settings(), prompt="A poem?")
-    task = asyncio.create_task(turn.run())
-    await when(lambda: len(sink.texts) == 2)
-    turn.cancel()
-    assert (await task).state is ResponseState.INTERRUPTED
+    await run_and_stop_when(turn, lambda: len(sink.texts) == 2)
     await disconnected(server)
     stopped = reply_of(turn.conversation)
     assert continuable(turn.conversation) is stopped
     output_before = stopped.usage.output_tokens
 
-    again, shown = make_turn(
-        store,
-        provider,
-        conversation=turn.conversation,
-        settings=settings(),
-        prompt=Continue(stopped),
-    )
+    again, shown = continue_turn(store, provider, turn, stopped)
     outcome = await again.run()
 
     assert outcome.state is ResponseState.COMPLETE, outcome.error
@@ -194,22 +210,14 @@ async def test_a_continue_after_a_stop_inside_a_call_drops_it_and_resumes_from_t
     provider = wire.provider(server.base_url)
     tools = RecordingTools()
     turn, sink = make_turn(store, provider, settings=settings(), tools=tools)
-    task = asyncio.create_task(turn.run())
-    await when(lambda: sum(isinstance(e.payload, ToolCallDelta) for e in sink.events) == 2)
-    turn.cancel()
-    assert (await task).state is ResponseState.INTERRUPTED
+    await run_and_stop_when(
+        turn, lambda: sum(isinstance(e.payload, ToolCallDelta) for e in sink.events) == 2
+    )
     await disconnected(server)
     stopped = reply_of(turn.conversation)
     assert [call.complete for call in stopped.tool_calls] == [False]
 
-    again, _ = make_turn(
-        store,
-        provider,
-        conversation=turn.conversation,
-        settings=settings(),
-        tools=tools,
-        prompt=Continue(stopped),
-    )
+    again, _ = continue_turn(store, provider, turn, stopped, tools=tools)
     outcome = await again.run()
 
     assert outcome.state is ResponseState.COMPLETE, outcome.error
@@ -262,7 +270,7 @@ async def test_a_reply_continued_twice_is_still_one_and_esc_during_a_continue_ke
     assert len(store.load_conversation(conversation.id).all_items()) == 2
 
 
-@pytest.mark.parametrize("when_stopped", ["before the request", "before its first token"])
+@pytest.mark.parametrize("when_stopped", STOPPED_EARLY)
 async def test_a_continue_stopped_before_anything_new_leaves_the_reply_exactly_as_it_was(
     store: Store, when_stopped: str
 ) -> None:
@@ -276,14 +284,7 @@ async def test_a_continue_stopped_before_anything_new_leaves_the_reply_exactly_a
     before, stored_before = item_to_dict(reply), rows(store, conversation.id)
 
     turn, _ = make_turn(store, provider, conversation=conversation, prompt=Continue(reply))
-    if when_stopped == "before the request":
-        turn.cancel()
-        outcome = await turn.run()
-    else:
-        task = asyncio.create_task(turn.run())
-        await asyncio.wait_for(gate.reached.wait(), WAIT)
-        turn.cancel()
-        outcome = await task
+    outcome = await run_stopped_early(turn, when_stopped, gate)
 
     assert outcome.state is ResponseState.INTERRUPTED
     assert item_to_dict(reply) == before  # State, continued count, parts, usage, timings.
@@ -501,7 +502,7 @@ async def test_retrying_a_prompt_that_has_no_reply_answers_it(store: Store) -> N
     assert shown_version(conversation, prompt) == (1, 1)
 
 
-@pytest.mark.parametrize("when_stopped", ["before the request", "before its first token"])
+@pytest.mark.parametrize("when_stopped", STOPPED_EARLY)
 async def test_a_retry_stopped_before_any_reply_leaves_the_old_one_shown(
     store: Store, when_stopped: str
 ) -> None:
@@ -514,14 +515,7 @@ async def test_a_retry_stopped_before_any_reply_leaves_the_old_one_shown(
     stored_before = rows(store, conversation.id)
 
     turn, _ = make_turn(store, provider, conversation=conversation, prompt=Retry(prompt))
-    if when_stopped == "before the request":
-        turn.cancel()
-        outcome = await turn.run()
-    else:
-        task = asyncio.create_task(turn.run())
-        await asyncio.wait_for(gate.reached.wait(), WAIT)
-        turn.cancel()
-        outcome = await task
+    outcome = await run_stopped_early(turn, when_stopped, gate)
 
     assert outcome.state is ResponseState.INTERRUPTED
     assert conversation.items == [prompt, old]
@@ -662,15 +656,13 @@ async def test_a_kept_interrupted_reply_reaches_the_api_through_the_turn(
     conversation = store.create_conversation()
     sink = Sink()
     turn = sink.turn = session.new_turn(conversation, "Read a.", observer=sink)
-    task = asyncio.create_task(turn.run())
     deltas = 2 if cut_call else 0
-    await when(
+    await run_and_stop_when(
+        turn,
         lambda: (
             sink.texts and sum(isinstance(e.payload, ToolCallDelta) for e in sink.events) == deltas
-        )
+        ),
     )
-    turn.cancel()
-    assert (await task).state is ResponseState.INTERRUPTED
     await disconnected(server)
 
     turn = session.new_turn(conversation, "Never mind.", observer=Sink())
@@ -777,6 +769,9 @@ async def local(tiny_model: Path, tmp_path: Path) -> AsyncIterator[LocalProvider
     await provider.close()
 
 
+RIVER = "Tell me about the river."
+
+
 async def stopped_between_tokens(
     store: Store, provider: LocalProvider, conversation: Conversation, ask: str | Continue, at: int
 ) -> None:
@@ -791,11 +786,24 @@ async def stopped_between_tokens(
     assert provider.last_job is not None and provider.last_job.stopped == "between tokens"
 
 
+async def run_local_turn(
+    store: Store, provider: LocalProvider, conversation: Conversation, ask: TurnAsk, tokens: int
+) -> tuple[TurnOutcome, Sink, GenerationJob | None]:
+    """A turn of `ask` run to its end, its reply `tokens` tokens at most.
+
+    Returns its outcome, what it showed, and the engine's job for its (last) request.
+    """
+    provider.config.max_tokens = tokens
+    turn, sink = make_turn(store, provider, conversation=conversation, settings=BRIEF, prompt=ask)
+    outcome = await turn.run()
+    return outcome, sink, provider.last_job
+
+
 async def test_a_local_reply_stopped_and_continued_twice_is_one_reply_read_once(
     local: LocalProvider, tiny_model: Path, store: Store
 ) -> None:
     conversation = store.create_conversation()
-    await stopped_between_tokens(store, local, conversation, "Tell me about the river.", at=6)
+    await stopped_between_tokens(store, local, conversation, RIVER, at=6)
     reply = reply_of(conversation)
     first = reply.text
 
@@ -805,19 +813,8 @@ async def test_a_local_reply_stopped_and_continued_twice_is_one_reply_read_once(
     assert (reply.state, reply.continued) == (ResponseState.INTERRUPTED, 1)
     assert continuable(conversation) is reply  # Continuable again.
 
-    local.config.max_tokens = 9
-    turn, sink = make_turn(
-        store, local, conversation=conversation, settings=BRIEF, prompt=Continue(reply)
-    )
-    outcome = await turn.run()
-    job = local.last_job
-    reference = store.create_conversation()
-    fresh = LocalProvider(local_config(tiny_model, max_tokens=60), state_dir=None)
-    await fresh.prepare()
-    try:
-        await run_turn(fresh, store, reference, "Tell me about the river.")
-    finally:
-        await fresh.close()
+    outcome, sink, job = await run_local_turn(store, local, conversation, Continue(reply), 9)
+    reference = await reference_reply(tiny_model, store, RIVER, tokens=60)
 
     assert outcome.state is ResponseState.COMPLETE, outcome.error
     for continuing in (continued_job, job):
@@ -828,7 +825,7 @@ async def test_a_local_reply_stopped_and_continued_twice_is_one_reply_read_once(
     assert isinstance(whole, ModelResponse)
     assert (whole.text, whole.state, whole.continued) == (reply.text, ResponseState.COMPLETE, 2)
     assert len(whole.text) > len(second)
-    assert reply_of(reference).text.startswith(whole.text)  # Seamless, at both seams.
+    assert reference.startswith(whole.text)  # Seamless, at both seams.
 
 
 async def test_a_local_retry_after_a_stop_answers_as_a_fresh_model_would(
@@ -836,27 +833,16 @@ async def test_a_local_retry_after_a_stop_answers_as_a_fresh_model_would(
 ) -> None:
     """The stopped reply's kept tokens are rolled back: a retry is not a continue."""
     conversation = store.create_conversation()
-    await stopped_between_tokens(store, local, conversation, "Tell me about the river.", at=6)
+    await stopped_between_tokens(store, local, conversation, RIVER, at=6)
     prompt, old = conversation.items
     assert isinstance(prompt, UserPrompt)
-    local.config.max_tokens = 12
 
-    turn, _ = make_turn(
-        store, local, conversation=conversation, settings=BRIEF, prompt=Retry(prompt)
-    )
-    outcome = await turn.run()
-    job = local.last_job
-    reference = store.create_conversation()
-    fresh = LocalProvider(local_config(tiny_model, max_tokens=12), state_dir=None)
-    await fresh.prepare()
-    try:
-        await run_turn(fresh, store, reference, "Tell me about the river.")
-    finally:
-        await fresh.close()
+    outcome, _, job = await run_local_turn(store, local, conversation, Retry(prompt), 12)
+    reference = await reference_reply(tiny_model, store, RIVER, tokens=12)
 
     assert outcome.state is ResponseState.COMPLETE, outcome.error
     assert job is not None and not job.continuing and job.ahead == 0
     new = reply_of(conversation)
     assert isinstance(old, ModelResponse) and new.text.startswith(old.text)
-    assert new.text == reply_of(reference).text
+    assert new.text == reference
     assert ids(conversation.versions(new)) == [old.id, new.id]

@@ -6,8 +6,6 @@ on screen, what is stored, and what the provider was sent.
 
 from __future__ import annotations
 
-import sqlite3
-
 from textual.command import CommandList, CommandPalette
 
 from chatui.app import ChatApp
@@ -17,7 +15,15 @@ from chatui.widgets.chat_message import AssistantMessage, ReplyMarkdown, UserMes
 from chatui.widgets.composer import Composer
 from chatui.widgets.tool_call import ToolCallView
 from chatui.widgets.versions import EDIT_EARLIER, EDIT_LAST, BranchedFrom, EditBanner
-from tests.support.app import make_app, send, settled, wait_until
+from tests.support.app import (
+    conversation_rows,
+    make_app,
+    press_and_settle,
+    send,
+    settled,
+    stop_midway,
+    wait_until,
+)
 from tests.support.scripted import STALL, ScriptedProvider, tool_call, words
 
 
@@ -53,18 +59,15 @@ def sent_texts(provider: ScriptedProvider, n: int) -> list[str]:
     return [str(message.content) for message in provider.records[n].request.messages]
 
 
-async def stop_midway(pilot, app: ChatApp, provider: ScriptedProvider) -> None:
-    """Esc once the request in flight is stalled; wait for its outcome on screen."""
-    await provider.last.stalled.wait()
-    await pilot.press("escape")
-    await wait_until(pilot, settled(app))
-
-
-async def press_and_settle(pilot, app: ChatApp, key: str) -> None:
-    """A key that starts a turn; wait until that turn's outcome is on screen."""
-    before = app.chat.turn
-    await pilot.press(key)
-    await wait_until(pilot, lambda: app.chat.turn is not before and settled(app)())
+async def stop_a_reply_and_its_continue(
+    pilot, app: ChatApp, provider: ScriptedProvider, prompt: str
+) -> None:
+    """Send `prompt` and Esc midway through the reply; then Ctrl+G, and Esc midway again."""
+    await send(pilot, prompt)
+    await stop_midway(pilot, app, provider)
+    await pilot.press("ctrl+g")
+    await wait_until(pilot, lambda: len(provider.records) == 2)
+    await stop_midway(pilot, app, provider)
 
 
 # Continue
@@ -148,11 +151,7 @@ async def test_escape_during_a_continue_marks_it_interrupted_and_continuable_aga
     )
     app = make_app(store, provider)
     async with app.run_test() as pilot:
-        await send(pilot, "go")
-        await stop_midway(pilot, app, provider)
-        await pilot.press("ctrl+g")
-        await wait_until(pilot, lambda: len(provider.records) == 2)
-        await stop_midway(pilot, app, provider)
+        await stop_a_reply_and_its_continue(pilot, app, provider, "go")
 
         (view,) = replies(app)
         assert view.response.text == "First part and more"
@@ -171,11 +170,7 @@ async def test_a_continue_that_brings_nothing_leaves_the_reply_as_it_was(store: 
     provider = ScriptedProvider([*cut, STALL], [STALL])
     app = make_app(store, provider)
     async with app.run_test() as pilot:
-        await send(pilot, "look it up")
-        await stop_midway(pilot, app, provider)
-        await pilot.press("ctrl+g")
-        await wait_until(pilot, lambda: len(provider.records) == 2)
-        await stop_midway(pilot, app, provider)
+        await stop_a_reply_and_its_continue(pilot, app, provider, "look it up")
 
         (view,) = replies(app)
         assert view.response.continued == 0
@@ -269,18 +264,22 @@ async def test_versions_and_the_one_shown_survive_a_restart(store: Store) -> Non
 # Edit
 
 
+async def edit_hello_over_a_draft(pilot, app: ChatApp) -> None:
+    """Send "hello"; once answered, type "my draft", then Ctrl+E: "hello" is back to edit."""
+    await send(pilot, "hello")
+    await wait_until(pilot, settled(app))
+    composer(app).text = "my draft"
+    await pilot.press("ctrl+e")
+    assert composer(app).text == "hello"
+
+
 async def test_editing_the_last_prompt_sends_a_new_version_and_gives_the_draft_back(
     store: Store,
 ) -> None:
     provider = ScriptedProvider(words("old reply"), words("new reply"))
     app = make_app(store, provider)
     async with app.run_test() as pilot:
-        await send(pilot, "hello")
-        await wait_until(pilot, settled(app))
-        composer(app).text = "my draft"
-
-        await pilot.press("ctrl+e")
-        assert composer(app).text == "hello"
+        await edit_hello_over_a_draft(pilot, app)
         assert banner(app) == EDIT_LAST
         await pilot.press("!")
         await press_and_settle(pilot, app, "enter")
@@ -301,11 +300,7 @@ async def test_escape_ends_an_edit_and_puts_the_text_back(store: Store) -> None:
     provider = ScriptedProvider(words("reply"))
     app = make_app(store, provider)
     async with app.run_test() as pilot:
-        await send(pilot, "hello")
-        await wait_until(pilot, settled(app))
-        composer(app).text = "my draft"
-        await pilot.press("ctrl+e")
-        assert composer(app).text == "hello"
+        await edit_hello_over_a_draft(pilot, app)
 
         await pilot.press("escape")
         assert composer(app).text == "my draft"
@@ -384,17 +379,3 @@ async def test_the_palette_offers_the_choices_by_name_and_runs_them(store: Store
         await pilot.press("enter")
         await wait_until(pilot, lambda: app.chat.turn is not before and settled(app)())
         assert replies(app)[0].response.text == "partial and the rest."
-
-
-def conversation_rows(store: Store, conversation_id: str) -> tuple[list[tuple], list[tuple]]:
-    """The conversation's stored items, byte for byte, and its row (but who has it open)."""
-    with sqlite3.connect(store.path) as db:
-        items = db.execute(
-            "SELECT * FROM items WHERE conversation_id = ? ORDER BY seq, rowid", (conversation_id,)
-        ).fetchall()
-        row = db.execute(
-            "SELECT id, title, created, updated, view_start, leaf, branched_from, branched_title"
-            " FROM conversations WHERE id = ?",
-            (conversation_id,),
-        ).fetchall()
-    return items, row

@@ -8,17 +8,20 @@ from __future__ import annotations
 from chatui.store import Store
 from chatui.widgets.chat_message import AssistantMessage
 from chatui.widgets.composer import Composer
-from tests.support.app import fix_stop_time, make_app, send, settled, wait_until
+from tests.support.app import (
+    fix_stop_time,
+    make_app,
+    press_and_settle,
+    send,
+    settled,
+    stop_midway,
+    wait_until,
+)
 from tests.support.clocks import FakeClock
 from tests.support.scripted import STALL, ScriptedProvider, words
 
 SIZE = (80, 24)
-
-
-async def press_and_settle(pilot, app, key: str) -> None:  # type: ignore[no-untyped-def]
-    before = app.chat.turn
-    await pilot.press(key)
-    await wait_until(pilot, lambda: app.chat.turn is not before and settled(app)())
+ASK = "How do I bake bread without yeast?"
 
 
 def reply(app) -> AssistantMessage:  # type: ignore[no-untyped-def]
@@ -33,10 +36,8 @@ def test_a_continued_reply(snap_compare, store: Store) -> None:
     app = make_app(store, provider, clock=FakeClock())
 
     async def run_before(pilot) -> None:  # type: ignore[no-untyped-def]
-        await send(pilot, "How do I bake bread without yeast?")
-        await provider.last.stalled.wait()
-        await pilot.press("escape")
-        await wait_until(pilot, settled(app))
+        await send(pilot, ASK)
+        await stop_midway(pilot, app, provider)
         await press_and_settle(pilot, app, "ctrl+g")
 
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
@@ -49,7 +50,7 @@ def test_a_reply_with_versions(snap_compare, store: Store) -> None:
     app = make_app(store, provider, clock=FakeClock())
 
     async def run_before(pilot) -> None:  # type: ignore[no-untyped-def]
-        await send(pilot, "How do I bake bread without yeast?")
+        await send(pilot, ASK)
         await wait_until(pilot, settled(app))
         await press_and_settle(pilot, app, "ctrl+r")
         await press_and_settle(pilot, app, "ctrl+r")
@@ -65,10 +66,8 @@ def test_the_edit_banner(snap_compare, store: Store) -> None:
     app = make_app(store, provider, clock=FakeClock())
 
     async def run_before(pilot) -> None:  # type: ignore[no-untyped-def]
-        await send(pilot, "How do I bake bread without yeast?")
-        await provider.last.stalled.wait()
-        await pilot.press("escape")
-        await wait_until(pilot, settled(app))
+        await send(pilot, ASK)
+        await stop_midway(pilot, app, provider)
         await fix_stop_time(pilot)
         await pilot.press("ctrl+e")
         await pilot.pause()
@@ -83,7 +82,7 @@ def test_a_forked_conversation(snap_compare, store: Store) -> None:
     app = make_app(store, provider, clock=FakeClock())
 
     async def run_before(pilot) -> None:  # type: ignore[no-untyped-def]
-        await send(pilot, "How do I bake bread without yeast?")
+        await send(pilot, ASK)
         await wait_until(pilot, settled(app))
         await send(pilot, "How long does it bake?")
         await wait_until(pilot, lambda: len(provider.records) == 2 and settled(app)())

@@ -98,6 +98,15 @@ GO_ON = continue_instruction("Roses are")
 """The instruction that asks to continue `HISTORY`: it names the words to begin with again."""
 
 
+def message(role: str, text: str) -> dict[str, Any]:
+    """A Messages API message of one text block, as the provider sends it."""
+    return {"role": role, "content": [{"type": "text", "text": text}]}
+
+
+SENT = [message("user", "A poem?"), message("assistant", "Roses are")]
+"""`HISTORY` as it is sent: the partial without its trailing space."""
+
+
 def test_the_server_validation_refuses_what_the_api_refuses_of_a_prefill() -> None:
     """The check itself: trailing whitespace, and any prefill while thinking is on."""
     messages: list[dict[str, Any]] = [
@@ -124,10 +133,7 @@ async def test_continuing_prefills_the_partial_and_the_seam_loses_no_space(
 
     (sent,) = server.requests
     assert sent.refused is None, sent.refused
-    assert sent.body["messages"] == [
-        {"role": "user", "content": [{"type": "text", "text": "A poem?"}]},
-        {"role": "assistant", "content": [{"type": "text", "text": "Roses are"}]},
-    ]
+    assert sent.body["messages"] == SENT
     assert texts(events) == ["red", " and blue."]  # The space the partial ends with: once.
     await provider.close()
 
@@ -147,11 +153,7 @@ async def test_continuing_asks_by_instruction_while_thinking_or_when_set_to(
 
     (sent,) = server.requests
     assert sent.refused is None, sent.refused
-    assert sent.body["messages"] == [
-        {"role": "user", "content": [{"type": "text", "text": "A poem?"}]},
-        {"role": "assistant", "content": [{"type": "text", "text": "Roses are"}]},
-        {"role": "user", "content": [{"type": "text", "text": GO_ON}]},
-    ]
+    assert sent.body["messages"] == [*SENT, message("user", GO_ON)]
     assert ("thinking" in sent.body) == ("thinking_budget" in config)
     assert "Roses are " + "".join(texts(events)) == "Roses are red."
     await provider.close()
@@ -171,10 +173,7 @@ async def test_a_model_that_refuses_a_prefill_is_asked_by_instruction_from_then_
     assert refused.refused is not None and aw.PREFILL_REFUSED in str(refused.refused)
     for sent in asked:
         assert sent.refused is None, sent.refused
-        assert sent.body["messages"][-1] == {
-            "role": "user",
-            "content": [{"type": "text", "text": GO_ON}],
-        }
+        assert sent.body["messages"][-1] == message("user", GO_ON)
     assert len(asked) == 2  # The second continue did not try the prefill again.
     assert texts(first) == ["red."] and texts(second) == ["blue."]
     await provider.close()

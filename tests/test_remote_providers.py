@@ -22,10 +22,16 @@ import pytest
 
 from chatui.history import KEPT_REPLY_NOTE, ChatMessage, build_history
 from chatui.messages import ModelResponse, ResponseState, TextPart, ToolCallPart, UserPrompt
-from chatui.providers.base import RetryWait, TextDelta, ThinkingDelta, ToolCallDelta, ToolCallStart
+from chatui.providers.base import (
+    RetryWait,
+    StreamEvent,
+    TextDelta,
+    ThinkingDelta,
+    ToolCallDelta,
+    ToolCallStart,
+)
 from chatui.providers.remote import continue_instruction, repeat_tail
 from chatui.store import Store
-from chatui.turn_kinds import Continue
 from chatui.widgets.chat_message import AssistantMessage, ErrorNotice
 from chatui.widgets.status_bar import StatusBar
 from tests.support import anthropic_wire as aw
@@ -37,9 +43,11 @@ from tests.support.remote import (
     WAIT,
     Wire,
     assert_no_secret,
+    continue_turn,
     disconnected,
     request,
     retry_waits,
+    run_and_stop_when,
     run_skipping_retry_waits,
     settings,
     texts,
@@ -508,6 +516,19 @@ def _cut_after(partial: str) -> list[ChatMessage]:
     return [ChatMessage("user", "A poem?"), ChatMessage("assistant", partial)]
 
 
+async def _continue_by_instruction(
+    wire: Wire, server: WireServer, partial: str, continuation: list[Step]
+) -> list[StreamEvent]:
+    """Continue a reply cut short after `partial`, by instruction, the server streaming
+    `continuation`: the events the provider gave."""
+    server.play(continuation)
+    provider = wire.provider(server.base_url, **INSTRUCTED)
+    try:
+        return await request(provider, _cut_after(partial), continuing=True)
+    finally:
+        await provider.close()
+
+
 def test_the_words_to_say_again_are_the_last_line_s_last_five_words_within_40_characters() -> None:
     assert repeat_tail("A poem.\nOne two three four five six seven") == "three four five six seven"
     assert repeat_tail("Roses are") == "Roses are"
@@ -520,12 +541,8 @@ def test_the_words_to_say_again_are_the_last_line_s_last_five_words_within_40_ch
 async def test_an_instructed_continue_names_the_last_words_to_say_again(
     wire: Wire, server: WireServer
 ) -> None:
-    server.play(wire.reply(" eight."))
-    provider = wire.provider(server.base_url, **INSTRUCTED)
-
-    await request(
-        provider, _cut_after("A poem.\nOne two three four five six seven "), continuing=True
-    )
+    partial = "A poem.\nOne two three four five six seven "
+    await _continue_by_instruction(wire, server, partial, wire.reply(" eight."))
 
     (sent,) = server.requests
     assert sent.refused is None, sent.refused
@@ -534,7 +551,6 @@ async def test_an_instructed_continue_names_the_last_words_to_say_again(
     said = wire.text_of(instruction)
     assert '"three four five six seven"' in said and "Begin by writing its last words" in said
     assert instruction == wire.user(continue_instruction("three four five six seven"))
-    await provider.close()
 
 
 REPEATS: dict[str, tuple[str, list[str], str]] = {
@@ -557,14 +573,10 @@ REPEATS: dict[str, tuple[str, list[str], str]] = {
 async def test_an_instructed_continue_drops_the_last_words_the_model_says_again(
     wire: Wire, server: WireServer, partial: str, pieces: list[str], whole: str
 ) -> None:
-    server.play(wire.reply(*pieces))
-    provider = wire.provider(server.base_url, **INSTRUCTED)
-
-    events = await request(provider, _cut_after(partial), continuing=True)
+    events = await _continue_by_instruction(wire, server, partial, wire.reply(*pieces))
 
     assert server.requests[0].refused is None, server.requests[0].refused
     assert partial + "".join(texts(events)) == whole  # Nothing doubled, nothing lost.
-    await provider.close()
 
 
 CUT_WORDS: dict[str, tuple[str, list[str], str]] = {
@@ -581,13 +593,9 @@ CUT_WORDS: dict[str, tuple[str, list[str], str]] = {
 async def test_an_instructed_continue_joins_a_word_cut_in_the_middle_into_one(
     wire: Wire, server: WireServer, partial: str, pieces: list[str], whole: str
 ) -> None:
-    server.play(wire.reply(*pieces))
-    provider = wire.provider(server.base_url, **INSTRUCTED)
-
-    events = await request(provider, _cut_after(partial), continuing=True)
+    events = await _continue_by_instruction(wire, server, partial, wire.reply(*pieces))
 
     assert partial + "".join(texts(events)) == whole
-    await provider.close()
 
 
 NO_REPEAT: dict[str, tuple[str, list[str], str]] = {
@@ -604,13 +612,9 @@ NO_REPEAT: dict[str, tuple[str, list[str], str]] = {
 async def test_an_instructed_continue_that_repeats_nothing_gets_one_space_between_two_words(
     wire: Wire, server: WireServer, partial: str, pieces: list[str], whole: str
 ) -> None:
-    server.play(wire.reply(*pieces))
-    provider = wire.provider(server.base_url, **INSTRUCTED)
-
-    events = await request(provider, _cut_after(partial), continuing=True)
+    events = await _continue_by_instruction(wire, server, partial, wire.reply(*pieces))
 
     assert partial + "".join(texts(events)) == whole
-    await provider.close()
 
 
 def _ended_in_a_repeat(wire: Wire, how: str) -> list[Step]:
@@ -625,15 +629,12 @@ def _ended_in_a_repeat(wire: Wire, how: str) -> list[Step]:
 async def test_a_repeat_that_ends_at_a_tool_call_or_the_reply_s_end_adds_nothing(
     wire: Wire, server: WireServer, how: str
 ) -> None:
-    server.play(_ended_in_a_repeat(wire, how))
-    provider = wire.provider(server.base_url, **INSTRUCTED)
-
-    events = await request(provider, _cut_after("Roses are"), continuing=True)
+    continuation = _ended_in_a_repeat(wire, how)
+    events = await _continue_by_instruction(wire, server, "Roses are", continuation)
 
     assert texts(events) == []
     calls = [event for event in events if isinstance(event, ToolCallStart)]
     assert [call.name for call in calls] == (["read_file"] if how == "a-tool-call" else [])
-    await provider.close()
 
 
 def _reasoning(wire: Wire, text: str) -> list[Step]:
@@ -656,25 +657,15 @@ async def test_a_stop_while_the_repeated_words_are_held_back_keeps_the_partial_o
     )
     provider = wire.provider(server.base_url, **INSTRUCTED)
     turn, sink = make_turn(store, provider, settings=settings(), prompt="A poem?")
-    task = asyncio.create_task(turn.run())
-    await when(lambda: len(sink.texts) == 2)
-    turn.cancel()
-    assert (await task).state is ResponseState.INTERRUPTED
+    await run_and_stop_when(turn, lambda: len(sink.texts) == 2)
     stopped = stored(store, turn)[-1]
     assert stopped.text == "Roses are"
 
-    again, shown = make_turn(
-        store,
-        provider,
-        conversation=turn.conversation,
-        settings=settings(),
-        prompt=Continue(stopped),
+    again, shown = continue_turn(store, provider, turn, stopped)
+    await run_and_stop_when(
+        again, lambda: any(isinstance(e.payload, ThinkingDelta) for e in shown.events)
     )
-    running = asyncio.create_task(again.run())
-    await when(lambda: any(isinstance(e.payload, ThinkingDelta) for e in shown.events))
-    again.cancel()
 
-    assert (await running).state is ResponseState.INTERRUPTED
     await disconnected(server, 2)
     assert shown.texts == []  # Nothing of the repeat was shown...
     for conversation in (again.conversation, store.load_conversation(turn.conversation.id)):

@@ -1,6 +1,7 @@
 """What the tests (and bench/) share; a test module imports from here, never from another.
 
-- `app`: drive `ChatApp` with Pilot (`make_app`, `send`, `wait_until`, `screen_text`).
+- `app`: drive `ChatApp` with Pilot (`make_app`, `send`, `wait_until`, `press_and_settle`,
+  `stop_midway`, `screen_text`) and read what it stored (`conversation_rows`).
 - `turns`: run a `Turn` with no app (`make_turn`, `run_turn`, `Sink`: the observer that records).
 - `scripted`: `ScriptedProvider`, a provider that plays a script of stream events.
 - `wire`, `openai_wire`, `anthropic_wire`: a real HTTP server on 127.0.0.1 that

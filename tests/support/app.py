@@ -1,9 +1,10 @@
-"""Helpers for driving the app with Pilot."""
+"""Helpers for driving the app with Pilot, and for reading what it stored."""
 
 from __future__ import annotations
 
 import html
 import re
+import sqlite3
 import time
 from collections.abc import Callable
 
@@ -13,6 +14,7 @@ from chatui.app import ChatApp
 from chatui.config import Config
 from chatui.screens.approval import ApprovalDialog
 from chatui.store import Store
+from tests.support.scripted import ScriptedProvider
 
 
 def make_app(store: Store, provider, *, clock: Callable[[], float] | None = None, **kw) -> ChatApp:
@@ -45,6 +47,20 @@ def settled(app: ChatApp) -> Callable[[], bool]:
     )
 
 
+async def stop_midway(pilot: Pilot, app: ChatApp, provider: ScriptedProvider) -> None:
+    """Esc once the request in flight is stalled; wait for its outcome on screen."""
+    await provider.last.stalled.wait()
+    await pilot.press("escape")
+    await wait_until(pilot, settled(app))
+
+
+async def press_and_settle(pilot: Pilot, app: ChatApp, key: str) -> None:
+    """A key that starts a turn; wait until that turn's outcome is on screen."""
+    before = app.chat.turn
+    await pilot.press(key)
+    await wait_until(pilot, lambda: app.chat.turn is not before and settled(app)())
+
+
 async def fix_stop_time(pilot: Pilot, ms: float = 20.0) -> None:
     """Show `ms` as the stop time, for a snapshot: the real figure is the machine's.
 
@@ -66,3 +82,17 @@ def screen_text(app) -> str:
     """The text on screen, from the app's own screenshot."""
     svg = app.export_screenshot()
     return html.unescape(re.sub(r"<[^>]+>", "", svg)).replace("\xa0", " ")
+
+
+def conversation_rows(store: Store, conversation_id: str) -> tuple[list[tuple], list[tuple]]:
+    """The conversation's stored items, byte for byte, and its row (but who has it open)."""
+    with sqlite3.connect(store.path) as db:
+        items = db.execute(
+            "SELECT * FROM items WHERE conversation_id = ? ORDER BY seq, rowid", (conversation_id,)
+        ).fetchall()
+        row = db.execute(
+            "SELECT id, title, created, updated, view_start, leaf, branched_from, branched_title"
+            " FROM conversations WHERE id = ?",
+            (conversation_id,),
+        ).fetchall()
+    return items, row

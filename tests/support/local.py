@@ -3,14 +3,16 @@
 The holds make a stop land at an exact point on any machine: half-way through
 reading a prompt, or at a reply's N-th token. They wrap the engine's `eval` so
 the rest of the work waits until the turn is stopped. `ask` streams one
-request straight to the provider (no turn), and can stop it.
+request straight to the provider (no turn), and can stop it; `reference_reply`
+is what a provider never stopped answers, for a stopped one to be compared with.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +25,8 @@ from chatui.providers.base import ModelRequest, StreamEvent, TextDelta, ToolSpec
 from chatui.providers.local.chat_format import GEMMA_TEMPLATE
 from chatui.providers.local.llama_engine import GenerationJob
 from chatui.providers.local.provider import LocalProvider
+from chatui.store import Store
+from tests.support.turns import run_turn
 
 
 def local_config(model: Path, **overrides: object) -> LocalConfig:
@@ -37,6 +41,32 @@ def local_config(model: Path, **overrides: object) -> LocalConfig:
     )
     values.update(overrides)
     return LocalConfig(**values)  # type: ignore[arg-type]
+
+
+@asynccontextmanager
+async def fresh_provider(model: Path, **config: object) -> AsyncIterator[LocalProvider]:
+    """A local provider of `local_config(model, **config)`, prepared, with no saved state.
+
+    Nothing it does is kept: it is closed when the block ends.
+    """
+    provider = LocalProvider(local_config(model, **config), state_dir=None)
+    await provider.prepare()
+    try:
+        yield provider
+    finally:
+        await provider.close()
+
+
+async def reference_reply(model: Path, store: Store, prompt: str, tokens: int) -> str:
+    """The reply a turn of `prompt` gets, `tokens` tokens at most, from a provider never stopped.
+
+    Greedy sampling makes it the one a stopped and continued reply must read, character
+    for character. The turn runs in a new conversation of `store`, on a fresh provider.
+    """
+    async with fresh_provider(model, max_tokens=tokens) as fresh:
+        outcome, _ = await run_turn(fresh, store, store.create_conversation(), prompt)
+    (reply,) = outcome.responses
+    return reply.text
 
 
 def cache_state(provider: LocalProvider) -> tuple[int, int, int]:

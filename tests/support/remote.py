@@ -1,5 +1,8 @@
 """Shared by the remote-provider tests: the secret, waits on the loop, checks, and `Wire`.
 
+A turn on a remote provider is stopped by `run_and_stop_when` and continued by
+`continue_turn`, with the test key's settings.
+
 A `Wire` describes one remote API to a test written once for both
 (`WIRES`): its provider on a test server, the checks its server makes, and
 each piece of a reply framed the way that API streams it.
@@ -17,15 +20,18 @@ import openai
 from chatui.cancel import CancelToken
 from chatui.config import AnthropicConfig, OpenAIConfig
 from chatui.history import ChatMessage
+from chatui.messages import ModelResponse, ResponseState
 from chatui.providers.anthropic_messages import AnthropicProvider
 from chatui.providers.base import ModelRequest, RetryWait, StreamEvent, TextDelta
 from chatui.providers.openai_chat import OpenAIProvider
 from chatui.providers.remote import RemoteProvider
 from chatui.store import Store
-from chatui.turn import TurnOutcome, TurnSettings
+from chatui.turn import Turn, TurnOutcome, TurnSettings
+from chatui.turn_kinds import Continue
 from tests.support import anthropic_wire as aw
 from tests.support import openai_wire as ow
 from tests.support.clocks import LoopClock
+from tests.support.turns import Sink, make_turn
 from tests.support.wire import Raw, Send, Step, Validator, WireServer
 
 SECRET = "sk-test-4f9a2c7e1b8d6053aa71c0de99f1e2b3"  # Key-shaped: must never show.
@@ -50,6 +56,28 @@ async def request(
     sent = ModelRequest(messages, CancelToken(), continuing=continuing)
     async with provider.stream(sent) as events:
         return [event async for event in events]
+
+
+async def run_and_stop_when(turn: Turn, condition: Callable[[], object]) -> None:
+    """Run `turn` and stop it (Esc) once `condition()` holds: it must end interrupted."""
+    task = asyncio.create_task(turn.run())
+    await when(condition)
+    turn.cancel()
+    assert (await task).state is ResponseState.INTERRUPTED
+
+
+def continue_turn(
+    store: Store, provider: RemoteProvider, turn: Turn, reply: ModelResponse, **kw: Any
+) -> tuple[Turn, Sink]:
+    """A turn, not started, that continues `reply` in `turn`'s conversation (`make_turn`'s `kw`)."""
+    return make_turn(
+        store,
+        provider,
+        conversation=turn.conversation,
+        settings=settings(),
+        prompt=Continue(reply),
+        **kw,
+    )
 
 
 def texts(events: list[StreamEvent]) -> list[str]:
