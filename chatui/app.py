@@ -310,7 +310,7 @@ class ChatApp(QuickEscapeApp[None]):
         """
         self._arm_exit_deadline(again=self.session.quitting)
         if self.is_screen_installed("chat"):
-            self.chat.save_draft()  # First: however the rest goes, the draft is kept.
+            self.chat.drafts.save()  # First: however the rest goes, the draft is kept.
         if self.session.quitting:
             self.exit()
             return
@@ -324,9 +324,9 @@ class ChatApp(QuickEscapeApp[None]):
         """Exit; a draft the store could not keep is printed once the terminal is given back."""
         if message is None and self.is_screen_installed("chat"):
             screen = self.chat
-            if (draft := screen.unsaved_draft) is not None:
+            if (draft := screen.drafts.unsaved) is not None:
                 message = Text(
-                    f"chatui could not store your draft ({screen.draft_error}). "
+                    f"chatui could not store your draft ({screen.drafts.error}). "
                     f"Here it is, to keep:\n\n{visible(draft)}"
                 )
         super().exit(result, return_code, message)

@@ -18,8 +18,8 @@ from chatui.app import QUIT_HINT, ChatApp
 from chatui.messages import ModelResponse, ResponseState, UserPrompt
 from chatui.providers.base import PromptProgress, StreamEnd, TextDelta
 from chatui.screens.approval import ApprovalDialog
-from chatui.screens.chat import DRAFT_SAVE_DELAY
 from chatui.screens.conversations import ConversationList
+from chatui.screens.drafts import DRAFT_SAVE_DELAY
 from chatui.store import Store
 from chatui.tools import Tool, ToolRegistry
 from chatui.widgets.composer import Composer

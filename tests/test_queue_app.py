@@ -7,8 +7,10 @@ switch of conversation and a restart.
 
 from __future__ import annotations
 
+import sqlite3
 import time
 
+import pytest
 from textual import events
 
 from chatui._textual.input import InputPump
@@ -333,6 +335,56 @@ async def test_a_click_on_the_cross_takes_the_message_back_into_the_composer_and
         assert queued(store, app) == ["three"]
         assert composer(app).text == "two\ntyping"
         assert store.load_draft(app.chat.conversation.id) == "two\ntyping"  # Stored at once.
+        await pilot.press("escape")
+        await wait_until(pilot, idle(app))
+
+
+def full_disk(*args: object) -> None:
+    raise sqlite3.OperationalError("database or disk is full")
+
+
+def notices(app: ChatApp) -> list[str]:
+    return [notification.message for notification in app._notifications]
+
+
+async def test_a_message_the_store_cannot_queue_stays_in_the_composer_and_is_told(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    provider = ScriptedProvider([*words("streaming", end=None), STALL])
+    app = make_app(store, provider)
+    async with app.run_test(size=SIZE) as pilot:
+        await send(pilot, "one")
+        await provider.last.stalled.wait()
+        monkeypatch.setattr(store, "queue_message", full_disk)
+
+        await send(pilot, "two")
+        await wait_until(pilot, lambda: composer(app).text == "two" and not composer(app).locked)
+
+        assert queued(store, app) == [] and not panel(app).display
+        (told,) = [notice for notice in notices(app) if "queued" in notice]
+        assert "database or disk is full" in told and "stays in the composer" in told
+        await pilot.press("escape")
+        await wait_until(pilot, idle(app))
+        assert sent(provider) == ["one"]
+
+
+async def test_a_queued_message_the_store_cannot_take_out_stays_queued_and_is_told(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    provider = ScriptedProvider([*words("streaming", end=None), STALL])
+    app = make_app(store, provider)
+    async with app.run_test(size=SIZE) as pilot:
+        await send(pilot, "one")
+        await provider.last.stalled.wait()
+        await queue(pilot, app, store, "two")
+        composer(app).text = "typing"
+        monkeypatch.setattr(store, "remove_queued", full_disk)
+
+        await pilot.press("ctrl+e")
+        await wait_until(pilot, lambda: any("taken out" in n for n in notices(app)))
+
+        assert queued(store, app) == ["two"] and rows(app) == ["◷ Queued: two"]
+        assert composer(app).text == "typing"
         await pilot.press("escape")
         await wait_until(pilot, idle(app))
 

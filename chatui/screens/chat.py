@@ -1,19 +1,18 @@
 """The chat screen: the conversation, the composer, the status bar, and Esc.
 
-The screen composes and sends prompts, opens conversations and keeps drafts;
-each turn it starts is shown by a `TurnView` of its own (`turn_view.py`: the
-replies, the approvals, the status line's phase, the stop drawn), which the
-screen asks to draw the stop when Esc cancels the turn. Enter while a turn
-runs queues the text (`message_queue.py`): a turn that completes sends the
-first queued message next; after a stop or a failure they wait for Ctrl+S.
+The screen composes and sends prompts, opens conversations and takes the
+keys; each turn it starts is shown by a `TurnView` of its own (`turn_view.py`:
+the replies, the approvals, the status line's phase, the stop drawn), which
+the screen asks to draw the stop when Esc cancels the turn. Enter while a
+turn runs queues the text (`message_queue.py`): a turn that completes sends
+the first queued message next; after a stop or a failure they wait for
+Ctrl+S. What Continue, Retry, Edit and the version flips may act on is
+`turn_choices.py`'s to say.
 
-Nothing the user writes is lost: the composer's draft is stored with its
-conversation (a moment after typing stops, and at once on a switch and on
-quitting) and comes back when the conversation is opened again; a draft the
-store cannot keep stays in the composer, across switches; text typed or
-pasted while the focus is on the message list goes to the composer; PageUp,
-PageDown, Home and End scroll the conversation from the composer when the
-composer has no use for them.
+Nothing the user writes is lost: the composer's draft is kept with its
+conversation (`drafts.py`); text typed or pasted while the focus is on the
+message list goes to the composer; PageUp, PageDown, Home and End scroll the
+conversation from the composer when the composer has no use for them.
 """
 
 from __future__ import annotations
@@ -39,12 +38,15 @@ from chatui.messages import Conversation, ModelResponse, ResponseState, UserProm
 from chatui.providers.base import ProviderError
 from chatui.providers.registry import ModelChoice
 from chatui.screens.conversations import NEW, ConversationList
+from chatui.screens.drafts import DraftKeeper
 from chatui.screens.message_queue import MessageQueue
 from chatui.screens.model_switcher import ModelSwitcher
 from chatui.screens.turn_choices import (
     Editing,
     Versions,
+    can_choose,
     continue_target,
+    next_edit,
     replaced_widgets,
     show_hints,
 )
@@ -79,7 +81,6 @@ NOT_WHILE_SWITCHING = (
     "new_conversation",
     "conversations",
 )
-DRAFT_SAVE_DELAY = 1.0  # Seconds after the last change to the draft that it is stored.
 
 
 class ChatScreen(EscapeFirstScreen[None]):
@@ -135,12 +136,13 @@ class ChatScreen(EscapeFirstScreen[None]):
         self._idle_escape_at = -math.inf  # When an Esc last found no turn to stop.
         self._welcome: Welcome | None = None  # Shown while the conversation is empty.
         self._approved: dict[str, set[str]] = {}  # Tools approved for each conversation.
-        self._drafts_ready = False  # The open conversation's draft is in the composer.
-        self._saved_draft: tuple[str, str] | None = None  # (conversation id, draft) last stored.
-        self.draft_error: str | None = None  # Why the last try to store the draft failed.
-        self._draft_timer: asyncio.TimerHandle | None = None  # The debounced save.
+        self._composer = Composer()
+        self.drafts = DraftKeeper(
+            session.store, self._composer, lambda: self.conversation.id, self._warn
+        )
         self._queue_panel = QueuePanel()
-        self._queue = MessageQueue(session.store, self._queue_panel)  # Typed while it streamed.
+        # The messages typed while a turn ran, each sent in its turn.
+        self._queue = MessageQueue(session.store, self._queue_panel, self._warn)
         self._sent_at = -math.inf  # When the running turn was asked for (its key's read).
         self._leaving = False  # Stopping to switch or quit: nothing queued goes out meanwhile.
         # When the key whose binding runs now was read (set by the app around it), else None:
@@ -156,24 +158,23 @@ class ChatScreen(EscapeFirstScreen[None]):
         yield MoreBelow()
         yield self._queue_panel
         yield EditBanner()
-        yield Composer()
+        yield self._composer
         yield StatusBar(id="status")
         yield KeyFooter()
 
     async def on_mount(self) -> None:
         self._status = self.query_one(StatusBar)
         self._messages = self.query_one(MessageList)
-        self._composer = self.query_one(Composer)
         self._banner = self.query_one(EditBanner)
         self._status.provider, self._status.model = self.session.provider_label()
         self.session.begin_prepare(self.show_loading)  # The app shows how it ends.
         self.watch(self._messages, "more_below", self._show_more_below)
         await self.show_conversation(self.conversation)
-        self._load_draft()
+        self.drafts.load(self.conversation)
         self._composer.focus()
 
     def on_unmount(self) -> None:
-        self.save_draft()  # However the app ends.
+        self.drafts.save()  # However the app ends.
         if self.turn is not None:
             self.turn.cancel()  # However the app ends, a running turn stops the same way.
         if self._gc_hold is not None:
@@ -220,7 +221,7 @@ class ChatScreen(EscapeFirstScreen[None]):
         await messages.replace_items(widgets)
         self._show_welcome()
         show_results(items, views)
-        self._load_queue(conversation.id)
+        self._queue.load(conversation.id)
         self._show_choices()
         messages.anchor()
         self.refresh_bindings()
@@ -265,7 +266,9 @@ class ChatScreen(EscapeFirstScreen[None]):
             composer.restore(message.text)
             return  # Quitting overtook this Enter: no turn starts now.
         if self.busy:  # A turn runs: the text waits in the queue, sent when the reply completes.
-            self._queue_text(message.text)
+            if self._queue.add(message.text) is None:
+                composer.restore(message.text)  # Not stored (told why): it stays in the composer.
+            self.refresh_bindings()
             composer.unlock()
             return
         ask = await self._asked(message.text)
@@ -490,25 +493,16 @@ class ChatScreen(EscapeFirstScreen[None]):
         edit a queued message, and but Continue, Retry and Edit while a stop
         wraps up: they act once it has (`_defer_while_stopping`).
         """
-        if action == "edit_prompt" and self.has_queued():
-            return True
+        if action == "edit_prompt" and self._queue.first is not None:
+            return True  # Ctrl+E edits the last queued message first.
         if self.busy:
             if action in AFTER_STOP and self._stopping():
                 return True
             return False if action == "cancel_edit" else None
-        conversation = self.conversation
-        if action == "retry":
-            can = retryable(conversation) is not None
-        elif action == "continue_reply":
-            can = continue_target(conversation) is not None
-        elif action == "edit_prompt":
-            can = last_prompt(conversation.items) is not None
-        elif action == "version":
-            step = parameters[0] if parameters else 0
-            can = isinstance(step, int) and self.versions.target(step) is not None
-        else:
+        if action == "cancel_edit":
             return self.editing is not None and not self._focus_binds_escape()
-        return True if can else None
+        step = parameters[0] if parameters else 0
+        return True if can_choose(self.conversation, self.versions, action, step) else None
 
     async def action_continue_reply(self) -> None:
         """Ctrl+G: the model goes on with the last reply from exactly where it stopped."""
@@ -560,18 +554,15 @@ class ChatScreen(EscapeFirstScreen[None]):
         What the composer held stays: Ctrl+Z brings it back, and Esc ends the
         edit with it. A queued message is edited first (the last one).
         """
-        if self.edit_last_queued() or self._defer_while_stopping("edit_prompt"):
+        if self._take_back(None) or self._defer_while_stopping("edit_prompt"):
             return
-        prompts = [item for item in self.conversation.items if isinstance(item, UserPrompt)]
-        if not prompts or self.busy:
+        composer = self._composer
+        edit = next_edit(self.conversation.items, self.editing, composer.text)
+        if edit is None or self.busy:
             return
-        editing, composer = self.editing, self._composer
-        at = len(prompts) - 1
-        if editing is not None and editing.prompt in prompts:
-            at = max(0, prompts.index(editing.prompt) - 1)  # Walk back.
-        self.editing = Editing(prompts[at], composer.text if editing is None else editing.before)
-        composer.recall(prompts[at].text)
-        self._banner.show(last=at == len(prompts) - 1)
+        self.editing, last = edit
+        composer.recall(self.editing.prompt.text)
+        self._banner.show(last=last)
         self.set_focus(composer)
 
     def action_cancel_edit(self) -> None:
@@ -593,33 +584,11 @@ class ChatScreen(EscapeFirstScreen[None]):
         try:
             self.session.store.set_leaf(conversation.id, conversation.leaf)
         except sqlite3.Error as error:
-            self.notify(
-                f"The version shown could not be stored for the next start: {error}",
-                severity="warning",
-                markup=False,
-            )
+            self._warn(f"The version shown could not be stored for the next start: {error}")
         await self.show_conversation(conversation)
         self._composer.prompts = [i.text for i in conversation.items if isinstance(i, UserPrompt)]
 
     # The queue: messages typed while a turn runs (`MessageQueue`, shown in the QueuePanel)
-
-    def has_queued(self) -> bool:
-        """Whether the open conversation has queued messages: Ctrl+E edits the last one first."""
-        return self._queue.first is not None
-
-    def edit_last_queued(self) -> bool:
-        """Take the last queued message back into the composer to edit; False if none is queued.
-
-        What the composer held stays after it. Sent again with Enter: queued
-        again (at the end) while a turn runs, else sent.
-        """
-        text = self.take_last_queued()
-        if text is None:
-            return False
-        self._composer.restore(text)
-        self.save_draft()  # Out of the queue, into the draft: stored either way.
-        self.set_focus(self._composer)
-        return True
 
     def take_last_queued(self) -> str | None:
         """Take the last queued message out of the queue (store and panel); its text, or None.
@@ -634,57 +603,36 @@ class ChatScreen(EscapeFirstScreen[None]):
 
     async def action_send_queued(self) -> None:
         """Ctrl+S: send the first queued message now, when no turn runs (else it waits its turn)."""
-        first = self._queue.first
-        if first is None or self.busy or self.session.quitting:
+        ask = self._queue.next_prompt()
+        if ask is None or self.busy or self.session.quitting:
             return
-        await self.start_turn(NewPrompt(first.text, id=first.id))
+        await self.start_turn(ask)
 
     def on_queue_panel_take_back(self, message: QueuePanel.TakeBack) -> None:
         """A click on a queued message's ✕: back into the composer, before what is there."""
-        text = self._take_queued(message.message_id)
-        if text is not None:
-            self._composer.restore(text)
-            self.save_draft()
-            self.set_focus(self._composer)
+        self._take_back(message.message_id)
+
+    def _take_back(self, message_id: str | None) -> bool:
+        """A queued message (None: the last) into the composer to edit; False if none is queued.
+
+        What the composer held stays after it. Sent again with Enter: queued
+        again (at the end) while a turn runs, else sent. Out of the queue,
+        into the draft: stored either way.
+        """
+        text = self._take_queued(message_id)
+        if text is None:
+            return False
+        self._composer.restore(text)
+        self.drafts.save()
+        self.set_focus(self._composer)
+        return True
 
     def _take_queued(self, message_id: str | None) -> str | None:
-        try:
-            taken = self._queue.take(message_id)
-        except sqlite3.Error as error:
-            self.notify(
-                f"The queued message could not be taken out of the queue: {error}",
-                severity="warning",
-                markup=False,
-            )
-            return None
+        taken = self._queue.take(message_id)
         if taken is not None:
-            self.call_later(self.save_draft)  # Once the caller has put it in the composer.
+            self.call_later(self.drafts.save)  # Once the caller has put it in the composer.
         self.refresh_bindings()
         return None if taken is None else taken.text
-
-    def _queue_text(self, text: str) -> None:
-        """Enter while a turn runs: `text` waits in the queue (stored now), else in the composer."""
-        try:
-            self._queue.add(text)
-        except sqlite3.Error as error:
-            self._composer.restore(text)
-            self.notify(
-                f"Your message could not be queued: {error}. It stays in the composer.",
-                severity="warning",
-                markup=False,
-            )
-        self.refresh_bindings()
-
-    def _load_queue(self, conversation_id: str) -> None:
-        """Show the conversation's queue as stored."""
-        try:
-            self._queue.load(conversation_id)
-        except sqlite3.Error as error:
-            self.notify(
-                f"The conversation's queued messages could not be read: {error}",
-                severity="warning",
-                markup=False,
-            )
 
     async def _send_queued_after(self, turn: Turn, outcome: TurnOutcome) -> None:
         """The turn is over: if its reply completed, the first queued message goes next.
@@ -698,18 +646,14 @@ class ChatScreen(EscapeFirstScreen[None]):
         """
         if self.turn is not turn:
             return
-        self._queue.turn_ended()
-        self._load_queue(self.conversation.id)  # A prompt the store could not keep is queued.
-        goes_on = (
-            outcome.state is ResponseState.COMPLETE
-            and not outcome.refused
-            and not turn.token.requested
-            and self._idle_escape_at < self._sent_at
-            and not self._leaving
-            and not self.session.quitting
+        held = (
+            turn.token.requested
+            or self._idle_escape_at >= self._sent_at
+            or self._leaving
+            or self.session.quitting
         )
-        if goes_on and (first := self._queue.first) is not None:
-            await self.start_turn(NewPrompt(first.text, id=first.id))
+        if (ask := self._queue.turn_ended(outcome, held=held)) is not None:
+            await self.start_turn(ask)
         self.refresh_bindings()
 
     def _show_choices(self) -> None:
@@ -822,69 +766,28 @@ class ChatScreen(EscapeFirstScreen[None]):
     async def _switch(self, conversation_id: str | None, branch_before: UserPrompt | None) -> None:
         await self.stop_and_wait()
         await self._typed_keys_arrived()
-        stored = self.save_draft()
+        stored = self.drafts.save()
         left = self.conversation.id
-        # Until the opened one's draft is in the composer, no save runs: one due now
-        # would store the draft being left as the opened conversation's.
-        self._drafts_ready = False
-        try:
-            if branch_before is not None:
-                conversation = await self.session.fork(self.conversation, branch_before)
-            else:
-                conversation = await self.session.open_conversation(
-                    conversation_id, self.conversation
-                )
-            await self.show_conversation(conversation)
-            if conversation.id != left:
-                self._load_draft(carry=not stored or not self.session.exists(left))
-        except SessionError as error:
-            self._tell(error)
-            return
-        finally:
-            self._drafts_ready = True
+        with self.drafts.paused():  # Until the opened one's draft is in the composer.
+            try:
+                if branch_before is not None:
+                    conversation = await self.session.fork(self.conversation, branch_before)
+                else:
+                    conversation = await self.session.open_conversation(
+                        conversation_id, self.conversation
+                    )
+                await self.show_conversation(conversation)
+                if conversation.id != left:
+                    carry = not stored or not self.session.exists(left)
+                    self.drafts.load(conversation, carry=carry)
+            except SessionError as error:
+                self._tell(error)
+                return
         status = self._status
         if status.state is not Phase.LOADING:
             status.state, status.detail = Phase.IDLE, ""
         status.stop_ms, status.response, status.context = None, None, None
         self.set_focus(self._composer)
-
-    # Drafts
-
-    def save_draft(self) -> bool:
-        """Store the composer's draft as the open conversation's, now; False if the store failed.
-
-        A failure is told once, until a draft is stored again. Meanwhile the
-        text stays in the composer: it comes along to the next conversation
-        opened, and quitting prints it (`unsaved_draft`).
-        """
-        if self._draft_timer is not None:
-            self._draft_timer.cancel()
-            self._draft_timer = None
-        if not self._drafts_ready:
-            return True
-        saved = (self.conversation.id, self._composer.draft)
-        if saved == self._saved_draft:
-            return True
-        try:
-            self.session.store.save_draft(*saved)
-        except sqlite3.Error as error:
-            if self.draft_error is None:
-                self.notify(
-                    f"Your draft could not be stored: {error}. It stays in the composer.",
-                    severity="warning",
-                    markup=False,
-                )
-            self.draft_error = str(error)
-            return False
-        self._saved_draft, self.draft_error = saved, None
-        return True
-
-    @property
-    def unsaved_draft(self) -> str | None:
-        """The draft the store failed to keep at the last try, or None."""
-        if self.draft_error is None or not self._composer.draft.strip():
-            return None
-        return self._composer.draft
 
     async def _typed_keys_arrived(self) -> None:
         """Let the keys on their way to the composer reach it (those read before a switch).
@@ -902,40 +805,14 @@ class ChatScreen(EscapeFirstScreen[None]):
         An edit whose text from before is back (Ctrl+Z, Down) is given up; not
         once Enter sent it (the composer, locked, shows that text again).
         """
-        if event.text_area is not self._composer or not self._drafts_ready:
+        if event.text_area is not self._composer or not self.drafts.ready:
             return
         editing, composer = self.editing, self._composer
         back = editing is not None and editing.before.strip() and composer.text == editing.before
         if back and not composer.locked:
             self.editing = None
             self._banner.hide()
-        if self._draft_timer is not None:
-            self._draft_timer.cancel()
-        loop = asyncio.get_running_loop()
-        self._draft_timer = loop.call_later(DRAFT_SAVE_DELAY, self.save_draft)
-
-    def _load_draft(self, *, carry: bool = False) -> None:
-        """Put the open conversation's draft in the composer; `carry`: the composer's after it."""
-        conversation = self.conversation
-        prompts = [item.text for item in conversation.items if isinstance(item, UserPrompt)]
-        carried = self._composer.draft if carry else ""
-        try:
-            own = self.session.store.load_draft(conversation.id)
-        except sqlite3.Error as error:
-            self.notify(
-                f"The conversation's draft could not be read: {error}",
-                severity="warning",
-                markup=False,
-            )
-            own = ""
-        draft = own
-        if carried.strip() and carried != own:
-            draft = f"{own}\n{carried}" if own.strip() else carried
-        self._composer.load_draft(draft, prompts)
-        self._drafts_ready = True
-        self._saved_draft = (conversation.id, own)
-        if draft != own:
-            self.save_draft()
+        self.drafts.changed()
 
     async def delete_conversation(self, conversation_id: str) -> None:
         """Delete a stored conversation; the open one's turn is stopped and stored first."""
@@ -968,6 +845,10 @@ class ChatScreen(EscapeFirstScreen[None]):
     def _focus_binds_escape(self) -> bool:
         """Whether the focused widget or a container of it binds Esc (a dropdown, say)."""
         return focus_chain_binds(self, self.focused, "escape")
+
+    def _warn(self, text: str) -> None:
+        """Tell the user what went wrong, and what became of their text (a sentence, literally)."""
+        self.notify(text, severity="warning", markup=False)
 
     def _tell(self, error: SessionError) -> None:
         """Show what the session could not do (its text literally)."""

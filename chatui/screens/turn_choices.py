@@ -26,6 +26,7 @@ from chatui.turn_kinds import (
     TurnAsk,
     continuable,
     exchange_versions,
+    last_prompt,
     retryable,
     shown_version,
 )
@@ -63,6 +64,24 @@ class Editing:
 
     prompt: UserPrompt
     before: str
+
+
+def next_edit(
+    items: Sequence[Item], editing: Editing | None, text: str
+) -> tuple[Editing, bool] | None:
+    """What Ctrl+E edits now, and whether it is the last prompt; None with no prompt.
+
+    The last prompt; while one is edited, the one before it (a walk back).
+    Esc puts back `text`, the composer's, as it was at the walk's first step.
+    """
+    prompts = [item for item in items if isinstance(item, UserPrompt)]
+    if not prompts:
+        return None
+    at = len(prompts) - 1
+    if editing is not None and editing.prompt in prompts:
+        at = max(0, prompts.index(editing.prompt) - 1)  # Walk back.
+    before = text if editing is None else editing.before
+    return Editing(prompts[at], before), at == len(prompts) - 1
 
 
 def turn_commands(screen: Screen[Any]) -> Iterator[SystemCommand]:
@@ -111,6 +130,22 @@ def continue_target(conversation: Conversation) -> ModelResponse | None:
     """
     response = continuable(conversation)
     return response if response is not None and response.text.strip() else None
+
+
+def can_choose(
+    conversation: Conversation, versions: Versions, action: str, step: object = 0
+) -> bool:
+    """Whether Continue, Retry, Edit or a flip (`step`) has something to act on in `conversation`.
+
+    `action` is the key's: "continue_reply", "retry", "edit_prompt" or "version".
+    """
+    if action == "retry":
+        return retryable(conversation) is not None
+    if action == "continue_reply":
+        return continue_target(conversation) is not None
+    if action == "edit_prompt":
+        return last_prompt(conversation.items) is not None
+    return isinstance(step, int) and versions.target(step) is not None
 
 
 def hints(conversation: Conversation, response: ModelResponse) -> str:
