@@ -320,6 +320,15 @@ class Conversation:
             raise KeyError(item_id)
         return self._path(item_id)
 
+    def children_of(self, item_id: str | None) -> list[Item]:
+        """The items whose parent is `item_id` (None: the first items), in stored order.
+
+        One pass over the tree, so that finding replies to a few prompts stays
+        linear in a long conversation.
+        """
+        self._catch_up()
+        return [self._known[other] for other, parent in self._parents.items() if parent == item_id]
+
     def versions(self, item: Item) -> list[Item]:
         """`item` and its siblings of the same kind, in stored order (oldest version first)."""
         parent = self.parent_of(item.id)

@@ -87,13 +87,14 @@ MIGRATIONS: list[str] = [
     CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     """,
     # Versions, forks and the queue. An existing item's parent is the item stored
-    # before it, and a conversation's leaf its last item: it loads as it did.
+    # before it, and a conversation's leaf its last item: it loads as it did. The
+    # row value comparison lets each item's parent be one search of the index.
     """
     ALTER TABLE items ADD COLUMN parent TEXT;
     UPDATE items SET parent = (
         SELECT earlier.id FROM items AS earlier
         WHERE earlier.conversation_id = items.conversation_id
-          AND (earlier.seq < items.seq OR (earlier.seq = items.seq AND earlier.rowid < items.rowid))
+          AND (earlier.seq, earlier.rowid) < (items.seq, items.rowid)
         ORDER BY earlier.seq DESC, earlier.rowid DESC LIMIT 1
     );
     ALTER TABLE conversations ADD COLUMN leaf TEXT;

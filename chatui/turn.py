@@ -259,6 +259,8 @@ class Turn:
                 self.prompt = last_prompt(before) or UserPrompt("")
         self._path_before = list(conversation.items)  # What a turn that keeps nothing leaves.
         self._reopened: _Reopened | None = None  # A continued reply as it was.
+        self._saved: set[str] = set()  # Ids of the items this turn has stored.
+        self._unstored: set[str] = set()  # New items whose every write failed.
         self._output_before = 0  # Output tokens a continued reply had before this request.
         self.provider = provider
         self.store = store
@@ -343,6 +345,7 @@ class Turn:
             elif self.token.requested and not self._finished_before_the_end():
                 outside_cancel = not await self._let_the_stop_show()
             self._finish(outcome, task)
+            self._forget_unstored()
             self._keep_nothing_unasked()
         finally:
             self._ended = True
@@ -510,7 +513,7 @@ class Turn:
         self.conversation.view_start = self._view_start_before  # Never a prompt not kept.
         self._show_path_before()  # An edited prompt's old version is shown again.
         try:
-            for item in taken:
+            for item in reversed(taken):  # Newest first: nothing is left under another.
                 self.store.delete_item(item.id)
             self.store.set_view_start(self.conversation.id, self._view_start_before)
             self.store.set_leaf(self.conversation.id, self.conversation.leaf)
@@ -540,9 +543,26 @@ class Turn:
         """Store `item`: a new one after the item before it on the path, else in place."""
         conversation = self.conversation  # The parent is looked up in the write: a KeyError
         # (the item is gone from the path) is a failed write, told as one.
-        self._write(
-            lambda: self.store.save_item(conversation.id, item, conversation.parent_of(item.id))
-        )
+        try:
+            self._write(
+                lambda: self.store.save_item(conversation.id, item, conversation.parent_of(item.id))
+            )
+        except StorageError:
+            if item.id not in self._saved and item is not self._continuing:
+                self._unstored.add(item.id)
+            raise
+        self._saved.add(item.id)
+        self._unstored.discard(item.id)
+
+    def _forget_unstored(self) -> None:
+        """Take items the store never had off the path (their widgets stay on screen).
+
+        A later item would name one as its parent, a write refused for ever;
+        and what is not stored is not sent as history.
+        """
+        if self._unstored:
+            items = self.conversation.items
+            items[:] = [item for item in items if item.id not in self._unstored]
 
     def _write(self, write: Callable[[], None]) -> None:
         """Run a store write; a failure is a `StorageError` in words (a full disk, say)."""

@@ -106,15 +106,10 @@ def exchange_versions(conversation: Conversation, prompt: UserPrompt) -> list[It
     through them shows one at a time (`Conversation.select`); the history
     sends the one shown.
     """
-    replies: dict[str, list[Item]] = {}
-    for item in conversation.all_items():
-        if isinstance(item, ModelResponse):
-            parent = conversation.parent_of(item.id)
-            if parent is not None:
-                replies.setdefault(parent, []).append(item)
     versions: list[Item] = []
     for version in conversation.versions(prompt):
-        versions += replies.get(version.id) or [version]
+        replies = conversation.children_of(version.id)
+        versions += [item for item in replies if isinstance(item, ModelResponse)] or [version]
     return versions
 
 

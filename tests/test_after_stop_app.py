@@ -6,6 +6,9 @@ on screen, what is stored, and what the provider was sent.
 
 from __future__ import annotations
 
+import sqlite3
+
+import pytest
 from textual.command import CommandList, CommandPalette
 
 from chatui.app import ChatApp
@@ -379,3 +382,41 @@ async def test_the_palette_offers_the_choices_by_name_and_runs_them(store: Store
         await pilot.press("enter")
         await wait_until(pilot, lambda: app.chat.turn is not before and settled(app)())
         assert replies(app)[0].response.text == "partial and the rest."
+
+
+async def test_a_reply_the_disk_was_too_full_to_store_is_not_a_version_to_flip_to(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reply whose first write failed stays on screen but was never stored: retried,
+    it is not a version (flipping to it ended the app: the store could not show it)."""
+    provider = ScriptedProvider(words("second answer"), words("reply to next"))
+    app = make_app(store, provider)
+    save_item = store.save_item
+
+    def full_for_replies(conversation_id: str, item: object, *args: object) -> None:
+        if isinstance(item, ModelResponse):
+            raise sqlite3.OperationalError("database or disk is full")
+        save_item(conversation_id, item, *args)  # type: ignore[arg-type]
+
+    async with app.run_test() as pilot:
+        monkeypatch.setattr(store, "save_item", full_for_replies)
+        await send(pilot, "question")
+        await wait_until(pilot, settled(app))
+        assert app.last_outcome.state is ResponseState.FAILED
+        monkeypatch.setattr(store, "save_item", save_item)  # Space was freed.
+        await press_and_settle(pilot, app, "ctrl+r")
+        await pilot.press("alt+left")
+        await send(pilot, "next")
+        await wait_until(pilot, lambda: len(provider.records) == 2)
+        await wait_until(pilot, settled(app))
+
+        assert app.is_running
+        assert [subtitle(view) for view in replies(app)] == ["", ""]
+        assert app.last_outcome.state is ResponseState.COMPLETE
+        stored_path = store.load_conversation(app.chat.conversation.id).items
+        assert [getattr(item, "text", None) for item in stored_path] == [
+            "question",
+            "second answer",
+            "next",
+            "reply to next",
+        ]

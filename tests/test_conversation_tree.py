@@ -14,6 +14,7 @@ from chatui.messages import (
     UserPrompt,
 )
 from chatui.store import Store
+from chatui.turn_kinds import exchange_versions, shown_version
 
 
 def reply(text: str, state: ResponseState = ResponseState.COMPLETE) -> ModelResponse:
@@ -216,3 +217,32 @@ def test_a_taken_back_prompt_leaves_the_path_on_the_version_shown(store: Store) 
     loaded = store.load_conversation(conversation.id)
     assert texts(loaded) == ["q", "two", "next"]
     assert loaded.parent_of(after.id) == retried.id
+
+
+def test_the_versions_of_an_exchange_are_found_without_a_pass_per_item(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The screen labels each exchange after every turn: in a long conversation a pass
+    over the whole path per item made that quadratic (a second per label at 5,000 items)."""
+    conversation = Conversation()
+    for number in range(300):
+        conversation.items += [UserPrompt(f"q{number}"), reply(f"a{number}")]
+    prompt = conversation.items[-2]
+    assert isinstance(prompt, UserPrompt)
+    conversation.rewind_to(prompt.id)
+    conversation.items.append(reply("again"))
+    passes = 0
+    catch_up = Conversation._catch_up
+
+    def counted(self: Conversation) -> None:
+        nonlocal passes
+        passes += 1
+        catch_up(self)
+
+    monkeypatch.setattr(Conversation, "_catch_up", counted)
+
+    versions = exchange_versions(conversation, prompt)
+
+    assert [item.text for item in versions] == ["a299", "again"]  # type: ignore[union-attr]
+    assert shown_version(conversation, prompt) == (2, 2)
+    assert passes <= 10

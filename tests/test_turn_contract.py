@@ -26,7 +26,7 @@ from chatui.tools.protocol import Approval
 from chatui.turn import Turn, TurnEvent, TurnSettings
 from tests.support.clocks import LoopClock
 from tests.support.scripted import RAISE, STALL, ScriptedProvider, calls, words
-from tests.support.turns import Sink, make_turn, stored
+from tests.support.turns import Sink, make_turn, run_turn, stored
 
 
 async def test_a_late_cancel_of_a_finished_turn_cancels_nothing(store: Store) -> None:
@@ -502,3 +502,32 @@ async def test_one_observer_sees_the_events_answers_approvals_and_shows_the_stop
         ("stop_shown", [ResponseState.COMPLETE, ResponseState.STREAMING]),  # Not stored yet.
     ]
     assert _stored_states(store, turn) == [ResponseState.COMPLETE, ResponseState.INTERRUPTED]
+
+
+async def test_after_a_reply_the_disk_was_too_full_to_store_the_next_prompt_is_stored(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reply whose very first write failed is in memory only: the next prompt, once
+    there is space again, must not name it as its parent (a write refused for ever)."""
+    provider = ScriptedProvider(words("second answer"))
+    conversation = store.create_conversation()
+    save_item = store.save_item
+
+    def full_for_replies(conversation_id: str, item: object, *args: object) -> None:
+        if isinstance(item, ModelResponse):
+            raise sqlite3.OperationalError("database or disk is full")
+        save_item(conversation_id, item, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store, "save_item", full_for_replies)
+    failed, _ = await run_turn(provider, store, conversation, "first")
+    monkeypatch.setattr(store, "save_item", save_item)  # Space was freed.
+    outcome, _ = await run_turn(provider, store, conversation, "second")
+
+    assert failed.state is ResponseState.FAILED
+    assert outcome.state is ResponseState.COMPLETE, outcome.error
+    stored_path = store.load_conversation(conversation.id).items
+    assert [getattr(item, "text", None) for item in stored_path] == [
+        "first",
+        "second",
+        "second answer",
+    ]
