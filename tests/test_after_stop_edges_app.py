@@ -22,7 +22,7 @@ from chatui.turn_kinds import Continue, Retry
 from chatui.widgets.chat_message import AssistantMessage, ContextDivider
 from chatui.widgets.composer import Composer
 from chatui.widgets.versions import EditBanner
-from tests.support.app import make_app, screen_text, send, settled, wait_until
+from tests.support.app import conversation_rows, make_app, screen_text, send, settled, wait_until
 from tests.support.scripted import STALL, Gate, ScriptedProvider, words
 
 KITTY_ESCAPE = "\x1b[27u"  # Esc as a terminal with the kitty protocol sends it: no wait.
@@ -267,20 +267,6 @@ async def test_keys_read_while_an_edit_branches_off_leave_both_conversations_alo
         assert [view.response.text for view in replies(app)] == ["branched reply"]
         assert conversation_rows(store, original.id) == rows  # Not flipped, not written.
         assert len(store.list_conversations()) == 2  # No new one was opened meanwhile.
-
-
-def conversation_rows(store: Store, conversation_id: str) -> tuple[list[tuple], list[tuple]]:
-    """The conversation's stored items, byte for byte, and its row (but who has it open)."""
-    with sqlite3.connect(store.path) as db:
-        items = db.execute(
-            "SELECT * FROM items WHERE conversation_id = ? ORDER BY seq, rowid", (conversation_id,)
-        ).fetchall()
-        row = db.execute(
-            "SELECT id, title, created, updated, view_start, leaf, branched_from, branched_title"
-            " FROM conversations WHERE id = ?",
-            (conversation_id,),
-        ).fetchall()
-    return items, row
 
 
 # Continue needs text to go on from
