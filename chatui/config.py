@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import tomllib
 import unicodedata
 from dataclasses import dataclass, field
@@ -97,6 +98,49 @@ class ToolsConfig:
     output_limit: int = 20_000  # Characters of a file or of a command's output.
 
 
+MCP_SERVER_NAME = r"[A-Za-z0-9_-]{1,24}"  # It is part of each of its tools' names (64 at most).
+
+
+@dataclass
+class McpServerConfig:
+    """One MCP server from `[mcp.servers.NAME]`: a command run over stdio, or a URL.
+
+    Only the user's config file names servers, never the directory chatui
+    runs in. A stdio server's environment is a few harmless variables (HOME,
+    PATH, ...), then `env_inherit`'s names taken from chatui's own
+    environment, then `env`: an API key reaches a server only if named here.
+    """
+
+    name: str = ""  # The table's NAME; set when the config is read.
+    command: str = ""  # stdio: the program, found on PATH.
+    args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    env_inherit: list[str] = field(default_factory=list)  # Variables passed on from chatui's.
+    cwd: str = ""  # stdio: where it runs; "": the directory chatui starts in.
+    url: str = ""  # Streamable HTTP: the endpoint, http:// or https://.
+    headers: dict[str, str] = field(default_factory=dict)  # HTTP: sent with every request.
+    enabled: bool = True
+    ask: bool = True  # Its tools ask the user before each call...
+    ask_tools: dict[str, bool] = field(default_factory=dict)  # ...unless named here (tool: ask).
+    timeout: float = 60.0  # Seconds a call may run.
+    start_timeout: float = 30.0  # Seconds to start and list its tools.
+
+    @property
+    def transport(self) -> str:
+        return "http" if self.url else "stdio"
+
+    def asks(self, tool: str) -> bool:
+        """Whether a call of `tool` (the server's own name for it) needs the user's approval."""
+        return self.ask_tools.get(tool, self.ask)
+
+
+@dataclass
+class McpConfig:
+    """The user's MCP servers, by name."""
+
+    servers: dict[str, McpServerConfig] = field(default_factory=dict)
+
+
 @dataclass
 class Config:
     provider: str = "local"
@@ -112,6 +156,7 @@ class Config:
     openai: OpenAIConfig = field(default_factory=OpenAIConfig)
     anthropic: AnthropicConfig = field(default_factory=AnthropicConfig)
     tools: ToolsConfig = field(default_factory=ToolsConfig)
+    mcp: McpConfig = field(default_factory=McpConfig)
 
     def secrets(self) -> list[str]:
         """Values that must never be shown, logged or stored."""
@@ -164,12 +209,39 @@ def _apply(target: Any, data: dict[str, Any], source: str, prefix: str) -> None:
             raise ConfigError(source, dotted, f"unknown key (known: {', '.join(sorted(names))})")
         expected = hints[key]
         current = getattr(target, key)
+        if expected == dict[str, McpServerConfig]:
+            setattr(target, key, _servers(value, source, dotted))
+            continue
         if dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
                 raise ConfigError(source, dotted, "expected a table, like [" + dotted + "]")
             _apply(current, value, source, dotted + ".")
             continue
         setattr(target, key, _coerce(value, expected, source, dotted))
+
+
+def _servers(data: Any, source: str, key: str) -> dict[str, McpServerConfig]:
+    """`[mcp.servers.NAME]` tables, each an `McpServerConfig` named NAME."""
+    if not isinstance(data, dict):
+        raise ConfigError(source, key, "expected tables, like [" + key + ".NAME]")
+    servers: dict[str, McpServerConfig] = {}
+    for name, table in data.items():
+        if not re.fullmatch(MCP_SERVER_NAME, name):
+            raise ConfigError(
+                source,
+                f"{key}.{name}",
+                "a server's name is 1 to 24 letters, digits, '_' or '-' (it is part of "
+                "its tools' names)",
+            )
+        if not isinstance(table, dict):
+            raise ConfigError(source, f"{key}.{name}", f"expected a table, like [{key}.{name}]")
+        if "name" in table:
+            raise ConfigError(source, f"{key}.{name}.name", "unknown key (the table names it)")
+        server = McpServerConfig()
+        _apply(server, table, source, f"{key}.{name}.")
+        server.name = name
+        servers[name] = server
+    return servers
 
 
 def _coerce(value: Any, expected: Any, source: str, key: str) -> Any:
@@ -183,6 +255,12 @@ def _coerce(value: Any, expected: Any, source: str, key: str) -> Any:
 
 
 def _coerced(value: Any, expected: Any, source: str, key: str) -> Any:
+    if expected in (dict[str, str], dict[str, bool]):
+        each: type = str if expected == dict[str, str] else bool
+        if not isinstance(value, dict) or not all(isinstance(v, each) for v in value.values()):
+            what = "strings" if each is str else "true or false"
+            raise ConfigError(source, key, f"expected a table of {what}")
+        return dict(value)
     if expected == list[str]:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(source, key, f"expected a list of strings, got {value!r}")
@@ -259,6 +337,8 @@ def _validate(config: Config, source: str) -> None:
                 f"must be 0 (unknown) or more than {section}.max_tokens",
             )
     _validate_tools(config.tools, source)
+    for server in config.mcp.servers.values():
+        _validate_mcp_server(server, source)
     for section in KEY_ENV:  # A key from the environment was checked as it was read.
         _check_key(getattr(config, section).api_key, source, f"{section}.api_key")
     anthropic = config.anthropic
@@ -275,6 +355,21 @@ def _validate(config: Config, source: str) -> None:
             'cannot be "prefill" while anthropic.thinking_budget is on: the API refuses a '
             'prefilled reply with extended thinking; use "auto" or "instruction"',
         )
+
+
+def _validate_mcp_server(server: McpServerConfig, source: str) -> None:
+    key = f"mcp.servers.{server.name}"
+    if bool(server.command) == bool(server.url):
+        raise ConfigError(source, key, "give either command (stdio) or url (HTTP), not both")
+    if server.url and not re.match(r"https?://[^/\s]+", server.url):
+        raise ConfigError(source, f"{key}.url", "must start with http:// or https://")
+    if server.url and (server.args or server.env or server.env_inherit or server.cwd):
+        raise ConfigError(source, key, "args, env, env_inherit and cwd are for a command")
+    if server.command and server.headers:
+        raise ConfigError(source, f"{key}.headers", "headers are for a url")
+    for name in ("timeout", "start_timeout"):
+        if getattr(server, name) <= 0:
+            raise ConfigError(source, f"{key}.{name}", "must be more than 0 seconds")
 
 
 def _check_key(key: str, source: str, name: str) -> None:

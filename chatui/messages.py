@@ -181,9 +181,30 @@ class ModelResponse:
 ToolResultState = Literal["ok", "error", "denied", "cancelled"]
 
 
+@dataclass(frozen=True)
+class Attachment:
+    """Binary content a tool returned (an MCP server's image or audio, say).
+
+    `content` already says what it is ("[image/png, 12.3 kB]"), for the
+    screen and for the models that take text only; `data` (base64) is kept
+    for the APIs that take the content itself in a tool result (Anthropic's
+    images), and is "" when it was not kept (too large, or of a kind no API
+    takes).
+    """
+
+    mime_type: str
+    size: int  # Bytes, decoded.
+    data: str = ""
+
+
 @dataclass
 class ToolResult:
-    """The result of running one tool call."""
+    """The result of running one tool call.
+
+    `content` is the text the model and the user see. `attachments`: binary
+    content beside it; `structured`: the tool's structured result (an MCP
+    `structuredContent`), kept as the tool gave it (JSON).
+    """
 
     call_id: str
     name: str
@@ -191,6 +212,8 @@ class ToolResult:
     state: ToolResultState = "ok"
     id: str = field(default_factory=new_id)
     kind: Literal["tool_result"] = "tool_result"
+    attachments: list[Attachment] = field(default_factory=list)
+    structured: Any = None
 
 
 Item = UserPrompt | ModelResponse | ToolResult
@@ -414,7 +437,9 @@ def item_from_dict(data: dict[str, Any]) -> Item:
     if kind == "prompt":
         return UserPrompt(**data)
     if kind == "tool_result":
-        return ToolResult(**data)
+        fields = dict(data)
+        fields["attachments"] = [Attachment(**a) for a in data.get("attachments", [])]
+        return ToolResult(**fields)
     if kind == "response":
         fields = dict(data)
         try:

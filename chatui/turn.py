@@ -76,7 +76,7 @@ from chatui.providers.base import (
 )
 from chatui.redact import Redactor, StreamRedactor, current_redactor
 from chatui.store import Store
-from chatui.tools.protocol import Approval, ToolRunner, ToolStatus, deny_all
+from chatui.tools.protocol import Approval, ToolProgress, ToolRunner, ToolStatus, deny_all
 from chatui.turn_kinds import Continue, NewPrompt, Retry, TurnAsk, last_prompt
 
 FLUSH_INTERVAL = 1.0
@@ -97,10 +97,11 @@ class ResponseStarted:
 
 @dataclass(frozen=True)
 class ToolStatusChanged:
-    """A complete tool call now waits for the user's approval, or runs."""
+    """A complete tool call now waits for the user's approval, or runs (with its progress)."""
 
     call_id: str
     status: ToolStatus
+    progress: ToolProgress | None = None
 
 
 @dataclass(frozen=True)
@@ -798,8 +799,8 @@ class Turn:
         tools, answered = self.tools, set[int]()
 
         async def run_one(n: int, call: ToolCallPart) -> None:
-            async def report(status: ToolStatus) -> None:
-                await self._emit(ToolStatusChanged(call.id, status))
+            async def report(status: ToolStatus, progress: ToolProgress | None = None) -> None:
+                await self._emit(ToolStatusChanged(call.id, status, progress))
 
             try:
                 result = await tools.run(call, self.observer.approve, report)

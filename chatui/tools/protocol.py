@@ -9,6 +9,7 @@ It lives here, with the tools, so that they need nothing of the turn.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from enum import Enum
 from typing import Literal, Protocol
 
@@ -42,8 +43,35 @@ async def deny_all(call: ToolCallPart) -> Approval:
 ToolStatus = Literal["approval", "running"]
 """What a complete call is doing: waiting for the user's approval, or running."""
 
-ToolReport = Callable[[ToolStatus], Awaitable[None]]
-"""Tells the turn (and so the UI) that a call waits for approval, or runs."""
+
+@dataclass(frozen=True)
+class ToolProgress:
+    """How far a running call is, as its tool says (an MCP server's `notifications/progress`).
+
+    `total` None: unknown (only `done` grows). `message` is the tool's own
+    text: untrusted, shown literally.
+    """
+
+    done: float
+    total: float | None = None
+    message: str | None = None
+
+    @property
+    def fraction(self) -> float | None:
+        """`done / total` within 0..1, or None if there is no meaningful total."""
+        if self.total is None or not self.total > 0:
+            return None
+        return min(max(self.done / self.total, 0.0), 1.0)
+
+
+class ToolReport(Protocol):
+    """Tells the turn (and so the UI) that a call waits for approval, runs, or has progressed.
+
+    Awaited in the turn's own task, where the call runs: once the turn is
+    stopped, nothing more is reported.
+    """
+
+    async def __call__(self, status: ToolStatus, progress: ToolProgress | None = None) -> None: ...
 
 
 class ToolRunner(Protocol):

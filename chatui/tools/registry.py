@@ -28,15 +28,15 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from chatui.cancel import stop_requested, tried_to_exit
-from chatui.messages import ToolCallPart, ToolResult
+from chatui.messages import Attachment, ToolCallPart, ToolResult, ToolResultState
 from chatui.providers.base import ToolSpec
 from chatui.threads import in_daemon_thread
-from chatui.tools.protocol import Approval, Approver, ToolReport
+from chatui.tools.protocol import Approval, Approver, ToolProgress, ToolReport
 from chatui.tools.schema import InvalidArguments, describe, parse_arguments, validate
 
 DEFAULT_TIMEOUT = 30.0
@@ -44,6 +44,58 @@ DEFAULT_TIMEOUT = 30.0
 
 class ToolFailed(Exception):
     """A tool's own clear refusal or failure; its message is the result, as it is."""
+
+
+@dataclass(frozen=True)
+class ToolOutput:
+    """What a tool that says more than a value returns: text, state, attachments, structure.
+
+    An MCP tool returns one (its `isError` is state "error"); the registry
+    makes it the call's `ToolResult` as it is.
+    """
+
+    content: str
+    state: ToolResultState = "ok"
+    attachments: list[Attachment] = field(default_factory=list)
+    structured: Any = None
+
+
+@dataclass(frozen=True)
+class CallContext:
+    """What a running call may use besides its arguments: its id, and a way to report progress.
+
+    `progress` is awaited in the turn's task (`ToolReport`), so it reports
+    nothing once the turn is stopped.
+    """
+
+    call_id: str
+    progress: Callable[[ToolProgress], Awaitable[None]]
+
+
+class RunnableTool(Protocol):
+    """A tool the registry can offer and run: a Python `Tool`, or an MCP server's tool.
+
+    `check` validates the model's arguments (raising `InvalidArguments`) and
+    returns them as the call takes them; `call` runs it, returning a value
+    (made text) or a `ToolOutput`. Only a stop may leave `call` as a
+    cancellation.
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def needs_approval(self) -> bool: ...
+
+    @property
+    def timeout(self) -> float: ...
+
+    @property
+    def spec(self) -> ToolSpec: ...
+
+    def check(self, arguments: dict[str, Any]) -> dict[str, Any]: ...
+
+    async def call(self, arguments: dict[str, Any], context: CallContext) -> Any: ...
 
 
 @dataclass
@@ -69,7 +121,11 @@ class Tool:
     def spec(self) -> ToolSpec:
         return ToolSpec(self.name, self.description, self.parameters)
 
-    async def call(self, arguments: dict[str, Any]) -> Any:
+    def check(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        """`arguments` validated against the signature's schema, as Python values."""
+        return validate(arguments, self.parameters)
+
+    async def call(self, arguments: dict[str, Any], context: CallContext | None = None) -> Any:
         """Run the function with validated `arguments` (a sync one on a daemon thread)."""
         if inspect.iscoroutinefunction(self.function):
             return await self.function(**arguments)
@@ -79,21 +135,40 @@ class Tool:
 class ToolRegistry:
     """The tools offered to the model; a `ToolRunner` for the turn."""
 
-    def __init__(self, tools: Iterable[Tool] = ()) -> None:
-        self._tools: dict[str, Tool] = {}
+    def __init__(self, tools: Iterable[RunnableTool] = ()) -> None:
+        self._tools: dict[str, RunnableTool] = {}
+        self._groups: dict[str, list[str]] = {}  # Group: the names of its tools.
         for tool in tools:
             self.add(tool)
 
-    def add(self, tool: Tool) -> Tool:
+    def add(self, tool: RunnableTool) -> RunnableTool:
         if tool.name in self._tools:
             raise ValueError(f"two tools are named {tool.name!r}")
         self._tools[tool.name] = tool
         return tool
 
+    def set_group(self, group: str, tools: Iterable[RunnableTool]) -> None:
+        """Make `tools` the whole of `group` (an MCP server's tools), replacing what it had.
+
+        A name taken by a tool outside the group raises ValueError, and the
+        group is left as it was. The next model request offers the new set.
+        """
+        tools = list(tools)
+        before = self._groups.get(group, [])
+        names = [tool.name for tool in tools]
+        clash = [n for n in names if n in self._tools and n not in before]
+        if clash or len(set(names)) != len(names):
+            raise ValueError(f"two tools are named {(clash or names)[0]!r}")
+        for name in before:
+            del self._tools[name]
+        for tool in tools:
+            self._tools[tool.name] = tool
+        self._groups[group] = names
+
     def __contains__(self, name: object) -> bool:
         return name in self._tools
 
-    def __getitem__(self, name: str) -> Tool:
+    def __getitem__(self, name: str) -> RunnableTool:
         return self._tools[name]
 
     @property
@@ -114,7 +189,7 @@ class ToolRegistry:
             known = ", ".join(self._tools) or "none"
             return _error(call, f"There is no tool named {call.name!r} (the tools: {known}).")
         try:
-            arguments = validate(parse_arguments(call.arguments), tool.parameters)
+            arguments = tool.check(parse_arguments(call.arguments))
         except InvalidArguments as problem:
             return _error(call, f"Invalid arguments for {tool.name}: {problem}. Nothing was run.")
         if tool.needs_approval:
@@ -122,9 +197,13 @@ class ToolRegistry:
             if await approve(call) is Approval.DENY:
                 return ToolResult(call.id, call.name, "The user denied this tool call.", "denied")
         await report("running")
+
+        async def progress(update: ToolProgress) -> None:
+            await report("running", update)
+
         try:
             async with asyncio.timeout(tool.timeout):
-                value = await tool.call(arguments)
+                value = await tool.call(arguments, CallContext(call.id, progress))
         except TimeoutError:
             return _error(call, f"{tool.name} did not finish within {tool.timeout:g} s.")
         except ToolFailed as failure:
@@ -137,6 +216,15 @@ class ToolRegistry:
             return _error(call, cancelled_on_its_own(tool.name))
         except BaseException as error:  # SystemExit, KeyboardInterrupt: from the tool itself.
             return _error(call, tried_to_exit(tool.name, error))
+        if isinstance(value, ToolOutput):
+            return ToolResult(
+                call.id,
+                call.name,
+                value.content,
+                value.state,
+                attachments=value.attachments,
+                structured=value.structured,
+            )
         return ToolResult(call.id, call.name, _as_text(value))
 
 
