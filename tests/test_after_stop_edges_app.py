@@ -10,8 +10,11 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from textual import events
+from textual.pilot import Pilot
 
 from chatui._textual.input import InputPump
 from chatui.app import ChatApp
@@ -22,7 +25,15 @@ from chatui.turn_kinds import Continue, Retry
 from chatui.widgets.chat_message import AssistantMessage, ContextDivider
 from chatui.widgets.composer import Composer
 from chatui.widgets.versions import EditBanner
-from tests.support.app import conversation_rows, make_app, screen_text, send, settled, wait_until
+from tests.support.app import (
+    conversation_rows,
+    esc_until_idle,
+    idle,
+    make_app,
+    screen_text,
+    send,
+    wait_until,
+)
 from tests.support.scripted import STALL, Gate, ScriptedProvider, words
 
 KITTY_ESCAPE = "\x1b[27u"  # Esc as a terminal with the kitty protocol sends it: no wait.
@@ -42,11 +53,6 @@ def banner(app: ChatApp) -> str:
     return str(shown.render()) if shown.display else ""
 
 
-def idle(app: ChatApp):  # type: ignore[no-untyped-def]
-    """True once no turn runs or wraps up."""
-    return lambda: settled(app)() and not app.chat.busy
-
-
 def stored_texts(store: Store, conversation_id: str) -> list[str]:
     items = store.load_conversation(conversation_id).all_items()
     return [item.text for item in items if isinstance(item, ModelResponse)]
@@ -55,6 +61,35 @@ def stored_texts(store: Store, conversation_id: str) -> list[str]:
 def feed(app: ChatApp, keys: str) -> None:
     """`keys` as one read from the terminal."""
     InputPump(app._driver.send_message).feed(keys, read_at=time.monotonic())
+
+
+@asynccontextmanager
+async def mid_reply(
+    store: Store, provider: ScriptedProvider, prompt: str
+) -> AsyncIterator[tuple[ChatApp, Pilot]]:
+    """Run the app on `provider`: `prompt` sent, and its reply stalled."""
+    app = make_app(store, provider)
+    async with app.run_test() as pilot:
+        await send(pilot, prompt)
+        await provider.last.stalled.wait()
+        yield app, pilot
+
+
+@asynccontextmanager
+async def showing(app: ChatApp, conversation_id: str) -> AsyncIterator[Pilot]:
+    """Run `app` with the stored conversation `conversation_id` open and drawn."""
+    async with app.run_test() as pilot:
+        await app.open_conversation(conversation_id)
+        await pilot.pause()
+        yield pilot
+
+
+async def two_exchanges(pilot: Pilot, app: ChatApp, provider: ScriptedProvider) -> None:
+    """Send "first", then "second" once it is answered; wait until both are."""
+    await send(pilot, "first")
+    await wait_until(pilot, idle(app))
+    await send(pilot, "second")
+    await wait_until(pilot, lambda: len(provider.records) == 2 and idle(app)())
 
 
 # Keys read together with Esc
@@ -79,12 +114,8 @@ async def test_ctrl_r_and_esc_in_one_read_stop_the_retry_as_it_starts(store: Sto
 
 async def test_ctrl_g_and_esc_in_one_read_stop_the_continue_as_it_starts(store: Store) -> None:
     provider = ScriptedProvider([*words("Soda bread", end=None), STALL], words(" is quick."))
-    app = make_app(store, provider)
-    async with app.run_test() as pilot:
-        await send(pilot, "bread?")
-        await provider.last.stalled.wait()
-        await pilot.press("escape")
-        await wait_until(pilot, idle(app))
+    async with mid_reply(store, provider, "bread?") as (app, pilot):
+        await esc_until_idle(pilot, app)
         before = app.chat.turn
 
         feed(app, CTRL_G + KITTY_ESCAPE)
@@ -101,12 +132,8 @@ async def test_a_continue_stopped_before_its_request_leaves_the_reply_as_it_was(
     store: Store,
 ) -> None:
     provider = ScriptedProvider([*words("Soda bread", end=None), STALL], words(" is quick."))
-    app = make_app(store, provider)
-    async with app.run_test() as pilot:
-        await send(pilot, "bread?")
-        await provider.last.stalled.wait()
-        await pilot.press("escape")
-        await wait_until(pilot, idle(app))
+    async with mid_reply(store, provider, "bread?") as (app, pilot):
+        await esc_until_idle(pilot, app)
         (stopped,) = replies(app)
         marker = str(stopped.query_one(".marker").render())
 
@@ -125,11 +152,7 @@ async def test_a_continue_stopped_before_its_request_leaves_the_reply_as_it_was(
 
 async def test_esc_and_ctrl_g_in_one_read_continue_once_the_stop_is_stored(store: Store) -> None:
     provider = ScriptedProvider([*words("Soda bread", end=None), STALL], words(" is quick."))
-    app = make_app(store, provider)
-    async with app.run_test() as pilot:
-        await send(pilot, "bread?")
-        await provider.last.stalled.wait()
-
+    async with mid_reply(store, provider, "bread?") as (app, pilot):
         feed(app, KITTY_ESCAPE + CTRL_G)  # Stop, then go on: the Ctrl+G comes as it wraps up.
         await wait_until(pilot, lambda: len(provider.records) == 2 and idle(app)())
 
@@ -141,10 +164,7 @@ async def test_esc_and_ctrl_g_in_one_read_continue_once_the_stop_is_stored(store
 
 async def test_esc_ctrl_g_esc_in_one_read_stop_the_continue_as_it_starts(store: Store) -> None:
     provider = ScriptedProvider([*words("Soda bread", end=None), STALL], words(" is quick."))
-    app = make_app(store, provider)
-    async with app.run_test() as pilot:
-        await send(pilot, "bread?")
-        await provider.last.stalled.wait()
+    async with mid_reply(store, provider, "bread?") as (app, pilot):
         first = app.chat.turn
 
         feed(app, KITTY_ESCAPE + CTRL_G + KITTY_ESCAPE)  # Stop, go on, and stop that too.
@@ -156,10 +176,7 @@ async def test_esc_ctrl_g_esc_in_one_read_stop_the_continue_as_it_starts(store: 
 
 async def test_ctrl_r_while_a_stop_wraps_up_retries_after_it(store: Store) -> None:
     provider = ScriptedProvider([*words("first", end=None), STALL], words("second answer"))
-    app = make_app(store, provider)
-    async with app.run_test() as pilot:
-        await send(pilot, "question")
-        await provider.last.stalled.wait()
+    async with mid_reply(store, provider, "question") as (app, pilot):
         show = app.chat._show_outcome
         pressed: list[bool | None] = []
 
@@ -183,10 +200,7 @@ async def test_a_choice_made_while_a_stop_wraps_up_stays_with_its_conversation(
     store: Store,
 ) -> None:
     provider = ScriptedProvider([*words("first", end=None), STALL], words("never"))
-    app = make_app(store, provider)
-    async with app.run_test() as pilot:
-        await send(pilot, "question")
-        await provider.last.stalled.wait()
+    async with mid_reply(store, provider, "question") as (app, pilot):
         talked = app.chat.conversation.id
         feed(app, KITTY_ESCAPE + CTRL_G)
         await pilot.press("ctrl+n")  # Leaves the conversation before its Ctrl+G could act.
@@ -234,10 +248,7 @@ async def test_keys_read_while_an_edit_branches_off_leave_both_conversations_alo
     )
     app = make_app(store, provider)
     async with app.run_test() as pilot:
-        await send(pilot, "first")
-        await wait_until(pilot, idle(app))
-        await send(pilot, "second")
-        await wait_until(pilot, lambda: len(provider.records) == 2 and idle(app)())
+        await two_exchanges(pilot, app, provider)
         before = app.chat.turn
         await pilot.press("ctrl+r")  # The last exchange has two versions: Alt+Left flips it.
         await wait_until(pilot, lambda: app.chat.turn is not before and idle(app)())
@@ -276,12 +287,8 @@ async def test_continue_is_not_offered_for_a_reply_stopped_before_its_first_toke
     store: Store,
 ) -> None:
     provider = ScriptedProvider([STALL], words("a reply"))
-    app = make_app(store, provider)
-    async with app.run_test() as pilot:
-        await send(pilot, "question")
-        await provider.last.stalled.wait()
-        await pilot.press("escape")
-        await wait_until(pilot, idle(app))
+    async with mid_reply(store, provider, "question") as (app, pilot):
+        await esc_until_idle(pilot, app)
 
         assert app.chat.check_action("continue_reply", ()) is None
         titles = [command.title for command in app.get_system_commands(app.chat)]
@@ -324,9 +331,7 @@ async def test_a_reply_whose_prompt_is_folded_away_still_shows_its_version(
 ) -> None:
     conversation_id = long_conversation(store, 19, trailing_prompt=True)  # 41 items: 1 hidden.
     app = make_app(store, ScriptedProvider())
-    async with app.run_test() as pilot:
-        await app.open_conversation(conversation_id)
-        await pilot.pause()
+    async with showing(app, conversation_id):
         assert app.chat.hidden_items == 1
 
         first = replies(app)[0]
@@ -337,9 +342,7 @@ async def test_a_reply_whose_prompt_is_folded_away_still_shows_its_version(
 async def test_the_flip_keys_leave_an_exchange_that_is_not_shown_alone(store: Store) -> None:
     conversation_id = long_conversation(store, 20, trailing_prompt=False)  # 42 items: 2 hidden.
     app = make_app(store, ScriptedProvider())
-    async with app.run_test() as pilot:
-        await app.open_conversation(conversation_id)
-        await pilot.pause()
+    async with showing(app, conversation_id) as pilot:
         assert app.chat.hidden_items == 2
         shown = len(app.chat.conversation.items)
 
@@ -376,9 +379,7 @@ async def test_editing_the_prompt_where_the_view_starts_leaves_no_divider_above_
     store.release_conversation(conversation.id)
     provider = ScriptedProvider(words("new reply"))  # No known window: it sees everything.
     app = make_app(store, provider)
-    async with app.run_test() as pilot:
-        await app.open_conversation(conversation.id)
-        await pilot.pause()
+    async with showing(app, conversation.id) as pilot:
         assert len(app.chat.query(ContextDivider)) == 1
 
         await pilot.press("ctrl+e", "!")
@@ -395,18 +396,14 @@ async def test_editing_the_prompt_where_the_view_starts_leaves_no_divider_above_
 
 async def test_a_queued_message_with_tabs_keeps_its_cross_on_screen(store: Store) -> None:
     provider = ScriptedProvider([*words("streaming", end=None), STALL])
-    app = make_app(store, provider)
-    async with app.run_test(size=(80, 24)) as pilot:
-        await send(pilot, "one")
-        await provider.last.stalled.wait()
+    async with mid_reply(store, provider, "one") as (app, pilot):
         await send(pilot, "\t".join("abcdefghijklm"))
         await wait_until(pilot, lambda: len(store.load_queue(app.chat.conversation.id)) == 1)
         await pilot.pause()
 
         (line,) = [line for line in screen_text(app).splitlines() if "◷ Queued:" in line]
         assert line.rstrip().endswith("✕")
-        await pilot.press("escape")
-        await wait_until(pilot, idle(app))
+        await esc_until_idle(pilot, app)
 
 
 async def test_a_branch_from_a_conversation_that_is_gone_is_told_in_a_sentence(
@@ -415,10 +412,7 @@ async def test_a_branch_from_a_conversation_that_is_gone_is_told_in_a_sentence(
     provider = ScriptedProvider(words("one"), words("two"))
     app = make_app(store, provider)
     async with app.run_test() as pilot:
-        await send(pilot, "first")
-        await wait_until(pilot, idle(app))
-        await send(pilot, "second")
-        await wait_until(pilot, lambda: len(provider.records) == 2 and idle(app)())
+        await two_exchanges(pilot, app, provider)
         gone = app.chat.conversation.id
         with sqlite3.connect(store.path) as db:  # Deleted behind this chatui's back.
             db.execute("DELETE FROM items WHERE conversation_id = ?", (gone,))

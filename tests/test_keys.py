@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 from textual import events
 from textual.command import CommandPalette
+from textual.pilot import Pilot
 from textual.widget import Widget
 from textual.widgets import Collapsible
 from textual.widgets.text_area import Selection
@@ -65,6 +68,29 @@ def stored_conversation(store: Store, *exchanges: tuple[str, ResponseState]) -> 
         store.save_item(conversation.id, response)
     store.release_conversation(conversation.id)
     return conversation.id
+
+
+@asynccontextmanager
+async def answered(app: ChatApp, prompt: str) -> AsyncIterator[Pilot]:
+    """Run `app`; send `prompt` and hand over once its reply is on screen."""
+    async with app.run_test(size=SIZE) as pilot:
+        await send(pilot, prompt)
+        await wait_until(pilot, settled(app))
+        yield pilot
+
+
+@asynccontextmanager
+async def opened(app: ChatApp, conversation_id: str) -> AsyncIterator[Pilot]:
+    """Run `app` with the stored conversation `conversation_id` open."""
+    async with app.run_test(size=SIZE) as pilot:
+        await app.open_conversation(conversation_id)
+        yield pilot
+
+
+async def type_draft(pilot: Pilot, app: ChatApp, text: str) -> None:
+    """Type `text` as one read into an empty composer; wait until the composer holds it."""
+    type_keys(app, text)
+    await wait_until(pilot, lambda: composer(app).text == text)
 
 
 # 1. Ctrl+C: a stop like Esc; a copy with text selected; a quit only when pressed twice
@@ -139,15 +165,22 @@ async def test_ctrl_c_stops_a_reply_like_esc_timed_from_its_byte(store: Store, p
         assert QUIT_HINT not in notices(app)  # A stop is not a quit's first press.
 
 
+@asynccontextmanager
+async def mid_reply(store: Store) -> AsyncIterator[tuple[ChatApp, Pilot]]:
+    """Run an app whose reply to "go" has streamed a word and stalls until it is stopped."""
+    provider = ScriptedProvider([*words("partial", end=None), STALL])
+    app = make_app(store, provider)
+    async with app.run_test(size=SIZE) as pilot:
+        await send(pilot, "go")
+        await provider.last.stalled.wait()
+        yield app, pilot
+
+
 @pytest.mark.parametrize("sequence", ["\x03", "\x1b[99;5u"], ids=["byte 0x03", "kitty"])
 async def test_ctrl_c_from_the_terminal_stops_on_its_first_trip_through_the_loop(
     store: Store, sequence: str
 ) -> None:
-    provider = ScriptedProvider([*words("partial", end=None), STALL])
-    app = make_app(store, provider)
-    async with app.run_test() as pilot:
-        await send(pilot, "go")
-        await provider.last.stalled.wait()
+    async with mid_reply(store) as (app, pilot):
         pump = InputPump(app._driver.send_message)
 
         pump.feed(sequence, read_at=time.monotonic())  # As the input thread parses a read.
@@ -158,11 +191,7 @@ async def test_ctrl_c_from_the_terminal_stops_on_its_first_trip_through_the_loop
 
 
 async def test_ctrl_c_with_text_selected_copies_it_and_stops_nothing(store: Store) -> None:
-    provider = ScriptedProvider([*words("partial", end=None), STALL])
-    app = make_app(store, provider)
-    async with app.run_test() as pilot:
-        await send(pilot, "go")
-        await provider.last.stalled.wait()
+    async with mid_reply(store) as (app, pilot):
         composer(app).text = "copy this, not that"
         composer(app).selection = Selection((0, 0), (0, 9))
 
@@ -219,11 +248,7 @@ async def test_a_ctrl_c_that_stops_a_reply_starts_the_count_to_quit_afresh(
 
 
 async def test_ctrl_c_in_the_conversation_list_stops_the_reply_below(store: Store) -> None:
-    provider = ScriptedProvider([*words("partial", end=None), STALL])
-    app = make_app(store, provider)
-    async with app.run_test() as pilot:
-        await send(pilot, "go")
-        await provider.last.stalled.wait()
+    async with mid_reply(store) as (app, pilot):
         await pilot.press("ctrl+o")
         await wait_until(pilot, lambda: isinstance(app.screen, ConversationList))
 
@@ -236,13 +261,8 @@ async def test_ctrl_c_in_the_conversation_list_stops_the_reply_below(store: Stor
 
 
 async def test_quitting_with_ctrl_c_keeps_the_draft(store: Store) -> None:
-    provider = ScriptedProvider([*words("partial", end=None), STALL])
-    app = make_app(store, provider)
-    async with app.run_test() as pilot:
-        await send(pilot, "go")
-        await provider.last.stalled.wait()
-        type_keys(app, "half a thought")
-        await wait_until(pilot, lambda: composer(app).text == "half a thought")
+    async with mid_reply(store) as (app, pilot):
+        await type_draft(pilot, app, "half a thought")
         conversation_id = app.chat.conversation.id
 
         await pilot.press("ctrl+c")  # Stops the reply.
@@ -258,20 +278,16 @@ async def test_a_draft_stays_with_its_conversation_across_ctrl_n_and_the_list(
 ) -> None:
     provider = ScriptedProvider(words("first answer"))
     app = make_app(store, provider)
-    async with app.run_test() as pilot:
-        await send(pilot, "first question")
-        await wait_until(pilot, settled(app))
+    async with answered(app, "first question") as pilot:
         first = app.chat.conversation.id
-        type_keys(app, "draft one")
-        await wait_until(pilot, lambda: composer(app).text == "draft one")
+        await type_draft(pilot, app, "draft one")
 
         await pilot.press("ctrl+n")
         await wait_until(pilot, lambda: app.chat.conversation.id != first)
         second = app.chat.conversation.id
         assert composer(app).text == ""  # The new conversation's own (empty) draft.
         assert store.load_draft(first) == "draft one"  # Stored as it was left.
-        type_keys(app, "draft two")
-        await wait_until(pilot, lambda: composer(app).text == "draft two")
+        await type_draft(pilot, app, "draft two")
 
         await app.open_conversation(first)
         assert composer(app).text == "draft one"
@@ -288,13 +304,10 @@ async def test_a_draft_stays_with_its_conversation_across_ctrl_n_and_the_list(
 async def test_a_draft_comes_back_after_a_restart(store: Store) -> None:
     old = stored_conversation(store, ("q", ResponseState.COMPLETE))
     app = make_app(store, ScriptedProvider())
-    async with app.run_test() as pilot:
-        await app.open_conversation(old)
-        type_keys(app, "second thought")
-        await wait_until(pilot, lambda: composer(app).text == "second thought")
+    async with opened(app, old) as pilot:
+        await type_draft(pilot, app, "second thought")
         await pilot.press("ctrl+n")  # A new, empty conversation with a draft of its own.
-        type_keys(app, "new idea")
-        await wait_until(pilot, lambda: composer(app).text == "new idea")
+        await type_draft(pilot, app, "new idea")
         empty = app.chat.conversation.id
         await pilot.press("ctrl+q")
         await wait_until(pilot, lambda: not app.is_running)
@@ -311,12 +324,9 @@ async def test_quitting_with_a_draft_in_a_conversation_reopens_it_with_the_draft
     store: Store,
 ) -> None:
     app = make_app(store, ScriptedProvider(words("An answer.")))
-    async with app.run_test() as pilot:
-        await send(pilot, "a question")
-        await wait_until(pilot, settled(app))
+    async with answered(app, "a question") as pilot:
         talked = app.chat.conversation.id
-        type_keys(app, "a follow-up I have not sent")
-        await wait_until(pilot, lambda: composer(app).text == "a follow-up I have not sent")
+        await type_draft(pilot, app, "a follow-up I have not sent")
         await pilot.press("ctrl+q")
         await wait_until(pilot, lambda: not app.is_running)
 
@@ -332,8 +342,7 @@ async def test_a_draft_is_stored_a_moment_after_typing_stops(store: Store) -> No
     app = make_app(store, ScriptedProvider())
     async with app.run_test() as pilot:
         clock = LoopClock()
-        type_keys(app, "typed")
-        await wait_until(pilot, lambda: composer(app).text == "typed")
+        await type_draft(pilot, app, "typed")
         await pilot.pause()
         conversation_id = app.chat.conversation.id
         assert store.load_draft(conversation_id) == ""  # Not at every key.
@@ -342,21 +351,23 @@ async def test_a_draft_is_stored_a_moment_after_typing_stops(store: Store) -> No
         assert store.load_draft(conversation_id) == "typed"  # Safe from a crash from now on.
 
 
+async def delete_the_open_conversation(pilot: Pilot, app: ChatApp) -> None:
+    """Delete the open conversation in the list (Ctrl+O, d, Enter); the list stays open."""
+    await pilot.press("ctrl+o")
+    await wait_until(pilot, lambda: isinstance(app.screen, ConversationList))
+    await pilot.press("d")  # The open conversation is the one highlighted.
+    await wait_until(pilot, lambda: not isinstance(app.screen, ConversationList))
+    await pilot.press("enter")  # Confirm.
+    await wait_until(pilot, lambda: isinstance(app.screen, ConversationList))
+
+
 async def test_the_draft_of_a_deleted_conversation_comes_along(store: Store) -> None:
     app = make_app(store, ScriptedProvider(words("ok")))
-    async with app.run_test() as pilot:
-        await send(pilot, "doomed")
-        await wait_until(pilot, settled(app))
+    async with answered(app, "doomed") as pilot:
         doomed = app.chat.conversation.id
-        type_keys(app, "keep me")
-        await wait_until(pilot, lambda: composer(app).text == "keep me")
+        await type_draft(pilot, app, "keep me")
 
-        await pilot.press("ctrl+o")
-        await wait_until(pilot, lambda: isinstance(app.screen, ConversationList))
-        await pilot.press("d")
-        await wait_until(pilot, lambda: not isinstance(app.screen, ConversationList))
-        await pilot.press("enter")  # Confirm.
-        await wait_until(pilot, lambda: isinstance(app.screen, ConversationList))
+        await delete_the_open_conversation(pilot, app)
         await pilot.press("escape")
         await wait_until(pilot, lambda: app.chat.conversation.id != doomed)
 
@@ -368,9 +379,7 @@ async def test_text_typed_in_the_same_read_as_ctrl_n_stays_with_its_conversation
     store: Store,
 ) -> None:
     app = make_app(store, ScriptedProvider(words("an answer")))
-    async with app.run_test() as pilot:
-        await send(pilot, "first question")
-        await wait_until(pilot, settled(app))
+    async with answered(app, "first question") as pilot:
         first = app.chat.conversation.id
 
         type_keys(app, "typed fast")
@@ -388,10 +397,8 @@ async def test_a_pending_draft_save_never_lands_in_the_conversation_being_opened
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     app = make_app(store, ScriptedProvider(words("an answer")))
-    async with app.run_test() as pilot:
+    async with answered(app, "first question") as pilot:
         clock = LoopClock()
-        await send(pilot, "first question")
-        await wait_until(pilot, settled(app))
         first = app.chat.conversation.id
         messages = app.chat.query_one(MessageList)
         shown, showing = Gate(), messages.replace_items
@@ -425,15 +432,9 @@ async def test_a_draft_carried_from_a_deleted_conversation_keeps_the_opened_ones
         store.save_draft(other, "their draft")  # Left there by an earlier run.
         await send(pilot, "doomed")
         await wait_until(pilot, settled(app))
-        type_keys(app, "keep me")
-        await wait_until(pilot, lambda: composer(app).text == "keep me")
+        await type_draft(pilot, app, "keep me")
 
-        await pilot.press("ctrl+o")
-        await wait_until(pilot, lambda: isinstance(app.screen, ConversationList))
-        await pilot.press("d")
-        await wait_until(pilot, lambda: not isinstance(app.screen, ConversationList))
-        await pilot.press("enter")  # Confirm: the open conversation is deleted.
-        await wait_until(pilot, lambda: isinstance(app.screen, ConversationList))
+        await delete_the_open_conversation(pilot, app)
         await pilot.press("enter")  # Open the one left, which has a draft of its own.
         await wait_until(pilot, lambda: composer(app).prompts == ["older question"])
 
@@ -450,15 +451,12 @@ async def test_a_draft_the_store_cannot_keep_is_told_once_and_never_lost(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     app = make_app(store, ScriptedProvider(words("an answer")))
-    async with app.run_test() as pilot:
+    async with answered(app, "first question") as pilot:
         clock = LoopClock()
-        await send(pilot, "first question")
-        await wait_until(pilot, settled(app))
         first = app.chat.conversation.id
         monkeypatch.setattr(store, "save_draft", full_disk)
 
-        type_keys(app, "half")
-        await wait_until(pilot, lambda: composer(app).text == "half")
+        await type_draft(pilot, app, "half")
         await clock.advance(DRAFT_SAVE_DELAY)
         type_keys(app, " done")
         await wait_until(pilot, lambda: composer(app).text == "half done")
@@ -483,8 +481,7 @@ async def test_quitting_with_a_draft_the_store_cannot_keep_gives_it_back_on_the_
     app = make_app(store, ScriptedProvider())
     async with app.run_test() as pilot:
         monkeypatch.setattr(store, "save_draft", full_disk)
-        type_keys(app, "words worth keeping")
-        await wait_until(pilot, lambda: composer(app).text == "words worth keeping")
+        await type_draft(pilot, app, "words worth keeping")
         await pilot.press("ctrl+q")
         await wait_until(pilot, lambda: not app.is_running)
 
@@ -496,17 +493,22 @@ async def test_quitting_with_a_draft_the_store_cannot_keep_gives_it_back_on_the_
 # 3. Ctrl+E and Up: earlier prompts, with the draft always recoverable
 
 
-async def test_edit_keeps_the_draft_for_ctrl_z_and_down_and_works_again(store: Store) -> None:
-    provider = ScriptedProvider([STALL])
-    app = make_app(store, provider)
-    async with app.run_test() as pilot:
+@asynccontextmanager
+async def a_draft_after_a_stop(app: ChatApp, provider: ScriptedProvider) -> AsyncIterator[Pilot]:
+    """Run `app`: "stopped prompt" sent, its stalled reply stopped, then "my draft" typed."""
+    async with app.run_test(size=SIZE) as pilot:
         await send(pilot, "stopped prompt")
         await provider.last.stalled.wait()
         await pilot.press("escape")
         await wait_until(pilot, settled(app))
-        type_keys(app, "my draft")
-        await wait_until(pilot, lambda: composer(app).text == "my draft")
+        await type_draft(pilot, app, "my draft")
+        yield pilot
 
+
+async def test_edit_keeps_the_draft_for_ctrl_z_and_down_and_works_again(store: Store) -> None:
+    provider = ScriptedProvider([STALL])
+    app = make_app(store, provider)
+    async with a_draft_after_a_stop(app, provider) as pilot:
         await pilot.press("ctrl+e")
         assert composer(app).text == "stopped prompt"
         await pilot.press("ctrl+z")
@@ -526,14 +528,7 @@ async def test_edit_keeps_the_draft_for_ctrl_z_and_down_and_works_again(store: S
 async def test_sending_an_edited_prompt_gives_the_draft_back(store: Store) -> None:
     provider = ScriptedProvider([STALL], words("ok"))
     app = make_app(store, provider)
-    async with app.run_test() as pilot:
-        await send(pilot, "stopped prompt")
-        await provider.last.stalled.wait()
-        await pilot.press("escape")
-        await wait_until(pilot, settled(app))
-        type_keys(app, "my draft")
-        await wait_until(pilot, lambda: composer(app).text == "my draft")
-
+    async with a_draft_after_a_stop(app, provider) as pilot:
         await pilot.press("ctrl+e", "enter")  # Sent again, as it was: a new version of it.
         await wait_until(pilot, settled(app))
         await wait_until(pilot, lambda: len(provider.records) == 2)
@@ -546,10 +541,8 @@ async def test_sending_an_edited_prompt_gives_the_draft_back(store: Store) -> No
 async def test_quitting_while_editing_a_prompt_keeps_both_texts(store: Store) -> None:
     conversation_id = stored_conversation(store, ("stopped", ResponseState.INTERRUPTED))
     app = make_app(store, ScriptedProvider())
-    async with app.run_test() as pilot:
-        await app.open_conversation(conversation_id)
-        type_keys(app, "my draft")
-        await wait_until(pilot, lambda: composer(app).text == "my draft")
+    async with opened(app, conversation_id) as pilot:
+        await type_draft(pilot, app, "my draft")
         await pilot.press("ctrl+e")
         type_keys(app, " again")
         await wait_until(pilot, lambda: composer(app).text == "stopped again")
@@ -564,10 +557,8 @@ async def test_quitting_while_a_prompt_is_in_the_composer_to_edit_keeps_the_draf
 ) -> None:
     conversation_id = stored_conversation(store, ("stopped", ResponseState.INTERRUPTED))
     app = make_app(store, ScriptedProvider())
-    async with app.run_test() as pilot:
-        await app.open_conversation(conversation_id)
-        type_keys(app, "my draft")
-        await wait_until(pilot, lambda: composer(app).text == "my draft")
+    async with opened(app, conversation_id) as pilot:
+        await type_draft(pilot, app, "my draft")
         await pilot.press("ctrl+e")
         assert composer(app).text == "stopped"
         await pilot.press("ctrl+q")
@@ -576,16 +567,20 @@ async def test_quitting_while_a_prompt_is_in_the_composer_to_edit_keeps_the_draf
     assert store.load_draft(conversation_id) == "my draft"
 
 
-async def test_up_on_an_empty_composer_walks_back_through_the_prompts(store: Store) -> None:
-    conversation_id = stored_conversation(
+def three_prompts(store: Store, second: str) -> str:
+    """A conversation of three answered prompts, "one", `second` and "three"; its id."""
+    return stored_conversation(
         store,
         ("one", ResponseState.COMPLETE),
-        ("two\nlines", ResponseState.COMPLETE),
+        (second, ResponseState.COMPLETE),
         ("three", ResponseState.COMPLETE),
     )
+
+
+async def test_up_on_an_empty_composer_walks_back_through_the_prompts(store: Store) -> None:
+    conversation_id = three_prompts(store, "two\nlines")
     app = make_app(store, ScriptedProvider())
-    async with app.run_test() as pilot:
-        await app.open_conversation(conversation_id)
+    async with opened(app, conversation_id) as pilot:
         shown: list[str] = []
 
         async def press(*keys: str) -> None:
@@ -600,23 +595,16 @@ async def test_up_on_an_empty_composer_walks_back_through_the_prompts(store: Sto
         await press("down", "down", "down", "down")
         assert shown == ["two\nlines", "three", "", ""]
 
-        type_keys(app, "new")
-        await wait_until(pilot, lambda: composer(app).text == "new")
+        await type_draft(pilot, app, "new")
         await press("up")
         assert shown[-1] == "new"  # With a draft, Up is the cursor's.
 
 
 async def test_up_and_down_walk_past_a_prompt_the_editor_shows_otherwise(store: Store) -> None:
     """A stored prompt with Windows line ends shows with the editor's: the walk goes on."""
-    conversation_id = stored_conversation(
-        store,
-        ("one", ResponseState.COMPLETE),
-        ("two\r\nlines", ResponseState.COMPLETE),
-        ("three", ResponseState.COMPLETE),
-    )
+    conversation_id = three_prompts(store, "two\r\nlines")
     app = make_app(store, ScriptedProvider())
-    async with app.run_test() as pilot:
-        await app.open_conversation(conversation_id)
+    async with opened(app, conversation_id) as pilot:
         shown: list[str] = []
         for name in ["up", "up", "up", "up", "down", "down", "down"]:
             await pilot.press(name)
@@ -641,9 +629,7 @@ def with_a_result(store: Store) -> tuple[ChatApp, ScriptedProvider]:
 
 async def test_text_and_enter_typed_on_a_result_fold_go_to_the_composer(store: Store) -> None:
     app, provider = with_a_result(store)
-    async with app.run_test(size=SIZE) as pilot:
-        await send(pilot, "look")
-        await wait_until(pilot, settled(app))
+    async with answered(app, "look") as pilot:
         fold = app.chat.query_one(Collapsible)
         await pilot.click(fold.query_one("CollapsibleTitle"))
         await wait_until(pilot, lambda: app.focused is fold.query_one("CollapsibleTitle"))
@@ -662,9 +648,7 @@ async def test_text_and_enter_typed_on_a_result_fold_go_to_the_composer(store: S
 async def test_text_pasted_while_the_list_has_focus_goes_to_the_composer(store: Store) -> None:
     provider = ScriptedProvider(words("one"), words("two"))
     app = make_app(store, provider)
-    async with app.run_test(size=SIZE) as pilot:
-        await send(pilot, "first")
-        await wait_until(pilot, settled(app))
+    async with answered(app, "first") as pilot:
         await pilot.press("tab")
         assert app.focused is app.chat.query_one(MessageList)
 
@@ -678,9 +662,7 @@ async def test_text_pasted_while_the_list_has_focus_goes_to_the_composer(store: 
 async def test_text_typed_after_tab_goes_to_the_composer(store: Store) -> None:
     provider = ScriptedProvider(words("one"), words("two"))
     app = make_app(store, provider)
-    async with app.run_test(size=SIZE) as pilot:
-        await send(pilot, "first")
-        await wait_until(pilot, settled(app))
+    async with answered(app, "first") as pilot:
         await pilot.press("tab")
         assert app.focused is app.chat.query_one(MessageList)
 
@@ -694,9 +676,7 @@ async def test_ctrl_n_and_text_in_one_read_while_the_list_has_focus_go_to_the_ne
     store: Store,
 ) -> None:
     app, provider = with_a_result(store)
-    async with app.run_test(size=SIZE) as pilot:
-        await send(pilot, "look")
-        await wait_until(pilot, settled(app))
+    async with answered(app, "look") as pilot:
         first = app.chat.conversation.id
         title = app.chat.query_one("CollapsibleTitle")
         await pilot.click(title)
@@ -736,8 +716,7 @@ async def test_page_keys_home_and_end_in_the_composer_scroll_the_conversation(
 ) -> None:
     conversation_id = long_conversation(store)
     app = make_app(store, ScriptedProvider())
-    async with app.run_test(size=SIZE) as pilot:
-        await app.open_conversation(conversation_id)
+    async with opened(app, conversation_id) as pilot:
         await pilot.pause()
         messages = app.chat.query_one(MessageList)
         bottom = messages.max_scroll_y
@@ -760,14 +739,12 @@ async def test_page_keys_home_and_end_in_the_composer_scroll_the_conversation(
 async def test_home_and_end_stay_in_a_draft_that_needs_them(store: Store) -> None:
     conversation_id = long_conversation(store)
     app = make_app(store, ScriptedProvider())
-    async with app.run_test(size=SIZE) as pilot:
-        await app.open_conversation(conversation_id)
+    async with opened(app, conversation_id) as pilot:
         await pilot.pause()
         messages = app.chat.query_one(MessageList)
         bottom = messages.scroll_y
 
-        type_keys(app, "one line")
-        await wait_until(pilot, lambda: composer(app).text == "one line")
+        await type_draft(pilot, app, "one line")
         await pilot.press("home")  # Moves the cursor: the draft's.
         assert composer(app).cursor_location == (0, 0) and messages.scroll_y == bottom
         await pilot.press("home")  # Moves nothing there: the conversation's.
@@ -795,8 +772,7 @@ async def test_sending_while_scrolled_up_shows_the_prompt_and_follows_the_reply(
     gate = Gate()
     provider = ScriptedProvider([TextDelta("first words "), gate, *words("and many more " * 40)])
     app = make_app(store, provider)
-    async with app.run_test(size=SIZE) as pilot:
-        await app.open_conversation(conversation_id)
+    async with opened(app, conversation_id) as pilot:
         await pilot.pause()
         messages = app.chat.query_one(MessageList)
         messages.scroll_home(animate=False)  # As the mouse wheel scrolls.
@@ -822,8 +798,7 @@ async def test_scrolled_up_during_a_stream_a_sign_says_more_is_below_until_end(
     first, more = words("a " * 200, end=None), words("b " * 200, end=None)
     provider = ScriptedProvider([*first, gates[0], *more, gates[1], StreamEnd("stop")])
     app = make_app(store, provider)
-    async with app.run_test(size=SIZE) as pilot:
-        await app.open_conversation(conversation_id)
+    async with opened(app, conversation_id) as pilot:
         messages = app.chat.query_one(MessageList)
         sign = app.chat.query_one(MoreBelow)
         shown: list[bool] = []
@@ -858,8 +833,7 @@ async def test_end_at_the_end_of_a_multi_line_draft_follows_the_reply_as_the_sig
     gate = Gate()
     provider = ScriptedProvider([*words("a " * 200, end=None), gate, StreamEnd("stop")])
     app = make_app(store, provider)
-    async with app.run_test(size=SIZE) as pilot:
-        await app.open_conversation(conversation_id)
+    async with opened(app, conversation_id) as pilot:
         messages = app.chat.query_one(MessageList)
         sign = app.chat.query_one(MoreBelow)
         await send(pilot, "go")

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 
 import pytest
 from textual import events
+from textual.pilot import Pilot
 
 from chatui._textual.input import InputPump
 from chatui.app import ChatApp
@@ -20,7 +23,7 @@ from chatui.providers.base import StreamEnd
 from chatui.store import Store
 from chatui.widgets.composer import BUSY_NOTICE, Composer
 from chatui.widgets.queue_panel import QueuePanel
-from tests.support.app import fix_stop_time, make_app, send, settled, wait_until
+from tests.support.app import esc_until_idle, fix_stop_time, idle, make_app, send, wait_until
 from tests.support.clocks import FakeClock
 from tests.support.scripted import RAISE, STALL, Gate, ScriptedProvider, words
 
@@ -55,11 +58,6 @@ def composer(app: ChatApp) -> Composer:
     return app.chat.query_one(Composer)
 
 
-def idle(app: ChatApp):  # type: ignore[no-untyped-def]
-    """True once no turn runs or wraps up: whatever the queue does next has been decided."""
-    return lambda: settled(app)() and not app.chat.busy
-
-
 def held_reply(gate: Gate) -> list:
     """A reply that stops mid-stream at `gate`, then completes."""
     return [*words("the first reply", end=None), gate, StreamEnd("stop")]
@@ -72,6 +70,34 @@ async def queue(pilot, app: ChatApp, store: Store, text: str) -> None:  # type: 
     await wait_until(pilot, lambda: len(queued(store, app)) == before + 1)
 
 
+STALLING = (*words("streaming", end=None), STALL)  # A reply that stalls until it is stopped.
+
+
+@asynccontextmanager
+async def while_replying(
+    store: Store,
+    provider: ScriptedProvider,
+    *,
+    held_at: Gate | None = None,
+    queueing: Sequence[str] = (),
+) -> AsyncIterator[tuple[ChatApp, Pilot]]:
+    """The app on `provider` once "one" is sent, its reply is held and `queueing` is queued.
+
+    The reply is held at `held_at` once the provider reaches that gate, or else at its
+    stall. The app runs until the block ends.
+    """
+    app = make_app(store, provider)
+    async with app.run_test(size=SIZE) as pilot:
+        await send(pilot, "one")
+        if held_at is None:
+            await provider.last.stalled.wait()
+        else:
+            await held_at.reached.wait()
+        for text in queueing:
+            await queue(pilot, app, store, text)
+        yield app, pilot
+
+
 # 1, 2. Enter queues while a turn runs; a complete reply sends the queue, in order
 
 
@@ -80,13 +106,9 @@ async def test_enter_while_a_reply_streams_queues_and_a_complete_reply_sends_the
 ) -> None:
     gate = Gate()
     provider = ScriptedProvider(held_reply(gate), words("reply two"), words("reply three"))
-    app = make_app(store, provider)
-    async with app.run_test(size=SIZE) as pilot:
-        await send(pilot, "one")
-        await gate.reached.wait()
-        await queue(pilot, app, store, "two")
-        await queue(pilot, app, store, "three\nwith a second line")
-
+    async with while_replying(
+        store, provider, held_at=gate, queueing=["two", "three\nwith a second line"]
+    ) as (app, pilot):
         assert queued(store, app) == ["two", "three\nwith a second line"]
         assert composer(app).text == "" and not composer(app).locked
         assert panel(app).display
@@ -105,15 +127,9 @@ async def test_enter_while_a_reply_streams_queues_and_a_complete_reply_sends_the
 
 
 async def test_a_stop_keeps_the_queue_unsent_and_says_how_to_send_it(store: Store) -> None:
-    provider = ScriptedProvider([*words("streaming", end=None), STALL], words("reply two"))
-    app = make_app(store, provider)
-    async with app.run_test(size=SIZE) as pilot:
-        await send(pilot, "one")
-        await provider.last.stalled.wait()
-        await queue(pilot, app, store, "two")
-
-        await pilot.press("escape")
-        await wait_until(pilot, idle(app))
+    provider = ScriptedProvider(STALLING, words("reply two"))
+    async with while_replying(store, provider, queueing=["two"]) as (app, pilot):
+        await esc_until_idle(pilot, app)
 
         assert app.last_outcome.state is ResponseState.INTERRUPTED
         assert sent(provider) == ["one"]
@@ -125,13 +141,12 @@ async def test_a_stop_keeps_the_queue_unsent_and_says_how_to_send_it(store: Stor
 async def test_a_failed_reply_keeps_the_queue_unsent(store: Store) -> None:
     gate = Gate()
     provider = ScriptedProvider([*words("partial", end=None), gate, RAISE], words("never"))
-    app = make_app(store, provider)
-    async with app.run_test(size=SIZE) as pilot:
-        await send(pilot, "one")
-        await gate.reached.wait()
-        await queue(pilot, app, store, "two")
-        await queue(pilot, app, store, "three")
-
+    async with while_replying(
+        store,
+        provider,
+        held_at=gate,
+        queueing=["two", "three"],
+    ) as (app, pilot):
         gate.opened.set()
         await wait_until(pilot, idle(app))
 
@@ -143,11 +158,8 @@ async def test_a_failed_reply_keeps_the_queue_unsent(store: Store) -> None:
 
 
 async def test_keys_read_with_the_enter_that_queued_stay_in_the_composer(store: Store) -> None:
-    provider = ScriptedProvider([*words("streaming", end=None), STALL])
-    app = make_app(store, provider)
-    async with app.run_test(size=SIZE) as pilot:
-        await send(pilot, "one")
-        await provider.last.stalled.wait()
+    provider = ScriptedProvider(STALLING)
+    async with while_replying(store, provider) as (app, pilot):
         await pilot.click(Composer)
 
         for char in "two\rthree\r":  # One read: a paste without bracketed paste.
@@ -159,42 +171,28 @@ async def test_keys_read_with_the_enter_that_queued_stay_in_the_composer(store: 
         assert BUSY_NOTICE in [notice.message for notice in app._notifications]
         await pilot.press("enter")  # An Enter of its own queues it, as the notice says.
         await wait_until(pilot, lambda: queued(store, app) == ["two", "three"])
-        await pilot.press("escape")
-        await wait_until(pilot, idle(app))
+        await esc_until_idle(pilot, app)
 
 
 async def test_the_panel_shows_queued_text_literally_and_counts_what_does_not_fit(
     store: Store,
 ) -> None:
-    provider = ScriptedProvider([*words("streaming", end=None), STALL])
-    app = make_app(store, provider)
-    async with app.run_test(size=SIZE) as pilot:
-        await send(pilot, "one")
-        await provider.last.stalled.wait()
-        for text in ("[b]bold?[/b] \x1b[2J", "two", "three", "four", "five"):
-            await queue(pilot, app, store, text)
-
+    provider = ScriptedProvider(STALLING)
+    async with while_replying(
+        store, provider, queueing=["[b]bold?[/b] \x1b[2J", "two", "three", "four", "five"]
+    ) as (app, pilot):
         assert rows(app) == ["◷ Queued: [b]bold?[/b] ␛[2J", "◷ Queued: two", "◷ Queued: three"]
         assert panel(app).lines[3] == "   and 2 more queued"
-        await pilot.press("escape")
-        await wait_until(pilot, idle(app))
+        await esc_until_idle(pilot, app)
 
 
 # 3. Send the queued message now: Ctrl+S, and the command palette
 
 
 async def test_ctrl_s_sends_the_first_queued_message_after_a_stop(store: Store) -> None:
-    provider = ScriptedProvider(
-        [*words("streaming", end=None), STALL], words("reply two"), words("reply three")
-    )
-    app = make_app(store, provider)
-    async with app.run_test(size=SIZE) as pilot:
-        await send(pilot, "one")
-        await provider.last.stalled.wait()
-        await queue(pilot, app, store, "two")
-        await queue(pilot, app, store, "three")
-        await pilot.press("escape")
-        await wait_until(pilot, idle(app))
+    provider = ScriptedProvider(STALLING, words("reply two"), words("reply three"))
+    async with while_replying(store, provider, queueing=["two", "three"]) as (app, pilot):
+        await esc_until_idle(pilot, app)
         assert sent(provider) == ["one"]
 
         await pilot.press("ctrl+s")
@@ -212,12 +210,7 @@ async def test_ctrl_s_while_a_reply_streams_does_nothing_and_the_reply_sends_it_
 ) -> None:
     gate = Gate()
     provider = ScriptedProvider(held_reply(gate), words("reply two"), words("never"))
-    app = make_app(store, provider)
-    async with app.run_test(size=SIZE) as pilot:
-        await send(pilot, "one")
-        await gate.reached.wait()
-        await queue(pilot, app, store, "two")
-
+    async with while_replying(store, provider, held_at=gate, queueing=["two"]) as (app, pilot):
         assert app.chat.check_action("send_queued", ()) is None  # Dimmed: a turn runs.
         await pilot.press("ctrl+s")
         await pilot.pause()
@@ -248,17 +241,12 @@ async def test_ctrl_s_while_a_reply_streams_does_nothing_and_the_reply_sends_it_
 async def test_the_command_palette_sends_the_queued_message_when_no_turn_runs(
     store: Store,
 ) -> None:
-    provider = ScriptedProvider([*words("streaming", end=None), STALL], words("reply two"))
-    app = make_app(store, provider)
-    async with app.run_test(size=SIZE) as pilot:
-        await send(pilot, "one")
-        await provider.last.stalled.wait()
-        await queue(pilot, app, store, "two")
+    provider = ScriptedProvider(STALLING, words("reply two"))
+    async with while_replying(store, provider, queueing=["two"]) as (app, pilot):
         titles = [command.title for command in app.get_system_commands(app.chat)]
         assert "Send the queued message now" not in titles  # A turn runs.
 
-        await pilot.press("escape")
-        await wait_until(pilot, idle(app))
+        await esc_until_idle(pilot, app)
         commands = {command.title: command for command in app.get_system_commands(app.chat)}
         await commands["Send the queued message now"].callback()  # type: ignore[misc]
         await wait_until(pilot, lambda: len(provider.records) == 2 and idle(app)())
@@ -273,14 +261,8 @@ async def test_the_command_palette_sends_the_queued_message_when_no_turn_runs(
 async def test_take_last_queued_gives_back_the_last_and_the_store_forgets_it(
     store: Store,
 ) -> None:
-    provider = ScriptedProvider([*words("streaming", end=None), STALL])
-    app = make_app(store, provider)
-    async with app.run_test(size=SIZE) as pilot:
-        await send(pilot, "one")
-        await provider.last.stalled.wait()
-        await queue(pilot, app, store, "two")
-        await queue(pilot, app, store, "three")
-
+    provider = ScriptedProvider(STALLING)
+    async with while_replying(store, provider, queueing=["two", "three"]) as (app, pilot):
         assert app.chat.take_last_queued() == "three"
         assert queued(store, app) == ["two"]
         assert rows(app) == ["◷ Queued: two"]
@@ -288,22 +270,15 @@ async def test_take_last_queued_gives_back_the_last_and_the_store_forgets_it(
         assert queued(store, app) == [] and not panel(app).display
         assert app.chat.take_last_queued() is None
 
-        await pilot.press("escape")
-        await wait_until(pilot, idle(app))
+        await esc_until_idle(pilot, app)
         assert sent(provider) == ["one"]
 
 
 async def test_ctrl_e_takes_the_last_queued_message_back_to_edit_and_enter_queues_it_again(
     store: Store,
 ) -> None:
-    provider = ScriptedProvider([*words("streaming", end=None), STALL])
-    app = make_app(store, provider)
-    async with app.run_test(size=SIZE) as pilot:
-        await send(pilot, "one")
-        await provider.last.stalled.wait()
-        await queue(pilot, app, store, "two")
-        await queue(pilot, app, store, "three")
-
+    provider = ScriptedProvider(STALLING)
+    async with while_replying(store, provider, queueing=["two", "three"]) as (app, pilot):
         await pilot.press("ctrl+e")
         await wait_until(pilot, lambda: composer(app).text == "three")
         assert queued(store, app) == ["two"]
@@ -312,21 +287,15 @@ async def test_ctrl_e_takes_the_last_queued_message_back_to_edit_and_enter_queue
         composer(app).text = "three, edited"
         await pilot.press("enter")  # A turn still runs: queued again, at the end.
         await wait_until(pilot, lambda: queued(store, app) == ["two", "three, edited"])
-        await pilot.press("escape")
-        await wait_until(pilot, idle(app))
+        await esc_until_idle(pilot, app)
         assert sent(provider) == ["one"]
 
 
 async def test_a_click_on_the_cross_takes_the_message_back_into_the_composer_and_its_draft(
     store: Store,
 ) -> None:
-    provider = ScriptedProvider([*words("streaming", end=None), STALL])
-    app = make_app(store, provider)
-    async with app.run_test(size=SIZE) as pilot:
-        await send(pilot, "one")
-        await provider.last.stalled.wait()
-        await queue(pilot, app, store, "two")
-        await queue(pilot, app, store, "three")
+    provider = ScriptedProvider(STALLING)
+    async with while_replying(store, provider, queueing=["two", "three"]) as (app, pilot):
         composer(app).text = "typing"
 
         width = panel(app).content_region.width
@@ -335,8 +304,7 @@ async def test_a_click_on_the_cross_takes_the_message_back_into_the_composer_and
         assert queued(store, app) == ["three"]
         assert composer(app).text == "two\ntyping"
         assert store.load_draft(app.chat.conversation.id) == "two\ntyping"  # Stored at once.
-        await pilot.press("escape")
-        await wait_until(pilot, idle(app))
+        await esc_until_idle(pilot, app)
 
 
 def full_disk(*args: object) -> None:
@@ -350,11 +318,8 @@ def notices(app: ChatApp) -> list[str]:
 async def test_a_message_the_store_cannot_queue_stays_in_the_composer_and_is_told(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    provider = ScriptedProvider([*words("streaming", end=None), STALL])
-    app = make_app(store, provider)
-    async with app.run_test(size=SIZE) as pilot:
-        await send(pilot, "one")
-        await provider.last.stalled.wait()
+    provider = ScriptedProvider(STALLING)
+    async with while_replying(store, provider) as (app, pilot):
         monkeypatch.setattr(store, "queue_message", full_disk)
 
         await send(pilot, "two")
@@ -363,20 +328,15 @@ async def test_a_message_the_store_cannot_queue_stays_in_the_composer_and_is_tol
         assert queued(store, app) == [] and not panel(app).display
         (told,) = [notice for notice in notices(app) if "queued" in notice]
         assert "database or disk is full" in told and "stays in the composer" in told
-        await pilot.press("escape")
-        await wait_until(pilot, idle(app))
+        await esc_until_idle(pilot, app)
         assert sent(provider) == ["one"]
 
 
 async def test_a_queued_message_the_store_cannot_take_out_stays_queued_and_is_told(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    provider = ScriptedProvider([*words("streaming", end=None), STALL])
-    app = make_app(store, provider)
-    async with app.run_test(size=SIZE) as pilot:
-        await send(pilot, "one")
-        await provider.last.stalled.wait()
-        await queue(pilot, app, store, "two")
+    provider = ScriptedProvider(STALLING)
+    async with while_replying(store, provider, queueing=["two"]) as (app, pilot):
         composer(app).text = "typing"
         monkeypatch.setattr(store, "remove_queued", full_disk)
 
@@ -385,21 +345,15 @@ async def test_a_queued_message_the_store_cannot_take_out_stays_queued_and_is_to
 
         assert queued(store, app) == ["two"] and rows(app) == ["◷ Queued: two"]
         assert composer(app).text == "typing"
-        await pilot.press("escape")
-        await wait_until(pilot, idle(app))
+        await esc_until_idle(pilot, app)
 
 
 # 5. Never lost, never twice: restarts, switches, quitting, keys read together
 
 
 async def test_the_queue_survives_a_restart_and_waits_to_be_sent(store: Store) -> None:
-    provider = ScriptedProvider([*words("streaming", end=None), STALL])
-    app = make_app(store, provider)
-    async with app.run_test(size=SIZE) as pilot:
-        await send(pilot, "one")
-        await provider.last.stalled.wait()
-        await queue(pilot, app, store, "two")
-        await queue(pilot, app, store, "three")
+    provider = ScriptedProvider(STALLING)
+    async with while_replying(store, provider, queueing=["two", "three"]) as (app, pilot):
         talked = app.chat.conversation.id
         await pilot.press("ctrl+q")  # Quitting stops the reply; the queue stays.
         await wait_until(pilot, lambda: not app.is_running)
@@ -424,12 +378,8 @@ async def test_the_queue_survives_a_restart_and_waits_to_be_sent(store: Store) -
 
 
 async def test_each_conversation_keeps_its_queue_across_switches(store: Store) -> None:
-    provider = ScriptedProvider([*words("streaming", end=None), STALL])
-    app = make_app(store, provider)
-    async with app.run_test(size=SIZE) as pilot:
-        await send(pilot, "one")
-        await provider.last.stalled.wait()
-        await queue(pilot, app, store, "two")
+    provider = ScriptedProvider(STALLING)
+    async with while_replying(store, provider, queueing=["two"]) as (app, pilot):
         first = app.chat.conversation.id
 
         await pilot.press("ctrl+n")  # Stops the reply; the queue stays with its conversation.
@@ -446,11 +396,8 @@ async def test_each_conversation_keeps_its_queue_across_switches(store: Store) -
 async def test_enter_and_esc_in_one_read_queue_the_message_once_and_keep_it_unsent(
     store: Store,
 ) -> None:
-    provider = ScriptedProvider([*words("streaming", end=None), STALL], words("reply two"))
-    app = make_app(store, provider)
-    async with app.run_test(size=SIZE) as pilot:
-        await send(pilot, "one")
-        await provider.last.stalled.wait()
+    provider = ScriptedProvider(STALLING, words("reply two"))
+    async with while_replying(store, provider) as (app, pilot):
         composer(app).text = "two"
         pump = InputPump(app._driver.send_message)
 
@@ -472,11 +419,7 @@ async def test_enter_and_esc_in_one_read_as_the_reply_completes_send_nothing_twi
 ) -> None:
     gate = Gate()
     provider = ScriptedProvider(held_reply(gate), words("reply two"), words("reply three"))
-    app = make_app(store, provider)
-    async with app.run_test(size=SIZE) as pilot:
-        await send(pilot, "one")
-        await gate.reached.wait()
-        await queue(pilot, app, store, "two")
+    async with while_replying(store, provider, held_at=gate, queueing=["two"]) as (app, pilot):
         pump = InputPump(app._driver.send_message)
         show = app.chat._show_outcome
         fed: list[str] = []
@@ -505,16 +448,25 @@ async def test_enter_and_esc_in_one_read_as_the_reply_completes_send_nothing_twi
 # Snapshots
 
 
-def test_the_queue_under_a_streaming_reply(snap_compare, store: Store) -> None:
+def bread_app(store: Store) -> tuple[ChatApp, Gate]:
+    """An app for a snapshot (its clock fixed) whose reply about bread holds at the gate."""
     gate = Gate()
     script = [*words("Soda bread is a quick bread made with", end=None), gate, STALL]
-    provider = ScriptedProvider(script)
-    app = make_app(store, provider, clock=FakeClock())
+    return make_app(store, ScriptedProvider(script), clock=FakeClock()), gate
+
+
+async def ask_about_bread(pilot: Pilot, app: ChatApp, store: Store, gate: Gate) -> None:
+    """Ask about bread and, once the reply holds at `gate`, queue a follow-up."""
+    await send(pilot, "How do I bake bread without yeast?")
+    await gate.reached.wait()
+    await queue(pilot, app, store, "And with sourdough?")
+
+
+def test_the_queue_under_a_streaming_reply(snap_compare, store: Store) -> None:
+    app, gate = bread_app(store)
 
     async def run_before(pilot) -> None:  # type: ignore[no-untyped-def]
-        await send(pilot, "How do I bake bread without yeast?")
-        await gate.reached.wait()
-        await queue(pilot, app, store, "And with sourdough?")
+        await ask_about_bread(pilot, app, store, gate)
         await queue(pilot, app, store, "Which flour is best?\nFor a soft crumb, I mean.")
         await pilot.pause()
 
@@ -522,17 +474,11 @@ def test_the_queue_under_a_streaming_reply(snap_compare, store: Store) -> None:
 
 
 def test_the_queue_after_a_stop(snap_compare, store: Store) -> None:
-    gate = Gate()
-    script = [*words("Soda bread is a quick bread made with", end=None), gate, STALL]
-    provider = ScriptedProvider(script)
-    app = make_app(store, provider, clock=FakeClock())
+    app, gate = bread_app(store)
 
     async def run_before(pilot) -> None:  # type: ignore[no-untyped-def]
-        await send(pilot, "How do I bake bread without yeast?")
-        await gate.reached.wait()
-        await queue(pilot, app, store, "And with sourdough?")
-        await pilot.press("escape")
-        await wait_until(pilot, idle(app))
+        await ask_about_bread(pilot, app, store, gate)
+        await esc_until_idle(pilot, app)
         await fix_stop_time(pilot)
 
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)

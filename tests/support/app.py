@@ -47,6 +47,17 @@ def settled(app: ChatApp) -> Callable[[], bool]:
     )
 
 
+def idle(app: ChatApp) -> Callable[[], bool]:
+    """True once no turn runs or wraps up: whatever the app does next has been decided."""
+    return lambda: settled(app)() and not app.chat.busy
+
+
+async def esc_until_idle(pilot: Pilot, app: ChatApp) -> None:
+    """Esc; wait until no turn runs or wraps up."""
+    await pilot.press("escape")
+    await wait_until(pilot, idle(app))
+
+
 async def stop_midway(pilot: Pilot, app: ChatApp, provider: ScriptedProvider) -> None:
     """Esc once the request in flight is stalled; wait for its outcome on screen."""
     await provider.last.stalled.wait()
