@@ -5,19 +5,21 @@ it says how to quit, and a second Ctrl+C within `CTRL_C_AGAIN` seconds quits
 (a Ctrl+C that stopped a reply in between starts the count afresh).
 Quitting (Ctrl+Q, Ctrl+C twice, SIGTERM) stores the composer's draft (or,
 if the store cannot keep it, prints it once the terminal is given back),
-stops the running turn the way Esc does and stores it, closes the provider,
-then exits; it never hangs, whatever a tool or a server does. The stop and the
-close get `QUIT_GRACE` seconds; a second quit exits at once. Threads the
-loop starts for `asyncio.to_thread` are daemon threads that nothing waits
-for (`threads.DaemonThreadExecutor`), and with an `ExitDeadline` (the
-`chatui` command gives one) the process ends itself if exiting still hangs
-(a task that swallows its cancellation).
+stops the running turn the way Esc does and stores it (a running MCP call is
+cancelled on its server), closes the provider and the MCP servers, then
+exits; it never hangs, whatever a tool or a server does. The stop and the
+close get `QUIT_GRACE` seconds; a second quit exits at once, killing every
+MCP server's process group. Threads the loop starts for `asyncio.to_thread`
+are daemon threads that nothing waits for (`threads.DaemonThreadExecutor`),
+and with an `ExitDeadline` (the `chatui` command gives one) the process ends
+itself if exiting still hangs (a task that swallows its cancellation).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import math
 import os
 import signal
@@ -28,7 +30,7 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import FrameType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from rich.console import RenderableType
 from rich.text import Text
@@ -46,16 +48,21 @@ from chatui.providers.base import Provider
 from chatui.sanitize import visible
 from chatui.screens.approval import ApprovalDialog
 from chatui.screens.chat import ChatScreen
+from chatui.screens.mcp_servers import mcp_commands, watch_servers
 from chatui.screens.turn_choices import turn_commands
 from chatui.session import Session
 from chatui.store import Store
 from chatui.threads import DaemonThreadExecutor, ExitDeadline
-from chatui.tools import build_registry
+from chatui.tools import ToolRegistry, build_registry
 from chatui.tools.protocol import ToolRunner
 from chatui.turn import TurnOutcome
 
+if TYPE_CHECKING:
+    from chatui.mcp.manager import McpManager  # The `mcp` SDK: imported after the first frame.
+
 SWITCH_INTERVAL = 0.001  # Seconds; Python's default is 0.005.
 QUIT_GRACE = 5.0  # Seconds quitting waits for the turn to store and the provider to close.
+MCP_CLOSE_GRACE = 2.0  # Seconds of QUIT_GRACE the MCP servers get to close; then killed.
 EXIT_GRACE = 2.0  # Seconds the app may then take to exit, past which an ExitDeadline ends it.
 CTRL_C_AGAIN = 2.0  # Seconds (the event loop's clock) in which a second Ctrl+C quits.
 QUIT_HINT = "Press Ctrl+C again to quit, or Ctrl+Q."
@@ -115,6 +122,7 @@ class ChatApp(QuickEscapeApp[None]):
         self.terminal_released = False  # Unmounted: Textual has given the terminal back.
         self._ctrl_c_at = -math.inf  # When a Ctrl+C last said how to quit (the loop's clock).
         self._theme_applied = False  # The startup theme is set: a change now is the user's.
+        self.mcp: McpManager | None = None  # The MCP servers, once started after the first frame.
 
     def get_driver_class(self) -> type[Driver]:
         """Textual's driver for this platform; on Linux and macOS, one whose lone Esc is quick."""
@@ -212,9 +220,45 @@ class ChatApp(QuickEscapeApp[None]):
         self.install_screen(ChatScreen(self.session, conversation), "chat")
         await self.push_screen("chat")
         self.run_worker(self.chat.prepare_provider(), group="prepare")
+        if any(server.enabled for server in self.session.config.mcp.servers.values()):
+            self.call_after_refresh(self._start_mcp)
         if threading.current_thread() is threading.main_thread():
             # A plain handler, not the loop's: it runs even while the loop is stuck.
             self._sigterm_before = signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    def _start_mcp(self) -> None:
+        self.run_worker(self._make_mcp(), group="mcp", exit_on_error=False)
+
+    async def _make_mcp(self) -> None:
+        """The MCP manager, its servers starting in the background (after the first frame).
+
+        The `mcp` SDK takes about a second to import: it is imported on a
+        thread, so that neither the screen nor a turn that uses no MCP tool
+        waits for it. The servers' tools join the session's registry.
+        """
+        registry, config = self.session.tools, self.session.config
+        if not isinstance(registry, ToolRegistry):
+            return  # Tools given in code (a test's): no place for the servers' tools.
+        try:
+            manager = await asyncio.to_thread(importlib.import_module, "chatui.mcp.manager")
+        except Exception as error:
+            self.notify(
+                f"The MCP servers could not be started: chatui could not load the MCP "
+                f"library ({type(error).__name__}). Reinstall chatui to get it.",
+                severity="error",
+                markup=False,
+            )
+            return
+        if self.session.quitting:
+            return
+        self.mcp = manager.McpManager(
+            config.mcp,
+            registry,
+            secrets=config.secrets(),
+            output_limit=config.tools.output_limit,
+        )
+        watch_servers(self, self.mcp)  # A server that fails to start or dies is told, once.
+        self.mcp.start()
 
     def _apply_startup_theme(self) -> None:
         """The theme last picked in the palette, unless the config's changed since it was picked.
@@ -256,6 +300,7 @@ class ChatApp(QuickEscapeApp[None]):
 
     def on_unmount(self) -> None:
         self.terminal_released = True
+        kill_mcp_servers()  # Whatever way the app ended, no MCP server outlives it.
         if self._sigterm_before is not None:
             signal.signal(signal.SIGTERM, self._sigterm_before)
             self._sigterm_before = None
@@ -268,6 +313,8 @@ class ChatApp(QuickEscapeApp[None]):
         """
         again, self._terminated = self._terminated, True
         self._arm_exit_deadline(again)
+        if again:
+            kill_mcp_servers()  # The loop may be stuck: kill them here and now.
         with contextlib.suppress(RuntimeError):  # The loop is closed.
             if self._signal_loop is not None:
                 self._signal_loop.call_soon_threadsafe(self.call_later, self.action_quit)
@@ -290,6 +337,7 @@ class ChatApp(QuickEscapeApp[None]):
                 screen.action_switch_model,
             )
             yield from turn_commands(screen)
+            yield from mcp_commands(self, self.session.config.mcp)
             if screen.check_action("send_queued", ()) is True:  # Offered while it would act.
                 yield SystemCommand(
                     "Send the queued message now",
@@ -312,6 +360,7 @@ class ChatApp(QuickEscapeApp[None]):
         if self.is_screen_installed("chat"):
             self.chat.drafts.save()  # First: however the rest goes, the draft is kept.
         if self.session.quitting:
+            kill_mcp_servers()  # A second quit waits for nothing.
             self.exit()
             return
         self.session.quitting = True
@@ -335,16 +384,32 @@ class ChatApp(QuickEscapeApp[None]):
         try:
             async with asyncio.timeout(QUIT_GRACE):
                 if self.is_screen_installed("chat"):
-                    await self.chat.stop_and_wait()
-                await self.session.close()
+                    await self.chat.stop_and_wait()  # A running MCP call is cancelled first.
+                await asyncio.gather(self._close_mcp(), self.session.close())
         except (Exception, TimeoutError) as error:
             self.log.error(f"quitting: {error!r}")  # Leaving anyway; nothing to show.
         finally:
+            kill_mcp_servers()
             self.exit()
+
+    async def _close_mcp(self) -> None:
+        if self.mcp is not None:
+            await self.mcp.close(MCP_CLOSE_GRACE)
 
     async def open_conversation(self, conversation_id: str | None) -> None:
         """Switch the chat screen to a stored conversation, or to a new one for None."""
         await self.chat.open_conversation(conversation_id)
+
+
+def kill_mcp_servers() -> None:
+    """SIGKILL every MCP server's process group, at once, if any was started.
+
+    Synchronous, and imports nothing: a signal handler or an exit deadline
+    may call it.
+    """
+    stdio = sys.modules.get("chatui.mcp.stdio")
+    if stdio is not None:
+        stdio.kill_now()
 
 
 def _has_selection(screen: Screen[Any]) -> bool:

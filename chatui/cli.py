@@ -123,12 +123,13 @@ def run_app(
     seconds to end (a thread that never returns may hold up the interpreter's
     exit); past that, or past a quit's deadline, it ends itself with status 1.
     """
-    from chatui.app import EXIT_GRACE, ChatApp  # Textual is slow to import.
+    from chatui.app import EXIT_GRACE, ChatApp, kill_mcp_servers  # Textual is slow to import.
 
     restore_terminal = _terminal_restorer()
     app: ChatApp | None = None
 
     def give_back_the_terminal() -> None:
+        kill_mcp_servers()  # Ending at the deadline: no MCP server outlives chatui.
         if restore_terminal is not None and (app is None or not app.terminal_released):
             restore_terminal()
 

@@ -14,6 +14,7 @@ import os
 import re
 import tomllib
 import unicodedata
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -248,7 +249,9 @@ def _coerce(value: Any, expected: Any, source: str, key: str) -> Any:
     try:
         return _coerced(value, expected, source, key)
     except ConfigError as error:
-        if key.endswith("api_key"):  # A key in the wrong shape is still a key: never shown.
+        # A key in the wrong shape is still a key: never shown. A server's args, env and
+        # headers may hold one too.
+        if key.endswith("api_key") or key.startswith("mcp."):
             problem = error.problem.partition(", got ")[0]
             raise ConfigError(source, key, f"{problem}, got a {type(value).__name__}") from None
         raise
@@ -359,17 +362,49 @@ def _validate(config: Config, source: str) -> None:
 
 def _validate_mcp_server(server: McpServerConfig, source: str) -> None:
     key = f"mcp.servers.{server.name}"
-    if bool(server.command) == bool(server.url):
+    if server.command.strip() and server.url:
         raise ConfigError(source, key, "give either command (stdio) or url (HTTP), not both")
-    if server.url and not re.match(r"https?://[^/\s]+", server.url):
-        raise ConfigError(source, f"{key}.url", "must start with http:// or https://")
+    if not server.command.strip() and not server.url:
+        raise ConfigError(
+            source, key, "give command (a program run over stdio) or url (a Streamable HTTP server)"
+        )
+    if server.url and not _is_http_url(server.url):
+        raise ConfigError(
+            source,
+            f"{key}.url",
+            "must be an http:// or https:// URL with a host, without spaces or control characters",
+        )
+    for name, value in server.headers.items():  # Never quoted: a header may hold a token.
+        if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name):
+            raise ConfigError(source, f"{key}.headers", "a header's name is letters, digits, '-'")
+        if any(unicodedata.category(char) == "Cc" and char != "\t" for char in value):
+            raise ConfigError(
+                source, f"{key}.headers.{name}", "contains a control character (a line break?)"
+            )
+    for field_name, names in (("env", list(server.env)), ("env_inherit", server.env_inherit)):
+        if any(not name or "=" in name or "\0" in name for name in names):
+            raise ConfigError(
+                source, f"{key}.{field_name}", "each variable's name must be non-empty, without '='"
+            )
     if server.url and (server.args or server.env or server.env_inherit or server.cwd):
         raise ConfigError(source, key, "args, env, env_inherit and cwd are for a command")
-    if server.command and server.headers:
+    if server.command.strip() and server.headers:
         raise ConfigError(source, f"{key}.headers", "headers are for a url")
     for name in ("timeout", "start_timeout"):
         if getattr(server, name) <= 0:
             raise ConfigError(source, f"{key}.{name}", "must be more than 0 seconds")
+
+
+def _is_http_url(url: str) -> bool:
+    """An http(s) URL with a host, and nothing in it that a request line cannot carry."""
+    if any(char.isspace() or unicodedata.category(char) == "Cc" for char in url):
+        return False
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port  # One that is not a number (or out of range) raises ValueError.
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and port != 0
 
 
 def _check_key(key: str, source: str, name: str) -> None:

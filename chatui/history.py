@@ -17,6 +17,8 @@ in one deterministic pass:
 - A completed tool call is always followed by its result. A call whose result
   is missing (its run was stopped) gets a synthesized "cancelled by the user"
   result.
+- A tool result's attachments (an image) go with its message; its text
+  already summarises them, for the providers that send text only.
 - A tool result whose call is not in the history is left out. Each result is
   paired with the nearest earlier call of its id that has no result yet, so an
   id used again later (by another request) never takes an older call's result.
@@ -41,7 +43,7 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-from chatui.messages import Item, ModelResponse, ResponseState, ToolResult, UserPrompt
+from chatui.messages import Attachment, Item, ModelResponse, ResponseState, ToolResult, UserPrompt
 
 DEFAULT_INTERRUPTED_NOTE = "[The user interrupted your previous reply; it is not shown.]"
 TRIMMED_NOTE = (
@@ -81,6 +83,9 @@ class ChatMessage:
     thinking: tuple[Thinking, ...] = ()  # An assistant's, before its text and calls.
     tool_call_id: str | None = None
     name: str | None = None
+    # A tool result's binary content (an image): `content` already summarises it, and the
+    # providers whose API takes it in a tool result (Anthropic) send it too.
+    attachments: tuple[Attachment, ...] = ()
 
 
 def build_history(
@@ -205,5 +210,10 @@ def _response_messages(
     for call_id, k, call in named:
         result = results.get((n, k))
         content = result.content if result is not None else CANCELLED_TOOL_RESULT
-        out.append(ChatMessage("tool", content, tool_call_id=call_id, name=call.name))
+        attachments = tuple(result.attachments) if result is not None else ()
+        out.append(
+            ChatMessage(
+                "tool", content, tool_call_id=call_id, name=call.name, attachments=attachments
+            )
+        )
     return out

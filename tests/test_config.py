@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from chatui.config import Config, ConfigError, load_config
+from chatui.config import Config, ConfigError, McpServerConfig, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -153,10 +155,34 @@ def test_example_config_is_valid_and_documents_every_key() -> None:
     for name, value in vars(config).items():
         if hasattr(value, "__dataclass_fields__"):
             assert f"[{name}]" in text
-            for sub in vars(value):
+            for sub, default in vars(value).items():
+                if isinstance(default, dict):  # Tables of their own, like [mcp.servers.NAME].
+                    assert f"[{name}.{sub}." in text, f"{name}.{sub} is not documented"
+                    continue
                 assert f"{sub} =" in text, f"{name}.{sub} is not documented"
         else:
             assert f"{name} =" in text, f"{name} is not documented"
+
+
+def test_the_example_mcp_servers_are_valid_and_show_every_key(tmp_path: Path) -> None:
+    """Its commented-out servers, uncommented, load; between them they set every key."""
+    text = (ROOT / "config.example.toml").read_text()
+    lines = text[text.index("\n[mcp]\n") :].splitlines()
+    example = "\n".join(
+        line.removeprefix("# ")
+        for line in lines
+        if re.fullmatch(r"# (\[mcp\.servers\.\w+\]|\w+ = .+)", line)
+    )
+    config = load_config(write(tmp_path, example), env={})
+
+    files, github = config.mcp.servers["files"], config.mcp.servers["github"]
+    assert (files.transport, files.command) == ("stdio", "npx")
+    assert "@modelcontextprotocol/server-filesystem" in files.args
+    assert files.asks("write_file") and not files.asks("read_text_file")
+    assert github.transport == "http" and github.headers["Authorization"].startswith("Bearer ")
+    shown = {key for line in example.splitlines() if " = " in line for key in [line.split()[0]]}
+    every = {f.name for f in dataclasses.fields(McpServerConfig)} - {"name"}
+    assert every <= shown, f"not shown in an example: {sorted(every - shown)}"
 
 
 def run_cli(*args: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
@@ -346,3 +372,89 @@ def test_cli_refuses_a_key_holding_a_line_break_at_start(tmp_path: Path) -> None
     assert result.returncode == 2
     assert "OPENAI_API_KEY" in result.stderr and "a line break" in result.stderr
     assert key_runs(result.stdout + result.stderr) == [] and "Traceback" not in result.stderr
+
+
+def mcp_error(tmp_path: Path, text: str) -> ConfigError:
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, text), env={})
+    return caught.value
+
+
+SERVER = "[mcp.servers.files]\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "problem"),
+    [
+        (SERVER + 'command = "npx"\nurl = "http://h/mcp"', "mcp.servers.files", "not both"),
+        (SERVER + 'args = ["x"]', "mcp.servers.files", "give command"),
+        (SERVER + 'command = "  "', "mcp.servers.files", "give command"),
+        ('[mcp.servers."my files"]\ncommand = "x"', "mcp.servers.my files", "1 to 24 letters"),
+        (f'[mcp.servers.{"a" * 25}]\ncommand = "x"', f"mcp.servers.{'a' * 25}", "1 to 24"),
+        (SERVER + 'url = "ftp://h/mcp"', "mcp.servers.files.url", "http:// or https://"),
+        (SERVER + 'url = "http:///mcp"', "mcp.servers.files.url", "with a host"),
+        (SERVER + 'url = "http://h st/mcp"', "mcp.servers.files.url", "without spaces"),
+        (SERVER + 'url = "http://h/\\u001b[2J"', "mcp.servers.files.url", "control characters"),
+        (SERVER + 'url = "http://h:port/mcp"', "mcp.servers.files.url", "http://"),
+        (SERVER + 'command = "x"\nenv = {PORT = 8080}', "mcp.servers.files.env", "strings"),
+        (SERVER + 'command = "x"\nenv = {"A=B" = "1"}', "mcp.servers.files.env", "'='"),
+        (SERVER + 'command = "x"\nenv_inherit = [""]', "mcp.servers.files.env_inherit", "'='"),
+        (SERVER + 'url = "http://h"\nheaders = {X = 1}', "mcp.servers.files.headers", "strings"),
+        (SERVER + 'url = "http://h"\nheaders = {"X Y" = "1"}', "mcp.servers.files.headers", "name"),
+        (SERVER + 'command = "x"\nheaders = {X = "1"}', "mcp.servers.files.headers", "for a url"),
+        (SERVER + 'url = "http://h"\nargs = ["x"]', "mcp.servers.files", "for a command"),
+        (SERVER + 'command = "x"\ncolour = "red"', "mcp.servers.files.colour", "unknown key"),
+        (SERVER + 'command = "x"\nname = "other"', "mcp.servers.files.name", "unknown key"),
+        ("[mcp]\nservers = 1", "mcp.servers", "expected tables"),
+        ("[mcp.servers]\nfiles = 1", "mcp.servers.files", "expected a table"),
+        (SERVER + 'command = "x"\ntimeout = 0', "mcp.servers.files.timeout", "more than 0"),
+        (SERVER + 'command = "x"\ntimeout = -1.5', "mcp.servers.files.timeout", "more than 0"),
+        (SERVER + 'command = "x"\nstart_timeout = 0', "mcp.servers.files.start_timeout", "than 0"),
+        (SERVER + 'command = "x"\nask_tools = {t = "yes"}', "mcp.servers.files.ask_tools", "true"),
+    ],
+)
+def test_a_bad_mcp_server_is_refused_naming_its_key(
+    tmp_path: Path, text: str, key: str, problem: str
+) -> None:
+    error = mcp_error(tmp_path, text)
+
+    assert error.key == key
+    assert problem in error.problem
+
+
+def test_a_header_with_a_line_break_is_refused_without_showing_its_value(tmp_path: Path) -> None:
+    error = mcp_error(
+        tmp_path,
+        SERVER + 'url = "https://h/mcp"\nheaders = {Authorization = "Bearer sk-SECRET\\nX: 1"}',
+    )
+
+    assert error.key == "mcp.servers.files.headers.Authorization"
+    assert "control character" in error.problem and "SECRET" not in str(error)
+
+
+def test_args_of_the_wrong_type_are_refused_without_showing_them(tmp_path: Path) -> None:
+    error = mcp_error(tmp_path, SERVER + 'command = "x"\nargs = ["--token=sk-SECRET", 1]')
+
+    assert error.key == "mcp.servers.files.args" and "list of strings" in error.problem
+    assert "SECRET" not in str(error)
+
+
+def test_mcp_servers_are_read_with_their_defaults(tmp_path: Path) -> None:
+    config = load_config(
+        write(
+            tmp_path,
+            SERVER + 'command = "npx"\nargs = ["-y", "pkg"]\nenv_inherit = ["GITHUB_TOKEN"]\n'
+            "ask = false\nask_tools = {write_file = true}\n"
+            '[mcp.servers.remote]\nurl = "https://example.org:8443/mcp"\n'
+            'headers = {Authorization = "Bearer t"}\nenabled = false\ntimeout = 5\n',
+        ),
+        env={},
+    )
+
+    files, remote = config.mcp.servers["files"], config.mcp.servers["remote"]
+    assert (files.name, files.transport, files.args) == ("files", "stdio", ["-y", "pkg"])
+    assert files.env_inherit == ["GITHUB_TOKEN"] and files.env == {}
+    assert files.asks("write_file") and not files.asks("read_file")
+    assert (files.timeout, files.start_timeout, files.enabled) == (60.0, 30.0, True)
+    assert (remote.transport, remote.enabled, remote.timeout) == ("http", False, 5.0)
+    assert remote.asks("anything") and remote.headers == {"Authorization": "Bearer t"}

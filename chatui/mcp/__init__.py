@@ -4,6 +4,8 @@ Imported lazily (the `mcp` SDK takes about a second to import), off the
 event loop, after the first frame; nothing in the core imports it.
 
 - `status`: what the rest of chatui sees of a server (state, tools, reason).
+- `events`: what the manager tells its listeners (`StatusChanged`,
+  `CancelSent`); like `status`, free of the SDK.
 - `stdio`: chatui's own stdio transport: the server in a process group of
   its own, a minimal environment, stderr to a log file, the group killed on
   close.

@@ -38,7 +38,7 @@ import anthropic
 
 from chatui.config import AnthropicConfig
 from chatui.history import ChatMessage, Thinking
-from chatui.messages import FinishReason
+from chatui.messages import Attachment, FinishReason
 from chatui.providers import remote, sse
 from chatui.providers.base import (
     ModelRequest,
@@ -55,6 +55,10 @@ from chatui.providers.base import (
     ToolSpec,
     UsageUpdate,
 )
+
+IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
+IMAGE_COUNT = 20  # Images in one request, at most (the API takes 100)...
+IMAGE_BUDGET = 24_000_000  # ...and characters of their base64 (a request is 32 MB at most).
 
 STOP_REASONS: dict[str, FinishReason] = {
     "end_turn": "stop",
@@ -320,6 +324,7 @@ def to_anthropic_messages(
     """
     system = "\n\n".join(m.content for m in messages if m.role == "system")
     out: list[dict[str, Any]] = []
+    images = _images_sent(messages)
 
     def user_blocks() -> list[dict[str, Any]]:
         if not out or out[-1]["role"] != "user":
@@ -327,7 +332,7 @@ def to_anthropic_messages(
         blocks: list[dict[str, Any]] = out[-1]["content"]
         return blocks
 
-    for message in messages:
+    for n, message in enumerate(messages):
         if message.role == "user":
             user_blocks().append({"type": "text", "text": message.content})
         elif message.role == "tool":
@@ -335,7 +340,7 @@ def to_anthropic_messages(
                 {
                     "type": "tool_result",
                     "tool_use_id": message.tool_call_id,
-                    "content": message.content,
+                    "content": _result_content(message, images.get(n, [])),
                 }
             )
         elif message.role == "assistant":
@@ -351,6 +356,34 @@ def to_anthropic_messages(
             if blocks:
                 out.append({"role": "assistant", "content": blocks})
     return system, out
+
+
+def _images_sent(messages: list[ChatMessage]) -> dict[int, list[Attachment]]:
+    """The images each tool message sends (by index): the newest that fit the budget."""
+    sent: dict[int, list[Attachment]] = {}
+    count = size = 0
+    for n in range(len(messages) - 1, -1, -1):
+        for attachment in reversed(messages[n].attachments):
+            if not attachment.data or attachment.mime_type not in IMAGE_TYPES:
+                continue
+            if count == IMAGE_COUNT or size + len(attachment.data) > IMAGE_BUDGET:
+                return sent
+            count, size = count + 1, size + len(attachment.data)
+            sent.setdefault(n, []).insert(0, attachment)
+    return sent
+
+
+def _result_content(message: ChatMessage, images: list[Attachment]) -> str | list[dict[str, Any]]:
+    """A tool result's content: its text alone, or its text's block (if any) and its images."""
+    if not images:
+        return message.content
+    blocks: list[dict[str, Any]] = []
+    if message.content.strip():  # The API refuses a blank text block.
+        blocks.append({"type": "text", "text": message.content})
+    for image in images:
+        source = {"type": "base64", "media_type": image.mime_type, "data": image.data}
+        blocks.append({"type": "image", "source": source})
+    return blocks
 
 
 def _thinking_block(block: Thinking) -> dict[str, Any]:

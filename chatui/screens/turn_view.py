@@ -10,6 +10,12 @@ screen (the message list, the status bar, the composer) and the replies
 already shown that the turn may go on with; it cancels the turn itself, and
 asks the view to draw the stop (`show_stop`), and to show how the turn ended
 (`show_outcome`).
+
+A running call's progress moves its bar until the stop, never after. An MCP
+call stopped while it ran learns from the app's MCP manager when its cancel
+was sent to the server (`CancelSent`), which can be after the turn is over:
+the view listens for it from the stop until every such call has heard, for
+`CANCEL_NEWS_WAIT` seconds at most.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from textual.widget import Widget
 from chatui._textual.first_draw import event_clock
 from chatui._textual.frame_clock import draw_when_settled, draw_widgets_now
 from chatui.history import pair_results
+from chatui.mcp.events import CancelSent, McpEvent
 from chatui.messages import (
     Conversation,
     Item,
@@ -65,6 +72,9 @@ from chatui.widgets.chat_message import (
 from chatui.widgets.composer import Composer
 from chatui.widgets.message_list import MessageList
 from chatui.widgets.status_bar import Phase, StatusBar
+from chatui.widgets.tool_call import ToolCallView
+
+CANCEL_NEWS_WAIT = 15.0  # Seconds the view listens for a stopped MCP call's `CancelSent`.
 
 
 class TurnView:
@@ -108,6 +118,11 @@ class TurnView:
         self._answered_at = -math.inf  # When the last approval dialog was answered.
         # Typed (or pasted) before the dialog showed: the composer's.
         self._early_keys: list[events.Key | events.Paste] = []
+        self._tool_views: dict[str, ToolCallView] = {}  # Each call's view, by id, once it reported.
+        # MCP calls stopped while they ran, until they hear that their cancel was sent.
+        self._cancelling: dict[str, ToolCallView] = {}
+        self._unsubscribe: Callable[[], None] | None = None
+        self._news_wait: asyncio.TimerHandle | None = None  # Ends the listening.
 
     def begin(self) -> None:
         """The prompt is sent: the status line says so, the last turn's figures gone."""
@@ -147,6 +162,12 @@ class TurnView:
             case ToolResultAdded():
                 show_results(self._conversation.items, self.views)
                 return
+            case ToolStatusChanged(call_id=call_id, progress=progress) if progress is not None:
+                # Many a second, maybe: the bar alone moves, repainted in place.
+                call_view = self._tool_view(call_id)
+                if call_view is not None and self.stop_requested_at is None:
+                    call_view.show_progress(progress)
+                return
             case ToolStatusChanged(call_id=call_id, status=tool_status):
                 # The calls run after their reply ended: theirs may be an earlier view of the
                 # turn (the latest that has the call: ids are unique, but older versions
@@ -154,6 +175,7 @@ class TurnView:
                 for turn_view in reversed(self.views):
                     if turn_view.set_tool_status(call_id, tool_status):
                         break
+                self._tool_view(call_id)
                 asking = tool_status == "approval"
                 self._show(Phase.AWAITING_APPROVAL if asking else Phase.RUNNING_TOOLS, detail="")
                 return
@@ -221,6 +243,7 @@ class TurnView:
         self._show(Phase.STOPPING)
         if (view := self.current) is not None:
             view.mark_stopped()  # No more text reaches it; its marker waits for a layout.
+        self._stop_running_calls()
         # First frame: the status line alone, which needs no layout (about 1 ms).
         draw_widgets_now(self._screen, self._status)
         # The rest of the stop (the marker, which lays the list out) is drawn as soon as
@@ -262,6 +285,57 @@ class TurnView:
         self._status.response = last
 
     # Helpers
+
+    def _tool_view(self, call_id: str) -> ToolCallView | None:
+        """The view of this turn's call `call_id` that has no result yet, found once."""
+        found = self._tool_views.get(call_id)
+        if found is not None and found.result is None:
+            return found
+        for turn_view in reversed(self.views):
+            for call_view in turn_view.query(ToolCallView):
+                if call_view.call.id == call_id and call_view.result is None:
+                    self._tool_views[call_id] = call_view
+                    return call_view
+        return None
+
+    def _stop_running_calls(self) -> None:
+        """The stop: no running call's bar moves again; MCP calls listen for their cancel's news.
+
+        Only a call whose request reached its server hears `CancelSent` (one
+        stopped while its server was still starting never does), within the
+        SDK's few seconds' bound on writing the cancel: the view listens for
+        `CANCEL_NEWS_WAIT` seconds at most.
+        """
+        running = {i: v for i, v in self._tool_views.items() if v.status == "running"}
+        for call_view in running.values():
+            call_view.freeze_progress()
+        manager = getattr(self._screen.app, "mcp", None)
+        if not running or manager is None or self._unsubscribe is not None:
+            return
+        self._cancelling = running
+        self._unsubscribe = manager.subscribe(self._on_mcp_event)
+        self._news_wait = asyncio.get_running_loop().call_later(
+            CANCEL_NEWS_WAIT, self.stop_listening
+        )
+
+    def _on_mcp_event(self, event: McpEvent) -> None:
+        """The manager's news: a stopped call's cancel reached its server."""
+        if not isinstance(event, CancelSent):
+            return
+        call_view = self._cancelling.pop(event.call_id, None)
+        if call_view is not None:
+            call_view.cancel_sent(event.server)
+        if not self._cancelling:
+            self.stop_listening()
+
+    def stop_listening(self) -> None:
+        """Hear no more from the MCP manager (every cancel was sent, or no news came in time)."""
+        if self._news_wait is not None:
+            self._news_wait.cancel()
+            self._news_wait = None
+        if self._unsubscribe is not None:
+            unsubscribe, self._unsubscribe = self._unsubscribe, None
+            unsubscribe()
 
     async def _start_reply(self, response: ModelResponse) -> None:
         """A request began: its reply on screen, a new one or the one it goes on with."""

@@ -15,6 +15,15 @@ characters their start is cut off into a piece drawn once, where the cut
 shows the same lines (after a line break, or where the text wraps at the
 view's width), and each delta draws only the open piece. When the arguments
 end (or are cut off), they are drawn whole again, once.
+
+A running call whose tool reports its progress (an MCP server's
+`notifications/progress`) shows a bar under its arguments: filled to the
+fraction when the tool gives a total, else a marker that moves with each
+report, beside the count. A server may report hundreds of times a second,
+so the bar is one line of fixed height, repainted in place, never laid out
+again. From the stop on, nothing moves it: it shows how far the call got.
+An MCP call stopped while it ran says, once the server was told, that the
+cancel was sent to it.
 """
 
 from __future__ import annotations
@@ -23,18 +32,23 @@ from typing import Literal
 
 from rich.text import Text
 from textual import events
-from textual.app import ComposeResult
+from textual.app import ComposeResult, RenderResult
 from textual.containers import Vertical
 from textual.content import Content
+from textual.widget import Widget
 from textual.widgets import Collapsible, Static
 
 from chatui.messages import ToolCallPart, ToolResult
 from chatui.sanitize import visible
+from chatui.tools.protocol import ToolProgress
 from chatui.widgets.fold import Fold
 
 SHORT_LINES = 4  # A result up to this many lines (and SHORT_CHARS characters) is shown open.
 SHORT_CHARS = 320
 PIECE = 1_000  # Characters: streaming arguments longer than this are drawn in pieces.
+BAR_WIDTH = 20  # Cells of the progress bar.
+PULSE = 4  # Cells of the marker that moves along the bar when the tool gives no total.
+MESSAGE_CHARS = 300  # Of a progress message, at most this much is kept (one line shows).
 
 Status = Literal[
     "streaming", "called", "approval", "running", "done", "failed", "denied", "cancelled", "cut off"
@@ -59,6 +73,75 @@ _RESULT_STATUS: dict[str, Status] = {
 }
 
 
+class ProgressLine(Widget):
+    """A running call's progress on one line: the bar, how far, the tool's own message.
+
+    One line high whatever it shows, so an update repaints it and lays
+    nothing out. The message is the tool's text: shown literally, on one line.
+    """
+
+    DEFAULT_CSS = """
+    ProgressLine {
+        height: 1;
+        padding: 0 0 0 2;
+        color: $text-muted;
+        display: none;
+    }
+    ProgressLine > .progress--bar {
+        color: $accent;
+    }
+    ProgressLine > .progress--rest {
+        color: $foreground-disabled;
+    }
+    """
+    COMPONENT_CLASSES = {"progress--bar", "progress--rest"}
+
+    def __init__(self) -> None:
+        super().__init__(classes="tool-progress")
+        self.progress: ToolProgress | None = None
+        self.reports = 0  # How many reports it has shown: where the marker is without a total.
+        self._message = ""
+
+    def show(self, progress: ToolProgress) -> None:
+        """Show `progress`; the first report makes the line visible (the one layout)."""
+        self.progress = progress
+        self.reports += 1
+        message = progress.message or ""
+        self._message = " ".join(visible(message[:MESSAGE_CHARS]).split())
+        if not self.display:
+            self.display = True
+        else:
+            self.refresh()
+
+    def render(self) -> RenderResult:
+        progress = self.progress
+        line = Text(no_wrap=True, overflow="ellipsis", end="")
+        if progress is None:
+            return line
+        bar = self.get_component_rich_style("progress--bar")
+        rest = self.get_component_rich_style("progress--rest")
+        fraction = progress.fraction
+        if fraction is not None:
+            filled = round(fraction * BAR_WIDTH)
+            line.append("━" * filled, style=bar)
+            line.append("━" * (BAR_WIDTH - filled), style=rest)
+            line.append(f" {fraction:4.0%}  {_number(progress.done)}/{_number(progress.total)}")
+        else:  # No total: a marker that moves one step a report, and the count.
+            start = (self.reports - 1) % (BAR_WIDTH - PULSE + 1)
+            line.append("━" * start, style=rest)
+            line.append("━" * PULSE, style=bar)
+            line.append("━" * (BAR_WIDTH - PULSE - start), style=rest)
+            line.append(f"  {_number(progress.done)}")
+        if self._message:
+            line.append(f" · {self._message}")
+        return line
+
+
+def _number(value: float | None) -> str:
+    """A count as a tool gives it: 3, 2.5, 1e+06."""
+    return "?" if value is None else f"{value:g}"
+
+
 class ToolCallView(Vertical):
     """One tool call; `status` is one of `Status`, shown as the view's class too."""
 
@@ -80,11 +163,15 @@ class ToolCallView(Vertical):
         self._next_cut = PIECE  # How long it grows before a piece is cut off it.
         self._shown_arguments = -1  # How many characters of the arguments are shown.
         self._result_area = Vertical(classes="tool-result")
+        self.progress_line = ProgressLine()
+        self.progress_frozen = False  # Stopped: no report moves the bar any more.
+        self._cancel_note = ""  # An MCP call's: where its cancel went ("cancel sent to X").
 
     def compose(self) -> ComposeResult:
         yield self._head
         yield self._pieces_box
         yield self._arguments
+        yield self.progress_line
         yield self._result_area
 
     def on_mount(self) -> None:
@@ -162,6 +249,26 @@ class ToolCallView(Vertical):
             self.status = status
             self._show_head()
 
+    def show_progress(self, progress: ToolProgress) -> bool:
+        """Move the bar to `progress`, while the call runs and was not stopped; False if not."""
+        if self.status != "running" or self.progress_frozen:
+            return False
+        self.progress_line.show(progress)
+        return True
+
+    def freeze_progress(self) -> None:
+        """The turn was stopped: the bar stays where it is."""
+        self.progress_frozen = True
+
+    def cancel_sent(self, server: str) -> None:
+        """An MCP call stopped while it ran: its cancellation went out to `server`.
+
+        The status line says so once the call is "cancelled by you".
+        """
+        self._cancel_note = f"cancel sent to {visible(server)}"
+        if self.status == "cancelled":
+            self._show_head()
+
     def cut_off(self) -> None:
         """The reply ended (or was stopped) with this call's arguments unfinished."""
         if not self.call.complete:
@@ -170,7 +277,10 @@ class ToolCallView(Vertical):
 
     def show_result(self, result: ToolResult) -> None:
         self.result = result
+        self.progress_frozen = True  # Over: nothing moves the bar now.
         self.set_status(_RESULT_STATUS[result.state])
+        if result.state == "ok":
+            self.progress_line.display = False  # Done: how far it got says nothing more.
         if self.is_mounted:
             self._show_result()
 
@@ -180,6 +290,8 @@ class ToolCallView(Vertical):
         head.append(f"{mark} ", style="bold")
         head.append(visible(self.call.name) or "(no name yet)", style="bold")
         head.append(f"  {words}", style="italic")
+        if self.status == "cancelled" and self._cancel_note:
+            head.append(f" · {self._cancel_note}", style="italic")
         self.add_class(f"-{self.status.replace(' ', '-')}")
         self._head.update(head)
 

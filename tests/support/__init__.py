@@ -12,8 +12,14 @@
 - `tiny_gguf`: writes a tiny random-weight GGUF model for real llama.cpp.
 - `clocks`: `LoopClock` (moves the event loop's time on) and `FakeClock`.
 - `processes`: find, wait for and check processes a test started; a pty runner.
-- `quit_target`, `crash_target`: programs the tests run as subprocesses
-  (`python -m tests.support.NAME`).
+- `stops`: Esc at each stop point of a tool call with each provider (`Rig`:
+  the three providers, scripted or the tiny GGUF) and the checks after it
+  (`next_turn_is_accepted`).
+- `mcp_servers`: MCP servers the tests run (the SDK's, over stdio or HTTP, and
+  raw JSON-RPC ones that misbehave), recording what they saw; `mcp`: their
+  configs, an HTTP server process, their records, `McpRig` (a manager alone).
+- `quit_target`, `crash_target`, `mcp_quit_target`: programs the tests run as
+  subprocesses (`python -m tests.support.NAME`).
 
 Fixtures shared by many modules (`store`, `config`, `tiny_model`,
 `default_model_cache`, `fake_clock`, `wire` and `server`) are in `tests/conftest.py`.

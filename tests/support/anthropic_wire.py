@@ -11,11 +11,18 @@ A final assistant message is a prefill, which the model continues: its text
 must not end in whitespace, and with thinking on it must start with a thinking
 block too, so a prefill of text alone is refused then. `validate_without_prefill`
 is a model that takes no prefill at all, as Claude 4.6 and later models are.
+A `tool_result`'s content is a string or text and image blocks; an image is
+base64 of at most 5 MB, of a type the API takes, and its bytes are of that
+type. A tool's name fits `^[a-zA-Z0-9_-]{1,64}$`, and its `input_schema` is
+an object schema without `oneOf`, `anyOf` or `allOf` at its root.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
+import re
 from typing import Any
 
 from tests.support.wire import Send, Step
@@ -114,6 +121,79 @@ def _blocks(content: Any) -> list[dict[str, Any]]:
     return [{"type": "text", "text": content}] if isinstance(content, str) else content
 
 
+IMAGE_TYPES = {"image/jpeg", "image/png", "image/gif", "image/webp"}
+IMAGE_LIMIT = 5 * 1024 * 1024  # Bytes of an image's base64.
+TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
+SIGNATURES = {
+    b"\x89PNG\r\n\x1a\n": "image/png",
+    b"\xff\xd8\xff": "image/jpeg",
+    b"GIF87a": "image/gif",
+    b"GIF89a": "image/gif",
+}
+
+
+def _image_problem(block: dict[str, Any]) -> str | None:
+    """Why the API would refuse an image block, or None."""
+    source = block.get("source") or {}
+    if source.get("type") != "base64":
+        return "image.source.type: Input should be 'base64' or 'url'"
+    media_type, data = source.get("media_type"), source.get("data")
+    if media_type not in IMAGE_TYPES:
+        return (
+            "image.source.base64.media_type: Input should be 'image/jpeg', 'image/png', "
+            "'image/gif' or 'image/webp'"
+        )
+    if not isinstance(data, str) or len(data) > IMAGE_LIMIT:
+        size = len(data) if isinstance(data, str) else 0
+        return f"image exceeds 5 MB maximum: {size} bytes > {IMAGE_LIMIT} bytes"
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        return "image.source.base64.data: invalid base64 data"
+    found = next((kind for sig, kind in SIGNATURES.items() if raw.startswith(sig)), None)
+    if found is None and raw[:4] == b"RIFF" and raw[8:12] == b"WEBP":
+        found = "image/webp"
+    if found != media_type:
+        return (
+            f"image.source.base64.data: Image does not match the provided media type {media_type}"
+        )
+    return None
+
+
+def _result_problem(content: Any) -> str | None:
+    """Why the API would refuse a `tool_result`'s content, or None."""
+    if content is None or isinstance(content, str):
+        return None
+    if not isinstance(content, list):
+        return "tool_result.content: Input should be a valid string or list"
+    for block in content:
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind == "text":
+            if not str(block.get("text", "")).strip():
+                return "text content blocks must contain non-whitespace text"
+        elif kind == "image":
+            if problem := _image_problem(block):
+                return problem
+        else:
+            return f"tool_result content: Input tag {kind!r} is not one of 'text', 'image'"
+    return None
+
+
+def _tool_problem(n: int, tool: Any) -> str | None:
+    """Why the API would refuse the `n`-th tool's definition, or None."""
+    if not isinstance(tool, dict) or not TOOL_NAME.fullmatch(str(tool.get("name", ""))):
+        return f"tools.{n}.custom.name: String should match pattern '^[a-zA-Z0-9_-]{{1,64}}$'"
+    schema = tool.get("input_schema")
+    if not isinstance(schema, dict) or schema.get("type") != "object":
+        return f"tools.{n}.custom.input_schema.type: Input should be 'object'"
+    if any(key in schema for key in ("oneOf", "anyOf", "allOf")):
+        return (
+            f"tools.{n}.custom.input_schema: input_schema does not support oneOf, allOf, or "
+            "anyOf at the top level"
+        )
+    return None
+
+
 def validate(body: dict[str, Any]) -> dict[str, Any] | None:
     """None if Anthropic would accept `body`'s messages, else its error body."""
     messages = body.get("messages")
@@ -121,6 +201,9 @@ def validate(body: dict[str, Any]) -> dict[str, Any] | None:
         return _refuse("messages: at least one message is required")
     if not isinstance(body.get("max_tokens"), int):
         return _refuse("max_tokens: Field required")
+    for n, tool in enumerate(body.get("tools") or []):
+        if problem := _tool_problem(n, tool):
+            return _refuse(problem)
     owed: set[str] = set()  # tool_use ids the next message must answer.
     for n, message in enumerate(messages):
         role, content = message.get("role"), message.get("content")
@@ -155,6 +238,12 @@ def validate(body: dict[str, Any]) -> dict[str, Any] | None:
                 return _refuse(f"messages.{n}: Invalid `signature` in `thinking` block")
             if block.get("type") == "redacted_thinking" and not block.get("data"):
                 return _refuse(f"messages.{n}: redacted_thinking.data: Field required")
+            if block.get("type") == "tool_result" and (
+                problem := _result_problem(block.get("content"))
+            ):
+                return _refuse(f"messages.{n}.content: {problem}")
+            if block.get("type") == "image" and (problem := _image_problem(block)):
+                return _refuse(f"messages.{n}.content: {problem}")
         owed = {b["id"] for b in blocks if b.get("type") == "tool_use"}
     last, thinking = messages[-1], (body.get("thinking") or {}).get("type") == "enabled"
     answers = isinstance(last["content"], list) and any(

@@ -5,7 +5,10 @@ know (vLLM's or llama.cpp's own fields, say) is refused; an assistant message
 with `tool_calls` must be followed by one `tool` message per call, and a
 `tool` message must answer a call made just before it. A final assistant
 message is accepted (OpenAI answers it with a new turn; it does not continue
-it).
+it). A `tool` message's content is text (a string, or text parts: an image
+there is refused). A tool's name fits `^[a-zA-Z0-9_-]{1,64}$`, its
+description is 1024 characters at most, and its parameters are an object
+schema.
 
 `validate_vllm` checks what vLLM checks of its own fields, on top of the
 messages: `continue_final_message` needs a final assistant message and
@@ -19,6 +22,7 @@ no two assistant messages at the end, and no prefill while the model's
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -143,10 +147,41 @@ VLLM_MODELS = {
 LLAMA_CPP_PROPS = {"default_generation_settings": {"n_ctx": 8192}, "chat_template": "..."}
 
 
+TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
+
+
+def _tool_problem(n: int, tool: Any) -> str | None:
+    """Why OpenAI would refuse the `n`-th tool's definition, or None."""
+    function = tool.get("function") if isinstance(tool, dict) else None
+    if not isinstance(function, dict):
+        return f"Missing required parameter: 'tools[{n}].function'."
+    name, description = function.get("name"), function.get("description", "")
+    if not isinstance(name, str) or not TOOL_NAME.fullmatch(name):
+        return (
+            f"Invalid 'tools[{n}].function.name': string does not match pattern. Expected a "
+            "string that matches the pattern '^[a-zA-Z0-9_-]{1,64}$'."
+        )
+    if isinstance(description, str) and len(description) > 1024:
+        return (
+            f"Invalid 'tools[{n}].function.description': string too long. Expected a string "
+            f"with maximum length 1024, but got a string with length {len(description)} instead."
+        )
+    kind = (function.get("parameters") or {"type": "object"}).get("type")
+    if kind != "object":
+        return (
+            f"Invalid schema for function '{name}': schema must be a JSON Schema of "
+            f"'type: \"object\"', got 'type: \"{kind}\"'."
+        )
+    return None
+
+
 def validate(body: dict[str, Any]) -> dict[str, Any] | None:
     """None if OpenAI would accept `body`, else its error body."""
     if unknown := sorted(set(body) - OPENAI_PARAMETERS):
         return _error(f"Unrecognized request argument supplied: {unknown[0]}")
+    for n, tool in enumerate(body.get("tools") or []):
+        if problem := _tool_problem(n, tool):
+            return _error(problem)
     return validate_messages(body)
 
 
@@ -204,6 +239,15 @@ def validate_messages(body: dict[str, Any]) -> dict[str, Any] | None:
     for n, message in enumerate(messages):
         role = message.get("role")
         if role == "tool":
+            content = message.get("content")
+            parts = content if isinstance(content, list) else []
+            if any(isinstance(p, dict) and p.get("type") != "text" for p in parts):
+                return _error(
+                    "Image URLs are only allowed for messages with role 'user', but this "
+                    "message with role 'tool' contains an image URL."
+                )
+            if not isinstance(content, str | list):
+                return _error(f"messages[{n}]: content must be a string or an array of parts")
             call_id = message.get("tool_call_id")
             if call_id not in expected:
                 return _error(

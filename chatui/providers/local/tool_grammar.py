@@ -12,12 +12,20 @@ a call starts, matches its trigger against everything written so far at
 every token, and a 1,000-token reply took 23 s instead of 1 s on the tiny
 test model. Calls written freely are validated against the schemas before
 anything runs.
+
+A schema's references (`$ref` to its own `$defs`, say, as MCP servers' schemas
+have) are resolved within that schema, on a copy: the converter rewrites them
+in place, and the specs are sent as they are on every request. A schema the
+converter cannot follow (a reference outside it) holds that tool's arguments
+to being an object, no more; the registry checks them before any call.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Sequence
+from typing import Any
 
 import llama_cpp
 from llama_cpp.llama_grammar import LlamaGrammar, SchemaConverter
@@ -27,6 +35,7 @@ from chatui.providers.local.tool_markup import OPEN
 
 MAX_CALLS = 4  # Calls in one reply.
 ROOT = "root"
+ANY_OBJECT: dict[str, Any] = {"type": "object"}  # Arguments of a schema it cannot follow.
 
 
 class ToolGrammar(LlamaGrammar):
@@ -52,14 +61,12 @@ def tool_grammar(tools: Sequence[ToolSpec]) -> ToolGrammar:
     )
     names = []
     for n, tool in enumerate(tools):
-        parameters = tool.parameters or {"type": "object", "properties": {}}
-        call = {
-            "type": "object",
-            "properties": {"name": {"const": tool.name}, "arguments": parameters},
-            "required": ["name", "arguments"],
-            "additionalProperties": False,
-        }
-        names.append(converter.visit(converter.resolve_refs(call, f"tool {n}"), f"tool-{n}"))
+        parameters = copy.deepcopy(tool.parameters) or {"type": "object", "properties": {}}
+        try:
+            arguments = converter.resolve_refs(parameters, f"tool {n} arguments")
+            names.append(converter.visit(_call(tool.name, arguments), f"tool-{n}"))
+        except (AssertionError, ValueError, KeyError, TypeError, RecursionError):
+            names.append(converter.visit(_call(tool.name, ANY_OBJECT), f"tool-{n}"))
     alternatives = " | ".join(names)
     rules = [
         converter.format_grammar(),
@@ -68,3 +75,13 @@ def tool_grammar(tools: Sequence[ToolSpec]) -> ToolGrammar:
         "call-gap ::= [ \\n]{0,2}",
     ]
     return ToolGrammar("\n".join(rules))
+
+
+def _call(name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    """The schema of one call of the tool `name`, with `arguments` (references resolved)."""
+    return {
+        "type": "object",
+        "properties": {"name": {"const": name}, "arguments": arguments},
+        "required": ["name", "arguments"],
+        "additionalProperties": False,
+    }

@@ -1,0 +1,192 @@
+"""An MCP server's `CallToolResult` as chatui's `ToolOutput`: what the model and the user get.
+
+Everything a server returns is untrusted. Its text blocks are joined as
+they are, never interpreted (the screen shows them through `visible()`, the
+store keeps them literally), and cut at `tools.output_limit` characters with
+a note saying how much there was: a 5 MB result must neither freeze the
+screen nor bloat the store, nor fill the model's context.
+
+Binary content is summarised in the text ("[image/png, 12.3 kB]"), which is
+all that the OpenAI-compatible and the local models get. An image of a type
+Anthropic takes in a tool result (PNG, JPEG, GIF, WebP, checked by its first
+bytes: the API refuses an image that is not what it says), up to a size
+whose base64 fits the API's limit, is kept as an `Attachment` with its data;
+audio and other images are kept as a summary only. Resource links and
+embedded resources are summarised (uri, type, size), an embedded text
+included. `isError` makes the call failed. `structuredContent` is kept as
+JSON when it fits within the same limit, else dropped with a note; with no
+content blocks, its JSON stands in as the text.
+
+Keys are masked before anything is cut (`chatui.redact`), as the built-in
+tools' output is: a server could echo one.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any
+
+import mcp_types as mt
+
+from chatui import redact
+from chatui.messages import Attachment
+from chatui.tools.registry import ToolOutput
+
+IMAGE_LIMIT = 3_932_160  # Bytes of one image kept: its base64 fits Anthropic's 5 MiB.
+IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
+NO_CONTENT = "[The tool returned no content.]"
+FIELD_LIMIT = 200  # Characters of a MIME type, uri or name in a summary.
+
+
+def tool_output(result: mt.CallToolResult, *, limit: int) -> ToolOutput:
+    """`result` as the call's output: text capped at `limit` characters, binary summarised."""
+    pieces: list[str] = []
+    summaries: list[tuple[int, str]] = []  # (index in pieces, summary) of binary content.
+    attachments: list[Attachment] = []
+    for block in result.content:
+        if isinstance(block, mt.TextContent):
+            pieces.append(block.text)
+        elif isinstance(block, mt.ImageContent | mt.AudioContent):
+            summary, attachment = _binary(block)
+            summaries.append((len(pieces), summary))
+            pieces.append(summary)
+            if attachment is not None:
+                attachments.append(attachment)
+        elif isinstance(block, mt.ResourceLink):
+            pieces.append(_link(block))
+        elif isinstance(block, mt.EmbeddedResource):
+            pieces.extend(_embedded(block.resource))
+        else:  # A kind of content newer than this code.
+            pieces.append(f"[content of type {_field(str(getattr(block, 'type', '?')))}]")
+    structured, as_json, note = _structured(result.structured_content, limit)
+    if not pieces and as_json is not None:
+        pieces.append(as_json)
+    content = _capped(pieces, summaries, limit) if pieces else NO_CONTENT
+    if note:
+        content = f"{content}\n{note}"
+    return ToolOutput(content, "error" if result.is_error else "ok", attachments, structured)
+
+
+def _capped(pieces: list[str], summaries: list[tuple[int, str]], limit: int) -> str:
+    """`pieces` joined by newlines, redacted, cut at `limit` with a note.
+
+    Only `limit` characters and a margin (for a key across the cut) are ever
+    joined. The summaries of binary content past the cut follow the note, so
+    that the model still learns of every image.
+    """
+    budget = limit + redact.margin()
+    total = sum(map(len, pieces)) + len(pieces) - 1
+    taken, used = [], 0
+    for piece in pieces:
+        if used >= budget:
+            break
+        taken.append(piece[: budget - used])
+        used += len(taken[-1]) + 1
+    kept, cut = redact.clip("\n".join(taken), limit)
+    if not (cut or total > budget):
+        return kept
+    starts, at = [], 0
+    for piece in pieces:
+        starts.append(at)
+        at += len(piece) + 1
+    lost = [redact.redact(s) for n, s in summaries if starts[n] + len(s) > len(kept)]
+    note = f"[… cut: the result has {total:,} characters; the first {limit:,} shown]"
+    return "\n".join([kept, note, *lost])
+
+
+def _binary(block: mt.ImageContent | mt.AudioContent) -> tuple[str, Attachment | None]:
+    """A summary of an image or audio block, and its attachment (None if unreadable)."""
+    mime = _field(block.mime_type.strip().lower()) or "application/octet-stream"
+    data = "".join(block.data.split())  # Some servers wrap their base64 in lines.
+    image = isinstance(block, mt.ImageContent)
+    estimated = len(data) * 3 // 4 - (len(data) - len(data.rstrip("=")))
+    if estimated > IMAGE_LIMIT:  # Never decoded: it is not kept anyway.
+        reason = f"; not sent to the model: larger than {_size(IMAGE_LIMIT)}" if image else ""
+        return f"[{mime}, {_size(estimated)}{reason}]", Attachment(mime, estimated)
+    try:
+        raw = base64.b64decode(data + "=" * (-len(data) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        return f"[{mime}: its data is not valid base64]", None
+    size = len(raw)
+    if not image:
+        return f"[{mime}, {_size(size)}]", Attachment(mime, size)
+    kind = image_type(raw)
+    if kind is None:
+        reason = (
+            "its data is not a PNG, JPEG, GIF or WebP image"
+            if mime in IMAGE_TYPES
+            else "it takes only PNG, JPEG, GIF and WebP images"
+        )
+        return f"[{mime}, {_size(size)}; not sent to the model: {reason}]", Attachment(mime, size)
+    return f"[{kind}, {_size(size)}]", Attachment(kind, size, base64.b64encode(raw).decode())
+
+
+def image_type(raw: bytes) -> str | None:
+    """The MIME type of an image of a type the APIs take, from its first bytes; None if not one."""
+    if raw.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if raw.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if raw[:6] in (b"GIF87a", b"GIF89a"):
+        return "image/gif"
+    if raw[:4] == b"RIFF" and raw[8:12] == b"WEBP":
+        return "image/webp"
+    return None
+
+
+def _link(link: mt.ResourceLink) -> str:
+    name = f" {_field(link.name)}" if link.name and link.name != link.uri else ""
+    details = [_field(link.uri)]
+    if link.mime_type:
+        details.append(_field(link.mime_type))
+    if link.size is not None:
+        details.append(_size(link.size))
+    return f"[resource link{name}: {', '.join(details)}]"
+
+
+def _embedded(resource: mt.TextResourceContents | mt.BlobResourceContents) -> list[str]:
+    details = [_field(resource.uri)]
+    if resource.mime_type:
+        details.append(_field(resource.mime_type))
+    if isinstance(resource, mt.TextResourceContents):
+        count = len(resource.text)
+        details.append(f"{count:,} character{'' if count == 1 else 's'}")
+        return [f"[resource {', '.join(details)}]", resource.text]
+    blob = "".join(resource.blob.split())
+    details.append(_size(len(blob) * 3 // 4 - (len(blob) - len(blob.rstrip("=")))))
+    return [f"[resource {', '.join(details)}]"]
+
+
+def _structured(value: Any, limit: int) -> tuple[Any, str | None, str]:
+    """The structured content kept (or None), its JSON (or None), and a note if it was dropped."""
+    if value is None:
+        return None, None, ""
+    try:
+        as_json = json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError, RecursionError):
+        return None, None, "[The structured content was not JSON, so it was not kept.]"
+    if len(as_json) > limit:
+        note = (
+            f"[The structured content ({len(as_json):,} characters of JSON) was over the "
+            f"{limit:,}-character limit, so it was not kept.]"
+        )
+        return None, as_json, note
+    masked = redact.redact(as_json)
+    try:
+        return (json.loads(masked) if masked != as_json else value), as_json, ""
+    except ValueError:  # A mask inside JSON syntax: a key with quotes in it.
+        return None, as_json, "[The structured content held a key, so it was not kept.]"
+
+
+def _size(size: int) -> str:
+    if size < 1000:
+        return f"{size} B"
+    if size < 1_000_000:
+        return f"{size / 1000:.1f} kB"
+    return f"{size / 1_000_000:.1f} MB"
+
+
+def _field(text: str) -> str:
+    return text if len(text) <= FIELD_LIMIT else f"{text[: FIELD_LIMIT - 1]}…"
