@@ -21,32 +21,23 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from chatui.config import AnthropicConfig, OpenAIConfig, ToolsConfig
-from chatui.history import CANCELLED_TOOL_RESULT, build_history
+from chatui.config import ToolsConfig
+from chatui.history import CANCELLED_TOOL_RESULT
 from chatui.messages import ModelResponse, ResponseState, ToolResult, UserPrompt
-from chatui.providers.anthropic_messages import AnthropicProvider, to_anthropic_messages
-from chatui.providers.local.provider import LocalProvider
-from chatui.providers.openai_chat import OpenAIProvider, to_openai_messages
 from chatui.screens.approval import ApprovalDialog
 from chatui.screens.chat import ChatScreen
 from chatui.screens.turn_view import TurnView
 from chatui.store import Store
 from chatui.tools import Tool, ToolRegistry, build_registry
 from chatui.turn import ToolResultAdded
-from chatui.widgets.chat_message import AssistantMessage
 from chatui.widgets.status_bar import StatusBar
-from chatui.widgets.tool_call import ToolCallView
-from tests.support import anthropic_wire as aw
-from tests.support import openai_wire as ow
 from tests.support.app import approval_shown, make_app, send, settled, wait_until
-from tests.support.local import cache_state, local_config
 from tests.support.processes import (
     living,
     marker,
@@ -54,10 +45,17 @@ from tests.support.processes import (
     one_command_schema,
     until_running,
 )
-from tests.support.remote import SECRET
-from tests.support.wire import STALL, WireServer
+from tests.support.stops import (
+    KINDS,
+    Rig,
+    assert_stopped_on_screen,
+    next_turn_is_accepted,
+    stall_local_decode,
+    statuses,
+    stored,
+    views,
+)
 
-KINDS = ["openai", "anthropic", "local"]
 SIZE = (100, 40)
 
 
@@ -96,159 +94,29 @@ class Tools:
         return [arguments for tool, arguments in self.invocations if tool == name]
 
 
-class Rig:
-    """One provider kind: its provider, and how the test scripts its model."""
+class ShellRig(Rig):
+    """A provider kind, and the test's tools (for local, a shell that allows one command)."""
 
     def __init__(self, kind: str, tmp_path: Path, model: Path) -> None:
-        self.kind = kind
-        self.server: WireServer | None = None
+        super().__init__(kind, tmp_path, model)
         self.mark = marker()
         self.command = nested_sleepers(self.mark)
-        if kind == "local":
-            config = local_config(model, tool_choice="required", max_tokens=1000)
-            self.provider: Any = LocalProvider(config, state_dir=tmp_path / "kv")
-        else:
-            validate = ow.validate if kind == "openai" else aw.validate
-            self.server = WireServer(validate=validate).__enter__()
-            settings = {"api_key": SECRET, "model": "wire-model"}
-            if kind == "openai":
-                self.provider = OpenAIProvider(
-                    OpenAIConfig(base_url=f"{self.server.base_url}/v1", **settings)
-                )
-            else:
-                self.provider = AnthropicProvider(
-                    AnthropicConfig(base_url=self.server.base_url, **settings)
-                )
-        self.tools = Tools(tmp_path, self.command if kind == "local" else None)
-
-    @property
-    def local(self) -> bool:
-        return self.kind == "local"
-
-    def calls(self, *calls: tuple[str, str, list[str]], cut: bool = False) -> None:
-        """Play a reply with text, then `calls` (id, name, argument fragments).
-
-        `cut`: the last call's arguments stop midway and the server stalls.
-        """
-        assert self.server is not None
-        if self.kind == "openai":
-            steps = [*ow.text("Let me see.")]
-            for n, (call_id, name, fragments) in enumerate(calls):
-                steps += ow.tool_call(n, call_id, name, *fragments)
-            steps += [STALL] if cut else ow.ending("tool_calls")
-        else:
-            steps = [*aw.start(), *aw.text_block(0, "Let me see.")]
-            for n, (call_id, name, fragments) in enumerate(calls, start=1):
-                last = n == len(calls)
-                steps += aw.tool_block(n, call_id, name, *fragments, stop=not (cut and last))
-            steps += [STALL] if cut else aw.ending("tool_use")
-        self.server.play(steps)
-
-    def answer(self, text: str) -> None:
-        assert self.server is not None
-        self.server.play(ow.reply(text) if self.kind == "openai" else aw.reply(text))
-
-    def close(self) -> None:
-        if self.server is not None:
-            self.server.__exit__(None, None, None)
+        self.tools = Tools(tmp_path, self.command if self.local else None)
 
 
 @pytest.fixture(params=KINDS)
-def rig(request: pytest.FixtureRequest, tmp_path: Path, tiny_model: Path) -> Iterator[Rig]:
-    rig = Rig(request.param, tmp_path, tiny_model)
+def rig(request: pytest.FixtureRequest, tmp_path: Path, tiny_model: Path) -> Iterator[ShellRig]:
+    rig = ShellRig(request.param, tmp_path, tiny_model)
     yield rig
     rig.close()
     assert living(rig.mark) == []
 
 
-def views(app) -> list[ToolCallView]:  # type: ignore[no-untyped-def]
-    return list(app.chat.query(ToolCallView))
-
-
-def statuses(app) -> list[str]:  # type: ignore[no-untyped-def]
-    return [view.status for view in views(app)]
-
-
-def stored(store: Store, app) -> list:  # type: ignore[no-untyped-def]
-    return store.load_conversation(app.chat.conversation.id).items
-
-
-def assert_both_protocols_accept(items: list, prompt: str = "again") -> None:
-    """The repaired history of `items` and a next prompt, as both APIs would get it."""
-    history = build_history([*items, UserPrompt(prompt)])
-    openai_messages = to_openai_messages(history)
-    assert ow.validate({"messages": openai_messages}) is None
-    _system, anthropic_messages = to_anthropic_messages(history)
-    assert aw.validate({"messages": anthropic_messages, "max_tokens": 64}) is None
-
-
-def assert_stopped_on_screen(app) -> None:  # type: ignore[no-untyped-def]
-    assert app.chat.query_one(StatusBar).state == "stopped"
-    assert app.last_outcome is not None and app.last_outcome.state is ResponseState.INTERRUPTED
-    marker_text = str(app.chat.query(AssistantMessage).last()._marker.render())
-    assert "interrupted" in marker_text
-
-
-async def next_turn_is_accepted(rig: Rig, app, pilot, store: Store, *, kept: bool = True) -> None:  # type: ignore[no-untyped-def]
-    """Send another prompt; its request must be accepted (remote) or reuse the cache (local).
-
-    `kept`: the reply with the calls completed, so the history holds it (and
-    its calls' results); else it is left out, and the model told it was stopped.
-    """
-    items = stored(store, app)
-    assert_both_protocols_accept(items)
-    if rig.local:
-        n_tokens, committed, top = cache_state(rig.provider)
-        # The committed tokens, and after a stop the reply's, kept uncommitted for Continue.
-        assert committed <= n_tokens == top
-        assert (n_tokens > committed) is not kept
-        answered = rig.provider.last_job.prompt_tokens  # The prompt the calls answered.
-        rig.provider.config.tool_choice = "auto"  # The tiny model then writes text.
-    else:
-        rig.answer("Fine.")
-    await send(pilot, "again")
-    await wait_until(pilot, settled(app))
-    assert app.last_outcome.state is ResponseState.COMPLETE
-    if rig.local:
-        assert len(set(cache_state(rig.provider))) == 1  # The stopped reply was rolled back.
-        job = rig.provider.last_job
-        assert (committed > 0) is kept  # A stopped reply's tokens were rolled back.
-        if kept:  # The cached conversation is reused, up to the reply at least.
-            assert answered <= job.reused <= committed < job.prompt_tokens
-    else:
-        assert rig.server is not None
-        assert rig.server.requests[-1].refused is None
-        body = json.dumps(rig.server.requests[-1].body)
-        assert ("Let me see." in body) is kept and ("call_1" in body) is kept
-        assert ("The user interrupted your previous reply" in body) is not kept
-
-
 # 1. While a call's arguments stream
 
 
-def stall_local_decode(provider: LocalProvider, after_tokens: int) -> threading.Event:
-    """Hold the engine before the reply's `after_tokens`-th token until the turn is stopped."""
-    llm = provider.engine.llm  # type: ignore[union-attr]
-    original, counted, stalled = llm.eval, [0], threading.Event()
-
-    def eval(tokens):  # type: ignore[no-untyped-def]
-        if len(tokens) == 1:
-            counted[0] += 1
-            if counted[0] == after_tokens:
-                halted = threading.Event()
-                job = provider.last_job
-                assert job is not None
-                job.cancel.on_cancel(halted.set)
-                stalled.set()
-                assert halted.wait(20), "the turn was never stopped"
-        return original(tokens)
-
-    llm.eval = eval
-    return stalled
-
-
 async def test_esc_while_arguments_stream_keeps_the_call_cut_off_and_never_runs_it(
-    rig: Rig, store: Store
+    rig: ShellRig, store: Store
 ) -> None:
     app = make_app(store, rig.provider, tools=rig.tools.only(rig.tools.note))
     async with app.run_test(size=SIZE) as pilot:
@@ -286,7 +154,7 @@ async def test_esc_while_arguments_stream_keeps_the_call_cut_off_and_never_runs_
 
 
 async def test_one_esc_in_the_approval_dialog_closes_it_and_stops_the_turn(
-    rig: Rig, store: Store
+    rig: ShellRig, store: Store
 ) -> None:
     app = make_app(store, rig.provider, tools=rig.tools.only(rig.tools.shell))
     async with app.run_test(size=SIZE) as pilot:
@@ -320,7 +188,7 @@ async def test_one_esc_in_the_approval_dialog_closes_it_and_stops_the_turn(
 
 
 async def test_esc_while_a_shell_command_runs_kills_its_process_group(
-    rig: Rig, store: Store
+    rig: ShellRig, store: Store
 ) -> None:
     app = make_app(store, rig.provider, tools=rig.tools.only(rig.tools.record, rig.tools.shell))
     async with app.run_test(size=SIZE) as pilot:
@@ -362,7 +230,7 @@ async def test_esc_while_a_shell_command_runs_kills_its_process_group(
 # 4. Between a tool result and the next request
 
 
-async def test_a_stop_after_the_last_result_sends_nothing_more(rig: Rig, store: Store) -> None:
+async def test_a_stop_after_the_last_result_sends_nothing_more(rig: ShellRig, store: Store) -> None:
     app = make_app(store, rig.provider, tools=rig.tools.only(rig.tools.record))
     async with app.run_test(size=SIZE) as pilot:
         if not rig.local:
