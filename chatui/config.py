@@ -113,11 +113,11 @@ class McpServerConfig:
     """
 
     name: str = ""  # The table's NAME; set when the config is read.
-    command: str = ""  # stdio: the program, found on PATH.
+    command: str = ""  # stdio: the program, found on PATH, or a path (`~`: the home).
     args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     env_inherit: list[str] = field(default_factory=list)  # Variables passed on from chatui's.
-    cwd: str = ""  # stdio: where it runs; "": the directory chatui starts in.
+    cwd: str = ""  # stdio: where it runs (`~`: the home); "": the directory chatui starts in.
     url: str = ""  # Streamable HTTP: the endpoint, http:// or https://.
     headers: dict[str, str] = field(default_factory=dict)  # HTTP: sent with every request.
     enabled: bool = True
@@ -204,6 +204,8 @@ def load_config(
 def _apply(target: Any, data: dict[str, Any], source: str, prefix: str) -> None:
     hints = get_type_hints(type(target))
     names = {f.name for f in dataclasses.fields(target)}
+    if isinstance(target, McpServerConfig):
+        names.discard("name")  # The table's NAME, never a key inside it.
     for key, value in data.items():
         dotted = f"{prefix}{key}"
         if key not in names:
@@ -241,6 +243,9 @@ def _servers(data: Any, source: str, key: str) -> dict[str, McpServerConfig]:
         server = McpServerConfig()
         _apply(server, table, source, f"{key}.{name}.")
         server.name = name
+        # `~` is the user's home, as in the other paths of the config (a shell would say so).
+        server.command = os.path.expanduser(server.command)
+        server.cwd = os.path.expanduser(server.cwd)
         servers[name] = server
     return servers
 
@@ -368,12 +373,8 @@ def _validate_mcp_server(server: McpServerConfig, source: str) -> None:
         raise ConfigError(
             source, key, "give command (a program run over stdio) or url (a Streamable HTTP server)"
         )
-    if server.url and not _is_http_url(server.url):
-        raise ConfigError(
-            source,
-            f"{key}.url",
-            "must be an http:// or https:// URL with a host, without spaces or control characters",
-        )
+    if server.url and (problem := _url_problem(server.url)):
+        raise ConfigError(source, f"{key}.url", problem)
     for name, value in server.headers.items():  # Never quoted: a header may hold a token.
         if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name):
             raise ConfigError(source, f"{key}.headers", "a header's name is letters, digits, '-'")
@@ -395,16 +396,24 @@ def _validate_mcp_server(server: McpServerConfig, source: str) -> None:
             raise ConfigError(source, f"{key}.{name}", "must be more than 0 seconds")
 
 
-def _is_http_url(url: str) -> bool:
-    """An http(s) URL with a host, and nothing in it that a request line cannot carry."""
+def _url_problem(url: str) -> str:
+    """What keeps `url` from being an http(s) URL with a host that a request line can carry."""
+    general = "must be an http:// or https:// URL with a host, without spaces or control characters"
     if any(char.isspace() or unicodedata.category(char) == "Cc" for char in url):
-        return False
+        return general
     try:
         parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return general
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return general
+    try:
         port = parts.port  # One that is not a number (or out of range) raises ValueError.
     except ValueError:
-        return False
-    return parts.scheme in ("http", "https") and bool(parts.hostname) and port != 0
+        port = 0
+    if port == 0:
+        return "must be an http:// or https:// URL whose port is a number from 1 to 65535"
+    return ""
 
 
 def _check_key(key: str, source: str, name: str) -> None:

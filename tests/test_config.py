@@ -458,3 +458,36 @@ def test_mcp_servers_are_read_with_their_defaults(tmp_path: Path) -> None:
     assert (files.timeout, files.start_timeout, files.enabled) == (60.0, 30.0, True)
     assert (remote.transport, remote.enabled, remote.timeout) == ("http", False, 5.0)
     assert remote.asks("anything") and remote.headers == {"Authorization": "Bearer t"}
+
+
+def test_an_unknown_key_of_a_server_lists_the_keys_a_server_takes(tmp_path: Path) -> None:
+    """`name` is the table's, refused inside it: the list of known keys must not offer it."""
+    error = mcp_error(tmp_path, SERVER + 'comand = "npx"')
+
+    assert error.key == "mcp.servers.files.comand"
+    known = error.problem.partition("known: ")[2].rstrip(")").split(", ")
+    assert "command" in known and "url" in known and "name" not in known
+
+
+@pytest.mark.parametrize("port", ["99999", "0", "-1"])
+def test_a_url_with_a_port_out_of_range_says_it_is_the_port(tmp_path: Path, port: str) -> None:
+    error = mcp_error(tmp_path, SERVER + f'url = "http://127.0.0.1:{port}/mcp"')
+
+    assert error.key == "mcp.servers.files.url"
+    assert "port" in error.problem and "1 to 65535" in error.problem
+
+
+def test_a_servers_command_and_cwd_may_start_with_the_home_directory(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """As `db_path`, `model_path` and `workspace` may: `~` is the user's home."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    config = load_config(
+        write(tmp_path, SERVER + 'command = "~/bin/notes-server"\ncwd = "~/notes"\nargs = ["~"]'),
+        env={},
+    )
+
+    files = config.mcp.servers["files"]
+    assert files.command == str(tmp_path / "home" / "bin" / "notes-server")
+    assert files.cwd == str(tmp_path / "home" / "notes")
+    assert files.args == ["~"]  # The program's own: passed as they are.

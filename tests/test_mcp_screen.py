@@ -6,7 +6,9 @@ import io
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import pytest
 from rich.console import Console
 from textual.widgets import OptionList
 
@@ -14,13 +16,18 @@ from chatui.app import ChatApp
 from chatui.config import Config, McpConfig, McpServerConfig
 from chatui.mcp.events import CancelSent, McpEvent, StatusChanged
 from chatui.mcp.status import ServerState, ServerStatus
+from chatui.messages import ToolCallPart
+from chatui.providers.base import StreamEnd, ToolSpec
+from chatui.screens.approval import ApprovalDialog, describe_arguments
 from chatui.screens.mcp_servers import FailureNotices, McpServersScreen
 from chatui.store import Store
+from chatui.tools import ToolRegistry
+from chatui.tools.registry import CallContext
 from chatui.widgets.composer import Composer
-from tests.support.app import make_app, screen_text, wait_until
+from tests.support.app import approval_shown, make_app, screen_text, send, settled, wait_until
 from tests.support.clocks import FakeClock
-from tests.support.mcp import ROOT
-from tests.support.scripted import ScriptedProvider
+from tests.support.mcp import ROOT, START_DEADLINE, stdio_config
+from tests.support.scripted import ScriptedProvider, tool_call, words
 
 SIZE = (100, 30)
 HOSTILE = "exited: [bold red]boom[/] \x1b[2J\x1b]52;c;ZXZpbA==\x07 [link=https://x]y[/link]"
@@ -319,3 +326,216 @@ async def test_a_server_that_failed_is_told_once_and_restarted_from_the_list(
 
 def notices(app: ChatApp) -> list[str]:
     return [notice.message for notice in app._notifications if "MCP server" in notice.message]
+
+
+async def test_with_every_server_off_the_list_says_so_and_not_that_they_are_starting(
+    store: Store,
+) -> None:
+    """No server is enabled: the app makes no manager, so the list must not wait for one."""
+    off = [McpServerConfig(name=name, command="npx", enabled=False) for name in ("files", "notes")]
+    app = app_with_servers(store, *off)
+    async with app.run_test(size=SIZE) as pilot:
+        palette(app)["MCP servers"]()
+        await wait_until(pilot, lambda: isinstance(app.screen, McpServersScreen))
+        screen = app.screen
+        assert isinstance(screen, McpServersScreen)
+        await pilot.pause()
+
+        assert app.mcp is None
+        assert all("off (enabled = false in the config)" in row for row in rows(screen))
+        shown = screen_text(app)
+        assert "starting" not in shown
+        assert (
+            "Every server is off: set enabled = true in its [mcp.servers.NAME] table to start it."
+            in shown
+        )
+
+
+async def test_a_reason_of_many_lines_is_one_paragraph_in_the_list_and_the_notice(
+    store: Store,
+) -> None:
+    """A server's error (a traceback, say) must not make its row, or the notice, screens tall."""
+    reason = "It refused the handshake: Traceback (most recent call last):" + "\n  x" * 150
+    failed = ServerStatus("broken", "stdio", ServerState.FAILED, reason=reason, log_path="/l")
+    servers = FakeServers([failed])
+    app = make_app(store, ScriptedProvider(), clock=FakeClock())
+    screen = McpServersScreen(config("broken"), lambda: servers)
+    async with app.run_test(size=SIZE) as pilot:
+        await app.push_screen(screen)
+        await pilot.pause()
+        options = screen.query_one(OptionList)
+        assert options.virtual_size.height <= 6  # The reason folds to a few lines, log included.
+        assert "handshake: Traceback (most recent call last): x x x" in rows(screen)[0]
+
+    told: list[str] = []
+    FailureNotices(told.append)(StatusChanged(failed))
+    (notice,) = told
+    assert "\n" not in notice and "last): x x x" in notice
+
+
+# The approval dialog of an MCP tool
+
+
+async def test_the_approval_dialog_names_an_mcp_tools_server_and_its_own_name(
+    store: Store, tmp_path: Path, monkeypatch
+) -> None:
+    """`notes__echo` could be any server's: the dialog says whose tool runs, by its own name."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    config = Config(system_prompt="", db_path=str(store.path))
+    config.mcp.servers["notes"] = stdio_config("notes", "late", tmp_path / "record.jsonl")
+    script = [*tool_call(0, "c1", "notes__echo", ['{"text": "hi"}']), StreamEnd("tool_calls")]
+    provider = ScriptedProvider(script, words("Echoed."))
+    app = ChatApp(config, store, provider, clock=FakeClock())
+    async with app.run_test(size=SIZE) as pilot:
+        registry = app.session.tools
+        await wait_until(pilot, lambda: "notes__echo" in registry, START_DEADLINE)  # type: ignore[operator]
+        await send(pilot, "echo hi")
+        await wait_until(pilot, approval_shown(app))
+        await pilot.pause()
+
+        shown = screen_text(app)
+        assert "The model wants to run notes__echo" in shown
+        assert "the tool echo of the MCP server notes" in shown
+        await pilot.press("y")
+        await wait_until(pilot, settled(app))
+
+
+async def test_a_hostile_tool_name_from_a_server_is_shown_literally_and_short(
+    store: Store,
+) -> None:
+    """The server's own name for its tool is untrusted: no markup, no control codes, not a page."""
+    app = make_app(store, ScriptedProvider(), clock=FakeClock())
+    hostile = "[b]rm[/b]\x1b[2J" + "x" * 5000
+    call = ToolCallPart(id="c1", name="srv__rm", arguments="{}")
+    async with app.run_test(size=SIZE) as pilot:
+        await app.push_screen(ApprovalDialog(call, lambda _: None, server="srv", tool=hostile))
+        await pilot.pause()
+        head = app.screen.query_one("#approval-tool")
+        assert head.size.height <= 5  # The name, its origin (cut short), the gap below.
+        shown = str(head.render())
+        assert "the tool [b]rm[/b]␛[2Jxxx" in shown and "\x1b" not in shown
+        assert "x… of the MCP server srv" in shown and len(shown) < 300
+        assert "[b]rm[/b]␛[2J" in screen_text(app)  # Drawn literally.
+
+
+def test_a_value_of_many_lines_cannot_pass_for_another_argument() -> None:
+    """Each argument starts a line at the left; a value's own lines are indented under it."""
+    arguments = '{"content": "hello\\npath: notes.txt", "path": "/home/me/.bashrc"}'
+    assert describe_arguments(arguments).split("\n") == [
+        "content: hello",
+        "  path: notes.txt",
+        "path: /home/me/.bashrc",
+    ]
+    # A key is shown as a key: one whose text could pass for something else is quoted.
+    tricky = '{"a\\nb: c": 1, "": 2, "ok": 3}'
+    assert describe_arguments(tricky).split("\n") == ['"a\\nb: c": 1', '"": 2', "ok: 3"]
+    # One argument (a shell command) is shown as it is: its lines are all its own.
+    assert describe_arguments('{"command": "ls\\nrm x"}') == "command: ls\nrm x"
+
+
+@pytest.mark.parametrize("size", [(40, 12), (100, 30)], ids=["40x12", "100x30"])
+def test_the_approval_dialog_of_an_mcp_tool(snap_compare, store: Store, size) -> None:  # type: ignore[no-untyped-def]
+    app = make_app(store, ScriptedProvider(), clock=FakeClock())
+    arguments = '{"path": "notes/todo.md", "content": "- milk\\npath: elsewhere.md\\n- eggs"}'
+    call = ToolCallPart(id="c1", name="files__write_file", arguments=arguments)
+
+    async def run_before(pilot) -> None:  # type: ignore[no-untyped-def]
+        app.chat.set_focus(None)
+        await pilot.pause()
+        dialog = ApprovalDialog(call, lambda _: None, server="files", tool="write_file")
+        await app.push_screen(dialog)
+        await wait_until(pilot, lambda: dialog.ready())
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=size, run_before=run_before)
+
+
+class ServerTool:
+    """A tool as an MCP server's looks to the approval (`McpTool`): its server, its own name."""
+
+    needs_approval = True
+    timeout = 30.0
+
+    def __init__(self, name: str, own: str, ran: list[str]) -> None:
+        self.name, self.server_name, self.tool_name, self._ran = name, "srv", own, ran
+        self.spec = ToolSpec(name, "Remove.", {"type": "object", "properties": {}})
+
+    def check(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        return arguments
+
+    async def call(self, arguments: dict[str, Any], context: CallContext) -> str:
+        self._ran.append(self.tool_name)
+        return "removed"
+
+
+async def test_a_tool_approved_for_the_conversation_is_asked_again_once_its_name_is_anothers(
+    store: Store,
+) -> None:
+    """A new listing may give a tool's API name to another tool of the server ("rm.all" had
+    `srv__rm_all` until "rm_all" came): the approval was for the tool, not for the name."""
+    ran: list[str] = []
+    registry = ToolRegistry([])
+    registry.set_group("mcp:srv", [ServerTool("srv__rm_all", "rm.all", ran)])
+    call = [*tool_call(0, "c1", "srv__rm_all", ["{}"]), StreamEnd("tool_calls")]
+    again = [*tool_call(0, "c2", "srv__rm_all", ["{}"]), StreamEnd("tool_calls")]
+    provider = ScriptedProvider(call, words("Done."), again, words("Done."))
+    app = make_app(store, provider, clock=FakeClock(), tools=registry)
+    async with app.run_test(size=SIZE) as pilot:
+        await send(pilot, "clean up")
+        await wait_until(pilot, approval_shown(app))
+        await pilot.press("a")  # For this conversation.
+        await wait_until(pilot, settled(app))
+        assert ran == ["rm.all"]
+
+        renamed = ServerTool("srv__rm_all_1a2b3c", "rm.all", ran)
+        registry.set_group("mcp:srv", [ServerTool("srv__rm_all", "rm_all", ran), renamed])
+        first = app.chat.turn
+        await send(pilot, "clean up again")
+        await wait_until(pilot, lambda: app.chat.turn is not first)
+        await wait_until(pilot, lambda: approval_shown(app)() or settled(app)())
+        assert approval_shown(app)(), f"ran without asking: {ran}"
+        await pilot.press("n")
+        await wait_until(pilot, settled(app))
+        assert ran == ["rm.all"]
+
+
+async def test_on_a_narrow_terminal_a_long_named_servers_state_is_still_shown(
+    store: Store,
+) -> None:
+    """24 characters of name at 40 columns left no room beside it: the state goes under it."""
+    name = "a-very-long-server-name1"
+    servers = FakeServers(
+        [
+            ServerStatus(name, "stdio", ServerState.FAILED, reason="It exited with code 3."),
+            ServerStatus("files", "stdio", ServerState.READY, 3),
+        ]
+    )
+    app = make_app(store, ScriptedProvider(), clock=FakeClock())
+    screen = McpServersScreen(config(name, "files"), lambda: servers)
+    async with app.run_test(size=(40, 16)) as pilot:
+        await app.push_screen(screen)
+        await pilot.pause()
+        shown = screen_text(app)
+        assert name in shown and "failed: It exited" in shown and "ready, 3 tools" in shown
+
+        await pilot.resize_terminal(100, 30)  # Wide again: name, transport and state side by side.
+        await pilot.pause()
+        assert "ready, 3 tools" in screen_text(app)
+        assert screen.query_one(OptionList).virtual_size.height == 2
+
+
+def test_the_list_on_a_narrow_terminal(snap_compare, store: Store) -> None:
+    name = "a-very-long-server-name1"
+    servers = FakeServers(
+        [
+            ServerStatus(name, "stdio", ServerState.FAILED, reason=HOSTILE, log_path="/logs/a.log"),
+            ServerStatus("files", "stdio", ServerState.READY, 3, log_path="/logs/files.log"),
+        ]
+    )
+    app = make_app(store, ScriptedProvider(), clock=FakeClock())
+    screen = McpServersScreen(config(name, "files"), lambda: servers)
+
+    async def run_before(pilot) -> None:  # type: ignore[no-untyped-def]
+        await shown(pilot, app, screen)
+
+    assert snap_compare(app, terminal_size=(40, 16), run_before=run_before)

@@ -339,3 +339,45 @@ def test_a_stopped_mcp_call_whose_cancel_was_sent(snap_compare, store: Store) ->
         await fix_stop_time(pilot)
 
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+async def test_a_progress_of_infinities_or_nan_shows_a_count_and_keeps_the_app_running(
+    store: Store,
+) -> None:
+    """JSON numbers past a double's range are infinite (1e400/1e400 is NaN): no fraction then."""
+    app, ticker = ticking(store)
+    inf, nan = float("inf"), float("nan")
+    async with app.run_test(size=SIZE) as pilot:
+        await send(pilot, "count")
+        await wait_until(pilot, lambda: bool(app.chat.query(ToolCallView)))
+        await wait_until(pilot, lambda: the_view(app).status == "running")
+        for progress in (ToolProgress(inf, inf), ToolProgress(nan, 5), ToolProgress(2, nan)):
+            await report(pilot, ticker, progress)
+            text = progress_text(app)
+            assert "%" not in text and text.startswith("━" * 20)
+        await report(pilot, ticker, ToolProgress(1, 4, "back to sense"))
+        assert "25%  1/4 · back to sense" in progress_text(app)
+        assert "25%" in screen_text(app)
+        ticker.reports.put_nowait(None)
+        await wait_until(pilot, settled(app))
+        assert the_view(app).status == "done"
+
+
+async def test_a_call_short_of_its_total_never_shows_a_full_bar_or_100_percent(
+    store: Store,
+) -> None:
+    """1999 of 2000 is 99%, and a cell short: a stopped call must not look finished."""
+    app, ticker = ticking(store)
+    async with app.run_test(size=SIZE) as pilot:
+        await send(pilot, "count")
+        await wait_until(pilot, lambda: bool(app.chat.query(ToolCallView)))
+        await wait_until(pilot, lambda: the_view(app).status == "running")
+        await report(pilot, ticker, ToolProgress(1999, 2000, "almost"))
+        line = the_view(app).progress_line
+        assert " 99%  1999/2000 · almost" in progress_text(app)
+        bar = line.get_component_rich_style("progress--bar")
+        filled = sum(span.end - span.start for span in line.render().spans if span.style == bar)
+        assert filled == 19
+
+        await report(pilot, ticker, ToolProgress(2000, 2000, "all"))
+        assert "100%  2000/2000" in progress_text(app)

@@ -245,16 +245,23 @@ class ApprovalDialog(DrawnModalScreen[Approval | None]):
         call: ToolCallPart,
         on_stop: Callable[[float | None], None],
         on_early_key: Callable[[events.Key | events.Paste], None] = lambda key: None,
+        *,
+        server: str = "",
+        tool: str = "",
     ) -> None:
         """`on_stop(key_time)` stops the turn (its task then closes this dialog).
 
         `on_early_key(key)` takes a key (not Esc) or a paste that reached the
-        dialog but was read before the dialog was on screen.
+        dialog but was read before the dialog was on screen. `server` and
+        `tool`: an MCP tool's server, and the server's own name for the tool
+        (the call's name is made to fit the APIs, and may be cut and hashed).
         """
         super().__init__()
         self.call = call
         self._on_stop = on_stop
         self._on_early_key = on_early_key
+        self._server = server
+        self._tool = tool
 
     def compose(self) -> ComposeResult:
         narrow, short = fit(self.app.size)
@@ -263,6 +270,10 @@ class ApprovalDialog(DrawnModalScreen[Approval | None]):
             dialog.border_title = "Allow this tool call?"
             name = Text("The model wants to run ")
             name.append(visible(self.call.name), style="bold")
+            if self._server:
+                name.append(f"\n(the tool {_cut(self._tool)} of the MCP server ", style="dim")
+                name.append(visible(self._server), style="dim bold")
+                name.append(")", style="dim")
             yield Static(name, id="approval-tool")
             yield CallView(
                 visible(describe_arguments(self.call.arguments)), id="approval-arguments"
@@ -354,7 +365,13 @@ class ApprovalDialog(DrawnModalScreen[Approval | None]):
 
 
 def describe_arguments(arguments: str) -> str:
-    """The arguments one to a line (`name: value`), strings as they are; else the raw text."""
+    """The arguments one to a line (`name: value`), strings as they are; else the raw text.
+
+    Of two or more arguments, a value's own lines after its first are
+    indented, so that a line of a value ("notes.txt\\npath: x") never passes
+    for an argument of its own; a key that is not a plain word is quoted. One
+    argument (a shell's command) is shown as it is: every line is its own.
+    """
     try:
         values: Any = json.loads(arguments) if arguments.strip() else {}
     except ValueError:
@@ -366,5 +383,23 @@ def describe_arguments(arguments: str) -> str:
     lines = []
     for key, value in values.items():
         shown = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-        lines.append(f"{key}: {shown}")
+        if len(values) > 1:
+            shown = shown.replace("\n", "\n" + ARGUMENT_INDENT)
+        lines.append(f"{_key(key)}: {shown}")
     return "\n".join(lines)
+
+
+ARGUMENT_INDENT = "  "  # Before each line of a value after its first (of two or more arguments).
+TOOL_NAME_CHARS = 128  # Of an MCP tool's own name, at most this much is shown.
+
+
+def _key(key: str) -> str:
+    """An argument's name as shown: as it is if a plain word, else quoted as JSON."""
+    plain = key.isprintable() and not any(char in key for char in ' :"')
+    return key if key and plain else json.dumps(key, ensure_ascii=False)
+
+
+def _cut(name: str) -> str:
+    """An MCP server's name for its tool: untrusted, literal, and at most a line or two."""
+    shown = visible(name)
+    return shown if len(shown) <= TOOL_NAME_CHARS else shown[: TOOL_NAME_CHARS - 1] + "…"

@@ -21,8 +21,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
+from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
+from textual import events
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Vertical
@@ -38,6 +40,7 @@ from chatui.mcp.status import ServerState, ServerStatus
 from chatui.sanitize import visible
 
 REASON_CHARS = 500  # Of a failure's reason, at most this much is shown.
+STATE_ROOM = 20  # Cells the state needs beside the name; with fewer, it goes under it.
 WAIT_FOR_MANAGER = 0.1  # Seconds between looks for the manager, while it is being made.
 
 
@@ -122,8 +125,14 @@ class McpServersScreen(ModalScreen[None]):
                     for name, server in self._config.servers.items()
                 ]
             )
-            self._note("The servers are starting…")
-            self._waiting = self.set_interval(WAIT_FOR_MANAGER, self._connect)
+            if any(server.enabled for server in self._config.servers.values()):
+                self._note("The servers are starting…")
+                self._waiting = self.set_interval(WAIT_FOR_MANAGER, self._connect)
+            else:  # The app makes no manager then: there is nothing to wait for.
+                self._note(
+                    "Every server is off: set enabled = true in its [mcp.servers.NAME] table "
+                    "to start it."
+                )
         self.query_one(OptionList).focus()
 
     def on_unmount(self) -> None:
@@ -178,7 +187,24 @@ class McpServersScreen(ModalScreen[None]):
     def _describe(self, status: ServerStatus) -> Table:
         server = self._config.servers.get(status.name)
         width = max(map(len, self._config.servers), default=0)
-        return describe(status, enabled=server is None or server.enabled, width=width)
+        stacked = self._room() < width + STATE_ROOM + 9  # 9: the transport and the gaps.
+        return describe(
+            status, enabled=server is None or server.enabled, width=width, stacked=stacked
+        )
+
+    def _room(self) -> int:
+        """Cells a row has: the list's width once laid out, else as the dialog's CSS makes it."""
+        laid_out = self.query_one(OptionList).scrollable_content_region.width
+        return laid_out or min(self.size.width * 9 // 10, 100) - 4
+
+    def on_resize(self, event: events.Resize) -> None:
+        """Rows are laid out for the width (side by side, or the state under the name)."""
+        self.call_after_refresh(self._describe_again)
+
+    def _describe_again(self) -> None:
+        options = self.query_one(OptionList)
+        for name, status in self.statuses.items():
+            options.replace_option_prompt(name, self._describe(status))
 
     def action_restart(self) -> None:
         """Restart the highlighted server (its new state shows as it comes)."""
@@ -212,8 +238,13 @@ class McpServersScreen(ModalScreen[None]):
 _OFF = ServerState.STOPPED
 
 
-def describe(status: ServerStatus, *, enabled: bool = True, width: int = 0) -> Table:
-    """A server's row: name (in `width` cells), transport, state and why it failed; its log."""
+def describe(
+    status: ServerStatus, *, enabled: bool = True, width: int = 0, stacked: bool = False
+) -> Table:
+    """A server's row: name (in `width` cells), transport, state and why it failed; its log.
+
+    `stacked` (a narrow terminal): the state and the log go under the name.
+    """
     state = Text()
     match status.state:
         case ServerState.READY:
@@ -223,7 +254,7 @@ def describe(status: ServerStatus, *, enabled: bool = True, width: int = 0) -> T
             state.append("starting…", style="yellow")
         case ServerState.FAILED:
             state.append("failed", style="bold red")
-            reason = visible(status.reason[:REASON_CHARS]).strip()
+            reason = one_paragraph(status.reason)
             if reason:
                 state.append(f": {reason}")
         case _ if not enabled:
@@ -233,6 +264,12 @@ def describe(status: ServerStatus, *, enabled: bool = True, width: int = 0) -> T
     if status.log_path:
         state.append(f"\nlog: {visible(status.log_path)}", style="dim")
     name = Text(visible(status.name), style="bold")
+    if stacked:
+        row = Table.grid()
+        row.add_column(overflow="fold")
+        row.add_row(Text.assemble(name, "  ", Text(status.transport, style="dim")))
+        row.add_row(Padding(state, (0, 0, 0, 2)))
+        return row
     row = Table.grid(padding=(0, 2))
     row.add_column(width=max(width, len(name)), no_wrap=True)
     row.add_column(width=5, no_wrap=True)
@@ -266,9 +303,18 @@ class FailureNotices:
             self._notify(failure_notice(status))
 
 
+def one_paragraph(reason: str) -> str:
+    """A failure's reason as shown: cut, literal, its lines and runs of spaces made one space.
+
+    A server's own error (a traceback, say) may be of many lines: the whole of
+    it is in the log, and a row or a notice must not grow screens tall.
+    """
+    return " ".join(visible(reason[:REASON_CHARS]).split())
+
+
 def failure_notice(status: ServerStatus) -> str:
     """What the notification says of a failed server: what happened, and where to look."""
-    reason = visible(status.reason[:REASON_CHARS]).strip() or "It stopped."
+    reason = one_paragraph(status.reason) or "It stopped."
     if not reason.endswith((".", "!", "?", "…")):
         reason += "."
     text = f"MCP server {visible(status.name)} failed: {reason}"

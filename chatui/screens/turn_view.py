@@ -21,6 +21,7 @@ the view listens for it from the stop until every such call has heard, for
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -54,6 +55,7 @@ from chatui.providers.base import (
 )
 from chatui.screens.approval import ApprovalDialog
 from chatui.tools.protocol import Approval
+from chatui.tools.registry import ToolRegistry
 from chatui.turn import (
     ContextFill,
     ContextTrimmed,
@@ -75,6 +77,9 @@ from chatui.widgets.status_bar import Phase, StatusBar
 from chatui.widgets.tool_call import ToolCallView
 
 CANCEL_NEWS_WAIT = 15.0  # Seconds the view listens for a stopped MCP call's `CancelSent`.
+# Seconds the stop's full frame waits for stopped MCP calls' cancels to go out first (the
+# status line already says "stopping"): drawn first, the frame held them 5-10 ms.
+CANCELS_FIRST = 0.02
 
 
 class TurnView:
@@ -123,6 +128,7 @@ class TurnView:
         self._cancelling: dict[str, ToolCallView] = {}
         self._unsubscribe: Callable[[], None] | None = None
         self._news_wait: asyncio.TimerHandle | None = None  # Ends the listening.
+        self._cancels_out = asyncio.Event()  # Set once no stopped call waits for its news.
 
     def begin(self) -> None:
         """The prompt is sent: the status line says so, the last turn's figures gone."""
@@ -203,7 +209,11 @@ class TurnView:
         """
         approved = self._approved
         async with self._asking:
-            if call.name in approved:
+            # An MCP tool is approved as its server's own tool: a new listing may give its
+            # API name to another tool of the server (or of another server).
+            server, tool = self._mcp_origin(call.name)
+            key = f"{server}\0{tool}" if server else call.name
+            if key in approved:
                 return Approval.CONVERSATION
             answered: asyncio.Future[Approval | None] = asyncio.get_running_loop().create_future()
 
@@ -212,7 +222,7 @@ class TurnView:
                 if not answered.done():
                     answered.set_result(approval)
 
-            dialog = ApprovalDialog(call, self._stop, self._typed_ahead)
+            dialog = ApprovalDialog(call, self._stop, self._typed_ahead, server=server, tool=tool)
             try:
                 await self._screen.app.push_screen(dialog, answer)
                 approval = await answered
@@ -222,7 +232,7 @@ class TurnView:
             finally:
                 self._replay_typed_ahead()
         if approval is Approval.CONVERSATION:
-            approved.add(call.name)
+            approved.add(key)
         return approval or Approval.DENY
 
     async def stop_shown(self) -> None:
@@ -286,6 +296,19 @@ class TurnView:
 
     # Helpers
 
+    def _mcp_origin(self, name: str) -> tuple[str, str]:
+        """The MCP server of the tool `name` and the server's own name for it; ("", "") if none.
+
+        An MCP tool (`chatui.mcp.tools.McpTool`, not imported here: the SDK is
+        slow to import) says both; a built-in tool has neither.
+        """
+        registry = getattr(getattr(self._screen, "session", None), "tools", None)
+        if not isinstance(registry, ToolRegistry) or name not in registry:
+            return "", ""
+        tool = registry[name]
+        server, own = getattr(tool, "server_name", ""), getattr(tool, "tool_name", "")
+        return (server, own) if isinstance(server, str) and isinstance(own, str) else ("", "")
+
     def _tool_view(self, call_id: str) -> ToolCallView | None:
         """The view of this turn's call `call_id` that has no result yet, found once."""
         found = self._tool_views.get(call_id)
@@ -313,6 +336,7 @@ class TurnView:
         if not running or manager is None or self._unsubscribe is not None:
             return
         self._cancelling = running
+        self._cancels_out.clear()
         self._unsubscribe = manager.subscribe(self._on_mcp_event)
         self._news_wait = asyncio.get_running_loop().call_later(
             CANCEL_NEWS_WAIT, self.stop_listening
@@ -330,6 +354,7 @@ class TurnView:
 
     def stop_listening(self) -> None:
         """Hear no more from the MCP manager (every cancel was sent, or no news came in time)."""
+        self._cancels_out.set()
         if self._news_wait is not None:
             self._news_wait.cancel()
             self._news_wait = None
@@ -367,6 +392,10 @@ class TurnView:
         self._reopened.clear()
 
     async def _draw_stop(self, widget: Widget) -> None:
+        if self._unsubscribe is not None:  # Stopped MCP calls: their cancels go out first.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(CANCELS_FIRST):
+                    await self._cancels_out.wait()
         await draw_when_settled(self._screen, widget)
         self.stop_drawn_at = time.monotonic()
 

@@ -8,6 +8,7 @@ It lives here, with the tools, so that they need nothing of the turn.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -58,10 +59,14 @@ class ToolProgress:
 
     @property
     def fraction(self) -> float | None:
-        """`done / total` within 0..1, or None if there is no meaningful total."""
-        if self.total is None or not self.total > 0:
+        """`done / total` within 0..1, or None if there is no meaningful total.
+
+        A server's numbers may be infinite (JSON's 1e400) or NaN: no fraction then.
+        """
+        if self.total is None or not 0 < self.total < math.inf:
             return None
-        return min(max(self.done / self.total, 0.0), 1.0)
+        fraction = self.done / self.total
+        return min(max(fraction, 0.0), 1.0) if not math.isnan(fraction) else None
 
 
 class ToolReport(Protocol):

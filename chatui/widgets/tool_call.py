@@ -122,10 +122,11 @@ class ProgressLine(Widget):
         rest = self.get_component_rich_style("progress--rest")
         fraction = progress.fraction
         if fraction is not None:
-            filled = round(fraction * BAR_WIDTH)
+            filled = _short_of_full(fraction, BAR_WIDTH)
             line.append("━" * filled, style=bar)
             line.append("━" * (BAR_WIDTH - filled), style=rest)
-            line.append(f" {fraction:4.0%}  {_number(progress.done)}/{_number(progress.total)}")
+            percent = _short_of_full(fraction, 100)
+            line.append(f" {percent:3d}%  {_number(progress.done)}/{_number(progress.total)}")
         else:  # No total: a marker that moves one step a report, and the count.
             start = (self.reports - 1) % (BAR_WIDTH - PULSE + 1)
             line.append("━" * start, style=rest)
@@ -135,6 +136,12 @@ class ProgressLine(Widget):
         if self._message:
             line.append(f" · {self._message}")
         return line
+
+
+def _short_of_full(fraction: float, whole: int) -> int:
+    """`fraction` of `whole`, rounded; never all of it before the end (1999 of 2000 is 99%)."""
+    part = round(fraction * whole)
+    return whole - 1 if part == whole and fraction < 1 else part
 
 
 def _number(value: float | None) -> str:
