@@ -12,26 +12,32 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import signal
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from chatui.config import McpServerConfig
+from chatui.mcp import server as mcp_server
 from chatui.mcp.events import CancelSent, StatusChanged
 from chatui.mcp.logs import KEEP_LOG_BYTES, MAX_LOG_BYTES, ServerLog
-from chatui.mcp.server import McpCallError
+from chatui.mcp.server import CLOSE_WAIT, McpCallError
 from chatui.mcp.status import ServerState
+from chatui.mcp.stdio import NOT_JSON_RPC
 from tests.support.clocks import LoopClock
 from tests.support.mcp import (
     HttpServer,
     McpRig,
     Record,
+    free_port,
     http_config,
     http_server,
     stdio_config,
     until,
 )
+from tests.support.mcp_servers import CHATTY_LINES
 from tests.support.processes import alive, group_alive, living, marker, until_running
 
 TRANSPORTS = ["stdio", "http"]
@@ -59,6 +65,12 @@ async def rigs(tmp_path: Path) -> AsyncIterator[Callable[..., McpRig]]:
 @pytest.fixture
 def standard_http(tmp_path: Path, record: Record) -> Iterator[HttpServer]:
     with http_server("standard", record.path) as server:
+        yield server
+
+
+@pytest.fixture
+def lingering_http(record: Record) -> Iterator[HttpServer]:
+    with http_server("lingering", record.path) as server:
         yield server
 
 
@@ -163,6 +175,65 @@ async def test_a_server_that_cannot_be_run_fails_with_the_reason(
     assert (server.status.state, server.status.reason) == (ServerState.FAILED, reason)
 
 
+async def test_a_servers_refusal_is_a_one_line_reason_with_its_controls_visible(
+    rigs, record: Record
+) -> None:
+    rig = rigs(stdio_config("nope", "refuse", record.path))
+    server = rig.server("nope")
+
+    with pytest.raises(McpCallError) as failure:
+        await server.ready()
+
+    reason = server.status.reason
+    assert reason == ("It refused the handshake: no ␛[31mway [b]bold[/b] log: /somewhere/else.log.")
+    assert str(failure.value) == f"The MCP server nope could not start. {reason}"
+
+
+async def test_a_key_in_a_servers_url_never_reaches_its_reason_or_its_log(rigs) -> None:
+    key, token = "sk-proj-Abc123Def456Ghi789Jkl0", "ghp_Zyx987Wvu654Tsr321Qpo0"
+    port = free_port()  # Nothing listens there.
+    url = f"http://me:{token}@127.0.0.1:{port}/mcp/{key}?api_key={key}&plain=yes"
+    rig = rigs(McpServerConfig(name="web", url=url))
+    server = rig.server("web")
+
+    with pytest.raises(McpCallError) as failure:
+        await server.ready()
+
+    reason = server.status.reason
+    assert reason == (
+        f"chatui could not reach it at http://127.0.0.1:{port}/mcp/***: "
+        "All connection attempts failed."
+    )
+    assert str(failure.value) == f"The MCP server web could not start. {reason}"
+    server.log.line(f"a record naming {url}")
+    log = rig.log("web")
+    assert "a record naming" in log
+    for secret in (key, token):
+        assert secret[8:16] not in log
+
+
+async def test_an_http_server_refusing_the_token_is_said_so_and_the_token_never_shown(
+    rigs, lingering_http: HttpServer
+) -> None:
+    token = "sk-proj-Abc123Def456Ghi789Jkl0"
+    rig = rigs(http_config("web", lingering_http, headers={"Authorization": f"Bearer {token}"}))
+    server = rig.server("web")
+
+    with pytest.raises(McpCallError) as failure:
+        await server.ready()
+
+    reason = server.status.reason
+    assert reason == (
+        "It refused the handshake with HTTP 401 Unauthorized (check the token or key in its "
+        "headers): Server returned an error response."
+    )
+    assert str(failure.value) == f"The MCP server web could not start. {reason}"
+    sdk = rig.log_dir / "chatui.sdk.log"
+    log = rig.log("web") + (sdk.read_text() if sdk.exists() else "")
+    assert "401" in log  # What happened is in its log...
+    assert token[8:16] not in log  # ...without the token.
+
+
 # The stop
 
 
@@ -240,6 +311,28 @@ async def test_a_stop_while_the_server_starts_leaves_it_starting_and_it_fails_at
     )
     await until(lambda: not alive(handshake["pid"]))
     assert rig.states("mute") == [ServerState.STARTING, ServerState.FAILED]
+
+
+async def test_a_call_waiting_for_a_server_that_is_restarted_gets_the_new_runs_answer(
+    rigs, record: Record
+) -> None:
+    config = stdio_config("stuck", "noinit", record.path)
+    rig = rigs(config)
+    call = asyncio.create_task(rig.call("stuck", "echo", {"text": "at last"}))
+    (first,) = await record.until(lambda: record.find("request", method="initialize"))
+    config.args = [*config.args[:-1], "late"]  # Its next run finishes its handshake.
+
+    rig.manager.restart("stuck")  # The user restarts it from the list.
+
+    assert texts(await call) == "at last"
+    (echoed,) = record.find("start", tool="echo")
+    assert echoed["pid"] != first["pid"]
+    assert rig.states("stuck") == [
+        ServerState.STARTING,
+        ServerState.STOPPED,
+        ServerState.STARTING,
+        ServerState.READY,
+    ]
 
 
 async def test_a_call_waiting_for_a_server_that_never_starts_fails_with_the_reason(
@@ -363,6 +456,40 @@ async def test_a_restart_starts_a_new_process(rigs, record: Record) -> None:
     assert await rig.text("raw", "echo", {"text": "again"}) == "again"
 
 
+async def test_a_restart_of_a_server_that_never_answers_the_end_of_its_session_is_bounded(
+    rigs, lingering_http: HttpServer, record: Record
+) -> None:
+    clock = LoopClock()
+    rig = rigs(http_config("web", lingering_http))
+    server = rig.server("web")
+    await server.ready()
+
+    rig.manager.restart("web")
+
+    await record.until(lambda: record.find("delete"))  # It will never answer that.
+    await clock.advance(CLOSE_WAIT + 1)
+    await until(lambda: len(record.find("request", method="initialize")) == 2)
+    await until(lambda: server.status.state is ServerState.READY)
+    assert rig.states("web")[-3:] == [ServerState.STOPPED, ServerState.STARTING, ServerState.READY]
+
+
+async def test_a_call_made_while_a_restart_closes_the_server_waits_for_the_new_run(
+    rigs, lingering_http: HttpServer, record: Record
+) -> None:
+    clock = LoopClock()
+    rig = rigs(http_config("web", lingering_http))
+    server = rig.server("web")
+    assert await rig.text("web", "echo", {"text": "first"}) == "first (lingering-1)"
+    rig.manager.restart("web")
+    await record.until(lambda: record.find("delete"))  # Its first session is ending.
+
+    call = asyncio.create_task(rig.text("web", "echo", {"text": "second"}))
+    await clock.advance(CLOSE_WAIT + 1)
+
+    assert await call == "second (lingering-2)"
+    assert server.status.state is ServerState.READY
+
+
 # The tool list
 
 
@@ -401,6 +528,29 @@ async def test_a_changed_tool_list_over_http_is_listed_again(
     assert len(rig.registry.names) == server.status.tools == 7
 
 
+async def test_a_server_that_says_its_tools_changed_after_each_listing_is_listed_at_a_pace(
+    rigs, record: Record, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(mcp_server, "RELIST_INTERVAL", 600.0)  # Far longer than this test.
+    clock = LoopClock()
+    rig = rigs(stdio_config("restless", "restless", record.path))
+    server = rig.server("restless")
+    await server.ready()
+
+    def listings() -> int:  # Each listing is two pages here.
+        return len(record.find("request", method="tools/list"))
+
+    for _ in range(3):  # Round trips, in which its "changed" after the listing is read.
+        assert await rig.text("restless", "echo", {"text": "hi"}) == "hi"
+    assert listings() == 2  # Not listed again yet...
+    await clock.advance(601.0)
+    await until(lambda: listings() == 4)  # ...but once the pace allows,
+    for _ in range(3):
+        assert await rig.text("restless", "echo", {"text": "hi"}) == "hi"
+    assert listings() == 4  # and then not again before the next interval.
+    assert server.status.state is ServerState.READY
+
+
 # Logs, the terminal, the environment
 
 
@@ -435,6 +585,62 @@ async def test_keys_never_reach_a_servers_log(rigs, record: Record) -> None:
     assert "got tools/call" in log  # The server wrote the arguments to its stderr...
     assert "the key ***, the token ***" in log  # ...which the log has without the keys.
     assert key[8:16] not in log and token[4:12] not in log
+
+
+async def test_a_server_flooding_its_stderr_never_grows_its_log_past_the_cap(
+    rigs, record: Record
+) -> None:
+    rig = rigs(stdio_config("chatty", "chatty", record.path))
+
+    assert await rig.text("chatty", "echo", {"text": "still here"}) == "still here"
+    await rig.manager.close()  # Its stderr is all in.
+
+    log = rig.log_dir / "chatty.log"
+    assert log.stat().st_size <= MAX_LOG_BYTES
+    text = log.read_text()
+    assert "stderr: chatty server started" in text  # The latest lines are kept...
+    assert "chatter 000000000" not in text  # ...the oldest are gone...
+    assert f"chatter {CHATTY_LINES - 1:09d} {'é' * 50}\n" in text
+    assert "\ufffd" not in text  # ...and no character was cut in two between two reads.
+    assert text.splitlines()[0].startswith(("stderr: ", "20", NOT_JSON_RPC, "..."))
+
+
+async def test_a_flood_of_lines_that_are_not_messages_is_logged_in_brief(
+    rigs, record: Record
+) -> None:
+    rig = rigs(stdio_config("babbler", "babbler", record.path))
+
+    assert await rig.text("babbler", "echo", {"text": "still here"}) == "still here"
+
+    log = rig.log("babbler")
+    stamp = r"(?:\S+ \S+ )?"  # The first line of each write has the time.
+    shown = re.findall(rf"^{stamp}{NOT_JSON_RPC}: babble (\d+)$", log, re.MULTILINE)
+    counted = re.findall(r"^\.\.\. and (\d+) more such lines, skipped$", log, re.MULTILINE)
+    assert len(shown) + sum(map(int, counted)) == CHATTY_LINES  # Each is told of...
+    assert len(shown) <= CHATTY_LINES // 10  # ...but only a few are written out.
+    assert shown[:3] == ["0", "1", "2"]
+
+
+def test_a_piece_of_stderr_of_many_lines_is_one_write_to_the_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = ServerLog(tmp_path / "many.log")
+    opened: list[Path] = []
+    real_open = Path.open
+
+    def counted(self: Path, *args, **kwargs):
+        opened.append(self)
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", counted)
+
+    log.stderr("x\n" * 10_000 + "and the start of a line")
+
+    assert opened == [log.path]
+    lines = log.path.read_text().splitlines()
+    assert lines == ["stderr: x"] * 10_000
+    log.end_of_stderr()
+    assert log.path.read_text().splitlines()[-1] == "stderr: and the start of a line"
 
 
 def test_a_log_too_long_is_cut_to_its_end_when_its_server_starts(tmp_path: Path) -> None:
@@ -506,6 +712,25 @@ async def test_a_server_deaf_to_eof_and_sigterm_is_killed_on_close(rigs, record:
     assert record.find("stdin_closed")  # It was asked politely first...
     assert not alive(pid)  # ...then killed.
     assert server.status.state is ServerState.STOPPED
+
+
+async def test_nothing_starts_a_server_again_once_the_manager_is_closed(
+    rigs, record: Record
+) -> None:
+    rig = rigs(stdio_config("raw", "late", record.path))
+    server = rig.server("raw")
+    await server.ready()
+    await rig.manager.close()
+
+    rig.manager.restart("raw")  # Enter in the list while chatui quits, say.
+    rig.manager.start()
+    await asyncio.sleep(0)  # One turn of the loop: a restart's task would have started it.
+
+    assert server.status.state is ServerState.STOPPED
+    with pytest.raises(McpCallError) as failure:
+        await rig.call("raw", "echo", {"text": "anyone?"})
+    assert str(failure.value) == "The MCP server raw was stopped."
+    assert len(record.find("request", method="initialize")) == 1
 
 
 async def test_closing_stops_a_running_call_on_the_server_first(rigs, record: Record) -> None:

@@ -10,6 +10,11 @@ emitted elsewhere goes to `LOG_DIR/chatui.sdk.log`. Neither logger propagates, s
 no record ever reaches a handler of the root logger, nor Python's
 last-resort handler on stderr.
 
+A log never grows past `MAX_LOG_BYTES`: when a write would take it past,
+it is first cut to its last `KEEP_LOG_BYTES` (at a line's start), so a
+server that floods its stderr costs a bounded file, and the latest lines,
+the ones that say why it failed, are the ones kept.
+
 Everything written is redacted of the keys the manager knows (the
 providers', the header and environment values given to servers that look
 like secrets) and has its control characters made visible: a server's text
@@ -30,7 +35,7 @@ import platformdirs
 from chatui.redact import NO_REDACTION, Redactor
 from chatui.sanitize import visible
 
-MAX_LOG_BYTES = 1 << 20  # A log longer than this at a server's start is cut...
+MAX_LOG_BYTES = 1 << 20  # A log that would grow longer than this is cut first...
 KEEP_LOG_BYTES = 1 << 18  # ...to its last this many bytes.
 MAX_LINE = 8192  # Characters of one stderr line kept (a longer one is cut, and says so).
 LOGGERS = ("mcp", "chatui.mcp")  # The SDK's, and chatui's own for its servers.
@@ -52,16 +57,17 @@ class ServerLog:
         self.redact = redactor
         self._lock = threading.Lock()
         self._partial = ""  # The start of a stderr line whose end has not come yet.
+        self._size: int | None = None  # The file's size, as this log knows it (None: ask).
 
     def begin(self, what: str) -> None:
         """A new start of the server: the file is cut if it grew too long, and the start noted."""
         with self._lock:
             self._partial = ""
+            self._size = None  # Another chatui may have written to it meanwhile.
             with contextlib.suppress(OSError):
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 if self.path.stat().st_size > MAX_LOG_BYTES:
-                    tail = self.path.read_bytes()[-KEEP_LOG_BYTES:]
-                    self.path.write_bytes(tail.partition(b"\n")[2])
+                    self._cut()
         self.line(f"--- {what}")
 
     def line(self, text: str) -> None:
@@ -72,35 +78,64 @@ class ServerLog:
             self._append(f"{stamp} {safe}\n")
 
     def stderr(self, data: str) -> None:
-        """A piece of the server's stderr: whole lines go in, the rest waits for its end."""
+        """A piece of the server's stderr: its whole lines go in, the rest waits for its end.
+
+        One write for the piece, whatever its number of lines: a server
+        that floods its stderr with short lines must not cost a file's
+        opening each, on the event loop.
+        """
         with self._lock:
             lines = (self._partial + data).split("\n")
             self._partial = lines.pop()
             if len(self._partial) > MAX_LINE:
                 lines.append(self._partial)
                 self._partial = ""
-        for text in lines:
-            self._stderr_line(text)
+            if lines:
+                self._append(self._stderr_lines(lines))
 
     def end_of_stderr(self) -> None:
         """The server's stderr closed: what is left of its last line goes in."""
         with self._lock:
             rest, self._partial = self._partial, ""
-        if rest:
-            self._stderr_line(rest)
+            if rest:
+                self._append(self._stderr_lines([rest]))
 
-    def _stderr_line(self, text: str) -> None:
-        if len(text) > MAX_LINE:
-            text = text[:MAX_LINE] + f" [cut: {len(text)} characters]"
-        safe = visible(self.redact(text.rstrip("\r")))
-        with self._lock:
-            self._append(f"stderr: {safe}\n")
+    def _stderr_lines(self, lines: list[str]) -> str:
+        """`lines` of stderr as the log has them: redacted, each cut short, made visible.
+
+        Whole-text operations, no step a line: a flood of short lines is cheap.
+        """
+        text = self.redact("\n".join(lines))
+        if max(map(len, lines)) > MAX_LINE:  # Redacted, a line is no longer than it was.
+            text = "\n".join(map(_cut_line, text.split("\n")))
+        text = visible(text.replace("\r\n", "\n").removesuffix("\r"))
+        return "stderr: " + text.replace("\n", "\nstderr: ") + "\n"
 
     def _append(self, text: str) -> None:
+        data = text.encode("utf-8", errors="replace")
         with contextlib.suppress(OSError):  # A full disk or a read-only dir loses the log only.
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.path.open("a", encoding="utf-8", errors="replace") as file:
-                file.write(text)
+            if self._size is None:
+                self._size = self.path.stat().st_size if self.path.exists() else 0
+            if self._size + len(data) > MAX_LOG_BYTES:
+                self._cut()
+            with self.path.open("ab") as file:
+                file.write(data)
+            self._size += len(data)
+
+    def _cut(self) -> None:
+        """Keep the file's last `KEEP_LOG_BYTES`, from a line's start (reads no more than that)."""
+        with self.path.open("rb") as file:
+            start = max(0, file.seek(0, 2) - KEEP_LOG_BYTES)
+            file.seek(start)
+            tail = file.read(KEEP_LOG_BYTES)
+        kept = tail.partition(b"\n")[2] if start else tail
+        self.path.write_bytes(kept)
+        self._size = len(kept)
+
+
+def _cut_line(line: str) -> str:
+    return line if len(line) <= MAX_LINE else f"{line[:MAX_LINE]} [cut: {len(line)} characters]"
 
 
 current_log: ContextVar[ServerLog | None] = ContextVar("chatui_mcp_log", default=None)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from chatui.mcp.events import CancelSent, McpEvent, StatusChanged
 from chatui.mcp.logs import ServerLog, default_log_dir, fallback_log, route_sdk_logs
 from chatui.mcp.server import McpCallError, McpServer
 from chatui.mcp.status import ServerStatus
-from chatui.mcp.tools import DEFAULT_OUTPUT_LIMIT, tools_for
+from chatui.mcp.tools import DEFAULT_OUTPUT_LIMIT, ToolNames, tools_for
 from chatui.redact import Redactor
 from chatui.tools.registry import ToolRegistry
 
@@ -76,7 +77,9 @@ class McpManager:
         route_sdk_logs(fallback_log(self.log_dir, redactor))
         self._listeners: list[Callable[[McpEvent], None]] = []
         self._groups: dict[str, list[str]] = {}  # A server's group: its tools' names there.
+        self._names = ToolNames()  # Each name given, its tool's for good (across servers).
         self._tasks: set[asyncio.Task[None]] = set()
+        self.closed = False  # Closed for good: nothing starts a server again.
         self.servers: dict[str, McpServer] = {
             name: McpServer(
                 server,
@@ -97,7 +100,9 @@ class McpManager:
         return [server.status for server in self.servers.values()]
 
     def restart(self, name: str) -> None:
-        """Close `name` (if running) and start it again, in the background."""
+        """Close `name` (if running) and start it again, in the background (not once closed)."""
+        if self.closed:
+            return
         task = asyncio.create_task(self.servers[name].restart())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -117,7 +122,11 @@ class McpManager:
 
         Running calls are cancelled first (each sends its cancellation to its
         server). Whatever has not closed by the deadline is abandoned and killed.
+        Nothing starts a server again afterwards: not a restart, not a call.
         """
+        self.closed = True
+        for server in self.servers.values():
+            server.retire()
         for task in list(self._tasks):  # A restart under way starts nothing now.
             task.cancel()
         closing = [asyncio.create_task(server.close()) for server in self.servers.values()]
@@ -150,7 +159,9 @@ class McpManager:
         mine = set(self._groups.get(group, []))
         taken = {name for name in self.registry.names if name not in mine}
         try:
-            tools = tools_for(server, server.listing, taken, output_limit=self.output_limit)
+            tools = tools_for(
+                server, server.listing, taken, output_limit=self.output_limit, names=self._names
+            )
             self.registry.set_group(group, tools)
         except ValueError as error:
             server.log.line(f"its tools were not added: {error}")
@@ -159,13 +170,35 @@ class McpManager:
 
 
 def _config_secrets(config: McpConfig, environ: Mapping[str, str]) -> list[str]:
-    """What the config hands its servers that may be a secret: header values, key-like variables."""
+    """What the config hands its servers that may be a secret.
+
+    Header values, key-like variables, and the parts of a URL a key is put
+    in: its password, its query's values, and its path's segments that look
+    random (`https://host/mcp/KEY/sse`, as some services hand them out).
+    """
     found: list[str] = []
     for server in config.servers.values():
         found += server.headers.values()
         found += [v for k, v in server.env.items() if _secret_name(k)]
         found += [environ[k] for k in server.env_inherit if k in environ and _secret_name(k)]
+        found += _url_secrets(server.url)
     return [value for value in found if len(value) >= 8]
+
+
+def _url_secrets(url: str) -> list[str]:
+    if not url:
+        return []
+    parts = urllib.parse.urlsplit(url)
+    found = [parts.password or ""]
+    found += [value for _, value in urllib.parse.parse_qsl(parts.query)]
+    found += [part for part in parts.path.split("/") if _random_looking(part)]
+    return found
+
+
+def _random_looking(text: str) -> bool:
+    """Whether `text` mixes two of lower case, upper case and digits, as a key does."""
+    kinds = (str.islower, str.isupper, str.isdigit)
+    return sum(any(kind(c) for c in text) for kind in kinds) >= 2
 
 
 def _secret_name(name: str) -> bool:

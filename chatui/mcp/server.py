@@ -34,7 +34,8 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import AsyncIterator, Callable, Mapping
+import urllib.parse
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from contextvars import copy_context
 from typing import Any
@@ -52,6 +53,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError
 
 from chatui import __version__
+from chatui.cancel import current_token
 from chatui.config import McpServerConfig
 from chatui.mcp.events import CancelSent, McpEvent, StatusChanged
 from chatui.mcp.logs import ServerLog, current_log
@@ -63,10 +65,13 @@ from chatui.tools.protocol import ToolProgress
 CLIENT_INFO = mcp_types.Implementation(name="chatui", version=__version__)
 MAX_PAGES = 100  # Pages of tools/list read at most: a server that never stops paging is cut.
 CALLS_GRACE = 0.5  # Seconds `close()` gives stopped calls to send their cancellation.
+CLOSE_WAIT = 3.0  # Seconds `close()` waits for the session's end before it cuts it short.
+RELIST_INTERVAL = 1.0  # Seconds at least between two listings of a server's tools.
 LOST_WAIT = 3.0  # Seconds a call that lost its server waits to learn how the server ended.
 HTTP_TIMEOUT = 30.0  # Seconds for an HTTP request to connect, send, or answer...
 HTTP_READ_TIMEOUT = 300.0  # ...and between two events of a stream (a long call's).
 MAX_ERROR = 500  # Characters of a server's error message kept in a sentence.
+_AUTH_REFUSED = ("HTTP 401", "HTTP 403")  # Statuses that say the token or key is wrong.
 
 logger = logging.getLogger("chatui.mcp")
 
@@ -112,10 +117,14 @@ class McpServer:
         self._ended = asyncio.Event()  # Set once the current owner task has ended.
         self._wake = asyncio.Event()  # The owner task has something to do.
         self._stopping = False
+        self._retired = False  # Closed for good (chatui quits): nothing starts it again.
         self._relist = False  # It said its tools changed: list them again.
         self._relisting = False
         self._lost: str | None = None  # Why the connection ended, once it has.
         self._calls: set[asyncio.Task[mcp_types.CallToolResult]] = set()
+        self._restarting: asyncio.Event | None = None  # Set once the restart under way is done.
+        self._listed_at = -math.inf  # When its tools were last listed (the loop's clock).
+        self._refused = ""  # HTTP: the last error status it answered ("HTTP 401 Unauthorized").
 
     @property
     def status(self) -> ServerStatus:
@@ -142,9 +151,12 @@ class McpServer:
 
     def start(self) -> None:
         """Begin starting it in the background, unless it is starting or ready (or disabled)."""
-        if not self.config.enabled or (self._owner is not None and not self._owner.done()):
+        if self._retired or not self.config.enabled:
+            return
+        if self._owner is not None and not self._owner.done():
             return
         self._stopping, self._relist, self._relisting, self._lost = False, False, False, None
+        self._refused = ""
         self._attempt, self._ended, self._wake = asyncio.Event(), asyncio.Event(), asyncio.Event()
         self._set(ServerState.STARTING, "")
         context = copy_context()
@@ -158,30 +170,50 @@ class McpServer:
     async def ready(self) -> None:
         """Start it if need be and wait until it is READY; McpCallError if it cannot start.
 
-        Cancelling this wait (a stop) leaves the server starting.
+        A restart while it waits (the user's, from the list) is waited for:
+        the new run is the one to use. Cancelling this wait (a stop) leaves
+        the server starting.
         """
         if not self.config.enabled:
             raise McpCallError(f"The MCP server {self.name} is disabled in the config.")
-        if self._state is ServerState.READY and self._client is not None:
-            return
-        if self._state is not ServerState.STARTING:
-            self.start()
-        await self._attempt.wait()
-        if self._state is ServerState.READY and self._client is not None:
-            return
-        if self._state is ServerState.FAILED:
-            raise McpCallError(f"The MCP server {self.name} could not start. {self._reason}")
-        raise McpCallError(f"The MCP server {self.name} was stopped.")
+        first = True
+        while not self._usable:
+            if self._restarting is not None:
+                await self._restarting.wait()
+            elif first or self._state is ServerState.STARTING:
+                if self._state is not ServerState.STARTING:
+                    self.start()
+                await self._attempt.wait()
+                if self._state is ServerState.FAILED:
+                    raise McpCallError(
+                        f"The MCP server {self.name} could not start. {self._reason}"
+                    )
+            else:
+                raise McpCallError(f"The MCP server {self.name} was stopped.")
+            first = False
+
+    @property
+    def _usable(self) -> bool:
+        """READY, and not being closed: a call made now goes to this run."""
+        ready = self._state is ServerState.READY and self._client is not None
+        return ready and not self._stopping and self._restarting is None
 
     async def restart(self) -> None:
         """Close it (bounded), then start it again in the background."""
-        await self.close()
-        self.start()
+        restarting = self._restarting = asyncio.Event()
+        try:
+            await self.close()
+            self.start()
+        finally:
+            restarting.set()
+            if self._restarting is restarting:
+                self._restarting = None
 
     async def close(self) -> None:
         """Stop its calls (each sends its cancellation), close the session, end the process.
 
-        Bounded: the transport's close is (about 2 s at most for a stdio server).
+        Bounded: a session that has not ended within `CLOSE_WAIT` s (an HTTP
+        server that never answers the request ending it, say) is cut short.
         """
         owner = self._owner
         if owner is None or owner.done():
@@ -197,7 +229,13 @@ class McpServer:
         if self._state is ServerState.STARTING:
             owner.cancel()  # It is in the handshake, which no event interrupts.
         self._wake.set()
-        await asyncio.wait([owner])
+        if not (await asyncio.wait([owner], timeout=CLOSE_WAIT))[0]:
+            owner.cancel()  # The process (if any) is still killed: that close is shielded.
+            await asyncio.wait([owner], timeout=CLOSE_WAIT)
+
+    def retire(self) -> None:
+        """From now on nothing starts it again (chatui quits); `close()` it too."""
+        self._retired = True
 
     def abandon(self) -> None:
         """Cancel its owner task without waiting (a quit past its grace; kill_now() follows)."""
@@ -237,11 +275,30 @@ class McpServer:
         child = asyncio.create_task(self._request(client, tool, arguments, report), context=context)
         self._calls.add(child)
         child.add_done_callback(self._calls.discard)
+        stopped = False
+
+        def stop() -> None:
+            """Cancel the request: the SDK sends the cancellation (or aborts the POST)."""
+            nonlocal stopped
+            if stopped or child.done():
+                return
+            stopped, live[0] = True, False
+            child.cancel()
+            child.add_done_callback(lambda done: self._cancel_sent(call_id, done))
+
+        # The turn's stop cancels the request in the Esc's own handler, as the shell
+        # tool kills its group there: a cancellation that went the tasks' way (the
+        # turn's, the call's, the tool's, this one's) waited behind the stop's drawing
+        # at each step, 25-40 ms in all (bench/mcp_cancel.py).
+        token = current_token.get()
+        forget = token.on_cancel(stop) if token is not None else None
         try:
             return await asyncio.shield(child)
         except asyncio.CancelledError:
             live[0] = False
             this = asyncio.current_task()
+            if stopped:
+                raise  # The turn's stop.
             if child.cancelled() and this is not None and not this.cancelling():
                 # Not our caller's stop: `close()` stopped the call.
                 raise McpCallError(
@@ -249,11 +306,12 @@ class McpServer:
                 ) from None
             if child.done():
                 raise  # It had finished: its answer is dropped; there is nothing to cancel.
-            child.cancel()  # The SDK sends the cancellation (or aborts the POST).
-            child.add_done_callback(lambda done: self._cancel_sent(call_id, done))
+            stop()  # The caller was cancelled another way (a timeout, the app quitting).
             raise
         finally:
             live[0] = False
+            if forget is not None:
+                forget()
 
     def _cancel_sent(self, call_id: str, child: asyncio.Task[mcp_types.CallToolResult]) -> None:
         if not child.cancelled():
@@ -358,9 +416,19 @@ class McpServer:
     def _transport(self) -> Any:
         if self.config.transport == "http":
             self._stdio = None
-            return _http_transport(self.config)
+            return _http_transport(self.config, self._answered)
         self._stdio = StdioTransport(self.config, self.log, self._environ)
         return self._stdio
+
+    async def _answered(self, response: httpx2.Response) -> None:
+        """Each HTTP response: the error status of a message's POST is kept and logged.
+
+        The SDK's error says only that there was one. A GET or a DELETE that
+        a server does not offer (405) is no news.
+        """
+        if response.status_code >= 400 and response.request.method == "POST":
+            self._refused = f"HTTP {response.status_code} {response.reason_phrase}".strip()
+            self.log.line(f"{response.request.method} answered {self._refused}")
 
     def _message_handler(self, wake: asyncio.Event) -> MessageHandlerFnT:
         async def handle(message: IncomingMessage) -> None:
@@ -430,9 +498,15 @@ class McpServer:
         return tools
 
     async def _relist_tools(self, client: Client) -> None:
-        """List its tools again, as long as it says they changed (within `start_timeout` each)."""
+        """List its tools again, as long as it says they changed (within `start_timeout` each).
+
+        At most once each `RELIST_INTERVAL`: a server that says so without
+        end (after each listing, say) costs a listing a second, not the loop.
+        """
         try:
             while self._relist:
+                loop = asyncio.get_running_loop()
+                await asyncio.sleep(self._listed_at + RELIST_INTERVAL - loop.time())
                 self._relist = False
                 try:
                     with anyio.fail_after(self.config.start_timeout):
@@ -454,6 +528,7 @@ class McpServer:
         )
 
     def _publish(self, listing: list[mcp_types.Tool]) -> None:
+        self._listed_at = asyncio.get_running_loop().time()
         self._listing = listing
         self._on_listing(self)
         self.log.line(f"listed {len(listing)} tools")
@@ -466,26 +541,50 @@ class McpServer:
             self._notify(StatusChanged(self.status))
 
     def _start_failure(self, error: BaseException) -> str:
-        """Why a start (or a run) failed, as a sentence."""
+        """Why a start (or a run) failed, as a sentence.
+
+        A server's refusal is said before its exit code: a server that
+        refused the handshake has exited by now too, at chatui's close.
+        """
         leaf = _leaf(error)
         stdio = self._stdio
         if isinstance(leaf, StartError):
             return str(leaf)
+        if isinstance(leaf, MCPError) and leaf.code != mcp_types.CONNECTION_CLOSED:
+            said = self._safe(leaf.message)
+            if not self._refused:
+                return _sentence(f"It refused the handshake: {said}")
+            refused = self._safe(self._refused)
+            if refused.startswith(_AUTH_REFUSED):
+                refused += " (check the token or key in its headers)"
+            return _sentence(f"It refused the handshake with {refused}: {said}")
         if stdio is not None and stdio.returncode is not None:
             return stdio.ended
-        if isinstance(leaf, MCPError) and leaf.code == mcp_types.CONNECTION_CLOSED:
-            return "It closed the connection while starting."
         if isinstance(leaf, MCPError):
-            return _sentence(f"It refused the handshake: {self._safe(leaf.message)}")
+            return "It closed the connection while starting."
         if isinstance(leaf, httpx2.HTTPError | OSError):
-            where = self._safe(self.config.url)
+            where = self._safe(_address(self.config.url))
             return _sentence(f"chatui could not reach it at {where}: {self._safe(str(leaf))}")
         return _sentence(f"It could not be started: {type(leaf).__name__}: {self._safe(str(leaf))}")
 
     def _safe(self, text: str) -> str:
-        """Untrusted text for a sentence: keys masked, control characters visible, cut short."""
-        text = visible(self.log.redact(text)).strip()
+        """Untrusted text for a sentence: keys masked, one line, control characters visible, cut."""
+        text = visible(" ".join(self.log.redact(text).split()))
         return text if len(text) <= MAX_ERROR else text[:MAX_ERROR] + "…"
+
+
+def _address(url: str) -> str:
+    """`url` without its user, password and query, where keys are put.
+
+    A key in its path is masked by the log's redactor, which knows the
+    path's random-looking segments.
+    """
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:  # An IPv6 address.
+        host = f"[{host}]"
+    port = f":{parts.port}" if parts.port is not None else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
 def _sentence(text: str) -> str:
@@ -513,11 +612,17 @@ def _leaf(error: BaseException) -> BaseException:
 
 
 @asynccontextmanager
-async def _http_transport(config: McpServerConfig) -> AsyncIterator[Any]:
-    """The SDK's Streamable HTTP transport, with the config's headers on every request."""
+async def _http_transport(
+    config: McpServerConfig, answered: Callable[[httpx2.Response], Awaitable[None]]
+) -> AsyncIterator[Any]:
+    """The SDK's Streamable HTTP transport, with the config's headers on every request.
+
+    `answered` hears each response (its status; its body is not read).
+    """
     timeout = httpx2.Timeout(HTTP_TIMEOUT, read=HTTP_READ_TIMEOUT)
+    hooks = {"response": [answered]}
     async with (
-        httpx2.AsyncClient(headers=config.headers, timeout=timeout) as http,
+        httpx2.AsyncClient(headers=config.headers, timeout=timeout, event_hooks=hooks) as http,
         streamable_http_client(config.url, http_client=http) as streams,
     ):
         yield streams

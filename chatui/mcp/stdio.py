@@ -13,7 +13,10 @@ two streams):
   chatui's environment, then `env`: an API key in chatui's environment
   reaches a server only if its config names it;
 - its stdout is read line by line as JSON-RPC; a line that is not is written
-  to the server's log and skipped; its stderr goes to the log too;
+  to the server's log (the first few of a chunk, then their number) and
+  skipped; its stderr goes to the log too. Both are handled a small chunk
+  at a time, the loop given back between two: a server flooding either
+  never holds up the app;
 - when the server exits, its group is killed (what it left behind goes with
   it) and the session sees the connection end, so the calls it was running
   fail at once; `returncode` says how it ended;
@@ -21,6 +24,11 @@ two streams):
   then the group gets SIGTERM and `TERM_GRACE` seconds, then SIGKILL, always,
   even if the server has exited (its children may not have). A close that is
   cancelled skips the waits, never the kill.
+
+A process that the server moves out of its group (`setsid`, a daemon's
+double fork) is beyond these kills: unlike the shell tool's commands
+(`chatui.tools.reaper`), a server runs without a supervisor that could
+follow it.
 
 Every live group is in a module registry, so that `kill_now()` (a quit that
 cannot wait: a second Ctrl+Q, the exit deadline, the interpreter's exit)
@@ -31,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import codecs
 import contextlib
 import logging
 import os
@@ -55,6 +64,11 @@ ENDING_WAIT = 2.0  # Seconds, once its output closed, to learn how the server en
 EOF_WAIT = 0.5  # Seconds, past the server's exit, for the rest of its stdout.
 MAX_MESSAGE = 64 << 20  # Bytes of one stdout line; a longer line is dropped.
 CHUNK = 1 << 16
+STDOUT_CHUNK = 1 << 14  # Bytes of stdout read (and their whole lines handled) in one step...
+STDERR_CHUNK = 1 << 14  # ...and of stderr logged: a flood never holds the loop for long.
+NOT_JSON_RPC = "a line on stdout that is not JSON-RPC, skipped"
+NOT_JSON_RPC_KEPT = 2000  # Characters of such a line kept in the log...
+NOT_JSON_RPC_SHOWN = 20  # ...and lines of a chunk kept, the rest counted.
 
 logger = logging.getLogger("chatui.mcp")
 
@@ -245,7 +259,7 @@ class StdioTransport:
         pending: list[bytes] = []  # The start of a line whose end has not come yet.
         size = 0
         try:
-            while chunk := await stdout.read(CHUNK):
+            while chunk := await stdout.read(STDOUT_CHUNK):
                 if b"\n" not in chunk:  # Joined once its end comes: a long line costs no more.
                     pending.append(chunk)
                     size += len(chunk)
@@ -256,9 +270,15 @@ class StdioTransport:
                 lines = b"".join([*pending, chunk]).split(b"\n")
                 rest = lines.pop()
                 pending, size = [rest], len(rest)
+                skipped: list[bytes] = []
                 for line in lines:
                     if (message := self._parse(line)) is not None:
                         await to_session.send(message)
+                    elif line.strip():
+                        skipped.append(line)
+                if skipped:
+                    self._skipped(skipped)
+                await asyncio.sleep(0)  # A flood never holds the loop for more than a chunk.
         except (anyio.ClosedResourceError, anyio.BrokenResourceError, OSError):
             pass  # The session is gone, or the pipe broke: the end either way.
         finally:
@@ -266,16 +286,29 @@ class StdioTransport:
             self._lose()
 
     def _parse(self, line: bytes) -> SessionMessage | None:
-        text = line.decode("utf-8", errors="replace").strip()
-        if not text:
+        """The JSON-RPC message on `line`, if it is one."""
+        if not line.lstrip().startswith(b"{"):  # What cannot be one is not parsed.
             return None
-        try:
+        text = line.decode("utf-8", errors="replace")  # A stray byte spoils no message.
+        with contextlib.suppress(ValidationError, ValueError):
             return SessionMessage(
                 mcp_types.jsonrpc_message_adapter.validate_json(text, by_name=False)
             )
-        except (ValidationError, ValueError):
-            self.log.line(f"a line on stdout that is not JSON-RPC, skipped: {text[:2000]}")
-            return None
+        return None
+
+    def _skipped(self, lines: list[bytes]) -> None:
+        """Log the lines of a chunk that are not messages: the first few, then how many more.
+
+        Bounded, so that a server printing its own messages to stdout by
+        mistake is seen in its log, and one flooding it costs little.
+        """
+        shown = [
+            f"{NOT_JSON_RPC}: {line.decode('utf-8', errors='replace').strip()[:NOT_JSON_RPC_KEPT]}"
+            for line in lines[:NOT_JSON_RPC_SHOWN]
+        ]
+        if len(lines) > NOT_JSON_RPC_SHOWN:
+            shown.append(f"... and {len(lines) - NOT_JSON_RPC_SHOWN} more such lines, skipped")
+        self.log.line("\n".join(shown))
 
     async def _write_stdin(self, from_session: MemoryObjectReceiveStream[SessionMessage]) -> None:
         assert self._process is not None and self._process.stdin is not None
@@ -291,9 +324,12 @@ class StdioTransport:
     async def _read_stderr(self) -> None:
         assert self._process is not None and self._process.stderr is not None
         stderr = self._process.stderr
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # Split characters.
         with contextlib.suppress(OSError):
-            while chunk := await stderr.read(CHUNK):
-                self.log.stderr(chunk.decode("utf-8", errors="replace"))
+            while chunk := await stderr.read(STDERR_CHUNK):
+                self.log.stderr(decoder.decode(chunk))
+                await asyncio.sleep(0)  # A flood never holds the loop for more than a piece.
+        self.log.stderr(decoder.decode(b"", final=True))
         self.log.end_of_stderr()
 
     async def _watch_exit(self) -> None:

@@ -46,12 +46,30 @@ and params go to stderr ("got METHOD PARAMS").
 - `garbage`: every `tools/call` is preceded by a line that is not JSON on
   stdout ("this is not json"); `wait` then answers "ok after garbage";
 - `noinit`: never answers `initialize` (the rest as `late`);
-- `deaf`: ignores SIGTERM, and goes on running once its stdin is closed.
+- `deaf`: ignores SIGTERM, and goes on running once its stdin is closed;
+- `chatty`: as `late`, but first writes `CHATTY_LINES` numbered lines
+  ("chatter N éé…", 119 bytes each) to stderr;
+- `babbler`: as `late`, but first writes `CHATTY_LINES` lines that are not
+  JSON-RPC ("babble N") to stdout;
+- `restless`: as `late`, but says its tool list changed each time it has
+  sent the list's last page: a client that lists again at once never stops;
+- `refuse`: refuses `initialize` with an error whose message holds line
+  breaks, an escape sequence and markup (`REFUSAL`).
 
 Each writes "KIND server started" to stderr as it starts.
+
+KIND `lingering` serves Streamable HTTP only (`--http PORT`), without the
+SDK: a server of the 2025 protocol that gives the client a session
+(`Mcp-Session-Id`: "lingering-N" for its Nth `initialize`), answers
+`initialize`, `ping`, `tools/list` (the raw tools) and `echo` (the text,
+then the session's id in brackets), the rest with "method not found", and
+never answers the `DELETE` that ends the session (it records `delete` when
+one comes). A request whose `Authorization` header is not `LINGERING_TOKEN`
+(none is fine) gets a 401 whose text body repeats the header.
 """
 
 import argparse
+import itertools
 import json
 import os
 import signal
@@ -62,8 +80,22 @@ import time
 from typing import Any
 
 RECORD_ENV = "CHATUI_TEST_RECORD"
-RAW_KINDS = ("late", "crash", "garbage", "noinit", "deaf")
-KINDS = ("standard", *RAW_KINDS)
+RAW_KINDS = (
+    "late",
+    "crash",
+    "garbage",
+    "noinit",
+    "deaf",
+    "chatty",
+    "babbler",
+    "restless",
+    "refuse",
+)
+HTTP_KINDS = ("lingering",)
+KINDS = ("standard", *RAW_KINDS, *HTTP_KINDS)
+CHATTY_LINES = 25_000  # Lines `chatty` writes to stderr (3 MB), `babbler` to stdout.
+LINGERING_TOKEN = "Bearer let-me-in"
+REFUSAL = "no\n\x1b[31mway [b]bold[/b]\r\nlog: /somewhere/else.log"
 PROGRESS_EVERY = 0.05  # Seconds between two progress reports of `slow`.
 PAGE = 2  # Tools in one page of a raw server's tools/list.
 
@@ -190,6 +222,15 @@ class RawServer:
         self.answer(rid, {"content": [{"type": "text", "text": text}], "isError": False})
 
     def serve(self) -> None:
+        if self.kind == "chatty":
+            for line in range(CHATTY_LINES):
+                sys.stderr.buffer.write(f"chatter {line:09d} {'é' * 50}\n".encode())
+            sys.stderr.flush()
+        if self.kind == "babbler":
+            with self.lock:
+                for line in range(CHATTY_LINES):
+                    sys.stdout.write(f"babble {line}\n")
+                sys.stdout.flush()
         print(f"{self.kind} server started", file=sys.stderr, flush=True)
         if self.kind == "deaf":
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -210,7 +251,9 @@ class RawServer:
             return
         record("request", method=method, rid=str(rid))
         print(f"got {method} {json.dumps(params)}", file=sys.stderr, flush=True)
-        if method == "initialize":
+        if method == "initialize" and self.kind == "refuse":
+            self.send({"id": rid, "error": {"code": -32600, "message": REFUSAL}})
+        elif method == "initialize":
             if self.kind != "noinit":
                 version = params.get("protocolVersion", "2025-11-25")
                 self.answer(
@@ -229,6 +272,8 @@ class RawServer:
             if start + PAGE < len(self.tools):
                 page["nextCursor"] = str(start + PAGE)
             self.answer(rid, page)
+            if self.kind == "restless" and "nextCursor" not in page:
+                self.send({"method": "notifications/tools/list_changed"})
         elif method == "tools/call":
             self.call(rid, params)
         else:
@@ -295,6 +340,84 @@ RAW_TOOLS = [
 ]
 
 
+# The raw HTTP server
+
+
+def serve_lingering(port: int) -> None:
+    """`lingering` (see the module docstring) on 127.0.0.1:`port`, endpoint `/mcp`."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    sessions = itertools.count(1)
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            print(f"{self.command} {self.path}", file=sys.stderr, flush=True)
+
+        def reply(
+            self, status: int, message: dict[str, Any] | None = None, session: str = ""
+        ) -> None:
+            body = json.dumps({"jsonrpc": "2.0", **message}).encode() if message else b""
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            if session:
+                self.send_header("Mcp-Session-Id", session)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self) -> None:  # No stream for the server's own messages.
+            self.reply(405)
+
+        def do_DELETE(self) -> None:
+            record("delete")
+            threading.Event().wait()  # Never answered.
+
+        def do_POST(self) -> None:
+            size = int(self.headers.get("Content-Length") or 0)
+            message = json.loads(self.rfile.read(size))
+            authorization = self.headers.get("Authorization")
+            if authorization is not None and authorization != LINGERING_TOKEN:
+                body = f"Who are you? You sent Authorization: {authorization}".encode()
+                self.send_response(401)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return
+            method, rid = message.get("method"), message.get("id")
+            if rid is None:
+                record("notif", method=method, params=message.get("params") or {})
+                self.reply(202)
+                return
+            record("request", method=method, rid=str(rid))
+            if method == "initialize":
+                result = {
+                    "protocolVersion": "2025-11-25",
+                    "capabilities": {"tools": {}},
+                    "serverInfo": {"name": "lingering", "version": "0"},
+                }
+                self.reply(200, {"id": rid, "result": result}, f"lingering-{next(sessions)}")
+            elif method == "ping":
+                self.reply(200, {"id": rid, "result": {}})
+            elif method == "tools/list":
+                self.reply(200, {"id": rid, "result": {"tools": RAW_TOOLS}})
+            elif method == "tools/call" and message["params"].get("name") == "echo":
+                text = (
+                    f"{message['params']['arguments']['text']} ({self.headers['Mcp-Session-Id']})"
+                )
+                content = [{"type": "text", "text": text}]
+                self.reply(200, {"id": rid, "result": {"content": content, "isError": False}})
+            else:
+                error = {"code": -32601, "message": f"no method {method}"}
+                self.reply(200, {"id": rid, "error": error})
+
+    ThreadingHTTPServer.daemon_threads = True
+    print("lingering server started", file=sys.stderr, flush=True)
+    ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m tests.support.mcp_servers")
     parser.add_argument("kind", choices=KINDS)
@@ -302,6 +425,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.kind == "standard":
         run_standard(args.http)
+    elif args.kind in HTTP_KINDS:
+        if args.http is None:
+            parser.error(f"{args.kind} speaks Streamable HTTP only")
+        serve_lingering(args.http)
     elif args.http is not None:
         parser.error("the raw kinds speak stdio only")
     else:
