@@ -19,6 +19,8 @@ in one deterministic pass:
   result.
 - A tool result's attachments (an image) go with its message; its text
   already summarises them, for the providers that send text only.
+- A call whose arguments nest too deeply to be parsed safely (it was never
+  run) goes with no arguments (`{}`): every provider parses them again.
 - A tool result whose call is not in the history is left out. Each result is
   paired with the nearest earlier call of its id that has no result yet, so an
   id used again later (by another request) never takes an older call's result.
@@ -43,7 +45,15 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-from chatui.messages import Attachment, Item, ModelResponse, ResponseState, ToolResult, UserPrompt
+from chatui.messages import (
+    Attachment,
+    Item,
+    ModelResponse,
+    ResponseState,
+    ToolResult,
+    UserPrompt,
+    nests_too_deep,
+)
 
 DEFAULT_INTERRUPTED_NOTE = "[The user interrupted your previous reply; it is not shown.]"
 TRIMMED_NOTE = (
@@ -202,7 +212,10 @@ def _response_messages(
     if not text and not calls:
         return []
     named = [(unique_id(c.id, used_ids), k, c) for k, c in calls]
-    tool_calls = tuple(ToolCall(call_id, c.name, c.arguments) for call_id, _, c in named)
+    tool_calls = tuple(
+        ToolCall(call_id, c.name, "{}" if nests_too_deep(c.arguments) else c.arguments)
+        for call_id, _, c in named
+    )
     thinking = tuple(
         Thinking(t.text, t.signature, t.data) for t in response.thinking if t.signature or t.data
     )

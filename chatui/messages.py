@@ -8,6 +8,7 @@ before the response ended.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -57,6 +58,29 @@ class ToolCallPart:
     arguments: str = ""
     complete: bool = False
     kind: Literal["tool_call"] = "tool_call"
+
+
+ARGUMENT_DEPTH = 100  # Levels of arrays and objects in a call's arguments, at most.
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+_BRACKET = re.compile(r"[\[\]{}]")
+
+
+def nests_too_deep(arguments: str) -> bool:
+    """Whether a call's argument text nests its arrays and objects over `ARGUMENT_DEPTH` levels.
+
+    Counted without parsing: Python's JSON parser, and everything that walks
+    what it parsed (schema checks, the local prompt's formatting, the SDKs'
+    encoders), recurse, and a model can write a thousand `{`. Such a call is
+    never run, and the history sends it with no arguments.
+    """
+    if arguments.count("{") + arguments.count("[") <= ARGUMENT_DEPTH:
+        return False
+    depth = 0
+    for bracket in _BRACKET.findall(_JSON_STRING.sub("", arguments)):
+        depth += 1 if bracket in "[{" else -1
+        if depth > ARGUMENT_DEPTH:
+            return True
+    return False
 
 
 @dataclass

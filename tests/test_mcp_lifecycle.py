@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from chatui.cancel import CancelToken, current_token
 from chatui.config import McpServerConfig
 from chatui.mcp import server as mcp_server
 from chatui.mcp.events import CancelSent, StatusChanged
@@ -269,6 +270,35 @@ async def test_a_cancelled_call_is_cancelled_on_the_server_and_the_server_lives_
     assert server.pid == pid  # The same process answered.
     assert len(progress) == shown  # Nothing of the stopped call came after the stop.
     assert record.find("done", tool="slow") == []
+
+
+async def test_a_turns_stop_cancels_the_running_request_in_the_stop_itself(
+    rigs, record: Record
+) -> None:
+    """Esc's handler cancels the request itself: the cancellation does not wait for the
+    tasks between the turn and the request (each would wait behind the stop's drawing)."""
+    rig = rigs(stdio_config("std", "standard", record.path))
+    server = rig.server("std")
+    await server.ready()
+    token = CancelToken()
+    token.bind(asyncio.get_running_loop())
+
+    async def turn() -> None:
+        current_token.set(token)
+        await rig.call("std", "slow", {"seconds": 600}, call_id="c1", progress=lambda _: None)
+
+    call = asyncio.create_task(turn())
+    (started,) = await record.until(lambda: record.find("start", tool="slow"))
+    requests = list(server._calls)
+    assert len(requests) == 1
+
+    token.cancel()  # What Esc does; no step of any task runs before the check below.
+
+    assert requests[0].cancelling() and not call.done()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    await record.until(lambda: record.find("handler_cancelled", rid=started["rid"]))
+    assert await rig.text("std", "echo", {"text": "next"}) == "next"
 
 
 async def test_a_late_answer_after_the_cancel_is_dropped_and_the_next_call_gets_its_own(

@@ -75,3 +75,20 @@ async def test_a_required_call_follows_a_schema_with_defs(tiny_model: Path) -> N
     schema = ToolSchema.load(RANGE)
     for start in starts:  # Random weights, yet each call fits the schema, its $ref followed.
         schema.check(parse_arguments(arguments[start.index]))
+
+
+def test_a_schemas_huge_bounds_make_a_grammar_of_modest_size() -> None:
+    """`maxLength: 10**7` spelled out as GBNF is 80 MB, built on every request (10**9: 8 GB)."""
+    huge = 10**7
+    schema = {
+        "type": "object",
+        "properties": {
+            "text": {"type": "string", "maxLength": huge},
+            "items": {"type": "array", "items": {"type": "integer"}, "minItems": huge},
+            "code": {"type": "string", "pattern": f"^a{{{huge}}}$"},
+            "tags": {"type": "array", "items": {"type": "string", "minLength": 2, "maxLength": 8}},
+        },
+    }
+    grammar = tool_grammar([spec("srv__huge", schema)])
+    assert len(grammar._grammar) < 100_000
+    assert "{2,8}" in grammar._grammar or "char char" in grammar._grammar  # Small bounds kept.

@@ -17,7 +17,7 @@ from typing import Any
 import mcp_types as mt
 import pytest
 
-from chatui.mcp.results import IMAGE_LIMIT, tool_output
+from chatui.mcp.results import IMAGE_COUNT, IMAGE_LIMIT, tool_output
 from chatui.messages import Attachment, ToolResult
 from chatui.redact import Redactor, current_redactor
 from chatui.store import Store
@@ -193,4 +193,106 @@ def test_the_output_is_stored_and_read_back_as_it_was(store: Store) -> None:
     assert loaded == item
     assert isinstance(loaded, ToolResult) and loaded.attachments[0].data == (
         base64.b64encode(picture).decode()
+    )
+
+
+def test_a_key_in_a_binary_blocks_type_is_masked_in_the_text_and_the_attachments() -> None:
+    secret = "sk-ant-api03-Qx7Vb2LmN9pR4tZk8WcYd3Hf"
+    audio = mt.AudioContent(data="AAAA", mime_type=f"audio/{secret}")
+    token = current_redactor.set(Redactor([secret]))
+    try:
+        output = tool_output(result(audio, image(png(), f"Image/X-{secret}")), limit=LIMIT)
+    finally:
+        current_redactor.reset(token)
+    stored = output.content + repr(output.attachments)
+    for start in range(0, len(secret) - 8):  # Whole or in part, in any case.
+        assert secret[start : start + 8].lower() not in stored.lower()
+    # The image is kept as what its bytes are; the audio's type was not one.
+    assert [a.mime_type for a in output.attachments] == ["application/octet-stream", "image/png"]
+
+
+@pytest.mark.parametrize("mime", ["image/png\x1b[2J", "[bold]image/png[/]", "image/pn g", ""])
+def test_a_binary_blocks_type_that_is_not_a_mime_type_is_not_kept(mime: str) -> None:
+    output = tool_output(result(mt.AudioContent(data="AAAA", mime_type=mime)), limit=LIMIT)
+    assert output.content == "[application/octet-stream, 3 B]"
+    assert output.attachments == [Attachment("application/octet-stream", 3)]
+
+
+def test_thousands_of_binary_blocks_keep_the_result_near_its_limit() -> None:
+    picture = png()
+    blocks = [image(picture)] * 10_000
+    for content in ([text("x" * 5_000), *blocks], blocks):
+        output = tool_output(result(*content), limit=LIMIT)
+        assert len(output.content) < 3 * LIMIT  # The cut text, 20 summaries and the count.
+        assert "more binary blocks" in output.content.splitlines()[-1]
+        kept = [a for a in output.attachments if a.data]
+        assert len(kept) == IMAGE_COUNT  # The rest are described, a few of them kept so.
+        assert len(output.attachments) <= 2 * IMAGE_COUNT
+
+
+def test_a_result_keeps_the_data_of_as_many_images_as_a_request_takes() -> None:
+    picture = png()
+    output = tool_output(result(*[image(picture)] * (IMAGE_COUNT + 5)), limit=100_000)
+    assert [bool(a.data) for a in output.attachments] == [True] * IMAGE_COUNT + [False] * 5
+    lines = output.content.splitlines()
+    refused = f"; not sent to the model: a result sends at most {IMAGE_COUNT} images"
+    assert lines[:IMAGE_COUNT] == [f"[image/png, {len(picture)} B]"] * IMAGE_COUNT
+    assert lines[IMAGE_COUNT:] == [f"[image/png, {len(picture)} B{refused}]"] * 5
+
+
+def gif(width: int, height: int) -> bytes:
+    return b"GIF89a" + struct.pack("<HH", width, height) + b"\x00\x00\x00" + b";"
+
+
+def jpeg(width: int, height: int) -> bytes:
+    app0 = b"\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
+    sof = b"\xff\xc0\x00\x11\x08" + struct.pack(">HH", height, width) + b"\x03" + b"\x01\x22\x00"
+    sof += b"\x02\x11\x01\x03\x11\x01"
+    return b"\xff\xd8" + app0 + sof + b"\xff\xda\x00\x02" + b"\x00" * 10 + b"\xff\xd9"
+
+
+def webp(width: int, height: int) -> bytes:
+    size = (width - 1).to_bytes(3, "little") + (height - 1).to_bytes(3, "little")
+    chunk = b"VP8X" + struct.pack("<I", 10) + b"\x00\x00\x00\x00" + size
+    return b"RIFF" + struct.pack("<I", 4 + len(chunk)) + b"WEBP" + chunk
+
+
+@pytest.mark.parametrize("make", [png, gif, jpeg, webp])
+def test_an_image_larger_than_the_api_takes_on_a_side_is_summarised_and_not_kept(
+    make: Any,
+) -> None:
+    wide, tall, fits = make(8001, 1), make(1, 8001), make(8000, 2)
+    output = tool_output(result(image(wide), image(tall), image(fits)), limit=LIMIT)
+    mime = output.attachments[2].mime_type
+    assert [bool(a.data) for a in output.attachments] == [False, False, True]
+    assert output.content.splitlines()[:2] == [
+        f"[{mime}, {_size(len(wide))}; not sent to the model: 8001×1 pixels, over 8000 on a side]",
+        f"[{mime}, {_size(len(tall))}; not sent to the model: 1×8001 pixels, over 8000 on a side]",
+    ]
+
+
+def _size(size: int) -> str:
+    return f"{size} B" if size < 1000 else f"{size / 1000:.1f} kB"
+
+
+def test_an_image_after_many_audio_blocks_is_still_kept() -> None:
+    audio = mt.AudioContent(data="AAAA", mime_type="audio/wav")
+    picture = png()
+    output = tool_output(result(*[audio] * 30, image(picture)), limit=100_000)
+    assert output.content.splitlines()[-1] == f"[image/png, {len(picture)} B]"
+    assert [a for a in output.attachments if a.data] == [
+        Attachment("image/png", len(picture), base64.b64encode(picture).decode())
+    ]
+    assert len(output.attachments) <= 2 * IMAGE_COUNT
+
+
+@pytest.mark.parametrize("make", [png, gif, jpeg, webp])
+def test_an_image_cut_short_is_summarised_and_not_kept(make: Any) -> None:
+    """The API refuses an image it cannot decode, and the history would send it every time."""
+    whole = make(4, 4)
+    output = tool_output(result(image(whole), image(whole[:-3])), limit=LIMIT)
+    mime = output.attachments[0].mime_type
+    assert [bool(a.data) for a in output.attachments] == [True, False]
+    assert output.content.splitlines()[1] == (
+        f"[{mime}, {len(whole) - 3} B; not sent to the model: its data ends before the image does]"
     )

@@ -10,14 +10,19 @@ from __future__ import annotations
 
 import copy
 import json
+import subprocess
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from chatui.mcp.schema import BadSchema, ToolSchema
 from chatui.tools.schema import InvalidArguments
+
+ROOT = Path(__file__).resolve().parent.parent
 
 SEARCH = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -189,3 +194,28 @@ def test_a_remote_ref_is_never_fetched_and_the_server_checks_the_call() -> None:
             http.shutdown()
             thread.join()
     assert asked == []
+
+
+def test_a_pattern_is_the_servers_to_check_so_a_catastrophic_one_holds_nothing_up() -> None:
+    """Python's `re` backtracks, holding the GIL: `^(a+)+$` on 40 a's and a "!" takes hours.
+
+    Checked in a process of its own, killed if it does not answer: a thread
+    could not even be waited for.
+    """
+    check = (
+        "from chatui.mcp.schema import ToolSchema\n"
+        "schema = {'type': 'object', 'properties': {'a': {'type': 'string', "
+        "'pattern': '^(a+)+$'}}}\n"
+        "print(ToolSchema.load(schema).check({'a': 'a' * 40 + '!'}) == {'a': 'a' * 40 + '!'})"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", check], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.stdout == "True\n", done.stderr
+
+
+@pytest.mark.parametrize("pattern", [r"^\p{L}+$", r"^(?<year>\d{4})$"])
+def test_a_pattern_python_cannot_read_leaves_the_tool_in(pattern: str) -> None:
+    """Patterns are ECMA-262's; one Python's `re` reads otherwise is no reason to drop a tool."""
+    schema = {"type": "object", "properties": {"a": {"type": "string", "pattern": pattern}}}
+    assert ToolSchema.load(schema).check({"a": "x"}) == {"a": "x"}

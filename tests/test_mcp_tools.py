@@ -9,6 +9,7 @@ tool against real servers.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -17,13 +18,31 @@ import mcp_types as mt
 import pytest
 
 from chatui.config import McpServerConfig, ToolsConfig
+from chatui.history import build_history
 from chatui.mcp.logs import ServerLog
+from chatui.mcp.schema import ToolSchema
 from chatui.mcp.server import McpCallError
-from chatui.mcp.tools import DESCRIPTION_LIMIT, api_names, tools_for
-from chatui.messages import ToolCallPart
+from chatui.mcp.tools import (
+    DESCRIPTION_LIMIT,
+    SCHEMA_BUDGET,
+    SCHEMA_LIMIT,
+    ToolNames,
+    api_names,
+    tools_for,
+)
+from chatui.messages import ToolCallPart, ToolResult
+from chatui.providers.anthropic_messages import to_anthropic_messages
+from chatui.providers.base import ToolSpec
+from chatui.providers.local.chat_format import GEMMA_TEMPLATE, ChatFormat
+from chatui.store import Store
 from chatui.tools.builtin import build_registry
 from chatui.tools.protocol import Approval, ToolProgress
-from chatui.tools.registry import CallContext, ToolOutput, ToolRegistry
+from chatui.tools.registry import TOOL_LIMIT, CallContext, ToolOutput, ToolRegistry
+from tests.support import anthropic_wire as aw
+from tests.support import openai_wire as ow
+from tests.support.remote import openai_at, settings
+from tests.support.turns import make_turn
+from tests.support.wire import WireServer
 
 API_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 OBJECT = {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}
@@ -284,3 +303,179 @@ async def test_a_progress_message_is_cut_and_masked(tmp_path: Path) -> None:
     [update] = seen
     assert update.message is not None and update.message.startswith("*** mmm")
     assert len(update.message) <= 500
+
+
+# Names for good, and how many tools
+
+
+def test_a_name_given_to_one_servers_tool_is_never_given_to_another(tmp_path: Path) -> None:
+    """An approval "for the conversation" is by name: a name must not move to another tool."""
+    names = ToolNames()
+    registry = ToolRegistry()
+    one, other = StandIn(tmp_path, "a"), StandIn(tmp_path, "a__b")
+    made: dict[str, list[Any]] = {}
+
+    def listed(server: StandIn, *tools: str) -> dict[str, str]:
+        group = f"mcp:{server.name}"
+        mine = {t.name for t in made.get(group, [])}
+        taken = {n for n in registry.names if n not in mine}
+        made[group] = tools_for(server, listing(*tools), taken, names=names)
+        registry.set_group(group, made[group])
+        return {t.tool_name: t.name for t in made[group]}
+
+    assert listed(one, "b__c", "x.y") == {"b__c": "a__b__c", "x.y": "a__x_y"}
+    listed(one)  # Both gone for a while (the server restarted with no tools, say).
+    assert listed(other, "c")["c"] != "a__b__c"
+    again = listed(one, "x_y", "x.y", "b__c")
+    assert (again["b__c"], again["x.y"]) == ("a__b__c", "a__x_y")  # Their names still...
+    assert again["x_y"].startswith("a__x_y_")  # ...though `x_y` reads so as it is.
+
+
+def test_a_server_listing_thousands_of_tools_offers_as_many_as_a_request_takes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each schema checked costs milliseconds on the event loop: only those offered are."""
+    checked: list[Any] = []
+    load = ToolSchema.load
+    monkeypatch.setattr(ToolSchema, "load", lambda schema: checked.append(schema) or load(schema))
+    server = StandIn(tmp_path)
+    tools = [
+        mt.Tool(name=f"t{n}", input_schema={"type": "object", "title": f"t{n}"})
+        for n in range(10_000)
+    ]
+    made = tools_for(server, tools, {"shell", "read_file"})
+    assert [t.tool_name for t in made] == [f"t{n}" for n in range(TOOL_LIMIT)]
+    assert len(checked) == TOOL_LIMIT
+    log = server.log.path.read_text()
+    assert f"{10_000 - TOOL_LIMIT:,} tools were left out" in log
+
+
+def test_a_schema_too_large_to_send_with_every_request_leaves_its_tool_out(
+    tmp_path: Path,
+) -> None:
+    server = StandIn(tmp_path)
+    big = {"type": "object", "properties": {f"p{n}": {"type": "string"} for n in range(5_000)}}
+    made = tools_for(server, listing("small") + listing("big", schema=big), set())
+    assert [t.tool_name for t in made] == ["small"]
+    assert "'big' was left out: its input schema is over" in server.log.path.read_text()
+
+
+def test_a_servers_tools_past_its_schema_budget_are_left_out(tmp_path: Path) -> None:
+    server = StandIn(tmp_path)
+    size = SCHEMA_LIMIT - 100
+    tools = [
+        mt.Tool(name=f"t{n}", input_schema={"type": "object", "description": f"{n}" * size})
+        for n in range(10)
+    ]
+    made = tools_for(server, tools, set())
+    assert 0 < len(made) < 10
+    assert sum(len(json.dumps(t.spec.parameters)) for t in made) <= SCHEMA_BUDGET
+    assert f"{10 - len(made)} tools were left out" in server.log.path.read_text()
+
+
+def test_the_tools_offered_are_at_most_what_a_request_takes_built_ins_first(
+    tmp_path: Path,
+) -> None:
+    registry = build_registry(ToolsConfig(), workspace=tmp_path)
+    built_ins = registry.names
+    many = [f"t{n:03d}" for n in range(100)]
+    for name in ("b", "a"):  # Listed in another order than their names'.
+        server = StandIn(tmp_path, name)
+        registry.set_group(f"mcp:{name}", tools_for(server, listing(*many), set(registry.names)))
+    offered = [spec.name for spec in registry.specs()]
+    assert len(offered) == TOOL_LIMIT
+    assert offered[: len(built_ins)] == built_ins
+    assert offered[len(built_ins) :] == [f"a__{t}" for t in many] + [
+        f"b__{t}" for t in many[: TOOL_LIMIT - len(built_ins) - 100]
+    ]
+
+
+async def test_a_request_with_more_tools_than_openai_takes_validates(
+    tmp_path: Path, store: Store
+) -> None:
+    registry = build_registry(ToolsConfig(), workspace=tmp_path)
+    for name in ("a", "b"):
+        server = StandIn(tmp_path, name)
+        many = [f"t{n:03d}" for n in range(100)]
+        registry.set_group(f"mcp:{name}", tools_for(server, listing(*many), set(registry.names)))
+    with WireServer(validate=ow.validate) as openai:
+        openai.play(ow.reply("Hello."))
+        turn, _ = make_turn(store, openai_at(openai.base_url), tools=registry, settings=settings())
+        await turn.run()
+        [sent] = openai.requests
+    assert sent.refused is None
+    assert len(sent.body["tools"]) == TOOL_LIMIT
+
+
+class Anything:
+    """A tool that takes any object, as an MCP tool with a recursive schema does."""
+
+    name = "srv__tree"
+    needs_approval = False
+    timeout = 5.0
+    spec = ToolSpec("srv__tree", "Takes a tree.", {"type": "object"})
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def check(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        return arguments
+
+    async def call(self, arguments: dict[str, Any], context: CallContext) -> str:
+        self.calls += 1
+        return "ran"
+
+
+@pytest.mark.parametrize("depth", [600, 5_000])
+async def test_arguments_nested_too_deeply_are_refused_and_every_later_request_goes_out(
+    store: Store, depth: int
+) -> None:
+    """Python's JSON and the prompt's formatting recurse: such a call must not sink the chat."""
+    deep = '{"c":' * depth + "{}" + "}" * depth
+    tool = Anything()
+    with WireServer(validate=ow.validate) as openai:
+        openai.play(
+            [*ow.tool_call(0, "call_1", "srv__tree", deep), *ow.ending("tool_calls")],
+            ow.reply("It was refused."),
+            ow.reply("Hello again."),
+        )
+        provider = openai_at(openai.base_url)
+        registry = ToolRegistry([tool])
+        turn, _ = make_turn(store, provider, tools=registry, settings=settings())
+        await turn.run()
+        conversation = turn.conversation
+        again, _ = make_turn(
+            store, provider, conversation=conversation, tools=registry, settings=settings()
+        )
+        await again.run()
+        requests = openai.requests
+    [result] = [item for item in conversation.items if isinstance(item, ToolResult)]
+    assert (result.state, tool.calls) == ("error", 0)
+    assert result.content == (
+        "Invalid arguments for srv__tree: they nest more than 100 levels deep. Nothing was run."
+    )
+    assert [r.refused for r in requests] == [None, None, None]
+    history = build_history(conversation.items)
+    _, messages = to_anthropic_messages(history)
+    assert aw.validate({"max_tokens": 1, "messages": messages}) is None
+    prompt = ChatFormat(GEMMA_TEMPLATE, bos_token="<bos>", eos_token="<eos>").render(history)
+    assert "It was refused." in prompt
+
+
+async def test_a_call_whose_progress_report_fails_is_cancelled_on_the_server(
+    tmp_path: Path,
+) -> None:
+    """Whatever ends the wait for a call, the call does not run on unawaited."""
+    server = StandIn(tmp_path)
+    [tool] = tools_for(server, listing("work"), set())
+
+    async def progress(update: ToolProgress) -> None:
+        raise RuntimeError("the screen could not show it")
+
+    running = asyncio.create_task(tool.call({"text": "x"}, CallContext("c1", progress)))
+    while server.answer is None:
+        await asyncio.sleep(0)
+    server.on_progress(ToolProgress(1, 2, "half"))
+    with pytest.raises(RuntimeError):
+        await running
+    await asyncio.wait_for(server.cancelled.wait(), 5)

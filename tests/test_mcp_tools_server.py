@@ -31,8 +31,9 @@ from chatui.tools.protocol import Approval, ToolProgress
 from chatui.tools.registry import CallContext, ToolRegistry
 from tests.support import anthropic_wire as aw
 from tests.support import openai_wire as ow
-from tests.support.mcp import Record, stdio_config
+from tests.support.mcp import McpRig, Record, stdio_config, until
 from tests.support.mcp_content_server import HOSTILE, PNG, content_config
+from tests.support.mcp_unreadable_answer import unreadable_config
 from tests.support.remote import anthropic_at, openai_at, settings
 from tests.support.turns import make_turn, stored
 from tests.support.wire import WireServer
@@ -201,3 +202,49 @@ async def test_a_stop_of_the_tool_cancels_the_call_on_the_server_which_answers_t
         assert echoed.content == "still here"
     finally:
         await server.close()
+
+
+async def test_a_tools_name_stays_its_own_when_another_tool_that_reads_the_same_is_added(
+    tmp_path: Path,
+) -> None:
+    """A name never moves to another tool: an approval "for the conversation" is by name.
+
+    `say.it` is offered as `content__say_it`; then the server adds `say_it`,
+    whose name needs no change and would take that name from it.
+    """
+    rig = McpRig(tmp_path / "logs", [content_config(ask=False)])
+    try:
+        await asyncio.wait_for(rig.server("content").ready(), 30)
+        assert rig.registry["content__say_it"].tool_name == "say.it"  # type: ignore[attr-defined]
+        count = len(rig.registry.names)
+
+        await rig.call("content", "grow")
+
+        await until(lambda: len(rig.registry.names) == count + 1)
+        assert rig.registry["content__say_it"].tool_name == "say.it"  # type: ignore[attr-defined]
+        assert (await run(rig.registry, "content__say_it", {})).content == "said with a dot"
+        [other] = [n for n in rig.registry.names if n.startswith("content__say_it_")]
+        assert (await run(rig.registry, other, {})).content == "said with an underscore"
+    finally:
+        await rig.manager.close()
+
+
+async def test_an_answer_the_sdks_parser_refuses_is_read_or_fails_the_call_at_once(
+    tmp_path: Path,
+) -> None:
+    """A lone surrogate escape (`\\udce9`, as JavaScript writes a file name that is not
+    UTF-8) is read as U+FFFD; JSON nested too deep to read fails its call, at once: neither
+    waits for the call's timeout (600 s here)."""
+    server = McpServer(unreadable_config(ask=False, timeout=600), ServerLog(tmp_path / "odd.log"))
+    try:
+        await asyncio.wait_for(server.ready(), 30)
+        registry = ToolRegistry()
+        registry.set_group("mcp:odd", tools_for(server, server.listing, set()))
+        name = await asyncio.wait_for(run(registry, "odd__name_of", {}), 30)
+        deep = await asyncio.wait_for(run(registry, "odd__deep", {}), 30)
+        after = await asyncio.wait_for(run(registry, "odd__name_of", {}), 30)
+    finally:
+        await server.close()
+    assert (name.state, name.content) == ("ok", "caf\ufffd.txt")
+    assert deep.state == "error" and "could not read the server's answer" in deep.content
+    assert (after.state, after.content) == ("ok", "caf\ufffd.txt")  # The server is still used.

@@ -10,15 +10,24 @@ Binary content is summarised in the text ("[image/png, 12.3 kB]"), which is
 all that the OpenAI-compatible and the local models get. An image of a type
 Anthropic takes in a tool result (PNG, JPEG, GIF, WebP, checked by its first
 bytes: the API refuses an image that is not what it says), up to a size
-whose base64 fits the API's limit, is kept as an `Attachment` with its data;
-audio and other images are kept as a summary only. Resource links and
+whose base64 fits the API's limit, no more than `SIDE_LIMIT` pixels on a
+side (read from its header) and not cut short (it ends as its format ends
+one), is kept as an `Attachment` with its data: an image the API refuses
+would fail every later request of the conversation, as the history sends
+it again. At most `IMAGE_COUNT` images of a result, and
+`IMAGE_BUDGET` characters of their base64, are kept: no request takes more.
+Audio and other images are kept as a summary only. Resource links and
 embedded resources are summarised (uri, type, size), an embedded text
 included. `isError` makes the call failed. `structuredContent` is kept as
 JSON when it fits within the same limit, else dropped with a note; with no
-content blocks, its JSON stands in as the text.
+content blocks, its JSON stands in as the text. A result of thousands of
+blocks stays near its limit: past the cut, the summaries of
+`LOST_SUMMARIES` binary blocks are listed, and how many more there were.
 
 Keys are masked before anything is cut (`chatui.redact`), as the built-in
-tools' output is: a server could echo one.
+tools' output is: a server could echo one. A block's MIME type is masked
+too, and kept only if it reads as one (`type/subtype`), lower-cased after
+the mask (a key lower-cased would no longer be found).
 """
 
 from __future__ import annotations
@@ -26,6 +35,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
+import struct
 from typing import Any
 
 import mcp_types as mt
@@ -35,9 +46,15 @@ from chatui.messages import Attachment
 from chatui.tools.registry import ToolOutput
 
 IMAGE_LIMIT = 3_932_160  # Bytes of one image kept: its base64 fits Anthropic's 5 MiB.
+IMAGE_COUNT = 20  # Images of one result kept: a request sends no more (see the Anthropic...
+IMAGE_BUDGET = 24_000_000  # ...provider), nor more characters of their base64 than this.
+SIDE_LIMIT = 8000  # Pixels on a side of an image kept: Anthropic refuses a larger one.
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
 NO_CONTENT = "[The tool returned no content.]"
 FIELD_LIMIT = 200  # Characters of a MIME type, uri or name in a summary.
+LOST_SUMMARIES = 20  # Summaries of binary blocks past the cut that are still listed.
+UNKNOWN_TYPE = "application/octet-stream"
+_MIME = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,62}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}")
 
 
 def tool_output(result: mt.CallToolResult, *, limit: int) -> ToolOutput:
@@ -45,14 +62,16 @@ def tool_output(result: mt.CallToolResult, *, limit: int) -> ToolOutput:
     pieces: list[str] = []
     summaries: list[tuple[int, str]] = []  # (index in pieces, summary) of binary content.
     attachments: list[Attachment] = []
+    images = _ImageBudget()
     for block in result.content:
         if isinstance(block, mt.TextContent):
             pieces.append(block.text)
         elif isinstance(block, mt.ImageContent | mt.AudioContent):
-            summary, attachment = _binary(block)
+            summary, attachment = _binary(block, images)
             summaries.append((len(pieces), summary))
             pieces.append(summary)
-            if attachment is not None:
+            bare = sum(not a.data for a in attachments)  # Only described: a few are enough.
+            if attachment is not None and (attachment.data or bare < IMAGE_COUNT):
                 attachments.append(attachment)
         elif isinstance(block, mt.ResourceLink):
             pieces.append(_link(block))
@@ -91,14 +110,35 @@ def _capped(pieces: list[str], summaries: list[tuple[int, str]], limit: int) -> 
     for piece in pieces:
         starts.append(at)
         at += len(piece) + 1
-    lost = [redact.redact(s) for n, s in summaries if starts[n] + len(s) > len(kept)]
+    lost = [s for n, s in summaries if starts[n] + len(s) > len(kept)]
+    listed = [redact.redact(s) for s in lost[:LOST_SUMMARIES]]
+    if len(lost) > LOST_SUMMARIES:
+        listed.append(f"[… and {len(lost) - LOST_SUMMARIES:,} more binary blocks]")
     note = f"[… cut: the result has {total:,} characters; the first {limit:,} shown]"
-    return "\n".join([kept, note, *lost])
+    return "\n".join([kept, note, *listed])
 
 
-def _binary(block: mt.ImageContent | mt.AudioContent) -> tuple[str, Attachment | None]:
+class _ImageBudget:
+    """How many images of one result, and how much of their base64, are kept so far."""
+
+    def __init__(self) -> None:
+        self.count = self.size = 0
+
+    def refusal(self, encoded: int) -> str | None:
+        """Why one more image, of `encoded` characters of base64, is not kept; None: it is."""
+        if self.count == IMAGE_COUNT:
+            return f"a result sends at most {IMAGE_COUNT} images"
+        if self.size + encoded > IMAGE_BUDGET:
+            return f"its images are over {_size(IMAGE_BUDGET)} in all"
+        self.count, self.size = self.count + 1, self.size + encoded
+        return None
+
+
+def _binary(
+    block: mt.ImageContent | mt.AudioContent, images: _ImageBudget
+) -> tuple[str, Attachment | None]:
     """A summary of an image or audio block, and its attachment (None if unreadable)."""
-    mime = _field(block.mime_type.strip().lower()) or "application/octet-stream"
+    mime = mime_type(block.mime_type)
     data = "".join(block.data.split())  # Some servers wrap their base64 in lines.
     image = isinstance(block, mt.ImageContent)
     estimated = len(data) * 3 // 4 - (len(data) - len(data.rstrip("=")))
@@ -120,7 +160,28 @@ def _binary(block: mt.ImageContent | mt.AudioContent) -> tuple[str, Attachment |
             else "it takes only PNG, JPEG, GIF and WebP images"
         )
         return f"[{mime}, {_size(size)}; not sent to the model: {reason}]", Attachment(mime, size)
-    return f"[{kind}, {_size(size)}]", Attachment(kind, size, base64.b64encode(raw).decode())
+    sides = image_size(raw)
+    encoded = base64.b64encode(raw).decode()
+    if sides is not None and max(sides) > SIDE_LIMIT:
+        refusal: str | None = f"{sides[0]}×{sides[1]} pixels, over {SIDE_LIMIT} on a side"
+    elif not image_whole(raw, kind):
+        refusal = "its data ends before the image does"
+    else:
+        refusal = images.refusal(len(encoded))
+    if refusal is None:
+        return f"[{kind}, {_size(size)}]", Attachment(kind, size, encoded)
+    return f"[{kind}, {_size(size)}; not sent to the model: {refusal}]", Attachment(kind, size)
+
+
+def mime_type(given: str) -> str:
+    """A block's MIME type as kept and shown: masked of keys, lower-cased, else `UNKNOWN_TYPE`.
+
+    It is the server's text: a key in it is masked before the case changes
+    (after, it would not be found), and anything that is not `type/subtype`
+    (control sequences, markup, a mask) is not kept.
+    """
+    mime = redact.redact(given.strip()).lower()
+    return mime if _MIME.fullmatch(mime) else UNKNOWN_TYPE
 
 
 def image_type(raw: bytes) -> str | None:
@@ -133,6 +194,72 @@ def image_type(raw: bytes) -> str | None:
         return "image/gif"
     if raw[:4] == b"RIFF" and raw[8:12] == b"WEBP":
         return "image/webp"
+    return None
+
+
+def image_whole(raw: bytes, kind: str) -> bool:
+    """Whether an image of type `kind` ends as its format ends one (it was not cut short).
+
+    A JPEG may carry a few bytes after its end marker: one within its last
+    4 kB is taken as its end.
+    """
+    if kind == "image/png":
+        return raw.endswith(b"IEND\xaeB`\x82")
+    if kind == "image/gif":
+        return raw.endswith(b";")
+    if kind == "image/webp":
+        return int.from_bytes(raw[4:8], "little") + 8 <= len(raw)
+    return b"\xff\xd9" in raw[-4096:]
+
+
+def image_size(raw: bytes) -> tuple[int, int] | None:
+    """An image's width and height in pixels, from its header; None if it cannot be read."""
+    try:
+        if raw.startswith(b"\x89PNG\r\n\x1a\n") and raw[12:16] == b"IHDR":
+            return struct.unpack(">II", raw[16:24])
+        if raw[:6] in (b"GIF87a", b"GIF89a"):
+            return struct.unpack("<HH", raw[6:10])
+        if raw[:4] == b"RIFF" and raw[8:12] == b"WEBP":
+            return _webp_size(raw)
+        if raw.startswith(b"\xff\xd8"):
+            return _jpeg_size(raw)
+    except (struct.error, IndexError):
+        return None
+    return None
+
+
+def _webp_size(raw: bytes) -> tuple[int, int] | None:
+    chunk = raw[12:16]
+    if chunk == b"VP8X":  # Extended: the canvas, 24 bits each, less one.
+        return int.from_bytes(raw[24:27], "little") + 1, int.from_bytes(raw[27:30], "little") + 1
+    if chunk == b"VP8L" and raw[20] == 0x2F:  # Lossless: 14 bits each, less one.
+        bits = int.from_bytes(raw[21:25], "little")
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if chunk == b"VP8 " and raw[23:26] == b"\x9d\x01\x2a":  # Lossy: 14 bits each.
+        width, height = struct.unpack("<HH", raw[26:30])
+        return width & 0x3FFF, height & 0x3FFF
+    return None
+
+
+_JPEG_FRAMES = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # Start-of-frame markers.
+
+
+def _jpeg_size(raw: bytes) -> tuple[int, int] | None:
+    """The size in a JPEG's start-of-frame segment, found by walking the segments before it."""
+    at = 2
+    while at + 4 <= len(raw):
+        if raw[at] != 0xFF:
+            return None
+        marker = raw[at + 1]
+        if marker == 0xFF:  # Fill byte.
+            at += 1
+            continue
+        if marker in _JPEG_FRAMES:
+            height, width = struct.unpack(">HH", raw[at + 5 : at + 9])
+            return width, height
+        if marker == 0xDA:  # The scan starts: no frame header before it.
+            return None
+        at += 2 + int.from_bytes(raw[at + 2 : at + 4], "big")
     return None
 
 

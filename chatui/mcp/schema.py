@@ -25,6 +25,12 @@ not cover; the `jsonschema` library, which the `mcp` SDK depends on, does.
 - A `$ref` resolves only inside the schema: jsonschema would fetch a remote
   one by default, and a server's schema must not make chatui fetch a URL. A
   call whose check needs such a reference is left to the server's own check.
+- A `pattern` is left to the server's own check, and not read when the schema
+  is checked: Python's `re` backtracks while holding the GIL, so a pattern
+  such as `^(a+)+$` would freeze chatui for hours on a 40-character argument
+  (no stop could end it); and patterns are ECMA-262's, which `re` reads
+  otherwise (`\\p{L}`, `(?<name>…)`): such a tool is still usable.
+  (`patternProperties` still apply to the names of the arguments.)
 """
 
 from __future__ import annotations
@@ -85,13 +91,13 @@ class ToolSchema:
             validator_class = jsonschema.validators.validator_for(
                 schema, default=jsonschema.Draft202012Validator
             )
-            validator_class.check_schema(schema)
+            validator_class.check_schema(schema, format_checker=_but_regex(validator_class))
         except SchemaError as error:
             reason = f"its input schema is not valid JSON Schema ({_cut(error.message)})"
             raise BadSchema(reason) from None
         except (TypeError, ValueError, RecursionError):  # An unhashable "$schema", say.
             raise BadSchema("its input schema is not valid JSON Schema") from None
-        validator = validator_class(schema, registry=_LOCAL_ONLY)
+        validator = _patterns_unchecked(validator_class)(schema, registry=_LOCAL_ONLY)
         return cls(schema, api_parameters(schema), validator)
 
     def check(self, arguments: dict[str, Any]) -> dict[str, Any]:
@@ -108,6 +114,30 @@ class ToolSchema:
 
 
 _checked: dict[str, ToolSchema] = {}  # By the schema's JSON, keys sorted.
+_unchecking: dict[Any, Any] = {}  # Each draft's validator class, without `pattern`.
+
+
+def _but_regex(validator_class: Any) -> jsonschema.FormatChecker:
+    """The draft's own format checker, but for `regex` (a `pattern` is not read here)."""
+    checker = jsonschema.FormatChecker(())
+    checker.checkers = {
+        name: check
+        for name, check in validator_class.FORMAT_CHECKER.checkers.items()
+        if name != "regex"
+    }
+    return checker
+
+
+def _patterns_unchecked(validator_class: Any) -> Any:
+    """`validator_class` with `pattern` left to the server (see the module's docstring)."""
+    if (unchecking := _unchecking.get(validator_class)) is None:
+        unchecking = jsonschema.validators.extend(validator_class, {"pattern": _left_to_server})
+        _unchecking[validator_class] = unchecking
+    return unchecking
+
+
+def _left_to_server(*_: Any) -> None:
+    """A `pattern` keyword: no error here, whatever the string."""
 
 
 def api_parameters(schema: dict[str, Any]) -> dict[str, Any]:

@@ -41,11 +41,14 @@ import asyncio
 import atexit
 import codecs
 import contextlib
+import json
 import logging
 import os
+import re
 import signal
 from collections.abc import Mapping
 from types import TracebackType
+from typing import Any
 
 import anyio
 import mcp_types
@@ -294,7 +297,7 @@ class StdioTransport:
             return SessionMessage(
                 mcp_types.jsonrpc_message_adapter.validate_json(text, by_name=False)
             )
-        return None
+        return _readable(text)
 
     def _skipped(self, lines: list[bytes]) -> None:
         """Log the lines of a chunk that are not messages: the first few, then how many more.
@@ -361,3 +364,49 @@ def _not_run(config: McpServerConfig, error: OSError) -> str:
         return f"chatui could not start it: {command} may not be run (permission denied)."
     reason = error.strerror or type(error).__name__
     return f"chatui could not start it: running {command} failed ({reason})."
+
+
+def _readable(text: str) -> SessionMessage | None:
+    """A message the SDK's parser refused, made one it takes, if it is JSON-RPC at all.
+
+    Python's `json` reads what the SDK's does not: a lone surrogate escape
+    (JavaScript's `JSON.stringify` writes a file name that is not UTF-8 so)
+    becomes U+FFFD. An answer that still cannot be read fails its request
+    at once, rather than leaving the call to wait for its timeout.
+    """
+    try:
+        data = _without_surrogates(json.loads(text))
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    with contextlib.suppress(ValidationError, ValueError, RecursionError):
+        again = json.dumps(data, ensure_ascii=False)  # Read by the same parser, the same limits.
+        return SessionMessage(mcp_types.jsonrpc_message_adapter.validate_json(again, by_name=False))
+    request_id = data.get("id")
+    if not isinstance(request_id, int | str) or isinstance(request_id, bool):
+        return None
+    if "result" not in data and "error" not in data:
+        return None  # A request of the server's, not an answer: nothing waits for it.
+    unreadable = {"code": -32603, "message": "chatui could not read the server's answer."}
+    with contextlib.suppress(ValidationError, ValueError):
+        return SessionMessage(
+            mcp_types.jsonrpc_message_adapter.validate_python(
+                {"jsonrpc": "2.0", "id": request_id, "error": unreadable}
+            )
+        )
+    return None
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _without_surrogates(value: Any) -> Any:
+    """`value` with every lone surrogate in its strings (keys too) replaced by U+FFFD."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {_without_surrogates(k): _without_surrogates(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_surrogates(v) for v in value]
+    return value

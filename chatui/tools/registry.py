@@ -33,13 +33,21 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from chatui.cancel import stop_requested, tried_to_exit
-from chatui.messages import Attachment, ToolCallPart, ToolResult, ToolResultState
+from chatui.messages import (
+    ARGUMENT_DEPTH,
+    Attachment,
+    ToolCallPart,
+    ToolResult,
+    ToolResultState,
+    nests_too_deep,
+)
 from chatui.providers.base import ToolSpec
 from chatui.threads import in_daemon_thread
 from chatui.tools.protocol import Approval, Approver, ToolProgress, ToolReport
 from chatui.tools.schema import InvalidArguments, describe, parse_arguments, validate
 
 DEFAULT_TIMEOUT = 30.0
+TOOL_LIMIT = 128  # Tools offered in one request: OpenAI refuses a request with more.
 
 
 class ToolFailed(Exception):
@@ -176,7 +184,17 @@ class ToolRegistry:
         return list(self._tools)
 
     def specs(self) -> list[ToolSpec]:
-        return [tool.spec for tool in self._tools.values()]
+        """The tools offered to the model: at most `TOOL_LIMIT`, the first in a fixed order.
+
+        Past the limit OpenAI refuses every request, so the tools outside any
+        group (the built-ins) come first, then each group's in the order of
+        the groups' names, whatever order they were listed in.
+        """
+        grouped = {name for names in self._groups.values() for name in names}
+        tools = [tool for name, tool in self._tools.items() if name not in grouped]
+        for group in sorted(self._groups):
+            tools += [self._tools[name] for name in self._groups[group]]
+        return [tool.spec for tool in tools[:TOOL_LIMIT]]
 
     def needs_approval(self, name: str) -> bool:
         tool = self._tools.get(name)
@@ -189,6 +207,8 @@ class ToolRegistry:
             known = ", ".join(self._tools) or "none"
             return _error(call, f"There is no tool named {call.name!r} (the tools: {known}).")
         try:
+            if nests_too_deep(call.arguments):  # Parsed, they would exhaust Python's stack.
+                raise InvalidArguments(f"they nest more than {ARGUMENT_DEPTH} levels deep")
             arguments = tool.check(parse_arguments(call.arguments))
         except InvalidArguments as problem:
             return _error(call, f"Invalid arguments for {tool.name}: {problem}. Nothing was run.")

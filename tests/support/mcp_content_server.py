@@ -17,7 +17,10 @@ is its `[mcp.servers.NAME]` config. Its tools:
 - `steps(count, ack)`: reports progress 1..`count` ("step N" of `count`),
   and after each waits until the file `ack` holds N lines (the test writes
   one as each report reaches it), so no report can overtake the test; then
-  answers "stepped".
+  answers "stepped";
+- `say.it()`: answers "said with a dot"; `grow()` adds the tool `say_it`
+  (answering "said with an underscore"), whose name reads the same once
+  made safe for the APIs, and says that the tool list changed.
 """
 
 import base64
@@ -136,6 +139,23 @@ def main() -> None:
                     raise TimeoutError(f"report {step} was not acknowledged")
                 await anyio.sleep(0.005)
         return "stepped"
+
+    @server.tool(name="say.it")
+    def say_with_a_dot() -> str:
+        """Say it."""
+        return "said with a dot"
+
+    def say_with_an_underscore() -> str:
+        """Say it otherwise."""
+        return "said with an underscore"
+
+    @server.tool()
+    async def grow(ctx: Context) -> str:
+        """Add the tool `say_it`, and say that the tool list changed."""
+        server.add_tool(say_with_an_underscore, name="say_it")
+        await ctx.session.send_tool_list_changed()
+        await ctx.notify_tools_changed()
+        return "grown"
 
     server.run()
 

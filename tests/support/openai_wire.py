@@ -148,6 +148,7 @@ LLAMA_CPP_PROPS = {"default_generation_settings": {"n_ctx": 8192}, "chat_templat
 
 
 TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
+TOOL_COUNT = 128  # Tools in one request, at most.
 
 
 def _tool_problem(n: int, tool: Any) -> str | None:
@@ -179,6 +180,11 @@ def validate(body: dict[str, Any]) -> dict[str, Any] | None:
     """None if OpenAI would accept `body`, else its error body."""
     if unknown := sorted(set(body) - OPENAI_PARAMETERS):
         return _error(f"Unrecognized request argument supplied: {unknown[0]}")
+    if len(body.get("tools") or []) > TOOL_COUNT:
+        return _error(
+            "Invalid 'tools': array too long. Expected an array with maximum length "
+            f"{TOOL_COUNT}, but got an array with length {len(body['tools'])} instead."
+        )
     for n, tool in enumerate(body.get("tools") or []):
         if problem := _tool_problem(n, tool):
             return _error(problem)

@@ -18,12 +18,20 @@ have) are resolved within that schema, on a copy: the converter rewrites them
 in place, and the specs are sent as they are on every request. A schema the
 converter cannot follow (a reference outside it) holds that tool's arguments
 to being an object, no more; the registry checks them before any call.
+
+The converter spells bounds out: `maxLength: 1000000` becomes a million
+optional characters, 8 MB of grammar built on every request (an MCP
+server's `10**9`, 8 GB). So a bound over `BOUND_LIMIT` (a length, a count of
+items or properties, a pattern's repeat) is left out of the copy the
+grammar is made from; the registry checks the others before any call, and
+a pattern is the server's to check.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -36,6 +44,10 @@ from chatui.providers.local.tool_markup import OPEN
 MAX_CALLS = 4  # Calls in one reply.
 ROOT = "root"
 ANY_OBJECT: dict[str, Any] = {"type": "object"}  # Arguments of a schema it cannot follow.
+NO_ARGUMENTS: dict[str, Any] = {"type": "object", "properties": {}}  # A tool without a schema.
+BOUND_LIMIT = 1000  # A bound the grammar holds to, at most (see the module docstring).
+BOUNDS = ("minLength", "maxLength", "minItems", "maxItems", "minProperties", "maxProperties")
+_REPEAT = re.compile(r"\{\s*(\d+)\s*(?:,\s*(\d*)\s*)?\}")
 
 
 class ToolGrammar(LlamaGrammar):
@@ -61,7 +73,7 @@ def tool_grammar(tools: Sequence[ToolSpec]) -> ToolGrammar:
     )
     names = []
     for n, tool in enumerate(tools):
-        parameters = copy.deepcopy(tool.parameters) or {"type": "object", "properties": {}}
+        parameters = _bounded(copy.deepcopy(tool.parameters or NO_ARGUMENTS))
         try:
             arguments = converter.resolve_refs(parameters, f"tool {n} arguments")
             names.append(converter.visit(_call(tool.name, arguments), f"tool-{n}"))
@@ -85,3 +97,25 @@ def _call(name: str, arguments: dict[str, Any]) -> dict[str, Any]:
         "required": ["name", "arguments"],
         "additionalProperties": False,
     }
+
+
+def _bounded(schema: dict[str, Any]) -> dict[str, Any]:
+    """`schema` (a copy) without its bounds over `BOUND_LIMIT`, changed in place."""
+    waiting: list[Any] = [schema]
+    while waiting:
+        node = waiting.pop()
+        if isinstance(node, list):
+            waiting += node
+            continue
+        if not isinstance(node, dict):
+            continue
+        for bound in BOUNDS:
+            if isinstance(node.get(bound), int | float) and node[bound] > BOUND_LIMIT:
+                del node[bound]
+        pattern = node.get("pattern")
+        if isinstance(pattern, str) and any(
+            int(count or 0) > BOUND_LIMIT for found in _REPEAT.findall(pattern) for count in found
+        ):
+            del node["pattern"]
+        waiting += node.values()
+    return schema
