@@ -80,6 +80,7 @@ CANCEL_NEWS_WAIT = 15.0  # Seconds the view listens for a stopped MCP call's `Ca
 # Seconds the stop's full frame waits for stopped MCP calls' cancels to go out first (the
 # status line already says "stopping"): drawn first, the frame held them 5-10 ms.
 CANCELS_FIRST = 0.02
+HTTP_ABORT_STEPS = 3
 
 
 class TurnView:
@@ -396,6 +397,8 @@ class TurnView:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(CANCELS_FIRST):
                     await self._cancels_out.wait()
+            for _ in range(HTTP_ABORT_STEPS):  # An HTTP call's abort is its transport's: a
+                await asyncio.sleep(0)  # few more steps, before the frame holds the loop.
         await draw_when_settled(self._screen, widget)
         self.stop_drawn_at = time.monotonic()
 
