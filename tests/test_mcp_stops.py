@@ -29,10 +29,8 @@ checks:
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import re
 import signal
 import sys
 import time
@@ -46,7 +44,7 @@ from chatui.app import ChatApp
 from chatui.config import Config, McpConfig, McpServerConfig
 from chatui.history import CANCELLED_TOOL_RESULT
 from chatui.mcp.status import ServerState
-from chatui.messages import ModelResponse, ResponseState, ToolResult, UserPrompt
+from chatui.messages import ModelResponse, ToolResult, UserPrompt
 from chatui.providers.base import ToolSpec
 from chatui.screens.approval import ApprovalDialog
 from chatui.screens.chat import ChatScreen
@@ -71,10 +69,11 @@ from tests.support.mcp_servers import RECORD_ENV
 from tests.support.stops import (
     KINDS,
     Rig,
+    assert_cut_off,
     assert_stopped_on_screen,
     next_turn_is_accepted,
-    stall_local_decode,
     statuses,
+    stop_while_arguments_stream,
     stored,
     views,
 )
@@ -191,30 +190,9 @@ async def test_an_mcp_call_cut_off_by_esc_never_reaches_the_server(
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot, app, "srv")
         offer(app, rig, "srv__echo")
-        if rig.local:
-            await rig.provider.prepare()
-            stalled = stall_local_decode(rig.provider, after_tokens=70)
-        else:
-            rig.calls(("call_1", "srv__echo", ['{"text": "hal', "f a"]), cut=True)
-        await send(pilot, "say something")
-        if rig.local:
-            assert await asyncio.to_thread(stalled.wait, 20)
-        await wait_until(pilot, lambda: bool(views(app)) and bool(views(app)[0].call.arguments))
-        if not rig.local:
-            await wait_until(pilot, lambda: views(app)[0].call.arguments == '{"text": "half a')
-        shown = views(app)[0].call.arguments
+        shown = await stop_while_arguments_stream(rig, app, pilot, "srv__echo", "say something")
 
-        await pilot.press("escape")
-        await wait_until(pilot, settled(app))
-
-        assert statuses(app) == ["cut off"]
-        assert_stopped_on_screen(app)
-        items = stored(store, app)
-        response = next(i for i in items if isinstance(i, ModelResponse))
-        (call,) = response.tool_calls
-        assert response.state is ResponseState.INTERRUPTED
-        assert not call.complete and re.match(r'\{\s*"text"\s*:\s*"', call.arguments)
-        assert call.arguments.startswith(shown)
+        assert_cut_off(store, app, shown)
         assert results(store, app) == []
         await next_turn_is_accepted(rig, app, pilot, store, kept=False)
         assert record.find("request", method="tools/call") == []  # Not then, not since.

@@ -18,9 +18,7 @@ writes (`tool_choice = "required"`). Each test checks:
 
 from __future__ import annotations
 
-import asyncio
 import json
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -48,12 +46,12 @@ from tests.support.processes import (
 from tests.support.stops import (
     KINDS,
     Rig,
+    assert_cut_off,
     assert_stopped_on_screen,
     next_turn_is_accepted,
-    stall_local_decode,
     statuses,
+    stop_while_arguments_stream,
     stored,
-    views,
 )
 
 SIZE = (100, 40)
@@ -120,31 +118,9 @@ async def test_esc_while_arguments_stream_keeps_the_call_cut_off_and_never_runs_
 ) -> None:
     app = make_app(store, rig.provider, tools=rig.tools.only(rig.tools.note))
     async with app.run_test(size=SIZE) as pilot:
-        if rig.local:
-            await rig.provider.prepare()
-            stalled = stall_local_decode(rig.provider, after_tokens=70)
-        else:
-            rig.calls(("call_1", "note", ['{"text": "hal', "f a"]), cut=True)
-        await send(pilot, "take a note")
-        if rig.local:
-            assert await asyncio.to_thread(stalled.wait, 20)
-        await wait_until(pilot, lambda: bool(views(app)) and bool(views(app)[0].call.arguments))
-        if not rig.local:
-            await wait_until(pilot, lambda: views(app)[0].call.arguments == '{"text": "half a')
-        shown = views(app)[0].call.arguments
+        shown = await stop_while_arguments_stream(rig, app, pilot, "note", "take a note")
 
-        await pilot.press("escape")
-        await wait_until(pilot, settled(app))
-
-        assert statuses(app) == ["cut off"]
-        assert_stopped_on_screen(app)
-        items = stored(store, app)
-        response = next(i for i in items if isinstance(i, ModelResponse))
-        (call,) = response.tool_calls
-        assert response.state is ResponseState.INTERRUPTED
-        assert not call.complete and re.match(r'\{\s*"text"\s*:\s*"', call.arguments)
-        assert call.arguments.startswith(shown)  # What was shown, and maybe a token more.
-        assert not [i for i in items if isinstance(i, ToolResult)]
+        assert_cut_off(store, app, shown)
         assert rig.tools.invocations == []
         await next_turn_is_accepted(rig, app, pilot, store, kept=False)
         assert rig.tools.invocations == []

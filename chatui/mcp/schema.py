@@ -44,7 +44,7 @@ import referencing
 import referencing.exceptions
 from jsonschema.exceptions import SchemaError, ValidationError, best_match
 
-from chatui.tools.schema import InvalidArguments
+from chatui.tools.schema import InvalidArguments, kind_of
 
 COMBINATORS = ("allOf", "anyOf", "oneOf")
 CACHE_SIZE = 2048  # Schemas kept checked; past that the cache starts again.
@@ -80,7 +80,7 @@ class ToolSchema:
     @classmethod
     def _check(cls, schema: object) -> ToolSchema:
         if not isinstance(schema, dict):
-            raise BadSchema(f"its input schema is {_kind(schema)}, not a JSON object")
+            raise BadSchema(f"its input schema is {kind_of(schema)}, not a JSON object")
         kind = schema.get("type", "object")
         if kind != "object" and not (isinstance(kind, list) and "object" in kind):
             raise BadSchema(
@@ -168,7 +168,7 @@ def describe_error(error: ValidationError) -> str:
                 return f"missing required argument {missing!r}"
             return f"{path}: missing required property {missing!r}"
     if error.validator == "type" and path:
-        return f"{path} must be {_types(value)}, not {_kind(error.instance)}"
+        return f"{path} must be {_types(value)}, not {kind_of(error.instance)}"
     if error.validator == "enum" and path and isinstance(value, list):
         choices = ", ".join(json.dumps(choice) for choice in value)
         return _cut(f"{path} must be one of {choices}, not {_json(error.instance)}")
@@ -197,25 +197,11 @@ _ARTICLES = {
 }
 
 
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    return "an object"
-
-
 def _json(value: Any) -> str:
     try:
         return _cut(json.dumps(value, ensure_ascii=False))
     except (TypeError, ValueError, RecursionError):
-        return _kind(value)
+        return kind_of(value)
 
 
 def _cut(text: str) -> str:

@@ -109,7 +109,7 @@ def parse_arguments(text: str) -> dict[str, Any]:
     except ValueError as error:
         raise InvalidArguments(f"the arguments are not valid JSON ({error})") from None
     if not isinstance(value, dict):
-        raise InvalidArguments(f"the arguments must be a JSON object, not {_kind(value)}")
+        raise InvalidArguments(f"the arguments must be a JSON object, not {kind_of(value)}")
     return value
 
 
@@ -155,14 +155,15 @@ def _check(value: Any, spec: dict[str, Any], where: str) -> Any:
         return float(value)
     if kind == "array" and isinstance(value, list):
         return [_check(v, spec["items"], f"{where}[{n}]") for n, v in enumerate(value)]
-    raise InvalidArguments(f"{where} must be {_article(kind)}, not {_kind(value)}")
+    raise InvalidArguments(f"{where} must be {_article(kind)}, not {kind_of(value)}")
 
 
 def _article(kind: Any) -> str:
     return {"integer": "an integer", "array": "an array"}.get(kind, f"a {kind}")
 
 
-def _kind(value: Any) -> str:
+def kind_of(value: Any) -> str:
+    """What a JSON value is, with its article: "a string", "an array", "null"..."""
     if value is None:
         return "null"
     if isinstance(value, bool):

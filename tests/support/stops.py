@@ -16,14 +16,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
 import threading
 from pathlib import Path
 from typing import Any
 
 from chatui.config import AnthropicConfig, OpenAIConfig
 from chatui.history import build_history
-from chatui.messages import ResponseState, UserPrompt
+from chatui.messages import ModelResponse, ResponseState, ToolResult, UserPrompt
 from chatui.providers.anthropic_messages import AnthropicProvider, to_anthropic_messages
 from chatui.providers.local.provider import LocalProvider
 from chatui.providers.openai_chat import OpenAIProvider, to_openai_messages
@@ -178,3 +180,42 @@ def stall_local_decode(provider: LocalProvider, after_tokens: int) -> threading.
 
     llm.eval = eval
     return stalled
+
+
+async def stop_while_arguments_stream(rig: Rig, app, pilot, tool: str, prompt: str) -> str:  # type: ignore[no-untyped-def]
+    """Send `prompt`; Esc while the model writes a call of `tool` ('{"text": "half a...').
+
+    Remote: the wire server streams the call's arguments and ends mid-way;
+    local: llama.cpp is held after 70 tokens of the grammar-written call.
+    Returns the arguments the screen showed at the Esc; returns once settled.
+    """
+    if rig.local:
+        await rig.provider.prepare()
+        stalled = stall_local_decode(rig.provider, after_tokens=70)
+    else:
+        rig.calls(("call_1", tool, ['{"text": "hal', "f a"]), cut=True)
+    await send(pilot, prompt)
+    if rig.local:
+        assert await asyncio.to_thread(stalled.wait, 20)
+    await wait_until(pilot, lambda: bool(views(app)) and bool(views(app)[0].call.arguments))
+    if not rig.local:
+        await wait_until(pilot, lambda: views(app)[0].call.arguments == '{"text": "half a')
+    shown = views(app)[0].call.arguments
+
+    await pilot.press("escape")
+    await wait_until(pilot, settled(app))
+    return shown
+
+
+def assert_cut_off(store: Store, app, shown: str) -> None:  # type: ignore[no-untyped-def]
+    """The one call is cut off on screen and stored so: interrupted, its partial arguments kept
+    (what was shown, and maybe a token more), no result."""
+    assert statuses(app) == ["cut off"]
+    assert_stopped_on_screen(app)
+    items = stored(store, app)
+    response = next(i for i in items if isinstance(i, ModelResponse))
+    (call,) = response.tool_calls
+    assert response.state is ResponseState.INTERRUPTED
+    assert not call.complete and re.match(r'\{\s*"text"\s*:\s*"', call.arguments)
+    assert call.arguments.startswith(shown)
+    assert not [i for i in items if isinstance(i, ToolResult)]
