@@ -176,6 +176,22 @@ async def test_a_server_that_cannot_be_run_fails_with_the_reason(
     assert (server.status.state, server.status.reason) == (ServerState.FAILED, reason)
 
 
+async def test_a_server_that_exits_at_start_has_its_last_words_in_the_reason(
+    rigs, record: Record
+) -> None:
+    """What a server says as it gives up ("GITHUB_TOKEN is not set") is what the user needs."""
+    rig = rigs(stdio_config("gh", "complain", record.path))
+    server = rig.server("gh")
+    with pytest.raises(McpCallError):
+        await server.ready()
+
+    status = server.status
+    assert status.state is ServerState.FAILED
+    assert status.reason.startswith("It exited with code 1. Its last words: ")
+    assert "boom: GITHUB_TOKEN is not set" in status.reason
+    assert "\x1b" not in status.reason and "[bold]see --help[/bold]" in status.reason
+
+
 async def test_a_servers_refusal_is_a_one_line_reason_with_its_controls_visible(
     rigs, record: Record
 ) -> None:

@@ -559,7 +559,7 @@ class McpServer:
                 refused += " (check the token or key in its headers)"
             return _sentence(f"It refused the handshake with {refused}: {said}")
         if stdio is not None and stdio.returncode is not None:
-            return stdio.ended
+            return stdio.ended_saying
         if isinstance(leaf, MCPError):
             return "It closed the connection while starting."
         if isinstance(leaf, httpx2.HTTPError | OSError):

@@ -58,12 +58,15 @@ from pydantic import ValidationError
 
 from chatui.config import McpServerConfig
 from chatui.mcp.logs import ServerLog
+from chatui.sanitize import visible
 
 SAFE_VARIABLES = ("HOME", "LOGNAME", "PATH", "SHELL", "TERM", "USER", "LANG", "TMPDIR")
 CLOSE_GRACE = 1.0  # Seconds a server has to exit once its stdin is closed...
 TERM_GRACE = 0.5  # ...and then once its group got SIGTERM, before SIGKILL.
 REAP_WAIT = 0.5  # Seconds to wait for the killed server's exit to be seen.
 ENDING_WAIT = 2.0  # Seconds, once its output closed, to learn how the server ended.
+STDERR_TAIL = 4096  # Characters of its stderr kept for its last words.
+LAST_WORDS = 300  # Characters of its last stderr line in the sentence of how it ended.
 EOF_WAIT = 0.5  # Seconds, past the server's exit, for the rest of its stdout.
 MAX_MESSAGE = 64 << 20  # Bytes of one stdout line; a longer line is dropped.
 CHUNK = 1 << 16
@@ -146,6 +149,8 @@ class StdioTransport:
         self._transport: asyncio.SubprocessTransport | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stdout_done = asyncio.Event()
+        self._stderr_done = asyncio.Event()
+        self._stderr_tail = ""  # The end of what it wrote to stderr: its last words.
         self._to_session: MemoryObjectSendStream[SessionMessage | Exception] | None = None
         self._streams: list[
             MemoryObjectSendStream[SessionMessage | Exception]
@@ -165,6 +170,22 @@ class StdioTransport:
                 return f"It was killed by {signal.Signals(-code).name}."
             return f"It was killed by signal {-code}."
         return f"It exited with code {code}."
+
+    @property
+    def ended_saying(self) -> str:
+        """How a server that gave up at its start ended, with its last words: the reason it
+        gave ("GITHUB_TOKEN is not set") is what the user needs to act on."""
+        return self.ended + self._last_words()
+
+    def _last_words(self) -> str:
+        """The last line it wrote to stderr, quoted (keys masked, controls visible), or ""."""
+        lines = [line for line in self._stderr_tail.splitlines() if line.strip()]
+        if not lines:
+            return ""
+        said = visible(" ".join(self.log.redact(lines[-1]).split()))
+        if len(said) > LAST_WORDS:
+            said = said[:LAST_WORDS] + "…"
+        return f' Its last words: "{said}"'
 
     async def ending(self) -> str:
         """How the server ended, once its exit is seen (waiting `ENDING_WAIT` s at most)."""
@@ -330,10 +351,15 @@ class StdioTransport:
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # Split characters.
         with contextlib.suppress(OSError):
             while chunk := await stderr.read(STDERR_CHUNK):
-                self.log.stderr(decoder.decode(chunk))
+                self._heard(decoder.decode(chunk))
                 await asyncio.sleep(0)  # A flood never holds the loop for more than a piece.
-        self.log.stderr(decoder.decode(b"", final=True))
+        self._heard(decoder.decode(b"", final=True))
         self.log.end_of_stderr()
+        self._stderr_done.set()
+
+    def _heard(self, text: str) -> None:
+        self.log.stderr(text)
+        self._stderr_tail = (self._stderr_tail + text)[-STDERR_TAIL:]
 
     async def _watch_exit(self) -> None:
         assert self._protocol is not None and self._process is not None and self.pid is not None
@@ -343,6 +369,7 @@ class StdioTransport:
         # What the server left in its group goes with it, and so stops holding its stdout.
         _kill_group(self.pid, signal.SIGKILL)
         await _within(self._stdout_done, EOF_WAIT)
+        await _within(self._stderr_done, EOF_WAIT)  # Its last words, for the reason.
         self._lose()
 
 

@@ -90,9 +90,11 @@ RAW_KINDS = (
     "babbler",
     "restless",
     "refuse",
+    "complain",
 )
 HTTP_KINDS = ("lingering",)
 KINDS = ("standard", *RAW_KINDS, *HTTP_KINDS)
+COMPLAINT = "boom: GITHUB_TOKEN is not set \x1b[31m[bold]see --help[/bold]"  # `complain`'s.
 CHATTY_LINES = 25_000  # Lines `chatty` writes to stderr (3 MB), `babbler` to stdout.
 LINGERING_TOKEN = "Bearer let-me-in"
 REFUSAL = "no\n\x1b[31mway [b]bold[/b]\r\nlog: /somewhere/else.log"
@@ -232,6 +234,9 @@ class RawServer:
                     sys.stdout.write(f"babble {line}\n")
                 sys.stdout.flush()
         print(f"{self.kind} server started", file=sys.stderr, flush=True)
+        if self.kind == "complain":  # A server missing what it needs says so, and exits.
+            print(COMPLAINT, file=sys.stderr, flush=True)
+            sys.exit(1)
         if self.kind == "deaf":
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
         for line in sys.stdin:
