@@ -27,6 +27,7 @@ from chatui.messages import (
 from chatui.store import (
     CRASH_NOTE,
     MIGRATIONS,
+    RECOVERY_QUERY,
     SCHEMA_VERSION,
     Store,
     StoreError,
@@ -90,6 +91,16 @@ def test_conversations_list_rename_delete(store: Store) -> None:
 def test_wal_mode_and_schema_version(store: Store) -> None:
     assert store._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert store._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_opening_the_store_finds_unfinished_replies_through_an_index_not_a_scan(
+    store: Store,
+) -> None:
+    """So that opening costs the same with one item or a million."""
+    plan = store._db.execute("EXPLAIN QUERY PLAN " + RECOVERY_QUERY).fetchall()
+    steps = [row[-1] for row in plan]
+    assert any("USING INDEX items_streaming" in step for step in steps), steps
+    assert not any(step.startswith("SCAN items") and "INDEX" not in step for step in steps)
 
 
 def test_database_from_a_newer_chatui_is_refused(tmp_path: Path) -> None:
@@ -390,7 +401,7 @@ def test_a_schema_3_database_migrates_and_shows_each_conversation_as_before(tmp_
     loaded = store.load_conversation("c")
     version = store._db.execute("PRAGMA user_version").fetchone()[0]
 
-    assert version == SCHEMA_VERSION == 4
+    assert version == SCHEMA_VERSION == 5
     assert loaded.items == items
     assert [loaded.parent_of(item.id) for item in items] == [None, *(i.id for i in items[:-1])]
     assert all(loaded.versions(item) == [item] for item in items)
