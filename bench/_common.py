@@ -41,6 +41,17 @@ def print_results(title: str, columns: Sequence[tuple[str, str]], results: list[
     print_table(title, [h for h, _ in columns], [[r[k] for _, k in columns] for r in results])
 
 
+def print_goals(checked: list[dict], width: int) -> None:
+    """Each goal (`goals()`'s dicts: size, goal, value, met) on a line with its verdict."""
+    print("Goals:")
+    for goal in checked:
+        value = goal["value"]
+        shown = "-" if value is None else f"{value:.2f}"
+        verdict = {None: "not run", True: "met", False: "NOT met"}[goal["met"]]
+        print(f"  {goal['size']}  {goal['goal']:<{width}} {shown:>8}  {verdict}")
+    print()
+
+
 def _fmt(value: object) -> str:
     return f"{value:.2f}" if isinstance(value, float) else str(value)
 

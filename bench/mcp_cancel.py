@@ -64,7 +64,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench._common import parser, percentile, print_results, write_json
+from bench._common import parser, percentile, print_goals, print_results, write_json
 from bench._pty import ChildExited, PtyChild, child_env, log
 from bench.terminal_escape import KITTY_ESC, LONE_ESC, STOP_SEEN, catch_up, state_in
 from tests.support.mcp import http_server
@@ -549,13 +549,7 @@ def main() -> int:
             rows,
         )
     checked = goals(rows)
-    print("Goals:")
-    for goal in checked:
-        value = goal["value"]
-        shown = "" if value is None else f"{value:.2f}"
-        verdict = {None: "not run", True: "met", False: "NOT met"}[goal["met"]]
-        print(f"  {goal['size']}  {goal['goal']:<70} {shown:>7}  {verdict}")
-    print()
+    print_goals(checked, 70)
     print("'next': ms from the reply handing the echo call over to its result reaching the")
     print("next request, for a call made once the stop was over; 'same server': one pid for")
     print("the server over every call of the case.")

@@ -70,7 +70,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench._common import parser, percentile, print_results, write_json
+from bench._common import parser, percentile, print_goals, print_results, write_json
 from bench._pty import ChildExited, PtyChild, child_env, log
 from tests.support.processes import alive, living, marker
 
@@ -491,13 +491,7 @@ def main() -> int:
             shells,
         )
     checked = goals(results)
-    print("Goals:")
-    for goal in checked:
-        value = goal["value"]
-        shown = "-" if value is None else f"{value:.2f}"
-        verdict = {None: "not run", True: "met", False: "NOT met"}[goal["met"]]
-        print(f"  {goal['size']}  {goal['goal']:<32} {shown:>8}  {verdict}")
-    print()
+    print_goals(checked, 32)
     print("'stop visible': the status bar's state reads 'stopping' (or 'stopped') on the")
     print("pyte screen; times from just before os.write of the Esc bytes to the read of the")
     print("chunk that made it so. 'turn over': until it reads 'stopped' (the turn has ended).")

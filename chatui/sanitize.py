@@ -23,3 +23,15 @@ _TABLE.update({code: f"\\u{code:04x}" for code in BIDI_CONTROLS})
 def visible(text: str) -> str:
     """`text` with control characters (but newline and tab) made visible."""
     return text.translate(_TABLE)
+
+
+def one_line(text: str, limit: int) -> str:
+    """`text` for one line of a row, a notice or a sentence: cut at `limit` characters (an
+    ellipsis marks the cut), every run of line breaks and spaces (a carriage return too) one
+    space, the other control characters made visible.
+
+    Cut first, so that a huge text costs no more than `limit`. Text that may hold a key is
+    redacted before it comes here: cut first, a key could show in part.
+    """
+    line = visible(" ".join(text[:limit].split()))
+    return line + "…" if len(text) > limit else line

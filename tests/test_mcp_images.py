@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import base64
 import json
-import struct
-import zlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -35,26 +33,12 @@ from chatui.store import Store
 from chatui.tools.registry import CallContext, ToolOutput, ToolRegistry
 from tests.support import anthropic_wire as aw
 from tests.support import openai_wire as ow
+from tests.support.mcp_content_server import png
 from tests.support.remote import anthropic_at, openai_at, request, settings
 from tests.support.turns import make_turn, stored
 from tests.support.wire import WireServer
 
-
-def png() -> bytes:
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        body = kind + data
-        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
-
-    header = struct.pack(">IIBBBBB", 1, 1, 8, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(b"\x00\x00"))
-        + chunk(b"IEND", b"")
-    )
-
-
-PNG = png()
+PNG = png(1, 1)
 DATA = base64.b64encode(PNG).decode()
 SUMMARY = f"The chart:\n[image/png, {len(PNG)} B]"
 CHART = Attachment("image/png", len(PNG), DATA)

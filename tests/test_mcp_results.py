@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import json
 import struct
-import zlib
 from typing import Any
 
 import mcp_types as mt
@@ -21,26 +20,10 @@ from chatui.mcp.results import IMAGE_COUNT, IMAGE_LIMIT, tool_output
 from chatui.messages import Attachment, ToolResult
 from chatui.redact import Redactor, current_redactor
 from chatui.store import Store
+from tests.support.mcp_content_server import png
 
 LIMIT = 1_000
 HOSTILE = "\x1b[2J\x1b]52;c;ZXZpbA==\x07[bold red]markup[/] **md** <b>x</b>\x9b31m\u202e"
-
-
-def png(width: int = 1, height: int = 1) -> bytes:
-    """A real PNG image of `width` by `height` black pixels."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        body = kind + data
-        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    rows = b"".join(b"\x00" + b"\x00" * width for _ in range(height))
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(rows))
-        + chunk(b"IEND", b"")
-    )
 
 
 JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + b"\x00" * 100 + b"\xff\xd9"
@@ -119,7 +102,7 @@ def test_an_image_too_large_to_send_is_summarised_and_not_kept() -> None:
 
 
 def test_an_image_after_a_huge_text_is_still_summarised() -> None:
-    picture = png()
+    picture = png(1, 1)
     output = tool_output(result(text("y" * 50_000), image(picture)), limit=LIMIT)
     assert output.content.endswith(f"[image/png, {len(picture)} B]")
     assert output.attachments[0].data
@@ -201,7 +184,7 @@ def test_a_key_in_a_binary_blocks_type_is_masked_in_the_text_and_the_attachments
     audio = mt.AudioContent(data="AAAA", mime_type=f"audio/{secret}")
     token = current_redactor.set(Redactor([secret]))
     try:
-        output = tool_output(result(audio, image(png(), f"Image/X-{secret}")), limit=LIMIT)
+        output = tool_output(result(audio, image(png(1, 1), f"Image/X-{secret}")), limit=LIMIT)
     finally:
         current_redactor.reset(token)
     stored = output.content + repr(output.attachments)
@@ -219,7 +202,7 @@ def test_a_binary_blocks_type_that_is_not_a_mime_type_is_not_kept(mime: str) -> 
 
 
 def test_thousands_of_binary_blocks_keep_the_result_near_its_limit() -> None:
-    picture = png()
+    picture = png(1, 1)
     blocks = [image(picture)] * 10_000
     for content in ([text("x" * 5_000), *blocks], blocks):
         output = tool_output(result(*content), limit=LIMIT)
@@ -231,7 +214,7 @@ def test_thousands_of_binary_blocks_keep_the_result_near_its_limit() -> None:
 
 
 def test_a_result_keeps_the_data_of_as_many_images_as_a_request_takes() -> None:
-    picture = png()
+    picture = png(1, 1)
     output = tool_output(result(*[image(picture)] * (IMAGE_COUNT + 5)), limit=100_000)
     assert [bool(a.data) for a in output.attachments] == [True] * IMAGE_COUNT + [False] * 5
     lines = output.content.splitlines()
@@ -277,7 +260,7 @@ def _size(size: int) -> str:
 
 def test_an_image_after_many_audio_blocks_is_still_kept() -> None:
     audio = mt.AudioContent(data="AAAA", mime_type="audio/wav")
-    picture = png()
+    picture = png(1, 1)
     output = tool_output(result(*[audio] * 30, image(picture)), limit=100_000)
     assert output.content.splitlines()[-1] == f"[image/png, {len(picture)} B]"
     assert [a for a in output.attachments if a.data] == [

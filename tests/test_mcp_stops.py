@@ -48,11 +48,9 @@ from chatui.messages import ModelResponse, ToolResult, UserPrompt
 from chatui.providers.base import ToolSpec
 from chatui.screens.approval import ApprovalDialog
 from chatui.screens.chat import ChatScreen
-from chatui.screens.turn_view import TurnView
 from chatui.store import Store
 from chatui.tools import ToolRegistry
 from chatui.tools.registry import RunnableTool
-from chatui.turn import ToolResultAdded
 from chatui.widgets.status_bar import StatusBar
 from chatui.widgets.tool_call import ToolCallView
 from tests.support.app import screen_text, send, settled, wait_until
@@ -73,6 +71,7 @@ from tests.support.stops import (
     assert_stopped_on_screen,
     next_turn_is_accepted,
     statuses,
+    stop_after_the_last_result,
     stop_while_arguments_stream,
     stored,
     views,
@@ -323,27 +322,7 @@ async def test_a_stop_after_the_last_mcp_result_sends_nothing_more(
         if not rig.local:
             hi = ['{"text": "hi"}']
             rig.calls(("call_1", "srv__echo", hi), ("call_2", "srv__echo", hi))
-        screen = app.chat
-        handle = TurnView.on_event
-        seen: list[ToolResult] = []
-
-        async def stop_after_the_last_result(view: TurnView, event) -> None:  # type: ignore[no-untyped-def]
-            await handle(view, event)
-            if isinstance(event.payload, ToolResultAdded):
-                seen.append(event.payload.result)
-                if len(seen) == len(view.views[-1].response.tool_calls):
-                    screen.action_stop()  # As Esc does, at this very point.
-
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(TurnView, "on_event", stop_after_the_last_result)
-            requests_before = 0 if rig.local else len(rig.server.requests)  # type: ignore[union-attr]
-            jobs = []
-            if rig.local:
-                await rig.provider.prepare()
-                original = rig.provider.engine.generate
-                rig.provider.engine.generate = lambda job: (jobs.append(job), original(job))[1]
-            await send(pilot, "say hi")
-            await wait_until(pilot, settled(app))
+        jobs, requests_before = await stop_after_the_last_result(rig, app, pilot, "say hi")
 
         assert_stopped_on_screen(app)
         assert set(statuses(app)) == {"done"}

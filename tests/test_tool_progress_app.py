@@ -34,6 +34,7 @@ class Ticker:
     """
 
     name = "ticker"
+    server_name, tool_name = "files", "ticker"  # It stands for an MCP server's tool.
     needs_approval = False
     timeout = 60.0
     spec = ToolSpec("ticker", "Counts.", {"type": "object", "properties": {}})
@@ -58,8 +59,14 @@ class Ticker:
         return "counted"
 
 
-def ticking(store: Store, *, then: list | None = None):  # type: ignore[no-untyped-def]
-    ticker = Ticker()
+class BuiltInTicker(Ticker):
+    """The same tool, built in: no MCP server runs it."""
+
+    server_name = tool_name = ""
+
+
+def ticking(store: Store, *, then: list | None = None, ticker: Ticker | None = None):  # type: ignore[no-untyped-def]
+    ticker = ticker or Ticker()
     script = [*tool_call(0, "c1", "ticker", ["{}"]), StreamEnd("tool_calls")]
     provider = ScriptedProvider(script, then or words("Counted."))
     app = make_app(store, provider, clock=FakeClock(), tools=ToolRegistry([ticker]))
@@ -79,6 +86,13 @@ async def report(pilot, ticker: Ticker, progress: ToolProgress) -> None:  # type
     await pilot.pause()
 
 
+async def running(pilot, app, prompt: str) -> None:  # type: ignore[no-untyped-def]
+    """Send `prompt`; return once its tool call runs."""
+    await send(pilot, prompt)
+    await wait_until(pilot, lambda: bool(app.chat.query(ToolCallView)))
+    await wait_until(pilot, lambda: the_view(app).status == "running")
+
+
 def progress_text(app) -> str:  # type: ignore[no-untyped-def]
     return the_view(app).progress_line.render().plain  # type: ignore[union-attr]
 
@@ -86,9 +100,7 @@ def progress_text(app) -> str:  # type: ignore[no-untyped-def]
 async def test_the_progress_bar_moves_with_each_report_and_stops_at_the_stop(store: Store) -> None:
     app, ticker = ticking(store)
     async with app.run_test(size=SIZE) as pilot:
-        await send(pilot, "count")
-        await wait_until(pilot, lambda: bool(app.chat.query(ToolCallView)))
-        await wait_until(pilot, lambda: the_view(app).status == "running")
+        await running(pilot, app, "count")
         assert not the_view(app).progress_line.display  # No report yet: no bar.
 
         await report(pilot, ticker, ToolProgress(1, 4, "reading"))
@@ -115,9 +127,7 @@ async def test_a_report_after_the_stop_moves_nothing(store: Store) -> None:
     """Even one that reached the view after the stop (an MCP server's, say) is dropped."""
     app, ticker = ticking(store)
     async with app.run_test(size=SIZE) as pilot:
-        await send(pilot, "count")
-        await wait_until(pilot, lambda: bool(app.chat.query(ToolCallView)))
-        await wait_until(pilot, lambda: the_view(app).status == "running")
+        await running(pilot, app, "count")
         await report(pilot, ticker, ToolProgress(2, 10, "two"))
         turn_view = app.chat.turn_view
         view = the_view(app)
@@ -134,9 +144,7 @@ async def test_a_report_after_the_stop_moves_nothing(store: Store) -> None:
 async def test_without_a_total_the_bar_counts_and_its_marker_moves(store: Store) -> None:
     app, ticker = ticking(store)
     async with app.run_test(size=SIZE) as pilot:
-        await send(pilot, "count")
-        await wait_until(pilot, lambda: bool(app.chat.query(ToolCallView)))
-        await wait_until(pilot, lambda: the_view(app).status == "running")
+        await running(pilot, app, "count")
         await report(pilot, ticker, ToolProgress(1, None, "copied 1 file"))
         first = the_view(app).progress_line.render()
         await report(pilot, ticker, ToolProgress(2.5, None, "copied 2.5 files"))
@@ -151,9 +159,7 @@ async def test_a_progress_message_is_shown_literally_on_one_line(store: Store) -
     app, ticker = ticking(store)
     message = "[bold red]not markup[/]\x1b[2J\x1b]0;pwned\x07\nsecond line"
     async with app.run_test(size=(120, 24)) as pilot:
-        await send(pilot, "count")
-        await wait_until(pilot, lambda: bool(app.chat.query(ToolCallView)))
-        await wait_until(pilot, lambda: the_view(app).status == "running")
+        await running(pilot, app, "count")
         await report(pilot, ticker, ToolProgress(1, 2, message))
 
         text = progress_text(app)
@@ -167,9 +173,7 @@ async def test_hundreds_of_reports_repaint_the_bar_and_lay_nothing_out(
 ) -> None:
     app, ticker = ticking(store)
     async with app.run_test(size=SIZE) as pilot:
-        await send(pilot, "count")
-        await wait_until(pilot, lambda: bool(app.chat.query(ToolCallView)))
-        await wait_until(pilot, lambda: the_view(app).status == "running")
+        await running(pilot, app, "count")
         await report(pilot, ticker, ToolProgress(0, 300, "start"))  # The one layout: it shows.
         line = the_view(app).progress_line
         refreshes: list[bool] = []
@@ -192,9 +196,7 @@ async def test_hundreds_of_reports_repaint_the_bar_and_lay_nothing_out(
 async def test_a_call_that_ends_hides_its_bar(store: Store) -> None:
     app, ticker = ticking(store)
     async with app.run_test(size=SIZE) as pilot:
-        await send(pilot, "count")
-        await wait_until(pilot, lambda: bool(app.chat.query(ToolCallView)))
-        await wait_until(pilot, lambda: the_view(app).status == "running")
+        await running(pilot, app, "count")
         await report(pilot, ticker, ToolProgress(1, 2, "half"))
         ticker.reports.put_nowait(None)
         await wait_until(pilot, settled(app))
@@ -208,9 +210,7 @@ def test_a_call_with_progress_running(snap_compare, store: Store) -> None:
     app, ticker = ticking(store)
 
     async def run_before(pilot) -> None:  # type: ignore[no-untyped-def]
-        await send(pilot, "count the files")
-        await wait_until(pilot, lambda: bool(app.chat.query(ToolCallView)))
-        await wait_until(pilot, lambda: the_view(app).status == "running")
+        await running(pilot, app, "count the files")
         await report(pilot, ticker, ToolProgress(7, 20, "copying notes/2026-12.md"))
 
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
@@ -220,9 +220,7 @@ def test_a_call_with_progress_stopped(snap_compare, store: Store) -> None:
     app, ticker = ticking(store)
 
     async def run_before(pilot) -> None:  # type: ignore[no-untyped-def]
-        await send(pilot, "count the files")
-        await wait_until(pilot, lambda: bool(app.chat.query(ToolCallView)))
-        await wait_until(pilot, lambda: the_view(app).status == "running")
+        await running(pilot, app, "count the files")
         await report(pilot, ticker, ToolProgress(3, None, "3 files so far"))
         await pilot.press("escape")
         await wait_until(pilot, settled(app))
@@ -284,9 +282,7 @@ async def test_the_cancel_sent_note_names_the_server_and_only_its_call(store: St
     manager = Listeners()
     async with app.run_test(size=SIZE) as pilot:
         app.mcp = manager  # type: ignore[attr-defined]
-        await send(pilot, "count")
-        await wait_until(pilot, lambda: bool(app.chat.query(ToolCallView)))
-        await wait_until(pilot, lambda: the_view(app).status == "running")
+        await running(pilot, app, "count")
         assert manager.listeners == []  # Nothing to hear before a stop.
         await pilot.press("escape")
         await wait_until(pilot, settled(app))
@@ -310,9 +306,7 @@ async def test_a_view_stops_listening_for_cancels_that_never_come(store: Store) 
     async with app.run_test(size=SIZE) as pilot:
         clock = LoopClock()
         app.mcp = manager  # type: ignore[attr-defined]
-        await send(pilot, "count")
-        await wait_until(pilot, lambda: bool(app.chat.query(ToolCallView)))
-        await wait_until(pilot, lambda: the_view(app).status == "running")
+        await running(pilot, app, "count")
         await pilot.press("escape")
         await wait_until(pilot, settled(app))
         assert len(manager.listeners) == 1
@@ -323,15 +317,27 @@ async def test_a_view_stops_listening_for_cancels_that_never_come(store: Store) 
         assert manager.listeners == []  # ...and no more, past the wait.
 
 
+async def test_a_stopped_built_in_call_listens_for_no_cancel_news(store: Store) -> None:
+    """No server will say its cancel was sent: nothing waits for it (the stop's frame included)."""
+    app, _ = ticking(store, ticker=BuiltInTicker())
+    manager = Listeners()
+    async with app.run_test(size=SIZE) as pilot:
+        app.mcp = manager  # type: ignore[attr-defined]
+        await running(pilot, app, "count")
+        await pilot.press("escape")
+        await wait_until(pilot, settled(app))
+
+        assert the_view(app).status == "cancelled"
+        assert manager.listeners == []
+
+
 def test_a_stopped_mcp_call_whose_cancel_was_sent(snap_compare, store: Store) -> None:
     app, ticker = ticking(store)
     manager = Listeners()
 
     async def run_before(pilot) -> None:  # type: ignore[no-untyped-def]
         app.mcp = manager  # type: ignore[attr-defined]
-        await send(pilot, "count the files")
-        await wait_until(pilot, lambda: bool(app.chat.query(ToolCallView)))
-        await wait_until(pilot, lambda: the_view(app).status == "running")
+        await running(pilot, app, "count the files")
         await report(pilot, ticker, ToolProgress(12, 20, "copying notes/2026-12.md"))
         await pilot.press("escape")
         await wait_until(pilot, settled(app))
@@ -348,9 +354,7 @@ async def test_a_progress_of_infinities_or_nan_shows_a_count_and_keeps_the_app_r
     app, ticker = ticking(store)
     inf, nan = float("inf"), float("nan")
     async with app.run_test(size=SIZE) as pilot:
-        await send(pilot, "count")
-        await wait_until(pilot, lambda: bool(app.chat.query(ToolCallView)))
-        await wait_until(pilot, lambda: the_view(app).status == "running")
+        await running(pilot, app, "count")
         for progress in (ToolProgress(inf, inf), ToolProgress(nan, 5), ToolProgress(2, nan)):
             await report(pilot, ticker, progress)
             text = progress_text(app)
@@ -369,9 +373,7 @@ async def test_a_call_short_of_its_total_never_shows_a_full_bar_or_100_percent(
     """1999 of 2000 is 99%, and a cell short: a stopped call must not look finished."""
     app, ticker = ticking(store)
     async with app.run_test(size=SIZE) as pilot:
-        await send(pilot, "count")
-        await wait_until(pilot, lambda: bool(app.chat.query(ToolCallView)))
-        await wait_until(pilot, lambda: the_view(app).status == "running")
+        await running(pilot, app, "count")
         await report(pilot, ticker, ToolProgress(1999, 2000, "almost"))
         line = the_view(app).progress_line
         assert " 99%  1999/2000 · almost" in progress_text(app)

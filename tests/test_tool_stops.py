@@ -30,10 +30,8 @@ from chatui.history import CANCELLED_TOOL_RESULT
 from chatui.messages import ModelResponse, ResponseState, ToolResult, UserPrompt
 from chatui.screens.approval import ApprovalDialog
 from chatui.screens.chat import ChatScreen
-from chatui.screens.turn_view import TurnView
 from chatui.store import Store
 from chatui.tools import Tool, ToolRegistry, build_registry
-from chatui.turn import ToolResultAdded
 from chatui.widgets.status_bar import StatusBar
 from tests.support.app import approval_shown, make_app, send, settled, wait_until
 from tests.support.processes import (
@@ -50,6 +48,7 @@ from tests.support.stops import (
     assert_stopped_on_screen,
     next_turn_is_accepted,
     statuses,
+    stop_after_the_last_result,
     stop_while_arguments_stream,
     stored,
 )
@@ -211,28 +210,7 @@ async def test_a_stop_after_the_last_result_sends_nothing_more(rig: ShellRig, st
     async with app.run_test(size=SIZE) as pilot:
         if not rig.local:
             rig.calls(("call_1", "record", ["{}"]), ("call_2", "record", [""]))
-        screen = app.chat
-        handle = TurnView.on_event
-        results: list[ToolResult] = []
-
-        async def stop_after_the_last_result(view: TurnView, event) -> None:  # type: ignore[no-untyped-def]
-            await handle(view, event)
-            if isinstance(event.payload, ToolResultAdded):
-                results.append(event.payload.result)
-                calls = view.views[-1].response.tool_calls
-                if len(results) == len(calls):
-                    screen.action_stop()  # As Esc does, at this very point.
-
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(TurnView, "on_event", stop_after_the_last_result)
-            requests_before = 0 if rig.local else len(rig.server.requests)  # type: ignore[union-attr]
-            jobs = []
-            if rig.local:
-                await rig.provider.prepare()
-                original = rig.provider.engine.generate
-                rig.provider.engine.generate = lambda job: (jobs.append(job), original(job))[1]
-            await send(pilot, "record")
-            await wait_until(pilot, settled(app))
+        jobs, requests_before = await stop_after_the_last_result(rig, app, pilot, "record")
 
         assert_stopped_on_screen(app)
         assert set(statuses(app)) == {"done"}

@@ -59,7 +59,7 @@ from chatui.mcp.events import CancelSent, McpEvent, StatusChanged
 from chatui.mcp.logs import ServerLog, current_log
 from chatui.mcp.status import ServerState, ServerStatus
 from chatui.mcp.stdio import StartError, StdioTransport
-from chatui.sanitize import visible
+from chatui.sanitize import one_line
 from chatui.tools.protocol import ToolProgress
 
 CLIENT_INFO = mcp_types.Implementation(name="chatui", version=__version__)
@@ -569,8 +569,7 @@ class McpServer:
 
     def _safe(self, text: str) -> str:
         """Untrusted text for a sentence: keys masked, one line, control characters visible, cut."""
-        text = visible(" ".join(self.log.redact(text).split()))
-        return text if len(text) <= MAX_ERROR else text[:MAX_ERROR] + "…"
+        return one_line(self.log.redact(text), MAX_ERROR)
 
 
 def _address(url: str) -> str:

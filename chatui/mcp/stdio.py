@@ -58,7 +58,7 @@ from pydantic import ValidationError
 
 from chatui.config import McpServerConfig
 from chatui.mcp.logs import ServerLog
-from chatui.sanitize import visible
+from chatui.sanitize import one_line
 
 SAFE_VARIABLES = ("HOME", "LOGNAME", "PATH", "SHELL", "TERM", "USER", "LANG", "TMPDIR")
 CLOSE_GRACE = 1.0  # Seconds a server has to exit once its stdin is closed...
@@ -182,10 +182,7 @@ class StdioTransport:
         lines = [line for line in self._stderr_tail.splitlines() if line.strip()]
         if not lines:
             return ""
-        said = visible(" ".join(self.log.redact(lines[-1]).split()))
-        if len(said) > LAST_WORDS:
-            said = said[:LAST_WORDS] + "…"
-        return f' Its last words: "{said}"'
+        return f' Its last words: "{one_line(self.log.redact(lines[-1]), LAST_WORDS)}"'
 
     async def ending(self) -> str:
         """How the server ended, once its exit is seen (waiting `ENDING_WAIT` s at most)."""

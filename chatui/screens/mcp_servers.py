@@ -37,7 +37,7 @@ from chatui._textual.footer import KeyFooter
 from chatui.config import McpConfig
 from chatui.mcp.events import McpEvent, StatusChanged
 from chatui.mcp.status import ServerState, ServerStatus
-from chatui.sanitize import visible
+from chatui.sanitize import one_line, visible
 
 REASON_CHARS = 500  # Of a failure's reason, at most this much is shown.
 STATE_ROOM = 20  # Cells the state needs beside the name; with fewer, it goes under it.
@@ -309,7 +309,7 @@ def one_paragraph(reason: str) -> str:
     A server's own error (a traceback, say) may be of many lines: the whole of
     it is in the log, and a row or a notice must not grow screens tall.
     """
-    return " ".join(visible(reason[:REASON_CHARS]).split())
+    return one_line(reason, REASON_CHARS)
 
 
 def failure_notice(status: ServerStatus) -> str:

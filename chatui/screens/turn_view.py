@@ -80,7 +80,7 @@ CANCEL_NEWS_WAIT = 15.0  # Seconds the view listens for a stopped MCP call's `Ca
 # Seconds the stop's full frame waits for stopped MCP calls' cancels to go out first (the
 # status line already says "stopping"): drawn first, the frame held them 5-10 ms.
 CANCELS_FIRST = 0.02
-HTTP_ABORT_STEPS = 3
+HTTP_ABORT_STEPS = 3  # Loop steps more, for an HTTP call's transport to abort its POST.
 
 
 class TurnView:
@@ -333,10 +333,13 @@ class TurnView:
         running = {i: v for i, v in self._tool_views.items() if v.status == "running"}
         for call_view in running.values():
             call_view.freeze_progress()
+        # A built-in tool's call has no server to hear from: waiting for its news would
+        # hold the stop's frame back (`_draw_stop`) for nothing.
+        mcp_calls = {i: v for i, v in running.items() if self._mcp_origin(v.call.name)[0]}
         manager = getattr(self._screen.app, "mcp", None)
-        if not running or manager is None or self._unsubscribe is not None:
+        if not mcp_calls or manager is None or self._unsubscribe is not None:
             return
-        self._cancelling = running
+        self._cancelling = mcp_calls
         self._cancels_out.clear()
         self._unsubscribe = manager.subscribe(self._on_mcp_event)
         self._news_wait = asyncio.get_running_loop().call_later(

@@ -39,7 +39,7 @@ from textual.widget import Widget
 from textual.widgets import Collapsible, Static
 
 from chatui.messages import ToolCallPart, ToolResult
-from chatui.sanitize import visible
+from chatui.sanitize import one_line, visible
 from chatui.tools.protocol import ToolProgress
 from chatui.widgets.fold import Fold
 
@@ -107,7 +107,7 @@ class ProgressLine(Widget):
         self.progress = progress
         self.reports += 1
         message = progress.message or ""
-        self._message = " ".join(visible(message[:MESSAGE_CHARS]).split())
+        self._message = one_line(message, MESSAGE_CHARS)
         if not self.display:
             self.display = True
         else:

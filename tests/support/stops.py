@@ -23,13 +23,17 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from chatui.config import AnthropicConfig, OpenAIConfig
 from chatui.history import build_history
 from chatui.messages import ModelResponse, ResponseState, ToolResult, UserPrompt
 from chatui.providers.anthropic_messages import AnthropicProvider, to_anthropic_messages
 from chatui.providers.local.provider import LocalProvider
 from chatui.providers.openai_chat import OpenAIProvider, to_openai_messages
+from chatui.screens.turn_view import TurnView
 from chatui.store import Store
+from chatui.turn import ToolResultAdded
 from chatui.widgets.chat_message import AssistantMessage
 from chatui.widgets.status_bar import StatusBar
 from chatui.widgets.tool_call import ToolCallView
@@ -219,3 +223,33 @@ def assert_cut_off(store: Store, app, shown: str) -> None:  # type: ignore[no-un
     assert not call.complete and re.match(r'\{\s*"text"\s*:\s*"', call.arguments)
     assert call.arguments.startswith(shown)
     assert not [i for i in items if isinstance(i, ToolResult)]
+
+
+async def stop_after_the_last_result(rig: Rig, app, pilot, prompt: str) -> tuple[list[Any], int]:  # type: ignore[no-untyped-def]
+    """Send `prompt`; stop (as Esc does) the moment its reply's last tool result is shown.
+
+    Returns the local model's generation jobs from then on and the remote
+    server's request count before, to tell how many requests were made.
+    """
+    screen = app.chat
+    handle = TurnView.on_event
+    shown: list[ToolResult] = []
+
+    async def stop_at_the_last(view: TurnView, event) -> None:  # type: ignore[no-untyped-def]
+        await handle(view, event)
+        if isinstance(event.payload, ToolResultAdded):
+            shown.append(event.payload.result)
+            if len(shown) == len(view.views[-1].response.tool_calls):
+                screen.action_stop()  # As Esc does, at this very point.
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(TurnView, "on_event", stop_at_the_last)
+        requests_before = 0 if rig.local else len(rig.server.requests)  # type: ignore[union-attr]
+        jobs: list[Any] = []
+        if rig.local:
+            await rig.provider.prepare()
+            original = rig.provider.engine.generate
+            rig.provider.engine.generate = lambda job: (jobs.append(job), original(job))[1]
+        await send(pilot, prompt)
+        await wait_until(pilot, settled(app))
+    return jobs, requests_before
