@@ -17,6 +17,7 @@ import signal
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
+import httpx2
 import pytest
 
 from chatui.cancel import CancelToken, current_token
@@ -461,6 +462,29 @@ async def test_an_http_server_that_goes_away_mid_call_fails_the_call_and_the_ser
     assert str(again.value) == (
         f"The MCP server web could not start. chatui could not reach it at "
         f"{standard_http.url}: All connection attempts failed."
+    )
+
+
+async def test_a_connection_lost_after_the_start_reads_the_same_whichever_task_learns_it(
+    rigs, standard_http: HttpServer
+) -> None:
+    """A race seen in CI: the SDK's transport, not the call, met the dead server first.
+
+    Its error then made the reason "chatui could not reach it", a start's
+    words, for a server that had been ready.
+    """
+    rig = rigs(http_config("web", standard_http))
+    await rig.call("web", "echo", {"text": "ready"})
+    server = rig.server("web")
+    lost = BaseExceptionGroup(
+        "the transport's tasks",
+        [httpx2.RemoteProtocolError("Server disconnected without sending a response.")],
+    )
+
+    assert server._failure(lost, started=True) == "It closed the connection."
+    assert server._failure(lost, started=False) == (
+        f"chatui could not reach it at {standard_http.url}: "
+        "Server disconnected without sending a response."
     )
 
 

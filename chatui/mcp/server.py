@@ -349,7 +349,7 @@ class McpServer:
                     f"output schema: {self._safe(str(error))}"
                 )
             ) from None
-        except (httpx2.HTTPError, OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
+        except _CONNECTION_ERRORS:
             self._connection_lost("chatui lost its connection to it.")
             raise McpCallError(await self._stopped_during_call()) from None
 
@@ -402,7 +402,7 @@ class McpServer:
                     "(the handshake or the tools' list)."
                 )
         except Exception as error:
-            reason = reason or self._start_failure(error)
+            reason = reason or self._failure(error, started=attempt.is_set())
             self.log.line(f"ended: {reason}")
         finally:
             self._client = None
@@ -540,14 +540,18 @@ class McpServer:
         if changed or always:
             self._notify(StatusChanged(self.status))
 
-    def _start_failure(self, error: BaseException) -> str:
-        """Why a start (or a run) failed, as a sentence.
+    def _failure(self, error: BaseException, *, started: bool) -> str:
+        """Why a start (or a run, once `started`) failed, as a sentence.
 
         A server's refusal is said before its exit code: a server that
         refused the handshake has exited by now too, at chatui's close.
+        A connection lost after the start reads the same whichever task
+        learnt of it first: the call's or the SDK's transport.
         """
         leaf = _leaf(error)
         stdio = self._stdio
+        if started and stdio is None and isinstance(leaf, _CONNECTION_ERRORS):
+            return "It closed the connection."
         if isinstance(leaf, StartError):
             return str(leaf)
         if isinstance(leaf, MCPError) and leaf.code != mcp_types.CONNECTION_CLOSED:
@@ -570,6 +574,14 @@ class McpServer:
     def _safe(self, text: str) -> str:
         """Untrusted text for a sentence: keys masked, one line, control characters visible, cut."""
         return one_line(self.log.redact(text), MAX_ERROR)
+
+
+_CONNECTION_ERRORS = (
+    httpx2.HTTPError,
+    OSError,
+    anyio.BrokenResourceError,
+    anyio.ClosedResourceError,
+)
 
 
 def _address(url: str) -> str:
