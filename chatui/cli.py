@@ -41,12 +41,44 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--provider", choices=PROVIDERS, help="model provider to use")
     parser.add_argument("--model", help="model name (or GGUF path for the local provider)")
     parser.add_argument("--db", type=Path, help="conversation database (env: CHATUI_DB)")
+    parser.add_argument(
+        "-p",
+        "--print",
+        dest="prompt",
+        metavar="PROMPT",
+        help="answer PROMPT without the full-screen UI and print the reply ('-': read stdin)",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="with -p: one JSON object per event, one per line"
+    )
+    parser.add_argument(
+        "--allow-tool",
+        dest="allowed_tools",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="with -p: let the model run tool NAME that asks for approval (repeatable)",
+    )
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument(
+        "-c",
+        "--continue",
+        dest="resume_last",
+        action="store_true",
+        help="go on with the last conversation",
+    )
+    which.add_argument("--resume", metavar="ID", help="go on with conversation ID")
     parser.add_argument("--version", action="version", version=f"chatui {__version__}")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    arguments = sys.argv[1:] if argv is None else argv
+    if arguments[:1] == ["export"]:
+        from chatui.export_command import export_main
+
+        return export_main(arguments[1:])
+    args = parse_args(arguments)
     try:
         config = load_config(
             args.config,

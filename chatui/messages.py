@@ -256,6 +256,18 @@ class BranchOrigin:
 
 
 @dataclass(frozen=True)
+class ModelRef:
+    """A provider and a model, as a conversation keeps the one it answers with.
+
+    `model` is what `create_provider` takes ("" for the provider's configured
+    model; a GGUF path for the local provider).
+    """
+
+    provider: str
+    model: str = ""
+
+
+@dataclass(frozen=True)
 class QueuedMessage:
     """A message typed while a reply streamed, waiting to be sent.
 
@@ -299,6 +311,8 @@ class Conversation:
     `view_start` is the id of the first item the model still sees, once the
     conversation outgrew its context window (None: it sees them all).
     `branched_from` names the conversation this one was forked from.
+    `system_prompt` and `model` are its own settings, kept with it (None: the
+    config's system prompt, the model the session uses).
     """
 
     id: str = field(default_factory=new_id)
@@ -306,6 +320,8 @@ class Conversation:
     items: list[Item] = field(default_factory=list)
     view_start: str | None = None
     branched_from: BranchOrigin | None = None
+    system_prompt: str | None = None
+    model: ModelRef | None = None
     # Every item known, shown or not, in stored order, and each one's parent.
     _known: dict[str, Item] = field(default_factory=dict, init=False, repr=False, compare=False)
     _parents: dict[str, str | None] = field(
@@ -324,6 +340,8 @@ class Conversation:
         *,
         view_start: str | None = None,
         branched_from: BranchOrigin | None = None,
+        system_prompt: str | None = None,
+        model: ModelRef | None = None,
     ) -> Conversation:
         """Rebuild a conversation from its (item, parent id) pairs in stored order.
 
@@ -332,7 +350,14 @@ class Conversation:
         that is not stored shows the path to the latest item, so damaged rows
         still show everything they can.
         """
-        conversation = cls(id=id, title=title, view_start=view_start, branched_from=branched_from)
+        conversation = cls(
+            id=id,
+            title=title,
+            view_start=view_start,
+            branched_from=branched_from,
+            system_prompt=system_prompt,
+            model=model,
+        )
         known, parents = conversation._known, conversation._parents
         for item, parent in stored:
             known[item.id] = item

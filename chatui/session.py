@@ -300,7 +300,7 @@ class Session:
                 fresh = not current.items and store.claim_conversation(current.id)
                 conversation = current if fresh else store.create_conversation()
             elif not store.claim_conversation(conversation_id):
-                gone = conversation_id not in dict(store.list_conversations())
+                gone = not store.exists(conversation_id)
                 raise ConversationRefused(GONE if gone else OPEN_ELSEWHERE)
             else:
                 conversation = store.load_conversation(conversation_id)
@@ -342,7 +342,7 @@ class Session:
 
     def exists(self, conversation_id: str) -> bool:
         """Whether the conversation is still stored (another chatui may have deleted it)."""
-        return conversation_id in dict(self.store.list_conversations())
+        return self.store.exists(conversation_id)
 
 
 def _title(prompt: str) -> str:

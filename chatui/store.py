@@ -29,6 +29,7 @@ import json
 import os
 import sqlite3
 import time
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Final, Literal
@@ -44,6 +45,7 @@ from chatui.messages import (
     BranchOrigin,
     Conversation,
     Item,
+    ModelRef,
     ModelResponse,
     QueuedMessage,
     ResponseState,
@@ -117,6 +119,22 @@ MIGRATIONS: list[str] = [
     """
     CREATE INDEX items_streaming ON items (kind) WHERE state = 'streaming';
     """,
+    # Each conversation's own system prompt and model (NULL: the config's), and the
+    # provider and model of its latest reply, for the list; the list reads its
+    # latest conversations through an index, at any number of them.
+    """
+    ALTER TABLE conversations ADD COLUMN system_prompt TEXT;
+    ALTER TABLE conversations ADD COLUMN provider TEXT;
+    ALTER TABLE conversations ADD COLUMN model TEXT;
+    ALTER TABLE conversations ADD COLUMN last_provider TEXT;
+    ALTER TABLE conversations ADD COLUMN last_model TEXT;
+    UPDATE conversations SET (last_provider, last_model) = (
+        SELECT json_extract(data, '$.provider'), json_extract(data, '$.model') FROM items
+        WHERE items.conversation_id = conversations.id AND kind = 'response'
+        ORDER BY seq DESC, rowid DESC LIMIT 1
+    );
+    CREATE INDEX conversations_by_updated ON conversations (updated);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 # The state is written out, not a parameter: only then can SQLite use `items_streaming`.
@@ -140,6 +158,21 @@ def default_db_path() -> Path:
     if env := os.environ.get(DB_ENV):
         return Path(env).expanduser()
     return Path(platformdirs.user_data_dir("chatui", appauthor=False)) / "chatui.sqlite3"
+
+
+@dataclass(frozen=True)
+class ConversationSummary:
+    """A conversation as the list shows it: its title, when it last changed, its last model.
+
+    `updated` is a Unix time; `last_model` is the model of its latest reply
+    ("" before any).
+    """
+
+    id: str
+    title: str
+    updated: float
+    last_provider: str = ""
+    last_model: str = ""
 
 
 class StoreError(Exception):
@@ -339,16 +372,57 @@ class Store:
             )
         )
 
+    def summaries(self, limit: int | None = None) -> list[ConversationSummary]:
+        """The conversations as the list shows them, most recently updated first."""
+        rows = self._db.execute(
+            "SELECT id, title, updated, last_provider, last_model FROM conversations"
+            " ORDER BY updated DESC, rowid DESC LIMIT ?",
+            (-1 if limit is None else limit,),
+        )
+        return [
+            ConversationSummary(id, title, updated, provider or "", model or "")
+            for id, title, updated, provider, model in rows
+        ]
+
+    def latest_conversation_id(self) -> str | None:
+        """The most recently updated conversation's id, or None when there is none."""
+        row = self._db.execute(
+            "SELECT id FROM conversations ORDER BY updated DESC, rowid DESC LIMIT 1"
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def exists(self, conversation_id: str) -> bool:
+        """Whether the conversation is stored (another chatui may have deleted it)."""
+        row = self._db.execute(
+            "SELECT 1 FROM conversations WHERE id = ?", (conversation_id,)
+        ).fetchone()
+        return row is not None
+
+    def set_system_prompt(self, conversation_id: str, text: str | None) -> None:
+        """Keep the conversation's own system prompt (None: the config's from now on)."""
+        self._db.execute(
+            "UPDATE conversations SET system_prompt = ? WHERE id = ?", (text, conversation_id)
+        )
+
+    def set_model(self, conversation_id: str, model: ModelRef | None) -> None:
+        """Keep the model the conversation answers with (None: the session's)."""
+        provider, name = (None, None) if model is None else (model.provider, model.model)
+        self._db.execute(
+            "UPDATE conversations SET provider = ?, model = ? WHERE id = ?",
+            (provider, name, conversation_id),
+        )
+
     def load_conversation(self, conversation_id: str) -> Conversation:
         """The conversation with every version of its items, showing its stored path."""
         row = self._db.execute(
-            "SELECT title, view_start, leaf, branched_from, branched_title"
-            " FROM conversations WHERE id = ?",
+            "SELECT title, view_start, leaf, branched_from, branched_title, system_prompt,"
+            " provider, model FROM conversations WHERE id = ?",
             (conversation_id,),
         ).fetchone()
         if row is None:
             raise KeyError(conversation_id)
-        title, view_start, leaf, branched_from, branched_title = row
+        title, view_start, leaf, branched_from, branched_title, system_prompt = row[:6]
+        provider, model = row[6:]
         stored = [
             (item_from_dict(json.loads(data)), parent)
             for data, parent in self._db.execute(
@@ -358,7 +432,14 @@ class Store:
         ]
         origin = None if branched_from is None else BranchOrigin(branched_from, branched_title)
         return Conversation.from_tree(
-            conversation_id, title, stored, leaf, view_start=view_start, branched_from=origin
+            conversation_id,
+            title,
+            stored,
+            leaf,
+            view_start=view_start,
+            branched_from=origin,
+            system_prompt=system_prompt,
+            model=None if provider is None else ModelRef(provider, model or ""),
         )
 
     def rename_conversation(self, conversation_id: str, title: str) -> None:
@@ -529,6 +610,11 @@ class Store:
                 self._db.execute(
                     "UPDATE conversations SET updated = ? WHERE id = ?",
                     (time.time(), conversation_id),
+                )
+            if isinstance(item, ModelResponse):
+                self._db.execute(
+                    "UPDATE conversations SET last_provider = ?, last_model = ? WHERE id = ?",
+                    (item.provider, item.model, conversation_id),
                 )
 
     def set_leaf(self, conversation_id: str, item_id: str | None) -> None:

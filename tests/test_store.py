@@ -15,6 +15,7 @@ import pytest
 
 from chatui.messages import (
     BranchOrigin,
+    ModelRef,
     ModelResponse,
     ResponseState,
     TextPart,
@@ -86,6 +87,77 @@ def test_conversations_list_rename_delete(store: Store) -> None:
         store.load_conversation(a.id)
     rows = store._db.execute("SELECT COUNT(*) FROM items").fetchone()[0]
     assert rows == 0  # Items go with their conversation.
+
+
+def test_the_list_summary_has_each_conversations_time_and_latest_model(store: Store) -> None:
+    old = store.create_conversation("old")
+    store.save_item(old.id, UserPrompt("q"))
+    store.save_item(old.id, ModelResponse("openai", "gpt-first"))
+    store.save_item(old.id, ModelResponse("anthropic", "claude-later"))
+    empty = store.create_conversation("empty")
+    store._db.execute("UPDATE conversations SET updated = 1 WHERE id = ?", (empty.id,))
+
+    rows = store.summaries()
+
+    assert [(r.id, r.title, r.last_provider, r.last_model) for r in rows] == [
+        (old.id, "old", "anthropic", "claude-later"),
+        (empty.id, "empty", "", ""),
+    ]
+    assert rows[1].updated == 1
+    assert [r.id for r in store.summaries(limit=1)] == [old.id]
+    assert store.latest_conversation_id() == old.id
+    assert store.exists(empty.id) and not store.exists("gone")
+
+
+def test_a_conversations_system_prompt_and_model_are_kept_with_it(tmp_path: Path) -> None:
+    first = Store(tmp_path / "db.sqlite3")
+    conversation = first.create_conversation()
+    first.set_system_prompt(conversation.id, "Answer in French.")
+    first.set_model(conversation.id, ModelRef("openai", "gpt-4o-mini"))
+    first.close()
+
+    again = Store(tmp_path / "db.sqlite3")
+    loaded = again.load_conversation(conversation.id)
+    assert (loaded.system_prompt, loaded.model) == (
+        "Answer in French.",
+        ModelRef("openai", "gpt-4o-mini"),
+    )
+    again.set_system_prompt(conversation.id, None)
+    again.set_model(conversation.id, None)
+    reset = again.load_conversation(conversation.id)
+    assert (reset.system_prompt, reset.model) == (None, None)
+    again.close()
+
+
+def test_a_store_from_before_summaries_learns_each_conversations_latest_model(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as db:
+        for number, script in enumerate(MIGRATIONS[:5]):
+            db.executescript(f"{script}; PRAGMA user_version = {number + 1};")
+        db.execute(
+            "INSERT INTO conversations (id, title, created, updated) VALUES ('c', 't', 0, 0)"
+        )
+        for seq, item in enumerate(
+            (ModelResponse("openai", "older"), UserPrompt("q"), ModelResponse("local", "newer"))
+        ):
+            db.execute(
+                "INSERT INTO items (id, conversation_id, seq, kind, state, data)"
+                " VALUES (?, 'c', ?, ?, NULL, ?)",
+                (item.id, seq, item.kind, json.dumps(item_to_dict(item))),
+            )
+    db.close()
+
+    store = Store(path)
+
+    [row] = store.summaries()
+    assert (row.last_provider, row.last_model) == ("local", "newer")
+    plan = store._db.execute(
+        "EXPLAIN QUERY PLAN SELECT id FROM conversations ORDER BY updated DESC, rowid DESC LIMIT 1"
+    ).fetchall()
+    assert any("conversations_by_updated" in row[-1] for row in plan), plan
+    store.close()
 
 
 def test_wal_mode_and_schema_version(store: Store) -> None:
@@ -401,7 +473,7 @@ def test_a_schema_3_database_migrates_and_shows_each_conversation_as_before(tmp_
     loaded = store.load_conversation("c")
     version = store._db.execute("PRAGMA user_version").fetchone()[0]
 
-    assert version == SCHEMA_VERSION == 5
+    assert version == SCHEMA_VERSION
     assert loaded.items == items
     assert [loaded.parent_of(item.id) for item in items] == [None, *(i.id for i in items[:-1])]
     assert all(loaded.versions(item) == [item] for item in items)
