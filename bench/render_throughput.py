@@ -47,7 +47,8 @@ from chatui.providers.base import (
     ToolCallStart,
 )
 from chatui.store import Store
-from chatui.widgets.chat_message import AssistantMessage, ReplyMarkdown
+from chatui.widgets.chat_message import AssistantMessage
+from chatui.widgets.reply_markdown import ReplyMarkdown
 
 refreshes: list[tuple[float, float]] = []  # (start, end) of each screen refresh
 appends: list[tuple[float, int]] = []  # (time, source length) as each append completes

@@ -44,21 +44,21 @@ from textual.screen import Screen
 from chatui._textual.escape import QuickEscapeApp
 from chatui._textual.input import set_escape_delay
 from chatui.config import Config
+from chatui.gc_pause import resume_after_startup
 from chatui.providers.base import Provider
 from chatui.sanitize import visible
 from chatui.screens.approval import ApprovalDialog
 from chatui.screens.chat import ChatScreen
-from chatui.screens.mcp_servers import mcp_commands, watch_servers
 from chatui.screens.turn_choices import turn_commands
 from chatui.session import Session
 from chatui.store import Store
 from chatui.threads import DaemonThreadExecutor, ExitDeadline
 from chatui.tools import ToolRegistry, build_registry
 from chatui.tools.protocol import ToolRunner
-from chatui.turn import TurnOutcome
 
 if TYPE_CHECKING:
     from chatui.mcp.manager import McpManager  # The `mcp` SDK: imported after the first frame.
+    from chatui.turn import TurnOutcome
 
 SWITCH_INTERVAL = 0.001  # Seconds; Python's default is 0.005.
 QUIT_GRACE = 5.0  # Seconds quitting waits for the turn to store and the provider to close.
@@ -93,8 +93,19 @@ class ChatApp(QuickEscapeApp[None]):
         clock: Callable[[], float] = time.monotonic,
         tools: ToolRunner | Literal["config"] | None = "config",
         exit_deadline: ExitDeadline | None = None,
+        deferred: bool = False,
+        resume: str | None = None,
+        model_named: bool = False,
     ) -> None:
         """`tools`: what the model may call; by default the config's (`[tools]`).
+
+        `resume`: the id of a stored conversation, owned by this chatui's store,
+        to open at startup (`--continue`, `--resume`) instead of the usual one.
+
+        `deferred`: with no `provider`, the configured one is made after the
+        first frame, on a thread (see `Session`). `model_named`: the user named
+        the model on the command line: it answers the conversation opened first
+        and becomes its own, rather than the model that conversation kept.
 
         `exit_deadline`: armed when quitting begins, so that the process ends
         even if exiting hangs; only for a process that runs nothing but chatui.
@@ -108,6 +119,7 @@ class ChatApp(QuickEscapeApp[None]):
             clock=clock,
             tools=build_registry(config.tools) if tools == "config" else tools,
             on_notice=self.show_notice,
+            deferred=deferred,
         )
         set_escape_delay(config.escape_delay_ms)
         # The terminal's input thread (a key) and Textual's writer thread (a frame)
@@ -123,6 +135,8 @@ class ChatApp(QuickEscapeApp[None]):
         self._ctrl_c_at = -math.inf  # When a Ctrl+C last said how to quit (the loop's clock).
         self._theme_applied = False  # The startup theme is set: a change now is the user's.
         self.mcp: McpManager | None = None  # The MCP servers, once started after the first frame.
+        self._resume = resume
+        self._model_named = model_named
 
     def get_driver_class(self) -> type[Driver]:
         """Textual's driver for this platform; on Linux and macOS, one whose lone Esc is quick."""
@@ -210,21 +224,47 @@ class ChatApp(QuickEscapeApp[None]):
         assert isinstance(screen, ChatScreen)
         return screen
 
-    async def on_mount(self) -> None:
-        loop = self._signal_loop = asyncio.get_running_loop()
+    def get_default_screen(self) -> Screen[Any]:
+        """The chat screen, with the conversation to open first: the app's first and only base.
+
+        Composed as Textual composes a default screen, inside the app's start-up
+        batch: its first frame is drawn whole once that batch ends (a screen
+        pushed from `on_mount` was laid out inside the batch, and that frame was
+        dropped, leaving the composer and the status line to a later one).
+        """
         # Whatever is left blocked in `asyncio.to_thread` (a tool's call, the model's
         # assembly) is never waited for on exit.
-        loop.set_default_executor(DaemonThreadExecutor())
-        self._apply_startup_theme()
-        conversation = self.session.open_startup_conversation()
-        self.install_screen(ChatScreen(self.session, conversation), "chat")
-        await self.push_screen("chat")
-        self.run_worker(self.chat.prepare_provider(), group="prepare")
+        asyncio.get_running_loop().set_default_executor(DaemonThreadExecutor())
+        self._apply_startup_theme()  # Before anything is styled: styled once.
+        conversation = (
+            self.session.open_startup_conversation()
+            if self._resume is None
+            else self.session.store.load_conversation(self._resume)
+        )
+        # Its own model answers it (made after the first frame when deferred), unless the
+        # command line named one.
+        self.session.adopt_conversation_settings(conversation, model_named=self._model_named)
+        screen = ChatScreen(self.session, conversation)
+        self.install_screen(screen, "chat")
+        return screen
+
+    async def on_mount(self) -> None:
+        self._signal_loop = asyncio.get_running_loop()
+        # Textual holds every frame back until this returns: the first frame shows the
+        # conversation (or the welcome) with the composer, as one.
+        await self.chat.shown.wait()
+        # After the first frame: making the provider imports its SDK (or llama.cpp) on a
+        # thread, and loading a model or an MCP library competes with the frame for the GIL.
+        self.call_after_refresh(resume_after_startup)  # See `chatui.cli.run_app`.
+        self.call_after_refresh(self._start_provider)
         if any(server.enabled for server in self.session.config.mcp.servers.values()):
             self.call_after_refresh(self._start_mcp)
         if threading.current_thread() is threading.main_thread():
             # A plain handler, not the loop's: it runs even while the loop is stuck.
             self._sigterm_before = signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    def _start_provider(self) -> None:
+        self.run_worker(self.chat.prepare_provider(), group="prepare")
 
     def _start_mcp(self) -> None:
         self.run_worker(self._make_mcp(), group="mcp", exit_on_error=False)
@@ -257,6 +297,8 @@ class ChatApp(QuickEscapeApp[None]):
             secrets=config.secrets(),
             output_limit=config.tools.output_limit,
         )
+        from chatui.screens.mcp_servers import watch_servers
+
         watch_servers(self, self.mcp)  # A server that fails to start or dies is told, once.
         self.mcp.start()
 
@@ -331,12 +373,22 @@ class ChatApp(QuickEscapeApp[None]):
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
         if isinstance(screen, ChatScreen):
+            # Imported when the palette first opens: the first frame does without them.
+            from chatui.screens.export_action import export_commands
+            from chatui.screens.mcp_servers import mcp_commands
+
             yield SystemCommand(
                 "Switch model",
                 "The provider and model that answer from the next turn on (Ctrl+L)",
                 screen.action_switch_model,
             )
+            yield SystemCommand(
+                "System prompt for this conversation",
+                "Give this conversation its own system prompt, or go back to the default",
+                screen.action_system_prompt,
+            )
             yield from turn_commands(screen)
+            yield from export_commands(screen)
             yield from mcp_commands(self, self.session.config.mcp)
             if screen.check_action("send_queued", ()) is True:  # Offered while it would act.
                 yield SystemCommand(

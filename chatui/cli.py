@@ -1,5 +1,10 @@
 """The `chatui` command: flags, config, store, provider, then the app.
 
+A prompt (`-p PROMPT`, `-p -`, or piped in with no `-p`) is answered
+without the app, by `chatui.headless`, which imports no Textual;
+`--continue` and `--resume ID` name the conversation for both, and an
+unknown one is refused before anything starts.
+
 The process ends when the app does, within a bounded time, whatever is
 left running: once quitting begins, an `ExitDeadline` ends the process if
 the exit hangs (a tool's task that swallows its cancellation, a thread that
@@ -18,13 +23,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal, TextIO
 
 from chatui import __version__
-from chatui.config import PROVIDERS, Config, ConfigError, load_config
-from chatui.providers.base import Provider, ProviderError
-from chatui.providers.registry import create_provider
-from chatui.store import Store, StoreError, default_db_path
-from chatui.threads import ExitDeadline
+from chatui.gc_pause import freeze_imports, pause_for_startup, resume_after_startup
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # The rest of chatui is imported in `main`, once the collector is paused.
+    from chatui.config import Config
+    from chatui.providers.base import Provider
+    from chatui.store import Store
     from chatui.tools.protocol import ToolRunner
 
 # What Textual turns on (the alternate screen, mouse reports, bracketed paste, focus
@@ -35,8 +39,31 @@ TERMINAL_RESET = (
 )
 
 
+HELP_EPILOG = """\
+from the shell (no full-screen UI; the conversation is stored as in the app):
+  chatui -p "a prompt"          print the reply as plain text
+  cat notes.md | chatui -p -    the prompt from stdin (or pipe it in without -p)
+  chatui -c -p "more"           go on with the last conversation (also: chatui -c)
+  chatui --json -p "a prompt"   one JSON object per event (see the README)
+  Ctrl+C or SIGTERM stops the reply as Esc does; a second Ctrl+C ends at once.
+
+exit codes: 0 complete, 1 failed (or no provider), 2 nothing sent (a bad flag,
+  an empty prompt, an unknown --resume id), 130 Ctrl+C, 141 stdout closed,
+  143 SIGTERM (what arrived is stored, marked interrupted)
+
+chatui export --help: a stored conversation as Markdown or JSON.
+"""
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="chatui", description=__doc__)
+    from chatui.config import PROVIDERS
+
+    parser = argparse.ArgumentParser(
+        prog="chatui",
+        description="A terminal chat app for large language models whose stop key really stops.",
+        epilog=HELP_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--config", type=Path, help="config file (default: user config dir)")
     parser.add_argument("--provider", choices=PROVIDERS, help="model provider to use")
     parser.add_argument("--model", help="model name (or GGUF path for the local provider)")
@@ -67,7 +94,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="go on with the last conversation",
     )
-    which.add_argument("--resume", metavar="ID", help="go on with conversation ID")
+    which.add_argument(
+        "--resume", metavar="ID", help="go on with conversation ID (or the start of it)"
+    )
     parser.add_argument("--version", action="version", version=f"chatui {__version__}")
     return parser.parse_args(argv)
 
@@ -78,6 +107,20 @@ def main(argv: list[str] | None = None) -> int:
         from chatui.export_command import export_main
 
         return export_main(arguments[1:])
+    # Off while chatui starts (see `pause_for_startup`): the app turns it back on after its
+    # first frame, a headless run as it begins; here whatever way this ends.
+    pause_for_startup()
+    try:
+        return _start(arguments)
+    finally:
+        resume_after_startup()
+
+
+def _start(arguments: list[str]) -> int:
+    """The flags, the config and the store, then a headless run or the app."""
+    from chatui.config import ConfigError, load_config
+    from chatui.store import Store, StoreError, default_db_path
+
     args = parse_args(arguments)
     try:
         config = load_config(
@@ -92,22 +135,97 @@ def main(argv: list[str] | None = None) -> int:
         print(f"chatui: config error: {error}", file=sys.stderr)
         return 2
     try:
-        store = Store(Path(config.db_path).expanduser() if config.db_path else default_db_path())
+        store = Store(
+            Path(config.db_path).expanduser() if config.db_path else default_db_path(),
+            on_long_work=lambda text: print(f"chatui: {text}", file=sys.stderr, flush=True),
+        )
     except StoreError as error:
         print(f"chatui: {error}", file=sys.stderr)
         return 2
+    resume: str | None = None
+    if _needs_headless_module(args):  # The app alone does without it (a faster first frame).
+        from chatui.headless import EXIT_USAGE, UsageError
+
+        try:
+            resume = _conversation_to_resume(store, args)
+            if args.prompt is not None or _prompt_piped_in():
+                return _run_headless(config, store, args, resume)
+            if args.json or args.allowed_tools:
+                flag = "--json" if args.json else "--allow-tool"
+                raise UsageError(
+                    f"{flag} goes with a headless run: give the prompt with -p PROMPT."
+                )
+        except UsageError as error:
+            store.close()
+            print(f"chatui: {error}", file=sys.stderr)
+            return EXIT_USAGE
     if no_terminal := terminal_problem():  # Said after the config's and the store's errors.
         # The full-screen UI would draw into a pipe or a file, and wait for keys forever.
         store.close()
-        print(f"chatui needs a terminal: {no_terminal}. Run it in a terminal.", file=sys.stderr)
+        print(
+            f"chatui needs a terminal: {no_terminal}. Run it in a terminal. To print a reply "
+            "without one, give the prompt with -p PROMPT (or pipe it in).",
+            file=sys.stderr,
+        )
         return 2
 
-    provider, problem = None, None
+    # The provider is made after the first frame: its SDK or llama.cpp takes up to a second.
+    named = args.provider is not None or args.model is not None
+    return run_app(config, store, None, deferred=True, resume=resume, model_named=named)
+
+
+def _needs_headless_module(args: argparse.Namespace) -> bool:
+    """Whether the flags (or a prompt piped in) ask for `chatui.headless`: a run, or a resume."""
+    return (
+        args.prompt is not None
+        or args.json
+        or bool(args.allowed_tools)
+        or args.resume is not None
+        or args.resume_last
+        or _prompt_piped_in()
+    )
+
+
+def _conversation_to_resume(store: Store, args: argparse.Namespace) -> str | None:
+    """The conversation `--continue` or `--resume` names, now owned by this chatui; or None.
+
+    Raises UsageError for an unknown id, or one open in another chatui.
+    """
+    from chatui.headless import UsageError, find_conversation
+    from chatui.session import OPEN_ELSEWHERE
+
+    found = find_conversation(store, resume=args.resume, last=args.resume_last)
+    if found is not None and not store.claim_conversation(found):
+        raise UsageError(OPEN_ELSEWHERE)
+    return found
+
+
+def _prompt_piped_in() -> bool:
+    """Whether stdin is a pipe, a file or a socket: a prompt to answer without the UI."""
+    return _not_a_terminal(sys.__stdin__) in ("a pipe", "a file", "a socket")
+
+
+def _run_headless(
+    config: Config, store: Store, args: argparse.Namespace, resume: str | None
+) -> int:
+    """`chatui -p`, `chatui -p -`, or a prompt piped in: the reply on stdout (chatui.headless)."""
+    from chatui.headless import EXIT_SIGINT, read_prompt, run_headless
+
+    resume_after_startup()  # The run may be long: the collector is on while it runs.
     try:
-        provider = create_provider(config)
-    except ProviderError as error:
-        problem = str(error)
-    return run_app(config, store, provider, provider_error=problem)
+        prompt = read_prompt(args.prompt)
+    except KeyboardInterrupt:  # Ctrl+C while the prompt was being read: nothing was sent.
+        store.close()
+        return EXIT_SIGINT
+    return run_headless(
+        config,
+        store,
+        prompt=prompt,
+        conversation_id=resume,
+        json_events=args.json,
+        allowed_tools=args.allowed_tools,
+        model_named=args.provider is not None or args.model is not None,
+    )
 
 
 def terminal_problem() -> str | None:
@@ -148,14 +266,25 @@ def run_app(
     *,
     provider_error: str | None = None,
     tools: ToolRunner | Literal["config"] | None = "config",
+    deferred: bool = False,
+    resume: str | None = None,
+    model_named: bool = False,
 ) -> int:
     """Run chatui's app on this terminal until it quits; the process ends soon after.
 
-    Closes `store`. Past the app's exit, the process has `EXIT_GRACE`
-    seconds to end (a thread that never returns may hold up the interpreter's
-    exit); past that, or past a quit's deadline, it ends itself with status 1.
+    `resume`: the id of a stored conversation (owned by `store`) to open first.
+    `deferred`: with no `provider`, the configured one is made after the first
+    frame (see `Session`). `model_named`: the command line named the model.
+
+    Closes `store`. Past the app's exit, the process has `EXIT_GRACE` seconds
+    to end (a thread that never returns may hold up the interpreter's exit);
+    past that, or past a quit's deadline, it ends itself with status 1.
     """
+    pause_for_startup()  # Until the first frame (the app turns the collector back on).
     from chatui.app import EXIT_GRACE, ChatApp, kill_mcp_servers  # Textual is slow to import.
+    from chatui.threads import ExitDeadline
+
+    freeze_imports()
 
     restore_terminal = _terminal_restorer()
     app: ChatApp | None = None
@@ -174,9 +303,13 @@ def run_app(
             provider_error=provider_error,
             tools=tools,
             exit_deadline=deadline,
+            deferred=deferred,
+            resume=resume,
+            model_named=model_named,
         )
         app.run()
     finally:
+        resume_after_startup()  # If the app never drew its first frame.
         deadline.set(EXIT_GRACE)
         store.close()
     return app.return_code or 0

@@ -205,6 +205,15 @@ class ModelResponse:
 ToolResultState = Literal["ok", "error", "denied", "cancelled"]
 
 
+def byte_size(size: int) -> str:
+    """A size in bytes as people read it: "512 B", "3.4 kB", "1.2 MB"."""
+    if size < 1000:
+        return f"{size} B"
+    if size < 1_000_000:
+        return f"{size / 1000:.1f} kB"
+    return f"{size / 1_000_000:.1f} MB"
+
+
 @dataclass(frozen=True)
 class Attachment:
     """Binary content a tool returned (an MCP server's image or audio, say).
@@ -313,6 +322,11 @@ class Conversation:
     `branched_from` names the conversation this one was forked from.
     `system_prompt` and `model` are its own settings, kept with it (None: the
     config's system prompt, the model the session uses).
+
+    A long conversation loaded from the store may hold items not read yet
+    (`chatui.lazy_items`): each is an instance of its item's class that reads
+    itself, and the others, the first time a field other than its id is read.
+    None of the above changes for them.
     """
 
     id: str = field(default_factory=new_id)
@@ -322,13 +336,17 @@ class Conversation:
     branched_from: BranchOrigin | None = None
     system_prompt: str | None = None
     model: ModelRef | None = None
-    # Every item known, shown or not, in stored order, and each one's parent.
+    # Every item known, shown or not, in stored order, each one's parent, and the ids of
+    # each item's children (None: of the first items) in stored order.
     _known: dict[str, Item] = field(default_factory=dict, init=False, repr=False, compare=False)
     _parents: dict[str, str | None] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
-    # The ids of `items` when the tree last caught up with it.
-    _shown: list[str] = field(default_factory=list, init=False, repr=False, compare=False)
+    _children: dict[str | None, list[str]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    # `items` when the tree last caught up with it: the same objects.
+    _shown: list[Item] = field(default_factory=list, init=False, repr=False, compare=False)
 
     @classmethod
     def from_tree(
@@ -358,14 +376,15 @@ class Conversation:
             system_prompt=system_prompt,
             model=model,
         )
-        known, parents = conversation._known, conversation._parents
+        known = conversation._known
         for item, parent in stored:
-            known[item.id] = item
-            parents[item.id] = parent if parent in known else None
+            if item.id in known:  # Stored twice (a damaged store): the later row counts.
+                conversation._unlink(item.id)
+            conversation._link(item, parent if parent in known else None)
         if leaf is not None and leaf not in known:
             leaf = next(reversed(known), None)
         conversation.items = [] if leaf is None else conversation._path(leaf)
-        conversation._shown = [item.id for item in conversation.items]
+        conversation._shown = list(conversation.items)
         return conversation
 
     @property
@@ -377,6 +396,14 @@ class Conversation:
         """Every item, shown or not (all versions), in stored order."""
         self._catch_up()
         return list(self._known.values())
+
+    def tree(self) -> list[tuple[Item, str | None]]:
+        """Every item with its parent's id, in stored order: what `from_tree` takes.
+
+        One pass, where `parent_of` for each item would cost the shown path's length each.
+        """
+        self._catch_up()
+        return [(item, self._parents[item.id]) for item in self._known.values()]
 
     def parent_of(self, item_id: str) -> str | None:
         """The id of the item before `item_id` on its path (None for a first item)."""
@@ -399,16 +426,13 @@ class Conversation:
         linear in a long conversation.
         """
         self._catch_up()
-        return [self._known[other] for other, parent in self._parents.items() if parent == item_id]
+        return [self._known[child] for child in self._children.get(item_id, ())]
 
     def versions(self, item: Item) -> list[Item]:
         """`item` and its siblings of the same kind, in stored order (oldest version first)."""
         parent = self.parent_of(item.id)
-        return [
-            other
-            for other in self._known.values()
-            if self._parents[other.id] == parent and other.kind == item.kind
-        ]
+        siblings = (self._known[other] for other in self._children[parent])
+        return [other for other in siblings if other.kind == item.kind]
 
     def version_of(self, item: Item) -> tuple[int, int]:
         """Which version `item` is, and of how many: (2, 3) shows as "2/3"."""
@@ -453,26 +477,42 @@ class Conversation:
 
     def _show(self, path: list[Item]) -> None:
         self.items[:] = path  # In place: whoever holds the list sees the new path.
-        self._shown = [item.id for item in path]
+        self._shown = list(path)
 
     def _catch_up(self) -> None:
-        """Make the tree agree with `items` as others appended to it or removed from it."""
-        ids = [item.id for item in self.items]
-        if ids == self._shown:
+        """Make the tree agree with `items` as others appended to it or removed from it.
+
+        Asked at every question, so the check that nothing changed compares the
+        objects of the two lists (by identity first, in C), not their ids.
+        """
+        if self.items == self._shown:
             return
-        on_path = set(ids)
+        on_path = {item.id for item in self.items}
         for gone in reversed(self._shown):  # Newest first: its children go before it.
-            if gone in on_path or gone not in self._known:
+            if gone.id in on_path or gone.id not in self._known:
                 continue
-            if gone not in self._parents.values():  # No other version hangs below it.
-                del self._known[gone], self._parents[gone]
+            if not self._children.get(gone.id):  # No other version hangs below it.
+                self._unlink(gone.id)
         parent: str | None = None
         for item in self.items:
-            if item.id not in self._known:
-                self._parents[item.id] = parent
-            self._known[item.id] = item
+            if item.id in self._known:
+                self._known[item.id] = item
+            else:
+                self._link(item, parent)
             parent = item.id
-        self._shown = ids
+        self._shown = list(self.items)
+
+    def _link(self, item: Item, parent: str | None) -> None:
+        """Add `item`, the newest item stored, as a child of `parent`."""
+        self._known[item.id] = item
+        self._parents[item.id] = parent
+        self._children.setdefault(parent, []).append(item.id)
+
+    def _unlink(self, item_id: str) -> None:
+        """Forget item `item_id` (whatever hung below it now hangs nowhere: see `_path`)."""
+        del self._known[item_id]
+        siblings = self._children[self._parents.pop(item_id)]
+        siblings.remove(item_id)
 
 
 def item_to_dict(item: Item) -> dict[str, Any]:

@@ -17,9 +17,10 @@ import asyncio
 import sqlite3
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from chatui.config import Config
-from chatui.messages import Conversation, UserPrompt
+from chatui.messages import Conversation, ModelRef, UserPrompt
 from chatui.providers.base import (
     Notice,
     Provider,
@@ -27,12 +28,20 @@ from chatui.providers.base import (
     ProviderLifecycle,
     lifecycle_of,
 )
-from chatui.providers.registry import ModelChoice, configured_choices, create_provider
+from chatui.providers.registry import (
+    ModelChoice,
+    configured_choices,
+    create_provider,
+    model_label,
+)
 from chatui.redact import Redactor
+from chatui.sanitize import visible
 from chatui.store import Store
 from chatui.tools.protocol import ToolRunner
-from chatui.turn import Turn, TurnObserver, TurnOutcome, TurnSettings
 from chatui.turn_kinds import TurnAsk
+
+if TYPE_CHECKING:  # Imported by the first turn: the first frame does without it.
+    from chatui.turn import Turn, TurnObserver, TurnOutcome, TurnSettings
 
 TITLE_LENGTH = 48
 UNTITLED = "New conversation"  # A new conversation's title (see Store.create_conversation).
@@ -73,11 +82,16 @@ class Session:
         tools: ToolRunner | None = None,
         on_notice: Notice | None = None,
         factory: Factory | None = None,
+        deferred: bool = False,
     ) -> None:
         """`on_notice` shows the user the providers' warnings (untrusted text).
 
         `factory` makes the provider of a `ModelChoice` the user switches to
-        (default: `create_provider` with `config`).
+        (default: `create_provider` with `config`). `deferred` (with no
+        `provider`): the configured provider is made later, on a thread, by
+        `prepare` (importing its SDK or llama.cpp takes up to a second: the app
+        draws its first frame first). Meanwhile a turn can start: it waits for
+        the provider before its request.
         """
         self.config = config
         self.store = store
@@ -97,6 +111,9 @@ class Session:
             self._adopt(self.choice, provider)
         self._preparing: dict[int, asyncio.Future[None]] = {}  # By id() of the provider.
         self._closed = False
+        self._deferred = deferred and provider is None  # The configured provider, not made yet.
+        self._making: asyncio.Future[None] | None = None  # Its making, once begun (`prepare`).
+        self._made_future: asyncio.Future[None] | None = None  # Done once it is made, or not.
 
     @property
     def _lifecycle(self) -> ProviderLifecycle:
@@ -114,9 +131,14 @@ class Session:
     # The provider
 
     @property
+    def has_provider(self) -> bool:
+        """Whether a provider answers turns: made, or (deferred) being made."""
+        return self.provider is not None or self._deferred
+
+    @property
     def startup_notice(self) -> str | None:
         """What to show in every conversation, if anything: why there is no provider."""
-        return None if self.provider is not None else self.provider_problem()
+        return None if self.has_provider else self.provider_problem()
 
     def provider_problem(self) -> str:
         return self.redact(self.provider_error or "No model provider is configured.")
@@ -124,6 +146,8 @@ class Session:
     def provider_label(self) -> tuple[str, str]:
         """(provider, model), as the status bar shows them."""
         if self.provider is None:
+            if self._deferred:
+                return self.choice.provider, self.choice.label or self.choice.model
             return self.config.provider, "not available"
         return self.provider.name, self.provider.model
 
@@ -136,6 +160,21 @@ class Session:
                 choices.insert(same[-1] + 1 if same else len(choices), choice)
         return choices
 
+    async def make_providers(self, choices: list[ModelChoice]) -> None:
+        """Make the providers of `choices` not made yet, each on a thread (an SDK's import).
+
+        One that cannot be made is left: `unavailable` then says why.
+        """
+        for choice in choices:
+            if choice in self._made:
+                continue
+            try:
+                provider = await asyncio.to_thread(self._factory, choice)
+            except ProviderError:
+                continue
+            if choice not in self._made:  # Not made meanwhile on the loop (a switch).
+                self._adopt(choice, provider)
+
     def unavailable(self, choice: ModelChoice) -> str | None:
         """Why `choice` cannot answer, as far as is known without I/O (a missing key)."""
         try:
@@ -146,6 +185,8 @@ class Session:
 
     async def problem(self) -> str | None:
         """Why the current provider cannot answer now (it may probe a server), or None."""
+        if self._deferred:
+            await asyncio.shield(self._made_signal())
         if self.provider is None:
             return self.provider_problem()
         if (preparing := self._preparing.get(id(self.provider))) is not None:
@@ -167,6 +208,8 @@ class Session:
         except ProviderError as error:
             raise NoProvider(str(error)) from None
         self.provider, self.choice, self.provider_error = provider, choice, None
+        self._deferred = False  # A deferred provider still being made is not the current one.
+        self._made_now()
         return provider
 
     def _provider_for(self, choice: ModelChoice) -> Provider:
@@ -201,10 +244,54 @@ class Session:
     async def prepare(self, progress: Loading = lambda _detail: None) -> None:
         """Prepare the current provider (find and load its model), once, reporting progress.
 
-        Raises ProviderError with a message for the user (each time it is awaited).
+        A deferred provider is made first, on a thread; if it cannot be, there
+        is no provider and `startup_notice` says why. Raises ProviderError with
+        a message for the user (each time it is awaited).
         """
+        if self._deferred or self._making is not None:
+            if self._making is None:
+                self._making = asyncio.ensure_future(self._make(progress))
+            await asyncio.shield(self._making)
         if (preparing := self.begin_prepare(progress)) is not None:
             await asyncio.shield(preparing)
+
+    async def _make(self, progress: Loading) -> None:
+        """Make the deferred provider on a thread; it becomes the current one unless switched."""
+        choice = self.choice
+        progress(f"starting {choice.provider}")
+        try:
+            provider = await asyncio.to_thread(self._factory, choice)
+        except ProviderError as error:
+            if self._deferred:
+                self.provider_error = str(error)
+            return
+        finally:
+            progress(None)
+            deferred, self._deferred = self._deferred, False
+            self._made_now()
+        self._adopt(choice, provider)
+        if deferred:
+            self.provider = provider
+
+    def _made_signal(self) -> asyncio.Future[None]:
+        """What `problem()` and a turn wait for: the deferred provider made (or not)."""
+        if self._made_future is None:
+            self._made_future = asyncio.get_running_loop().create_future()
+            if not self._deferred:
+                self._made_future.set_result(None)
+        return self._made_future
+
+    def _made_now(self) -> None:
+        if self._made_future is not None and not self._made_future.done():
+            self._made_future.set_result(None)
+
+    async def provider_made(self) -> Provider:
+        """The provider a turn uses, once made; raises ProviderError if there is none."""
+        if self._deferred:
+            await asyncio.shield(self._made_signal())
+        if self.provider is None:
+            raise ProviderError(self.provider_problem())
+        return self.provider
 
     async def close(self) -> None:
         """Close every provider made (once): each saves what it keeps; no turn starts after."""
@@ -222,9 +309,14 @@ class Session:
 
     # Turns
 
-    def turn_settings(self) -> TurnSettings:
+    def turn_settings(self, conversation: Conversation | None = None) -> TurnSettings:
+        """A turn's settings; in `conversation`, with its own system prompt if it has one."""
+        from chatui.turn import TurnSettings
+
         return TurnSettings(
-            system_prompt=self.config.system_prompt,
+            system_prompt=self.config.system_prompt
+            if conversation is None
+            else self.system_prompt_of(conversation),
             interrupted_note=self.config.interrupted_note,
             idle_timeout=self.config.idle_timeout,
             # The config's keys, and the provider's own (one built in code has no config).
@@ -247,15 +339,17 @@ class Session:
 
         `observer` is shown its events and answers its tools' approvals.
         """
-        if self.provider is None:
+        if not self.has_provider:
             raise NoProvider(self.provider_problem())
+        from chatui.turn import Turn
+
         return Turn(
             conversation=conversation,
             prompt=prompt,
-            provider=self.provider,
+            provider=self.provider or self.provider_made,
             store=self.store,
             observer=observer,
-            settings=self.turn_settings(),
+            settings=self.turn_settings(conversation),
             tools=self.tools,
             clock=self.clock,
         )
@@ -343,6 +437,103 @@ class Session:
     def exists(self, conversation_id: str) -> bool:
         """Whether the conversation is still stored (another chatui may have deleted it)."""
         return self.store.exists(conversation_id)
+
+    # A conversation's own settings: its system prompt and its model
+
+    def system_prompt_of(self, conversation: Conversation) -> str:
+        """The system prompt `conversation`'s next turn sends: its own, else the config's."""
+        own = conversation.system_prompt
+        return self.config.system_prompt if own is None else own
+
+    def set_system_prompt(self, conversation: Conversation, text: str | None) -> None:
+        """Give `conversation` its own system prompt ("" for none at all); None: the config's.
+
+        The next turn sends it; a turn already running keeps the one it began
+        with. Raises StorageFailed if it could not be stored: it applies all the
+        same until chatui quits.
+        """
+        conversation.system_prompt = text
+        try:
+            self.store.set_system_prompt(conversation.id, text)
+        except sqlite3.Error as error:
+            raise StorageFailed(
+                f"The system prompt applies now but could not be saved for the next start: {error}"
+            ) from None
+
+    def model_of(self, conversation: Conversation) -> ModelChoice | None:
+        """`conversation`'s own model as the switcher offers it, or None if it has none."""
+        if (own := conversation.model) is None:
+            return None
+        for choice in self.choices():
+            if (choice.provider, choice.model) == (own.provider, own.model):
+                return choice
+        return ModelChoice(own.provider, own.model, model_label(own.provider, own.model))
+
+    def keep_model(self, conversation: Conversation) -> None:
+        """Keep the model in use as `conversation`'s own: opening it again answers with it.
+
+        Raises StorageFailed if it could not be stored (it is kept until chatui quits).
+        """
+        model = ModelRef(self.choice.provider, self.choice.model)
+        if conversation.model == model:
+            return
+        conversation.model = model
+        try:
+            self.store.set_model(conversation.id, model)
+        except sqlite3.Error as error:
+            raise StorageFailed(
+                f"The model could not be saved with the conversation for the next start: {error}"
+            ) from None
+
+    def adopt_conversation_settings(
+        self, conversation: Conversation, *, model_named: bool = False
+    ) -> None:
+        """Answer `conversation` with its own model, if it has one: call it once it is opened.
+
+        Its system prompt needs nothing: each turn reads it (`turn_settings`).
+        A conversation without a model of its own keeps the model in use: the
+        user's latest pick goes on, as it does into a new conversation, rather
+        than the config's default coming back unasked. `model_named`: the user
+        named a model on the command line; it stays, and becomes the
+        conversation's own. A model that cannot answer now (its provider has no
+        key any more, its GGUF file is gone) is not switched to: the model in
+        use answers, the notice says why, and the conversation keeps its own
+        for when it can again. After a switch, prepare the provider
+        (`begin_prepare`: a local model loads).
+        """
+        if model_named:
+            try:
+                self.keep_model(conversation)
+            except StorageFailed as error:
+                self._notify(str(error))
+            return
+        own = self.model_of(conversation)
+        if own is None or (own.provider, own.model) == (self.choice.provider, self.choice.model):
+            return
+        if self._deferred and self._making is None:
+            self.choice = own  # Made after the first frame, in place of the configured one.
+            return
+        why = self.unavailable(own)
+        if why is None:
+            try:
+                self.switch(own)
+                return
+            except NoProvider as error:
+                why = str(error)
+        name = " · ".join(part for part in (own.provider, own.label) if part)
+        if self.startup_notice is None:
+            now = " · ".join(part for part in self.provider_label() if part)
+            self._notify(
+                f"This conversation's model ({name}) cannot answer now, so {now} answers "
+                f"instead; the conversation keeps its own for later. {why}"
+            )
+        else:
+            self._notify(f"This conversation's model ({name}) cannot answer now. {why}")
+
+    def _notify(self, text: str) -> None:
+        """Tell the user (through `on_notice`), keys redacted, control characters visible."""
+        if (notice := self._on_notice) is not None:
+            notice(visible(self.redact(text)))
 
 
 def _title(prompt: str) -> str:

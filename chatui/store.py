@@ -18,17 +18,28 @@ checked instead. Each instance writes only into conversations it owns: see
 Versions: each item row names its parent (the item before it on its path), so
 a conversation is a tree whose siblings are versions (a retried reply, an
 edited prompt), and each conversation row names its `leaf`, the last item of
-the path shown. A conversation loads in one query over its items and is built
-in Python (`Conversation.from_tree`). Messages typed while a reply streams wait
+the path shown. A conversation loads its tree's shape (ids, parents, kinds) in
+one query and is built in Python (`Conversation.from_tree`); of its items only
+the prompts and the end of the path are read at once, the others when first
+used (`load_conversation`). Messages typed while a reply streams wait
 in `queued` until they are sent, which turns each into a prompt of the same id.
+
+Search: SQLite FTS5 indexes the titles and what the messages say (schema 7),
+kept in step by triggers, whatever writes; `search` and `summaries(matching=)`
+read it.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import re
 import sqlite3
 import time
+import unicodedata
+from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -41,6 +52,7 @@ except ImportError:  # Windows: liveness falls back to PIDs.
 
 import platformdirs
 
+from chatui.lazy_items import LazyItems
 from chatui.messages import (
     BranchOrigin,
     Conversation,
@@ -135,6 +147,76 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX conversations_by_updated ON conversations (updated);
     """,
+    # Full-text search (see `Store.search`). The indexes keep no copy of the text: they
+    # read it from the items, through the view `items_searchable`, and from the titles,
+    # and triggers keep them in step with every write (the cascade that deletes a
+    # conversation's items included). What a message holds to search: a prompt's text;
+    # a reply's text and each tool call's name and arguments (not its thinking: long,
+    # hidden behind a fold, and a hit there points at words the user did not read); a
+    # tool result's tool and text. A reply is searchable once it stops streaming: the
+    # view leaves it out until then, so the rewrite at each flush costs the index
+    # nothing (at 10 kB, words and prefixes forgotten and indexed again took 1 ms of
+    # the event loop each second, at 100 kB 15 ms). FTS5 reads the view with
+    # statements that cannot use `json_each`, hence the walk over a reply's parts by
+    # index. Prefixes of 1 to 3 letters are indexed: without them, a short prefix
+    # merges the lists of every word it begins, at once (0.6 s at a million items).
+    """
+    CREATE VIEW items_searchable (item_rowid, body) AS SELECT rowid, CASE kind
+        WHEN 'prompt' THEN json_extract(data, '$.text')
+        WHEN 'tool_result' THEN
+            json_extract(data, '$.name') || char(10) || json_extract(data, '$.content')
+        WHEN 'response' THEN (
+            WITH RECURSIVE part (n, value) AS (
+                SELECT 0, json_extract(items.data, '$.parts[0]')
+                UNION ALL SELECT n + 1, json_extract(items.data, '$.parts[' || (n + 1) || ']')
+                FROM part WHERE value IS NOT NULL
+            )
+            SELECT group_concat(CASE json_extract(value, '$.kind')
+                WHEN 'text' THEN json_extract(value, '$.text')
+                WHEN 'tool_call' THEN
+                    json_extract(value, '$.name') || char(10) || json_extract(value, '$.arguments')
+            END, char(10)) FROM part
+        )
+    END FROM items WHERE state IS NOT 'streaming';
+    CREATE VIRTUAL TABLE items_search USING fts5 (
+        body, content = 'items_searchable', content_rowid = 'item_rowid',
+        tokenize = 'unicode61 remove_diacritics 2', prefix = '1 2 3'
+    );
+    INSERT INTO items_search (items_search) VALUES ('rebuild');
+    CREATE TRIGGER items_search_insert AFTER INSERT ON items BEGIN
+        INSERT INTO items_search (rowid, body)
+            SELECT item_rowid, body FROM items_searchable WHERE item_rowid = new.rowid;
+    END;
+    CREATE TRIGGER items_search_forget BEFORE UPDATE OF data, state ON items BEGIN
+        INSERT INTO items_search (items_search, rowid, body)
+            SELECT 'delete', item_rowid, body FROM items_searchable WHERE item_rowid = old.rowid;
+    END;
+    CREATE TRIGGER items_search_update AFTER UPDATE OF data, state ON items BEGIN
+        INSERT INTO items_search (rowid, body)
+            SELECT item_rowid, body FROM items_searchable WHERE item_rowid = new.rowid;
+    END;
+    CREATE TRIGGER items_search_delete BEFORE DELETE ON items BEGIN
+        INSERT INTO items_search (items_search, rowid, body)
+            SELECT 'delete', item_rowid, body FROM items_searchable WHERE item_rowid = old.rowid;
+    END;
+    CREATE VIRTUAL TABLE titles_search USING fts5 (
+        title, content = 'conversations',
+        tokenize = 'unicode61 remove_diacritics 2', prefix = '1 2 3'
+    );
+    INSERT INTO titles_search (titles_search) VALUES ('rebuild');
+    CREATE TRIGGER titles_search_insert AFTER INSERT ON conversations BEGIN
+        INSERT INTO titles_search (rowid, title) VALUES (new.rowid, new.title);
+    END;
+    CREATE TRIGGER titles_search_update AFTER UPDATE OF title ON conversations BEGIN
+        INSERT INTO titles_search (titles_search, rowid, title)
+            VALUES ('delete', old.rowid, old.title);
+        INSERT INTO titles_search (rowid, title) VALUES (new.rowid, new.title);
+    END;
+    CREATE TRIGGER titles_search_delete AFTER DELETE ON conversations BEGIN
+        INSERT INTO titles_search (titles_search, rowid, title)
+            VALUES ('delete', old.rowid, old.title);
+    END;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 # The state is written out, not a parameter: only then can SQLite use `items_streaming`.
@@ -143,6 +225,26 @@ RECOVERY_QUERY = (
     f" WHERE kind = 'response' AND state = '{ResponseState.STREAMING.value}'"
 )
 BRANCH_SUFFIX = " (branch)"
+LONG_MIGRATION_ITEMS = 20_000  # From about this many items, an update of the schema is said.
+# Items of a conversation read when it is opened: the last ones of its path, which the
+# chat screen shows (its SHOWN_ITEMS); the others are read on first use.
+READ_AT_OPEN = 40
+# A search walks the matching messages newest first (the order of the index: no sort)
+# and stops once it has found enough conversations; titles are few, all are read.
+SEARCH_ITEMS_QUERY = (
+    "SELECT items.conversation_id, items_search.rowid FROM items_search"
+    " CROSS JOIN items ON items.rowid = items_search.rowid"
+    " WHERE items_search MATCH ? ORDER BY items_search.rowid DESC"
+)
+SEARCH_TITLES_QUERY = (
+    "SELECT id FROM conversations"
+    " WHERE rowid IN (SELECT rowid FROM titles_search WHERE titles_search MATCH ?)"
+    " ORDER BY updated DESC, rowid DESC LIMIT ?"
+)
+# Control characters separate words for the index too; in a query, a NUL would end it.
+_CONTROLS = dict.fromkeys(range(0x20), " ")
+_WORD = re.compile(r"\w+")
+SNIPPET_WORDS = 12  # Words around the match that a hit's snippet shows, about.
 
 
 class _End(Enum):
@@ -175,6 +277,78 @@ class ConversationSummary:
     last_model: str = ""
 
 
+@dataclass(frozen=True)
+class SearchHit:
+    """A conversation that holds what was searched for, in its title or its messages.
+
+    `snippet` is plain text around the match in its latest matching message
+    ("" when only its title matches). It and `title` are untrusted text.
+    """
+
+    conversation_id: str
+    title: str
+    updated: float
+    snippet: str
+
+
+def match_expression(text: str) -> str | None:
+    """The FTS5 query for the words of `text` (all of them, in any order); None if it has none.
+
+    Each word is quoted, so what a user types is only ever words to find,
+    never query syntax: `"`, `*`, `AND`, `NEAR(`, `-` or `:` included. A word
+    is split as the index splits text ("foo-bar" finds "foo bar"); one that
+    is only punctuation finds nothing. The last word is a prefix ("bre" finds
+    "bread") unless a space follows it: the list filters as the user types.
+    """
+    words = text.translate(_CONTROLS).split()
+    if not words:
+        return None
+    quoted = ['"' + word.replace('"', '""') + '"' for word in words]
+    if not text[-1].isspace():
+        quoted[-1] += " *"
+    return " ".join(quoted)
+
+
+def snippet(text: str, query: str) -> str:
+    """About `SNIPPET_WORDS` words of `text` around the first that `query` finds, on one line.
+
+    A word is found as the index finds it (case and accents aside, the last
+    word of the query as a prefix); when none is (the index splits a few
+    scripts otherwise), the snippet is the text's beginning. An ellipsis marks
+    each end that was cut. It reads the text only as far as it shows.
+    """
+    exact = [_fold(word) for word in _WORD.findall(query.translate(_CONTROLS))]
+    prefix = exact.pop() if exact and not query[-1].isspace() else None
+    before: deque[re.Match[str]] = deque(maxlen=SNIPPET_WORDS // 3 + 1)
+    words = _WORD.finditer(text)
+    for word in words:
+        before.append(word)
+        folded = _fold(word[0])
+        if folded in exact or (prefix is not None and folded.startswith(prefix)):
+            break
+    else:
+        before.clear()
+        words = _WORD.finditer(text)  # Found by none: from the beginning.
+    shown = list(before)
+    shown.extend(itertools.islice(words, SNIPPET_WORDS - len(shown)))
+    if not shown:
+        return " ".join(text[: SNIPPET_WORDS * 10].split())
+    # Punctuation before the first word or after the last is kept, not cut.
+    begin = shown[0].start() if _WORD.search(text, 0, shown[0].start()) else 0
+    finish = shown[-1].end() if next(words, None) else len(text)
+    line = " ".join(text[begin:finish].split())
+    return ("… " if begin else "") + line + (" …" if finish < len(text) else "")
+
+
+def _fold(word: str) -> str:
+    """`word` as the index compares it: without case or accents."""
+    if word.isascii():
+        return word.lower()
+    return "".join(
+        char for char in unicodedata.normalize("NFKD", word) if not unicodedata.combining(char)
+    ).casefold()
+
+
 class StoreError(Exception):
     """The database cannot be opened or is from a newer chatui."""
 
@@ -182,7 +356,15 @@ class StoreError(Exception):
 class Store:
     """Conversations on disk. All methods run on the caller's thread and are quick."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(
+        self, path: Path | str, *, on_long_work: Callable[[str], None] | None = None
+    ) -> None:
+        """Open (or create) the store at `path`, bringing its schema up to this chatui's.
+
+        `on_long_work` is told, before it begins, of work that may take a while
+        (an update of a big store's schema: its search index is built once).
+        """
+        self._on_long_work = on_long_work
         self.path = Path(path)
         self.instance_id = new_id()
         memory = str(path) == ":memory:"
@@ -226,6 +408,13 @@ class Store:
                 f"{self.path} was written by a newer chatui (schema {version}, "
                 f"this one knows {SCHEMA_VERSION})"
             )
+        if version and version < SCHEMA_VERSION and self._on_long_work is not None:
+            (items,) = self._db.execute("SELECT COALESCE(MAX(rowid), 0) FROM items").fetchone()
+            if items >= LONG_MIGRATION_ITEMS:
+                self._on_long_work(
+                    f"updating the conversation store for this version of chatui, once "
+                    f"(about {items:,} items: this can take a minute)…"
+                )
         for number in range(version, SCHEMA_VERSION):
             script = f"BEGIN; {MIGRATIONS[number]}; PRAGMA user_version = {number + 1}; COMMIT;"
             try:
@@ -372,8 +561,14 @@ class Store:
             )
         )
 
-    def summaries(self, limit: int | None = None) -> list[ConversationSummary]:
-        """The conversations as the list shows them, most recently updated first."""
+    def summaries(self, limit: int | None = None, matching: str = "") -> list[ConversationSummary]:
+        """The conversations as the list shows them, most recently updated first.
+
+        With `matching`, only those whose title or one of whose messages holds
+        all its words (see `match_expression` and `search`).
+        """
+        if (match := match_expression(matching)) is not None:
+            return self._summaries_of(self._matching(match, limit), limit)
         rows = self._db.execute(
             "SELECT id, title, updated, last_provider, last_model FROM conversations"
             " ORDER BY updated DESC, rowid DESC LIMIT ?",
@@ -384,10 +579,112 @@ class Store:
             for id, title, updated, provider, model in rows
         ]
 
-    def latest_conversation_id(self) -> str | None:
-        """The most recently updated conversation's id, or None when there is none."""
+    def search(self, query: str, limit: int = 50) -> list[SearchHit]:
+        """The conversations whose title or one of whose messages holds all the words of `query`.
+
+        Most recently updated first, as in the list. What a message holds is
+        its text (a prompt's, a reply's, a tool result's) and the name and
+        arguments of the tools it calls, not a reply's thinking; case and
+        accents do not count; the last word is a prefix (`match_expression`).
+        When more than `limit` conversations match by their messages, the
+        search stops early, so a common word costs little more than a rare one
+        at any size of the store: it picks among the conversations with the
+        newest matching messages (and all the titles that match). A
+        conversation whose only match is old, but active since, can then be
+        left out.
+        """
+        if (match := match_expression(query)) is None or limit <= 0:
+            return []
+        latest = self._matching(match, limit)
+        return [
+            SearchHit(row.id, row.title, row.updated, self._snippet(query, latest[row.id]))
+            for row in self._summaries_of(latest, limit)
+        ]
+
+    def _matching(self, match: str, limit: int | None) -> dict[str, int | None]:
+        """Conversations matching `match`: each one's newest matching message (None: its title).
+
+        The `limit` (None: all) latest whose titles match, and the first
+        `limit` found by their messages, newest message first: among them are
+        the `limit` latest that match, unless more than `limit` match by their
+        messages.
+        """
+        latest: dict[str, int | None] = {}
+        if limit is not None and limit <= 0:
+            return latest
+        found = self._db.execute(SEARCH_ITEMS_QUERY, (match,))
+        try:
+            for conversation_id, rowid in found:
+                if conversation_id not in latest:
+                    latest[conversation_id] = rowid
+                    if len(latest) == limit:
+                        break
+        finally:
+            found.close()  # Its statement would hold a read snapshot until collected.
+        titles = self._db.execute(SEARCH_TITLES_QUERY, (match, -1 if limit is None else limit))
+        for (conversation_id,) in titles:
+            latest.setdefault(conversation_id, None)
+        return latest
+
+    def _summaries_of(self, ids: Iterable[str], limit: int | None) -> list[ConversationSummary]:
+        """The summaries of the conversations `ids`, most recently updated first."""
+        rows = self._db.execute(
+            "SELECT id, title, updated, last_provider, last_model FROM conversations"
+            " WHERE id IN (SELECT value FROM json_each(?)) ORDER BY updated DESC, rowid DESC"
+            " LIMIT ?",
+            (json.dumps(list(ids)), -1 if limit is None else limit),
+        )
+        return [
+            ConversationSummary(id, title, updated, provider or "", model or "")
+            for id, title, updated, provider, model in rows
+        ]
+
+    def _snippet(self, query: str, rowid: int | None) -> str:
+        """One line of the message `rowid` around its first word that `query` finds ("" for None).
+
+        Found again here rather than by FTS5's `snippet()`, which would run the
+        search once more for each hit: a short prefix costs milliseconds each.
+        """
+        if rowid is None:
+            return ""
         row = self._db.execute(
-            "SELECT id FROM conversations ORDER BY updated DESC, rowid DESC LIMIT 1"
+            "SELECT body FROM items_searchable WHERE item_rowid = ?", (rowid,)
+        ).fetchone()
+        return "" if row is None or row[0] is None else snippet(row[0], query)
+
+    def conversation_count(self) -> int:
+        """How many conversations are stored."""
+        return int(self._db.execute("SELECT count(*) FROM conversations").fetchone()[0])
+
+    def owned_by_others(self, conversation_ids: Iterable[str]) -> set[str]:
+        """Those of the conversations that another chatui instance, still running, owns.
+
+        One query, and one look at each owner's lock file, however many
+        conversations it owns (`owned_by_other` looks once per conversation).
+        """
+        rows = self._db.execute(
+            "SELECT id, owner, owner_pid FROM conversations"
+            " WHERE id IN (SELECT value FROM json_each(?)) AND owner IS NOT NULL AND owner != ?",
+            (json.dumps(list(conversation_ids)), self.instance_id),
+        )
+        alive: dict[str, bool] = {}
+        owned = set()
+        for conversation_id, owner, pid in rows:
+            if owner not in alive:
+                alive[owner] = self._instance_alive(owner, pid)
+            if alive[owner]:
+                owned.add(conversation_id)
+        return owned
+
+    def latest_conversation_id(self) -> str | None:
+        """The most recently updated conversation that holds an item, or None when none does.
+
+        An empty one (the app opens one at every start) is not "the last conversation".
+        """
+        row = self._db.execute(
+            "SELECT id FROM conversations WHERE EXISTS"
+            " (SELECT 1 FROM items WHERE items.conversation_id = conversations.id)"
+            " ORDER BY updated DESC, rowid DESC LIMIT 1"
         ).fetchone()
         return None if row is None else str(row[0])
 
@@ -412,8 +709,16 @@ class Store:
             (provider, name, conversation_id),
         )
 
-    def load_conversation(self, conversation_id: str) -> Conversation:
-        """The conversation with every version of its items, showing its stored path."""
+    def load_conversation(self, conversation_id: str, *, read: int = READ_AT_OPEN) -> Conversation:
+        """The conversation with every version of its items, showing its stored path.
+
+        Opening reads the tree's shape (each item's id, parent and kind), every
+        prompt (the composer's Up walks them) and the last `read` items of the
+        path: what the screen shows (all of them, if there are no more items than
+        that). Every other item is a stand-in that is read, with all the others,
+        the first time one of its fields is (`chatui.lazy_items`): nothing sees
+        the difference but the time it takes.
+        """
         row = self._db.execute(
             "SELECT title, view_start, leaf, branched_from, branched_title, system_prompt,"
             " provider, model FROM conversations WHERE id = ?",
@@ -423,15 +728,20 @@ class Store:
             raise KeyError(conversation_id)
         title, view_start, leaf, branched_from, branched_title, system_prompt = row[:6]
         provider, model = row[6:]
+        lazy = LazyItems(lambda ids: self._item_rows(conversation_id, ids))
         stored = [
-            (item_from_dict(json.loads(data)), parent)
-            for data, parent in self._db.execute(
-                "SELECT data, parent FROM items WHERE conversation_id = ? ORDER BY seq, rowid",
+            (
+                lazy.stand_in(kind, item_id) if data is None else item_from_dict(json.loads(data)),
+                parent,
+            )
+            for item_id, parent, kind, data in self._db.execute(
+                "SELECT id, parent, kind, CASE kind WHEN 'prompt' THEN data END FROM items"
+                " WHERE conversation_id = ? ORDER BY seq, rowid",
                 (conversation_id,),
             )
         ]
         origin = None if branched_from is None else BranchOrigin(branched_from, branched_title)
-        return Conversation.from_tree(
+        conversation = Conversation.from_tree(
             conversation_id,
             title,
             stored,
@@ -441,6 +751,18 @@ class Store:
             system_prompt=system_prompt,
             model=None if provider is None else ModelRef(provider, model or ""),
         )
+        path = conversation.items
+        shown = None if len(stored) <= read else path[max(0, len(path) - read) :]
+        lazy.read(None if shown is None else [item.id for item in shown])  # None: all of them.
+        return conversation
+
+    def _item_rows(self, conversation_id: str, ids: list[str]) -> list[tuple[str, str]]:
+        """The (id, data) of the conversation's items `ids` (those still stored)."""
+        return self._db.execute(
+            "SELECT id, data FROM items WHERE conversation_id = ?"
+            " AND id IN (SELECT value FROM json_each(?))",
+            (conversation_id, json.dumps(ids)),
+        ).fetchall()
 
     def rename_conversation(self, conversation_id: str, title: str) -> None:
         self._db.execute(
@@ -461,7 +783,8 @@ class Store:
         original is not written to at all. The fork is titled as the original,
         with " (branch)" after it (once: a fork of a fork is not "(branch)
         (branch)"), and `branched_from` names the original by its id and title.
-        Its view start follows when the item it names is copied. Raises KeyError
+        Its view start follows when the item it names is copied, and it keeps the
+        original's own system prompt and model. Raises KeyError
         when the conversation or the item is not stored.
         """
         original = self.load_conversation(conversation_id)
@@ -474,13 +797,16 @@ class Store:
             else original.title + BRANCH_SUFFIX,
             branched_from=BranchOrigin(original.id, original.title),
             view_start=copies[original.view_start].id if original.view_start in copies else None,
+            system_prompt=original.system_prompt,
+            model=original.model,
         )
         now = time.time()
         with self._db:
             self._db.execute("BEGIN")
             self._db.execute(
                 "INSERT INTO conversations (id, title, created, updated, owner, owner_pid,"
-                " view_start, branched_from, branched_title) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " view_start, branched_from, branched_title, system_prompt, provider, model)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     fork.id,
                     fork.title,
@@ -491,6 +817,9 @@ class Store:
                     fork.view_start,
                     original.id,
                     original.title,
+                    original.system_prompt,
+                    None if original.model is None else original.model.provider,
+                    None if original.model is None else original.model.model,
                 ),
             )
             for copy in copies.values():

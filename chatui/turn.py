@@ -27,7 +27,7 @@ import itertools
 import math
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -234,7 +234,7 @@ class Turn:
         *,
         conversation: Conversation,
         prompt: str | TurnAsk,
-        provider: Provider,
+        provider: Provider | Callable[[], Awaitable[Provider]],
         store: Store,
         observer: TurnObserver,
         settings: TurnSettings | None = None,
@@ -243,6 +243,8 @@ class Turn:
     ) -> None:
         """`prompt`: a new prompt's text, or what else to do (`chatui.turn_kinds`).
 
+        `provider`: the provider, or what gives it once it is made (a session's
+        deferred provider): awaited in the turn's task, where a stop reaches it.
         `observer` is shown the turn's events and answers for it (see `TurnObserver`).
         """
         self.id = next(_turn_ids)
@@ -263,7 +265,12 @@ class Turn:
         self._saved: set[str] = set()  # Ids of the items this turn has stored.
         self._unstored: set[str] = set()  # New items whose every write failed.
         self._output_before = 0  # Output tokens a continued reply had before this request.
-        self.provider = provider
+        self._provider: Provider | None = None
+        self._provider_made: Callable[[], Awaitable[Provider]] | None = None
+        if callable(provider):
+            self._provider_made = provider
+        else:
+            self._provider = provider
         self.store = store
         self.settings = settings or TurnSettings()
         self.tools = tools
@@ -279,6 +286,13 @@ class Turn:
         self._redact = Redactor(self.settings.secrets)
         self._view_start_before = conversation.view_start  # What a refused prompt leaves.
         self.token.on_cancel(self._cancel_task)
+
+    @property
+    def provider(self) -> Provider:
+        """The provider of the turn's requests (a deferred one: once made, in `run()`)."""
+        if self._provider is None:
+            raise RuntimeError("the turn's provider is not made yet")
+        return self._provider
 
     @property
     def running(self) -> bool:
@@ -605,6 +619,8 @@ class Turn:
             raise ProviderError(tried_to_exit(self.provider.name, error)) from None
 
     async def _requests(self) -> None:
+        if self._provider_made is not None and self._provider is None:
+            self._provider = await self._provider_made()
         steps = max(1, self.settings.max_steps)
         for step in range(1, steps + 1):
             response = await self._request()

@@ -7,6 +7,7 @@ from there, never from another test module.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,6 +41,16 @@ def store(tmp_path: Path) -> Store:
     db = Store(tmp_path / "chat.sqlite3")
     yield db
     db.close()
+
+
+@pytest.fixture
+def utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Local time is UTC: dates on screen read the same on every machine."""
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
 
 
 @pytest.fixture

@@ -14,8 +14,9 @@ from textual.command import CommandList, CommandPalette
 from chatui.app import ChatApp
 from chatui.messages import ModelResponse, ResponseState, UserPrompt
 from chatui.store import Store
-from chatui.widgets.chat_message import AssistantMessage, ReplyMarkdown, UserMessage
+from chatui.widgets.chat_message import AssistantMessage, UserMessage
 from chatui.widgets.composer import Composer
+from chatui.widgets.reply_markdown import ReplyMarkdown
 from chatui.widgets.tool_call import ToolCallView
 from chatui.widgets.versions import EDIT_EARLIER, EDIT_LAST, BranchedFrom, EditBanner
 from tests.support.app import (

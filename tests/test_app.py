@@ -495,7 +495,7 @@ async def test_conversation_list_new_switch_rename_delete(store: Store) -> None:
         # Rename it.
         await pilot.press("ctrl+o")
         await wait_until(pilot, lambda: isinstance(app.screen, ConversationList))
-        await pilot.press("r")
+        await pilot.press("ctrl+r")
         await wait_until(pilot, lambda: isinstance(app.screen, TextPrompt))
         app.screen.query_one("Input").value = "Renamed"
         await pilot.press("enter")
@@ -503,7 +503,7 @@ async def test_conversation_list_new_switch_rename_delete(store: Store) -> None:
         assert dict(store.list_conversations())[first_id] == "Renamed"
 
         # Delete the other one.
-        await pilot.press("down", "d")
+        await pilot.press("down", "ctrl+d")
         await wait_until(pilot, lambda: isinstance(app.screen, TextPrompt))
         await pilot.press("enter")
         await wait_until(pilot, lambda: isinstance(app.screen, ConversationList))

@@ -39,7 +39,7 @@ async def delete_the_open_conversation(pilot) -> None:
     app = pilot.app
     await pilot.press("ctrl+o")
     await wait_until(pilot, lambda: isinstance(app.screen, ConversationList))
-    await pilot.press("d")
+    await pilot.press("ctrl+d")
     await wait_until(pilot, lambda: isinstance(app.screen, TextPrompt))
     await pilot.press("enter")
     await wait_until(pilot, lambda: isinstance(app.screen, ConversationList))

@@ -63,15 +63,19 @@ def refusal(result: subprocess.CompletedProcess[bytes]) -> str:
     assert not ESCAPE.search(said) and "Traceback" not in said
     assert said.endswith("\n") and said.count("\n") == 1, said
     assert "chatui needs a terminal" in said and "Run it in a terminal." in said
+    assert "give the prompt with -p PROMPT (or pipe it in)" in said
     return said
 
 
-def test_with_stdin_on_a_pipe_chatui_says_it_needs_a_terminal_and_exits(
+def test_with_stdin_on_a_pipe_the_piped_text_is_answered_without_the_ui(
     env: dict[str, str], terminal: int
 ) -> None:
-    said = refusal(chatui(env, input=b"hi\n", stdout=terminal))
+    """`echo hi | chatui` is a headless run (tests/test_headless.py): here nothing listens."""
+    result = chatui(env, input=b"hi\n", stdout=terminal)
 
-    assert "stdin is not a terminal (a pipe)" in said and "stdout" not in said
+    said = result.stderr.decode()
+    assert result.returncode == 1 and said.count("\n") == 1 and "Traceback" not in said
+    assert said.startswith("chatui: Nothing answers at http://127.0.0.1:9/v1")
 
 
 def test_with_stdout_on_a_pipe_chatui_says_it_needs_a_terminal_and_exits(

@@ -352,10 +352,10 @@ async def test_a_draft_is_stored_a_moment_after_typing_stops(store: Store) -> No
 
 
 async def delete_the_open_conversation(pilot: Pilot, app: ChatApp) -> None:
-    """Delete the open conversation in the list (Ctrl+O, d, Enter); the list stays open."""
+    """Delete the open conversation in the list (Ctrl+O, Ctrl+D, Enter); the list stays open."""
     await pilot.press("ctrl+o")
     await wait_until(pilot, lambda: isinstance(app.screen, ConversationList))
-    await pilot.press("d")  # The open conversation is the one highlighted.
+    await pilot.press("ctrl+d")  # The open conversation is the one highlighted.
     await wait_until(pilot, lambda: not isinstance(app.screen, ConversationList))
     await pilot.press("enter")  # Confirm.
     await wait_until(pilot, lambda: isinstance(app.screen, ConversationList))

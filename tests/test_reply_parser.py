@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from chatui.widgets.chat_message import ReplyMarkdown
+from chatui.widgets.reply_markdown import ReplyMarkdown
 
 
 def parser_of(widget: ReplyMarkdown):  # type: ignore[no-untyped-def]

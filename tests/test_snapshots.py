@@ -17,7 +17,14 @@ from chatui.store import Store
 from chatui.widgets.chat_message import AssistantMessage
 from tests.support import anthropic_wire as aw
 from tests.support import openai_wire as ow
-from tests.support.app import fix_stop_time, make_app, send, settled, wait_until
+from tests.support.app import (
+    date_conversations,
+    fix_stop_time,
+    make_app,
+    send,
+    settled,
+    wait_until,
+)
 from tests.support.clocks import FakeClock
 from tests.support.remote import SECRET
 from tests.support.scripted import RAISE, STALL, ScriptedProvider, words
@@ -106,7 +113,7 @@ def test_inline_error(snap_compare, store: Store) -> None:
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
 
 
-def test_conversation_list(snap_compare, store: Store) -> None:
+def test_conversation_list(snap_compare, store: Store, utc: None) -> None:
     for title in ("Soda bread", "Rust lifetimes", "A [bold]markup[/] title"):
         conversation = store.create_conversation(title)
         store.save_item(conversation.id, UserPrompt(title))
@@ -115,6 +122,7 @@ def test_conversation_list(snap_compare, store: Store) -> None:
     app = make_app(store, ScriptedProvider(), clock=FakeClock())
 
     async def run_before(pilot) -> None:
+        date_conversations(store)
         await pilot.press("ctrl+o")
         await wait_until(pilot, lambda: isinstance(app.screen, ConversationList))
 
@@ -163,7 +171,7 @@ def test_hostile_model_name_and_bidi_controls_appear_literally(snap_compare, sto
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
 
 
-def test_conversations_open_in_another_chatui(snap_compare, store: Store) -> None:
+def test_conversations_open_in_another_chatui(snap_compare, store: Store, utc: None) -> None:
     other = Store(store.path)  # Another chatui on the same database.
     theirs = other.create_conversation("Streaming in the other window")
     other.save_item(theirs.id, UserPrompt("Tell me about rye"))
@@ -175,6 +183,7 @@ def test_conversations_open_in_another_chatui(snap_compare, store: Store) -> Non
     app = make_app(store, ScriptedProvider(), clock=FakeClock())
 
     async def run_before(pilot) -> None:
+        date_conversations(store)
         await pilot.press("ctrl+o")
         await wait_until(pilot, lambda: isinstance(app.screen, ConversationList))
 

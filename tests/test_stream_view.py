@@ -14,7 +14,8 @@ from textual.widgets import Markdown, Static
 from textual.widgets.markdown import MarkdownBlock, MarkdownFence
 
 from chatui.messages import ModelResponse
-from chatui.widgets.chat_message import AssistantMessage, ReplyMarkdown
+from chatui.widgets.chat_message import AssistantMessage
+from chatui.widgets.reply_markdown import ReplyMarkdown
 from tests.support.app import wait_until
 
 

@@ -17,7 +17,8 @@ from textual.widget import Widget
 
 from chatui._textual.frame_clock import draw_now
 from chatui.messages import ModelResponse, ResponseState, ToolCallPart
-from chatui.widgets.chat_message import AssistantMessage, ReplyMarkdown
+from chatui.widgets.chat_message import AssistantMessage
+from chatui.widgets.reply_markdown import ReplyMarkdown
 
 EVERY_BLOCK = """\
 # A heading

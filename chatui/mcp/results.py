@@ -42,7 +42,7 @@ from typing import Any
 import mcp_types as mt
 
 from chatui import redact
-from chatui.messages import Attachment
+from chatui.messages import Attachment, byte_size
 from chatui.tools.registry import ToolOutput
 
 IMAGE_LIMIT = 3_932_160  # Bytes of one image kept: its base64 fits Anthropic's 5 MiB.
@@ -129,7 +129,7 @@ class _ImageBudget:
         if self.count == IMAGE_COUNT:
             return f"a result sends at most {IMAGE_COUNT} images"
         if self.size + encoded > IMAGE_BUDGET:
-            return f"its images are over {_size(IMAGE_BUDGET)} in all"
+            return f"its images are over {byte_size(IMAGE_BUDGET)} in all"
         self.count, self.size = self.count + 1, self.size + encoded
         return None
 
@@ -143,15 +143,15 @@ def _binary(
     image = isinstance(block, mt.ImageContent)
     estimated = len(data) * 3 // 4 - (len(data) - len(data.rstrip("=")))
     if estimated > IMAGE_LIMIT:  # Never decoded: it is not kept anyway.
-        reason = f"; not sent to the model: larger than {_size(IMAGE_LIMIT)}" if image else ""
-        return f"[{mime}, {_size(estimated)}{reason}]", Attachment(mime, estimated)
+        reason = f"; not sent to the model: larger than {byte_size(IMAGE_LIMIT)}" if image else ""
+        return f"[{mime}, {byte_size(estimated)}{reason}]", Attachment(mime, estimated)
     try:
         raw = base64.b64decode(data + "=" * (-len(data) % 4), validate=True)
     except (binascii.Error, ValueError):
         return f"[{mime}: its data is not valid base64]", None
     size = len(raw)
     if not image:
-        return f"[{mime}, {_size(size)}]", Attachment(mime, size)
+        return f"[{mime}, {byte_size(size)}]", Attachment(mime, size)
     kind = image_type(raw)
     if kind is None:
         reason = (
@@ -159,7 +159,8 @@ def _binary(
             if mime in IMAGE_TYPES
             else "it takes only PNG, JPEG, GIF and WebP images"
         )
-        return f"[{mime}, {_size(size)}; not sent to the model: {reason}]", Attachment(mime, size)
+        summary = f"[{mime}, {byte_size(size)}; not sent to the model: {reason}]"
+        return summary, Attachment(mime, size)
     sides = image_size(raw)
     encoded = base64.b64encode(raw).decode()
     if sides is not None and max(sides) > SIDE_LIMIT:
@@ -169,8 +170,8 @@ def _binary(
     else:
         refusal = images.refusal(len(encoded))
     if refusal is None:
-        return f"[{kind}, {_size(size)}]", Attachment(kind, size, encoded)
-    return f"[{kind}, {_size(size)}; not sent to the model: {refusal}]", Attachment(kind, size)
+        return f"[{kind}, {byte_size(size)}]", Attachment(kind, size, encoded)
+    return f"[{kind}, {byte_size(size)}; not sent to the model: {refusal}]", Attachment(kind, size)
 
 
 def mime_type(given: str) -> str:
@@ -269,7 +270,7 @@ def _link(link: mt.ResourceLink) -> str:
     if link.mime_type:
         details.append(_field(link.mime_type))
     if link.size is not None:
-        details.append(_size(link.size))
+        details.append(byte_size(link.size))
     return f"[resource link{name}: {', '.join(details)}]"
 
 
@@ -282,7 +283,7 @@ def _embedded(resource: mt.TextResourceContents | mt.BlobResourceContents) -> li
         details.append(f"{count:,} character{'' if count == 1 else 's'}")
         return [f"[resource {', '.join(details)}]", resource.text]
     blob = "".join(resource.blob.split())
-    details.append(_size(len(blob) * 3 // 4 - (len(blob) - len(blob.rstrip("=")))))
+    details.append(byte_size(len(blob) * 3 // 4 - (len(blob) - len(blob.rstrip("=")))))
     return [f"[resource {', '.join(details)}]"]
 
 
@@ -305,14 +306,6 @@ def _structured(value: Any, limit: int) -> tuple[Any, str | None, str]:
         return (json.loads(masked) if masked != as_json else value), as_json, ""
     except ValueError:  # A mask inside JSON syntax: a key with quotes in it.
         return None, as_json, "[The structured content held a key, so it was not kept.]"
-
-
-def _size(size: int) -> str:
-    if size < 1000:
-        return f"{size} B"
-    if size < 1_000_000:
-        return f"{size / 1000:.1f} kB"
-    return f"{size / 1_000_000:.1f} MB"
 
 
 def _field(text: str) -> str:

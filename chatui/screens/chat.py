@@ -22,7 +22,10 @@ import contextlib
 import math
 import sqlite3
 import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
+from rich.text import Text
 from textual import events
 from textual.actions import SkipAction
 from textual.app import ComposeResult
@@ -37,10 +40,8 @@ from chatui.gc_pause import FullCollectionHold
 from chatui.messages import Conversation, ModelResponse, ResponseState, UserPrompt
 from chatui.providers.base import ProviderError
 from chatui.providers.registry import ModelChoice
-from chatui.screens.conversations import NEW, ConversationList
 from chatui.screens.drafts import DraftKeeper
 from chatui.screens.message_queue import MessageQueue
-from chatui.screens.model_switcher import ModelSwitcher
 from chatui.screens.turn_choices import (
     Editing,
     Versions,
@@ -50,9 +51,7 @@ from chatui.screens.turn_choices import (
     replaced_widgets,
     show_hints,
 )
-from chatui.screens.turn_view import TurnView, show_results
 from chatui.session import ConversationRefused, NoProvider, Session, SessionError
-from chatui.turn import Turn, TurnOutcome
 from chatui.turn_kinds import Continue, NewPrompt, Retry, TurnAsk, last_prompt, retryable
 from chatui.widgets.chat_message import (
     AssistantMessage,
@@ -67,7 +66,12 @@ from chatui.widgets.status_bar import Phase, StatusBar
 from chatui.widgets.versions import BranchedFrom, EditBanner
 from chatui.widgets.welcome import Welcome
 
+if TYPE_CHECKING:
+    from chatui.screens.turn_view import TurnView
+    from chatui.turn import Turn, TurnOutcome
+
 SHOWN_ITEMS = 40
+OWN_SYSTEM_PROMPT = "own system prompt"  # Under the composer, while the conversation has one.
 AFTER_STOP = ("continue_reply", "retry", "edit_prompt")  # Taken once a stop has wrapped up.
 # What does nothing while the screen switches conversations: each would act on one of the two.
 NOT_WHILE_SWITCHING = (
@@ -133,6 +137,8 @@ class ChatScreen(EscapeFirstScreen[None]):
         self.versions = Versions()  # The conversation's versions on screen, and the flips.
         self.hidden_items = 0
         self._gc_hold: FullCollectionHold | None = None
+        self.shown = asyncio.Event()  # Set once mounted, its conversation in the message list.
+        self._until_drawn: list[FullCollectionHold] = []  # See `_full_passes_wait`.
         self._idle_escape_at = -math.inf  # When an Esc last found no turn to stop.
         self._welcome: Welcome | None = None  # Shown while the conversation is empty.
         self._approved: dict[str, set[str]] = {}  # Tools approved for each conversation.
@@ -163,6 +169,12 @@ class ChatScreen(EscapeFirstScreen[None]):
         yield KeyFooter()
 
     async def on_mount(self) -> None:
+        try:
+            await self._mount_conversation()
+        finally:
+            self.shown.set()  # Also if that failed: the app waits for this (`ChatApp.on_mount`).
+
+    async def _mount_conversation(self) -> None:
         self._status = self.query_one(StatusBar)
         self._messages = self.query_one(MessageList)
         self._banner = self.query_one(EditBanner)
@@ -179,6 +191,8 @@ class ChatScreen(EscapeFirstScreen[None]):
             self.turn.cancel()  # However the app ends, a running turn stops the same way.
         if self._gc_hold is not None:
             self._gc_hold.release()  # No refresh comes any more.
+        for hold in self._until_drawn:
+            hold.release()
 
     # Conversation display
 
@@ -190,7 +204,28 @@ class ChatScreen(EscapeFirstScreen[None]):
         Only the last `SHOWN_ITEMS` items are mounted unless `everything`: the
         layout cost of every frame grows with the number of mounted widgets,
         and a long history must not slow down the reply that is streaming.
+        The collector's full passes wait until they are drawn: mounting makes
+        many objects, and a pass walks every live one, a long conversation's too.
         """
+        with self._full_passes_wait():
+            await self._show_conversation(conversation, everything)
+
+    @contextlib.contextmanager
+    def _full_passes_wait(self) -> Iterator[None]:
+        """Full collections wait until what this draws is on screen (or the screen goes)."""
+        hold = FullCollectionHold()
+        self._until_drawn.append(hold)
+        try:
+            yield
+        finally:
+            self.call_after_refresh(self._drawn, hold)
+
+    def _drawn(self, hold: FullCollectionHold) -> None:
+        hold.release()
+        if hold in self._until_drawn:
+            self._until_drawn.remove(hold)
+
+    async def _show_conversation(self, conversation: Conversation, everything: bool) -> None:
         self.conversation = conversation
         messages = self._messages
         items = conversation.items
@@ -219,12 +254,43 @@ class ChatScreen(EscapeFirstScreen[None]):
         if (notice := self.session.startup_notice) and self._welcome is None:
             widgets.append(ErrorNotice(notice))  # The welcome says it in an empty one.
         await messages.replace_items(widgets)
+        self._show_system_prompt()
         self._show_welcome()
-        show_results(items, views)
+        # Over the items shown only: a call shown gets the result it gets over the whole path
+        # (`pair_results` pairs a result with the latest earlier call of its id), and the
+        # items not shown are not read.
+        if views:
+            from chatui.screens.turn_view import show_results  # See `start_turn`.
+
+            show_results(items[hidden:], views)
         self._queue.load(conversation.id)
         self._show_choices()
         messages.anchor()
         self.refresh_bindings()
+
+    def _show_system_prompt(self) -> None:
+        """A word under the composer while the conversation has a system prompt of its own."""
+        own = self.conversation.system_prompt is not None
+        self._composer.border_subtitle = Text(OWN_SYSTEM_PROMPT, style="dim") if own else ""
+
+    def action_system_prompt(self) -> None:
+        """The open conversation's system prompt: edit it, or go back to the config's."""
+        conversation, session = self.conversation, self.session
+        own = conversation.system_prompt is not None
+        from chatui.screens.system_prompt import PromptChange, SystemPromptDialog
+
+        dialog = SystemPromptDialog(session.system_prompt_of(conversation), own=own)
+
+        def chosen(change: PromptChange | None) -> None:
+            if change is None:
+                return
+            try:
+                session.set_system_prompt(conversation, change.text)
+            except SessionError as error:
+                self._tell(error)
+            self._show_system_prompt()
+
+        self.app.push_screen(dialog, chosen)
 
     def _show_more_below(self, shown: bool) -> None:
         self.query_one(MoreBelow).display = shown
@@ -233,12 +299,13 @@ class ChatScreen(EscapeFirstScreen[None]):
         """Fill the empty conversation's page, then learn (maybe by a probe) if it can answer."""
         if self._welcome is None:
             return
-        who = self.session.provider_label() if self.session.provider is not None else None
+        who = self.session.provider_label() if self.session.has_provider else None
         self._welcome.show(who, None, checking=True)
-        self.run_worker(self._check_provider(self._welcome, who), group="check", exclusive=True)
+        self.run_worker(self._check_provider(self._welcome), group="check", exclusive=True)
 
-    async def _check_provider(self, welcome: Welcome, who: tuple[str, str] | None) -> None:
-        problem = await self.session.problem()
+    async def _check_provider(self, welcome: Welcome) -> None:
+        problem = await self.session.problem()  # A deferred provider: once it is made.
+        who = self.session.provider_label() if self.session.provider is not None else None
         if welcome is self._welcome:  # Still on screen (a switch restarts this worker).
             welcome.show(who, problem, checking=False)
 
@@ -285,6 +352,9 @@ class ChatScreen(EscapeFirstScreen[None]):
         continued one goes on where it is. `key_time`: when the key that asked
         for it was read. None, with the reason on screen, if no provider can answer.
         """
+        # Imported by the first turn, if the app has not yet done so after its first frame.
+        from chatui.screens.turn_view import TurnView
+
         messages, composer = self._messages, self._composer
         shown = (
             [
@@ -694,37 +764,66 @@ class ChatScreen(EscapeFirstScreen[None]):
 
     def action_switch_model(self) -> None:
         """The model switcher: the provider and model for the next turns."""
+        self.run_worker(self._open_switcher(), group="switcher", exclusive=True)
+
+    async def _open_switcher(self) -> None:
+        """Each provider is made first, on a thread: importing an SDK takes up to a
+        second, which on the loop would hold every key and frame meanwhile."""
+        from chatui.screens.model_switcher import ModelSwitcher
+
         session = self.session
+        await session.make_providers(session.choices())
         choices = [(choice, session.unavailable(choice)) for choice in session.choices()]
-        self.app.push_screen(ModelSwitcher(choices, session.choice), self.switch_model)
+        own = session.model_of(self.conversation)
+        self.app.push_screen(ModelSwitcher(choices, session.choice, own=own), self.switch_model)
 
     async def switch_model(self, choice: ModelChoice | None) -> None:
-        """Answer from the next turn on with `choice` (a running reply keeps its model)."""
-        if choice is None or choice == self.session.choice:
+        """Answer from the next turn on with `choice` (a running reply keeps its model).
+
+        It becomes the open conversation's own model: opening it again answers with it.
+        """
+        if choice is None:
             return
+        if choice != self.session.choice:
+            try:
+                self.session.switch(choice)
+            except NoProvider as problem:
+                self.notify(str(problem), severity="error", markup=False)
+                return
+            self._answer_with_the_new_model()
+            self._show_welcome()
         try:
-            self.session.switch(choice)
-        except NoProvider as problem:
-            self.notify(str(problem), severity="error", markup=False)
-            return
+            self.session.keep_model(self.conversation)
+        except SessionError as error:
+            self._tell(error)
+
+    def _answer_with_the_new_model(self) -> None:
+        """The session switched model: show it, and prepare it (a local model loads)."""
         status = self._status
         status.provider, status.model = self.session.provider_label()
         self.session.begin_prepare(self.show_loading)
-        self._show_welcome()
         self.app.run_worker(self.prepare_provider(), group="prepare")
 
     async def prepare_provider(self) -> None:
-        """Prepare the provider (load a local model) with progress in the status bar."""
+        """Make (if deferred) and prepare the provider, with progress in the status bar."""
+        session = self.session
+        making = session.provider is None and session.has_provider  # Deferred: made now.
         try:
-            await self.session.prepare(self.show_loading)
+            await session.prepare(self.show_loading)
+            if making and (notice := session.startup_notice) and self._welcome is None:
+                await self.show_error(notice)  # It could not be made (the welcome says why).
         except ProviderError as error:
             await self.show_error(str(error))
+        finally:
+            status = self._status
+            status.provider, status.model = self.session.provider_label()
 
     async def action_new_conversation(self) -> None:
         await self.open_conversation(None)
 
     def action_conversations(self) -> None:
         """The conversation list: open, start, rename or delete a conversation."""
+        from chatui.screens.conversations import NEW, ConversationList
 
         async def chosen(conversation_id: str | None) -> None:
             current = self.conversation.id
@@ -755,10 +854,13 @@ class ChatScreen(EscapeFirstScreen[None]):
         that could not be stored, or whose conversation was deleted, comes
         along, after the opened one's own. The status bar starts afresh. Keys
         that would act on a conversation do nothing meanwhile (`NOT_WHILE_SWITCHING`).
+        The collector's full passes wait until the opened one is drawn (as in
+        `show_conversation`), its loading included.
         """
         self._switching = True
         try:
-            await self._switch(conversation_id, branch_before)
+            with self._full_passes_wait():
+                await self._switch(conversation_id, branch_before)
         finally:
             self._switching = False
         self.refresh_bindings()
@@ -776,6 +878,10 @@ class ChatScreen(EscapeFirstScreen[None]):
                     conversation = await self.session.open_conversation(
                         conversation_id, self.conversation
                     )
+                before = self.session.choice
+                self.session.adopt_conversation_settings(conversation)  # Its own model.
+                if self.session.choice != before:
+                    self._answer_with_the_new_model()
                 await self.show_conversation(conversation)
                 if conversation.id != left:
                     carry = not stored or not self.session.exists(left)

@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from chatui.messages import QueuedMessage, ResponseState
 from chatui.store import Store
-from chatui.turn import TurnOutcome
 from chatui.turn_kinds import NewPrompt
 from chatui.widgets.queue_panel import QueuePanel
+
+if TYPE_CHECKING:
+    from chatui.turn import TurnOutcome
 
 
 class MessageQueue:

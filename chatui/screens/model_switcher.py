@@ -20,16 +20,24 @@ class ModelSwitcher(ModalScreen[ModelChoice | None]):
 
     Each choice comes with why it cannot answer, if that is known (a missing
     key); such a choice is shown but cannot be picked. Dismisses with the
-    chosen `ModelChoice`, or None.
+    chosen `ModelChoice`, or None. The model in use is marked, and so is the
+    open conversation's own (`own`), which opening it answers with.
     """
 
     BINDINGS = [Binding("escape", "dismiss(None)", "Close")]
 
-    def __init__(self, choices: list[tuple[ModelChoice, str | None]], current: ModelChoice) -> None:
+    def __init__(
+        self,
+        choices: list[tuple[ModelChoice, str | None]],
+        current: ModelChoice,
+        *,
+        own: ModelChoice | None = None,
+    ) -> None:
         super().__init__()
         self.choices = [choice for choice, _problem in choices]
         self._problems = [problem for _choice, problem in choices]
         self.current = current
+        self.own = own
 
     def compose(self) -> ComposeResult:
         with Vertical(id="model-dialog") as dialog:
@@ -47,8 +55,11 @@ class ModelSwitcher(ModalScreen[ModelChoice | None]):
             label = Text()
             label.append(f"{choice.provider:<10}", style="bold")
             label.append(visible(choice.label))  # A model's name is not ours: shown literally.
-            if choice == self.current:
-                label.append("  ● in use", style="dim")
+            marks = ["● in use"] if choice == self.current else []
+            if choice == self.own:
+                marks.append("this conversation's")
+            if marks:
+                label.append(f"  {' · '.join(marks)}", style="dim")
             if problem:
                 label.append(f"\n✗ {visible(problem)}", style="dim")
             options.append(Option(label, disabled=bool(problem)))

@@ -4,21 +4,23 @@ Model text is untrusted: replies go to a `Markdown` widget (Markdown is
 rendered, Rich markup is not), everything else is shown as plain `Text`; all
 of it passes through `visible()` first so terminal control sequences are
 shown, never acted on.
+
+The views of a reply's parts (its Markdown, thinking, tool calls) are imported
+where a reply first needs them, not with this module: the first frame of an
+empty conversation waits for none of them.
 """
 
 from __future__ import annotations
 
-import threading
 import time
+from typing import TYPE_CHECKING
 
-from markdown_it import MarkdownIt
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.content import Content
 from textual.widget import Widget
-from textual.widgets import Markdown, Static
-from textual.widgets.markdown import MarkdownStream
+from textual.widgets import Static
 
 from chatui._textual.repeat_lines import RepeatedMiddle
 from chatui._textual.top_down import TopDownStack
@@ -31,62 +33,23 @@ from chatui.messages import (
     ToolResult,
 )
 from chatui.sanitize import visible
-from chatui.widgets.fold import Fold
-from chatui.widgets.streaming_markdown import StreamingMarkdown
-from chatui.widgets.thinking import ThinkingView
-from chatui.widgets.tool_call import Status, ToolCallView
 
-_parsers = threading.local()
+if TYPE_CHECKING:
+    from textual.widgets.markdown import MarkdownStream
 
-
-def _shared_parser() -> MarkdownIt:
-    """The Markdown parser of this thread, shared by every reply.
-
-    Without a factory, Textual builds a new parser (and compiles its linkify
-    patterns) on every append: a third of the streaming cost. One per thread,
-    not one in all: `Markdown.update()` parses in a worker thread, and the
-    linkify matcher keeps state between calls.
-    """
-    parser = getattr(_parsers, "parser", None)
-    if parser is None:
-        parser = _parsers.parser = MarkdownIt("gfm-like")  # Textual's default preset.
-    return parser
-
-
-class ReplyMarkdown(StreamingMarkdown, TopDownStack):
-    """Markdown for (a text run of) a reply, which can fold its blocks above the view.
-
-    A long last block streams in pieces (see `StreamingMarkdown`).
-
-    `BLANK`: the widget itself draws nothing (no border, padding or background
-    of its own; its blocks draw the text), so Textual gives it blank lines
-    instead of rendering its whole height, as long as the reply, each time it
-    grows.
-    """
-
-    BLANK = True
-
-    def __init__(self, markdown: str | None = None) -> None:
-        super().__init__(markdown, parser_factory=_shared_parser)
-        self._fold = Fold()
-
-    def compose(self) -> ComposeResult:
-        yield self._fold.spacer  # Blocks are mounted after it.
-
-    def fold_above(self, screen_y: int) -> int:
-        """Fold the blocks that end above `screen_y`, a screen row."""
-        blocks = [child for child in self.children if child is not self._fold.spacer]
-        return self._fold.fold(blocks, screen_y - self.content_region.y)
-
-    def unfold(self) -> None:
-        self._fold.unfold()
-
-    def long_block_ends(self) -> None:
-        self.unfold()  # Its folded pieces go, and its start is drawn again, whole.
+    from chatui.widgets.reply_markdown import ReplyMarkdown
+    from chatui.widgets.thinking import ThinkingView
+    from chatui.widgets.tool_call import Status, ToolCallView
 
 
 def reply_markdown(text: str | None = None) -> ReplyMarkdown:
-    """A Markdown widget for (a text run of) a reply."""
+    """A Markdown widget for (a text run of) a reply.
+
+    Its module (with Textual's Markdown and markdown-it) is imported with the
+    first reply shown: an empty conversation draws its first frame without.
+    """
+    from chatui.widgets.reply_markdown import ReplyMarkdown
+
     return ReplyMarkdown(text)
 
 
@@ -158,6 +121,9 @@ class AssistantMessage(Vertical, TopDownStack, RepeatedMiddle):
             part.unfold()
 
     def _folding_parts(self) -> list[ReplyMarkdown | ToolCallView]:
+        from chatui.widgets.reply_markdown import ReplyMarkdown  # Imported with the first run.
+        from chatui.widgets.tool_call import ToolCallView
+
         return [child for child in self.children if isinstance(child, ReplyMarkdown | ToolCallView)]
 
     def tail_height(self) -> int:
@@ -165,6 +131,8 @@ class AssistantMessage(Vertical, TopDownStack, RepeatedMiddle):
         return runs[-1].tail_height() if runs else 0
 
     def _text_runs(self) -> list[ReplyMarkdown]:
+        from chatui.widgets.reply_markdown import ReplyMarkdown  # Imported with the first run.
+
         # Children, not a DOM query: this runs after every layout of a streaming frame.
         return [child for child in self.children if isinstance(child, ReplyMarkdown)]
 
@@ -174,11 +142,15 @@ class AssistantMessage(Vertical, TopDownStack, RepeatedMiddle):
         else:
             for part in self.response.parts:
                 if isinstance(part, ToolCallPart):
+                    from chatui.widgets.tool_call import ToolCallView
+
                     view = ToolCallView(part)
                     self._call_views.append(view)
                     yield view
                 elif isinstance(part, ThinkingPart):
                     if part.text or part.redacted:
+                        from chatui.widgets.thinking import ThinkingView
+
                         yield ThinkingView(part, streaming=False)
                 elif part.text:
                     yield reply_markdown(visible(part.text))
@@ -201,7 +173,7 @@ class AssistantMessage(Vertical, TopDownStack, RepeatedMiddle):
         if self._stream is None:
             # The widget is already mounted: nothing here awaits before the text is
             # queued, so a stop cannot come between storing a token and showing it.
-            self._stream = Markdown.get_stream(self._next_markdown)
+            self._stream = self._next_markdown.get_stream(self._next_markdown)
         await self._stream.write(visible(text))
 
     async def write_thinking(self, part: ThinkingPart) -> None:
@@ -213,6 +185,8 @@ class AssistantMessage(Vertical, TopDownStack, RepeatedMiddle):
             self._thinking.grow()
             return
         self._end_thinking()
+        from chatui.widgets.thinking import ThinkingView
+
         view = self._thinking = ThinkingView(part, streaming=not part.redacted)
         if self._stream is None:  # No text in the current run yet: the reasoning goes first.
             await self.mount(view, before=self._next_markdown)
@@ -224,6 +198,8 @@ class AssistantMessage(Vertical, TopDownStack, RepeatedMiddle):
             self.late_writes += 1
             return
         self._end_thinking()
+        from chatui.widgets.tool_call import ToolCallView
+
         view = ToolCallView(call)
         self._calls[index] = view
         self._call_views.append(view)
@@ -278,6 +254,8 @@ class AssistantMessage(Vertical, TopDownStack, RepeatedMiddle):
         self._calls = {}
         self._show_marker()
         await self.remove_children(gone)
+        from chatui.widgets.reply_markdown import ReplyMarkdown  # Imported with the first run.
+
         parts, children = self.response.parts, list(self.children)
         last = children[-2] if len(children) > 1 else None  # The marker is the last child.
         if isinstance(last, ReplyMarkdown) and parts and isinstance(parts[-1], TextPart):

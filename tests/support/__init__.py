@@ -1,7 +1,8 @@
 """What the tests (and bench/) share; a test module imports from here, never from another.
 
 - `app`: drive `ChatApp` with Pilot (`make_app`, `send`, `wait_until`, `press_and_settle`,
-  `stop_midway`, `screen_text`) and read what it stored (`conversation_rows`).
+  `stop_midway`, `screen_text`), read what it stored (`conversation_rows`), date the
+  stored conversations for a snapshot (`date_conversations`).
 - `turns`: run a `Turn` with no app (`make_turn`, `run_turn`, `Sink`: the observer that records).
 - `scripted`: `ScriptedProvider`, a provider that plays a script of stream events.
 - `wire`, `openai_wire`, `anthropic_wire`: a real HTTP server on 127.0.0.1 that
@@ -18,9 +19,12 @@
 - `mcp_servers`: MCP servers the tests run (the SDK's, over stdio or HTTP, and
   raw JSON-RPC ones that misbehave), recording what they saw; `mcp`: their
   configs, an HTTP server process, their records, `McpRig` (a manager alone).
-- `quit_target`, `crash_target`, `mcp_quit_target`: programs the tests run as
-  subprocesses (`python -m tests.support.NAME`).
+- `headless`: the `chatui` command run headless as a subprocess (`Headless`:
+  its output as it comes, signals, a reader that leaves, its exit code), its
+  config and environment, and what it stored.
+- `quit_target`, `crash_target`, `mcp_quit_target`, `headless_target`: programs
+  the tests run as subprocesses (`python -m tests.support.NAME`).
 
 Fixtures shared by many modules (`store`, `config`, `tiny_model`,
-`default_model_cache`, `fake_clock`, `wire` and `server`) are in `tests/conftest.py`.
+`default_model_cache`, `fake_clock`, `utc`, `wire` and `server`) are in `tests/conftest.py`.
 """
