@@ -132,15 +132,15 @@ def _start(arguments: list[str]) -> int:
             },
         )
     except ConfigError as error:
-        print(f"chatui: config error: {error}", file=sys.stderr)
+        _tell(f"chatui: config error: {error}")
         return 2
     try:
         store = Store(
             Path(config.db_path).expanduser() if config.db_path else default_db_path(),
-            on_long_work=lambda text: print(f"chatui: {text}", file=sys.stderr, flush=True),
+            on_long_work=lambda text: _tell(f"chatui: {text}"),
         )
     except StoreError as error:
-        print(f"chatui: {error}", file=sys.stderr)
+        _tell(f"chatui: {error}")
         return 2
     resume: str | None = None
     if _needs_headless_module(args):  # The app alone does without it (a faster first frame).
@@ -157,21 +157,27 @@ def _start(arguments: list[str]) -> int:
                 )
         except UsageError as error:
             store.close()
-            print(f"chatui: {error}", file=sys.stderr)
+            _tell(f"chatui: {error}")
             return EXIT_USAGE
     if no_terminal := terminal_problem():  # Said after the config's and the store's errors.
         # The full-screen UI would draw into a pipe or a file, and wait for keys forever.
         store.close()
-        print(
+        _tell(
             f"chatui needs a terminal: {no_terminal}. Run it in a terminal. To print a reply "
-            "without one, give the prompt with -p PROMPT (or pipe it in).",
-            file=sys.stderr,
+            "without one, give the prompt with -p PROMPT (or pipe it in)."
         )
         return 2
 
     # The provider is made after the first frame: its SDK or llama.cpp takes up to a second.
     named = args.provider is not None or args.model is not None
     return run_app(config, store, None, deferred=True, resume=resume, model_named=named)
+
+
+def _tell(text: str) -> None:
+    """`text` on stderr; nowhere if stderr is closed (print would send it to stdout)."""
+    if sys.stderr is not None:
+        with contextlib.suppress(OSError, ValueError):
+            print(text, file=sys.stderr, flush=True)
 
 
 def _needs_headless_module(args: argparse.Namespace) -> bool:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import sqlite3
+import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -68,7 +69,8 @@ def export_main(argv: list[str]) -> int:
             return _to_stdout(text)
         _to_file(args.output, text)
     except ExportError as error:
-        print(f"chatui export: {error}", file=sys.stderr)
+        if sys.stderr is not None:  # Closed (`2>&-`), print would write to stdout.
+            print(f"chatui export: {error}", file=sys.stderr)
         return error.code
     return 0
 
@@ -143,22 +145,41 @@ def _to_stdout(text: str) -> int:
 
 
 def _to_file(path: Path, text: str) -> None:
-    """Write `text` to `path`, all or nothing: a file it replaces stays whole if writing fails."""
+    """Write `text` to `path`, all or nothing: a file it replaces stays whole if writing fails.
+
+    A link is followed: the file it points to is replaced, the link kept. A
+    path that is not a file (`/dev/stdout`, `/dev/null`, a fifo) is written
+    into as a shell's `>` would: replacing it would put a file in its place.
+    """
     shown = one_line(str(path), 500)
     data = text.encode("utf-8", "backslashreplace")
     temporary: str | None = None
     try:
-        descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        if _is_special(path):
+            with path.open("wb") as file:
+                file.write(data)
+            return
+        target = Path(os.path.realpath(path))
+        descriptor, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
         if hasattr(os, "fchmod"):  # mkstemp's file is private; an export is not.
-            os.fchmod(descriptor, _mode_for(path))
+            os.fchmod(descriptor, _mode_for(target))
         with os.fdopen(descriptor, "wb") as file:
             file.write(data)
-        os.replace(temporary, path)
+        os.replace(temporary, target)
     except OSError as error:
         if temporary is not None:
             Path(temporary).unlink(missing_ok=True)
         reason = error.strerror or type(error).__name__
         raise ExportError(f"could not write {shown}: {reason}.", code=1) from None
+
+
+def _is_special(path: Path) -> bool:
+    """Whether `path` (followed, if a link) is there and neither a file nor a directory."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
 def _mode_for(path: Path) -> int:

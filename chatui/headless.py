@@ -140,6 +140,8 @@ def read_prompt(prompt: str | None) -> str:
         stdin = sys.stdin
         if stdin is None:
             raise UsageError("There is no prompt: stdin is closed. Give one with -p PROMPT.")
+        if stdin.isatty():  # Else it looks stuck: nothing says it waits for a prompt.
+            say("Type the prompt, then press Ctrl+D at the start of a line to send it.")
         data = stdin.buffer.read()
         prompt = data.decode("utf-8", errors="replace").rstrip("\r\n")
     if not prompt.strip():
@@ -307,7 +309,12 @@ class Output:
 
 
 def say(text: str) -> None:
-    """A sentence for the user, on stderr (an unwritable stderr is no reason to fail)."""
+    """A sentence for the user, on stderr (an unwritable stderr is no reason to fail).
+
+    With stderr closed (`2>&-`), nowhere: `print` would write it to stdout, into the reply.
+    """
+    if sys.stderr is None:
+        return
     with contextlib.suppress(OSError, ValueError):
         print(f"chatui: {text}", file=sys.stderr, flush=True)
 
@@ -369,6 +376,8 @@ class HeadlessRun:
         self._calls: dict[int, ToolCallPart] = {}  # Its calls, by the provider's index.
         self._responses = 0
         self._write_error: OSError | None = None
+        self._first_item = 0  # Where this turn's items begin in the conversation.
+        self._reported: set[str] = set()  # The ids of the tool results told of.
 
     # The stop
 
@@ -511,6 +520,7 @@ class HeadlessRun:
             self._fail(session.redact(str(error)))
             return EXIT_FAILED
         self._warn_of_unknown_tools()
+        self._first_item = len(conversation.items)
         try:
             turn = self.turn = session.new_turn(conversation, self.prompt, observer=self)
         except NoProvider as problem:
@@ -522,6 +532,7 @@ class HeadlessRun:
         assert provider is not None  # Checked above: new_turn raises without one.
         self._emit({"type": "start", "conversation": conversation.id, **_who(provider)})
         outcome = await turn.run()
+        self._report_unreported_results(conversation)
         self._finish_text()
         try:
             session.turn_finished(turn, outcome)
@@ -567,7 +578,11 @@ class HeadlessRun:
             return EXIT_CLOSED if self.output.closed and stopped == EXIT_CLOSED else EXIT_COMPLETE
         if outcome.state is ResponseState.INTERRUPTED:
             if stopped in (EXIT_SIGINT, EXIT_SIGTERM):
-                say("Stopped. What arrived is stored, marked interrupted.")
+                say(
+                    "Stopped. What arrived is stored, marked interrupted."
+                    if outcome.responses
+                    else "Stopped before the request was sent; the prompt is stored."
+                )
             return stopped if stopped is not None else EXIT_FAILED
         self._fail(outcome.error or "The reply failed.", emit=False)
         return EXIT_FAILED
@@ -666,7 +681,14 @@ class HeadlessRun:
         if calls:
             self._calls[index] = calls[-1]
 
+    def _report_unreported_results(self, conversation: Conversation) -> None:
+        """The results the turn stored without telling (the "cancelled" of calls a stop ended)."""
+        for item in conversation.items[self._first_item :]:
+            if isinstance(item, ToolResult) and item.id not in self._reported:
+                self._tool_result(item)
+
     def _tool_result(self, result: ToolResult) -> None:
+        self._reported.add(result.id)
         self._emit(
             {
                 "type": "tool_result",

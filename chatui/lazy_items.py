@@ -18,6 +18,7 @@ or where an item is on it reads nothing.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import fields
 from typing import Any
@@ -38,6 +39,9 @@ class LazyItems:
     def __init__(self, rows: Rows) -> None:
         self._rows = rows
         self._unread: dict[str, Item] = {}
+        # Held while reading: a worker thread (an export, a tool, the turn) and the loop's
+        # may read at once, and neither may see an item taken off `_unread` but not read.
+        self._lock = threading.Lock()
 
     def stand_in(self, kind: str, item_id: str) -> Item:
         """A stand-in for the stored item `item_id` of `kind`, read on first use."""
@@ -53,33 +57,68 @@ class LazyItems:
         """Read the stand-ins among `ids` (None: all of them) now, in one query.
 
         Raises LookupError if one is no longer stored (its conversation was
-        deleted behind this chatui's back): it stays a stand-in.
+        deleted behind this chatui's back), ValueError if one cannot be read (a
+        damaged row, one from a newer chatui): it stays a stand-in, the others
+        are read.
         """
-        unread = self._unread
-        wanted = list(unread) if ids is None else [i for i in ids if i in unread]
-        if not wanted:
-            return
-        for item_id, data in self._rows(wanted):
-            if (stand_in := unread.pop(item_id, None)) is not None:
-                _become(stand_in, item_from_dict(json.loads(data)))
-        if gone := [i for i in wanted if i in unread]:
-            raise LookupError(f"{len(gone)} items of the conversation are no longer stored")
+        with self._lock:
+            unread = self._unread
+            wanted = list(unread) if ids is None else [i for i in ids if i in unread]
+            if not wanted:
+                return
+            damaged = 0
+            for item_id, data in self._rows(wanted):
+                if (stand_in := unread.get(item_id)) is None:
+                    continue
+                try:
+                    item = parse(data)
+                except ValueError:
+                    damaged += 1
+                    continue
+                del unread[item_id]
+                _become(stand_in, item)
+            if gone := len([i for i in wanted if i in unread]) - damaged:
+                raise LookupError(f"{gone} items of the conversation are no longer stored")
+            if damaged:
+                raise ValueError(f"the store holds damaged data for {damaged} of its items")
+
+
+def parse(data: str) -> Item:
+    """The item stored as `data`; ValueError if this chatui cannot make one of it.
+
+    A damaged row, or one from a newer chatui: it may fail in many ways.
+    """
+    try:
+        return item_from_dict(json.loads(data))
+    except (ValueError, TypeError, KeyError, AttributeError):
+        raise ValueError("the store holds damaged data for 1 of its items") from None
 
 
 def _become(stand_in: Item, item: Item) -> None:
-    """Turn `stand_in` into `item`'s class with `item`'s fields, in place."""
+    """Turn `stand_in` into `item`'s class with `item`'s fields, in place.
+
+    Its `LazyItems` goes last: another thread that finds it waits for the read's
+    end, and one that does not finds every field.
+    """
     known = stand_in.__dict__
-    del known[_LAZY]
-    read = dict(item.__dict__)
-    read.update(known)  # Its id (the same, unless something set another since).
-    known.clear()
-    known.update(read)
+    for name, value in item.__dict__.items():
+        known.setdefault(name, value)  # Not its id: the same, unless something set another.
     stand_in.__class__ = type(item)
+    del known[_LAZY]
 
 
 def _read(stand_in: Any) -> None:
-    lazy: LazyItems = stand_in.__dict__[_LAZY]
-    lazy.read()
+    """Read `stand_in` (and the others): on return it is its item's class, or this raised."""
+    lazy: LazyItems | None = stand_in.__dict__.get(_LAZY)
+    if lazy is None:
+        return  # Read already (by another thread, perhaps this instant).
+    try:
+        lazy.read()
+    except (LookupError, ValueError):
+        if _LAZY in stand_in.__dict__:
+            raise  # Others may have failed: what matters here is this one.
+    if _LAZY in stand_in.__dict__:
+        raise LookupError("an item of the conversation cannot be read")
 
 
 def _field(name: str) -> property:
@@ -121,6 +160,13 @@ def _stand_in_class(cls: type[Item]) -> type[Item]:
         f.name: _field(f.name) for f in fields(cls) if f.name not in _KNOWN
     }
     namespace.update(__eq__=_eq, __hash__=None, __repr__=_repr, __reduce_ex__=_reduce_ex)
+
+    def made(self: Any, *args: Any, **kwargs: Any) -> None:
+        """An item made by calling a stand-in's class (`dataclasses.replace` does) is the item's."""
+        self.__class__ = cls
+        cls.__init__(self, *args, **kwargs)
+
+    namespace["__init__"] = made
     namespace["__doc__"] = f"A {cls.__name__} not read yet: reading any field but its id reads it."
     stand_in: type[Item] = type(f"Unread{cls.__name__}", (cls,), namespace)
     return stand_in

@@ -47,6 +47,18 @@ class Redactor:
             if grams
             else None
         )
+        # A server's own masked echo of a key shows its end after stars
+        # ("sk-proj-****…e2b3", OpenAI's 401): that end goes too.
+        tails = {s[-n:] for s in self.secrets for n in range(2, MIN_FRAGMENT) if len(s) > n}
+        self._tails = (
+            re.compile(
+                r"\*{3,}(?:\.{3}|…)?(?:"
+                + "|".join(re.escape(t) for t in sorted(tails, key=len, reverse=True))
+                + r")(?![A-Za-z0-9_-])"
+            )
+            if tails
+            else None
+        )
 
     def __bool__(self) -> bool:
         return bool(self.secrets)
@@ -55,6 +67,8 @@ class Redactor:
         """`text` with every key, whole or in part, replaced by `***`."""
         if self._pattern is None or not text:
             return text
+        if self._tails is not None and "***" in text:
+            text = self._tails.sub(MASK, text)
         spans: list[tuple[int, int]] = []
         position = 0
         while (found := self._pattern.search(text, position)) is not None:

@@ -260,7 +260,7 @@ class Session:
         choice = self.choice
         progress(f"starting {choice.provider}")
         try:
-            provider = await asyncio.to_thread(self._factory, choice)
+            choice, provider = await self._make_or_fall_back(choice)
         except ProviderError as error:
             if self._deferred:
                 self.provider_error = str(error)
@@ -272,6 +272,32 @@ class Session:
         self._adopt(choice, provider)
         if deferred:
             self.provider = provider
+            # Before `problem()` wakes (it was told the provider is made): it then waits for
+            # the model to load, and never says "ready" of one that is still loading.
+            self.begin_prepare(progress)
+
+    async def _make_or_fall_back(self, choice: ModelChoice) -> tuple[ModelChoice, Provider]:
+        """`choice`'s provider; or, if it is the opened conversation's own model and cannot
+        answer now (no key, no model file), the configured one's, with a notice.
+
+        As `adopt_conversation_settings` does for a conversation opened later: the turn
+        would otherwise fail on a model the user did not pick this time. Raises ProviderError.
+        """
+        configured = configured_choices(self.config)[0]
+        try:
+            provider: Provider | None = await asyncio.to_thread(self._factory, choice)
+            why = lifecycle_of(provider).unavailable()
+        except ProviderError as error:
+            provider, why = None, str(error)
+        if provider is not None and (why is None or choice == configured or not self._deferred):
+            return choice, provider
+        if choice == configured or not self._deferred:
+            raise ProviderError(why or "")
+        if provider is not None:
+            self._adopt(choice, provider)  # The switcher offers it, with why it cannot answer.
+        self.choice = configured
+        self._cannot_answer(choice, self.redact(why or ""))
+        return configured, await asyncio.to_thread(self._factory, configured)
 
     def _made_signal(self) -> asyncio.Future[None]:
         """What `problem()` and a turn wait for: the deferred provider made (or not)."""
@@ -400,7 +426,7 @@ class Session:
                 conversation = store.load_conversation(conversation_id)
             if conversation.id != current.id:
                 store.release_conversation(current.id)
-        except (sqlite3.Error, KeyError) as error:
+        except (sqlite3.Error, KeyError, ValueError) as error:  # ValueError: damaged items.
             raise StorageFailed(f"The conversation could not be opened: {error}") from None
         for provider in list(self._made.values()):
             await lifecycle_of(provider).conversation_left()
@@ -520,6 +546,10 @@ class Session:
                 return
             except NoProvider as error:
                 why = str(error)
+        self._cannot_answer(own, why)
+
+    def _cannot_answer(self, own: ModelChoice, why: str) -> None:
+        """Say that the conversation's own model `own` cannot answer now, and why."""
         name = " · ".join(part for part in (own.provider, own.label) if part)
         if self.startup_notice is None:
             now = " · ".join(part for part in self.provider_label() if part)

@@ -52,7 +52,7 @@ except ImportError:  # Windows: liveness falls back to PIDs.
 
 import platformdirs
 
-from chatui.lazy_items import LazyItems
+from chatui.lazy_items import LazyItems, parse
 from chatui.messages import (
     BranchOrigin,
     Conversation,
@@ -132,8 +132,9 @@ MIGRATIONS: list[str] = [
     CREATE INDEX items_streaming ON items (kind) WHERE state = 'streaming';
     """,
     # Each conversation's own system prompt and model (NULL: the config's), and the
-    # provider and model of its latest reply, for the list; the list reads its
-    # latest conversations through an index, at any number of them.
+    # provider and model of its latest reply (that is JSON: `json_extract` fails on a
+    # damaged row), for the list; the list reads its latest conversations through an
+    # index, at any number of them.
     """
     ALTER TABLE conversations ADD COLUMN system_prompt TEXT;
     ALTER TABLE conversations ADD COLUMN provider TEXT;
@@ -143,6 +144,7 @@ MIGRATIONS: list[str] = [
     UPDATE conversations SET (last_provider, last_model) = (
         SELECT json_extract(data, '$.provider'), json_extract(data, '$.model') FROM items
         WHERE items.conversation_id = conversations.id AND kind = 'response'
+            AND json_valid(data)
         ORDER BY seq DESC, rowid DESC LIMIT 1
     );
     CREATE INDEX conversations_by_updated ON conversations (updated);
@@ -160,6 +162,8 @@ MIGRATIONS: list[str] = [
     # statements that cannot use `json_each`, hence the walk over a reply's parts by
     # index. Prefixes of 1 to 3 letters are indexed: without them, a short prefix
     # merges the lists of every word it begins, at once (0.6 s at a million items).
+    # A row that is not JSON (damaged) is left out: `json_extract` would fail on it, and
+    # with it this update (a store no longer opened), or any write or delete of it.
     """
     CREATE VIEW items_searchable (item_rowid, body) AS SELECT rowid, CASE kind
         WHEN 'prompt' THEN json_extract(data, '$.text')
@@ -177,7 +181,7 @@ MIGRATIONS: list[str] = [
                     json_extract(value, '$.name') || char(10) || json_extract(value, '$.arguments')
             END, char(10)) FROM part
         )
-    END FROM items WHERE state IS NOT 'streaming';
+    END FROM items WHERE state IS NOT 'streaming' AND json_valid(data);
     CREATE VIRTUAL TABLE items_search USING fts5 (
         body, content = 'items_searchable', content_rowid = 'item_rowid',
         tokenize = 'unicode61 remove_diacritics 2', prefix = '1 2 3'
@@ -303,9 +307,12 @@ def match_expression(text: str) -> str | None:
     words = text.translate(_CONTROLS).split()
     if not words:
         return None
-    quoted = ['"' + word.replace('"', '""') + '"' for word in words]
-    if not text[-1].isspace():
-        quoted[-1] += " *"
+    typing = not text[-1].isspace()
+    # Each word once: a pasted text repeats its words, and each costs a walk of the index.
+    whole = dict.fromkeys(words[:-1] if typing else words)
+    quoted = ['"' + word.replace('"', '""') + '"' for word in whole]
+    if typing:
+        quoted.append('"' + words[-1].replace('"', '""') + '" *')
     return " ".join(quoted)
 
 
@@ -484,7 +491,14 @@ class Store:
         rows = self._db.execute(RECOVERY_QUERY).fetchall()
         dead = [data for data, writer, pid in rows if not self._instance_alive(writer, pid)]
         for data in dead:
-            response = item_from_dict(json.loads(data))
+            try:
+                response = parse(data)
+            except ValueError:  # Damaged: left as it is, but never looked at again.
+                self._db.execute(
+                    "UPDATE items SET state = ? WHERE data = ? AND state = ?",
+                    (ResponseState.INTERRUPTED.value, data, ResponseState.STREAMING.value),
+                )
+                continue
             assert isinstance(response, ModelResponse)
             response.state = ResponseState.INTERRUPTED
             response.finish_reason = "cancelled"
@@ -543,14 +557,20 @@ class Store:
         """The latest conversation if it is empty or holds a draft or a queue, and we can claim it.
 
         Else a new one. A draft or queued messages left when chatui quit are
-        thus back on screen.
+        thus back on screen. One whose items cannot be read (damaged) is left
+        for the list to say so: chatui still starts.
         """
         recent = self.list_conversations()
         if recent and self.claim_conversation(recent[0][0]):
-            latest = self.load_conversation(recent[0][0])  # Loaded once it is ours: it is final.
-            if not latest.items or self.load_draft(latest.id) or self.load_queue(latest.id):
+            try:
+                latest = self.load_conversation(recent[0][0])  # Ours now: it is final.
+            except ValueError:
+                latest = None
+            if latest is not None and (
+                not latest.items or self.load_draft(latest.id) or self.load_queue(latest.id)
+            ):
                 return latest
-            self.release_conversation(latest.id)
+            self.release_conversation(recent[0][0])
         return self.create_conversation()
 
     def list_conversations(self) -> list[tuple[str, str]]:
@@ -731,7 +751,7 @@ class Store:
         lazy = LazyItems(lambda ids: self._item_rows(conversation_id, ids))
         stored = [
             (
-                lazy.stand_in(kind, item_id) if data is None else item_from_dict(json.loads(data)),
+                lazy.stand_in(kind, item_id) if data is None else parse(data),
                 parent,
             )
             for item_id, parent, kind, data in self._db.execute(

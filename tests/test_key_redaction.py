@@ -120,6 +120,23 @@ def test_a_redactor_masks_every_long_run_of_a_key(text: str, expected: str | Non
     assert Redactor([SECRET])(text) == (text if expected is None else expected)
 
 
+@pytest.mark.parametrize(
+    "echo",
+    [
+        "Incorrect API key provided: sk-test-{stars}{tail}. You can find your API key",
+        "key sk-…{stars}…{tail}",  # An ellipsis between the stars and the end.
+    ],
+)
+def test_a_servers_masked_echo_of_the_key_loses_the_end_it_shows(echo: str) -> None:
+    """OpenAI's 401 shows a key's last 4 characters after stars; they reached stderr."""
+    text = echo.format(stars="*" * 40, tail=SECRET[-4:])
+
+    shown = Redactor([SECRET])(text)
+
+    assert SECRET[-4:] not in shown and "***" in shown
+    assert Redactor([SECRET])(f"**** {SECRET[-4:]}x") == f"**** {SECRET[-4:]}x"  # Not an end.
+
+
 def test_a_redactor_with_no_keys_changes_nothing() -> None:
     assert Redactor([])("sk-anything at all") == "sk-anything at all"
     assert Redactor(["", ""])("x") == "x"

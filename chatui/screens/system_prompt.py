@@ -75,7 +75,10 @@ class SystemPromptDialog(ModalScreen[PromptChange | None]):
     """
 
     BINDINGS = [
-        Binding("ctrl+s", "save", "Save", priority=True),
+        # Not a priority binding: Ctrl+S then reaches the text area behind the keys typed
+        # before it (read with it, as a fast typist's or a paste's are), and bubbles up
+        # from there once they are in the text. A priority one saved the text without them.
+        Binding("ctrl+s", "save", "Save"),
         Binding("escape", "dismiss(None)", "Cancel"),
     ]
 
