@@ -11,8 +11,8 @@ as the app), is on again once that frame is drawn.
 
 from __future__ import annotations
 
-import asyncio
 import gc
+import json
 import re
 import subprocess
 import sys
@@ -20,8 +20,6 @@ import time
 from pathlib import Path
 
 import pyte
-from textual.driver import Driver
-from textual.drivers.headless_driver import HeadlessDriver
 
 from chatui.app import ChatApp
 from chatui.config import Config
@@ -63,24 +61,6 @@ def test_the_app_imports_nothing_its_first_frame_does_not_show() -> None:
     assert result.stdout.split() == []
 
 
-class FrameRecorder(HeadlessDriver):
-    """A terminal that keeps each write of the app: a frame is one write."""
-
-    writes: list[str] = []
-
-    @property
-    def is_headless(self) -> bool:
-        return False  # So that the app renders its frames and writes them here.
-
-    def write(self, data: str) -> None:
-        FrameRecorder.writes.append(data)
-
-
-class RecordedApp(ChatApp):
-    def get_driver_class(self) -> type[Driver]:
-        return FrameRecorder
-
-
 def first_frame(writes: list[str]) -> list[str]:
     """The terminal's rows once the first write that drew anything on it is shown."""
     screen = pyte.Screen(*SIZE)
@@ -92,19 +72,20 @@ def first_frame(writes: list[str]) -> list[str]:
     return []
 
 
-async def test_the_first_frame_shows_the_composer_and_the_status_line(store: Store) -> None:
+def test_the_first_frame_shows_the_composer_and_the_status_line(tmp_path: Path) -> None:
     """A screen pushed while Textual held its first frames back lost its first frame."""
-    FrameRecorder.writes = []
-    app = RecordedApp(Config(system_prompt="", db_path=str(store.path)), store, ScriptedProvider())
-    running = asyncio.create_task(app.run_async(headless=False, size=SIZE))
-    deadline = time.monotonic() + 20
-    while not any(PLACEHOLDER[1:] in data for data in FrameRecorder.writes):
-        assert not running.done() and time.monotonic() < deadline, "no composer drawn"
-        await asyncio.sleep(0.005)
-    app.exit()
-    await asyncio.wait_for(running, 20)
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.support.first_frame_target", str(tmp_path / "db.sqlite3")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    writes = json.loads(result.stdout)
+    assert any(PLACEHOLDER[1:] in data for data in writes), "no composer drawn"
 
-    rows = first_frame(FrameRecorder.writes)
+    rows = first_frame(writes)
     assert any(PLACEHOLDER in row for row in rows), "\n".join(rows)
     assert any(STATUS.match(row) for row in rows), "\n".join(rows)
 

@@ -22,7 +22,8 @@
 - `headless`: the `chatui` command run headless as a subprocess (`Headless`:
   its output as it comes, signals, a reader that leaves, its exit code), its
   config and environment, and what it stored.
-- `quit_target`, `crash_target`, `mcp_quit_target`, `headless_target`: programs
+- `quit_target`, `crash_target`, `mcp_quit_target`, `headless_target`,
+  `first_frame_target`: programs
   the tests run as subprocesses (`python -m tests.support.NAME`).
 
 Fixtures shared by many modules (`store`, `config`, `tiny_model`,
