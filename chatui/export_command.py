@@ -115,7 +115,7 @@ def _find(store: Store, wanted: str | None) -> str:
         return latest
     if wanted and store.exists(wanted):
         return wanted
-    matches = [row for row in store.list_conversations() if wanted and row[0].startswith(wanted)]
+    matches = store.conversations_starting_with(wanted) if wanted else []
     shown = one_line(wanted, 100)
     if not matches:
         raise ExportError(f"no conversation's id is or starts with {shown!r}.")

@@ -114,7 +114,7 @@ def find_conversation(store: Store, *, resume: str | None, last: bool) -> str | 
     if wanted and store.exists(wanted):
         return wanted
     matches = (
-        [cid for cid, _title in store.list_conversations() if cid.startswith(wanted)]
+        [cid for cid, _title in store.conversations_starting_with(wanted)]
         if len(wanted) >= PREFIX_LENGTH
         else []
     )

@@ -696,6 +696,16 @@ class Store:
                 owned.add(conversation_id)
         return owned
 
+    def conversations_starting_with(self, start: str) -> list[tuple[str, str]]:
+        """(id, title) of each conversation whose id starts with `start`, most recent first."""
+        return list(
+            self._db.execute(
+                "SELECT id, title FROM conversations WHERE substr(id, 1, length(?)) = ?"
+                " ORDER BY updated DESC, rowid DESC",
+                (start, start),
+            )
+        )
+
     def latest_conversation_id(self) -> str | None:
         """The most recently updated conversation that holds an item, or None when none does.
 
@@ -950,21 +960,20 @@ class Store:
             self._db.execute("BEGIN")
             if isinstance(item, UserPrompt):
                 self._db.execute("DELETE FROM queued WHERE id = ?", (item.id,))
+            # One write of the conversation's row: its time, its path's end (a new item),
+            # and the model of its latest reply (for the list).
+            sets: list[str] = ["updated = ?"]
+            values: list[object] = [time.time()]
             if self._write_item(item, conversation_id, parent):
-                self._db.execute(
-                    "UPDATE conversations SET updated = ?, leaf = ? WHERE id = ?",
-                    (time.time(), item.id, conversation_id),
-                )
-            else:
-                self._db.execute(
-                    "UPDATE conversations SET updated = ? WHERE id = ?",
-                    (time.time(), conversation_id),
-                )
+                sets.append("leaf = ?")
+                values.append(item.id)
             if isinstance(item, ModelResponse):
-                self._db.execute(
-                    "UPDATE conversations SET last_provider = ?, last_model = ? WHERE id = ?",
-                    (item.provider, item.model, conversation_id),
-                )
+                sets.append("last_provider = ?, last_model = ?")
+                values += [item.provider, item.model]
+            self._db.execute(
+                f"UPDATE conversations SET {', '.join(sets)} WHERE id = ?",
+                (*values, conversation_id),
+            )
 
     def set_leaf(self, conversation_id: str, item_id: str | None) -> None:
         """Keep the path shown: the one ending at `item_id` (None: nothing shown).

@@ -18,7 +18,8 @@ from chatui.config import Config
 from chatui.providers.local import provider as local_module
 from chatui.store import Store
 from tests.support.clocks import FakeClock
-from tests.support.remote import WIRES, Wire
+from tests.support.headless import environment, remote_config
+from tests.support.remote import WIRES, OpenAIWire, Wire
 from tests.support.tiny_gguf import write_tiny_model
 from tests.support.wire import WireServer
 
@@ -90,3 +91,21 @@ def server(wire: Wire) -> Iterator[WireServer]:
     """A wire server checking requests as `wire`'s API does (a module may define its own)."""
     with wire.serve() as running:
         yield running
+
+
+@pytest.fixture
+def openai() -> Wire:
+    return OpenAIWire()
+
+
+@pytest.fixture
+def openai_server(openai: Wire) -> Iterator[WireServer]:
+    """A server of OpenAI's API, for what does not depend on the API (see `openai_env`)."""
+    with openai.serve() as running:
+        yield running
+
+
+@pytest.fixture
+def openai_env(tmp_path: Path, openai: Wire, openai_server: WireServer) -> dict[str, str]:
+    """chatui's environment on `openai_server`: for what a headless run does on any API."""
+    return environment(tmp_path, remote_config(openai, openai_server))

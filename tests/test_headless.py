@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,23 +54,6 @@ def user_texts(wire: Wire, body: dict[str, Any]) -> list[str]:
 def env(tmp_path: Path, wire: Wire, server: WireServer) -> dict[str, str]:
     """chatui on `wire`'s API at `server`: a test that asks for it runs on both APIs."""
     return environment(tmp_path, remote_config(wire, server))
-
-
-@pytest.fixture
-def openai() -> Wire:
-    return OpenAIWire()
-
-
-@pytest.fixture
-def openai_server(openai: Wire) -> Iterator[WireServer]:
-    """A server of OpenAI's API, for what does not depend on the API (see `openai_env`)."""
-    with openai.serve() as running:
-        yield running
-
-
-@pytest.fixture
-def openai_env(tmp_path: Path, openai: Wire, openai_server: WireServer) -> dict[str, str]:
-    return environment(tmp_path, remote_config(openai, openai_server))
 
 
 def test_p_prints_the_reply_as_plain_text_and_stores_it_as_the_app_does(

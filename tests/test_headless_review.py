@@ -12,34 +12,15 @@ import pty
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from chatui.messages import ToolResult
 from tests.support.headless import ROOT, Headless, conversations, environment, remote_config
 from tests.support.mcp_servers import RECORD_ENV
-from tests.support.remote import OpenAIWire, Wire
+from tests.support.remote import Wire
 from tests.support.wire import WireServer
 
 BOUND = 60.0  # Seconds: a bound on a hang, not pacing.
-
-
-@pytest.fixture
-def openai() -> Wire:
-    return OpenAIWire()
-
-
-@pytest.fixture
-def openai_server(openai: Wire) -> Iterator[WireServer]:
-    with openai.serve() as running:
-        yield running
-
-
-@pytest.fixture
-def openai_env(tmp_path: Path, openai: Wire, openai_server: WireServer) -> dict[str, str]:
-    return environment(tmp_path, remote_config(openai, openai_server))
 
 
 def test_p_dash_on_a_terminal_says_to_type_the_prompt_and_end_it_with_ctrl_d(

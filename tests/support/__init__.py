@@ -27,5 +27,7 @@
   the tests run as subprocesses (`python -m tests.support.NAME`).
 
 Fixtures shared by many modules (`store`, `config`, `tiny_model`,
-`default_model_cache`, `fake_clock`, `utc`, `wire` and `server`) are in `tests/conftest.py`.
+`default_model_cache`, `fake_clock`, `utc`, `wire`, `server`, and `openai`,
+`openai_server` and `openai_env` for what does not depend on the API) are in
+`tests/conftest.py`.
 """
