@@ -8,12 +8,16 @@ from typing import Any
 from textual.screen import Screen
 from textual.widget import Widget
 
-SETTLE_TURNS = 20
+SETTLE_TURNS = 100
 """The most turns of the event loop to wait for a widget's changes to reach its screen.
 
 A change takes a few turns: through the widget's message queue, then the
 screen's. Turns, not time: other work that runs in between (storing a reply,
-say) holds up the changes just as long as it holds up the loop."""
+say) holds up the changes just as long as it holds up the loop. A Markdown
+update parses on a worker thread, though, and while other threads hold the
+interpreter lock (an MCP library importing, a model loading) its turns run
+empty: 20 ran out in CI about once in three runs. A turn with nothing to do
+costs microseconds."""
 
 
 def draw_now(screen: Screen[Any]) -> bool:
