@@ -94,7 +94,7 @@ def run_shell_app(db: Path) -> None:
         ToolCallStart,
     )
     from chatui.store import Store
-    from chatui.tools import build_registry
+    from chatui.tools.builtin import build_registry
 
     class ShellCaller:
         name, model = "shell-caller", "bench"

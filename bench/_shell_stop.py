@@ -19,8 +19,9 @@ from typing import Any
 from chatui.config import ToolsConfig
 from chatui.messages import ToolCallPart, ToolResult
 from chatui.store import Store
-from chatui.tools import Tool, ToolRegistry, build_registry
+from chatui.tools.builtin import build_registry
 from chatui.tools.protocol import Approval
+from chatui.tools.registry import Tool, ToolRegistry
 from chatui.turn import QuietObserver, Turn
 from tests.support.processes import (
     alive,

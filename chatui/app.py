@@ -28,6 +28,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Literal
@@ -45,7 +46,7 @@ from chatui._textual.escape import QuickEscapeApp
 from chatui._textual.input import set_escape_delay
 from chatui.config import Config
 from chatui.gc_pause import resume_after_startup
-from chatui.providers.base import Provider
+from chatui.providers.lifecycle import Provider
 from chatui.sanitize import visible
 from chatui.screens.approval import ApprovalDialog
 from chatui.screens.chat import ChatScreen
@@ -53,11 +54,10 @@ from chatui.screens.turn_choices import turn_commands
 from chatui.session import Session
 from chatui.store import Store
 from chatui.threads import DaemonThreadExecutor, ExitDeadline
-from chatui.tools import ToolRegistry, build_registry
-from chatui.tools.protocol import ToolRunner
 
 if TYPE_CHECKING:
     from chatui.mcp.manager import McpManager  # The `mcp` SDK: imported after the first frame.
+    from chatui.tools.protocol import ToolRunner
     from chatui.turn import TurnOutcome
 
 SWITCH_INTERVAL = 0.001  # Seconds; Python's default is 0.005.
@@ -117,7 +117,8 @@ class ChatApp(QuickEscapeApp[None]):
             provider,
             provider_error=provider_error,
             clock=clock,
-            tools=build_registry(config.tools) if tools == "config" else tools,
+            tools=None if tools == "config" else tools,
+            make_tools=partial(_config_tools, config) if tools == "config" else None,
             on_notice=self.show_notice,
             deferred=deferred,
         )
@@ -276,6 +277,8 @@ class ChatApp(QuickEscapeApp[None]):
         thread, so that neither the screen nor a turn that uses no MCP tool
         waits for it. The servers' tools join the session's registry.
         """
+        from chatui.tools.registry import ToolRegistry
+
         registry, config = self.session.tools, self.session.config
         if not isinstance(registry, ToolRegistry):
             return  # Tools given in code (a test's): no place for the servers' tools.
@@ -451,6 +454,13 @@ class ChatApp(QuickEscapeApp[None]):
     async def open_conversation(self, conversation_id: str | None) -> None:
         """Switch the chat screen to a stored conversation, or to a new one for None."""
         await self.chat.open_conversation(conversation_id)
+
+
+def _config_tools(config: Config) -> ToolRunner:
+    """The tools the config enables: made once asked for (after the first frame)."""
+    from chatui.tools.builtin import build_registry
+
+    return build_registry(config.tools)
 
 
 def kill_mcp_servers() -> None:

@@ -21,9 +21,9 @@ from typing import Any, get_type_hints
 
 import platformdirs
 
-from chatui.history import DEFAULT_INTERRUPTED_NOTE
-
 PROVIDERS = ("local", "openai", "anthropic")
+# What the model reads in place of a reply the user stopped (`interrupted_note`).
+DEFAULT_INTERRUPTED_NOTE = "[The user interrupted your previous reply; it is not shown.]"
 KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}  # Section: variable.
 SECRET_ENV = tuple(KEY_ENV.values())  # Never passed on to a tool's process.
 TOOL_CHOICES = ("auto", "required", "none")

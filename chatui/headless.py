@@ -58,8 +58,9 @@ from chatui.sanitize import one_line, visible
 from chatui.session import OPEN_ELSEWHERE, NoProvider, Session, SessionError
 from chatui.store import Store
 from chatui.threads import DaemonThreadExecutor, ExitDeadline
-from chatui.tools import ToolRegistry, build_registry
+from chatui.tools.builtin import build_registry
 from chatui.tools.protocol import Approval, Approver, ToolReport, ToolRunner
+from chatui.tools.registry import ToolRegistry
 from chatui.turn import ResponseStarted, ToolResultAdded, Turn, TurnEvent, TurnOutcome
 
 if TYPE_CHECKING:

@@ -45,6 +45,7 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Literal
 
+from chatui.config import DEFAULT_INTERRUPTED_NOTE
 from chatui.messages import (
     Attachment,
     Item,
@@ -55,7 +56,6 @@ from chatui.messages import (
     nests_too_deep,
 )
 
-DEFAULT_INTERRUPTED_NOTE = "[The user interrupted your previous reply; it is not shown.]"
 TRIMMED_NOTE = (
     "[Earlier messages of this conversation were left out to fit your context window; "
     "the conversation continues from here.]"

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from chatui.config import Config
 from chatui.messages import Conversation, ModelRef, UserPrompt
-from chatui.providers.base import (
+from chatui.providers.lifecycle import (
     Notice,
     Provider,
     ProviderError,
@@ -37,10 +37,10 @@ from chatui.providers.registry import (
 from chatui.redact import Redactor
 from chatui.sanitize import visible
 from chatui.store import Store
-from chatui.tools.protocol import ToolRunner
 from chatui.turn_kinds import TurnAsk
 
-if TYPE_CHECKING:  # Imported by the first turn: the first frame does without it.
+if TYPE_CHECKING:  # Imported by the first turn: the first frame does without them.
+    from chatui.tools.protocol import ToolRunner
     from chatui.turn import Turn, TurnObserver, TurnOutcome, TurnSettings
 
 TITLE_LENGTH = 48
@@ -80,6 +80,7 @@ class Session:
         provider_error: str | None = None,
         clock: Callable[[], float] = time.monotonic,
         tools: ToolRunner | None = None,
+        make_tools: Callable[[], ToolRunner] | None = None,
         on_notice: Notice | None = None,
         factory: Factory | None = None,
         deferred: bool = False,
@@ -92,13 +93,17 @@ class Session:
         `prepare` (importing its SDK or llama.cpp takes up to a second: the app
         draws its first frame first). Meanwhile a turn can start: it waits for
         the provider before its request.
+
+        `make_tools` makes the tools (instead of `tools`) when they are first
+        asked for (`tools`): the first frame does without them.
         """
         self.config = config
         self.store = store
         self.provider = provider
         self.provider_error = provider_error
         self.clock = clock
-        self.tools = tools
+        self._tools = tools
+        self._make_tools = make_tools
         self.last_outcome: TurnOutcome | None = None
         self.quitting = False  # Once set, no new turn starts.
         self._factory = factory or (lambda c: create_provider(config, c.provider, c.model))
@@ -114,6 +119,17 @@ class Session:
         self._deferred = deferred and provider is None  # The configured provider, not made yet.
         self._making: asyncio.Future[None] | None = None  # Its making, once begun (`prepare`).
         self._made_future: asyncio.Future[None] | None = None  # Done once it is made, or not.
+
+    @property
+    def tools(self) -> ToolRunner | None:
+        """What the model may call; made now if it is the first time they are asked for."""
+        if self._make_tools is not None:
+            self._tools, self._make_tools = self._make_tools(), None
+        return self._tools
+
+    @tools.setter
+    def tools(self, tools: ToolRunner | None) -> None:
+        self._tools, self._make_tools = tools, None
 
     @property
     def _lifecycle(self) -> ProviderLifecycle:
@@ -248,6 +264,7 @@ class Session:
         is no provider and `startup_notice` says why. Raises ProviderError with
         a message for the user (each time it is awaited).
         """
+        _ = self.tools  # Made now, after the first frame, rather than by the first turn.
         if self._deferred or self._making is not None:
             if self._making is None:
                 self._making = asyncio.ensure_future(self._make(progress))

@@ -32,10 +32,10 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from chatui.cancel import CancelToken, current_token, stop_requested, tried_to_exit
+from chatui.config import DEFAULT_INTERRUPTED_NOTE
 from chatui.context import DoesNotFit, calibrate, fit_history, learn_window
 from chatui.history import (
     CANCELLED_TOOL_RESULT,
-    DEFAULT_INTERRUPTED_NOTE,
     ChatMessage,
     build_history,
     unique_id,
@@ -74,8 +74,9 @@ from chatui.providers.base import (
     lifecycle_of,
     request_chars,
 )
-from chatui.redact import Redactor, StreamRedactor, current_redactor
+from chatui.redact import Redactor, current_redactor
 from chatui.store import Store
+from chatui.stream_redact import StreamRedactor
 from chatui.tools.protocol import Approval, ToolProgress, ToolRunner, ToolStatus, deny_all
 from chatui.turn_kinds import Continue, NewPrompt, Retry, TurnAsk, last_prompt
 

@@ -22,7 +22,7 @@ from chatui.messages import ToolCallPart
 from chatui.providers.base import StreamEnd, TextDelta
 from chatui.screens.approval import ApprovalDialog, CallView
 from chatui.store import Store
-from chatui.tools import Tool, ToolRegistry
+from chatui.tools.registry import Tool, ToolRegistry
 from chatui.widgets.composer import Composer
 from chatui.widgets.tool_call import ToolCallView
 from tests.support.app import approval_shown, make_app, send, settled, wait_until

@@ -24,7 +24,8 @@ import pytest
 from chatui.cancel import CancelToken, current_token
 from chatui.config import ToolsConfig
 from chatui.messages import ToolCallPart
-from chatui.tools import build_registry, shell
+from chatui.tools import shell
+from chatui.tools.builtin import build_registry
 from chatui.tools.calculator import CalculationError, calculate
 from chatui.tools.files import Workspace, list_directory, read_text_file
 from chatui.tools.protocol import Approval

@@ -78,3 +78,23 @@ async def test_clicking_a_key_runs_its_binding(store: Store) -> None:
         conversations = app.screen
         await pilot.click(footer_keys(app)["ctrl+o"])
         await wait_until(pilot, lambda: app.screen is not conversations)
+
+
+async def test_the_footer_is_built_once_at_startup(store: Store, monkeypatch) -> None:
+    """Its keys come once the screen's bindings are ready: one rebuild, not one per change."""
+    rebuilds = 0
+    recompose = KeyFooter.recompose
+
+    async def counted(footer: KeyFooter) -> None:
+        nonlocal rebuilds
+        rebuilds += 1
+        await recompose(footer)
+
+    monkeypatch.setattr(KeyFooter, "recompose", counted)
+    app = make_app(store, ScriptedProvider())
+    async with app.run_test() as pilot:
+        await wait_until(pilot, lambda: "ctrl+q" in footer_keys(app))
+        for _ in range(5):  # Whatever else the start asked for has run.
+            await pilot.pause()
+        assert rebuilds == 1
+        assert "-disabled" in footer_keys(app)["escape"].classes  # Idle: nothing to stop.

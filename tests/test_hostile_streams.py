@@ -18,7 +18,7 @@ from chatui.messages import ModelResponse, ResponseState, ToolResult
 from chatui.providers.base import ToolCallDelta, ToolCallStart
 from chatui.providers.sse import events as sse_events
 from chatui.store import Store
-from chatui.tools import Tool, ToolRegistry
+from chatui.tools.registry import Tool, ToolRegistry
 from chatui.widgets.tool_call import ToolCallView
 from tests.support import anthropic_wire as aw
 from tests.support import openai_wire as ow

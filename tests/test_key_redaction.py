@@ -20,9 +20,9 @@ from chatui.messages import ModelResponse, ResponseState, ToolResult
 from chatui.providers.base import StreamEnd
 from chatui.redact import MIN_FRAGMENT, Redactor
 from chatui.store import Store
-from chatui.tools import Tool, ToolRegistry
 from chatui.tools.builtin import build_registry
 from chatui.tools.protocol import Approval
+from chatui.tools.registry import Tool, ToolRegistry
 from chatui.turn import TurnSettings
 from tests.support import openai_wire as ow
 from tests.support.remote import SECRET, assert_no_secret, key_runs, openai_at, settings

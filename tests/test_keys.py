@@ -24,7 +24,7 @@ from chatui.screens.approval import ApprovalDialog
 from chatui.screens.conversations import ConversationList
 from chatui.screens.drafts import DRAFT_SAVE_DELAY
 from chatui.store import Store
-from chatui.tools import Tool, ToolRegistry
+from chatui.tools.registry import Tool, ToolRegistry
 from chatui.widgets.composer import Composer
 from chatui.widgets.message_list import MessageList, MoreBelow
 from chatui.widgets.status_bar import StatusBar

@@ -40,8 +40,8 @@ import pytest
 import uvicorn
 from llama_cpp.server.settings import ModelSettings, ServerSettings
 
-from chatui.config import OpenAIConfig
-from chatui.history import DEFAULT_INTERRUPTED_NOTE, ChatMessage
+from chatui.config import DEFAULT_INTERRUPTED_NOTE, OpenAIConfig
+from chatui.history import ChatMessage
 from chatui.messages import ResponseState
 from chatui.providers.openai_chat import OpenAIProvider
 from chatui.providers.remote import continue_instruction

@@ -21,8 +21,7 @@ from chatui.providers.base import StreamEnd, ToolSpec
 from chatui.screens.approval import ApprovalDialog, describe_arguments
 from chatui.screens.mcp_servers import FailureNotices, McpServersScreen
 from chatui.store import Store
-from chatui.tools import ToolRegistry
-from chatui.tools.registry import CallContext
+from chatui.tools.registry import CallContext, ToolRegistry
 from chatui.widgets.composer import Composer
 from tests.support.app import approval_shown, make_app, screen_text, send, settled, wait_until
 from tests.support.clocks import FakeClock

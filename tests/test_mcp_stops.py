@@ -49,8 +49,7 @@ from chatui.providers.base import ToolSpec
 from chatui.screens.approval import ApprovalDialog
 from chatui.screens.chat import ChatScreen
 from chatui.store import Store
-from chatui.tools import ToolRegistry
-from chatui.tools.registry import RunnableTool
+from chatui.tools.registry import RunnableTool, ToolRegistry
 from chatui.widgets.status_bar import StatusBar
 from chatui.widgets.tool_call import ToolCallView
 from tests.support.app import screen_text, send, settled, wait_until

@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 from textual.command import CommandList, CommandPalette
 
-from chatui.config import AnthropicConfig, Config, OpenAIConfig
-from chatui.history import DEFAULT_INTERRUPTED_NOTE
+from chatui.config import DEFAULT_INTERRUPTED_NOTE, AnthropicConfig, Config, OpenAIConfig
 from chatui.messages import ModelResponse, ResponseState
 from chatui.providers.anthropic_messages import AnthropicProvider
 from chatui.providers.base import ProviderError

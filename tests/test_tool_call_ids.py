@@ -26,7 +26,7 @@ from chatui.messages import (
 )
 from chatui.providers.base import Provider
 from chatui.store import Store
-from chatui.tools import Tool, ToolRegistry
+from chatui.tools.registry import Tool, ToolRegistry
 from chatui.widgets.chat_message import AssistantMessage
 from chatui.widgets.tool_call import ToolCallView
 from tests.support import openai_wire as ow

@@ -15,7 +15,7 @@ import pytest
 
 from chatui.messages import ResponseState
 from chatui.store import Store
-from chatui.tools import Tool, ToolRegistry
+from chatui.tools.registry import Tool, ToolRegistry
 from chatui.widgets.chat_message import AssistantMessage
 from chatui.widgets.tool_call import ToolCallView
 from tests.support.app import make_app, send, settled, wait_until

@@ -24,7 +24,7 @@ from chatui.providers.local.chat_format import GEMMA_TEMPLATE, ChatFormat
 from chatui.providers.local.provider import LocalProvider
 from chatui.providers.local.tool_grammar import MAX_CALLS, ToolGrammar, tool_grammar
 from chatui.store import Store
-from chatui.tools import Tool, ToolRegistry
+from chatui.tools.registry import Tool, ToolRegistry
 from chatui.tools.schema import parse_arguments, validate
 from chatui.turn import TurnSettings
 from tests.support.local import local_config

@@ -13,8 +13,8 @@ from chatui.messages import ModelResponse, ResponseState, ToolCallPart, ToolResu
 from chatui.providers.anthropic_messages import to_anthropic_messages
 from chatui.providers.openai_chat import to_openai_messages
 from chatui.store import Store
-from chatui.tools import Tool, ToolRegistry
 from chatui.tools.protocol import Approval
+from chatui.tools.registry import Tool, ToolRegistry
 from chatui.turn import ToolResultAdded, ToolStatusChanged, TurnSettings
 from tests.support import anthropic_wire as aw
 from tests.support import openai_wire as ow

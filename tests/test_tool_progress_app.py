@@ -13,9 +13,8 @@ from chatui.mcp.status import ServerState, ServerStatus
 from chatui.providers.base import StreamEnd, ToolSpec
 from chatui.screens.turn_view import CANCEL_NEWS_WAIT
 from chatui.store import Store
-from chatui.tools import ToolRegistry
 from chatui.tools.protocol import ToolProgress
-from chatui.tools.registry import CallContext
+from chatui.tools.registry import CallContext, ToolRegistry
 from chatui.turn import ToolStatusChanged, TurnEvent
 from chatui.widgets.tool_call import ToolCallView
 from tests.support.app import fix_stop_time, make_app, screen_text, send, settled, wait_until

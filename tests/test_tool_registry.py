@@ -11,8 +11,8 @@ import pytest
 
 from chatui.cancel import CancelToken, current_token
 from chatui.messages import ToolCallPart
-from chatui.tools import Tool, ToolFailed, ToolRegistry
 from chatui.tools.protocol import Approval
+from chatui.tools.registry import Tool, ToolFailed, ToolRegistry
 from chatui.tools.schema import InvalidArguments, describe, validate
 from tests.support.clocks import LoopClock
 

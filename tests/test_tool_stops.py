@@ -31,7 +31,8 @@ from chatui.messages import ModelResponse, ResponseState, ToolResult, UserPrompt
 from chatui.screens.approval import ApprovalDialog
 from chatui.screens.chat import ChatScreen
 from chatui.store import Store
-from chatui.tools import Tool, ToolRegistry, build_registry
+from chatui.tools.builtin import build_registry
+from chatui.tools.registry import Tool, ToolRegistry
 from chatui.widgets.status_bar import StatusBar
 from tests.support.app import approval_shown, make_app, send, settled, wait_until
 from tests.support.processes import (

@@ -18,7 +18,7 @@ from chatui.messages import (
 from chatui.providers.base import StreamEnd, TextDelta
 from chatui.screens.approval import ApprovalDialog
 from chatui.store import Store
-from chatui.tools import Tool, ToolRegistry
+from chatui.tools.registry import Tool, ToolRegistry
 from chatui.widgets.composer import Composer
 from chatui.widgets.status_bar import StatusBar
 from chatui.widgets.tool_call import ToolCallView

@@ -21,8 +21,8 @@ from chatui.providers.base import (
     TextDelta,
 )
 from chatui.store import Store
-from chatui.tools import Tool, ToolRegistry
 from chatui.tools.protocol import Approval
+from chatui.tools.registry import Tool, ToolRegistry
 from chatui.turn import Turn, TurnEvent, TurnSettings
 from tests.support.clocks import LoopClock
 from tests.support.scripted import RAISE, STALL, ScriptedProvider, calls, words

@@ -19,6 +19,11 @@ class KeyFooter(Footer):
     is likely to press Esc. This footer rebuilds only when the keys shown
     change; when only some became enabled or disabled, it restyles those keys.
 
+    Textual's `Footer` composes no keys until its screen's bindings are ready,
+    then asks for a recompose at each change of bindings until it has keys: at
+    startup that was four recomposes in a row (each about 10 ms of the frames
+    just after the first). This one asks for one at a time.
+
     It also drops the watchers of removed keys: `Footer` binds each new key to
     its `compact` reactive and forgets the old ones only when `compact` changes,
     which here it never does, so every rebuild kept dead widgets alive.
@@ -27,16 +32,23 @@ class KeyFooter(Footer):
     def __init__(self) -> None:
         super().__init__()
         self._shown: list[tuple[str, str, str]] = []  # What the keys were composed from.
+        self._recomposing = False  # A recompose is asked for and has not run yet.
 
     def compose(self) -> ComposeResult:
-        self._shown = list(_shown_bindings(self.screen))
+        self._recomposing = False
+        ready = self._bindings_ready  # Until then, `Footer` composes no keys.
+        self._shown = list(_shown_bindings(self.screen)) if ready else []
         yield from super().compose()
 
     def bindings_changed(self, screen: Screen[Any]) -> None:
         shown = _shown_bindings(screen)
         keys = list(self.query_children(FooterKey))
         if list(shown) != self._shown or not keys:
-            super().bindings_changed(screen)
+            if not self._recomposing:  # It will show the bindings as they are when it runs.
+                self._recomposing = bool(
+                    screen.app.app_focus and self.is_attached and screen is self.screen
+                )
+                super().bindings_changed(screen)
             return
         for key in keys:  # The same keys: only whether each is enabled may differ.
             disabled = not shown.get((key.key, key.description, key.action), True)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chatui.config import PROVIDERS, Config
-from chatui.providers.base import Provider, ProviderError
+from chatui.providers.lifecycle import Provider, ProviderError
 
 DEFAULT_LOCAL_LABEL = "gemma-3-270m (default)"
 

@@ -38,7 +38,7 @@ from chatui._textual.escape import EscapeFirstScreen
 from chatui._textual.footer import KeyFooter
 from chatui.gc_pause import FullCollectionHold
 from chatui.messages import Conversation, ModelResponse, ResponseState, UserPrompt
-from chatui.providers.base import ProviderError
+from chatui.providers.lifecycle import ProviderError
 from chatui.providers.registry import ModelChoice
 from chatui.screens.drafts import DraftKeeper
 from chatui.screens.message_queue import MessageQueue

@@ -1,6 +1,4 @@
-"""The tools the model can call: the registry (`registry`), and the built-in ones (`builtin`)."""
+"""The tools the model can call: the registry (`registry`), and the built-in ones (`builtin`).
 
-from chatui.tools.builtin import BUILTIN_NAMES, build_registry
-from chatui.tools.registry import Tool, ToolFailed, ToolRegistry
-
-__all__ = ["BUILTIN_NAMES", "Tool", "ToolFailed", "ToolRegistry", "build_registry"]
+Imports none of them: the app's first frame needs only `protocol` (an approval's answers).
+"""

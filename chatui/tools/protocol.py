@@ -12,10 +12,12 @@ import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from chatui.messages import ToolCallPart, ToolResult
-from chatui.providers.base import ToolSpec
+
+if TYPE_CHECKING:
+    from chatui.providers.base import ToolSpec
 
 
 class Approval(Enum):

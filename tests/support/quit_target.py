@@ -28,7 +28,8 @@ from chatui.cli import run_app
 from chatui.config import Config, ToolsConfig
 from chatui.providers.base import StreamEnd
 from chatui.store import Store
-from chatui.tools import Tool, ToolRegistry, build_registry
+from chatui.tools.builtin import build_registry
+from chatui.tools.registry import Tool, ToolRegistry
 from tests.support.scripted import ScriptedProvider, tool_call, words
 
 
