@@ -98,3 +98,25 @@ async def test_the_footer_is_built_once_at_startup(store: Store, monkeypatch) ->
             await pilot.pause()
         assert rebuilds == 1
         assert "-disabled" in footer_keys(app)["escape"].classes  # Idle: nothing to stop.
+
+
+async def test_a_rebuild_of_the_footer_never_holds_up_the_screen(store: Store) -> None:
+    """Textual has the screen await a footer's rebuild after a refresh; it runs on the footer's.
+
+    Awaited there, the new keys' mounting held back what the screen does next:
+    every other widget's refresh (a reply's end that came just then missed its draw).
+    """
+    app = make_app(store, ScriptedProvider())
+    async with app.run_test() as pilot:
+        await wait_until(pilot, lambda: "ctrl+q" in footer_keys(app))
+        footer = app.screen.query_one(KeyFooter)
+        old = footer_keys(app)
+        seen_next: list[dict[str, FooterKey]] = []
+        # As `Footer.bindings_changed` does; then something else for after the same refresh.
+        footer.call_later(footer.call_after_refresh, footer.recompose)
+        footer.call_later(footer.call_after_refresh, lambda: seen_next.append(footer_keys(app)))
+        footer.call_later(app.screen.refresh)
+        await wait_until(pilot, lambda: bool(seen_next))
+        assert seen_next == [old]  # The screen went on before the footer was rebuilt,
+        await wait_until(pilot, lambda: footer_keys(app).get("ctrl+q") not in (None, old["ctrl+q"]))
+        assert set(footer_keys(app)) == set(old)  # which it was, after.

@@ -80,7 +80,10 @@ def test_local_reply_interrupted_during_prefill(
         assert provider.last_job.stopped == "in decode"
         assert cache_state(provider)[0] == 0  # Nothing of the stopped prompt stays cached.
 
-    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+    try:
+        assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+    finally:
+        asyncio.run(provider.close())  # Its llama.cpp thread and model, not left to later tests.
 
 
 async def test_real_default_model_exchange_stop_and_cache_reuse(
@@ -173,3 +176,4 @@ async def test_a_cache_that_cannot_be_saved_is_a_notice_and_ctrl_n_still_works(
         await pilot.pause()
         assert len(list(app._notifications)) == 1  # Reported once, not on every save.
         assert app.is_running
+    await provider.close()  # Its llama.cpp thread and model, not left to later tests.

@@ -57,6 +57,16 @@ class KeyFooter(Footer):
                 key.set_class(disabled, "-disabled")
 
     async def recompose(self) -> None:
+        """Rebuild the keys on the footer's own message queue, not the caller's.
+
+        Textual calls this after the screen's next refresh and waits for it there,
+        on the screen's queue: while the new keys mount (tens of turns of the
+        loop), no other widget's refresh reaches the screen, and the end of a
+        reply that lands just then missed its early draw.
+        """
+        self.call_later(self._rebuild)
+
+    async def _rebuild(self) -> None:
         await super().recompose()
         self.mutate_reactive(Footer.compact)  # Prunes the watchers of removed keys.
 

@@ -100,6 +100,8 @@ class Rig:
     def close(self) -> None:
         if self.server is not None:
             self.server.__exit__(None, None, None)
+        if self.local:
+            asyncio.run(self.provider.close())  # Its llama.cpp thread and model.
 
 
 def views(app) -> list[ToolCallView]:  # type: ignore[no-untyped-def]
