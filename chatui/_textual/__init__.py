@@ -58,13 +58,15 @@ Ledger (module: private API touched; gain; guarding test; what would retire it)
 - `footer` (`textual.widgets._footer.FooterKey`, `FooterKey._disabled`, the
   `Footer.compact` reactive, `Footer._bindings_ready`): the footer restyles
   keys in place instead of rebuilding at every turn's start and end, drops
-  the watchers of removed keys (Textual's Footer keeps them: a leak), and
-  asks for one rebuild at a time. Gain: kitty Esc → visible p50 35.8 → 29.2
+  the watchers of removed keys (Textual's Footer keeps them: a leak), asks
+  for one rebuild at a time, and rebuilds on its own queue (Textual has the
+  screen wait for a rebuild after a refresh, holding back every other
+  widget's; a reply's end missed its early draw). Gain: kitty Esc → visible p50 35.8 → 29.2
   ms, p90 51.6 → 42.2 ms; stop drawn p99 31.3 → 18.3 ms; at startup one
   rebuild instead of four, each 8 to 12 ms of the main thread in the frames
   just after the first. Guard: tests/test_footer.py. Retire: Footer updating
-  enabled states in place, pruning its watchers, and not asking for a
-  recompose while one is pending.
+  enabled states in place, pruning its watchers, not asking for a recompose
+  while one is pending, and not rebuilding on the screen's queue.
 - `light_scrollbar` (`Widget._vertical_scrollbar`, `App._start_widget`,
   `ScrollBarRender.render_bar`): the message list's bar is drawn as strips,
   without Rich's console, on every frame of an anchored reply. Gain: kitty
