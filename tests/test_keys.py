@@ -883,6 +883,11 @@ def test_the_sign_that_more_is_below(snap_compare, store: Store) -> None:
         await app.open_conversation(conversation_id)
         await send(pilot, "One more question")
         await gate.reached.wait()
+        # Folded again from a layout of the whole history, its replies parsed: the spacer
+        # as tall as they are, whenever their parsing ended (see `fold.Settles`).
+        messages = app.chat.query_one(MessageList)
+        messages.unfold()
+        await wait_until(pilot, lambda: bool(messages.folded))
         await pilot.press("pageup")
         await wait_until(pilot, lambda: app.chat.query_one(MoreBelow).display)
         await pilot.pause()

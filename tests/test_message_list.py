@@ -249,6 +249,38 @@ def test_a_child_not_laid_out_yet_is_never_folded() -> None:
     assert child.display and fold.folded == []
 
 
+class Arriving(Static):
+    """An item whose content comes after it is laid out (a stored reply's Markdown)."""
+
+    arrived = False
+
+    def settled(self) -> bool:
+        return self.arrived
+
+
+async def test_an_item_whose_content_is_still_arriving_is_never_folded() -> None:
+    # Folded as it is laid out before its content came, it would keep that height in
+    # the spacer (hidden, it is not laid out again): the list too short, Page Up wrong.
+    from textual.app import App, ComposeResult
+    from textual.containers import VerticalScroll
+
+    items = [Arriving(f"item {n}") for n in range(3)]
+
+    class Items(App[None]):
+        def compose(self) -> ComposeResult:
+            yield VerticalScroll(*items)
+
+    async with Items().run_test() as pilot:
+        await pilot.pause()
+        fold = Fold()
+        assert all(item.virtual_region for item in items)  # Laid out, all above `top`.
+        assert fold.fold(items, top=100) == 0
+        assert all(item.display for item in items)
+        items[0].arrived = True
+        assert fold.fold(items, top=100) == 1  # The first; the second stops the rest.
+        assert fold.folded == [items[0]] and items[1].display and items[2].display
+
+
 @pytest.mark.parametrize("change", ["last block re-parsed away", "composer shrinks"])
 async def test_what_folds_cannot_come_back_into_sight_before_the_next_layout(
     store: Store, change: str, monkeypatch: pytest.MonkeyPatch

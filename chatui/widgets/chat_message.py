@@ -126,6 +126,18 @@ class AssistantMessage(Vertical, TopDownStack, RepeatedMiddle):
 
         return [child for child in self.children if isinstance(child, ReplyMarkdown | ToolCallView)]
 
+    def settled(self) -> bool:
+        """Whether its parts and their blocks are in and laid out (`fold.Settles`)."""
+        # No children before its composed parts are mounted (the marker is one); and its own
+        # place must hold its runs' (it is laid out apart from them, and can lag behind).
+        runs = self._text_runs()
+        return (
+            bool(self.children)
+            and all(run.settled() for run in runs)
+            and sum(run.virtual_region.height for run in runs if run.display)
+            <= self.virtual_region.height
+        )
+
     def tail_height(self) -> int:
         runs = self._text_runs()  # Only the last can still grow (or shrink).
         return runs[-1].tail_height() if runs else 0

@@ -43,6 +43,8 @@ class Fold:
             region = child.virtual_region  # Empty when not laid out yet.
             if not (child.display and region):
                 break  # Hidden, or not laid out yet: this one and the rest stay.
+            if isinstance(child, Settles) and not child.settled():
+                break  # Its height is not final: the spacer would keep a wrong one.
             if region.bottom + child.styles.margin.bottom > top:
                 break  # Not far enough above: this one and the rest stay.
             newly.append(child)
@@ -87,4 +89,19 @@ class FoldsInside(Protocol):
         A streamed reply re-parses only its last block, which can come out
         shorter (a paragraph that turns into a table, say).
         """
+        ...
+
+
+@runtime_checkable
+class Settles(Protocol):
+    """A widget whose content can arrive after it is laid out (a reply's Markdown, parsed
+    on a worker thread): its height is final only once `settled()`.
+
+    A child folded before then would leave the spacer standing for the height it
+    had without that content, for as long as it stays folded (a hidden widget is
+    not laid out again): the list too short, its scrollbar and Page Up wrong.
+    """
+
+    def settled(self) -> bool:
+        """Whether the last layout measured all of its content."""
         ...

@@ -56,6 +56,21 @@ class ReplyMarkdown(StreamingMarkdown, TopDownStack):
     def __init__(self, markdown: str | None = None) -> None:
         super().__init__(markdown, parser_factory=_shared_parser)
         self._fold = Fold()
+        # A stored reply's text is parsed after the mount, on a worker thread; until its
+        # blocks are in, it is laid out without them (`settled`).
+        self._parsed = markdown is None
+
+    def on_markdown_table_of_contents_updated(self) -> None:
+        self._parsed = True  # Its own, posted once its first blocks are mounted.
+
+    def settled(self) -> bool:
+        """Whether its blocks are in and the last layout placed them (see `fold.Settles`)."""
+        blocks = [child for child in self.children if child is not self._fold.spacer]
+        shown = [block for block in blocks if block.display]
+        if not (self._parsed and shown):
+            return self._parsed  # Not parsed yet; or nothing to show (no height to wait for).
+        # Laid out with its blocks, each a line at least (an empty region: not laid out yet).
+        return bool(self.virtual_region) and all(block.virtual_region for block in shown)
 
     def compose(self) -> ComposeResult:
         yield self._fold.spacer  # Blocks are mounted after it.
