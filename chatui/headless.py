@@ -114,14 +114,16 @@ def find_conversation(store: Store, *, resume: str | None, last: bool) -> str | 
     wanted = resume.strip().lower()
     if wanted and store.exists(wanted):
         return wanted
-    matches = (
-        [cid for cid, _title in store.conversations_starting_with(wanted)]
-        if len(wanted) >= PREFIX_LENGTH
-        else []
-    )
+    shown = one_line(resume, 40)
+    if len(wanted) < PREFIX_LENGTH:
+        raise UsageError(
+            f"--resume needs a conversation's id, or its first {PREFIX_LENGTH} characters "
+            f"at least{f' ({shown} is too short)' if wanted else ''}. A run with --json names "
+            "its conversation's id, and --continue goes on with the last conversation."
+        )
+    matches = [cid for cid, _title in store.conversations_starting_with(wanted)]
     if len(matches) == 1:
         return matches[0]
-    shown = one_line(resume, 40)
     if matches:
         raise UsageError(
             f"{len(matches)} conversations have an id starting with {shown}: give more of it."

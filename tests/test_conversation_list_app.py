@@ -143,6 +143,27 @@ async def test_each_row_shows_the_title_the_date_and_the_last_model(
     assert "Rye starter 28 Feb 2024" in line_of("Rye starter")
 
 
+async def test_the_model_column_is_as_wide_as_its_longest_name_up_to_a_third(
+    store: Store, utc: None
+) -> None:
+    converse(store, "Short", at(2026, 3, 14, 9), "gpt-4o")
+    long_name = "claude-sonnet-4-5-20250929"  # 26 cells: whole at 90 columns (a third is 30).
+    converse(store, "Long", at(2026, 3, 14, 10), long_name)
+    huge = "m" * 60  # Past a third: cut, and the titles keep their room.
+    converse(store, "Huge", at(2026, 3, 14, 8), huge)
+    app = make_app(store, ScriptedProvider(), clock=FakeClock())
+    async with app.run_test(size=SIZE) as pilot:
+        await push_list(pilot, app)
+        lines = screen_text(app).splitlines()
+
+    [long_line] = [line for line in lines if "Long" in line]
+    [huge_line] = [line for line in lines if "Huge" in line]
+    assert long_name in long_line
+    assert huge not in huge_line and "m" * 20 in huge_line and "…" in huge_line
+    # One column for every row: the dates line up.
+    assert long_line.index("10:00") == huge_line.index("08:00")
+
+
 async def test_the_list_filters_titles_and_messages_as_the_user_types(
     store: Store, utc: None
 ) -> None:

@@ -172,6 +172,18 @@ def test_an_unknown_resume_id_is_an_error_and_nothing_is_sent(
     assert openai_server.requests == [] and conversations(tmp_path) == []
 
 
+@pytest.mark.parametrize("given", ["", "3", "abc"])
+def test_a_resume_id_too_short_to_pick_one_is_said_so_not_unknown(
+    given: str, openai_env: dict[str, str], openai_server: WireServer, tmp_path: Path
+) -> None:
+    code, out, err = run(["--resume", given, "-p", "Hello"], openai_env)
+
+    assert (code, out) == (2, "")
+    assert "first 4 characters" in err and "No conversation has the id" not in err
+    assert (f"({given} is too short)" in err) == bool(given)
+    assert openai_server.requests == [] and conversations(tmp_path) == []
+
+
 def test_continue_with_no_conversation_yet_is_an_error(openai_env: dict[str, str]) -> None:
     code, _out, err = run(["--continue", "-p", "Hello"], openai_env)
 

@@ -32,7 +32,7 @@ NEW = "__new__"
 SHOWN = 200  # Rows at most: the list opens as fast with 10,000 conversations as with 10.
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 DATE_WIDTH = len("30 Dec 2025")
-MODEL_WIDTH = 20  # Cells for the model's name, whatever the rows (the columns stay put); cut.
+MODEL_SHARE = 3  # The model's column: its longest name shown, up to a third of the width; cut.
 TITLE_LIMIT = 500  # Characters of a title read at most, before it is cut to the row.
 
 
@@ -87,18 +87,24 @@ class ConversationRows(OptionList):
 
     def _lay_out(self) -> None:
         width = self.scrollable_content_region.width or self.size.width
-        title_width = max(width - DATE_WIDTH - MODEL_WIDTH - 4, 8)
+        models = [
+            Content.styled(one_line(row.last_model or row.last_provider, 100), "dim")
+            for row in self.rows
+        ]
+        longest = max((model.cell_length for model in models), default=0)
+        model_width = min(longest, width // MODEL_SHARE)  # The same for every row.
+        title_width = max(width - DATE_WIDTH - model_width - 4, 8)
         options = []
-        for row in self.rows:  # Content, not markup: the titles and models are not ours.
+        # Content, not markup: the titles and models are not ours.
+        for row, model in zip(self.rows, models, strict=True):
             title = Content(one_line(row.title, TITLE_LIMIT))
             if mark := self.marks.get(row.id):  # The title is cut first: the mark stays whole.
                 title = title.truncate(max(title_width - len(mark) - 2, 8), ellipsis=True)
                 title = Content.assemble(title, "  ", (mark, "dim"))
-            model = Content.styled(one_line(row.last_model or row.last_provider, 100), "dim")
             line = Content.assemble(
                 title.truncate(title_width, ellipsis=True, pad=True),
                 f"  {when(row.updated, self.now):>{DATE_WIDTH}}  ",
-                model.truncate(MODEL_WIDTH, ellipsis=True),
+                model.truncate(model_width, ellipsis=True),
             )
             options.append(Option(line, id=row.id))
         self.set_options(options)
