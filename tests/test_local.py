@@ -10,6 +10,7 @@ import asyncio
 import errno
 import itertools
 import os
+import sys
 import threading
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from chatui.config import LocalConfig
 from chatui.history import ChatMessage
 from chatui.messages import ResponseState
 from chatui.providers.base import ModelRequest, PromptProgress, ProviderError, TextDelta
+from chatui.providers.local import llama_engine
 from chatui.providers.local.llama_engine import model_identity
 from chatui.providers.local.llama_runtime import AbortFlag, amx_present
 from chatui.providers.local.provider import LocalProvider, check_gguf
@@ -271,6 +273,35 @@ async def test_missing_or_non_gguf_model_is_a_clear_error(tmp_path: Path) -> Non
     provider = LocalProvider(LocalConfig(model_path=str(bad)), state_dir=tmp_path)
     with pytest.raises(ProviderError, match="is not a GGUF model file"):
         await provider.prepare()
+
+
+async def test_what_others_say_while_the_model_loads_reaches_the_terminal(
+    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """The load's own chatter goes nowhere; a headless run's "Stopped…" meanwhile is seen."""
+    loading, release = threading.Event(), threading.Event()
+    real_init = llama_engine.CountingLlama.__init__
+
+    def held_init(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        print("model metadata…", file=sys.stderr)  # As Llama() does, verbose.
+        print("model metadata…")
+        loading.set()
+        release.wait(30)
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(llama_engine.CountingLlama, "__init__", held_init)
+    provider = LocalProvider(local_config(tiny_model), state_dir=tmp_path / "kv")
+    preparing = asyncio.ensure_future(provider.prepare())
+    try:
+        await asyncio.to_thread(loading.wait, 30)
+        print("Stopped before the request was sent.", file=sys.stderr)  # This thread's.
+        print("a reply")
+    finally:
+        release.set()
+        await preparing
+        await provider.close()
+    out, err = capsys.readouterr()
+    assert (out, err) == ("a reply\n", "Stopped before the request was sent.\n")
 
 
 def test_abort_flag_is_gil_free_and_thread_safe() -> None:

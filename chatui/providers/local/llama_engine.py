@@ -58,7 +58,6 @@ import codecs
 import concurrent.futures
 import contextlib
 import hashlib
-import io
 import itertools
 import os
 import queue
@@ -84,7 +83,12 @@ from chatui.providers.base import (
     UsageUpdate,
 )
 from chatui.providers.local.kv_cache import KVCache
-from chatui.providers.local.llama_runtime import AbortFlag, safe_model_params, silence_llama_logs
+from chatui.providers.local.llama_runtime import (
+    AbortFlag,
+    quiet_on_this_thread,
+    safe_model_params,
+    silence_llama_logs,
+)
 from chatui.providers.local.tool_grammar import ToolGrammar
 from chatui.providers.local.tool_markup import ToolCallMarkupParser, new_call_prefix
 
@@ -309,7 +313,7 @@ class LlamaEngine:
         c = self.config
         # With verbose=False, Llama() points fds 1 and 2 at /dev/null while it loads, which
         # would swallow the UI's own output; logs go to the silent callback instead.
-        with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+        with quiet_on_this_thread():
             llm = CountingLlama(
                 model_path=str(self.model_path),
                 n_ctx=c.n_ctx,

@@ -1,12 +1,14 @@
-"""Process-wide llama.cpp plumbing: silent logging and a GIL-free abort flag."""
+"""Process-wide llama.cpp plumbing: silent logging, a quiet load and a GIL-free abort flag."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import sys
 import threading
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, TextIO
 
 import llama_cpp
 
@@ -27,6 +29,45 @@ def silence_llama_logs() -> None:
         # Kept alive for the life of the process.
         _log_callback = llama_cpp.llama_log_callback(_discard)
         llama_cpp.llama_log_set(_log_callback, ctypes.c_void_p(0))
+
+
+class _SilentOnThread:
+    """A stream that drops what one thread writes and passes on every other thread's."""
+
+    def __init__(self, stream: TextIO, thread: threading.Thread) -> None:
+        self._stream, self._thread = stream, thread
+
+    def write(self, text: str) -> int:
+        if threading.current_thread() is self._thread:
+            return len(text)
+        return self._stream.write(text)
+
+    def __getattr__(self, name: str) -> Any:  # flush, fileno, encoding, isatty...
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def quiet_on_this_thread() -> Iterator[None]:
+    """What this thread prints to sys.stdout and sys.stderr goes nowhere, meanwhile.
+
+    For `Llama()`, which prints its model's metadata (with verbose=False it
+    points fds 1 and 2 at /dev/null instead, silencing the whole process).
+    `contextlib.redirect_stderr` would too: it swaps the process's stream, and
+    what another thread said meanwhile (a headless run's "Stopped before the
+    request was sent") was lost.
+    """
+    thread = threading.current_thread()
+    saved = sys.stdout, sys.stderr
+    quiet = [_SilentOnThread(stream, thread) if stream is not None else None for stream in saved]
+    sys.stdout, sys.stderr = quiet
+    try:
+        yield
+    finally:
+        # Put back only what is still ours (something else may have swapped them since).
+        if sys.stdout is quiet[0]:
+            sys.stdout = saved[0]
+        if sys.stderr is quiet[1]:
+            sys.stderr = saved[1]
 
 
 def _libc_strlen() -> Any:
