@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Literal, TextIO
 
 from chatui import __version__
 from chatui.gc_pause import freeze_imports, pause_for_startup, resume_after_startup
+from chatui.typeahead import keys_typed_ahead, original_settings
 
 if TYPE_CHECKING:  # The rest of chatui is imported in `main`, once the collector is paused.
     from chatui.config import Config
@@ -170,7 +171,8 @@ def _start(arguments: list[str]) -> int:
 
     # The provider is made after the first frame: its SDK or llama.cpp takes up to a second.
     named = args.provider is not None or args.model is not None
-    return run_app(config, store, None, deferred=True, resume=resume, model_named=named)
+    with keys_typed_ahead():  # From now on, a prompt typed and sent while chatui starts is sent.
+        return run_app(config, store, None, deferred=True, resume=resume, model_named=named)
 
 
 def _tell(text: str) -> None:
@@ -332,7 +334,7 @@ def _terminal_restorer() -> Callable[[], None] | None:
         fd, out = stdin.fileno(), stdout.fileno()
         if not os.isatty(fd):
             return None
-        attributes = termios.tcgetattr(fd)
+        attributes = original_settings() or termios.tcgetattr(fd)  # As before chatui ran.
 
         def restore() -> None:
             os.write(out, TERMINAL_RESET.encode())

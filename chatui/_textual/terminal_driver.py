@@ -11,6 +11,7 @@ from textual._xterm_parser import XTermParser
 from textual.drivers.linux_driver import LinuxDriver
 
 from chatui._textual.input import InputPump
+from chatui.typeahead import as_typed, take_pending
 
 
 class TerminalDriver(LinuxDriver):
@@ -25,8 +26,10 @@ class TerminalDriver(LinuxDriver):
         selector.register(self.fileno, selectors.EVENT_READ)
         pump = InputPump(self.process_message, parser=XTermParser(self._debug))
         decode = getincrementaldecoder("utf-8")().decode
+        typed_ahead = take_pending()  # Bytes typed before chatui took the terminal.
 
         def read_ready(timeout: float, final: bool = False) -> None:
+            nonlocal typed_ahead
             ready = selector.select(timeout)
             for index, (_key, mask) in enumerate(ready):
                 if mask & selectors.EVENT_READ:
@@ -34,6 +37,9 @@ class TerminalDriver(LinuxDriver):
                     read_at = monotonic()
                     if not data:
                         break  # stdin is a pipe that has ended.
+                    if typed_ahead:  # The terminal made their Enters line feeds (Ctrl+J).
+                        data = as_typed(data, typed_ahead)
+                        typed_ahead = max(0, typed_ahead - len(data))
                     text = decode(data, final=final and index == len(ready) - 1)
                     if text:  # Empty when the read ended inside a UTF-8 character.
                         pump.feed(text, read_at)
