@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from rich.console import RenderableType
 from rich.text import Text
@@ -48,7 +48,6 @@ from chatui.config import Config
 from chatui.gc_pause import resume_after_startup
 from chatui.providers.lifecycle import Provider
 from chatui.sanitize import visible
-from chatui.screens.approval import ApprovalDialog
 from chatui.screens.chat import ChatScreen
 from chatui.screens.turn_choices import turn_commands
 from chatui.session import Session
@@ -68,6 +67,16 @@ CTRL_C_AGAIN = 2.0  # Seconds (the event loop's clock) in which a second Ctrl+C 
 QUIT_HINT = "Press Ctrl+C again to quit, or Ctrl+Q."
 PICKED_THEME = "theme"  # Setting: the theme last picked in the command palette.
 PICKED_OVER = "theme.config"  # Setting: the config's theme when it was picked.
+
+
+@runtime_checkable
+class StopsForEscape(Protocol):
+    """A screen on which Esc stops the turn: the chat screen, the approval dialog.
+
+    A protocol, not the dialog's class: the first frame does without the dialog's module.
+    """
+
+    def stop_for_escape(self, key_time: float) -> bool: ...
 
 
 class ChatApp(QuickEscapeApp[None]):
@@ -157,13 +166,13 @@ class ChatApp(QuickEscapeApp[None]):
         stack = self.screen_stack
         top = stack[-1] if stack else None
         if key.key != "ctrl+c":
-            return isinstance(top, ChatScreen | ApprovalDialog) and top.stop_for_escape(key.time)
+            return isinstance(top, StopsForEscape) and top.stop_for_escape(key.time)
         if top is None or _has_selection(top):
             return False
-        if isinstance(top, ApprovalDialog):
-            stopped = top.stop_for_escape(key.time)
-        else:
-            stopped = isinstance(top, ChatScreen) and top.stop_for_ctrl_c(key.time)
+        if isinstance(top, ChatScreen):
+            stopped = top.stop_for_ctrl_c(key.time)
+        else:  # The approval dialog: Ctrl+C stops the turn as Esc does.
+            stopped = isinstance(top, StopsForEscape) and top.stop_for_escape(key.time)
         if stopped:
             self._ctrl_c_at = -math.inf  # A stop, not the first press of a quit.
         return stopped

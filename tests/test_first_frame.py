@@ -46,6 +46,13 @@ NOT_AT_START = (
     "chatui.screens.system_prompt",  # The palette's system prompt.
     "chatui.screens.mcp_servers",  # The palette's MCP servers.
     "zoneinfo",  # The current_datetime tool.
+    "chatui.providers.base",  # The stream's events and the request: the first turn.
+    "chatui.history",
+    "chatui.stream_redact",
+    "chatui.tools.builtin",  # The tools: made just after the first frame.
+    "chatui.tools.registry",
+    "chatui.tools.protocol",
+    "chatui.screens.approval",  # The first call that asks.
 )
 
 

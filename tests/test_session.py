@@ -52,6 +52,27 @@ async def run_turn(session: Session, conversation, prompt: str) -> tuple[Turn, T
     return turn, outcome
 
 
+# The tools
+
+
+async def test_the_tools_are_made_once_when_first_asked_for_and_prepare_asks(
+    store: Store,
+) -> None:
+    made: list[object] = []
+
+    def make_tools():  # type: ignore[no-untyped-def]
+        made.append(object())
+        return made[-1]
+
+    session = make_session(store, make_tools=make_tools)
+    assert made == []  # Not at start: the first frame does without them.
+    await session.prepare()  # Just after the first frame.
+    assert len(made) == 1 and session.tools is made[0]
+    assert session.tools is made[0] and len(made) == 1  # Once.
+    session.tools = None  # A test's own tools replace them.
+    assert session.tools is None and len(made) == 1
+
+
 # Opening and creating conversations
 
 
