@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal
 
 from rich.console import RenderableType
 from rich.text import Text
@@ -67,16 +67,6 @@ CTRL_C_AGAIN = 2.0  # Seconds (the event loop's clock) in which a second Ctrl+C 
 QUIT_HINT = "Press Ctrl+C again to quit, or Ctrl+Q."
 PICKED_THEME = "theme"  # Setting: the theme last picked in the command palette.
 PICKED_OVER = "theme.config"  # Setting: the config's theme when it was picked.
-
-
-@runtime_checkable
-class StopsForEscape(Protocol):
-    """A screen on which Esc stops the turn: the chat screen, the approval dialog.
-
-    A protocol, not the dialog's class: the first frame does without the dialog's module.
-    """
-
-    def stop_for_escape(self, key_time: float) -> bool: ...
 
 
 class ChatApp(QuickEscapeApp[None]):
@@ -166,13 +156,13 @@ class ChatApp(QuickEscapeApp[None]):
         stack = self.screen_stack
         top = stack[-1] if stack else None
         if key.key != "ctrl+c":
-            return isinstance(top, StopsForEscape) and top.stop_for_escape(key.time)
+            return (stop := _escape_stopper(top)) is not None and stop(key.time)
         if top is None or _has_selection(top):
             return False
         if isinstance(top, ChatScreen):
             stopped = top.stop_for_ctrl_c(key.time)
         else:  # The approval dialog: Ctrl+C stops the turn as Esc does.
-            stopped = isinstance(top, StopsForEscape) and top.stop_for_escape(key.time)
+            stopped = (stop := _escape_stopper(top)) is not None and stop(key.time)
         if stopped:
             self._ctrl_c_at = -math.inf  # A stop, not the first press of a quit.
         return stopped
@@ -481,6 +471,16 @@ def kill_mcp_servers() -> None:
     stdio = sys.modules.get("chatui.mcp.stdio")
     if stdio is not None:
         stdio.kill_now()
+
+
+def _escape_stopper(screen: object) -> Callable[[float], bool] | None:
+    """How `screen` stops the turn for Esc, if it does (the chat screen, the approval dialog).
+
+    Found by its name, not by the dialog's class (the first frame does without the
+    dialog's module), and cheaply: this runs as each Esc arrives.
+    """
+    stop = getattr(screen, "stop_for_escape", None)
+    return stop if callable(stop) else None
 
 
 def _has_selection(screen: Screen[Any]) -> bool:
